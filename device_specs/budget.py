@@ -1,0 +1,84 @@
+"""Budget files (and `edgefit.yaml`): target, limits with units, model and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_serializer, field_validator
+
+from device_specs.quantities import Strict
+from edgefit import units
+from edgefit.errors import UnitError
+from edgefit.yamlio import load_model
+
+BUDGET_SCHEMA_VERSION = 1
+
+LIMIT_FAMILIES: dict[str, units.Family] = {
+    "latency": units.TIME,
+    "flash": units.BYTES,
+    "ram": units.BYTES,
+    "energy": units.ENERGY,
+    "accuracy_drop": units.ACCURACY,
+}
+# Canonical unit of each limit as stored after parsing (ms, B, B, mJ, pp).
+LIMIT_UNITS = {name: fam.canonical for name, fam in LIMIT_FAMILIES.items()}
+
+
+class Limits(Strict):
+    """Hard limits. Written with units (`30ms`, `256KiB`, `5mJ`, `1pp`); stored canonically."""
+
+    latency: float | None = Field(default=None, description="per inference, e.g. '30ms', '0.5s'")
+    flash: float | None = Field(default=None, description="model + runtime storage, e.g. '1MB'")
+    ram: float | None = Field(default=None, description="peak RAM, e.g. '256KiB'")
+    energy: float | None = Field(default=None, description="per inference, e.g. '5mJ'")
+    accuracy_drop: float | None = Field(
+        default=None, description="percentage points, e.g. '1pp' ('1%' is read as points)"
+    )
+
+    @field_validator("latency", "flash", "ram", "energy", "accuracy_drop", mode="before")
+    @classmethod
+    def _parse(cls, value: Any, info: Any) -> float | None:
+        if value is None:
+            return None
+        try:
+            return units.parse(value, LIMIT_FAMILIES[info.field_name], field=info.field_name)
+        except UnitError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+    @field_serializer("latency", "flash", "ram", "energy", "accuracy_drop")
+    def _dump(self, value: float | None, info: Any) -> str | None:
+        if value is None:
+            return None
+        fam = LIMIT_FAMILIES[info.field_name]
+        return units.format_quantity(value, fam, fam.canonical)
+
+    def given(self) -> dict[str, float]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class Budget(Strict):
+    """What the user asks for. CLI flags override the fields of a budget file."""
+
+    schema_version: Literal[1] = BUDGET_SCHEMA_VERSION
+    target: str = Field(description="catalog name (see `edgefit devices`) or path to a spec YAML")
+    profile: str | None = Field(default=None, description="device profile; default: the spec's")
+    limits: Limits = Field(default_factory=Limits)
+    model: str | None = Field(
+        default=None,
+        description="built-in model name (e.g. lenet5-mnist), a .pt2 / .onnx file, or "
+        "'module:factory' with a state_dict given as `weights`",
+    )
+    weights: str | None = Field(default=None, description="state_dict file for module:factory")
+    data: str | None = Field(default=None, description="built-in data set name or a data file")
+    margin: float = Field(default=0.0, ge=0.0, lt=1.0, description="safety margin on limits")
+
+
+def load_budget(path: Path) -> Budget:
+    budget = load_model(path, Budget)
+    return budget
+
+
+def find_project_file(directory: Path) -> Path | None:
+    candidate = directory / "edgefit.yaml"
+    return candidate if candidate.is_file() else None

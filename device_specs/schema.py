@@ -1,0 +1,82 @@
+"""DeviceSpec: one board, its runtimes (profiles) and capabilities, every number with provenance."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from device_specs.quantities import Bandwidth, Bytes, Count, Hertz, MacRate, Millis, Strict, Watts
+
+SPEC_SCHEMA_VERSION = 1
+
+Precision = Literal["fp32", "fp16", "int8", "int4"]
+OpClass = Literal["conv", "pointwise", "depthwise", "linear", "matmul", "elementwise"]
+BITS: dict[str, int] = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
+
+
+class Kernel(Strict):
+    """A precision pair the runtime executes, and how fast.
+
+    The key of a kernel in `Profile.kernels` is the option name the planner offers (fp32, fp16,
+    int8, int4): a precision absent here is an option the device cannot run.
+    """
+
+    weights: Precision
+    activations: Precision
+    macs_per_s: MacRate
+    op_efficiency: dict[OpClass, Count] = Field(default_factory=dict)
+    note: str | None = None
+
+
+class Profile(Strict):
+    """Board x runtime x threads: what actually runs the model."""
+
+    description: str
+    processor: Literal["cpu", "gpu", "npu", "mcu"]
+    runtime: str
+    threads: int = Field(ge=1)
+    runtime_flash: Bytes
+    runtime_ram: Bytes
+    weights_in_ram: bool = Field(
+        description="True when the runtime copies weights into RAM (SBCs); False when it executes "
+        "them from flash (MCUs)."
+    )
+    layer_overhead: Millis
+    memory_bandwidth: Bandwidth
+    preferred_channel_multiple: int = Field(default=1, ge=1)
+    power_active: Watts | None = Field(
+        default=None, description="Board power while this profile runs, if it differs from the board's."
+    )
+    kernels: dict[str, Kernel] = Field(min_length=1)
+
+
+class DeviceSpec(Strict):
+    schema_version: Literal[1] = SPEC_SCHEMA_VERSION
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    board: str
+    kind: Literal["mcu", "sbc", "accelerator", "host"]
+    cpu: str
+    cores: Count
+    clock: Hertz
+    ram: Bytes
+    flash: Bytes = Field(description="Storage the model is stored in (MCU flash, SBC eMMC/SD).")
+    power_idle: Watts
+    power_active: Watts
+    default_profile: str
+    profiles: dict[str, Profile] = Field(min_length=1)
+    sources: dict[str, str] = Field(
+        default_factory=dict, description="Source key -> URL, for every key the file cites."
+    )
+    notes: str | None = None
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> DeviceSpec:
+        if self.default_profile not in self.profiles:
+            raise ValueError(
+                f"default_profile {self.default_profile!r} is not one of {sorted(self.profiles)}"
+            )
+        return self
+
+    def profile(self, name: str | None = None) -> Profile:
+        return self.profiles[name or self.default_profile]

@@ -1,0 +1,33 @@
+"""Every error edgefit raises on purpose. The CLI turns these into one line on stderr + exit 2."""
+
+
+class EdgefitError(Exception):
+    """Base class: a problem with the user's input or environment, reported without a traceback."""
+
+
+class UnitError(EdgefitError, ValueError):
+    """A quantity that does not parse, is out of range, or is in the wrong unit family."""
+
+
+class SpecError(EdgefitError):
+    """A device spec, budget or plan file that is malformed or violates its schema."""
+
+
+class UnknownTargetError(EdgefitError):
+    """A target name that is neither in the catalog nor a path to a spec file."""
+
+
+class ModelLoadError(EdgefitError):
+    """A model file that is missing, unreadable, unsafe (pickle) or of an unknown kind."""
+
+
+class DataError(EdgefitError):
+    """A data set that is missing or malformed."""
+
+
+class PlanError(EdgefitError):
+    """A plan that does not fit the model or cannot be applied."""
+
+
+class SolverError(EdgefitError):
+    """The solver failed for a reason other than infeasibility (which is an answer, not an error)."""

@@ -1,0 +1,134 @@
+"""Quantities with units: parse `30ms`, `256KiB`, `5mJ`, `1pp` and format them back.
+
+Canonical units inside edgefit: milliseconds, bytes, millijoules, percentage points, watts,
+MAC/s, bytes/s. Parsing and formatting round-trip: parse(format(x)) == x up to float precision.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from edgefit.errors import UnitError
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    canonical: str
+    factors: dict[str, float]  # unit suffix -> canonical units per 1 of that unit
+    allow_zero: bool = False
+
+
+TIME = Family("time", "ms", {"us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1e3, "min": 60e3})
+BYTES = Family(
+    "bytes",
+    "B",
+    {
+        "B": 1, "KB": 1e3, "kB": 1e3, "MB": 1e6, "GB": 1e9,
+        "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
+    },
+)
+ENERGY = Family("energy", "mJ", {"uJ": 1e-3, "µJ": 1e-3, "mJ": 1.0, "J": 1e3})
+ACCURACY = Family("accuracy drop", "pp", {"pp": 1.0, "%": 1.0}, allow_zero=True)
+POWER = Family("power", "W", {"mW": 1e-3, "W": 1.0})
+RATE = Family("ops rate", "MAC/s", {"MAC/s": 1.0, "kMAC/s": 1e3, "MMAC/s": 1e6, "GMAC/s": 1e9,
+                                    "TMAC/s": 1e12})
+BANDWIDTH = Family("bandwidth", "B/s", {"B/s": 1.0, "KB/s": 1e3, "MB/s": 1e6, "GB/s": 1e9})
+FREQUENCY = Family("frequency", "Hz", {"Hz": 1.0, "kHz": 1e3, "MHz": 1e6, "GHz": 1e9})
+
+FAMILIES = (TIME, BYTES, ENERGY, ACCURACY, POWER, RATE, BANDWIDTH, FREQUENCY)
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan"
+_QUANTITY = re.compile(rf"^\s*({_NUMBER})\s*([A-Za-zµ%/]*)\s*$", re.IGNORECASE)
+
+
+def _family_of(unit: str) -> Family | None:
+    for fam in FAMILIES:
+        if unit in fam.factors:
+            return fam
+    return None
+
+
+def parse(text: str | float | int, family: Family, *, field: str = "value",
+          default_unit: str | None = None) -> float:
+    """Parse `text` as a quantity of `family`, returning canonical units.
+
+    A bare number is accepted only when `default_unit` is given (spec files store canonical
+    numbers); on the command line and in budgets a unit is required.
+    """
+    if isinstance(text, bool):
+        raise UnitError(f"{field}: expected a {family.name} such as {_example(family)}, got {text!r}")
+    if isinstance(text, int | float):
+        if default_unit is None:
+            raise UnitError(
+                f"{field}: {text!r} has no unit; write it with one, e.g. {_example(family)}"
+            )
+        number, unit = float(text), default_unit
+    else:
+        m = _QUANTITY.match(str(text))
+        if not m:
+            raise UnitError(f"{field}: cannot parse {text!r} as a {family.name} "
+                            f"(e.g. {_example(family)})")
+        number, unit = float(m.group(1)), m.group(2)
+        if unit == "":
+            if default_unit is None:
+                raise UnitError(f"{field}: {text!r} has no unit; write it with one, "
+                                f"e.g. {_example(family)}")
+            unit = default_unit
+    if unit not in family.factors:
+        other = _family_of(unit)
+        allowed = ", ".join(family.factors)
+        if other is not None:
+            raise UnitError(f"{field}: {text!r} is a {other.name}, but a {family.name} is needed "
+                            f"(units: {allowed})")
+        raise UnitError(f"{field}: unknown unit {unit!r} in {text!r} (units: {allowed})")
+    if math.isnan(number) or math.isinf(number):
+        raise UnitError(f"{field}: {text!r} must be a finite number")
+    if number < 0 or (number == 0 and not family.allow_zero):
+        bound = "zero or more" if family.allow_zero else "greater than zero"
+        raise UnitError(f"{field}: {text!r} must be {bound}")
+    return number * family.factors[unit]
+
+
+def _example(family: Family) -> str:
+    unit = next(iter(family.factors))
+    return f"'10{unit}'"
+
+
+def format_quantity(value: float, family: Family, unit: str | None = None) -> str:
+    """Format canonical `value` in `unit` (or a readable one), exactly enough to parse back."""
+    if unit is None:
+        unit = _readable_unit(value, family)
+    number = value / family.factors[unit]
+    return f"{number:.6g}{unit}" if family is not ACCURACY else f"{number:.6g}pp"
+
+
+def _readable_unit(value: float, family: Family) -> str:
+    if family is BYTES:
+        candidates = ["B", "KB", "MB", "GB"]
+    elif family is TIME:
+        candidates = ["us", "ms", "s"]
+    elif family is ACCURACY:
+        return "pp"
+    else:
+        candidates = list(family.factors)
+        candidates = [u for u in candidates if u not in ("µs", "µJ")]
+    best = candidates[0]
+    for u in sorted(candidates, key=lambda u: family.factors[u]):
+        if abs(value) >= family.factors[u]:
+            best = u
+    return best
+
+
+def fmt_ms(value: float) -> str:
+    return format_quantity(value, TIME)
+
+
+def fmt_bytes(value: float) -> str:
+    return format_quantity(value, BYTES)
+
+
+def fmt_mj(value: float) -> str:
+    return format_quantity(value, ENERGY)
