@@ -1,0 +1,1 @@
+"""Per-layer x per-option costs. Importing this package does not import torch (capture does)."""

@@ -1,0 +1,151 @@
+"""Capture an nn.Module as a LayerGraph: torch.fx for structure and shapes, fvcore for MACs."""
+
+from __future__ import annotations
+
+import logging
+import operator
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from cost_models.graph import Layer, LayerGraph, Step, Tensor
+from edgefit.errors import ModelLoadError
+
+PLANNABLE = (nn.Conv2d, nn.Linear)
+_ALIAS_FUNCS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+_ALIAS_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"}
+_PASS_MODULES = (nn.Flatten, nn.Identity, nn.Dropout)
+# Activations that every runtime we target fuses into the producing kernel (TFLM, ORT, TensorRT):
+# they cost no extra buffer and no extra pass.
+_FUSED_MODULES = (nn.ReLU, nn.ReLU6)
+_FUSED_FUNCS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6}
+
+
+def op_class(module: nn.Module) -> str:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    assert isinstance(module, nn.Conv2d)
+    if module.groups > 1 and module.groups == module.in_channels:
+        return "depthwise"
+    if module.kernel_size == (1, 1):
+        return "pointwise"
+    return "conv"
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """Per-module MACs for one sample (fvcore counts one fused multiply-add as one flop)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    analysis = FlopCountAnalysis(model, example)
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return {k: int(v) for k, v in analysis.by_module().items()}
+
+
+def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model") -> LayerGraph:
+    model = model.eval()
+    example = torch.zeros((1, *input_shape))
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types; the user needs one line
+        raise ModelLoadError(f"{name}: torch.fx cannot trace this model: {exc}") from None
+    ShapeProp(gm).propagate(example)
+    macs = count_macs(model, example)
+    modules = dict(model.named_modules())
+
+    tensors: dict[str, Tensor] = {}
+    steps: list[Step] = []
+    layers: list[Layer] = []
+    owner_of: dict[str, str | None] = {}
+    outputs: tuple[str, ...] = ()
+
+    def numel(node: fx.Node) -> int:
+        meta = node.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape"):
+            raise ModelLoadError(f"{name}: node {node.name} does not produce a single tensor")
+        return int(torch.Size(meta.shape[1:]).numel())
+
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            tensors[node.name] = Tensor(node.name, numel(node), None)
+            owner_of[node.name] = None
+            continue
+        if node.op == "output":
+            outputs = tuple(a.name for a in _flat_nodes(node.args))
+            continue
+        if node.op == "get_attr":
+            raise ModelLoadError(f"{name}: parameters used outside modules ({node.target}) "
+                                 "are not supported yet")
+        inputs = tuple(a.name for a in _flat_nodes(node.args) if a.name in tensors)
+        in_owner = owner_of.get(inputs[0]) if inputs else None
+        kind, op, owner = _classify(node, modules, in_owner)
+        if kind == "layer":
+            mod = modules[node.target]
+            assert isinstance(mod, nn.Conv2d | nn.Linear)
+            layers.append(Layer(
+                name=str(node.target),
+                op_type=type(mod).__name__,
+                op_class=op_class(mod),
+                params=sum(p.numel() for p in mod.parameters()),
+                weight_numel=mod.weight.numel(),
+                bias_numel=mod.bias.numel() if mod.bias is not None else 0,
+                out_channels=mod.weight.shape[0],
+                macs=macs.get(str(node.target), 0),
+                input_numel=tensors[inputs[0]].numel,
+                output_numel=numel(node),
+            ))
+        tensors[node.name] = Tensor(node.name, numel(node), owner)
+        owner_of[node.name] = owner
+        steps.append(Step(node.name, kind, op, inputs, node.name, owner))
+
+    if not layers:
+        raise ModelLoadError(f"{name}: no Conv2d or Linear layers to plan")
+    _own_graph_input(tensors, steps, layers[0].name)
+    return LayerGraph(name, tuple(input_shape), layers, steps, tensors, outputs,
+                      meta={"capture": "torch.fx + fvcore"})
+
+
+def _classify(node: fx.Node, modules: dict[str, nn.Module],
+              in_owner: str | None) -> tuple[str, str, str | None]:
+    if node.op == "call_module":
+        mod = modules[str(node.target)]
+        if isinstance(mod, PLANNABLE):
+            return "layer", type(mod).__name__, str(node.target)
+        if isinstance(mod, _PASS_MODULES + _FUSED_MODULES):
+            return "alias", type(mod).__name__, in_owner
+        return "op", type(mod).__name__, in_owner
+    if node.op == "call_function":
+        if node.target in _ALIAS_FUNCS or node.target in _FUSED_FUNCS:
+            return "alias", getattr(node.target, "__name__", str(node.target)), in_owner
+        if node.target is operator.getitem:
+            return "alias", "getitem", in_owner
+        return "op", getattr(node.target, "__name__", str(node.target)), in_owner
+    if node.op == "call_method":
+        kind = "alias" if node.target in _ALIAS_METHODS else "op"
+        return kind, str(node.target), in_owner
+    raise ModelLoadError(f"unsupported fx node {node.op} {node.target}")
+
+
+def _own_graph_input(tensors: dict[str, Tensor], steps: list[Step], first_layer: str) -> None:
+    """The model input is stored in the element type of the first layer's kernel (an int8
+    network quantises its input once); ops before that layer inherit it too."""
+    for tname, t in list(tensors.items()):
+        if t.owner is None:
+            tensors[tname] = Tensor(t.name, t.numel, first_layer)
+    for i, s in enumerate(steps):
+        if s.owner is None:
+            steps[i] = Step(s.name, s.kind, s.op, s.inputs, s.output, first_layer)
+
+
+def _flat_nodes(args: Any) -> list[fx.Node]:
+    out: list[fx.Node] = []
+    for a in args if isinstance(args, tuple | list) else (args,):
+        if isinstance(a, fx.Node):
+            out.append(a)
+        elif isinstance(a, tuple | list):
+            out.extend(_flat_nodes(a))
+        elif isinstance(a, dict):
+            out.extend(_flat_nodes(tuple(a.values())))
+    return out

@@ -1,0 +1,345 @@
+"""The packed flash image: exactly the bytes a device would store for a compressed model's weights.
+
+File layout (all integers and floats little-endian)::
+
+    b"EDGEFIT1"                 8 bytes, magic
+    header_len                  uint32, length of the JSON header in bytes
+    header                      header_len bytes of UTF-8 JSON (see below)
+    payload                     the raw blobs, back to back, no padding
+
+The header is ``{"format": "edgefit-flash", "version": 1, "payload_bytes": P, "layers": [...]}``;
+each layer entry holds ``name``, ``option``, ``dtype`` (stored weight type: int4, int8, float16,
+float32), ``bits``, ``shape`` (torch layout, output channels on axis 0), ``out_channels``,
+``weight_bytes`` / ``bias_bytes`` (what :func:`executors.quant_math.stored_weight_bytes` and
+``stored_bias_bytes`` predict) and one ``{"offset", "nbytes", "dtype"}`` record for each of
+``weight``, ``scales`` and ``bias`` (``null`` when absent). Offsets are relative to the start of
+the payload. Blobs per layer, in order: weight values (int4 packed two per byte, low nibble
+first, C order; int8; float16; float32), per-channel scales (float32, int4/int8 only), bias
+(float16 for ``fp16``, float32 otherwise).
+
+So ``file size == 12 + header_len + sum(stored_weight_bytes + stored_bias_bytes)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgefit.errors import PlanError
+from executors import quant_math as qm
+
+MAGIC = b"EDGEFIT1"
+PREAMBLE_BYTES = len(MAGIC) + 4
+FORMAT_NAME = "edgefit-flash"
+FORMAT_VERSION = 1
+
+_NP_DTYPE = {"float32": "<f4", "float16": "<f2", "int8": "i1"}
+
+
+@dataclass(frozen=True)
+class FlashLayer:
+    """One layer to store. ``weight`` is float32 in torch layout (output channels on axis 0)."""
+
+    name: str
+    option: str
+    weight: np.ndarray
+    bias: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class StoredLayer:
+    """One layer as read back from a flash image (from the file alone).
+
+    ``weight`` / ``bias`` are the dequantised float32 values the device computes with.
+    ``q`` holds the stored integer codes (int8 array, int4 values unpacked) for int4/int8, else
+    ``None``. ``distinct_values`` counts distinct *stored* values (codes for int4/int8, floats
+    otherwise). ``weight_bytes`` includes the scales.
+    """
+
+    name: str
+    option: str
+    dtype: str
+    bits: int
+    shape: tuple[int, ...]
+    weight_bytes: int
+    bias_bytes: int
+    weight: np.ndarray
+    bias: np.ndarray | None
+    scales: np.ndarray | None
+    q: np.ndarray | None
+    distinct_values: int
+
+
+def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes, str]]]:
+    if not isinstance(layer.name, str) or not layer.name:
+        raise PlanError(f"flash layer name must be a non-empty string, got {layer.name!r}")
+    if layer.option not in qm.OPTIONS:
+        raise PlanError(
+            f"layer {layer.name!r}: unknown option {layer.option!r}; "
+            f"allowed: {', '.join(qm.OPTIONS)}"
+        )
+    w = np.asarray(layer.weight)
+    if w.ndim < 1 or w.shape[0] == 0:
+        raise PlanError(f"layer {layer.name!r}: weight must have at least one output channel")
+    w = qm.as_float32(w, f"layer {layer.name!r} weights")
+    out_ch = int(w.shape[0])
+    option = layer.option
+    blobs: list[tuple[str, bytes, str]] = []
+    if option in ("int4", "int8"):
+        q, scales = qm.quantize_per_channel(w, qm.BITS[option], axis=0)
+        data = qm.pack_int4(q) if option == "int4" else q.astype("i1").tobytes()
+        blobs.append(("weight", data, qm.weight_dtype(option)))
+        blobs.append(("scales", scales.astype("<f4").tobytes(), "float32"))
+    elif option == "fp16":
+        qm.check_fp16_range(w, f"layer {layer.name!r} weights")
+        blobs.append(("weight", w.astype("<f2").tobytes(), "float16"))
+    else:
+        blobs.append(("weight", w.astype("<f4").tobytes(), "float32"))
+    bias_entry = None
+    if layer.bias is not None:
+        b = qm.as_float32(layer.bias, f"layer {layer.name!r} bias")
+        if b.ndim != 1 or b.shape[0] != out_ch:
+            raise PlanError(
+                f"layer {layer.name!r}: bias shape {tuple(b.shape)} does not match "
+                f"{out_ch} output channels"
+            )
+        bdt = qm.bias_dtype(option)
+        if bdt == "float16":
+            qm.check_fp16_range(b, f"layer {layer.name!r} bias")
+        blobs.append(("bias", b.astype(_NP_DTYPE[bdt]).tobytes(), bdt))
+        bias_entry = int(b.shape[0])
+    entry = {
+        "name": layer.name,
+        "option": option,
+        "dtype": qm.weight_dtype(option),
+        "bits": qm.BITS[option],
+        "shape": [int(d) for d in w.shape],
+        "out_channels": out_ch,
+        "weight_bytes": qm.stored_weight_bytes(option, w.size, out_ch),
+        "bias_bytes": qm.stored_bias_bytes(option, bias_entry or 0),
+        "bias_numel": bias_entry,
+    }
+    return entry, blobs
+
+
+def write_flash_image(path: str | os.PathLike, layers: list[FlashLayer]) -> None:
+    """Quantise ``layers`` with :mod:`quant_math` and write the image atomically (temp + replace)."""
+    path = Path(path)
+    names = [getattr(layer, "name", None) for layer in layers]
+    dupes = sorted({n for n in names if names.count(n) > 1 and isinstance(n, str)})
+    if dupes:
+        raise PlanError(f"duplicate layer names in flash image: {', '.join(dupes)}")
+    entries = []
+    payload: list[bytes] = []
+    offset = 0
+    for layer in layers:
+        entry, blobs = _layer_blobs(layer)
+        for key in ("weight", "scales", "bias"):
+            entry[key] = None
+        for key, data, dtype in blobs:
+            entry[key] = {"offset": offset, "nbytes": len(data), "dtype": dtype}
+            payload.append(data)
+            offset += len(data)
+        entries.append(entry)
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "payload_bytes": offset,
+        "layers": entries,
+    }
+    hbytes = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    if len(hbytes) >= 2**32:
+        raise PlanError(f"flash image header too large ({len(hbytes)} bytes)")
+    _atomic_write(path, [MAGIC, struct.pack("<I", len(hbytes)), hbytes, *payload])
+
+
+def _atomic_write(path: Path, chunks: list[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _read_raw(path: Path) -> tuple[dict, memoryview, int]:
+    """(header, payload, header_region_bytes) after validating magic and lengths."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise PlanError(f"cannot read flash image {path}: {e.strerror or e}") from None
+    if len(data) < PREAMBLE_BYTES:
+        raise PlanError(f"flash image {path} is truncated ({len(data)} bytes, no header)")
+    if data[: len(MAGIC)] != MAGIC:
+        raise PlanError(f"{path} is not an edgefit flash image (bad magic)")
+    (hlen,) = struct.unpack_from("<I", data, len(MAGIC))
+    if PREAMBLE_BYTES + hlen > len(data):
+        raise PlanError(
+            f"flash image {path} is truncated (header needs {hlen} bytes, "
+            f"{len(data) - PREAMBLE_BYTES} present)"
+        )
+    try:
+        header = json.loads(data[PREAMBLE_BYTES : PREAMBLE_BYTES + hlen].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise PlanError(f"flash image {path} has a corrupt header: {e}") from None
+    if (
+        not isinstance(header, dict)
+        or header.get("format") != FORMAT_NAME
+        or not isinstance(header.get("layers"), list)
+        or not isinstance(header.get("payload_bytes"), int)
+    ):
+        raise PlanError(f"flash image {path} has a malformed header")
+    if header.get("version") != FORMAT_VERSION:
+        raise PlanError(
+            f"flash image {path} has format version {header.get('version')!r}; "
+            f"this edgefit reads version {FORMAT_VERSION}"
+        )
+    payload = memoryview(data)[PREAMBLE_BYTES + hlen :]
+    want = header["payload_bytes"]
+    if len(payload) < want:
+        raise PlanError(
+            f"flash image {path} is truncated (payload {len(payload)} of {want} bytes)"
+        )
+    if len(payload) > want:
+        raise PlanError(f"flash image {path} has {len(payload) - want} unexpected trailing bytes")
+    return header, payload, PREAMBLE_BYTES + hlen
+
+
+def _blob(path: Path, payload: memoryview, entry: dict, key: str, name: str) -> bytes | None:
+    rec = entry.get(key)
+    if rec is None:
+        return None
+    try:
+        off, nbytes = int(rec["offset"]), int(rec["nbytes"])
+    except (TypeError, KeyError, ValueError):
+        raise PlanError(f"flash image {path}: layer {name!r} has a malformed {key} record") from None
+    if off < 0 or nbytes < 0 or off + nbytes > len(payload):
+        raise PlanError(
+            f"flash image {path} is truncated or corrupt: layer {name!r} {key} "
+            f"[{off}, {off + nbytes}) lies outside the {len(payload)}-byte payload"
+        )
+    return bytes(payload[off : off + nbytes])
+
+
+def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
+    if not isinstance(entry, dict):
+        raise PlanError(f"flash image {path} has a malformed layer entry")
+    name = entry.get("name")
+    option = entry.get("option")
+    if not isinstance(name, str) or option not in qm.OPTIONS:
+        raise PlanError(f"flash image {path}: layer {name!r} has unknown option {option!r}")
+    try:
+        shape = tuple(int(d) for d in entry["shape"])
+    except (KeyError, TypeError, ValueError):
+        raise PlanError(f"flash image {path}: layer {name!r} has a malformed shape") from None
+    if not shape or shape[0] <= 0 or any(d < 0 for d in shape):
+        raise PlanError(f"flash image {path}: layer {name!r} has an invalid shape {shape}")
+    numel = int(np.prod(shape))
+    out_ch = shape[0]
+    wdata = _blob(path, payload, entry, "weight", name)
+    if wdata is None:
+        raise PlanError(f"flash image {path}: layer {name!r} has no weight blob")
+    sdata = _blob(path, payload, entry, "scales", name)
+    bdata = _blob(path, payload, entry, "bias", name)
+
+    def expect(what: str, got: int, want: int) -> None:
+        if got != want:
+            raise PlanError(
+                f"flash image {path}: layer {name!r} {what} is {got} bytes, expected {want}"
+            )
+
+    scales = q = None
+    if option in ("int4", "int8"):
+        if sdata is None:
+            raise PlanError(f"flash image {path}: layer {name!r} ({option}) has no scales")
+        expect("scales", len(sdata), qm.SCALE_BYTES * out_ch)
+        scales = np.frombuffer(sdata, dtype="<f4").astype(np.float32)
+        if option == "int4":
+            expect("weight", len(wdata), qm.int4_packed_bytes(numel))
+            q = qm.unpack_int4(wdata, numel).reshape(shape)
+        else:
+            expect("weight", len(wdata), numel)
+            q = np.frombuffer(wdata, dtype="i1").astype(np.int8).reshape(shape)
+        weight = qm.dequantize_per_channel(q, scales, axis=0)
+        distinct = qm.distinct_values(q)
+    else:
+        if sdata is not None:
+            raise PlanError(f"flash image {path}: layer {name!r} ({option}) must not have scales")
+        dt = "float16" if option == "fp16" else "float32"
+        expect("weight", len(wdata), np.dtype(_NP_DTYPE[dt]).itemsize * numel)
+        stored = np.frombuffer(wdata, dtype=_NP_DTYPE[dt]).reshape(shape)
+        weight = stored.astype(np.float32)
+        distinct = qm.distinct_values(stored)
+    bias = None
+    if bdata is not None:
+        bdt = qm.bias_dtype(option)
+        expect("bias", len(bdata), np.dtype(_NP_DTYPE[bdt]).itemsize * out_ch)
+        bias = np.frombuffer(bdata, dtype=_NP_DTYPE[bdt]).astype(np.float32)
+    weight_bytes = len(wdata) + (len(sdata) if sdata is not None else 0)
+    bias_bytes = len(bdata) if bdata is not None else 0
+    expect("weight+scales", weight_bytes, qm.stored_weight_bytes(option, numel, out_ch))
+    return StoredLayer(
+        name=name,
+        option=option,
+        dtype=qm.weight_dtype(option),
+        bits=qm.BITS[option],
+        shape=shape,
+        weight_bytes=weight_bytes,
+        bias_bytes=bias_bytes,
+        weight=weight,
+        bias=bias,
+        scales=scales,
+        q=q,
+        distinct_values=distinct,
+    )
+
+
+def read_flash_image(path: str | os.PathLike) -> list[StoredLayer]:
+    """Read and validate an image; every value comes from the file (magic, lengths, blob sizes)."""
+    path = Path(path)
+    header, payload, _ = _read_raw(path)
+    layers = [_decode_layer(path, payload, e) for e in header["layers"]]
+    total = sum(layer.weight_bytes + layer.bias_bytes for layer in layers)
+    if total != len(payload):
+        raise PlanError(
+            f"flash image {path}: blobs cover {total} bytes but the payload holds {len(payload)}"
+        )
+    return layers
+
+
+def payload_bytes(path: str | os.PathLike) -> int:
+    """Sum of all blob sizes (weights, scales, biases): the bytes the device stores for weights."""
+    _, payload, _ = _read_raw(Path(path))
+    return len(payload)
+
+
+def header_bytes(path: str | os.PathLike) -> int:
+    """Overhead before the payload: 8 (magic) + 4 (length) + the JSON header."""
+    _, _, n = _read_raw(Path(path))
+    return n
+
+
+__all__ = [
+    "MAGIC",
+    "FlashLayer",
+    "StoredLayer",
+    "header_bytes",
+    "payload_bytes",
+    "read_flash_image",
+    "write_flash_image",
+]

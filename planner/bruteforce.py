@@ -1,0 +1,19 @@
+"""Exhaustive reference solver for small problems (tests compare CP-SAT against it)."""
+
+from __future__ import annotations
+
+import itertools
+
+from planner.problem import Problem
+
+
+def brute_force(problem: Problem) -> tuple[float, dict[str, int]] | None:
+    """(best acc_loss, picks) over every assignment, or None when nothing is feasible."""
+    best: tuple[float, dict[str, int]] | None = None
+    ranges = [range(len(problem.choices[l])) for l in problem.layers]
+    for combo in itertools.product(*ranges):
+        picks = dict(zip(problem.layers, combo, strict=True))
+        totals = problem.totals(picks)
+        if problem.feasible(totals) and (best is None or totals["acc_loss"] < best[0] - 1e-12):
+            best = (totals["acc_loss"], picks)
+    return best

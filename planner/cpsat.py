@@ -1,0 +1,206 @@
+"""CP-SAT backend: data -> variables -> constraints -> objective -> solve -> extract.
+
+Quantities are scaled to integers at a stated resolution. Costs are rounded up and limits down,
+so every plan the integer model accepts also meets the limits in exact arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ortools.sat.python import cp_model
+
+from planner.problem import ADDITIVE, Problem
+from planner.result import Relaxation, SolveResult
+
+# Integer unit of each quantity inside the solver (ms, bytes, mJ, loss units).
+RESOLUTION = {"latency_ms": 1e-4, "flash_bytes": 1.0, "ram_bytes": 1.0, "energy_mj": 1e-6,
+              "acc_loss": 1e-9}
+BINDING_FRACTION = 0.99
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    time_limit_s: float = 10.0
+    workers: int = 4  # CP-SAT's portfolio helps even on 2 cores
+    relative_gap: float = 0.0
+
+
+def _up(value: float, metric: str) -> int:
+    return math.ceil(value / RESOLUTION[metric] - 1e-9)
+
+
+def _down(value: float, metric: str) -> int:
+    return math.floor(value / RESOLUTION[metric] + 1e-9)
+
+
+class _Model:
+    """One CP-SAT model over a Problem: x[layer, i] booleans plus named linear expressions."""
+
+    def __init__(self, problem: Problem, limits: dict[str, float]) -> None:
+        self.p = problem
+        self.m = cp_model.CpModel()
+        self.x = {
+            (layer, i): self.m.new_bool_var(f"x[{layer},{c.option}]")
+            for layer in problem.layers
+            for i, c in enumerate(problem.choices[layer])
+        }
+        for layer in problem.layers:
+            self.m.add_exactly_one(self.x[layer, i] for i in range(len(problem.choices[layer])))
+        self.expr = {metric: self._additive(metric) for metric in ADDITIVE}
+        self.expr["acc_loss"] = self._additive("acc_loss")
+        self.steps = self._ram_steps()
+        self._add_limits(limits)
+
+    def _additive(self, metric: str) -> cp_model.LinearExpr:
+        return sum(
+            _up(c.metric(metric) if metric != "acc_loss" else c.acc_loss, metric) * self.x[l, i]
+            for l in self.p.layers for i, c in enumerate(self.p.choices[l])
+        )
+
+    def _ram_steps(self) -> list[cp_model.LinearExpr]:
+        weights = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
+        steps = []
+        for step in self.p.ram_steps or ((),):
+            per_owner: dict[str, int] = defaultdict(int)
+            for owner, n in step:
+                per_owner[owner] += n
+            live = sum(
+                n * c.act_bytes * self.x[owner, i]
+                for owner, n in per_owner.items()
+                for i, c in enumerate(self.p.choices[owner])
+            )
+            steps.append(live + weights)
+        return steps
+
+    def _add_limits(self, limits: dict[str, float]) -> None:
+        for metric, limit in limits.items():
+            room = _down(limit, metric) - _up(self.p.fixed.get(metric, 0.0), metric)
+            if metric == "ram_bytes":
+                for step in self.steps:
+                    self.m.add(step <= room)
+            else:
+                self.m.add(self.expr[metric] <= room)
+
+    def peak_ram_var(self) -> cp_model.IntVar:
+        ub = sum(max(_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[l])
+                 for l in self.p.layers) + sum(
+            n * 4 for step in self.p.ram_steps for _, n in step) + 1
+        peak = self.m.new_int_var(0, ub, "peak_ram")
+        for step in self.steps:
+            self.m.add(peak >= step)
+        return peak
+
+    def solve(self, options: SolverOptions, hint: dict[str, int] | None = None
+              ) -> tuple[int, cp_model.CpSolver]:
+        if hint:
+            for (layer, i), var in self.x.items():
+                self.m.add_hint(var, hint.get(layer) == i)
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = options.time_limit_s
+        solver.parameters.num_workers = options.workers
+        solver.parameters.relative_gap_limit = options.relative_gap
+        return solver.solve(self.m), solver
+
+    def picks(self, solver: cp_model.CpSolver) -> dict[str, int]:
+        return {l: next(i for i in range(len(self.p.choices[l])) if solver.value(self.x[l, i]))
+                for l in self.p.layers}
+
+
+_STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
+           cp_model.INFEASIBLE: "INFEASIBLE", cp_model.MODEL_INVALID: "MODEL_INVALID",
+           cp_model.UNKNOWN: "UNKNOWN"}
+
+
+def _tie_break(model: _Model) -> cp_model.LinearExpr:
+    """Cheaper latency and flash, each normalised by its worst total, for a loose budget."""
+    def worst(metric: str) -> int:
+        return max(1, sum(max(_up(c.metric(metric), metric) for c in model.p.choices[l])
+                          for l in model.p.layers))
+    lat_ref, flash_ref = worst("latency_ms"), worst("flash_bytes")
+    return sum(
+        (round(1e6 * _up(c.latency_ms, "latency_ms") / lat_ref)
+         + round(1e6 * _up(c.flash_bytes, "flash_bytes") / flash_ref)) * model.x[l, i]
+        for l in model.p.layers for i, c in enumerate(model.p.choices[l])
+    )
+
+
+def solve(problem: Problem, options: SolverOptions | None = None) -> SolveResult:
+    """Minimise accuracy loss, then latency + flash, under every limit; explain infeasibility."""
+    options = options or SolverOptions()
+    start = time.perf_counter()
+    first = _Model(problem, problem.limits)
+    first.m.minimize(first.expr["acc_loss"])
+    status, solver = first.solve(options)
+    considered = sum(len(c) for c in problem.choices.values())
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return _explain(problem, _STATUS[status], options, start, considered)
+    best_loss = round(solver.objective_value)
+    hint = first.picks(solver)
+    exact = status == cp_model.OPTIMAL
+
+    second = _Model(problem, problem.limits)
+    second.m.add(second.expr["acc_loss"] <= best_loss)
+    second.m.minimize(_tie_break(second))
+    status2, solver2 = second.solve(options, hint)
+    if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        picks = second.picks(solver2)
+        exact = exact and status2 == cp_model.OPTIMAL
+    else:  # the hint is feasible, so only a time-out lands here
+        picks, exact = hint, False
+    return _result(problem, picks, "OPTIMAL" if exact else "FEASIBLE", start, considered)
+
+
+def minimize_metric(problem: Problem, metric: str, options: SolverOptions | None = None
+                    ) -> tuple[float | None, dict[str, int] | None]:
+    """The smallest reachable value of `metric` under the problem's limits (None: infeasible)."""
+    options = options or SolverOptions()
+    model = _Model(problem, problem.limits)
+    objective = model.peak_ram_var() if metric == "ram_bytes" else model.expr[metric]
+    model.m.minimize(objective)
+    status, solver = model.solve(options)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None, None
+    picks = model.picks(solver)
+    return problem.totals(picks)[metric], picks
+
+
+def _result(problem: Problem, picks: dict[str, int], status: str, start: float,
+            considered: int) -> SolveResult:
+    totals = problem.totals(picks)
+    binding = tuple(m for m, lim in problem.limits.items() if totals[m] >= BINDING_FRACTION * lim)
+    return SolveResult(
+        status=status,
+        picks={l: problem.choices[l][i].option for l, i in picks.items()},
+        totals=totals,
+        binding=binding,
+        wall_time_s=time.perf_counter() - start,
+        resolution=dict(RESOLUTION),
+        options_considered=considered,
+    )
+
+
+def _explain(problem: Problem, status: str, options: SolverOptions, start: float,
+             considered: int) -> SolveResult:
+    relaxations = []
+    for limit, asked in problem.limits.items():
+        best, _ = minimize_metric(problem.without_limit(limit), limit, options)
+        relaxations.append(Relaxation(limit, asked, best))
+    unconstrained = Problem(problem.layers, problem.choices, {}, problem.fixed,
+                            problem.ram_steps, problem.weights_in_ram)
+    minimum = {}
+    for limit in problem.limits:
+        value, _ = minimize_metric(unconstrained, limit, options)
+        if value is not None:
+            minimum[limit] = value
+    return SolveResult(
+        status="INFEASIBLE" if status == "INFEASIBLE" else status,
+        wall_time_s=time.perf_counter() - start,
+        resolution=dict(RESOLUTION),
+        options_considered=considered,
+        relaxations=tuple(relaxations),
+        minimum=minimum,
+    )

