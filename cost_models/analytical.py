@@ -33,6 +33,8 @@ class CostTable:
     options: dict[str, list[OptionCost]]  # layer name -> its options, in kernel order
     runtime_flash_bytes: int
     runtime_ram_bytes: int
+    run_overhead_ms: float  # per inference, added once to the total latency
+    power_w: float  # board power while this profile runs
     weights_in_ram: bool
     provenance: dict[str, str] = field(default_factory=dict)
     accuracy: str = "none"  # which estimator produced acc_loss, and its unit
@@ -111,6 +113,8 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
         profile=profile_name,
         options=options,
         runtime_flash_bytes=int(profile.runtime_flash.value),
+        run_overhead_ms=profile.run_overhead.value if profile.run_overhead else 0.0,
+        power_w=power_w,
         runtime_ram_bytes=int(profile.runtime_ram.value),
         weights_in_ram=profile.weights_in_ram,
         provenance=_provenance(spec, profile, profile_name),

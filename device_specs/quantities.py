@@ -41,7 +41,8 @@ class Sourced(Strict):
         raw = data["value"]
         if cls.family is not None:
             try:
-                value = units.parse(raw, cls.family, field="value", default_unit=cls.default_unit)
+                value = units.parse(raw, cls.family, field="value", default_unit=cls.default_unit,
+                                    allow_zero=True)
             except UnitError as exc:
                 raise ValueError(str(exc)) from None
             data = {**data, "value": value}

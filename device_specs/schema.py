@@ -43,6 +43,9 @@ class Profile(Strict):
         "them from flash (MCUs)."
     )
     layer_overhead: Millis
+    run_overhead: Millis | None = Field(
+        default=None, description="fixed cost of one inference call (runtime entry, I/O copy)"
+    )
     memory_bandwidth: Bandwidth
     preferred_channel_multiple: int = Field(default=1, ge=1)
     power_active: Watts | None = Field(

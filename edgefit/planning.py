@@ -70,7 +70,9 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
         layers=tuple(graph.layer_names),
         choices=choices,
         limits=limits,
-        fixed={"flash_bytes": table.runtime_flash_bytes, "ram_bytes": table.runtime_ram_bytes},
+        fixed={"flash_bytes": table.runtime_flash_bytes, "ram_bytes": table.runtime_ram_bytes,
+               "latency_ms": table.run_overhead_ms,
+               "energy_mj": table.run_overhead_ms * table.power_w},
         ram_steps=ram_steps,
         weights_in_ram=table.weights_in_ram,
     )
@@ -116,6 +118,7 @@ def to_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
     r, table, kernels = ctx.result, ctx.table, ctx.spec.profile(ctx.profile).kernels
     layers = {}
     if r.feasible:
+        ram = per_layer_ram(ctx)
         for layer in ctx.graph.layers:
             option = r.picks[layer.name]
             c = table.cost(layer.name, option)
@@ -125,7 +128,8 @@ def to_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
                 op_type=layer.op_type, op_class=layer.op_class,
                 params=layer.params, macs=layer.macs,
                 predicted=plan_schema.Costs(latency_ms=c.latency_ms, flash_bytes=c.flash_bytes,
-                                            energy_mj=c.energy_mj, acc_loss=c.acc_loss),
+                                            energy_mj=c.energy_mj, acc_loss=c.acc_loss,
+                                            ram_bytes=ram[layer.name]),
             )
     totals = plan_schema.Costs(
         latency_ms=r.totals["latency_ms"], flash_bytes=r.totals["flash_bytes"],
@@ -149,7 +153,8 @@ def to_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
         margin=ctx.budget.margin,
         status=r.status,
         layers=layers,
-        fixed={"flash_bytes": table.runtime_flash_bytes, "ram_bytes": table.runtime_ram_bytes},
+        fixed={"flash_bytes": table.runtime_flash_bytes, "ram_bytes": table.runtime_ram_bytes,
+               "latency_ms": table.run_overhead_ms},
         totals=totals,
         binding=list(r.binding),
         solver=plan_schema.SolverInfo(backend=r.backend, status=r.status,
@@ -160,3 +165,14 @@ def to_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
         accuracy_unit=table.accuracy,
         explanation=explanation,
     )
+
+
+def per_layer_ram(ctx: PlanContext) -> dict[str, float]:
+    """Peak RAM while each layer (and the ops charged to it) runs, under the chosen options."""
+    chosen = {l: next(c for c in ctx.problem.choices[l] if c.option == o)
+              for l, o in ctx.result.picks.items()}
+    out: dict[str, float] = dict.fromkeys(ctx.graph.layer_names, 0.0)
+    for step, ram in zip(ctx.graph.steps, ctx.problem.step_ram(chosen), strict=True):
+        owner = step.owner or ctx.graph.layer_names[0]
+        out[owner] = max(out[owner], ram)
+    return out

@@ -52,7 +52,7 @@ def _family_of(unit: str) -> Family | None:
 
 
 def parse(text: str | float | int, family: Family, *, field: str = "value",
-          default_unit: str | None = None) -> float:
+          default_unit: str | None = None, allow_zero: bool | None = None) -> float:
     """Parse `text` as a quantity of `family`, returning canonical units.
 
     A bare number is accepted only when `default_unit` is given (spec files store canonical
@@ -86,8 +86,9 @@ def parse(text: str | float | int, family: Family, *, field: str = "value",
         raise UnitError(f"{field}: unknown unit {unit!r} in {text!r} (units: {allowed})")
     if math.isnan(number) or math.isinf(number):
         raise UnitError(f"{field}: {text!r} must be a finite number")
-    if number < 0 or (number == 0 and not family.allow_zero):
-        bound = "zero or more" if family.allow_zero else "greater than zero"
+    zero_ok = family.allow_zero if allow_zero is None else allow_zero
+    if number < 0 or (number == 0 and not zero_ok):
+        bound = "zero or more" if zero_ok else "greater than zero"
         raise UnitError(f"{field}: {text!r} must be {bound}")
     return number * family.factors[unit]
 
@@ -97,12 +98,14 @@ def _example(family: Family) -> str:
     return f"'10{unit}'"
 
 
-def format_quantity(value: float, family: Family, unit: str | None = None) -> str:
-    """Format canonical `value` in `unit` (or a readable one), exactly enough to parse back."""
+def format_quantity(value: float, family: Family, unit: str | None = None,
+                    digits: int = 6) -> str:
+    """Format canonical `value` in `unit` (or a readable one); with the default 6 significant
+    digits it parses back to the same value (to that precision)."""
     if unit is None:
         unit = _readable_unit(value, family)
     number = value / family.factors[unit]
-    return f"{number:.6g}{unit}" if family is not ACCURACY else f"{number:.6g}pp"
+    return f"{number:.{digits}g}{unit}" if family is not ACCURACY else f"{number:.{digits}g}pp"
 
 
 def _readable_unit(value: float, family: Family) -> str:
@@ -123,12 +126,17 @@ def _readable_unit(value: float, family: Family) -> str:
 
 
 def fmt_ms(value: float) -> str:
-    return format_quantity(value, TIME)
+    """For tables: 4 significant digits."""
+    return format_quantity(value, TIME, digits=4)
 
 
 def fmt_bytes(value: float) -> str:
-    return format_quantity(value, BYTES)
+    return format_quantity(value, BYTES, digits=4)
 
 
 def fmt_mj(value: float) -> str:
-    return format_quantity(value, ENERGY)
+    return format_quantity(value, ENERGY, digits=4)
+
+
+def fmt_rate(value: float) -> str:
+    return format_quantity(value, RATE, digits=3)

@@ -32,7 +32,9 @@ class Costs(_Strict):
     flash_bytes: float
     energy_mj: float
     acc_loss: float = Field(description="accuracy-cost estimate; its unit is Plan.accuracy_unit")
-    ram_bytes: float | None = Field(default=None, description="totals only: peak RAM")
+    ram_bytes: float | None = Field(
+        default=None, description="peak RAM: of the whole run (totals) or while the layer runs"
+    )
 
 
 class LayerPlan(_Strict):
@@ -144,6 +146,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a plan or schema is for sharing
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,40 @@
+# edgefit: two set-up commands on a fresh machine — `make demo` and `make test`.
+# Each creates the virtualenv, installs pinned dependencies and fetches the data itself.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench data venv lint schemas clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch pinned in the same command so pip takes the local CPU wheel, never a CUDA build
+	$(VENV)/bin/pip install -q torch==2.13.0 -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# idempotent and quick when everything is present, so it runs every time
+data: $(STAMP)
+	PYTHON=$(PY) bash scripts/fetch_data.sh
+
+demo: data
+	PYTHON=$(PY) bash scripts/demo.sh
+
+test: data
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy planner cost_models device_specs executors workloads edgefit
+
+schemas: $(STAMP)
+	$(VENV)/bin/edgefit schemas --out docs/schemas
+
+bench: data
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) out plan.json

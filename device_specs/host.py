@@ -1,0 +1,221 @@
+"""`host`: this machine as a DeviceSpec, read by a small probe and cached.
+
+The probe reads CPU model, cores, clock and RAM from the OS and times three things with the
+same runtime edgefit measures with (onnxruntime, 1 thread): a large Gemm (fp32 MAC/s), a chain
+of tiny nodes (per-node overhead) and a large copy (memory bandwidth). Everything else is
+marked derived or unverified. The result is cached per CPU model + onnxruntime version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import time
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from device_specs.schema import DeviceSpec
+from edgefit.yamlio import validate
+
+PROBE_VERSION = 1
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_hz() -> float:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("cpu mhz"):
+                return float(line.split(":", 1)[1]) * 1e6
+    except (OSError, ValueError):
+        pass
+    return 1e9
+
+
+def _ram_bytes() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def _session(model: Any) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def _median_s(fn: Any, runs: int) -> float:
+    for _ in range(max(3, runs // 10)):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _probe_gemm_macs_per_s(n: int = 384) -> float:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((n, n), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"])], "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])], [w])
+    sess = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.ones((n, n), np.float32)
+    return n**3 / _median_s(lambda: sess.run(None, {"x": x}), 30)
+
+
+def _probe_conv_macs_per_s(c: int = 32, hw: int = 14) -> float:
+    """A small 3x3 conv, the shape class of edge CNN layers (far below large-Gemm efficiency)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((c, c, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, hw, hw])], [w])
+    sess = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.ones((1, c, hw, hw), np.float32)
+    return c * c * 9 * hw * hw / _median_s(lambda: sess.run(None, {"x": x}), 100)
+
+
+def _probe_run_overhead_s() -> float:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["y"])], "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    sess = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.ones(1, np.float32)
+    return _median_s(lambda: sess.run(None, {"x": x}), 300)
+
+
+def _probe_node_overhead_s(nodes: int = 64) -> float:
+    from onnx import TensorProto, helper
+
+    names = ["x"] + [f"t{i}" for i in range(nodes)]
+    graph = helper.make_graph(
+        [helper.make_node("Neg", [names[i]], [names[i + 1]]) for i in range(nodes)], "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info(names[-1], TensorProto.FLOAT, [1])])
+    sess = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.ones(1, np.float32)
+    return _median_s(lambda: sess.run(None, {"x": x}), 200) / nodes
+
+
+def _probe_bandwidth_bytes_per_s(mb: int = 64) -> float:
+    src = np.ones(mb * 2**20 // 4, np.float32)
+    dst = np.empty_like(src)
+    return 2 * src.nbytes / _median_s(lambda: np.copyto(dst, src), 10)  # read + write
+
+
+def probe() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    stamp = time.strftime("%Y-%m-%d")
+    how = f"by edgefit's host probe on {stamp}, onnxruntime {ort.__version__}, 1 thread"
+    fp32 = _probe_gemm_macs_per_s()
+    overhead_ms = 1e3 * _probe_node_overhead_s()
+    run_ms = 1e3 * _probe_run_overhead_s()
+    conv_eff = min(1.0, _probe_conv_macs_per_s() / fp32)
+    bandwidth = _probe_bandwidth_bytes_per_s()
+    kernel_common = {
+        "macs_per_s": {"value": f"{fp32:.6g}MAC/s", "measured": f"Gemm 384^3 {how}"},
+        "op_efficiency": {"conv": {"value": round(conv_eff, 4),
+                                   "measured": f"3x3 Conv 32->32 on 14x14 vs the Gemm, {how}"}},
+    }
+    same_rate = "computes in fp32 after dequantising the stored weights (Cast / DequantizeLinear)"
+    return {
+        "schema_version": 1,
+        "name": "host",
+        "board": f"this machine ({platform.node() or 'host'})",
+        "kind": "host",
+        "cpu": _cpu_model(),
+        "cores": {"value": os.cpu_count() or 1, "measured": "os.cpu_count()"},
+        "clock": {"value": f"{_cpu_hz():.6g}Hz", "measured": "/proc/cpuinfo cpu MHz"},
+        "ram": {"value": f"{_ram_bytes()}B", "measured": "psutil.virtual_memory().total"},
+        "flash": {"value": "1GB", "unverified": "disk is not a constraint on the host"},
+        "power_idle": {"value": "10W", "unverified": "host power is not measured"},
+        "power_active": {"value": "30W", "unverified": "host power is not measured"},
+        "default_profile": "onnxruntime-cpu-1t",
+        "profiles": {
+            "onnxruntime-cpu-1t": {
+                "description": "onnxruntime CPU execution provider, 1 thread (how `apply` "
+                               "measures)",
+                "processor": "cpu",
+                "runtime": f"onnxruntime {ort.__version__}",
+                "threads": 1,
+                "runtime_flash": {"value": "0B", "unverified": "library size not counted"},
+                "runtime_ram": {"value": "0B", "unverified": "runtime RAM not counted; the "
+                                "report compares activation memory only"},
+                "weights_in_ram": True,
+                "layer_overhead": {"value": f"{overhead_ms:.6g}ms",
+                                   "measured": f"64-node Neg chain {how}"},
+                "run_overhead": {"value": f"{run_ms:.6g}ms",
+                                 "measured": f"session.run of a 1-node graph {how}"},
+                "memory_bandwidth": {"value": f"{bandwidth:.6g}B/s",
+                                     "measured": f"numpy copy of 64 MiB on {stamp}"},
+                "preferred_channel_multiple": 8,
+                "kernels": {
+                    "fp32": {"weights": "fp32", "activations": "fp32", **kernel_common},
+                    "fp16": {"weights": "fp16", "activations": "fp32", **kernel_common,
+                             "note": f"host {same_rate}"},
+                    "int8": {"weights": "int8", "activations": "int8",
+                             "macs_per_s": {"value": f"{fp32:.6g}MAC/s",
+                                            "unverified": "int8 QLinearConv/QGemm assumed as "
+                                            "fast as fp32 Gemm until profiled"},
+                             "op_efficiency": kernel_common["op_efficiency"]},
+                    "int4": {"weights": "int4", "activations": "fp32", **kernel_common,
+                             "note": f"host {same_rate}"},
+                },
+            }
+        },
+        "notes": "probed, not from a catalog file",
+    }
+
+
+def _cache_path() -> Path:
+    import onnxruntime as ort
+
+    from workloads.data import data_root  # numpy-only module
+
+    key = hashlib.sha256(f"{_cpu_model()}|{ort.__version__}|{PROBE_VERSION}".encode()
+                         ).hexdigest()[:12]
+    cache_root = Path(os.environ.get("EDGEFIT_CACHE", data_root().parent / "edgefit-cache"))
+    return cache_root / f"host-{key}.yaml"
+
+
+@cache
+def host_spec() -> DeviceSpec:
+    path = _cache_path()
+    if path.exists():
+        data = yaml.safe_load(path.read_text())
+    else:
+        data = probe()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+        os.replace(tmp, path)
+    return validate(data, DeviceSpec, path=path)

@@ -1,0 +1,67 @@
+"""Merge a budget file (or ./edgefit.yaml) with command-line flags into one Budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device_specs.budget import LIMIT_FAMILIES, Budget, find_project_file, load_budget
+from edgefit import units
+from edgefit.errors import SpecError
+from edgefit.yamlio import validate
+
+DEFAULT_MODEL = "lenet5-mnist"  # workloads.zoo.DEFAULT_MODEL, repeated so this stays torch-free
+
+
+@dataclass(frozen=True)
+class ResolvedBudget:
+    budget: Budget
+    source: str  # which file (if any) the budget came from
+    model_origin: str
+
+
+def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
+                   profile: str | None, model: str | None, weights: str | None,
+                   data: str | None, margin: str | None,
+                   limits: dict[str, str | None]) -> ResolvedBudget:
+    if budget_file is not None:
+        base, source = load_budget(budget_file), str(budget_file)
+    elif (project := find_project_file(cwd)) is not None:
+        base, source = load_budget(project), str(project)
+    else:
+        base, source = None, "command line"
+    fields: dict[str, Any] = base.model_dump(mode="json") if base else {}
+    fields.setdefault("limits", {})
+    given = {k: v for k, v in limits.items() if v is not None}
+    for key, value in given.items():  # name the flag, not the schema field, in errors
+        units.parse(value, LIMIT_FAMILIES[key], field=f"--max-{key.replace('_', '-')}")
+    fields["limits"] = {**{k: v for k, v in fields["limits"].items() if v is not None}, **given}
+    for key, value in (("target", target), ("profile", profile), ("model", model),
+                       ("weights", weights), ("data", data)):
+        if value is not None:
+            fields[key] = value
+    if margin is not None:
+        fields["margin"] = _parse_margin(margin)
+    if not fields.get("target"):
+        raise SpecError("no target: pass --target (see `edgefit devices`) or set `target:` in a "
+                        "budget file / edgefit.yaml")
+    if not fields["limits"]:
+        raise SpecError("no limits: pass at least one of --max-latency, --max-flash, --max-ram, "
+                        "--max-energy, --max-accuracy-drop")
+    if model is not None:
+        origin = "--model flag"
+    elif fields.get("model"):
+        origin = source
+    else:
+        fields["model"] = DEFAULT_MODEL
+        origin = "built-in default workload (LeNet-5 on MNIST; no edgefit.yaml here)"
+    budget = validate(fields, Budget, path="command line" if base is None else source)
+    return ResolvedBudget(budget, source, origin)
+
+
+def _parse_margin(text: str) -> float:
+    value = units.parse(text, units.ACCURACY, field="--margin") / 100.0
+    if value >= 1.0:
+        raise SpecError(f"--margin: {text!r} must be below 100%")
+    return value

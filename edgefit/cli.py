@@ -1,0 +1,141 @@
+"""Command line: `plan ...` and `edgefit plan|apply|devices|schemas`.
+
+Nothing here imports torch at module level, so `plan --help` starts fast; each command imports
+what it needs. Every EdgefitError becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefit.errors import EdgefitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="edgefit: device budget -> per-layer compression plan -> measured model.")
+
+EXIT_BAD_INPUT = 2
+EXIT_INFEASIBLE = 1
+
+Opt = typer.Option
+
+
+@app.command("plan")
+def plan_cmd(
+    target: Annotated[str | None, Opt(help="device: catalog name (see `edgefit devices`) or "
+                                       "spec .yaml")] = None,
+    max_latency: Annotated[str | None, Opt(help="e.g. 30ms, 0.5s")] = None,
+    max_flash: Annotated[str | None, Opt(help="e.g. 1MB, 512KiB (model + runtime)")] = None,
+    max_ram: Annotated[str | None, Opt(help="peak RAM, e.g. 256KB")] = None,
+    max_energy: Annotated[str | None, Opt(help="per inference, e.g. 5mJ")] = None,
+    max_accuracy_drop: Annotated[str | None, Opt(help="percentage points, e.g. 1pp (checked "
+                                                 "after apply)")] = None,
+    model: Annotated[str | None, Opt(help="built-in name, .pt2 file, or module:factory")] = None,
+    weights: Annotated[str | None, Opt(help="state_dict for module:factory")] = None,
+    data: Annotated[str | None, Opt(help="data set name or file")] = None,
+    profile: Annotated[str | None, Opt(help="device profile (runtime); default: the spec's")] = None,
+    budget: Annotated[Path | None, Opt(help="budget YAML; flags override its fields")] = None,
+    margin: Annotated[str | None, Opt(help="safety margin on every limit, e.g. 10%")] = None,
+    out: Annotated[Path, Opt(help="where to write the plan")] = Path("plan.json"),
+    time_limit: Annotated[float, Opt(help="solver time limit, seconds")] = 10.0,
+    apply: Annotated[bool, Opt("--apply", help="apply the plan right away")] = False,
+    report_dir: Annotated[Path, Opt(help="where --apply writes artifacts")] = Path("out"),
+) -> None:
+    """Plan per-layer compression that meets the limits on TARGET; writes plan.json."""
+    from edgefit.budgeting import resolve_budget
+
+    resolved = resolve_budget(
+        Path.cwd(), budget_file=budget, target=target, profile=profile, model=model,
+        weights=weights, data=data, margin=margin,
+        limits={"latency": max_latency, "flash": max_flash, "ram": max_ram,
+                "energy": max_energy, "accuracy_drop": max_accuracy_drop},
+    )
+    from edgefit.planning import make_plan
+    from edgefit.report import print_plan
+    from planner.cpsat import SolverOptions
+
+    plan, _ = make_plan(resolved.budget, resolved.model_origin,
+                        SolverOptions(time_limit_s=time_limit))
+    plan.save(out)
+    print_plan(plan, out)
+    if not plan.feasible:
+        raise typer.Exit(EXIT_INFEASIBLE)
+    if apply:
+        _apply(out, report_dir)
+
+
+@app.command("apply")
+def apply_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="plan.json written by `plan`")],
+    out_dir: Annotated[Path, Opt("--out", help="artifact directory")] = Path("out"),
+) -> None:
+    """Apply a plan: compressed ONNX + packed flash image + measured report."""
+    _apply(plan_file, out_dir)
+
+
+def _apply(plan_file: Path, out_dir: Path) -> None:
+    from executors.apply import apply_plan
+    from planner.plan import Plan
+
+    plan = Plan.load(plan_file)
+    from edgefit.report import print_report
+
+    print_report(apply_plan(plan, out_dir))
+
+
+@app.command("devices")
+def devices_cmd() -> None:
+    """List the device catalog with its key figures."""
+    from edgefit.report import print_devices
+
+    print_devices()
+
+
+@app.command("schemas")
+def schemas_cmd(
+    out_dir: Annotated[Path, Opt("--out", help="directory for the JSON Schemas")] = Path("docs"),
+) -> None:
+    """Export the JSON Schemas of plan.json, budget files and device specs."""
+    from edgefit.schemas import write_schemas
+
+    for path in write_schemas(out_dir):
+        typer.echo(f"wrote {path}")
+
+
+def _run(command: typer.Typer, argv: list[str] | None = None) -> int:
+    try:
+        command(args=argv, standalone_mode=False)
+    except EdgefitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return EXIT_BAD_INPUT
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except SystemExit as exc:  # click's own usage errors
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:  # click.ClickException and friends
+        from click import ClickException
+
+        if isinstance(exc, ClickException):
+            exc.show()
+            return EXIT_BAD_INPUT
+        raise
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(_run(app, argv))
+
+
+_plan_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+_plan_app.command()(plan_cmd)
+
+
+def plan_main(argv: list[str] | None = None) -> None:
+    """The `plan` console script: `plan --target jetson-nano --max-latency 30ms`."""
+    sys.exit(_run(_plan_app, argv))

@@ -1,0 +1,148 @@
+"""Readable terminal output for plans, apply reports and the device list (rich tables)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edgefit.units import fmt_bytes, fmt_mj, fmt_ms, fmt_rate
+from planner.plan import Plan
+
+LIMIT_ROWS = (  # budget field, plan metric, formatter
+    ("latency", "latency_ms", fmt_ms),
+    ("flash", "flash_bytes", fmt_bytes),
+    ("ram", "ram_bytes", fmt_bytes),
+    ("energy", "energy_mj", fmt_mj),
+)
+
+
+def _console() -> Console:
+    return Console(width=120, highlight=False)
+
+
+def _int(n: float) -> str:
+    return f"{int(n):,}"
+
+
+def print_plan(plan: Plan, path: Path, console: Console | None = None) -> None:
+    con = console or _console()
+    con.print(f"model:  {plan.model.name}  [{plan.model.origin}]")
+    con.print(f"target: {plan.target.device} / {plan.target.profile}")
+    if not plan.feasible:
+        _print_infeasible(plan, con)
+        con.print(f"wrote {path} (status {plan.status})")
+        return
+    table = Table(title=f"plan ({plan.solver.status}, {plan.solver.wall_time_s:.2f} s, "
+                  f"{plan.solver.options_considered} options)", title_justify="left")
+    for col in ("layer", "type", "params", "MACs", "option", "latency", "flash", "peak RAM",
+                f"acc cost [{plan.accuracy_unit}]"):
+        table.add_column(col, justify="left" if col in ("layer", "type", "option") else "right")
+    for name, lp in plan.layers.items():
+        p = lp.predicted
+        table.add_row(name, lp.op_type, _int(lp.params), _int(lp.macs), lp.option,
+                      fmt_ms(p.latency_ms), fmt_bytes(p.flash_bytes),
+                      fmt_bytes(p.ram_bytes or 0), f"{p.acc_loss:.2e}")
+    con.print(table)
+    con.print(_limits_table(plan))
+    con.print("how these costs were obtained:")
+    for key, text in plan.provenance.items():
+        con.print(f"  {key}: {text}", soft_wrap=True)
+    con.print(f"wrote {path}")
+
+
+def _limits_table(plan: Plan) -> Table:
+    assert plan.totals is not None
+    given = plan.limits.given()
+    table = Table(title="totals against limits (predicted for the target, runtime included)",
+                  title_justify="left")
+    for col in ("limit", "predicted", "limit value", "headroom", ""):
+        table.add_column(col, justify="right" if col not in ("limit", "") else "left")
+    for field, metric, fmt in LIMIT_ROWS:
+        value = getattr(plan.totals, metric)
+        if field in given:
+            limit = given[field]
+            status = "binds" if metric in plan.binding else "ok"
+            table.add_row(field, fmt(value), fmt(limit), f"{100 * (1 - value / limit):.1f} %",
+                          status)
+        else:
+            table.add_row(field, fmt(value), "-", "-", "no limit")
+    if "accuracy_drop" in given:
+        table.add_row("accuracy drop", "measured by apply", f"{given['accuracy_drop']:g}pp",
+                      "-", "checked after apply")
+    return table
+
+
+def _print_infeasible(plan: Plan, con: Console) -> None:
+    assert plan.explanation is not None
+    fmts = {metric: fmt for _, metric, fmt in LIMIT_ROWS}
+    con.print("[bold]The budget cannot be met.[/bold] What is reachable instead:")
+    for r in plan.explanation.relaxations:
+        fmt = fmts[r.limit]
+        name = r.limit.split("_")[0]
+        if r.best_reachable is None:
+            con.print(f"  {name}: relaxing only this limit does not help (asked {fmt(r.asked)})")
+        else:
+            con.print(f"  {name}: needs {fmt(r.best_reachable)} instead of {fmt(r.asked)} "
+                      "(with the other limits kept)")
+    for metric, value in plan.explanation.minimum.items():
+        con.print(f"  smallest {metric.split('_')[0]} this model reaches on "
+                  f"{plan.target.device}: {fmts[metric](value)} (runtime included)")
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    con = console or _console()
+    con.print(f"[bold]apply report[/bold] — {report['plan']}")
+    target = report["target_predicted"]
+    con.print(f"1. predicted on the target ({target['device']}/{target['profile']}, "
+              f"{target['source']}): latency {fmt_ms(target['latency_ms'])}, "
+              f"flash {fmt_bytes(target['flash_bytes'])}, peak RAM "
+              f"{fmt_bytes(target['ram_bytes'])}, energy {fmt_mj(target['energy_mj'])}")
+    acc = report["accuracy"]
+    line = (f"2. accuracy on the held-out split ({acc['test_size']} images of {acc['data']}): "
+            f"fp32 {100 * acc['fp32']:.2f} % -> compressed {100 * acc['compressed']:.2f} % "
+            f"(drop {acc['drop_pp']:.2f} pp; {acc['how']})")
+    if acc.get("limit_pp") is not None:
+        line += f"; limit {acc['limit_pp']:g} pp: {'met' if acc['limit_met'] else 'NOT met'}"
+    con.print(line)
+    host = report["host_check"]
+    table = Table(title="3. cost-model check on THIS machine (host), not the target",
+                  title_justify="left")
+    for col in ("quantity", "host predicted", "host measured", "measured/predicted", "how"):
+        table.add_column(col)
+    for row in host["rows"]:
+        ratio = (f"{row['measured'] / row['predicted']:.2f}" if row["predicted"] and
+                 row["measured"] is not None else "-")
+        fmt = {"ms": fmt_ms, "B": fmt_bytes}[row["unit"]]
+        table.add_row(row["quantity"], fmt(row["predicted"]),
+                      fmt(row["measured"]) if row["measured"] is not None else "-", ratio,
+                      row["how"])
+    con.print(table)
+    files = report["artifacts"]
+    con.print(f"artifacts: {files['onnx']} ({fmt_bytes(files['onnx_bytes'])}, runnable), "
+              f"{files['flash_image']} ({fmt_bytes(files['flash_image_bytes'])} packed image, "
+              f"payload {fmt_bytes(files['flash_payload_bytes'])}; plan predicted "
+              f"{fmt_bytes(files['planned_flash_bytes'])}, "
+              f"{'match' if files['flash_match'] else 'MISMATCH'})")
+    con.print(f"verified from the files: {report['verification']['summary']}")
+    con.print(f"report: {report['report_path']}")
+
+
+def print_devices(console: Console | None = None) -> None:
+    from device_specs.catalog import catalog_names, load_spec
+
+    con = console or _console()
+    table = Table(title="device catalog (edgefit devices)", title_justify="left")
+    for col in ("name", "kind", "RAM", "flash/storage", "profiles (default first)",
+                "kernels of the default profile"):
+        table.add_column(col)
+    for name in catalog_names():
+        spec = load_spec(name)
+        profiles = [spec.default_profile] + [p for p in spec.profiles if p != spec.default_profile]
+        kernels = ", ".join(f"{k} {fmt_rate(v.macs_per_s.value)}"
+                            for k, v in spec.profile().kernels.items())
+        table.add_row(name, spec.kind, fmt_bytes(spec.ram.value), fmt_bytes(spec.flash.value),
+                      ", ".join(profiles), kernels)
+    con.print(table)

@@ -1,0 +1,739 @@
+"""Turn an fp32 ONNX model into the runnable mixed-precision model a plan asks for.
+
+Input contract (see :func:`name_nodes_by_module`): every planned layer's Conv / Gemm / MatMul node
+is named after the torch module (``conv1``, ``features.0.conv``, ``fc1``) and the model carries a
+``metadata_props`` entry ``edgefit.layers`` = JSON list of those names. The weight is the node's
+second input and is an initializer (for a ``MatMul`` it is ``W^T``, shape (in, out), and the
+bias lives in the ``Add`` that is the MatMul's only consumer).
+
+Per-layer options (numbers from :mod:`executors.quant_math`, so they match the flash image):
+
+* ``fp32`` -- untouched.
+* ``fp16`` -- weight and bias initializers stored as float16, each followed by a ``Cast`` to
+  float; the host computes in fp32, the bytes in the file are fp16.
+* ``int8`` -- ``onnxruntime.quantization.quantize_static`` in QDQ format, symmetric per-channel
+  int8 weights, symmetric int8 activations (QInt8/QInt8, MinMax calibration), restricted with
+  ``nodes_to_quantize`` to exactly the int8 layers. The layer's input and output each get a
+  QuantizeLinear/DequantizeLinear pair; the bias is ORT's int32 (scale = in_scale * w_scale).
+  With ``ORT_ENABLE_ALL`` onnxruntime fuses DQ->Conv->Q into ``QLinearConv`` and DQ->Gemm->Q
+  into ``QGemm`` (com.microsoft). The int8 weight codes and scales equal
+  :func:`quant_math.quantize_per_channel` (same formula, same guard for zero channels).
+* ``int4`` -- weight-only: an ONNX ``INT4`` initializer (packed two per byte, low nibble first)
+  + float32 per-output-channel scales + ``DequantizeLinear`` (axis = the output-channel axis, no
+  zero point) feeding the node; activations and bias stay float32. Needs opset >= 21, so a model
+  with any int4 layer is converted with ``onnx.version_converter``. onnxruntime CPU runs it.
+
+The output keeps ``edgefit.layers`` and adds ``edgefit.options`` (JSON {layer: option}, every
+planned layer, ``fp32`` for those the plan leaves out).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgefit.errors import PlanError
+from executors import quant_math as qm
+
+LAYERS_KEY = "edgefit.layers"
+OPTIONS_KEY = "edgefit.options"
+WEIGHTED_OPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
+INT4_MIN_OPSET = 21
+CALIBRATION_BATCH = 16
+
+_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+_LEGACY_NAME = re.compile(r"^/(?P<path>.+)/(?:Conv|Gemm|MatMul)(?:_\d+)?$")
+
+# Ops whose opset-21 version only adds element types (int4/uint4, float8...) over the previous
+# version, so an opset bump cannot change what an existing model computes.
+_TYPE_ONLY_IN_21 = frozenset(
+    {
+        "Cast", "CastLike", "Constant", "ConstantOfShape", "DequantizeLinear", "Flatten",
+        "Identity", "If", "Loop", "Pad", "QLinearMatMul", "QuantizeLinear", "Reshape", "Scan",
+        "Shape", "Size", "Squeeze", "Transpose", "Unsqueeze",
+    }
+)  # fmt: skip
+
+_DTYPE_NAMES = {
+    TensorProto.FLOAT: "float32",
+    TensorProto.FLOAT16: "float16",
+    TensorProto.INT8: "int8",
+    TensorProto.UINT8: "uint8",
+    TensorProto.INT4: "int4",
+    TensorProto.UINT4: "uint4",
+    TensorProto.INT32: "int32",
+    TensorProto.INT64: "int64",
+    TensorProto.DOUBLE: "float64",
+    TensorProto.BFLOAT16: "bfloat16",
+}
+_DTYPE_BITS = {
+    "float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "uint8": 8, "int4": 4, "uint4": 4,
+    "int32": 32, "int64": 64, "float64": 64,
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# naming
+
+
+def _scopes(node: onnx.NodeProto) -> list[str] | None:
+    for prop in node.metadata_props:
+        if prop.key == _SCOPES_KEY:
+            try:
+                value = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return value
+    return None
+
+
+def _module_of(node: onnx.NodeProto) -> str | None:
+    """Fully-qualified torch module that emitted ``node`` (dynamo metadata or legacy name)."""
+    scopes = _scopes(node)
+    if scopes is not None:
+        # ['', 'features', 'features.0', 'conv2d']: last entry is the aten op, the one before
+        # it is the innermost module's fully-qualified name ('' for the root module).
+        return scopes[-2] if len(scopes) >= 2 and scopes[-2] else None
+    m = _LEGACY_NAME.match(node.name or "")
+    return m.group("path").replace("/", ".") if m else None
+
+
+def name_nodes_by_module(model: onnx.ModelProto) -> dict[str, str]:
+    """Name each weighted Conv/Gemm/MatMul node after its torch module; returns {layer: op_type}.
+
+    A node counts as a layer when its second input (the weight) is an initializer, so
+    activation-by-activation MatMuls (attention) are skipped. The module comes from the dynamo
+    exporter's ``pkg.torch.onnx.name_scopes`` node metadata (``['', 'conv1', 'conv2d']`` ->
+    ``conv1``), or from a legacy exporter name (``/block1/conv1/Conv`` -> ``block1.conv1``).
+    Nodes of the root module itself are skipped. A module that emits two weighted nodes (a
+    module called twice) raises ``PlanError``: a plan gives one option per layer node. Other
+    nodes that already carry a layer's name are renamed out of the way. Also sets the
+    ``edgefit.layers`` metadata entry (layers in graph order). Modifies ``model`` in place.
+    """
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        if len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        module = _module_of(node)
+        if module:
+            found.setdefault(module, []).append(node)
+    reused = sorted(m for m, nodes in found.items() if len(nodes) > 1)
+    if reused:
+        raise PlanError(
+            f"module(s) {', '.join(reused)} emit more than one weighted node (called twice?); "
+            "edgefit needs one Conv/Gemm/MatMul per layer"
+        )
+    layer_nodes = {id(nodes[0]): m for m, nodes in found.items()}
+    taken = {n.name for n in graph.node}
+    for node in graph.node:
+        if id(node) not in layer_nodes and node.name in found:
+            node.name = _unique(f"{node.name}_", taken)
+    result: dict[str, str] = {}
+    for node in graph.node:
+        if id(node) in layer_nodes:
+            node.name = layer_nodes[id(node)]
+            result[node.name] = node.op_type
+    _set_meta(model, LAYERS_KEY, json.dumps(list(result)))
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# small graph helpers
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    name, i = base, 1
+    while name in taken:
+        name = f"{base}{i}"
+        i += 1
+    taken.add(name)
+    return name
+
+
+def _meta(model: onnx.ModelProto, key: str) -> str | None:
+    for prop in model.metadata_props:
+        if prop.key == key:
+            return prop.value
+    return None
+
+
+def _set_meta(model: onnx.ModelProto, key: str, value: str) -> None:
+    for prop in model.metadata_props:
+        if prop.key == key:
+            prop.value = value
+            return
+    entry = model.metadata_props.add()
+    entry.key, entry.value = key, value
+
+
+def _planned_layers(model: onnx.ModelProto, where: str) -> list[str]:
+    raw = _meta(model, LAYERS_KEY)
+    if raw is None:
+        raise PlanError(
+            f"{where} has no '{LAYERS_KEY}' metadata; name the layer nodes with "
+            "name_nodes_by_module first"
+        )
+    try:
+        layers = json.loads(raw)
+    except json.JSONDecodeError:
+        layers = None
+    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+        raise PlanError(f"{where}: '{LAYERS_KEY}' metadata is not a JSON list of layer names")
+    return layers
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            return int(op.version)
+    raise PlanError("ONNX model has no default-domain opset import")
+
+
+class _Graph:
+    """Index of a graph: nodes by name, producers, consumers, initializers."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.inits = {i.name: i for i in graph.initializer}
+        self.by_name: dict[str, onnx.NodeProto] = {}
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        for node in graph.node:
+            self.by_name.setdefault(node.name, node)
+            for out in node.output:
+                self.producer[out] = node
+            for inp in node.input:
+                if inp:
+                    self.consumers.setdefault(inp, []).append(node)
+        self.outputs = {o.name for o in graph.output}
+        self.names = {n.name for n in graph.node} | set(self.inits) | set(self.producer) | {
+            i.name for i in graph.input
+        }
+
+    def index_of(self, node: onnx.NodeProto) -> int:
+        for i, n in enumerate(self.graph.node):
+            if n is node:
+                return i
+        raise KeyError(node.name)
+
+    def bias_input(self, node: onnx.NodeProto) -> tuple[onnx.NodeProto, int] | None:
+        """(node, input index) holding the layer's bias, or None."""
+        if node.op_type in ("Conv", "Gemm"):
+            return (node, 2) if len(node.input) > 2 and node.input[2] else None
+        users = self.consumers.get(node.output[0], [])
+        if len(users) == 1 and users[0].op_type == "Add" and node.output[0] not in self.outputs:
+            add = users[0]
+            for k, name in enumerate(add.input):
+                if name != node.output[0]:
+                    return add, k
+        return None
+
+    def drop_if_unused(self, init_name: str) -> None:
+        users = [
+            n for n in self.graph.node if init_name in n.input
+        ]
+        if not users and init_name not in self.outputs and init_name in self.inits:
+            self.graph.initializer.remove(self.inits.pop(init_name))
+
+
+def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int:
+    """Output-channel axis of the layer's weight initializer."""
+    if node.op_type == "Conv":
+        return 0
+    if node.op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return 0 if trans_b else 1
+    if w.ndim != 2:
+        raise PlanError(f"layer {node.name!r}: MatMul weight of rank {w.ndim} is not supported")
+    return 1
+
+
+def _layer_node(g: _Graph, layer: str, where: str) -> onnx.NodeProto:
+    node = g.by_name.get(layer)
+    if node is None:
+        raise PlanError(f"{where}: no node named {layer!r} (listed in '{LAYERS_KEY}')")
+    if node.op_type not in WEIGHTED_OPS:
+        raise PlanError(
+            f"{where}: layer {layer!r} is a {node.op_type} node; expected "
+            f"{'/'.join(WEIGHTED_OPS)}"
+        )
+    return node
+
+
+def _float_weight(g: _Graph, node: onnx.NodeProto, where: str) -> np.ndarray:
+    name = node.input[1] if len(node.input) > 1 else ""
+    init = g.inits.get(name)
+    if init is None or init.data_type != TensorProto.FLOAT:
+        raise PlanError(
+            f"{where}: layer {node.name!r} weight {name!r} is not a float32 initializer"
+        )
+    return numpy_helper.to_array(init)
+
+
+# --------------------------------------------------------------------------------------------
+# per-option rewrites
+
+
+def _cast_fp16(g: _Graph, node: onnx.NodeProto, k: int, layer: str, role: str) -> None:
+    """Replace float32 initializer input ``k`` of ``node`` with float16 initializer + Cast."""
+    name = node.input[k]
+    init = g.inits.get(name)
+    if init is None or init.data_type != TensorProto.FLOAT:
+        return
+    arr = numpy_helper.to_array(init)
+    qm.check_fp16_range(arr, f"layer {layer!r} {role}")
+    h_name = _unique(f"{name}_fp16", g.names)
+    out_name = _unique(f"{name}_fp16_cast", g.names)
+    g.graph.initializer.append(numpy_helper.from_array(arr.astype(np.float16), h_name))
+    cast = helper.make_node(
+        "Cast", [h_name], [out_name], name=_unique(f"{layer}/{role}_cast", g.names),
+        to=TensorProto.FLOAT,
+    )  # fmt: skip
+    g.graph.node.insert(g.index_of(node), cast)
+    node.input[k] = out_name
+    g.drop_if_unused(name)
+
+
+def _to_fp16(g: _Graph, layer: str, where: str) -> None:
+    node = _layer_node(g, layer, where)
+    _float_weight(g, node, where)
+    _cast_fp16(g, node, 1, layer, "weight")
+    bias = g.bias_input(node)
+    if bias is not None:
+        _cast_fp16(g, bias[0], bias[1], layer, "bias")
+
+
+def _to_int4(g: _Graph, layer: str, where: str) -> None:
+    node = _layer_node(g, layer, where)
+    w = _float_weight(g, node, where)
+    axis = _weight_axis(node, w)
+    q, scales = qm.quantize_per_channel(w, 4, axis=axis)
+    name = node.input[1]
+    q_name = _unique(f"{name}_int4", g.names)
+    s_name = _unique(f"{name}_scale", g.names)
+    out_name = _unique(f"{name}_DequantizeLinear_Output", g.names)
+    g.graph.initializer.append(
+        helper.make_tensor(q_name, TensorProto.INT4, list(w.shape), qm.pack_int4(q), raw=True)
+    )
+    g.graph.initializer.append(numpy_helper.from_array(scales, s_name))
+    dq = helper.make_node(
+        "DequantizeLinear", [q_name, s_name], [out_name],
+        name=_unique(f"{layer}/weight_DequantizeLinear", g.names), axis=axis,
+    )  # fmt: skip
+    g.graph.node.insert(g.index_of(node), dq)
+    node.input[1] = out_name
+    g.drop_if_unused(name)
+
+
+def _ensure_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
+    current = _default_opset(model)
+    if current >= target:
+        return model
+    try:
+        converted = onnx.version_converter.convert_version(model, target)
+        onnx.checker.check_model(converted)
+        return converted
+    except Exception as exc:  # the converter raises assorted RuntimeError/ValueError types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # Fallback: bump the opset when no op in the graph changes meaning between the versions.
+    changed = sorted(
+        {
+            n.op_type
+            for n in model.graph.node
+            if n.domain in ("", "ai.onnx")
+            and n.op_type not in _TYPE_ONLY_IN_21
+            and onnx.defs.get_schema(n.op_type, target).since_version > current
+        }
+    )
+    if changed or target != INT4_MIN_OPSET:
+        raise PlanError(
+            f"cannot convert the model from opset {current} to {target} for int4 "
+            f"({reason}; ops that change: {', '.join(changed) or 'unknown'})"
+        )
+    bumped = onnx.ModelProto()
+    bumped.CopyFrom(model)
+    for op in bumped.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            op.version = target
+    return bumped
+
+
+# --------------------------------------------------------------------------------------------
+# int8 via onnxruntime.quantization
+
+
+def _single_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise PlanError(
+            f"{where}: int8 calibration supports single-input models, this one has "
+            f"{len(inputs)} inputs"
+        )
+    return inputs[0]
+
+
+def _calibration_batches(
+    model: onnx.ModelProto, calibration: np.ndarray, where: str
+) -> tuple[str, list[np.ndarray]]:
+    inp = _single_input(model, where)
+    dims = [
+        d.dim_value if d.HasField("dim_value") else None
+        for d in inp.type.tensor_type.shape.dim
+    ]
+    try:
+        data = np.asarray(calibration, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise PlanError("calibration data is not a numeric array") from None
+    if data.ndim != len(dims) or data.shape[0] == 0:
+        raise PlanError(
+            f"calibration data of shape {tuple(data.shape)} does not fit model input "
+            f"{inp.name!r} of rank {len(dims)} (need at least one sample)"
+        )
+    for axis, (want, got) in enumerate(zip(dims[1:], data.shape[1:], strict=True), start=1):
+        if want is not None and want != got:
+            raise PlanError(
+                f"calibration data of shape {tuple(data.shape)} does not fit model input "
+                f"{inp.name!r}: axis {axis} is {got}, the model needs {want}"
+            )
+    if not np.isfinite(data).all():
+        raise PlanError("calibration data contains NaN or infinite values")
+    batch = dims[0] if dims[0] is not None else CALIBRATION_BATCH
+    if data.shape[0] < batch:
+        raise PlanError(
+            f"calibration data has {data.shape[0]} samples; the model's fixed batch needs {batch}"
+        )
+    # A fixed batch dimension takes whole batches only (the remainder is dropped).
+    stop = data.shape[0] if dims[0] is None else data.shape[0] - data.shape[0] % batch
+    return inp.name, [data[i : i + batch] for i in range(0, stop, batch)]
+
+
+def _quantize_int8(
+    model: onnx.ModelProto, layers: list[str], calibration: np.ndarray, where: str
+) -> onnx.ModelProto:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    input_name, batches = _calibration_batches(model, calibration, where)
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it: Iterator[np.ndarray] = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._it, None)
+            return None if batch is None else {input_name: batch}
+
+        def rewind(self) -> None:
+            self._it = iter(batches)
+
+    with tempfile.TemporaryDirectory(prefix="edgefit-int8-") as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        pre = Path(tmp) / "pre.onnx"
+        out = Path(tmp) / "int8.onnx"
+        onnx.save(model, src)
+        # Shape inference only: no ORT graph rewrite, so node names (= layer names) survive.
+        quant_input = src
+        try:
+            quant_pre_process(src, pre, skip_optimization=True)
+            pre_names = {n.name for n in onnx.load(pre).graph.node}
+            if set(layers) <= pre_names:
+                quant_input = pre
+        except Exception:  # pre-processing is an optional improvement; the raw model works
+            quant_input = src
+        try:
+            quantize_static(
+                str(quant_input),
+                str(out),
+                _Reader(),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(WEIGHTED_OPS),
+                nodes_to_quantize=list(layers),
+                per_channel=True,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            )
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise PlanError(f"onnxruntime int8 quantisation of {where} failed: {first}") from None
+        result = onnx.load(out)
+    g = _Graph(result.graph)
+    for layer in layers:
+        node = _layer_node(g, layer, where)
+        dq = g.producer.get(node.input[1])
+        init = g.inits.get(dq.input[0]) if dq is not None else None
+        if dq is None or dq.op_type != "DequantizeLinear" or init is None:
+            raise PlanError(f"onnxruntime left int8 layer {layer!r} of {where} unquantised")
+    return result
+
+
+def _check_storage(model: onnx.ModelProto, full: dict[str, str], where: str) -> None:
+    """Every layer's weight is stored as its option says (guards against ORT rewriting ours)."""
+    g = _Graph(model.graph)
+    for layer, option in full.items():
+        node = _layer_node(g, layer, where)
+        init, _ = _trace(g, node.input[1])
+        got = _dtype_name(init) if init is not None else "not an initializer"
+        if got != qm.weight_dtype(option):
+            raise PlanError(
+                f"layer {layer!r} of {where} should store {qm.weight_dtype(option)} weights "
+                f"for {option}, but the rewritten model stores {got}"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# public entry points
+
+
+def _load(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except FileNotFoundError:
+        raise PlanError(f"ONNX model {path} does not exist") from None
+    except Exception as exc:
+        raise PlanError(f"cannot read ONNX model {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _atomic_save(model: onnx.ModelProto, out_path: Path) -> None:
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, out_path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def validate_options(options: dict[str, str], layers: Iterable[str]) -> dict[str, str]:
+    """Full {layer: option} for every planned layer (missing ones ``fp32``); PlanError on junk."""
+    layers = list(layers)
+    known = set(layers)
+    for layer, option in options.items():
+        if layer not in known:
+            raise PlanError(
+                f"unknown layer {layer!r}; the model's layers are: {', '.join(layers) or '(none)'}"
+            )
+        if option not in qm.OPTIONS:
+            raise PlanError(
+                f"unknown option {option!r} for layer {layer!r}; allowed: {', '.join(qm.OPTIONS)}"
+            )
+    return {layer: options.get(layer, "fp32") for layer in layers}
+
+
+def quantize_onnx(
+    fp32_path: Path, out_path: Path, options: dict[str, str], calibration: np.ndarray
+) -> None:
+    """Write the mixed-precision model for ``options`` ({layer: fp32|fp16|int8|int4}).
+
+    Layers the plan leaves out stay fp32. ``calibration`` is an array of model inputs
+    (N, ...) used only when some layer is int8 (MinMax ranges, batches of
+    ``CALIBRATION_BATCH`` for a dynamic batch dimension, whole batches for a fixed one).
+    The output is written atomically (temp file + ``os.replace``).
+    """
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    where = str(fp32_path)
+    model = _load(fp32_path)
+    layers = _planned_layers(model, where)
+    full = validate_options(dict(options), layers)
+    g = _Graph(model.graph)
+    for layer in layers:
+        node = _layer_node(g, layer, where)
+        if full[layer] != "fp32":
+            _float_weight(g, node, where)
+
+    chosen = set(full.values())
+    if "int4" in chosen:
+        model = _ensure_opset(model, INT4_MIN_OPSET)
+    # fp16 / int4 first, so int8 calibration sees the activations the mixed model produces.
+    g = _Graph(model.graph)
+    for layer in layers:
+        if full[layer] == "fp16":
+            _to_fp16(g, layer, where)
+        elif full[layer] == "int4":
+            _to_int4(g, layer, where)
+    int8_layers = [layer for layer in layers if full[layer] == "int8"]
+    if int8_layers:
+        model = _quantize_int8(model, int8_layers, calibration, where)
+    _check_storage(model, full, where)
+    _set_meta(model, LAYERS_KEY, json.dumps(layers))
+    _set_meta(model, OPTIONS_KEY, json.dumps(full))
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise PlanError(f"quantised model for {where} is invalid: {str(exc).splitlines()[0]}")
+    _atomic_save(model, out_path)
+
+
+# --------------------------------------------------------------------------------------------
+# inspection
+
+
+@dataclass(frozen=True)
+class LayerStorage:
+    """How one layer is stored in an ONNX file, read back from the file alone.
+
+    ``option`` is inferred from storage: float32 -> fp32, float16 -> fp16, int4 -> int4, int8
+    weights -> int8. ``weight_bytes`` counts only the weight tensor as stored (INT4: packed
+    ceil(n/2); an int4 in an int8 container would count 8 bits a value); ``scale_bytes`` the
+    weight scales and zero points. ``distinct_values`` counts distinct stored values (integer
+    codes for int4/int8). ``weight_ops`` are the ops between the initializer and the layer node
+    (``("Cast",)``, ``("DequantizeLinear",)``), ``input_ops`` the producers of the node's
+    activation input (``"<graph input>"`` for a model input), ``output_ops`` the consumers of its
+    output. ``activation_dtype`` is ``int8`` when the activation input comes through a
+    DequantizeLinear of an int8 tensor, else ``float32``.
+    """
+
+    name: str
+    op_type: str
+    option: str
+    weight_dtype: str
+    bits: int
+    weight_shape: tuple[int, ...]
+    weight_numel: int
+    weight_bytes: int
+    scale_bytes: int
+    distinct_values: int
+    bias_dtype: str | None
+    bias_bytes: int
+    activation_dtype: str
+    weight_ops: tuple[str, ...]
+    input_ops: tuple[str, ...]
+    output_ops: tuple[str, ...]
+
+
+def _stored_bytes(init: onnx.TensorProto) -> int:
+    if init.HasField("raw_data") or init.raw_data:
+        return len(init.raw_data)
+    numel = int(np.prod(init.dims)) if init.dims else 1
+    if init.data_type in (TensorProto.INT4, TensorProto.UINT4):
+        return qm.int4_packed_bytes(numel)
+    return numel * np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+
+
+def _init_values(init: onnx.TensorProto) -> np.ndarray:
+    arr = numpy_helper.to_array(init)
+    if init.data_type in (TensorProto.INT4, TensorProto.UINT4):
+        arr = arr.astype(np.int8)
+    return arr
+
+
+def _trace(g: _Graph, name: str) -> tuple[onnx.TensorProto | None, list[onnx.NodeProto]]:
+    """Follow Cast / DequantizeLinear / Identity back from ``name`` to an initializer."""
+    chain: list[onnx.NodeProto] = []
+    while name not in g.inits:
+        node = g.producer.get(name)
+        if node is None or node.op_type not in ("Cast", "DequantizeLinear", "Identity"):
+            return None, chain
+        chain.append(node)
+        name = node.input[0]
+    return g.inits[name], chain
+
+
+def _dtype_name(init: onnx.TensorProto) -> str:
+    return _DTYPE_NAMES.get(init.data_type, TensorProto.DataType.Name(init.data_type).lower())
+
+
+def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
+    """Per planned layer (``edgefit.layers``): how its weights are stored in the file."""
+    path = Path(path)
+    model = _load(path)
+    g = _Graph(model.graph)
+    inputs = {i.name for i in model.graph.input}
+    result: dict[str, LayerStorage] = {}
+    for layer in _planned_layers(model, str(path)):
+        node = _layer_node(g, layer, str(path))
+        init, chain = _trace(g, node.input[1])
+        if init is None:
+            raise PlanError(f"{path}: weight of layer {layer!r} is not stored as an initializer")
+        dtype = _dtype_name(init)
+        values = _init_values(init)
+        scale_bytes = 0
+        for dq in (n for n in chain if n.op_type == "DequantizeLinear"):
+            for extra in dq.input[1:]:
+                if extra in g.inits:
+                    scale_bytes += _stored_bytes(g.inits[extra])
+        bias_dtype, bias_bytes = None, 0
+        bias = g.bias_input(node)
+        if bias is not None:
+            b_init, _ = _trace(g, bias[0].input[bias[1]])
+            if b_init is not None:
+                bias_dtype, bias_bytes = _dtype_name(b_init), _stored_bytes(b_init)
+        act = node.input[0]
+        act_dtype = "float32"
+        src = g.producer.get(act)
+        if src is not None and src.op_type == "DequantizeLinear":
+            q_src = g.producer.get(src.input[0])
+            zp = g.inits.get(src.input[2]) if len(src.input) > 2 else None
+            if zp is not None:
+                act_dtype = _dtype_name(zp)
+            elif q_src is not None and q_src.op_type == "QuantizeLinear":
+                q_zp = g.inits.get(q_src.input[2]) if len(q_src.input) > 2 else None
+                act_dtype = _dtype_name(q_zp) if q_zp is not None else "uint8"
+        option = {"float32": "fp32", "float16": "fp16", "int8": "int8", "int4": "int4"}.get(
+            dtype, dtype
+        )
+        result[layer] = LayerStorage(
+            name=layer,
+            op_type=node.op_type,
+            option=option,
+            weight_dtype=dtype,
+            bits=_DTYPE_BITS.get(dtype, 8 * np.dtype(values.dtype).itemsize),
+            weight_shape=tuple(int(d) for d in init.dims),
+            weight_numel=int(values.size),
+            weight_bytes=_stored_bytes(init),
+            scale_bytes=scale_bytes,
+            distinct_values=qm.distinct_values(values),
+            bias_dtype=bias_dtype,
+            bias_bytes=bias_bytes,
+            activation_dtype=act_dtype,
+            weight_ops=tuple(n.op_type for n in reversed(chain)),
+            input_ops=tuple(
+                g.producer[i].op_type if i in g.producer
+                else "<graph input>" if i in inputs else "<initializer>"
+                for i in node.input[:1]
+            ),  # fmt: skip
+            output_ops=tuple(n.op_type for n in g.consumers.get(node.output[0], [])),
+        )
+    return result
+
+
+__all__ = [
+    "CALIBRATION_BATCH",
+    "INT4_MIN_OPSET",
+    "LAYERS_KEY",
+    "OPTIONS_KEY",
+    "LayerStorage",
+    "inspect_onnx",
+    "name_nodes_by_module",
+    "quantize_onnx",
+    "validate_options",
+]
