@@ -1,0 +1,293 @@
+"""`edgefit apply plan.json`: compress, export, verify from the files, evaluate, measure.
+
+The report has three parts that are never mixed: (1) the target's *predicted* costs, from the
+plan; (2) accuracy on the held-out split, measured; (3) on this machine, the host cost model's
+prediction next to an onnxruntime measurement: a check of the cost model, not target numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cost_models.analytical import build_cost_table
+from cost_models.capture import capture
+from device_specs.host import host_spec
+from edgefit.errors import PlanError
+from edgefit.planning import build_problem, calibration_split
+from executors.fakequant import quantized_copy
+from executors.flash_image import FlashLayer, payload_bytes, read_flash_image, write_flash_image
+from executors.onnx_quant import inspect_onnx, name_nodes_by_module, quantize_onnx
+from executors.quantize import QuantizeConfig
+from planner.plan import Plan, atomic_write_text
+from workloads.models import LoadedModel, load_model_ref
+from workloads.train import evaluate
+
+FLASH_TOLERANCE_FRACTION = 0.02
+FLASH_TOLERANCE_BYTES = 1024
+MEASURE_WARMUP = 20
+MEASURE_RUNS = 200
+
+
+def onnx_option(configs: list[QuantizeConfig]) -> str:
+    """The storage/graph form of a layer in the runnable ONNX, from its technique configs."""
+    if not configs:
+        return "fp32"
+    cfg = configs[-1]
+    if cfg.weights == "int8" and cfg.activations == "int8":
+        return "int8"
+    if cfg.weights in ("fp16", "int4"):
+        return cfg.weights
+    raise PlanError(f"weights {cfg.weights} with activations {cfg.activations} has no runnable "
+                    "ONNX form yet")
+
+
+def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
+    """Export with the dynamo exporter and name each planned node after its torch module."""
+    import onnx
+
+    example = torch.zeros((1, *input_shape))
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        torch.onnx.export(model.eval(), (example,), str(raw), dynamo=True, external_data=False,
+                          input_names=["input"], output_names=["logits"], verbose=False)
+        proto = onnx.load(str(raw))
+    name_nodes_by_module(proto)
+    tmp_path = path.with_suffix(".tmp")
+    onnx.save(proto, str(tmp_path))
+    os.replace(tmp_path, path)
+
+
+def measure_latency_ms(path: Path, x: np.ndarray) -> tuple[float, float]:
+    """Median and p90 latency of one inference, onnxruntime CPU, 1 thread, full optimisation."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    feed = {name: x[:1]}
+    for _ in range(MEASURE_WARMUP):
+        sess.run(None, feed)
+    times = []
+    for _ in range(MEASURE_RUNS):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(times)), 1e3 * float(np.percentile(times, 90))
+
+
+def measure_rss_growth(path: Path, x: np.ndarray) -> int:
+    """Process RSS growth over session creation + one run (includes onnxruntime's arena)."""
+    import onnxruntime as ort
+    import psutil
+
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess.run(None, {sess.get_inputs()[0].name: x[:1]})
+    return max(0, proc.memory_info().rss - before)
+
+
+def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
+
+
+def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
+    if not plan.feasible:
+        raise PlanError(f"the plan's status is {plan.status}: there is nothing to apply")
+    loaded = load_model_ref(plan.model.path if plan.model.kind != "zoo" else plan.model.name)
+    if [layer for layer in plan.layers] != [l.name for l in capture(
+            loaded.module, loaded.input_shape, loaded.name).layers]:
+        raise PlanError("the plan's layers do not match the model's; re-run `plan`")
+    data_name = plan.data or loaded.dataset
+    if data_name is None:
+        raise PlanError("the plan names no data set: accuracy cannot be evaluated")
+    from workloads.data import load_dataset
+
+    _, test = load_dataset(data_name)
+    calib = calibration_split(data_name)
+    assert calib is not None
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    configs = {name: lp.techniques[-1] for name, lp in plan.layers.items() if lp.techniques}
+    compressed = quantized_copy(loaded.module, configs, calib[0])
+    fp32_acc = evaluate(loaded.module, test)
+    comp_acc = evaluate(compressed, test)
+
+    fp32_onnx = out_dir / "model.fp32.onnx"
+    runnable = out_dir / "model.onnx"
+    image = out_dir / "model.flash.bin"
+    export_fp32(loaded.module, loaded.input_shape, fp32_onnx)
+    onnx_opts = {name: onnx_option(lp.techniques) for name, lp in plan.layers.items()}
+    quantize_onnx(fp32_onnx, runnable, onnx_opts, calib[0][:128])
+    write_flash_image(image, _flash_layers(loaded.module, plan))
+
+    verification = verify_artifacts(plan, runnable, image, onnx_opts)
+    fidelity = _onnx_fidelity(runnable, compressed, test.x[:256])
+    host = host_check(plan, loaded, runnable, fp32_onnx, test.x)
+    limit_pp = plan.limits.accuracy_drop
+    drop_pp = 100.0 * (fp32_acc - comp_acc)
+    report = {
+        "report_version": 1,
+        "plan": str(plan.model.name) + f" on {plan.target.device}/{plan.target.profile}",
+        "options": plan.options(),
+        "target_predicted": {
+            "device": plan.target.device, "profile": plan.target.profile,
+            "source": "predicted by the plan's cost model (not measured on the device)",
+            **(plan.totals.model_dump() if plan.totals else {}),
+            "provenance": plan.provenance,
+        },
+        "accuracy": {
+            "data": data_name, "test_size": int(len(test.y)), "fp32": fp32_acc,
+            "compressed": comp_acc, "drop_pp": drop_pp,
+            "how": "torch model with the plan's quantisation simulated (fake-quant, activation "
+                   f"scales from {len(calib[0])} training images)",
+            "limit_pp": limit_pp,
+            "limit_met": None if limit_pp is None else drop_pp <= limit_pp,
+            "onnx_vs_torch": fidelity,
+        },
+        "host_check": host,
+        "artifacts": {
+            "onnx": str(runnable), "onnx_bytes": runnable.stat().st_size,
+            "fp32_onnx": str(fp32_onnx), "fp32_onnx_bytes": fp32_onnx.stat().st_size,
+            "flash_image": str(image), "flash_image_bytes": image.stat().st_size,
+            "flash_payload_bytes": payload_bytes(image),
+            "planned_flash_bytes": verification["planned_model_flash_bytes"],
+            "flash_match": verification["flash_match"],
+        },
+        "verification": verification,
+    }
+    report_path = out_dir / "report.json"
+    report["report_path"] = str(report_path)
+    atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _flash_layers(model: nn.Module, plan: Plan) -> list[FlashLayer]:
+    modules = dict(model.named_modules())
+    layers = []
+    for name, lp in plan.layers.items():
+        mod = modules[name]
+        weights = lp.techniques[-1].weights if lp.techniques else "fp32"
+        bias = getattr(mod, "bias", None)
+        layers.append(FlashLayer(
+            name=name, option=weights,
+            weight=mod.weight.detach().numpy().astype(np.float32),  # type: ignore[operator]
+            bias=None if bias is None else bias.detach().numpy().astype(np.float32),
+        ))
+    return layers
+
+
+def verify_artifacts(plan: Plan, runnable: Path, image: Path,
+                     onnx_opts: dict[str, str]) -> dict[str, Any]:
+    """Read both artifacts back and check, from the files alone, that the plan was applied."""
+    in_onnx = inspect_onnx(runnable)
+    in_image = {s.name: s for s in read_flash_image(image)}
+    rows, problems = [], []
+    for name, lp in plan.layers.items():
+        weights = lp.techniques[-1].weights if lp.techniques else "fp32"
+        o, f = in_onnx.get(name), in_image.get(name)
+        row = {
+            "layer": name, "planned": lp.option,
+            "onnx_option": o.option if o else None, "onnx_weight_dtype": o.weight_dtype if o
+            else None, "onnx_weight_bytes": o.weight_bytes if o else None,
+            "image_dtype": f.dtype if f else None, "image_bits": f.bits if f else None,
+            "image_bytes": (f.weight_bytes + f.bias_bytes) if f else None,
+            "planned_bytes": lp.predicted.flash_bytes,
+            "distinct_values": f.distinct_values if f else None,
+        }
+        rows.append(row)
+        if o is None or o.option != onnx_opts[name]:
+            problems.append(f"{name}: ONNX stores {o.option if o else 'nothing'}, plan says "
+                            f"{onnx_opts[name]}")
+        if f is None or f.option != weights:
+            problems.append(f"{name}: flash image stores {f.option if f else 'nothing'}, plan "
+                            f"says {weights}")
+        elif f.weight_bytes + f.bias_bytes != lp.predicted.flash_bytes:
+            problems.append(f"{name}: image holds {f.weight_bytes + f.bias_bytes} B, plan "
+                            f"predicted {lp.predicted.flash_bytes:.0f} B")
+    planned = sum(lp.predicted.flash_bytes for lp in plan.layers.values())
+    actual = image.stat().st_size
+    tolerance = max(FLASH_TOLERANCE_FRACTION * planned, FLASH_TOLERANCE_BYTES)
+    match = abs(actual - planned) <= tolerance
+    if not match:
+        problems.append(f"flash image is {actual} B, plan predicted {planned:.0f} B")
+    summary = ("every layer stored as planned in model.onnx and model.flash.bin; image "
+               f"{actual} B vs planned {planned:.0f} B (header {actual - payload_bytes(image)} B)"
+               if not problems else "; ".join(problems))
+    return {"layers": rows, "problems": problems, "ok": not problems, "summary": summary,
+            "planned_model_flash_bytes": planned, "flash_image_bytes": actual,
+            "flash_match": match}
+
+
+def _onnx_fidelity(runnable: Path, compressed: nn.Module, x: np.ndarray) -> dict[str, Any]:
+    ort_out = onnx_outputs(runnable, x)
+    with torch.no_grad():
+        torch_out = compressed(torch.from_numpy(x)).numpy()
+    return {
+        "samples": int(len(x)),
+        "max_abs_diff": float(np.abs(ort_out - torch_out).max()),
+        "top1_agreement": float((ort_out.argmax(1) == torch_out.argmax(1)).mean()),
+        "note": "runnable ONNX vs the fake-quant torch model; int4 layers run weight-only "
+                "(float activations) in ONNX",
+    }
+
+
+def host_check(plan: Plan, loaded: LoadedModel, runnable: Path, fp32_onnx: Path,
+               x: np.ndarray) -> dict[str, Any]:
+    """Host cost model for the same per-layer choices next to onnxruntime measurements."""
+    spec = host_spec()
+    graph = capture(loaded.module, loaded.input_shape, loaded.name)
+    table = build_cost_table(graph, spec)
+    kernels = spec.profile().kernels
+    problem = build_problem(graph, table, {})
+    picks: dict[str, int] = {}
+    for name, lp in plan.layers.items():
+        option = onnx_option(lp.techniques)
+        names = [c.option for c in problem.choices[name]]
+        if option not in kernels:
+            raise PlanError(f"host has no kernel for {option}")
+        picks[name] = names.index(option)
+    fp32_picks = {name: [c.option for c in problem.choices[name]].index("fp32")
+                  for name in plan.layers}
+    predicted, predicted_fp32 = problem.totals(picks), problem.totals(fp32_picks)
+    median, p90 = measure_latency_ms(runnable, x)
+    median_fp32, _ = measure_latency_ms(fp32_onnx, x)
+    rss = measure_rss_growth(runnable, x)
+    how_lat = (f"onnxruntime CPU, 1 thread, ORT_ENABLE_ALL, batch 1, median of {MEASURE_RUNS} "
+               f"after {MEASURE_WARMUP} warm-up (p90 {p90:.4g} ms)")
+    rows = [
+        {"quantity": "latency (compressed)", "unit": "ms", "predicted": predicted["latency_ms"],
+         "measured": median, "how": how_lat},
+        {"quantity": "latency (fp32 baseline)", "unit": "ms",
+         "predicted": predicted_fp32["latency_ms"], "measured": median_fp32,
+         "how": "same settings, same run"},
+        {"quantity": "bytes on disk (runnable ONNX)", "unit": "B",
+         "predicted": predicted["flash_bytes"], "measured": float(runnable.stat().st_size),
+         "how": "file size; predicted = weights as the host stores them (graph overhead not "
+                "modelled)"},
+        {"quantity": "peak memory", "unit": "B", "predicted": predicted["ram_bytes"],
+         "measured": float(rss),
+         "how": "predicted: activations live at the peak step + weights; measured: process RSS "
+                "growth over session creation + first run, which includes onnxruntime's own "
+                "arena and code (an upper bound, not a like-for-like number)"},
+    ]
+    return {"device": "host", "profile": spec.default_profile, "cpu": spec.cpu,
+            "provenance": table.provenance, "rows": rows}
