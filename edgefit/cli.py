@@ -19,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 EXIT_BAD_INPUT = 2
 EXIT_INFEASIBLE = 1
+EXIT_CHECK_FAILED = 1
 
 Opt = typer.Option
 
@@ -83,7 +84,10 @@ def _apply(plan_file: Path, out_dir: Path) -> None:
     plan = Plan.load(plan_file)
     from edgefit.report import print_report
 
-    print_report(apply_plan(plan, out_dir))
+    report = apply_plan(plan, out_dir)
+    print_report(report)
+    if not all(check["ok"] for check in report["checks"]):
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @app.command("devices")
@@ -118,13 +122,13 @@ def _run(command: typer.Typer, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as exc:  # click.ClickException and friends
-        from click import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            return EXIT_BAD_INPUT
-        raise
+    except typer.TyperException as exc:  # usage errors of typer's vendored click
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            typer.echo(f"error: {exc}", err=True)
+        return EXIT_BAD_INPUT
     return 0
 
 

@@ -20,7 +20,8 @@ LIMIT_ROWS = (  # budget field, plan metric, formatter
 
 
 def _console() -> Console:
-    return Console(width=120, highlight=False)
+    # markup off: model paths, limits and check marks contain square brackets
+    return Console(width=120, highlight=False, markup=False)
 
 
 def _int(n: float) -> str:
@@ -78,7 +79,7 @@ def _limits_table(plan: Plan) -> Table:
 def _print_infeasible(plan: Plan, con: Console) -> None:
     assert plan.explanation is not None
     fmts = {metric: fmt for _, metric, fmt in LIMIT_ROWS}
-    con.print("[bold]The budget cannot be met.[/bold] What is reachable instead:")
+    con.print("The budget cannot be met. What is reachable instead:", style="bold")
     for r in plan.explanation.relaxations:
         fmt = fmts[r.limit]
         name = r.limit.split("_")[0]
@@ -94,7 +95,7 @@ def _print_infeasible(plan: Plan, con: Console) -> None:
 
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     con = console or _console()
-    con.print(f"[bold]apply report[/bold] — {report['plan']}")
+    con.print(f"apply report — {report['plan']}", style="bold")
     target = report["target_predicted"]
     con.print(f"1. predicted on the target ({target['device']}/{target['profile']}, "
               f"{target['source']}): latency {fmt_ms(target['latency_ms'])}, "
@@ -127,6 +128,9 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
               f"{fmt_bytes(files['planned_flash_bytes'])}, "
               f"{'match' if files['flash_match'] else 'MISMATCH'})")
     con.print(f"verified from the files: {report['verification']['summary']}")
+    for check in report["checks"]:
+        mark = "ok  " if check["ok"] else "FAIL"
+        con.print(f"  [{mark}] {check['check']}: {check['detail']}")
     con.print(f"report: {report['report_path']}")
 
 

@@ -81,8 +81,8 @@ def parse(text: str | float | int, family: Family, *, field: str = "value",
         other = _family_of(unit)
         allowed = ", ".join(family.factors)
         if other is not None:
-            raise UnitError(f"{field}: {text!r} is a {other.name}, but a {family.name} is needed "
-                            f"(units: {allowed})")
+            raise UnitError(f"{field}: {text!r} is in {other.name} units, but {family.name} is "
+                            f"needed (units: {allowed})")
         raise UnitError(f"{field}: unknown unit {unit!r} in {text!r} (units: {allowed})")
     if math.isnan(number) or math.isinf(number):
         raise UnitError(f"{field}: {text!r} must be a finite number")

@@ -85,17 +85,28 @@ def describe(exc: ValidationError, path: Path | str, root: yaml.Node | None = No
 def allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names of the (nested) model at `loc`, to tell the user what they could have meant."""
     current: Any = model
+    skip_key = False  # the previous field was a dict/list: this loc element is a key or index
     for key in loc:
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(key))
-            if field is None:
-                return []
-            current = _unwrap(field.annotation)
-        else:  # dict[str, Model] or list[Model]: the key is an index into the container
-            current = _unwrap(current)
+        if skip_key:
+            skip_key = False
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(key))
+        if field is None:
+            return []
+        skip_key = _is_container(field.annotation)
+        current = _unwrap(field.annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return []
+
+
+def _is_container(annotation: Any) -> bool:
+    origin = getattr(annotation, "__origin__", None)
+    if origin in (dict, list, tuple):
+        return True
+    return any(_is_container(a) for a in getattr(annotation, "__args__", ()) or ())
 
 
 def _unwrap(annotation: Any) -> Any:

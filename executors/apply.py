@@ -8,6 +8,7 @@ prediction next to an onnxruntime measurement: a check of the cost model, not ta
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -24,6 +25,7 @@ from device_specs.host import host_spec
 from edgefit.errors import PlanError
 from edgefit.planning import build_problem, calibration_split
 from executors.fakequant import quantized_copy
+from executors import measure
 from executors.flash_image import FlashLayer, payload_bytes, read_flash_image, write_flash_image
 from executors.onnx_quant import inspect_onnx, name_nodes_by_module, quantize_onnx
 from executors.quantize import QuantizeConfig
@@ -33,8 +35,6 @@ from workloads.train import evaluate
 
 FLASH_TOLERANCE_FRACTION = 0.02
 FLASH_TOLERANCE_BYTES = 1024
-MEASURE_WARMUP = 20
-MEASURE_RUNS = 200
 
 
 def onnx_option(configs: list[QuantizeConfig]) -> str:
@@ -54,8 +54,12 @@ def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> N
     """Export with the dynamo exporter and name each planned node after its torch module."""
     import onnx
 
+    import warnings
+
     example = torch.zeros((1, *input_shape))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         raw = Path(tmp) / "raw.onnx"
         torch.onnx.export(model.eval(), (example,), str(raw), dynamo=True, external_data=False,
                           input_names=["input"], output_names=["logits"], verbose=False)
@@ -64,41 +68,6 @@ def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> N
     tmp_path = path.with_suffix(".tmp")
     onnx.save(proto, str(tmp_path))
     os.replace(tmp_path, path)
-
-
-def measure_latency_ms(path: Path, x: np.ndarray) -> tuple[float, float]:
-    """Median and p90 latency of one inference, onnxruntime CPU, 1 thread, full optimisation."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    feed = {name: x[:1]}
-    for _ in range(MEASURE_WARMUP):
-        sess.run(None, feed)
-    times = []
-    for _ in range(MEASURE_RUNS):
-        t = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times)), 1e3 * float(np.percentile(times, 90))
-
-
-def measure_rss_growth(path: Path, x: np.ndarray) -> int:
-    """Process RSS growth over session creation + one run (includes onnxruntime's arena)."""
-    import onnxruntime as ort
-    import psutil
-
-    proc = psutil.Process()
-    before = proc.memory_info().rss
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    sess.run(None, {sess.get_inputs()[0].name: x[:1]})
-    return max(0, proc.memory_info().rss - before)
 
 
 def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
@@ -174,10 +143,28 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
         },
         "verification": verification,
     }
+    report["checks"] = _checks(report, plan)
     report_path = out_dir / "report.json"
     report["report_path"] = str(report_path)
     atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
+    """Pass/fail lines the CLI turns into its exit code."""
+    acc = report["accuracy"]
+    checks = [{"check": "artifacts stored as planned (read back from the files)",
+               "ok": report["verification"]["ok"], "detail": report["verification"]["summary"]}]
+    if plan.model.kind == "zoo":
+        from workloads.zoo import ZOO
+
+        floor = ZOO[plan.model.name].accuracy_floor
+        checks.append({"check": f"trained {plan.model.name} meets its floor {100 * floor:g} %",
+                       "ok": acc["fp32"] >= floor, "detail": f"{100 * acc['fp32']:.2f} %"})
+    if acc["limit_pp"] is not None:
+        checks.append({"check": f"accuracy drop <= {acc['limit_pp']:g} pp",
+                       "ok": bool(acc["limit_met"]), "detail": f"{acc['drop_pp']:.2f} pp"})
+    return checks
 
 
 def _flash_layers(model: nn.Module, plan: Plan) -> list[FlashLayer]:
@@ -268,26 +255,26 @@ def host_check(plan: Plan, loaded: LoadedModel, runnable: Path, fp32_onnx: Path,
     fp32_picks = {name: [c.option for c in problem.choices[name]].index("fp32")
                   for name in plan.layers}
     predicted, predicted_fp32 = problem.totals(picks), problem.totals(fp32_picks)
-    median, p90 = measure_latency_ms(runnable, x)
-    median_fp32, _ = measure_latency_ms(fp32_onnx, x)
-    rss = measure_rss_growth(runnable, x)
-    how_lat = (f"onnxruntime CPU, 1 thread, ORT_ENABLE_ALL, batch 1, median of {MEASURE_RUNS} "
-               f"after {MEASURE_WARMUP} warm-up (p90 {p90:.4g} ms)")
+    lat = measure.latency_ms(runnable, x)
+    lat_fp32 = measure.latency_ms(fp32_onnx, x)
+    mem = measure.peak_memory(runnable, loaded.input_shape)
+    how_lat = (f"onnxruntime CPU, 1 thread, ORT_ENABLE_ALL, batch 1, median of {lat['runs']} "
+               f"after {lat['warmup']} warm-up (p90 {lat['p90_ms']:.4g} ms)")
     rows = [
         {"quantity": "latency (compressed)", "unit": "ms", "predicted": predicted["latency_ms"],
-         "measured": median, "how": how_lat},
+         "measured": lat["median_ms"], "how": how_lat},
         {"quantity": "latency (fp32 baseline)", "unit": "ms",
-         "predicted": predicted_fp32["latency_ms"], "measured": median_fp32,
+         "predicted": predicted_fp32["latency_ms"], "measured": lat_fp32["median_ms"],
          "how": "same settings, same run"},
         {"quantity": "bytes on disk (runnable ONNX)", "unit": "B",
          "predicted": predicted["flash_bytes"], "measured": float(runnable.stat().st_size),
          "how": "file size; predicted = weights as the host stores them (graph overhead not "
                 "modelled)"},
         {"quantity": "peak memory", "unit": "B", "predicted": predicted["ram_bytes"],
-         "measured": float(rss),
-         "how": "predicted: activations live at the peak step + weights; measured: process RSS "
-                "growth over session creation + first run, which includes onnxruntime's own "
-                "arena and code (an upper bound, not a like-for-like number)"},
+         "measured": float(mem["load_and_run_bytes"]) if mem else None,
+         "how": "predicted: activations live at the peak step + weights; measured: peak RSS "
+                "growth of a fresh process over session creation + one run, which includes "
+                "onnxruntime's own allocations (an upper bound, not like for like)"},
     ]
     return {"device": "host", "profile": spec.default_profile, "cpu": spec.cpu,
             "provenance": table.provenance, "rows": rows}

@@ -570,6 +570,9 @@ def quantize_onnx(
         if full[layer] != "fp32":
             _float_weight(g, node, where)
 
+    # onnx.version_converter and quantize_static drop node metadata_props (torch name scopes,
+    # stack traces); keep them to put back on every node that keeps its name.
+    node_meta = {n.name: list(n.metadata_props) for n in model.graph.node if n.name}
     chosen = set(full.values())
     if "int4" in chosen:
         model = _ensure_opset(model, INT4_MIN_OPSET)
@@ -584,6 +587,9 @@ def quantize_onnx(
     if int8_layers:
         model = _quantize_int8(model, int8_layers, calibration, where)
     _check_storage(model, full, where)
+    for node in model.graph.node:
+        if node.name in node_meta and not node.metadata_props:
+            node.metadata_props.extend(node_meta[node.name])
     _set_meta(model, LAYERS_KEY, json.dumps(layers))
     _set_meta(model, OPTIONS_KEY, json.dumps(full))
     try:
