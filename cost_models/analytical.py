@@ -132,7 +132,8 @@ def _provenance(spec: DeviceSpec, profile: Profile, profile_name: str) -> dict[s
                    f"{profile.memory_bandwidth.value / 1e9:.4g} GB/s "
                    f"({profile.memory_bandwidth.provenance})",
         "flash": "bytes of the packed image (exact format; computed, then checked on the file); "
-                 f"runtime {profile.runtime_flash.value:.0f} B ({profile.runtime_flash.provenance})",
+                 f"runtime {profile.runtime_flash.value:.0f} B "
+                 f"({profile.runtime_flash.provenance})",
         "ram": "activation liveness over the execution order + runtime "
                f"{profile.runtime_ram.value:.0f} B ({profile.runtime_ram.provenance})"
                + ("; weights held in RAM" if profile.weights_in_ram else "; weights execute "

@@ -14,13 +14,17 @@ from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from edgefit.errors import ModelLoadError
 
 PLANNABLE = (nn.Conv2d, nn.Linear)
-_ALIAS_FUNCS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
+_ALIAS_FUNCS: set[Any] = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
 _ALIAS_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"}
 _PASS_MODULES = (nn.Flatten, nn.Identity, nn.Dropout)
 # Activations that every runtime we target fuses into the producing kernel (TFLM, ORT, TensorRT):
 # they cost no extra buffer and no extra pass.
 _FUSED_MODULES = (nn.ReLU, nn.ReLU6)
-_FUSED_FUNCS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6}
+_FUSED_FUNCS: set[Any] = {torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6,
+                torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
+_ALIAS_FUNCS |= {torch.ops.aten.flatten.using_ints, torch.ops.aten.view.default,
+                 torch.ops.aten.reshape.default, torch.ops.aten.squeeze.dim,
+                 torch.ops.aten.unsqueeze.default}
 
 
 def op_class(module: nn.Module) -> str:
@@ -45,10 +49,11 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
 
 
 def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model") -> LayerGraph:
-    model = model.eval()
+    if not isinstance(model, fx.GraphModule):  # exported programs' modules refuse .eval()
+        model = model.eval()
     example = torch.zeros((1, *input_shape))
     try:
-        gm = fx.symbolic_trace(model)
+        gm = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types; the user needs one line
         raise ModelLoadError(f"{name}: torch.fx cannot trace this model: {exc}") from None
     ShapeProp(gm).propagate(example)
@@ -74,6 +79,8 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
             continue
         if node.op == "output":
             outputs = tuple(a.name for a in _flat_nodes(node.args))
+            continue
+        if not node.users:  # dead code, e.g. torch.export's guard function
             continue
         if node.op == "get_attr":
             raise ModelLoadError(f"{name}: parameters used outside modules ({node.target}) "

@@ -60,7 +60,7 @@ class Limits(Strict):
 class Budget(Strict):
     """What the user asks for. CLI flags override the fields of a budget file."""
 
-    schema_version: Literal[1] = BUDGET_SCHEMA_VERSION
+    schema_version: Literal[1] = 1  # BUDGET_SCHEMA_VERSION
     target: str = Field(description="catalog name (see `edgefit devices`) or path to a spec YAML")
     profile: str | None = Field(default=None, description="device profile; default: the spec's")
     limits: Limits = Field(default_factory=Limits)

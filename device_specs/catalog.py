@@ -24,7 +24,8 @@ def catalog_names() -> list[str]:
 def _load_file(path: Path) -> DeviceSpec:
     spec = load_model(path, DeviceSpec)
     if path.parent == CATALOG_DIR and spec.name != path.stem:
-        raise UnknownTargetError(f"{path}: name {spec.name!r} must equal the file name {path.stem!r}")
+        raise UnknownTargetError(
+            f"{path}: name {spec.name!r} must equal the file name {path.stem!r}")
     return spec
 
 

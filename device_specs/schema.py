@@ -49,13 +49,14 @@ class Profile(Strict):
     memory_bandwidth: Bandwidth
     preferred_channel_multiple: int = Field(default=1, ge=1)
     power_active: Watts | None = Field(
-        default=None, description="Board power while this profile runs, if it differs from the board's."
+        default=None,
+        description="Board power while this profile runs, if it differs from the board's.",
     )
     kernels: dict[str, Kernel] = Field(min_length=1)
 
 
 class DeviceSpec(Strict):
-    schema_version: Literal[1] = SPEC_SCHEMA_VERSION
+    schema_version: Literal[1] = 1  # SPEC_SCHEMA_VERSION
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     board: str
     kind: Literal["mcu", "sbc", "accelerator", "host"]

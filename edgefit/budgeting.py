@@ -34,8 +34,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
     fields: dict[str, Any] = base.model_dump(mode="json") if base else {}
     fields.setdefault("limits", {})
     given = {k: v for k, v in limits.items() if v is not None}
-    for key, value in given.items():  # name the flag, not the schema field, in errors
-        units.parse(value, LIMIT_FAMILIES[key], field=f"--max-{key.replace('_', '-')}")
+    for key, text in given.items():  # name the flag, not the schema field, in errors
+        units.parse(text, LIMIT_FAMILIES[key], field=f"--max-{key.replace('_', '-')}")
     fields["limits"] = {**{k: v for k, v in fields["limits"].items() if v is not None}, **given}
     for key, value in (("target", target), ("profile", profile), ("model", model),
                        ("weights", weights), ("data", data)):

@@ -37,7 +37,8 @@ def plan_cmd(
     model: Annotated[str | None, Opt(help="built-in name, .pt2 file, or module:factory")] = None,
     weights: Annotated[str | None, Opt(help="state_dict for module:factory")] = None,
     data: Annotated[str | None, Opt(help="data set name or file")] = None,
-    profile: Annotated[str | None, Opt(help="device profile (runtime); default: the spec's")] = None,
+    profile: Annotated[str | None, Opt(help="device profile (runtime); default: the "
+                                        "spec's")] = None,
     budget: Annotated[Path | None, Opt(help="budget YAML; flags override its fields")] = None,
     margin: Annotated[str | None, Opt(help="safety margin on every limit, e.g. 10%")] = None,
     out: Annotated[Path, Opt(help="where to write the plan")] = Path("plan.json"),

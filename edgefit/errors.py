@@ -30,4 +30,4 @@ class PlanError(EdgefitError):
 
 
 class SolverError(EdgefitError):
-    """The solver failed for a reason other than infeasibility (which is an answer, not an error)."""
+    """The solver failed for a reason other than infeasibility (an answer, not an error)."""

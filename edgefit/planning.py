@@ -101,7 +101,8 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     loaded = load_model_ref(budget.model, budget.weights)
     graph = capture(loaded.module, loaded.input_shape, loaded.name)
     calib = calibration_split(budget.data or loaded.dataset)
-    configs = {name: (technique_configs(k) or [None])[0] for name, k in kernels.items()}
+    configs: dict[str, QuantizeConfig | None] = {
+        name: next(iter(technique_configs(k)), None) for name, k in kernels.items()}
     if calib is not None:
         estimate = measured_output_kl(loaded.module, graph.layer_names, configs, calib[0])
         acc, unit, acc_prov = estimate.loss, estimate.unit, estimate.provenance
@@ -169,8 +170,8 @@ def to_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
 
 def per_layer_ram(ctx: PlanContext) -> dict[str, float]:
     """Peak RAM while each layer (and the ops charged to it) runs, under the chosen options."""
-    chosen = {l: next(c for c in ctx.problem.choices[l] if c.option == o)
-              for l, o in ctx.result.picks.items()}
+    chosen = {ly: next(c for c in ctx.problem.choices[ly] if c.option == o)
+              for ly, o in ctx.result.picks.items()}
     out: dict[str, float] = dict.fromkeys(ctx.graph.layer_names, 0.0)
     for step, ram in zip(ctx.graph.steps, ctx.problem.step_ram(chosen), strict=True):
         owner = step.owner or ctx.graph.layer_names[0]

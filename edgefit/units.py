@@ -59,7 +59,8 @@ def parse(text: str | float | int, family: Family, *, field: str = "value",
     numbers); on the command line and in budgets a unit is required.
     """
     if isinstance(text, bool):
-        raise UnitError(f"{field}: expected a {family.name} such as {_example(family)}, got {text!r}")
+        raise UnitError(
+            f"{field}: expected a {family.name} such as {_example(family)}, got {text!r}")
     if isinstance(text, int | float):
         if default_unit is None:
             raise UnitError(

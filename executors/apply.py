@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from cost_models.capture import capture
 from device_specs.host import host_spec
 from edgefit.errors import PlanError
 from edgefit.planning import build_problem, calibration_split
-from executors.fakequant import quantized_copy
 from executors import measure
+from executors.fakequant import quantized_copy
 from executors.flash_image import FlashLayer, payload_bytes, read_flash_image, write_flash_image
 from executors.onnx_quant import inspect_onnx, name_nodes_by_module, quantize_onnx
 from executors.quantize import QuantizeConfig
@@ -52,9 +51,9 @@ def onnx_option(configs: list[QuantizeConfig]) -> str:
 
 def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
     """Export with the dynamo exporter and name each planned node after its torch module."""
-    import onnx
-
     import warnings
+
+    import onnx
 
     example = torch.zeros((1, *input_shape))
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -81,8 +80,11 @@ def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
 def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
     if not plan.feasible:
         raise PlanError(f"the plan's status is {plan.status}: there is nothing to apply")
-    loaded = load_model_ref(plan.model.path if plan.model.kind != "zoo" else plan.model.name)
-    if [layer for layer in plan.layers] != [l.name for l in capture(
+    ref = plan.model.name if plan.model.kind == "zoo" else plan.model.path
+    if ref is None:
+        raise PlanError("the plan does not say where its model file is (model.path)")
+    loaded = load_model_ref(ref)
+    if [layer for layer in plan.layers] != [ly.name for ly in capture(
             loaded.module, loaded.input_shape, loaded.name).layers]:
         raise PlanError("the plan's layers do not match the model's; re-run `plan`")
     data_name = plan.data or loaded.dataset

@@ -7,21 +7,22 @@ File layout (all integers and floats little-endian)::
     header                      header_len bytes of UTF-8 JSON (see below)
     payload                     the raw blobs, back to back, no padding
 
-The header is ``{"format": "edgefit-flash", "version": 1, "payload_bytes": P, "layers": [...]}``;
-each layer entry holds ``name``, ``option``, ``dtype`` (stored weight type: int4, int8, float16,
-float32), ``bits``, ``shape`` (torch layout, output channels on axis 0), ``out_channels``,
-``weight_bytes`` / ``bias_bytes`` (what :func:`executors.quant_math.stored_weight_bytes` and
-``stored_bias_bytes`` predict) and one ``{"offset", "nbytes", "dtype"}`` record for each of
-``weight``, ``scales`` and ``bias`` (``null`` when absent). Offsets are relative to the start of
-the payload. Blobs per layer, in order: weight values (int4 packed two per byte, low nibble
-first, C order; int8; float16; float32), per-channel scales (float32, int4/int8 only), bias
-(float16 for ``fp16``, float32 otherwise).
+The header is compact JSON ``{"format": "edgefit-flash", "version": 1, "payload_bytes": P,
+"layers": [...]}``; each layer entry is ``{"name", "option", "dtype", "shape", "weight",
+"scales", "bias"}`` where ``dtype`` is the stored weight type (int4, int8, float16, float32),
+``shape`` is the torch-layout weight shape (output channels on axis 0) and ``weight`` /
+``scales`` / ``bias`` are ``[offset, nbytes]`` (``null`` when absent), offsets relative to the
+start of the payload. Everything else follows from the option: blobs per layer, in order, are the
+weight values (int4 packed two per byte, low nibble first, C order; int8; float16; float32), the
+per-channel scales (float32, int4/int8 only) and the bias (float16 for ``fp16``, float32
+otherwise; one value per output channel). About 110 header bytes per layer.
 
 So ``file size == 12 + header_len + sum(stored_weight_bytes + stored_bias_bytes)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -76,7 +77,7 @@ class StoredLayer:
     distinct_values: int
 
 
-def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes, str]]]:
+def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
     if not isinstance(layer.name, str) or not layer.name:
         raise PlanError(f"flash layer name must be a non-empty string, got {layer.name!r}")
     if layer.option not in qm.OPTIONS:
@@ -90,18 +91,17 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes, str]]]
     w = qm.as_float32(w, f"layer {layer.name!r} weights")
     out_ch = int(w.shape[0])
     option = layer.option
-    blobs: list[tuple[str, bytes, str]] = []
+    blobs: list[tuple[str, bytes]] = []
     if option in ("int4", "int8"):
         q, scales = qm.quantize_per_channel(w, qm.BITS[option], axis=0)
         data = qm.pack_int4(q) if option == "int4" else q.astype("i1").tobytes()
-        blobs.append(("weight", data, qm.weight_dtype(option)))
-        blobs.append(("scales", scales.astype("<f4").tobytes(), "float32"))
+        blobs.append(("weight", data))
+        blobs.append(("scales", scales.astype("<f4").tobytes()))
     elif option == "fp16":
         qm.check_fp16_range(w, f"layer {layer.name!r} weights")
-        blobs.append(("weight", w.astype("<f2").tobytes(), "float16"))
+        blobs.append(("weight", w.astype("<f2").tobytes()))
     else:
-        blobs.append(("weight", w.astype("<f4").tobytes(), "float32"))
-    bias_entry = None
+        blobs.append(("weight", w.astype("<f4").tobytes()))
     if layer.bias is not None:
         b = qm.as_float32(layer.bias, f"layer {layer.name!r} bias")
         if b.ndim != 1 or b.shape[0] != out_ch:
@@ -112,24 +112,18 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes, str]]]
         bdt = qm.bias_dtype(option)
         if bdt == "float16":
             qm.check_fp16_range(b, f"layer {layer.name!r} bias")
-        blobs.append(("bias", b.astype(_NP_DTYPE[bdt]).tobytes(), bdt))
-        bias_entry = int(b.shape[0])
+        blobs.append(("bias", b.astype(_NP_DTYPE[bdt]).tobytes()))
     entry = {
         "name": layer.name,
         "option": option,
         "dtype": qm.weight_dtype(option),
-        "bits": qm.BITS[option],
         "shape": [int(d) for d in w.shape],
-        "out_channels": out_ch,
-        "weight_bytes": qm.stored_weight_bytes(option, w.size, out_ch),
-        "bias_bytes": qm.stored_bias_bytes(option, bias_entry or 0),
-        "bias_numel": bias_entry,
     }
     return entry, blobs
 
 
 def write_flash_image(path: str | os.PathLike, layers: list[FlashLayer]) -> None:
-    """Quantise ``layers`` with :mod:`quant_math` and write the image atomically (temp + replace)."""
+    """Quantise ``layers`` with :mod:`quant_math`; write atomically (temp file + ``os.replace``)."""
     path = Path(path)
     names = [getattr(layer, "name", None) for layer in layers]
     dupes = sorted({n for n in names if names.count(n) > 1 and isinstance(n, str)})
@@ -142,8 +136,8 @@ def write_flash_image(path: str | os.PathLike, layers: list[FlashLayer]) -> None
         entry, blobs = _layer_blobs(layer)
         for key in ("weight", "scales", "bias"):
             entry[key] = None
-        for key, data, dtype in blobs:
-            entry[key] = {"offset": offset, "nbytes": len(data), "dtype": dtype}
+        for key, data in blobs:
+            entry[key] = [offset, len(data)]
             payload.append(data)
             offset += len(data)
         entries.append(entry)
@@ -153,7 +147,7 @@ def write_flash_image(path: str | os.PathLike, layers: list[FlashLayer]) -> None
         "payload_bytes": offset,
         "layers": entries,
     }
-    hbytes = json.dumps(header, separators=(",", ":"), sort_keys=True).encode("utf-8")
+    hbytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     if len(hbytes) >= 2**32:
         raise PlanError(f"flash image header too large ({len(hbytes)} bytes)")
     _atomic_write(path, [MAGIC, struct.pack("<I", len(hbytes)), hbytes, *payload])
@@ -170,10 +164,8 @@ def _atomic_write(path: Path, chunks: list[bytes]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -212,9 +204,7 @@ def _read_raw(path: Path) -> tuple[dict, memoryview, int]:
     payload = memoryview(data)[PREAMBLE_BYTES + hlen :]
     want = header["payload_bytes"]
     if len(payload) < want:
-        raise PlanError(
-            f"flash image {path} is truncated (payload {len(payload)} of {want} bytes)"
-        )
+        raise PlanError(f"flash image {path} is truncated (payload {len(payload)} of {want} bytes)")
     if len(payload) > want:
         raise PlanError(f"flash image {path} has {len(payload) - want} unexpected trailing bytes")
     return header, payload, PREAMBLE_BYTES + hlen
@@ -225,9 +215,11 @@ def _blob(path: Path, payload: memoryview, entry: dict, key: str, name: str) -> 
     if rec is None:
         return None
     try:
-        off, nbytes = int(rec["offset"]), int(rec["nbytes"])
-    except (TypeError, KeyError, ValueError):
-        raise PlanError(f"flash image {path}: layer {name!r} has a malformed {key} record") from None
+        off, nbytes = (int(v) for v in rec)
+    except (TypeError, ValueError):
+        raise PlanError(
+            f"flash image {path}: layer {name!r} has a malformed {key} record"
+        ) from None
     if off < 0 or nbytes < 0 or off + nbytes > len(payload):
         raise PlanError(
             f"flash image {path} is truncated or corrupt: layer {name!r} {key} "
@@ -243,6 +235,10 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
     option = entry.get("option")
     if not isinstance(name, str) or option not in qm.OPTIONS:
         raise PlanError(f"flash image {path}: layer {name!r} has unknown option {option!r}")
+    if entry.get("dtype") != qm.weight_dtype(option):
+        raise PlanError(
+            f"flash image {path}: layer {name!r} stores {entry.get('dtype')!r} for {option}"
+        )
     try:
         shape = tuple(int(d) for d in entry["shape"])
     except (KeyError, TypeError, ValueError):

@@ -102,10 +102,8 @@ def per_channel_scales(w: np.ndarray, bits: int, axis: int = 0) -> np.ndarray:
     return scales.reshape(-1)
 
 
-def quantize_per_channel(
-    w: np.ndarray, bits: int, axis: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric per-channel quantisation: returns ``(q int8 same shape as w, scales float32 (C,))``.
+def quantize_per_channel(w: np.ndarray, bits: int, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel quantisation: ``(q, scales)``, q int8 shaped like w, scales (C,) f32.
 
     ``q`` is held in int8 for every ``bits`` <= 8 (int4 values are in [-7, 7]).
     """

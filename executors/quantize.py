@@ -37,7 +37,7 @@ def fake_quantize_weights(module: nn.Module, config: QuantizeConfig) -> nn.Modul
 
     from executors import quant_math
 
-    weight = module.weight.detach().cpu().numpy()  # type: ignore[union-attr]
+    weight = module.weight.detach().cpu().numpy()  # type: ignore[union-attr, operator]
     if config.weights == "fp16":
         new = quant_math.to_fp16_and_back(weight)
     elif config.weights in ("int8", "int4"):
@@ -48,8 +48,9 @@ def fake_quantize_weights(module: nn.Module, config: QuantizeConfig) -> nn.Modul
     with torch.no_grad():
         module.weight.copy_(torch.from_numpy(new))  # type: ignore[union-attr, operator]
         if config.weights == "fp16" and getattr(module, "bias", None) is not None:
-            bias = module.bias.detach().numpy()  # type: ignore[union-attr]
-            module.bias.copy_(torch.from_numpy(quant_math.to_fp16_and_back(bias)))  # type: ignore[union-attr, operator]
+            bias = module.bias.detach().numpy()  # type: ignore[union-attr, operator]
+            fp16_bias = torch.from_numpy(quant_math.to_fp16_and_back(bias))
+            module.bias.copy_(fp16_bias)  # type: ignore[union-attr, operator]
     return module
 
 

@@ -10,7 +10,7 @@ from planner.problem import Problem
 def brute_force(problem: Problem) -> tuple[float, dict[str, int]] | None:
     """(best acc_loss, picks) over every assignment, or None when nothing is feasible."""
     best: tuple[float, dict[str, int]] | None = None
-    ranges = [range(len(problem.choices[l])) for l in problem.layers]
+    ranges = [range(len(problem.choices[ly])) for ly in problem.layers]
     for combo in itertools.product(*ranges):
         picks = dict(zip(problem.layers, combo, strict=True))
         totals = problem.totals(picks)

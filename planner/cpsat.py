@@ -10,6 +10,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from ortools.sat.python import cp_model
 
@@ -55,20 +56,20 @@ class _Model:
         self.steps = self._ram_steps()
         self._add_limits(limits)
 
-    def _additive(self, metric: str) -> cp_model.LinearExpr:
+    def _additive(self, metric: str) -> cp_model.LinearExprT:
         return sum(
-            _up(c.metric(metric) if metric != "acc_loss" else c.acc_loss, metric) * self.x[l, i]
-            for l in self.p.layers for i, c in enumerate(self.p.choices[l])
+            _up(c.metric(metric) if metric != "acc_loss" else c.acc_loss, metric) * self.x[ly, i]
+            for ly in self.p.layers for i, c in enumerate(self.p.choices[ly])
         )
 
-    def _ram_steps(self) -> list[cp_model.LinearExpr]:
-        weights = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
+    def _ram_steps(self) -> list[cp_model.LinearExprT]:
+        weights: Any = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
         steps = []
         for step in self.p.ram_steps or ((),):
             per_owner: dict[str, int] = defaultdict(int)
             for owner, n in step:
                 per_owner[owner] += n
-            live = sum(
+            live: Any = sum(
                 n * c.act_bytes * self.x[owner, i]
                 for owner, n in per_owner.items()
                 for i, c in enumerate(self.p.choices[owner])
@@ -86,8 +87,8 @@ class _Model:
                 self.m.add(self.expr[metric] <= room)
 
     def peak_ram_var(self) -> cp_model.IntVar:
-        ub = sum(max(_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[l])
-                 for l in self.p.layers) + sum(
+        ub = sum(max(_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[ly])
+                 for ly in self.p.layers) + sum(
             n * 4 for step in self.p.ram_steps for _, n in step) + 1
         peak = self.m.new_int_var(0, ub, "peak_ram")
         for step in self.steps:
@@ -95,7 +96,7 @@ class _Model:
         return peak
 
     def solve(self, options: SolverOptions, hint: dict[str, int] | None = None
-              ) -> tuple[int, cp_model.CpSolver]:
+              ) -> tuple[Any, cp_model.CpSolver]:
         if hint:
             for (layer, i), var in self.x.items():
                 self.m.add_hint(var, hint.get(layer) == i)
@@ -106,25 +107,25 @@ class _Model:
         return solver.solve(self.m), solver
 
     def picks(self, solver: cp_model.CpSolver) -> dict[str, int]:
-        return {l: next(i for i in range(len(self.p.choices[l])) if solver.value(self.x[l, i]))
-                for l in self.p.layers}
+        return {ly: next(i for i in range(len(self.p.choices[ly])) if solver.value(self.x[ly, i]))
+                for ly in self.p.layers}
 
 
-_STATUS = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
+_STATUS: dict[Any, str] = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
            cp_model.INFEASIBLE: "INFEASIBLE", cp_model.MODEL_INVALID: "MODEL_INVALID",
            cp_model.UNKNOWN: "UNKNOWN"}
 
 
-def _tie_break(model: _Model) -> cp_model.LinearExpr:
+def _tie_break(model: _Model) -> cp_model.LinearExprT:
     """Cheaper latency and flash, each normalised by its worst total, for a loose budget."""
     def worst(metric: str) -> int:
-        return max(1, sum(max(_up(c.metric(metric), metric) for c in model.p.choices[l])
-                          for l in model.p.layers))
+        return max(1, sum(max(_up(c.metric(metric), metric) for c in model.p.choices[ly])
+                          for ly in model.p.layers))
     lat_ref, flash_ref = worst("latency_ms"), worst("flash_bytes")
     return sum(
         (round(1e6 * _up(c.latency_ms, "latency_ms") / lat_ref)
-         + round(1e6 * _up(c.flash_bytes, "flash_bytes") / flash_ref)) * model.x[l, i]
-        for l in model.p.layers for i, c in enumerate(model.p.choices[l])
+         + round(1e6 * _up(c.flash_bytes, "flash_bytes") / flash_ref)) * model.x[ly, i]
+        for ly in model.p.layers for i, c in enumerate(model.p.choices[ly])
     )
 
 
@@ -174,7 +175,7 @@ def _result(problem: Problem, picks: dict[str, int], status: str, start: float,
     binding = tuple(m for m, lim in problem.limits.items() if totals[m] >= BINDING_FRACTION * lim)
     return SolveResult(
         status=status,
-        picks={l: problem.choices[l][i].option for l, i in picks.items()},
+        picks={ly: problem.choices[ly][i].option for ly, i in picks.items()},
         totals=totals,
         binding=binding,
         wall_time_s=time.perf_counter() - start,

@@ -84,7 +84,7 @@ class Explanation(_Strict):
 
 
 class Plan(_Strict):
-    schema_version: Literal[1] = PLAN_SCHEMA_VERSION
+    schema_version: Literal[1] = 1  # PLAN_SCHEMA_VERSION
     edgefit_version: str
     model: ModelRef
     data: str | None

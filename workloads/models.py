@@ -67,8 +67,69 @@ def _load_pt2(path: Path) -> LoadedModel:
     example = program.example_inputs[0] if program.example_inputs else ()
     if not example or not isinstance(example[0], torch.Tensor):
         raise ModelLoadError(f"{path}: the archive has no example input to read its shape from")
-    module = program.module()
+    module = remodularize(program.module(check_guards=False))  # guards pin batch 1
     return LoadedModel(path.stem, "pt2", module, tuple(example[0].shape[1:]), None, str(path))
+
+
+def remodularize(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Turn an exported graph's aten.conv2d / aten.linear calls back into nn.Conv2d / nn.Linear
+    submodules at their parameters' paths (`conv1.weight` -> module `conv1`).
+
+    torch.export flattens modules into functions; planning, fake quantisation (forward hooks)
+    and ONNX export all work per module, so the exported program is given its modules back.
+    The parameters are the same tensors, so the outputs are identical.
+    """
+    aten = torch.ops.aten
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in (aten.conv2d.default,
+                                                             aten.linear.default):
+            continue
+        x, w_node, *rest = node.args
+        b_node = rest[0] if rest else None
+        if getattr(w_node, "op", None) != "get_attr" or not str(w_node.target).endswith(".weight"):
+            continue
+        path = str(w_node.target).removesuffix(".weight")
+        weight = gm.get_parameter(str(w_node.target))
+        bias = gm.get_parameter(str(b_node.target)) if b_node is not None else None
+        if node.target is aten.linear.default:
+            new: nn.Module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        else:
+            stride, padding, dilation, groups = (list(rest[1:]) + [1, 0, 1, 1][len(rest[1:]):])
+            kernel = (int(weight.shape[2]), int(weight.shape[3]))
+            new = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], kernel,
+                            stride=stride, padding=padding, dilation=dilation, groups=groups,
+                            bias=bias is not None)
+        new.weight = weight
+        if bias is not None:
+            new.bias = bias
+        _set_submodule(gm, path, new)
+        with graph.inserting_before(node):
+            call = graph.call_module(path, (x,))
+        call.meta = dict(node.meta)
+        node.replace_all_uses_with(call)
+        graph.erase_node(node)
+    graph.eliminate_dead_code()
+    _plain_calling_convention(graph)
+    # a fresh GraphModule: no export-time input-shape hooks, and .eval()/.train() work again
+    return torch.fx.GraphModule(gm, graph)
+
+
+def _plain_calling_convention(graph: torch.fx.Graph) -> None:
+    """Drop the exported pytree wrapper (it pins the batch size to the example's) and return
+    the single output tensor itself, as the original module did."""
+    graph._codegen = torch.fx.graph.CodeGen()
+    output = next(n for n in graph.nodes if n.op == "output")
+    result = output.args[0]
+    while isinstance(result, tuple | list) and len(result) == 1:
+        result = result[0]
+    output.args = (result,)
+
+
+def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = root.get_submodule(parent_path) if parent_path else root
+    setattr(parent, name, module)
 
 
 def _load_factory(ref: str, weights: str | None,
@@ -84,7 +145,8 @@ def _load_factory(ref: str, weights: str | None,
     if weights is not None:
         model.load_state_dict(load_state_dict(Path(weights)))
     if input_shape is None:
-        raise ModelLoadError(f"{ref}: give the input shape of one sample (input_shape: [1, 28, 28])")
+        raise ModelLoadError(
+            f"{ref}: give the input shape of one sample (input_shape: [1, 28, 28])")
     return LoadedModel(factory_name, "factory", model.eval(), tuple(input_shape), None, ref)
 
 

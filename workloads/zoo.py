@@ -1,4 +1,4 @@
-"""Built-in models. Each entry names its architecture, data set and the accuracy floor it must reach."""
+"""Built-in models: each entry names its architecture, data set and its accuracy floor."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 
 
 class LeNet5(nn.Module):
-    """LeCun et al. 1998, with padding 2 on the first conv so 28x28 MNIST keeps the 32x32 geometry."""
+    """LeCun et al. 1998; padding 2 on the first conv gives 28x28 MNIST the 32x32 geometry."""
 
     def __init__(self, classes: int = 10) -> None:
         super().__init__()

@@ -111,14 +111,17 @@ def test_int4_blob_is_really_packed(image):
     (hlen,) = struct.unpack_from("<I", data, 8)
     header = json.loads(data[12 : 12 + hlen])
     entry = next(e for e in header["layers"] if e["name"] == "features.0.conv")
-    rec = entry["weight"]
-    blob = data[12 + hlen + rec["offset"] : 12 + hlen + rec["offset"] + rec["nbytes"]]
+    offset, nbytes = entry["weight"]
+    blob = data[12 + hlen + offset : 12 + hlen + offset + nbytes]
     q, _ = qm.quantize_per_channel(layers[1].weight, 4)
-    assert rec["nbytes"] == (189 + 1) // 2
+    assert nbytes == (189 + 1) // 2
     assert blob == qm.pack_int4(q)
-    assert entry["scales"]["nbytes"] == 4 * 7 and entry["bias"]["dtype"] == "float32"
+    assert entry["dtype"] == "int4" and entry["shape"] == [7, 3, 3, 3]
+    assert entry["scales"][1] == 4 * 7 and entry["bias"][1] == 4 * 7
     fp16 = next(e for e in header["layers"] if e["name"] == "fc1")
-    assert fp16["bias"]["dtype"] == "float16" and fp16["scales"] is None
+    assert fp16["bias"][1] == 2 * 16 and fp16["scales"] is None
+    # compact header: ~110 bytes a layer
+    assert hlen < 140 * len(header["layers"])
 
 
 @pytest.mark.parametrize("cut", [0, 5, 11, 40, -1, -100])

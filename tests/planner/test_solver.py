@@ -28,14 +28,15 @@ def random_problem(seed: int, n_layers: int, weights_in_ram: bool = False) -> Pr
         for i in range(n_layers)
     )
     def total(metric: str, pick) -> float:
-        return sum(pick(getattr(c, metric) for c in choices[l]) for l in layers)
+        return sum(pick(getattr(c, metric) for c in choices[ly]) for ly in layers)
     limits = {
         "latency_ms": round(rng.uniform(total("latency_ms", min), total("latency_ms", max)), 1),
         "flash_bytes": rng.randint(int(total("flash_bytes", min)), int(total("flash_bytes", max))),
         "ram_bytes": rng.randint(200, 2000) + (10000 if weights_in_ram else 0),
     }
     if rng.random() < 0.5:
-        limits["energy_mj"] = round(rng.uniform(total("energy_mj", min), total("energy_mj", max)), 2)
+        low, high = total("energy_mj", min), total("energy_mj", max)
+        limits["energy_mj"] = round(rng.uniform(low, high), 2)
     return Problem(layers, choices, limits, {"ram_bytes": 100, "flash_bytes": 50}, ram_steps,
                    weights_in_ram)
 

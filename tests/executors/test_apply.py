@@ -1,0 +1,69 @@
+"""apply end to end on the trained LeNet-5: the files match the plan, byte for byte."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from executors.flash_image import payload_bytes, read_flash_image
+from executors.onnx_quant import inspect_onnx
+
+
+@pytest.fixture(scope="module")
+def applied(lenet5_plan_factory, tmp_path_factory: pytest.TempPathFactory):
+    from executors.apply import apply_plan
+
+    plan, _ = lenet5_plan_factory(latency="45ms", accuracy_drop="1pp")
+    out = tmp_path_factory.mktemp("apply")
+    return plan, apply_plan(plan, out), out
+
+
+def test_plan_mixes_precisions(applied) -> None:
+    plan, _, _ = applied
+    assert len(set(plan.options().values())) >= 2, "45 ms on the Nano 33 needs int8/int4 layers"
+
+
+def test_flash_image_matches_plan_byte_for_byte(applied) -> None:
+    plan, report, out = applied
+    stored = {s.name: s for s in read_flash_image(out / "model.flash.bin")}
+    assert list(stored) == list(plan.layers)
+    for name, lp in plan.layers.items():
+        s = stored[name]
+        weights = lp.techniques[-1].weights if lp.techniques else "fp32"
+        assert s.option == weights
+        assert s.weight_bytes + s.bias_bytes == lp.predicted.flash_bytes, name
+        if weights in ("int8", "int4"):
+            assert s.distinct_values <= 2 ** s.bits - 1
+    planned = sum(lp.predicted.flash_bytes for lp in plan.layers.values())
+    assert payload_bytes(out / "model.flash.bin") == planned
+    size = (out / "model.flash.bin").stat().st_size
+    assert abs(size - planned) <= max(0.02 * planned, 1024)
+    assert report["artifacts"]["flash_match"]
+
+
+def test_runnable_onnx_stores_each_layer_as_planned(applied) -> None:
+    plan, report, out = applied
+    storage = inspect_onnx(out / "model.onnx")
+    from executors.apply import onnx_option
+
+    for name, lp in plan.layers.items():
+        assert storage[name].option == onnx_option(lp.techniques), name
+    fidelity = report["accuracy"]["onnx_vs_torch"]
+    assert fidelity["top1_agreement"] >= 0.99
+    assert (out / "model.onnx").stat().st_size < (out / "model.fp32.onnx").stat().st_size
+
+
+def test_report_is_honest_and_complete(applied) -> None:
+    plan, report, out = applied
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["options"] == plan.options()
+    assert "not measured on the device" in on_disk["target_predicted"]["source"]
+    acc = on_disk["accuracy"]
+    assert acc["fp32"] >= 0.97, "the trained LeNet-5 meets its floor"
+    assert acc["test_size"] == 2000
+    assert acc["limit_met"] == (acc["drop_pp"] <= 1.0)
+    rows = {r["quantity"]: r for r in on_disk["host_check"]["rows"]}
+    assert rows["latency (compressed)"]["measured"] > 0
+    assert rows["bytes on disk (runnable ONNX)"]["measured"] == (out / "model.onnx").stat().st_size
+    assert all(c["ok"] for c in on_disk["checks"]), on_disk["checks"]

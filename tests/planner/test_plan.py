@@ -1,0 +1,68 @@
+"""plan.json: JSON round trip, schema files in docs/ up to date, planning answers on LeNet-5."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgefit.schemas import SCHEMAS, schema_text
+from planner.plan import Plan
+
+DOCS = Path(__file__).parents[2] / "docs" / "schemas"
+
+
+@pytest.mark.parametrize("name", list(SCHEMAS))
+def test_schema_files_are_current(name: str) -> None:
+    assert (DOCS / name).read_text() == schema_text(SCHEMAS[name]), (
+        "regenerate with `make schemas`")
+
+
+def test_plan_round_trips_through_json(lenet5_plan_factory, tmp_path: Path) -> None:
+    plan, _ = lenet5_plan_factory(latency="60ms")
+    path = tmp_path / "plan.json"
+    plan.save(path)
+    again = Plan.load(path)
+    assert again == plan
+    assert list(again.layers) == ["conv1", "conv2", "fc1", "fc2", "fc3"], "ordered as executed"
+    assert json.loads(path.read_text())["schema_version"] == 1
+
+
+def test_binding_budget_compresses_and_meets_limits(lenet5_plan_factory) -> None:
+    plan, ctx = lenet5_plan_factory(latency="60ms", ram="64KB")
+    assert plan.feasible
+    assert set(plan.options().values()) != {"fp32"}, "the latency limit binds"
+    assert plan.totals is not None and plan.totals.latency_ms <= 60.0
+    assert plan.totals.ram_bytes is not None and plan.totals.ram_bytes <= 64_000
+    # totals are the sum of the layers plus the runtime's own footprint
+    assert plan.totals.flash_bytes == pytest.approx(
+        sum(lp.predicted.flash_bytes for lp in plan.layers.values()) + plan.fixed["flash_bytes"])
+
+
+def test_loose_budget_keeps_accuracy(lenet5_plan_factory) -> None:
+    plan, _ = lenet5_plan_factory(latency="10s")
+    assert set(plan.options().values()) == {"fp32"}
+    assert plan.totals is not None and plan.totals.acc_loss == 0.0
+
+
+def test_tiny_flash_is_explained(lenet5_plan_factory) -> None:
+    plan, _ = lenet5_plan_factory(flash="4KB")
+    assert plan.status == "INFEASIBLE" and not plan.layers
+    assert plan.explanation is not None
+    (flash,) = [r for r in plan.explanation.relaxations if r.limit == "flash_bytes"]
+    # all-int4 + the runtime is the smallest this model gets on the board
+    assert flash.best_reachable is not None and flash.best_reachable > 4000
+    assert plan.explanation.minimum["flash_bytes"] == flash.best_reachable
+
+
+def test_plan_load_rejects_garbage(tmp_path: Path) -> None:
+    from edgefit.errors import SpecError
+
+    bad = tmp_path / "plan.json"
+    bad.write_text("{not json")
+    with pytest.raises(SpecError, match="plan.json:1: not valid JSON"):
+        Plan.load(bad)
+    bad.write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(SpecError, match="schema_version 99"):
+        Plan.load(bad)

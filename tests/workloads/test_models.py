@@ -1,0 +1,49 @@
+"""User models: torch.export .pt2 and module:factory + weights_only state_dict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cost_models.capture import capture
+from edgefit.errors import ModelLoadError
+from workloads.models import load_model_ref
+from workloads.zoo import LeNet5
+
+
+def test_pt2_archive_is_planned_like_the_module(tmp_path: Path) -> None:
+    model = LeNet5().eval()
+    path = tmp_path / "lenet.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 1, 28, 28),)), str(path))
+    loaded = load_model_ref(str(path))
+    assert loaded.kind == "pt2" and loaded.input_shape == (1, 28, 28)
+    graph = capture(loaded.module, loaded.input_shape, loaded.name)
+    reference = capture(model, (1, 28, 28), "ref")
+    assert [(ly.name, ly.params, ly.macs) for ly in graph.layers] == [
+        (ly.name, ly.params, ly.macs) for ly in reference.layers]
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.allclose(loaded.module(x), model(x))
+
+
+def test_factory_with_state_dict(tmp_path: Path) -> None:
+    model = LeNet5()
+    weights = tmp_path / "w.pt"
+    torch.save(model.state_dict(), weights)
+    loaded = load_model_ref("workloads.zoo:LeNet5", str(weights), (1, 28, 28))
+    assert torch.equal(loaded.module.conv1.weight, model.conv1.weight)
+
+
+def test_factory_needs_shape_and_importable(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="input shape"):
+        load_model_ref("workloads.zoo:LeNet5")
+    with pytest.raises(ModelLoadError, match="cannot import"):
+        load_model_ref("nosuchpkg.mod:make", None, (1, 28, 28))
+
+
+def test_corrupt_pt2_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ModelLoadError, match="bad.pt2: not a readable torch.export archive"):
+        load_model_ref(str(bad))
