@@ -24,6 +24,8 @@ demo: data
 	PYTHON=$(PY) bash scripts/demo.sh
 
 test: data
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy planner cost_models device_specs executors workloads edgefit
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
