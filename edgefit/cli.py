@@ -112,7 +112,9 @@ def schemas_cmd(
 
 def _run(command: typer.Typer, argv: list[str] | None = None) -> int:
     try:
-        command(args=argv, standalone_mode=False)
+        code = command(args=argv, standalone_mode=False)  # returns the code of a typer.Exit
+        if isinstance(code, int):
+            return code
     except EdgefitError as exc:
         typer.echo(f"error: {exc}", err=True)
         return EXIT_BAD_INPUT

@@ -105,8 +105,19 @@ def format_quantity(value: float, family: Family, unit: str | None = None,
     digits it parses back to the same value (to that precision)."""
     if unit is None:
         unit = _readable_unit(value, family)
-    number = value / family.factors[unit]
-    return f"{number:.{digits}g}{unit}" if family is not ACCURACY else f"{number:.{digits}g}pp"
+    number = _positional(value / family.factors[unit], digits)
+    return f"{number}{unit}" if family is not ACCURACY else f"{number}pp"
+
+
+def _positional(number: float, digits: int) -> str:
+    """`digits` significant digits without an exponent (8000000, not 8e+06); whole numbers
+    exactly, so byte counts survive a round trip."""
+    if number.is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    text = f"{number:.{digits}g}"
+    if "e" in text:
+        text = f"{float(text):.{max(0, digits + 2)}f}".rstrip("0").rstrip(".")
+    return text
 
 
 def _readable_unit(value: float, family: Family) -> str:
