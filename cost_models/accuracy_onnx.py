@@ -1,0 +1,159 @@
+"""Accuracy cost of each (layer, option) for a model given only as ONNX, measured with onnxruntime.
+
+The same estimator as :func:`cost_models.accuracy.measured_output_kl` -- mean KL(fp32 ||
+quantised) of the softmax outputs with one layer at one option and every other layer fp32 -- but
+the quantised model is the real rewritten ONNX (:func:`executors.onnx_quant.quantize_onnx`) run
+by onnxruntime, not a torch fake-quant copy. Nothing here runs torch (``AccuracyEstimate`` is
+imported from :mod:`cost_models.accuracy`, which imports it).
+
+Batch: a model with a dynamic batch dimension runs in chunks of :data:`PREDICT_BATCH` samples;
+a fixed batch N (usually 1, as exporters write it) runs N samples at a time, the last chunk
+padded by repeating its last sample (the padded outputs are dropped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cost_models.accuracy import AccuracyEstimate
+from edgefit.errors import DataError, PlanError
+from executors.onnx_quant import ort_session_options, quantize_onnx
+from executors.quant_math import OPTIONS
+
+PREDICT_BATCH = 256
+CALIBRATION_SAMPLES = 128
+UNIT = "KL to fp32 outputs (nats)"
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=ort_session_options(threads=1),
+            providers=["CPUExecutionProvider"],
+        )  # fmt: skip
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PlanError(f"onnxruntime cannot load {path}: {first}") from None
+
+
+def _run(sess: Any, x: np.ndarray, where: str) -> np.ndarray:
+    inp = sess.get_inputs()[0]
+    shape = list(inp.shape)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != len(shape):
+        raise DataError(
+            f"inputs of shape {tuple(x.shape)} do not fit {where}: its input {inp.name!r} has "
+            f"rank {len(shape)}"
+        )
+    for axis, (want, got) in enumerate(zip(shape[1:], x.shape[1:], strict=True), start=1):
+        if isinstance(want, int) and want != got:
+            raise DataError(
+                f"inputs of shape {tuple(x.shape)} do not fit {where}: axis {axis} is {got}, "
+                f"the model needs {want}"
+            )
+    if len(x) == 0:
+        raise DataError(f"no samples to run {where} on")
+    fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    step = fixed or PREDICT_BATCH
+    chunks: list[np.ndarray] = []
+    try:
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step]
+            n = len(chunk)
+            if fixed is not None and n < fixed:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
+            out = np.asarray(sess.run(None, {inp.name: chunk})[0], dtype=np.float32)
+            chunks.append(out[:n])
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PlanError(f"onnxruntime failed to run {where}: {first}") from None
+    return np.concatenate(chunks)
+
+
+def onnx_predict(path: Path, x: np.ndarray) -> np.ndarray:
+    """The model's first output (logits) for every sample of ``x``, float32, shape (N, ...)."""
+    path = Path(path)
+    return _run(_session(path), x, str(path))
+
+
+def onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy (fraction in [0, 1]) of the model's argmax over axis 1 against ``y``."""
+    y = np.asarray(y).reshape(-1)
+    if len(y) != len(x):
+        raise DataError(f"{len(x)} inputs but {len(y)} labels")
+    logits = onnx_predict(path, x)
+    return float(np.mean(np.argmax(logits, axis=1) == y))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def mean_kl(reference_logits: np.ndarray, logits: np.ndarray) -> float:
+    """KL(softmax(reference) || softmax(logits)) over axis 1, summed, divided by N (batchmean,
+    as ``torch.nn.functional.kl_div(..., reduction="batchmean")``); clipped at 0.
+
+    ``PlanError`` if either set of logits is not finite (a number for it would be made up).
+    """
+    if not (np.isfinite(reference_logits).all() and np.isfinite(logits).all()):
+        raise PlanError("model outputs contain NaN or infinite values; KL is undefined")
+    p_log = _log_softmax(reference_logits)
+    q_log = _log_softmax(logits)
+    kl = float(np.sum(np.exp(p_log) * (p_log - q_log)) / len(reference_logits))
+    return max(0.0, kl)
+
+
+def onnx_output_kl(
+    prepared: Path, layers: list[str], options: list[str], x: np.ndarray, workdir: Path
+) -> AccuracyEstimate:
+    """KL(fp32 || quantised) with only that layer at that option (fp32 elsewhere), via ORT.
+
+    ``prepared`` is a model written by :func:`cost_models.capture_onnx.prepare_onnx`; ``x`` the
+    calibration inputs (N, ...). Each quantised model is written to ``workdir`` (created if
+    needed) and deleted after use; its int8 activation ranges come from ``x[:128]``.
+    """
+    prepared, workdir = Path(prepared), Path(workdir)
+    unknown = [o for o in options if o not in OPTIONS]
+    if unknown:
+        raise PlanError(f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(OPTIONS)}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    reference = onnx_predict(prepared, x)
+    workdir.mkdir(parents=True, exist_ok=True)
+    out: dict[tuple[str, str], float] = {}
+    for i, layer in enumerate(layers):
+        for option in options:
+            if option == "fp32":
+                out[layer, option] = 0.0
+                continue
+            tmp = workdir / f"kl_{os.getpid()}_{i}_{option}.onnx"
+            try:
+                quantize_onnx(prepared, tmp, {layer: option}, x[:CALIBRATION_SAMPLES])
+                logits = _run(_session(tmp), x, f"{prepared} with {layer} at {option}")
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            try:
+                out[layer, option] = mean_kl(reference, logits)
+            except PlanError as exc:
+                raise PlanError(f"{prepared}: layer {layer!r} at {option}: {exc}") from None
+    return AccuracyEstimate(
+        out,
+        unit=UNIT,
+        provenance=f"measured at ONNX level (onnxruntime, CPU): mean KL divergence of the "
+        f"outputs from the fp32 model's on {len(x)} calibration images, one layer "
+        "quantised at a time (int8 ranges from the first "
+        f"{min(len(x), CALIBRATION_SAMPLES)}); plan totals add them (interactions "
+        "not modelled)",
+    )
+
+
+__all__ = ["UNIT", "mean_kl", "onnx_accuracy", "onnx_output_kl", "onnx_predict"]
