@@ -10,21 +10,14 @@ not drowned by sampling noise, so int4 > int8 > fp16 holds where it should. A la
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from cost_models.estimate import AccuracyEstimate
 from executors.fakequant import quantized_copy
 from executors.quantize import QuantizeConfig
-
-
-@dataclass(frozen=True)
-class AccuracyEstimate:
-    loss: dict[tuple[str, str], float]  # (layer, option) -> cost, >= 0
-    unit: str
-    provenance: str
 
 
 def _log_probs(model: nn.Module, x: np.ndarray) -> torch.Tensor:

@@ -3,8 +3,7 @@
 The same estimator as :func:`cost_models.accuracy.measured_output_kl` -- mean KL(fp32 ||
 quantised) of the softmax outputs with one layer at one option and every other layer fp32 -- but
 the quantised model is the real rewritten ONNX (:func:`executors.onnx_quant.quantize_onnx`) run
-by onnxruntime, not a torch fake-quant copy. Nothing here runs torch (``AccuracyEstimate`` is
-imported from :mod:`cost_models.accuracy`, which imports it).
+by onnxruntime, not a torch fake-quant copy. Nothing here imports torch.
 
 Batch: a model with a dynamic batch dimension runs in chunks of :data:`PREDICT_BATCH` samples;
 a fixed batch N (usually 1, as exporters write it) runs N samples at a time, the last chunk
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from cost_models.accuracy import AccuracyEstimate
+from cost_models.estimate import AccuracyEstimate
 from edgefit.errors import DataError, PlanError
 from executors.onnx_quant import ort_session_options, quantize_onnx
 from executors.quant_math import OPTIONS

@@ -199,12 +199,11 @@ def probe() -> dict[str, Any]:
 def _cache_path() -> Path:
     import onnxruntime as ort
 
-    from workloads.data import data_root  # numpy-only module
+    from edgefit.paths import cache_dir
 
     key = hashlib.sha256(f"{_cpu_model()}|{ort.__version__}|{PROBE_VERSION}".encode()
                          ).hexdigest()[:12]
-    cache_root = Path(os.environ.get("EDGEFIT_CACHE", data_root().parent / "edgefit-cache"))
-    return cache_root / f"host-{key}.yaml"
+    return cache_dir() / f"host-{key}.yaml"
 
 
 @cache

@@ -9,12 +9,13 @@ import numpy as np
 
 import edgefit
 from cost_models.analytical import CostTable, build_cost_table
+from cost_models.estimate import AccuracyEstimate
 from cost_models.graph import LayerGraph
 from device_specs.budget import Budget
 from device_specs.catalog import load_spec
 from device_specs.schema import DeviceSpec, Kernel
 from edgefit.errors import SpecError
-from executors.quantize import QuantizeConfig
+from executors.quantize import QuantizeConfig, onnx_option
 from planner import plan as plan_schema
 from planner.cpsat import SolverOptions, solve
 from planner.problem import Choice, Problem
@@ -86,8 +87,6 @@ def solver_limits(budget: Budget) -> dict[str, float]:
 
 def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None = None
               ) -> tuple[plan_schema.Plan, PlanContext]:
-    from cost_models.accuracy import measured_output_kl
-    from cost_models.capture import capture
     from workloads.models import load_model_ref
 
     spec = load_spec(budget.target)
@@ -99,12 +98,10 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     if budget.model is None:
         raise SpecError("no model given (use --model or `model:` in the budget file)")
     loaded = load_model_ref(budget.model, budget.weights)
-    graph = capture(loaded.module, loaded.input_shape, loaded.name)
+    graph = _capture(loaded)
     calib = calibration_split(budget.data or loaded.dataset)
-    configs: dict[str, QuantizeConfig | None] = {
-        name: next(iter(technique_configs(k)), None) for name, k in kernels.items()}
     if calib is not None:
-        estimate = measured_output_kl(loaded.module, graph.layer_names, configs, calib[0])
+        estimate = _estimate_accuracy(loaded, graph, kernels, calib[0])
         acc, unit, acc_prov = estimate.loss, estimate.unit, estimate.provenance
     else:
         acc, unit, acc_prov = {}, "none", "no data: accuracy cost not estimated (all zero)"
@@ -113,6 +110,40 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     result = solve(problem, options)
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, result, model_origin)
     return to_plan(ctx, acc_prov), ctx
+
+
+def _capture(loaded: LoadedModel) -> LayerGraph:
+    if loaded.kind == "onnx":
+        from cost_models.capture_onnx import capture_onnx
+
+        assert loaded.onnx_path is not None
+        return capture_onnx(loaded.onnx_path, loaded.name)
+    from cost_models.capture import capture
+
+    return capture(loaded.torch_module(), loaded.input_shape, loaded.name)
+
+
+def _estimate_accuracy(loaded: LoadedModel, graph: LayerGraph, kernels: dict[str, Kernel],
+                       x: np.ndarray) -> AccuracyEstimate:
+    """Per (layer, kernel) accuracy cost: torch fake-quant, or the real ONNX for ONNX models."""
+    if loaded.kind != "onnx":
+        from cost_models.accuracy import measured_output_kl
+
+        configs: dict[str, QuantizeConfig | None] = {
+            name: next(iter(technique_configs(k)), None) for name, k in kernels.items()}
+        return measured_output_kl(loaded.torch_module(), graph.layer_names, configs, x)
+    import tempfile
+
+    from cost_models.accuracy_onnx import onnx_output_kl
+
+    assert loaded.onnx_path is not None
+    forms = {name: onnx_option(technique_configs(k)) for name, k in kernels.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        est = onnx_output_kl(loaded.onnx_path, graph.layer_names, sorted(set(forms.values())), x,
+                             Path(tmp))
+    loss = {(layer, name): est.loss[layer, form] for layer in graph.layer_names
+            for name, form in forms.items()}
+    return AccuracyEstimate(loss, est.unit, est.provenance)
 
 
 def to_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from torch import nn
 
 from cost_models.analytical import build_cost_table
 from cost_models.capture import capture
+from cost_models.graph import LayerGraph
 from device_specs.host import host_spec
 from edgefit.errors import PlanError
 from edgefit.planning import build_problem, calibration_split
@@ -27,26 +30,14 @@ from executors import measure
 from executors.fakequant import quantized_copy
 from executors.flash_image import FlashLayer, payload_bytes, read_flash_image, write_flash_image
 from executors.onnx_quant import inspect_onnx, name_nodes_by_module, quantize_onnx
-from executors.quantize import QuantizeConfig
+from executors.quantize import onnx_option
 from planner.plan import Plan, atomic_write_text
+from workloads.data import Dataset
 from workloads.models import LoadedModel, load_model_ref
 from workloads.train import evaluate
 
 FLASH_TOLERANCE_FRACTION = 0.02
 FLASH_TOLERANCE_BYTES = 1024
-
-
-def onnx_option(configs: list[QuantizeConfig]) -> str:
-    """The storage/graph form of a layer in the runnable ONNX, from its technique configs."""
-    if not configs:
-        return "fp32"
-    cfg = configs[-1]
-    if cfg.weights == "int8" and cfg.activations == "int8":
-        return "int8"
-    if cfg.weights in ("fp16", "int4"):
-        return cfg.weights
-    raise PlanError(f"weights {cfg.weights} with activations {cfg.activations} has no runnable "
-                    "ONNX form yet")
 
 
 def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
@@ -77,6 +68,20 @@ def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
 
+@dataclass
+class _Built:
+    """What each model kind's branch produces; the rest of apply is shared."""
+
+    graph: LayerGraph
+    fp32_onnx: Path
+    runnable: Path
+    flash_layers: list[FlashLayer]
+    fp32_accuracy: float
+    accuracy: float
+    how: str
+    fidelity: dict[str, Any] | None
+
+
 def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
     if not plan.feasible:
         raise PlanError(f"the plan's status is {plan.status}: there is nothing to apply")
@@ -84,37 +89,27 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
     if ref is None:
         raise PlanError("the plan does not say where its model file is (model.path)")
     loaded = load_model_ref(ref)
-    if [layer for layer in plan.layers] != [ly.name for ly in capture(
-            loaded.module, loaded.input_shape, loaded.name).layers]:
-        raise PlanError("the plan's layers do not match the model's; re-run `plan`")
     data_name = plan.data or loaded.dataset
     if data_name is None:
-        raise PlanError("the plan names no data set: accuracy cannot be evaluated")
+        raise PlanError("the plan names no data set: accuracy cannot be evaluated "
+                        "(plan with --data)")
     from workloads.data import load_dataset
 
     _, test = load_dataset(data_name)
     calib = calibration_split(data_name)
     assert calib is not None
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    configs = {name: lp.techniques[-1] for name, lp in plan.layers.items() if lp.techniques}
-    compressed = quantized_copy(loaded.module, configs, calib[0])
-    fp32_acc = evaluate(loaded.module, test)
-    comp_acc = evaluate(compressed, test)
-
-    fp32_onnx = out_dir / "model.fp32.onnx"
-    runnable = out_dir / "model.onnx"
-    image = out_dir / "model.flash.bin"
-    export_fp32(loaded.module, loaded.input_shape, fp32_onnx)
     onnx_opts = {name: onnx_option(lp.techniques) for name, lp in plan.layers.items()}
-    quantize_onnx(fp32_onnx, runnable, onnx_opts, calib[0][:128])
-    write_flash_image(image, _flash_layers(loaded.module, plan))
+    build = _build_onnx if loaded.kind == "onnx" else _build_torch
+    built = build(plan, loaded, onnx_opts, calib[0], test, out_dir)
+    image = out_dir / "model.flash.bin"
+    write_flash_image(image, built.flash_layers)
+    runnable, fp32_onnx = built.runnable, built.fp32_onnx
 
     verification = verify_artifacts(plan, runnable, image, onnx_opts)
-    fidelity = _onnx_fidelity(runnable, compressed, test.x[:256])
-    host = host_check(plan, loaded, runnable, fp32_onnx, test.x)
+    host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x)
     limit_pp = plan.limits.accuracy_drop
-    drop_pp = 100.0 * (fp32_acc - comp_acc)
+    drop_pp = 100.0 * (built.fp32_accuracy - built.accuracy)
     report = {
         "report_version": 1,
         "plan": str(plan.model.name) + f" on {plan.target.device}/{plan.target.profile}",
@@ -126,13 +121,11 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
             "provenance": plan.provenance,
         },
         "accuracy": {
-            "data": data_name, "test_size": int(len(test.y)), "fp32": fp32_acc,
-            "compressed": comp_acc, "drop_pp": drop_pp,
-            "how": "torch model with the plan's quantisation simulated (fake-quant, activation "
-                   f"scales from {len(calib[0])} training images)",
+            "data": data_name, "test_size": int(len(test.y)), "fp32": built.fp32_accuracy,
+            "compressed": built.accuracy, "drop_pp": drop_pp, "how": built.how,
             "limit_pp": limit_pp,
             "limit_met": None if limit_pp is None else drop_pp <= limit_pp,
-            "onnx_vs_torch": fidelity,
+            "onnx_vs_torch": built.fidelity,
         },
         "host_check": host,
         "artifacts": {
@@ -150,6 +143,76 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
     report["report_path"] = str(report_path)
     atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
+                 calib_x: np.ndarray, test: Dataset, out_dir: Path) -> _Built:
+    """Torch model: fake-quant for accuracy, dynamo export + onnxruntime quantisation."""
+    module = loaded.torch_module()
+    graph = capture(module, loaded.input_shape, loaded.name)
+    if list(plan.layers) != graph.layer_names:
+        raise PlanError("the plan's layers do not match the model's; re-run `plan`")
+    configs = {name: lp.techniques[-1] for name, lp in plan.layers.items() if lp.techniques}
+    compressed = quantized_copy(module, configs, calib_x)
+    fp32_onnx, runnable = out_dir / "model.fp32.onnx", out_dir / "model.onnx"
+    export_fp32(module, loaded.input_shape, fp32_onnx)
+    quantize_onnx(fp32_onnx, runnable, onnx_opts, calib_x[:128])
+    return _Built(
+        graph, fp32_onnx, runnable, _flash_layers(module, plan), evaluate(module, test),
+        evaluate(compressed, test),
+        "torch model with the plan's quantisation simulated (fake-quant, activation scales "
+        f"from {len(calib_x)} training images)",
+        _onnx_fidelity(runnable, compressed, test.x[:256]))
+
+
+def _build_onnx(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
+                calib_x: np.ndarray, test: Dataset, out_dir: Path) -> _Built:
+    """ONNX-only model: quantised at the ONNX level, accuracy measured with onnxruntime."""
+    from cost_models.accuracy_onnx import onnx_accuracy
+    from cost_models.capture_onnx import capture_onnx
+
+    assert loaded.onnx_path is not None
+    graph = capture_onnx(loaded.onnx_path, loaded.name)
+    if list(plan.layers) != graph.layer_names:
+        raise PlanError("the plan's layers do not match the model's; re-run `plan`")
+    fp32_onnx, runnable = out_dir / "model.fp32.onnx", out_dir / "model.onnx"
+    shutil.copyfile(loaded.onnx_path, fp32_onnx)
+    quantize_onnx(fp32_onnx, runnable, onnx_opts, calib_x[:128])
+    return _Built(
+        graph, fp32_onnx, runnable, onnx_flash_layers(fp32_onnx, plan),
+        onnx_accuracy(fp32_onnx, test.x, test.y), onnx_accuracy(runnable, test.x, test.y),
+        "the quantised ONNX itself run by onnxruntime (int8 activation ranges from "
+        f"{min(128, len(calib_x))} training images)", None)
+
+
+def onnx_flash_layers(path: Path, plan: Plan) -> list[FlashLayer]:
+    """Weights (torch layout: output channels first) and biases of the planned ONNX nodes."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    consumers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    layers = []
+    for name, lp in plan.layers.items():
+        node = nodes[name]
+        w = inits[node.input[1]].astype(np.float32)
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        if node.op_type == "MatMul" or (node.op_type == "Gemm" and not trans_b):
+            w = w.T
+        bias = inits.get(node.input[2]) if len(node.input) > 2 else None
+        if node.op_type == "MatMul":
+            add = consumers.get(node.output[0], [])
+            if len(add) == 1 and add[0].op_type == "Add":
+                bias = next((inits[t] for t in add[0].input if t in inits), None)
+        weights = lp.techniques[-1].weights if lp.techniques else "fp32"
+        layers.append(FlashLayer(name, weights, np.ascontiguousarray(w),
+                                 None if bias is None else bias.astype(np.float32).reshape(-1)))
+    return layers
 
 
 def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
@@ -239,11 +302,10 @@ def _onnx_fidelity(runnable: Path, compressed: nn.Module, x: np.ndarray) -> dict
     }
 
 
-def host_check(plan: Plan, loaded: LoadedModel, runnable: Path, fp32_onnx: Path,
-               x: np.ndarray) -> dict[str, Any]:
+def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runnable: Path,
+               fp32_onnx: Path, x: np.ndarray) -> dict[str, Any]:
     """Host cost model for the same per-layer choices next to onnxruntime measurements."""
     spec = host_spec()
-    graph = capture(loaded.module, loaded.input_shape, loaded.name)
     table = build_cost_table(graph, spec)
     kernels = spec.profile().kernels
     problem = build_problem(graph, table, {})
@@ -259,7 +321,7 @@ def host_check(plan: Plan, loaded: LoadedModel, runnable: Path, fp32_onnx: Path,
     predicted, predicted_fp32 = problem.totals(picks), problem.totals(fp32_picks)
     lat = measure.latency_ms(runnable, x)
     lat_fp32 = measure.latency_ms(fp32_onnx, x)
-    mem = measure.peak_memory(runnable, loaded.input_shape)
+    mem = measure.peak_memory(runnable, input_shape)
     how_lat = (f"onnxruntime CPU, 1 thread, ORT_ENABLE_ALL, batch 1, median of {lat['runs']} "
                f"after {lat['warmup']} warm-up (p90 {lat['p90_ms']:.4g} ms)")
     rows = [

@@ -74,3 +74,18 @@ class ActivationFakeQuant:
             return output
         scale = max(self.max_abs, 1e-12) / 127.0
         return torch.clamp(torch.round(output / scale), -127, 127) * scale
+
+
+def onnx_option(configs: list[QuantizeConfig]) -> str:
+    """The storage/graph form of a layer in the runnable ONNX (executors.onnx_quant options)."""
+    from edgefit.errors import PlanError
+
+    if not configs:
+        return "fp32"
+    cfg = configs[-1]
+    if cfg.weights == "int8" and cfg.activations == "int8":
+        return "int8"
+    if cfg.weights in ("fp16", "int4"):
+        return cfg.weights  # host runnable form: weight storage; activations stay float
+    raise PlanError(f"weights {cfg.weights} with activations {cfg.activations} has no runnable "
+                    "ONNX form yet")

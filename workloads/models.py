@@ -20,12 +20,19 @@ from workloads.zoo import ZOO
 @dataclass
 class LoadedModel:
     name: str
-    kind: str  # zoo | pt2 | factory
-    module: nn.Module
+    kind: str  # zoo | pt2 | factory | onnx
+    module: nn.Module | None  # None for an ONNX-only model
     input_shape: tuple[int, ...]
     dataset: str | None
     path: str | None = None
     trained_accuracy: float | None = None
+    onnx_path: Path | None = None  # ONNX-only: the prepared copy (layer names fixed)
+
+    def torch_module(self) -> nn.Module:
+        if self.module is None:
+            raise ModelLoadError(f"{self.name}: this step needs a torch model; "
+                                 f"{self.path} is ONNX only")
+        return self.module
 
 
 def load_model_ref(ref: str, weights: str | None = None,
@@ -46,13 +53,29 @@ def load_model_ref(ref: str, weights: str | None = None,
             "'.pt2' file, or 'package.module:factory' with this file as weights (a state_dict, "
             "loaded with weights_only=True)")
     if path.suffix == ".onnx":
-        raise ModelLoadError(f"{ref}: planning an ONNX-only model is not supported in this "
-                             "version; pass the torch model (.pt2 or module:factory)")
+        return _load_onnx(path)
     if ":" in ref and not path.exists():
         return _load_factory(ref, weights, input_shape)
     known = ", ".join(sorted(ZOO))
     raise ModelLoadError(f"{ref}: not a built-in model ({known}), an existing .pt2 file, or "
                          "'module:factory'")
+
+
+def _load_onnx(path: Path) -> LoadedModel:
+    """Prepare a copy whose planned nodes have unique names (the plan's keys)."""
+    import hashlib
+
+    from cost_models.capture_onnx import input_shape_of, prepare_onnx
+    from edgefit.paths import cache_dir
+
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: model file not found")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    prepared = cache_dir() / "onnx" / f"{path.stem}-{digest}.onnx"
+    if not prepared.exists():
+        prepare_onnx(path, prepared)
+    return LoadedModel(path.stem, "onnx", None, input_shape_of(prepared), None,
+                       str(path.resolve()), onnx_path=prepared)
 
 
 def _load_pt2(path: Path) -> LoadedModel:

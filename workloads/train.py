@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 import torch
 from torch import nn
 
+from edgefit.paths import cache_dir
 from workloads.data import Dataset, load_dataset
 from workloads.zoo import ZOO, ZooEntry
 
@@ -27,10 +27,6 @@ class TrainedModel:
     accuracy: float  # on the held-out split
     checkpoint: Path
     trained_now: bool
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGEFIT_CACHE", platformdirs.user_cache_dir("edgefit")))
 
 
 def _recipe_hash(entry: ZooEntry) -> str:

@@ -1,0 +1,57 @@
+"""User models end to end: a torch.export .pt2 and an ONNX-only file, planned and applied."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from device_specs.budget import Budget
+from edgefit.planning import make_plan
+from executors.apply import apply_plan
+from executors.flash_image import read_flash_image
+from executors.onnx_quant import inspect_onnx
+from executors.quantize import onnx_option
+from workloads.train import pretrained
+
+
+@pytest.fixture(scope="module")
+def trained_lenet5() -> torch.nn.Module:
+    return pretrained("lenet5-mnist").model
+
+
+def _export_onnx(model: torch.nn.Module, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 1, 28, 28),), str(path), dynamo=True,
+                          external_data=False, verbose=False)
+
+
+@pytest.mark.parametrize("kind", ["pt2", "onnx"])
+def test_user_model_plan_and_apply(kind: str, trained_lenet5: torch.nn.Module,
+                                   tmp_path: Path) -> None:
+    path = tmp_path / f"lenet5.{kind}"
+    if kind == "pt2":
+        program = torch.export.export(trained_lenet5, (torch.zeros(1, 1, 28, 28),))
+        torch.export.save(program, str(path))
+    else:
+        _export_onnx(trained_lenet5, path)
+    budget = Budget(target="arduino-nano-33-ble", limits={"latency": "45ms",
+                                                          "accuracy_drop": "1pp"},
+                    model=str(path), data="mnist")
+    plan, _ = make_plan(budget, "test")
+    assert plan.feasible and plan.model.kind == kind
+    assert len(set(plan.options().values())) >= 2
+    if kind == "onnx":  # ONNX-only: the plan keys are the ONNX node names
+        assert all(name.startswith(("Conv", "Gemm", "MatMul", "node_")) or "." not in name
+                   for name in plan.layers)
+    report = apply_plan(plan, tmp_path / "out")
+    assert all(c["ok"] for c in report["checks"]), report["checks"]
+    assert report["accuracy"]["fp32"] >= 0.97  # the trained weights came through
+    storage = inspect_onnx(tmp_path / "out" / "model.onnx")
+    stored = {s.name: s for s in read_flash_image(tmp_path / "out" / "model.flash.bin")}
+    for name, lp in plan.layers.items():
+        assert storage[name].option == onnx_option(lp.techniques)
+        assert stored[name].weight_bytes + stored[name].bias_bytes == lp.predicted.flash_bytes
