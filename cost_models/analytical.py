@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from cost_models.graph import Layer, LayerGraph, Step
 from device_specs.schema import BITS, DeviceSpec, Kernel, Profile
+from edgefit.units import fmt_rate
 from executors.quant_math import stored_bias_bytes, stored_weight_bytes
 
 
@@ -123,7 +124,7 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
 
 
 def _provenance(spec: DeviceSpec, profile: Profile, profile_name: str) -> dict[str, str]:
-    kernels = "; ".join(f"{k} {v.macs_per_s.value / 1e6:.4g} MMAC/s ({v.macs_per_s.provenance})"
+    kernels = "; ".join(f"{k} {fmt_rate(v.macs_per_s.value)} ({v.macs_per_s.provenance})"
                         for k, v in profile.kernels.items())
     return {
         "latency": f"analytical roofline on {spec.name}/{profile_name}: {kernels}; "

@@ -39,7 +39,7 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None) -> None:
     table = Table(title=f"plan ({plan.solver.status}, {plan.solver.wall_time_s:.2f} s, "
                   f"{plan.solver.options_considered} options)", title_justify="left")
     for col in ("layer", "type", "params", "MACs", "option", "latency", "flash", "peak RAM",
-                f"acc cost [{plan.accuracy_unit}]"):
+                "acc cost"):
         table.add_column(col, justify="left" if col in ("layer", "type", "option") else "right")
     for name, lp in plan.layers.items():
         p = lp.predicted
@@ -47,6 +47,7 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None) -> None:
                       fmt_ms(p.latency_ms), fmt_bytes(p.flash_bytes),
                       fmt_bytes(p.ram_bytes or 0), f"{p.acc_loss:.2e}")
     con.print(table)
+    con.print(f"acc cost: {plan.accuracy_unit}; latency/flash/peak RAM: predicted for the target")
     con.print(_limits_table(plan))
     con.print("how these costs were obtained:")
     for key, text in plan.provenance.items():
@@ -57,8 +58,7 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None) -> None:
 def _limits_table(plan: Plan) -> Table:
     assert plan.totals is not None
     given = plan.limits.given()
-    table = Table(title="totals against limits (predicted for the target, runtime included)",
-                  title_justify="left")
+    table = Table(title="totals against limits (runtime included)", title_justify="left")
     for col in ("limit", "predicted", "limit value", "headroom", ""):
         table.add_column(col, justify="right" if col not in ("limit", "") else "left")
     for field, metric, fmt in LIMIT_ROWS:
@@ -109,18 +109,19 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         line += f"; limit {acc['limit_pp']:g} pp: {'met' if acc['limit_met'] else 'NOT met'}"
     con.print(line)
     host = report["host_check"]
-    table = Table(title="3. cost-model check on THIS machine (host), not the target",
+    table = Table(title=f"3. cost-model check on THIS machine ({host['cpu']}), not the target",
                   title_justify="left")
-    for col in ("quantity", "host predicted", "host measured", "measured/predicted", "how"):
-        table.add_column(col)
+    for col in ("quantity", "host predicted", "host measured", "measured/predicted"):
+        table.add_column(col, justify="left" if col == "quantity" else "right")
     for row in host["rows"]:
         ratio = (f"{row['measured'] / row['predicted']:.2f}" if row["predicted"] and
                  row["measured"] is not None else "-")
         fmt = {"ms": fmt_ms, "B": fmt_bytes}[row["unit"]]
         table.add_row(row["quantity"], fmt(row["predicted"]),
-                      fmt(row["measured"]) if row["measured"] is not None else "-", ratio,
-                      row["how"])
+                      fmt(row["measured"]) if row["measured"] is not None else "-", ratio)
     con.print(table)
+    for row in host["rows"]:
+        con.print(f"  {row['quantity']}: {row['how']}", soft_wrap=True)
     files = report["artifacts"]
     con.print(f"artifacts: {files['onnx']} ({fmt_bytes(files['onnx_bytes'])}, runnable), "
               f"{files['flash_image']} ({fmt_bytes(files['flash_image_bytes'])} packed image, "

@@ -329,16 +329,17 @@ def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runn
          "measured": lat["median_ms"], "how": how_lat},
         {"quantity": "latency (fp32 baseline)", "unit": "ms",
          "predicted": predicted_fp32["latency_ms"], "measured": lat_fp32["median_ms"],
-         "how": "same settings, same run"},
+         "how": "the uncompressed export, same settings, same run"},
         {"quantity": "bytes on disk (runnable ONNX)", "unit": "B",
          "predicted": predicted["flash_bytes"], "measured": float(runnable.stat().st_size),
          "how": "file size; predicted = weights as the host stores them (graph overhead not "
                 "modelled)"},
         {"quantity": "peak memory", "unit": "B", "predicted": predicted["ram_bytes"],
          "measured": float(mem["load_and_run_bytes"]) if mem else None,
-         "how": "predicted: activations live at the peak step + weights; measured: peak RSS "
-                "growth of a fresh process over session creation + one run, which includes "
-                "onnxruntime's own allocations (an upper bound, not like for like)"},
+         "how": "predicted: weights + activations live at the peak step; measured: peak RSS "
+                "growth of a fresh process over session creation + one run "
+                f"({mem['run_bytes'] if mem else '-'} B of it during the run), which includes "
+                "onnxruntime's own code and arena: an upper bound, not like for like"},
     ]
     return {"device": "host", "profile": spec.default_profile, "cpu": spec.cpu,
             "provenance": table.provenance, "rows": rows}
