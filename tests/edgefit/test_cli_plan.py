@@ -71,3 +71,17 @@ def test_other_verbs(verb: str, tmp_path: Path) -> None:
             assert name in out.stdout
     else:
         assert (tmp_path / "plan.schema.json").exists()
+
+
+def test_plan_apply_flag_writes_the_artifacts(tmp_path: Path) -> None:
+    out = run(["plan", "--target", "arduino-nano-33-ble", "--max-latency", "60ms",
+               "--model", "lenet5-mnist", "--margin", "5%", "--apply", "--report-dir", "art"],
+              tmp_path)
+    assert out.returncode == 0, out.stderr + out.stdout
+    for name in ("model.onnx", "model.fp32.onnx", "model.flash.bin", "report.json"):
+        assert (tmp_path / "art" / name).is_file()
+    assert "[ok  ] trained lenet5-mnist meets its floor" in out.stdout
+    report = json.loads((tmp_path / "art" / "report.json").read_text())
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert report["options"] == {name: lp["option"] for name, lp in plan["layers"].items()}
+    assert plan["margin"] == pytest.approx(0.05)

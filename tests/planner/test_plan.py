@@ -66,3 +66,15 @@ def test_plan_load_rejects_garbage(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"schema_version": 99}))
     with pytest.raises(SpecError, match="schema_version 99"):
         Plan.load(bad)
+
+
+def test_margin_tightens_every_limit(lenet5_plan_factory) -> None:
+    from device_specs.budget import Budget
+    from edgefit.planning import make_plan, solver_limits
+
+    budget = Budget(target="arduino-nano-33-ble", limits={"latency": "60ms", "ram": "64KB"},
+                    model="lenet5-mnist", margin=0.1)
+    assert solver_limits(budget) == {"latency_ms": pytest.approx(54.0),
+                                     "ram_bytes": pytest.approx(57_600)}
+    plan, _ = make_plan(budget, "test")
+    assert plan.totals is not None and plan.totals.latency_ms <= 54.0
