@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_specs.budget import LIMIT_FAMILIES, Budget, find_project_file, load_budget
+from device_specs.budget import (
+    LIMIT_FAMILIES,
+    Budget,
+    Limits,
+    find_project_file,
+    load_budget,
+)
 from edgefit import units
 from edgefit.errors import SpecError
 from edgefit.yamlio import validate
@@ -33,9 +39,7 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
         base, source = None, "command line"
     fields: dict[str, Any] = base.model_dump(mode="json") if base else {}
     fields.setdefault("limits", {})
-    given = {k: v for k, v in limits.items() if v is not None}
-    for key, text in given.items():  # name the flag, not the schema field, in errors
-        units.parse(text, LIMIT_FAMILIES[key], field=f"--max-{key.replace('_', '-')}")
+    given = _check_flags(limits)
     fields["limits"] = {**{k: v for k, v in fields["limits"].items() if v is not None}, **given}
     for key, value in (("target", target), ("profile", profile), ("model", model),
                        ("weights", weights), ("data", data)):
@@ -65,3 +69,18 @@ def _parse_margin(text: str) -> float:
     if value >= 1.0:
         raise SpecError(f"--margin: {text!r} must be below 100%")
     return value
+
+
+def merge_limits(base: Limits, flags: dict[str, str | None]) -> Limits:
+    """`base` with the limits given as flags (`--max-latency 30ms`) replaced."""
+    given = _check_flags(flags)
+    merged = {k: v for k, v in base.model_dump(mode="json").items() if v is not None}
+    return validate({**merged, **given}, Limits, path="command line")
+
+
+def _check_flags(flags: dict[str, str | None]) -> dict[str, str]:
+    """The limit flags that were given, each parsed once so errors name the flag."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    for key, text in given.items():
+        units.parse(text, LIMIT_FAMILIES[key], field=f"--max-{key.replace('_', '-')}")
+    return given

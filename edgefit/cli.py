@@ -43,6 +43,10 @@ def plan_cmd(
     margin: Annotated[str | None, Opt(help="safety margin on every limit, e.g. 10%")] = None,
     out: Annotated[Path, Opt(help="where to write the plan")] = Path("plan.json"),
     time_limit: Annotated[float, Opt(help="solver time limit, seconds")] = 10.0,
+    pin: Annotated[list[str] | None, Opt(help="LAYER=OPTION, fixed before solving "
+                                         "(repeatable)")] = None,
+    exclude: Annotated[list[str] | None, Opt(help="an option (int4) or technique (quantize) "
+                                             "no layer may take (repeatable)")] = None,
     apply: Annotated[bool, Opt("--apply", help="apply the plan right away")] = False,
     report_dir: Annotated[Path, Opt(help="where --apply writes artifacts")] = Path("out"),
 ) -> None:
@@ -58,15 +62,49 @@ def plan_cmd(
     from edgefit.planning import make_plan
     from edgefit.report import print_plan
     from planner.cpsat import SolverOptions
+    from planner.resolve import parse_pins
 
     plan, _ = make_plan(resolved.budget, resolved.model_origin,
-                        SolverOptions(time_limit_s=time_limit))
+                        SolverOptions(time_limit_s=time_limit), pins=parse_pins(pin or []),
+                        exclude=tuple(exclude or ()))
     plan.save(out)
     print_plan(plan, out)
     if not plan.feasible:
         raise typer.Exit(EXIT_INFEASIBLE)
     if apply:
         _apply(out, report_dir)
+
+
+@app.command("resolve")
+def resolve_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="plan.json written by `plan`")],
+    pin: Annotated[list[str] | None, Opt(help="LAYER=OPTION (repeatable)")] = None,
+    exclude: Annotated[list[str] | None, Opt(help="option or technique to exclude "
+                                             "(repeatable)")] = None,
+    max_latency: Annotated[str | None, Opt(help="new latency limit")] = None,
+    max_flash: Annotated[str | None, Opt(help="new flash limit")] = None,
+    max_ram: Annotated[str | None, Opt(help="new peak-RAM limit")] = None,
+    max_energy: Annotated[str | None, Opt(help="new energy limit")] = None,
+    out: Annotated[Path | None, Opt(help="where to write (default: overwrite PLAN_FILE)")] = None,
+    time_limit: Annotated[float, Opt(help="solver time limit, seconds")] = 10.0,
+) -> None:
+    """Solve a plan again from plan.json alone (no model needed): pins, exclusions, limits."""
+    from edgefit.budgeting import merge_limits
+    from edgefit.report import print_plan
+    from planner.cpsat import SolverOptions
+    from planner.plan import Plan
+    from planner.resolve import parse_pins, resolve
+
+    plan = Plan.load(plan_file)
+    limits = merge_limits(plan.limits, {"latency": max_latency, "flash": max_flash,
+                                        "ram": max_ram, "energy": max_energy})
+    new = resolve(plan, pins=parse_pins(pin or []), exclude=exclude or (), limits=limits,
+                  options=SolverOptions(time_limit_s=time_limit))
+    target = out or plan_file
+    new.save(target)
+    print_plan(new, target)
+    if not new.feasible:
+        raise typer.Exit(EXIT_INFEASIBLE)
 
 
 @app.command("apply")

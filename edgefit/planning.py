@@ -19,12 +19,11 @@ from executors.quantize import QuantizeConfig, onnx_option
 from planner import plan as plan_schema
 from planner.cpsat import SolverOptions, solve
 from planner.problem import Choice, Problem
+from planner.resolve import problem_from_plan, solver_limits, with_result
 from planner.result import SolveResult
 from workloads.models import LoadedModel
 
 CALIBRATION_SIZE = 512
-LIMIT_METRIC = {"latency": "latency_ms", "flash": "flash_bytes", "ram": "ram_bytes",
-                "energy": "energy_mj"}
 
 
 @dataclass
@@ -36,7 +35,7 @@ class PlanContext:
     graph: LayerGraph
     table: CostTable
     problem: Problem
-    result: SolveResult
+    result: SolveResult | None
     model_origin: str
 
 
@@ -79,14 +78,10 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
     )
 
 
-def solver_limits(budget: Budget) -> dict[str, float]:
-    """Budget limits in solver units, tightened by the safety margin."""
-    return {LIMIT_METRIC[k]: v * (1.0 - budget.margin)
-            for k, v in budget.limits.given().items() if k in LIMIT_METRIC}
-
-
-def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None = None
+def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None = None,
+              pins: dict[str, str] | None = None, exclude: tuple[str, ...] = ()
               ) -> tuple[plan_schema.Plan, PlanContext]:
+    """pins: layer -> option fixed before solving; exclude: options no layer may take."""
     from workloads.models import load_model_ref
 
     spec = load_spec(budget.target)
@@ -106,10 +101,12 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     else:
         acc, unit, acc_prov = {}, "none", "no data: accuracy cost not estimated (all zero)"
     table = build_cost_table(graph, spec, profile, acc, unit)
-    problem = build_problem(graph, table, solver_limits(budget))
-    result = solve(problem, options)
-    ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, result, model_origin)
-    return to_plan(ctx, acc_prov), ctx
+    problem = build_problem(graph, table, solver_limits(budget.limits, budget.margin))
+    ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin)
+    base = base_plan(ctx, acc_prov)
+    ctx.problem = problem_from_plan(base, pins, exclude)  # the same problem, pins applied
+    ctx.result = solve(ctx.problem, options)
+    return with_result(base, ctx.problem, ctx.result, pins), ctx
 
 
 def _capture(loaded: LoadedModel) -> LayerGraph:
@@ -146,32 +143,24 @@ def _estimate_accuracy(loaded: LoadedModel, graph: LayerGraph, kernels: dict[str
     return AccuracyEstimate(loss, est.unit, est.provenance)
 
 
-def to_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
-    r, table, kernels = ctx.result, ctx.table, ctx.spec.profile(ctx.profile).kernels
-    layers = {}
-    if r.feasible:
-        ram = per_layer_ram(ctx)
-        for layer in ctx.graph.layers:
-            option = r.picks[layer.name]
-            c = table.cost(layer.name, option)
-            layers[layer.name] = plan_schema.LayerPlan(
-                option=option,
-                techniques=technique_configs(kernels[option]),
-                op_type=layer.op_type, op_class=layer.op_class,
-                params=layer.params, macs=layer.macs,
-                predicted=plan_schema.Costs(latency_ms=c.latency_ms, flash_bytes=c.flash_bytes,
-                                            energy_mj=c.energy_mj, acc_loss=c.acc_loss,
-                                            ram_bytes=ram[layer.name]),
-            )
-    totals = plan_schema.Costs(
-        latency_ms=r.totals["latency_ms"], flash_bytes=r.totals["flash_bytes"],
-        energy_mj=r.totals["energy_mj"], acc_loss=r.totals["acc_loss"],
-        ram_bytes=r.totals["ram_bytes"]) if r.feasible else None
-    explanation = None if r.feasible else plan_schema.Explanation(
-        relaxations=[plan_schema.Relaxation(limit=x.limit, asked=x.asked,
-                                            best_reachable=x.best_reachable)
-                     for x in r.relaxations],
-        minimum=r.minimum)
+def base_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
+    """The unsolved plan: every layer with all its alternatives and the execution steps, so
+    plan.json alone can be solved again (planner.resolve)."""
+    table, kernels = ctx.table, ctx.spec.profile(ctx.profile).kernels
+    layers = {
+        layer.name: plan_schema.LayerPlan(
+            option=None, op_type=layer.op_type, op_class=layer.op_class, params=layer.params,
+            macs=layer.macs, predicted=None,
+            alternatives=[plan_schema.Alternative(
+                option=c.option, techniques=technique_configs(kernels[c.option]),
+                latency_ms=c.latency_ms, flash_bytes=c.flash_bytes, energy_mj=c.energy_mj,
+                acc_loss=c.acc_loss, act_bytes=c.act_bytes) for c in table.options[layer.name]],
+        )
+        for layer in ctx.graph.layers
+    }
+    ram_steps = [plan_schema.RamStep(owner=step.owner or ctx.graph.layer_names[0],
+                                     live=list(live))
+                 for step, live in zip(ctx.graph.steps, ctx.problem.ram_steps, strict=True)]
     spec_path = ctx.budget.target if Path(ctx.budget.target).suffix in (".yaml", ".yml") else None
     return plan_schema.Plan(
         edgefit_version=edgefit.__version__,
@@ -183,28 +172,15 @@ def to_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
                                      spec_path=spec_path),
         limits=ctx.budget.limits,
         margin=ctx.budget.margin,
-        status=r.status,
+        status="UNSOLVED",
         layers=layers,
-        fixed={"flash_bytes": table.runtime_flash_bytes, "ram_bytes": table.runtime_ram_bytes,
-               "latency_ms": table.run_overhead_ms},
-        totals=totals,
-        binding=list(r.binding),
-        solver=plan_schema.SolverInfo(backend=r.backend, status=r.status,
-                                      wall_time_s=r.wall_time_s,
-                                      options_considered=r.options_considered,
-                                      resolution=r.resolution),
+        fixed=dict(ctx.problem.fixed),
+        totals=None,
+        solver=plan_schema.SolverInfo(backend="none", status="UNSOLVED", wall_time_s=0.0,
+                                      options_considered=0, resolution={}),
         provenance={**table.provenance, "accuracy": accuracy_provenance},
         accuracy_unit=table.accuracy,
-        explanation=explanation,
+        ram_steps=ram_steps,
+        weights_in_ram=ctx.problem.weights_in_ram,
     )
 
-
-def per_layer_ram(ctx: PlanContext) -> dict[str, float]:
-    """Peak RAM while each layer (and the ops charged to it) runs, under the chosen options."""
-    chosen = {ly: next(c for c in ctx.problem.choices[ly] if c.option == o)
-              for ly, o in ctx.result.picks.items()}
-    out: dict[str, float] = dict.fromkeys(ctx.graph.layer_names, 0.0)
-    for step, ram in zip(ctx.graph.steps, ctx.problem.step_ram(chosen), strict=True):
-        owner = step.owner or ctx.graph.layer_names[0]
-        out[owner] = max(out[owner], ram)
-    return out

@@ -42,7 +42,7 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None) -> None:
                 "acc cost"):
         table.add_column(col, justify="left" if col in ("layer", "type", "option") else "right")
     for name, lp in plan.layers.items():
-        p = lp.predicted
+        p = lp.cost
         table.add_row(name, lp.op_type, _int(lp.params), _int(lp.macs), lp.option,
                       fmt_ms(p.latency_ms), fmt_bytes(p.flash_bytes),
                       fmt_bytes(p.ram_bytes or 0), f"{p.acc_loss:.2e}")

@@ -262,7 +262,7 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
             else None, "onnx_weight_bytes": o.weight_bytes if o else None,
             "image_dtype": f.dtype if f else None, "image_bits": f.bits if f else None,
             "image_bytes": (f.weight_bytes + f.bias_bytes) if f else None,
-            "planned_bytes": lp.predicted.flash_bytes,
+            "planned_bytes": lp.cost.flash_bytes,
             "distinct_values": f.distinct_values if f else None,
         }
         rows.append(row)
@@ -272,10 +272,10 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
         if f is None or f.option != weights:
             problems.append(f"{name}: flash image stores {f.option if f else 'nothing'}, plan "
                             f"says {weights}")
-        elif f.weight_bytes + f.bias_bytes != lp.predicted.flash_bytes:
+        elif f.weight_bytes + f.bias_bytes != lp.cost.flash_bytes:
             problems.append(f"{name}: image holds {f.weight_bytes + f.bias_bytes} B, plan "
-                            f"predicted {lp.predicted.flash_bytes:.0f} B")
-    planned = sum(lp.predicted.flash_bytes for lp in plan.layers.values())
+                            f"predicted {lp.cost.flash_bytes:.0f} B")
+    planned = sum(lp.cost.flash_bytes for lp in plan.layers.values())
     actual = image.stat().st_size
     tolerance = max(FLASH_TOLERANCE_FRACTION * planned, FLASH_TOLERANCE_BYTES)
     match = abs(actual - planned) <= tolerance

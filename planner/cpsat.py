@@ -129,29 +129,37 @@ def _tie_break(model: _Model) -> cp_model.LinearExprT:
     )
 
 
-def solve(problem: Problem, options: SolverOptions | None = None) -> SolveResult:
-    """Minimise accuracy loss, then latency + flash, under every limit; explain infeasibility."""
+def solve(problem: Problem, options: SolverOptions | None = None,
+          hint: dict[str, str] | None = None) -> SolveResult:
+    """Minimise accuracy loss, then latency + flash, under every limit; explain infeasibility.
+
+    hint: layer -> option of a previous solution (a warm start after a small change)."""
     options = options or SolverOptions()
     start = time.perf_counter()
     first = _Model(problem, problem.limits)
     first.m.minimize(first.expr["acc_loss"])
-    status, solver = first.solve(options)
+    index_hint = {
+        layer: [c.option for c in problem.choices[layer]].index(option)
+        for layer, option in (hint or {}).items()
+        if layer in problem.choices and option in [c.option for c in problem.choices[layer]]
+    }
+    status, solver = first.solve(options, index_hint or None)
     considered = sum(len(c) for c in problem.choices.values())
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return _explain(problem, _STATUS[status], options, start, considered)
     best_loss = round(solver.objective_value)
-    hint = first.picks(solver)
+    first_picks = first.picks(solver)
     exact = status == cp_model.OPTIMAL
 
     second = _Model(problem, problem.limits)
     second.m.add(second.expr["acc_loss"] <= best_loss)
     second.m.minimize(_tie_break(second))
-    status2, solver2 = second.solve(options, hint)
+    status2, solver2 = second.solve(options, first_picks)
     if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         picks = second.picks(solver2)
         exact = exact and status2 == cp_model.OPTIMAL
     else:  # the hint is feasible, so only a time-out lands here
-        picks, exact = hint, False
+        picks, exact = first_picks, False
     return _result(problem, picks, "OPTIMAL" if exact else "FEASIBLE", start, considered)
 
 

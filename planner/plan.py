@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_specs.budget import Limits
-from edgefit.errors import SpecError
+from edgefit.errors import PlanError, SpecError
 from edgefit.yamlio import describe
 from executors.quantize import QuantizeConfig
 
@@ -37,8 +37,20 @@ class Costs(_Strict):
     )
 
 
-class LayerPlan(_Strict):
+class Alternative(_Strict):
+    """One option the layer could take, with its predicted costs (what re-solving needs)."""
+
     option: str
+    techniques: list[QuantizeConfig] = Field(default_factory=list)
+    latency_ms: float
+    flash_bytes: float
+    energy_mj: float
+    acc_loss: float
+    act_bytes: int = Field(description="bytes per element of the activations this layer owns")
+
+
+class LayerPlan(_Strict):
+    option: str | None = Field(description="the chosen option; null when the plan is infeasible")
     techniques: list[QuantizeConfig] = Field(
         default_factory=list, description="applied in this order; empty = left as fp32"
     )
@@ -46,7 +58,29 @@ class LayerPlan(_Strict):
     op_class: str
     params: int
     macs: int
-    predicted: Costs
+    predicted: Costs | None
+    pinned: bool = False
+    alternatives: list[Alternative] = Field(default_factory=list)
+
+    @property
+    def cost(self) -> Costs:
+        """The predicted costs of the chosen option (only in a feasible plan)."""
+        if self.predicted is None:
+            raise PlanError("this layer has no chosen option (the plan is infeasible)")
+        return self.predicted
+
+    def alternative(self, option: str) -> Alternative:
+        for alt in self.alternatives:
+            if alt.option == option:
+                return alt
+        raise KeyError(option)
+
+
+class RamStep(_Strict):
+    """One execution step: the layer it is charged to and the tensors live while it runs."""
+
+    owner: str
+    live: list[tuple[str, int]] = Field(description="(owner layer of a live tensor, elements)")
 
 
 class ModelRef(_Strict):
@@ -102,13 +136,16 @@ class Plan(_Strict):
     )
     accuracy_unit: str
     explanation: Explanation | None = None
+    ram_steps: list[RamStep] = Field(default_factory=list)
+    weights_in_ram: bool = False
 
     @property
     def feasible(self) -> bool:
         return self.status in ("OPTIMAL", "FEASIBLE")
 
     def options(self) -> dict[str, str]:
-        return {name: layer.option for name, layer in self.layers.items()}
+        return {name: layer.option for name, layer in self.layers.items()
+                if layer.option is not None}
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

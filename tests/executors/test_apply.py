@@ -32,10 +32,10 @@ def test_flash_image_matches_plan_byte_for_byte(applied) -> None:
         s = stored[name]
         weights = lp.techniques[-1].weights if lp.techniques else "fp32"
         assert s.option == weights
-        assert s.weight_bytes + s.bias_bytes == lp.predicted.flash_bytes, name
+        assert s.weight_bytes + s.bias_bytes == lp.cost.flash_bytes, name
         if weights in ("int8", "int4"):
             assert s.distinct_values <= 2 ** s.bits - 1
-    planned = sum(lp.predicted.flash_bytes for lp in plan.layers.values())
+    planned = sum(lp.cost.flash_bytes for lp in plan.layers.values())
     assert payload_bytes(out / "model.flash.bin") == planned
     size = (out / "model.flash.bin").stat().st_size
     assert abs(size - planned) <= max(0.02 * planned, 1024)

@@ -37,7 +37,7 @@ def test_binding_budget_compresses_and_meets_limits(lenet5_plan_factory) -> None
     assert plan.totals.ram_bytes is not None and plan.totals.ram_bytes <= 64_000
     # totals are the sum of the layers plus the runtime's own footprint
     assert plan.totals.flash_bytes == pytest.approx(
-        sum(lp.predicted.flash_bytes for lp in plan.layers.values()) + plan.fixed["flash_bytes"])
+        sum(lp.cost.flash_bytes for lp in plan.layers.values()) + plan.fixed["flash_bytes"])
 
 
 def test_loose_budget_keeps_accuracy(lenet5_plan_factory) -> None:
@@ -48,7 +48,8 @@ def test_loose_budget_keeps_accuracy(lenet5_plan_factory) -> None:
 
 def test_tiny_flash_is_explained(lenet5_plan_factory) -> None:
     plan, _ = lenet5_plan_factory(flash="4KB")
-    assert plan.status == "INFEASIBLE" and not plan.layers
+    assert plan.status == "INFEASIBLE" and not plan.options()
+    assert all(lp.alternatives for lp in plan.layers.values()), "kept for re-solving"
     assert plan.explanation is not None
     (flash,) = [r for r in plan.explanation.relaxations if r.limit == "flash_bytes"]
     # all-int4 + the runtime is the smallest this model gets on the board
@@ -70,11 +71,12 @@ def test_plan_load_rejects_garbage(tmp_path: Path) -> None:
 
 def test_margin_tightens_every_limit(lenet5_plan_factory) -> None:
     from device_specs.budget import Budget
-    from edgefit.planning import make_plan, solver_limits
+    from edgefit.planning import make_plan
+    from planner.resolve import solver_limits
 
     budget = Budget(target="arduino-nano-33-ble", limits={"latency": "60ms", "ram": "64KB"},
                     model="lenet5-mnist", margin=0.1)
-    assert solver_limits(budget) == {"latency_ms": pytest.approx(54.0),
+    assert solver_limits(budget.limits, budget.margin) == {"latency_ms": pytest.approx(54.0),
                                      "ram_bytes": pytest.approx(57_600)}
     plan, _ = make_plan(budget, "test")
     assert plan.totals is not None and plan.totals.latency_ms <= 54.0

@@ -1,0 +1,141 @@
+"""Re-solve a plan from plan.json alone (no torch, no model): pins, exclusions, new limits.
+
+A plan stores every layer's alternatives with their costs and the execution steps' live
+tensors, so the CLI and the review TUI can rebuild the exact problem the planner solved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from device_specs.budget import Limits
+from edgefit.errors import PlanError
+from planner.cpsat import SolverOptions, solve
+from planner.plan import (
+    Alternative,
+    Costs,
+    Explanation,
+    LayerPlan,
+    Plan,
+    Relaxation,
+    SolverInfo,
+)
+from planner.problem import Choice, Problem
+from planner.result import SolveResult
+
+LIMIT_METRIC = {"latency": "latency_ms", "flash": "flash_bytes", "ram": "ram_bytes",
+                "energy": "energy_mj"}
+
+
+def solver_limits(limits: Limits, margin: float = 0.0) -> dict[str, float]:
+    """Budget limits in solver units, tightened by the safety margin."""
+    return {LIMIT_METRIC[k]: v * (1.0 - margin)
+            for k, v in limits.given().items() if k in LIMIT_METRIC}
+
+
+def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
+                      exclude: Iterable[str] = ()) -> Problem:
+    """The problem behind `plan`, with `pins` (layer -> option), and without the options that
+    `exclude` names (by option name, e.g. int4, or by technique, e.g. quantize) except where
+    a pin asks for them."""
+    pins = {**{n: lp.option for n, lp in plan.layers.items() if lp.pinned and lp.option},
+            **dict(pins or {})}
+    excluded = set(exclude)
+    for layer, option in pins.items():
+        if layer not in plan.layers:
+            raise PlanError(f"--pin {layer}={option}: no layer {layer!r}; layers: "
+                            f"{', '.join(plan.layers)}")
+        known = [a.option for a in plan.layers[layer].alternatives]
+        if option not in known:
+            raise PlanError(f"--pin {layer}={option}: {layer} has options {', '.join(known)}")
+    choices = {}
+    for name, lp in plan.layers.items():
+        alts = [a for a in lp.alternatives
+                if (a.option == pins[name] if name in pins else not _excluded(a, excluded))]
+        if not alts:
+            raise PlanError(f"layer {name}: excluding {', '.join(sorted(excluded))} leaves no "
+                            "option")
+        choices[name] = tuple(Choice(a.option, a.latency_ms, a.flash_bytes, a.energy_mj,
+                                     a.act_bytes, a.acc_loss) for a in alts)
+    return Problem(
+        layers=tuple(plan.layers),
+        choices=choices,
+        limits=solver_limits(plan.limits, plan.margin),
+        fixed={**plan.fixed},
+        ram_steps=tuple(tuple((o, n) for o, n in step.live) for step in plan.ram_steps),
+        weights_in_ram=plan.weights_in_ram,
+    )
+
+
+def _excluded(alt: Alternative, excluded: set[str]) -> bool:
+    return alt.option in excluded or any(t.technique in excluded for t in alt.techniques)
+
+
+def parse_pins(texts: Iterable[str]) -> dict[str, str]:
+    """`--pin LAYER=OPTION` flags -> {layer: option}."""
+    pins = {}
+    for text in texts:
+        layer, sep, option = text.partition("=")
+        if not sep or not layer or not option:
+            raise PlanError(f"--pin {text!r}: write LAYER=OPTION, e.g. --pin fc1=int8")
+        pins[layer] = option
+    return pins
+
+
+def with_result(plan: Plan, problem: Problem, result: SolveResult,
+                pins: Mapping[str, str] | None = None) -> Plan:
+    """`plan` with the solver's answer filled in (options, per-layer and total costs)."""
+    layers: dict[str, LayerPlan] = {}
+    ram = _per_layer_ram(plan, problem, result) if result.feasible else {}
+    for name, lp in plan.layers.items():
+        pinned = lp.pinned or name in (pins or {})
+        if not result.feasible:
+            layers[name] = lp.model_copy(update={"option": None, "techniques": [],
+                                                 "predicted": None, "pinned": pinned})
+            continue
+        alt = lp.alternative(result.picks[name])
+        layers[name] = lp.model_copy(update={
+            "option": alt.option, "techniques": alt.techniques, "pinned": pinned,
+            "predicted": Costs(latency_ms=alt.latency_ms, flash_bytes=alt.flash_bytes,
+                               energy_mj=alt.energy_mj, acc_loss=alt.acc_loss,
+                               ram_bytes=ram[name]),
+        })
+    t = result.totals
+    return plan.model_copy(update={
+        "status": result.status,
+        "layers": layers,
+        "totals": Costs(latency_ms=t["latency_ms"], flash_bytes=t["flash_bytes"],
+                        energy_mj=t["energy_mj"], acc_loss=t["acc_loss"],
+                        ram_bytes=t["ram_bytes"]) if result.feasible else None,
+        "binding": list(result.binding),
+        "solver": SolverInfo(backend=result.backend, status=result.status,
+                             wall_time_s=result.wall_time_s,
+                             options_considered=result.options_considered,
+                             resolution=result.resolution),
+        "explanation": None if result.feasible else Explanation(
+            relaxations=[Relaxation(limit=r.limit, asked=r.asked,
+                                    best_reachable=r.best_reachable)
+                         for r in result.relaxations],
+            minimum=result.minimum),
+    })
+
+
+def _per_layer_ram(plan: Plan, problem: Problem, result: SolveResult) -> dict[str, float]:
+    """Peak RAM while each layer (and the steps charged to it) runs."""
+    chosen = {ly: next(c for c in problem.choices[ly] if c.option == o)
+              for ly, o in result.picks.items()}
+    out = dict.fromkeys(plan.layers, 0.0)
+    for step, ram in zip(plan.ram_steps, problem.step_ram(chosen), strict=False):
+        out[step.owner] = max(out[step.owner], ram)
+    return out
+
+
+def resolve(plan: Plan, *, pins: Mapping[str, str] | None = None, exclude: Iterable[str] = (),
+            limits: Limits | None = None, options: SolverOptions | None = None) -> Plan:
+    """Solve again after a change: pins, excluded options, or new limits."""
+    if limits is not None:
+        plan = plan.model_copy(update={"limits": limits})
+    problem = problem_from_plan(plan, pins, exclude)
+    hint = {n: lp.option for n, lp in plan.layers.items() if lp.option}
+    result = solve(problem, options, hint=hint)
+    return with_result(plan, problem, result, pins)

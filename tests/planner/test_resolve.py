@@ -1,0 +1,82 @@
+"""Re-solving from plan.json alone: same answer, pins, exclusions, new limits; no torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device_specs.budget import Limits
+from edgefit.errors import PlanError
+from planner.plan import Plan
+from planner.resolve import parse_pins, problem_from_plan, resolve
+
+
+@pytest.fixture(scope="module")
+def plan(lenet5_plan_factory) -> Plan:
+    p, _ = lenet5_plan_factory(latency="60ms", ram="64KB")
+    return p
+
+
+def test_plan_json_alone_rebuilds_the_same_problem(plan: Plan, lenet5_plan_factory) -> None:
+    _, ctx = lenet5_plan_factory(latency="60ms", ram="64KB")
+    again = Plan.model_validate_json(plan.to_json())
+    assert problem_from_plan(again) == ctx.problem
+    assert resolve(again).options() == plan.options()
+
+
+def test_pin_is_respected_and_totals_follow(plan: Plan) -> None:
+    layer = "fc1"
+    other = next(a.option for a in plan.layers[layer].alternatives
+                 if a.option != plan.layers[layer].option)
+    new = resolve(plan, pins={layer: other}, limits=Limits(latency="1s"))
+    assert new.layers[layer].option == other and new.layers[layer].pinned
+    assert new.totals is not None
+    assert new.totals.flash_bytes == pytest.approx(
+        sum(lp.cost.flash_bytes for lp in new.layers.values()) + new.fixed["flash_bytes"])
+    # a pin survives the next re-solve (it is stored in the plan)
+    assert resolve(new).layers[layer].option == other
+
+
+def test_exclude_by_option_and_by_technique(plan: Plan) -> None:
+    no_int8 = resolve(plan, exclude=["int8"], limits=Limits(latency="10s"))
+    assert "int8" not in no_int8.options().values()
+    only_fp32 = resolve(plan, exclude=["quantize"], limits=Limits(latency="10s"))
+    assert set(only_fp32.options().values()) == {"fp32"}
+    infeasible = resolve(plan, exclude=["quantize"])  # 60 ms needs quantised layers
+    assert infeasible.status == "INFEASIBLE" and infeasible.explanation is not None
+
+
+def test_bad_pins() -> None:
+    with pytest.raises(PlanError, match="LAYER=OPTION"):
+        parse_pins(["fc1"])
+
+
+def test_unknown_pin_names_the_choices(plan: Plan) -> None:
+    with pytest.raises(PlanError, match="fc1 has options"):
+        resolve(plan, pins={"fc1": "int3"})
+    with pytest.raises(PlanError, match="no layer 'fc9'"):
+        resolve(plan, pins={"fc9": "int8"})
+
+
+def test_resolve_cli_does_not_import_torch(plan: Plan, tmp_path: Path) -> None:
+    path = tmp_path / "plan.json"
+    plan.save(path)
+    code = (
+        "import sys\n"
+        "from edgefit.cli import main\n"
+        "try:\n"
+        f"    main(['resolve', {str(path)!r}, '--pin', 'conv1=fp32', '--max-latency', '2s',"
+        f" '--out', {str(tmp_path / 'new.json')!r}])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr + out.stdout
+    new = json.loads((tmp_path / "new.json").read_text())
+    assert new["layers"]["conv1"]["option"] == "fp32" and new["layers"]["conv1"]["pinned"]
+    assert new["limits"]["latency"] == "2000ms"
