@@ -43,6 +43,9 @@ def plan_cmd(
     margin: Annotated[str | None, Opt(help="safety margin on every limit, e.g. 10%")] = None,
     out: Annotated[Path, Opt(help="where to write the plan")] = Path("plan.json"),
     time_limit: Annotated[float, Opt(help="solver time limit, seconds")] = 10.0,
+    gap: Annotated[float, Opt(help="stop at this relative optimality gap (0 = prove "
+                              "optimal)")] = 0.0,
+    solver: Annotated[str, Opt(help="cpsat or cbc")] = "cpsat",
     pin: Annotated[list[str] | None, Opt(help="LAYER=OPTION, fixed before solving "
                                          "(repeatable)")] = None,
     exclude: Annotated[list[str] | None, Opt(help="an option (int4) or technique (quantize) "
@@ -65,8 +68,9 @@ def plan_cmd(
     from planner.resolve import parse_pins
 
     plan, _ = make_plan(resolved.budget, resolved.model_origin,
-                        SolverOptions(time_limit_s=time_limit), pins=parse_pins(pin or []),
-                        exclude=tuple(exclude or ()))
+                        SolverOptions(time_limit_s=time_limit, relative_gap=gap),
+                        pins=parse_pins(pin or []), exclude=tuple(exclude or ()),
+                        backend=_backend(solver))
     plan.save(out)
     print_plan(plan, out)
     if not plan.feasible:
@@ -87,6 +91,8 @@ def resolve_cmd(
     max_energy: Annotated[str | None, Opt(help="new energy limit")] = None,
     out: Annotated[Path | None, Opt(help="where to write (default: overwrite PLAN_FILE)")] = None,
     time_limit: Annotated[float, Opt(help="solver time limit, seconds")] = 10.0,
+    gap: Annotated[float, Opt(help="relative optimality gap")] = 0.0,
+    solver: Annotated[str, Opt(help="cpsat or cbc")] = "cpsat",
 ) -> None:
     """Solve a plan again from plan.json alone (no model needed): pins, exclusions, limits."""
     from edgefit.budgeting import merge_limits
@@ -99,7 +105,8 @@ def resolve_cmd(
     limits = merge_limits(plan.limits, {"latency": max_latency, "flash": max_flash,
                                         "ram": max_ram, "energy": max_energy})
     new = resolve(plan, pins=parse_pins(pin or []), exclude=exclude or (), limits=limits,
-                  options=SolverOptions(time_limit_s=time_limit))
+                  options=SolverOptions(time_limit_s=time_limit, relative_gap=gap),
+                  backend=_backend(solver))
     target = out or plan_file
     new.save(target)
     print_plan(new, target)
@@ -146,6 +153,14 @@ def schemas_cmd(
 
     for path in write_schemas(out_dir):
         typer.echo(f"wrote {path}")
+
+
+def _backend(name: str) -> str:
+    from edgefit.errors import SpecError
+
+    if name not in ("cpsat", "cbc"):
+        raise SpecError(f"--solver {name!r}: choose cpsat or cbc")
+    return name
 
 
 def _run(command: typer.Typer, argv: list[str] | None = None) -> int:

@@ -17,10 +17,11 @@ from device_specs.schema import DeviceSpec, Kernel
 from edgefit.errors import SpecError
 from executors.quantize import QuantizeConfig, onnx_option
 from planner import plan as plan_schema
-from planner.cpsat import SolverOptions, solve
+from planner.cpsat import SolverOptions
 from planner.problem import Choice, Problem
 from planner.resolve import problem_from_plan, solver_limits, with_result
 from planner.result import SolveResult
+from planner.solve import solve
 from workloads.models import LoadedModel
 
 CALIBRATION_SIZE = 512
@@ -79,8 +80,8 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
 
 
 def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None = None,
-              pins: dict[str, str] | None = None, exclude: tuple[str, ...] = ()
-              ) -> tuple[plan_schema.Plan, PlanContext]:
+              pins: dict[str, str] | None = None, exclude: tuple[str, ...] = (),
+              backend: str = "cpsat") -> tuple[plan_schema.Plan, PlanContext]:
     """pins: layer -> option fixed before solving; exclude: options no layer may take."""
     from workloads.models import load_model_ref
 
@@ -105,7 +106,7 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin)
     base = base_plan(ctx, acc_prov)
     ctx.problem = problem_from_plan(base, pins, exclude)  # the same problem, pins applied
-    ctx.result = solve(ctx.problem, options)
+    ctx.result = solve(ctx.problem, options, backend=backend)
     return with_result(base, ctx.problem, ctx.result, pins), ctx
 
 

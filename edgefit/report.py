@@ -36,8 +36,11 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None) -> None:
         _print_infeasible(plan, con)
         con.print(f"wrote {path} (status {plan.status})")
         return
-    table = Table(title=f"plan ({plan.solver.status}, {plan.solver.wall_time_s:.2f} s, "
-                  f"{plan.solver.options_considered} options)", title_justify="left")
+    sv = plan.solver
+    gap = "" if sv.gap is None else f", gap {100 * sv.gap:.2g} %"
+    table = Table(title=f"plan ({sv.backend} {sv.status}{gap}, {sv.wall_time_s:.2f} s, "
+                  f"{sv.options_considered} options, {sv.dominated_removed} dominated "
+                  "removed)", title_justify="left")
     for col in ("layer", "type", "params", "MACs", "option", "latency", "flash", "peak RAM",
                 "acc cost"):
         table.add_column(col, justify="left" if col in ("layer", "type", "option") else "right")

@@ -146,7 +146,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     status, solver = first.solve(options, index_hint or None)
     considered = sum(len(c) for c in problem.choices.values())
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return _explain(problem, _STATUS[status], options, start, considered)
+        return explain(problem, _STATUS[status], options, start, considered)
     best_loss = round(solver.objective_value)
     first_picks = first.picks(solver)
     exact = status == cp_model.OPTIMAL
@@ -160,7 +160,15 @@ def solve(problem: Problem, options: SolverOptions | None = None,
         exact = exact and status2 == cp_model.OPTIMAL
     else:  # the hint is feasible, so only a time-out lands here
         picks, exact = first_picks, False
-    return _result(problem, picks, "OPTIMAL" if exact else "FEASIBLE", start, considered)
+    gap = _relative_gap(solver.objective_value, solver.best_objective_bound)
+    return _result(problem, picks, "OPTIMAL" if exact else "FEASIBLE", start, considered, gap)
+
+
+def _relative_gap(value: float, bound: float) -> float:
+    """Of the accuracy objective: 0 when proven optimal."""
+    if value == bound:
+        return 0.0
+    return abs(value - bound) / max(abs(value), 1e-12)
 
 
 def minimize_metric(problem: Problem, metric: str, options: SolverOptions | None = None
@@ -178,7 +186,7 @@ def minimize_metric(problem: Problem, metric: str, options: SolverOptions | None
 
 
 def _result(problem: Problem, picks: dict[str, int], status: str, start: float,
-            considered: int) -> SolveResult:
+            considered: int, gap: float | None = None) -> SolveResult:
     totals = problem.totals(picks)
     binding = tuple(m for m, lim in problem.limits.items() if totals[m] >= BINDING_FRACTION * lim)
     return SolveResult(
@@ -189,11 +197,13 @@ def _result(problem: Problem, picks: dict[str, int], status: str, start: float,
         wall_time_s=time.perf_counter() - start,
         resolution=dict(RESOLUTION),
         options_considered=considered,
+        gap=gap,
     )
 
 
-def _explain(problem: Problem, status: str, options: SolverOptions, start: float,
-             considered: int) -> SolveResult:
+def explain(problem: Problem, status: str, options: SolverOptions, start: float,
+            considered: int, backend: str = "cp-sat") -> SolveResult:
+    """No plan meets every limit: what each limit alone would need, and each one's minimum."""
     relaxations = []
     for limit, asked in problem.limits.items():
         best, _ = minimize_metric(problem.without_limit(limit), limit, options)
@@ -207,6 +217,7 @@ def _explain(problem: Problem, status: str, options: SolverOptions, start: float
             minimum[limit] = value
     return SolveResult(
         status="INFEASIBLE" if status == "INFEASIBLE" else status,
+        backend=backend,
         wall_time_s=time.perf_counter() - start,
         resolution=dict(RESOLUTION),
         options_considered=considered,

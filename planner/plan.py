@@ -103,6 +103,9 @@ class SolverInfo(_Strict):
     status: str
     wall_time_s: float
     options_considered: int
+    dominated_removed: int = Field(default=0, description="options presolve dropped")
+    gap: float | None = Field(default=None, description="relative gap of the accuracy "
+                              "objective (0 = proven optimal; null = unknown)")
     resolution: dict[str, float]
 
 

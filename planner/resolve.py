@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 from device_specs.budget import Limits
 from edgefit.errors import PlanError
-from planner.cpsat import SolverOptions, solve
+from planner.cpsat import SolverOptions
 from planner.plan import (
     Alternative,
     Costs,
@@ -22,6 +22,7 @@ from planner.plan import (
 )
 from planner.problem import Choice, Problem
 from planner.result import SolveResult
+from planner.solve import solve
 
 LIMIT_METRIC = {"latency": "latency_ms", "flash": "flash_bytes", "ram": "ram_bytes",
                 "energy": "energy_mj"}
@@ -111,6 +112,7 @@ def with_result(plan: Plan, problem: Problem, result: SolveResult,
         "solver": SolverInfo(backend=result.backend, status=result.status,
                              wall_time_s=result.wall_time_s,
                              options_considered=result.options_considered,
+                             dominated_removed=result.dominated_removed, gap=result.gap,
                              resolution=result.resolution),
         "explanation": None if result.feasible else Explanation(
             relaxations=[Relaxation(limit=r.limit, asked=r.asked,
@@ -131,11 +133,13 @@ def _per_layer_ram(plan: Plan, problem: Problem, result: SolveResult) -> dict[st
 
 
 def resolve(plan: Plan, *, pins: Mapping[str, str] | None = None, exclude: Iterable[str] = (),
-            limits: Limits | None = None, options: SolverOptions | None = None) -> Plan:
-    """Solve again after a change: pins, excluded options, or new limits."""
+            limits: Limits | None = None, options: SolverOptions | None = None,
+            backend: str = "cpsat") -> Plan:
+    """Solve again after a change: pins, excluded options, or new limits (warm-started from
+    the plan's current choices)."""
     if limits is not None:
         plan = plan.model_copy(update={"limits": limits})
     problem = problem_from_plan(plan, pins, exclude)
     hint = {n: lp.option for n, lp in plan.layers.items() if lp.option}
-    result = solve(problem, options, hint=hint)
+    result = solve(problem, options, hint=hint, backend=backend)
     return with_result(plan, problem, result, pins)

@@ -24,6 +24,8 @@ class SolveResult:
     backend: str = "cp-sat"
     resolution: dict[str, float] = field(default_factory=dict)  # solver integer unit per metric
     options_considered: int = 0
+    gap: float | None = None  # relative gap of the accuracy objective; None when unknown
+    dominated_removed: int = 0  # options presolve dropped before solving
     # Infeasible answers: per limit what is reachable without it, and each metric's own minimum.
     relaxations: tuple[Relaxation, ...] = ()
     minimum: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,122 @@
+"""PuLP / CBC backend over the same Problem as CP-SAT: data -> variables -> constraints ->
+objective -> solve -> extract. Exact in floating point (no integer scaling); used to cross-check
+CP-SAT and as the `--solver cbc` choice.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pulp
+
+from planner.cpsat import BINDING_FRACTION, SolverOptions
+from planner.problem import ADDITIVE, Choice, Problem
+from planner.result import SolveResult
+
+_EPS = 1e-9
+
+
+class _Model:
+    def __init__(self, problem: Problem, limits: dict[str, float], name: str) -> None:
+        self.p = problem
+        self.m = pulp.LpProblem(name, pulp.LpMinimize)
+        self.x = {
+            (layer, i): pulp.LpVariable(f"x_{n}_{i}", cat=pulp.LpBinary)
+            for n, layer in enumerate(problem.layers)
+            for i in range(len(problem.choices[layer]))
+        }
+        for layer in problem.layers:
+            self.m += pulp.lpSum(self.x[layer, i]
+                                 for i in range(len(problem.choices[layer]))) == 1
+        self.expr = {m: self._additive(m) for m in (*ADDITIVE, "acc_loss")}
+        self.steps = self._ram_steps()
+        for metric, limit in limits.items():
+            room = limit - problem.fixed.get(metric, 0.0) + _EPS
+            if metric == "ram_bytes":
+                for k, step in enumerate(self.steps):
+                    self.m += step <= room, f"ram_{k}"
+            else:
+                self.m += self.expr[metric] <= room, f"limit_{metric}"
+
+    def _additive(self, metric: str) -> pulp.LpAffineExpression:
+        def value(c: Choice) -> float:
+            return c.acc_loss if metric == "acc_loss" else c.metric(metric)
+
+        return pulp.lpSum(value(c) * self.x[layer, i]
+                          for layer in self.p.layers
+                          for i, c in enumerate(self.p.choices[layer]))
+
+    def _ram_steps(self) -> list[pulp.LpAffineExpression]:
+        weights = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
+        steps = []
+        for step in self.p.ram_steps or ((),):
+            live = pulp.lpSum(n * c.act_bytes * self.x[owner, i]
+                              for owner, n in step
+                              for i, c in enumerate(self.p.choices[owner]))
+            steps.append(live + weights)
+        return steps
+
+    def solve(self, options: SolverOptions) -> str:
+        solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=options.time_limit_s,
+                                   gapRel=options.relative_gap or None)
+        self.m.solve(solver)
+        # LpStatus says "Optimal" even after a time-out; sol_status tells them apart
+        if self.m.sol_status == pulp.LpSolutionOptimal:
+            return "OPTIMAL"
+        if self.m.sol_status == pulp.LpSolutionIntegerFeasible:
+            return "FEASIBLE"
+        if self.m.status == pulp.LpStatusInfeasible:
+            return "INFEASIBLE"
+        return "UNKNOWN"
+
+    def picks(self) -> dict[str, int]:
+        return {layer: max(range(len(self.p.choices[layer])),
+                           key=lambda i: self.x[layer, i].value() or 0.0)
+                for layer in self.p.layers}
+
+
+def solve(problem: Problem, options: SolverOptions | None = None,
+          hint: dict[str, str] | None = None) -> SolveResult:
+    """Minimise accuracy loss, then latency + flash normalised, as the CP-SAT backend does."""
+    del hint  # CBC through PuLP takes no warm start here
+    options = options or SolverOptions()
+    start = time.perf_counter()
+    first = _Model(problem, problem.limits, "acc")
+    first.m += first.expr["acc_loss"]
+    status = first.solve(options)
+    considered = sum(len(c) for c in problem.choices.values())
+    if status not in ("OPTIMAL", "FEASIBLE"):
+        from planner.cpsat import explain
+
+        # the explanation is the same question for either backend; CP-SAT answers it
+        return explain(problem, status, options, start, considered, backend="cbc")
+    best = pulp.value(first.expr["acc_loss"]) or 0.0
+    second = _Model(problem, problem.limits, "cost")
+    second.m += second.expr["acc_loss"] <= best + 1e-9 + 1e-9 * abs(best)
+    second.m += _tie_break(second)
+    status2 = second.solve(options)
+    picks = second.picks() if status2 in ("OPTIMAL", "FEASIBLE") else first.picks()
+    exact = status == "OPTIMAL" and status2 == "OPTIMAL"
+    totals = problem.totals(picks)
+    return SolveResult(
+        status="OPTIMAL" if exact else "FEASIBLE",
+        picks={layer: problem.choices[layer][i].option for layer, i in picks.items()},
+        totals=totals,
+        binding=tuple(m for m, lim in problem.limits.items()
+                      if totals[m] >= BINDING_FRACTION * lim),
+        wall_time_s=time.perf_counter() - start,
+        backend="cbc",
+        resolution={},
+        options_considered=considered,
+        gap=0.0 if exact else None,
+    )
+
+
+def _tie_break(model: _Model) -> pulp.LpAffineExpression:
+    def worst(metric: str) -> float:
+        return max(1e-12, sum(max(c.metric(metric) for c in model.p.choices[layer])
+                              for layer in model.p.layers))
+    lat_ref, flash_ref = worst("latency_ms"), worst("flash_bytes")
+    return pulp.lpSum((c.latency_ms / lat_ref + c.flash_bytes / flash_ref) * model.x[layer, i]
+                      for layer in model.p.layers
+                      for i, c in enumerate(model.p.choices[layer]))
