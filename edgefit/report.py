@@ -58,6 +58,9 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None) -> None:
     con.print(f"wrote {path}")
 
 
+_FIELD = {metric: field for field, metric, _ in LIMIT_ROWS}
+
+
 def _limits_table(plan: Plan) -> Table:
     assert plan.totals is not None
     given = plan.limits.given()
@@ -68,11 +71,14 @@ def _limits_table(plan: Plan) -> Table:
         value = getattr(plan.totals, metric)
         if field in given:
             limit = given[field]
-            status = "binds" if metric in plan.binding else "ok"
+            status = "binds (+10 % would buy accuracy)" if metric in plan.binding else "ok"
             table.add_row(field, fmt(value), fmt(limit), f"{100 * (1 - value / limit):.1f} %",
                           status)
         else:
             table.add_row(field, fmt(value), "-", "-", "no limit")
+    for metric, loss in plan.sensitivity.items():
+        table.add_row(f"{_FIELD[metric]} +10 %", f"acc cost {loss:.3g}",
+                      f"now {plan.totals.acc_loss:.3g}", "-", "value of more")
     if "accuracy_drop" in given:
         table.add_row("accuracy drop", "measured by apply", f"{given['accuracy_drop']:g}pp",
                       "-", "checked after apply")
@@ -91,6 +97,11 @@ def _print_infeasible(plan: Plan, con: Console) -> None:
         else:
             con.print(f"  {name}: needs {fmt(r.best_reachable)} instead of {fmt(r.asked)} "
                       "(with the other limits kept)")
+    joint = {m: v for m, v in plan.explanation.joint_relaxation.items() if v > 0}
+    if joint:
+        parts = [f"{fmts[m](plan.limits.given()[_FIELD[m]] + v)} {_FIELD[m]} (+{fmts[m](v)})"
+                 for m, v in joint.items()]
+        con.print("  smallest joint relaxation: " + " and ".join(parts))
     for metric, value in plan.explanation.minimum.items():
         con.print(f"  smallest {metric.split('_')[0]} this model reaches on "
                   f"{plan.target.device}: {fmts[metric](value)} (runtime included)")

@@ -41,8 +41,11 @@ def _down(value: float, metric: str) -> int:
 class _Model:
     """One CP-SAT model over a Problem: x[layer, i] booleans plus named linear expressions."""
 
-    def __init__(self, problem: Problem, limits: dict[str, float]) -> None:
+    def __init__(self, problem: Problem, limits: dict[str, float],
+                 elastic: bool = False) -> None:
         self.p = problem
+        self.elastic = elastic
+        self.slack: dict[str, cp_model.IntVar] = {}
         self.m = cp_model.CpModel()
         self.x = {
             (layer, i): self.m.new_bool_var(f"x[{layer},{c.option}]")
@@ -80,17 +83,29 @@ class _Model:
     def _add_limits(self, limits: dict[str, float]) -> None:
         for metric, limit in limits.items():
             room = _down(limit, metric) - _up(self.p.fixed.get(metric, 0.0), metric)
+            extra: Any = 0
+            if self.elastic:  # limit + slack: how far it must move for a plan to exist
+                extra = self.slack[metric] = self.m.new_int_var(0, self._upper_bound(metric),
+                                                                f"slack[{metric}]")
             if metric == "ram_bytes":
                 for step in self.steps:
-                    self.m.add(step <= room)
+                    self.m.add(step <= room + extra)
             else:
-                self.m.add(self.expr[metric] <= room)
+                self.m.add(self.expr[metric] <= room + extra)
+
+    def _upper_bound(self, metric: str) -> int:
+        """No plan can exceed this value of `metric` (in solver units)."""
+        if metric == "ram_bytes":
+            weights = sum(max(_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[ly])
+                          for ly in self.p.layers) if self.p.weights_in_ram else 0
+            live = max((sum(n * max(c.act_bytes for c in self.p.choices[o]) for o, n in step)
+                        for step in self.p.ram_steps), default=0)
+            return weights + live + 1
+        return sum(max(_up(c.metric(metric), metric) for c in self.p.choices[ly])
+                   for ly in self.p.layers) + 1
 
     def peak_ram_var(self) -> cp_model.IntVar:
-        ub = sum(max(_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[ly])
-                 for ly in self.p.layers) + sum(
-            n * 4 for step in self.p.ram_steps for _, n in step) + 1
-        peak = self.m.new_int_var(0, ub, "peak_ram")
+        peak = self.m.new_int_var(0, self._upper_bound("ram_bytes"), "peak_ram")
         for step in self.steps:
             self.m.add(peak >= step)
         return peak
@@ -201,6 +216,36 @@ def _result(problem: Problem, picks: dict[str, int], status: str, start: float,
     )
 
 
+def smallest_joint_relaxation(problem: Problem, options: SolverOptions | None = None
+                              ) -> dict[str, float]:
+    """Elastic model: the smallest total *relative* loosening of the limits that admits a plan,
+    as the amount each limit must grow (0 for limits that can stay)."""
+    options = options or SolverOptions()
+    model = _Model(problem, problem.limits, elastic=True)
+    # weight each slack by 1 / its limit, so 1 % of latency costs as much as 1 % of flash
+    weights = {m: max(1, round(1e6 / max(_down(v, m), 1))) for m, v in problem.limits.items()}
+    model.m.minimize(sum(weights[m] * model.slack[m] for m in model.slack))
+    status, solver = model.solve(options)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return {}
+    return {m: solver.value(var) * RESOLUTION[m] for m, var in model.slack.items()}
+
+
+def sensitivity(problem: Problem, metrics: tuple[str, ...],
+                options: SolverOptions | None = None, step: float = 0.1) -> dict[str, float]:
+    """For each limit in `metrics`: the accuracy cost reachable with that limit `step` (10 %)
+    looser, the others unchanged — what more of that resource is worth."""
+    out = {}
+    for metric in metrics:
+        looser = {**problem.limits, metric: problem.limits[metric] * (1 + step)}
+        model = _Model(problem, looser)
+        model.m.minimize(model.expr["acc_loss"])
+        status, solver = model.solve(options or SolverOptions())
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            out[metric] = problem.totals(model.picks(solver))["acc_loss"]
+    return out
+
+
 def explain(problem: Problem, status: str, options: SolverOptions, start: float,
             considered: int, backend: str = "cp-sat") -> SolveResult:
     """No plan meets every limit: what each limit alone would need, and each one's minimum."""
@@ -217,6 +262,7 @@ def explain(problem: Problem, status: str, options: SolverOptions, start: float,
             minimum[limit] = value
     return SolveResult(
         status="INFEASIBLE" if status == "INFEASIBLE" else status,
+        joint_relaxation=smallest_joint_relaxation(problem, options),
         backend=backend,
         wall_time_s=time.perf_counter() - start,
         resolution=dict(RESOLUTION),

@@ -118,6 +118,8 @@ class Relaxation(_Strict):
 class Explanation(_Strict):
     relaxations: list[Relaxation]
     minimum: dict[str, float]
+    joint_relaxation: dict[str, float] = Field(
+        default_factory=dict, description="smallest joint loosening: limit -> amount to add")
 
 
 class Plan(_Strict):
@@ -133,6 +135,9 @@ class Plan(_Strict):
     fixed: dict[str, float] = Field(description="runtime footprint: flash_bytes, ram_bytes")
     totals: Costs | None
     binding: list[str] = Field(default_factory=list)
+    sensitivity: dict[str, float] = Field(
+        default_factory=dict,
+        description="binding limit -> accuracy cost if that limit were 10 % looser")
     solver: SolverInfo
     provenance: dict[str, str] = Field(
         description="for each cost: measured, calibrated (on what) or analytical/assumed"

@@ -109,6 +109,7 @@ def with_result(plan: Plan, problem: Problem, result: SolveResult,
                         energy_mj=t["energy_mj"], acc_loss=t["acc_loss"],
                         ram_bytes=t["ram_bytes"]) if result.feasible else None,
         "binding": list(result.binding),
+        "sensitivity": dict(result.sensitivity),
         "solver": SolverInfo(backend=result.backend, status=result.status,
                              wall_time_s=result.wall_time_s,
                              options_considered=result.options_considered,
@@ -118,7 +119,7 @@ def with_result(plan: Plan, problem: Problem, result: SolveResult,
             relaxations=[Relaxation(limit=r.limit, asked=r.asked,
                                     best_reachable=r.best_reachable)
                          for r in result.relaxations],
-            minimum=result.minimum),
+            minimum=result.minimum, joint_relaxation=result.joint_relaxation),
     })
 
 

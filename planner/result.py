@@ -29,6 +29,9 @@ class SolveResult:
     # Infeasible answers: per limit what is reachable without it, and each metric's own minimum.
     relaxations: tuple[Relaxation, ...] = ()
     minimum: dict[str, float] = field(default_factory=dict)
+    joint_relaxation: dict[str, float] = field(default_factory=dict)  # limit -> how much more
+    # Feasible answers: accuracy cost with each binding limit 10 % looser.
+    sensitivity: dict[str, float] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:

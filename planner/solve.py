@@ -33,5 +33,18 @@ def solve(problem: Problem, options: SolverOptions | None = None,
         from edgefit.errors import PlanError
 
         raise PlanError(f"--solver {backend!r}: choose one of {', '.join(BACKENDS)}")
-    return dataclasses.replace(result, options_considered=considered,
-                               dominated_removed=removed)
+    result = dataclasses.replace(result, options_considered=considered,
+                                 dominated_removed=removed)
+    return with_sensitivity(problem, result, options) if result.feasible else result
+
+
+def with_sensitivity(problem: Problem, result: SolveResult,
+                     options: SolverOptions | None) -> SolveResult:
+    """A limit *binds* when loosening it by 10 % would buy a more accurate plan; record what
+    that plan's accuracy cost would be, for each binding limit."""
+    from planner.cpsat import sensitivity
+
+    looser = sensitivity(problem, tuple(problem.limits), options)
+    current = result.totals["acc_loss"]
+    binding = {m: v for m, v in looser.items() if v < current - 1e-12}
+    return dataclasses.replace(result, binding=tuple(binding), sensitivity=binding)

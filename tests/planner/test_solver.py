@@ -83,3 +83,29 @@ def test_peak_ram_is_a_max_not_a_sum() -> None:
     assert result.totals["ram_bytes"] == 400
     value, _ = minimize_metric(problem.without_limit("ram_bytes"), "ram_bytes")
     assert value == 100
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_joint_relaxation_admits_a_plan(seed: int) -> None:
+    from planner.cpsat import smallest_joint_relaxation
+
+    problem = random_problem(300 + seed, n_layers=1 + seed % 5)
+    if brute_force(problem) is not None:
+        return
+    slack = smallest_joint_relaxation(problem)
+    assert set(slack) == set(problem.limits) and all(v >= 0 for v in slack.values())
+    relaxed = Problem(problem.layers, problem.choices,
+                      {m: v + slack[m] for m, v in problem.limits.items()}, problem.fixed,
+                      problem.ram_steps, problem.weights_in_ram)
+    assert brute_force(relaxed) is not None, "the relaxation it reports is enough"
+
+
+def test_binding_limits_are_the_ones_worth_loosening() -> None:
+    from planner.solve import solve as solve_any
+
+    c = (Choice("fp32", 4.0, 4000, 1.0, 4, 0.0), Choice("int8", 1.0, 1000, 0.25, 1, 0.5))
+    problem = Problem(("a", "b"), {"a": c, "b": c},
+                      {"latency_ms": 7.5, "flash_bytes": 100_000})
+    result = solve_any(problem)
+    assert result.binding == ("latency_ms",)  # 8.25 ms allows both at fp32; flash is slack
+    assert result.sensitivity["latency_ms"] < result.totals["acc_loss"]
