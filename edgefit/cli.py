@@ -50,6 +50,8 @@ def plan_cmd(
                                          "(repeatable)")] = None,
     exclude: Annotated[list[str] | None, Opt(help="an option (int4) or technique (quantize) "
                                              "no layer may take (repeatable)")] = None,
+    pareto: Annotated[str | None, Opt(help="sweep one or two limits, e.g. latency or "
+                                      "latency,flash: writes CSV + PNG beside --out")] = None,
     apply: Annotated[bool, Opt("--apply", help="apply the plan right away")] = False,
     report_dir: Annotated[Path, Opt(help="where --apply writes artifacts")] = Path("out"),
 ) -> None:
@@ -67,12 +69,17 @@ def plan_cmd(
     from planner.cpsat import SolverOptions
     from planner.resolve import parse_pins
 
-    plan, _ = make_plan(resolved.budget, resolved.model_origin,
+    metrics = _pareto_metrics(pareto) if pareto else None
+    plan, ctx = make_plan(resolved.budget, resolved.model_origin,
                         SolverOptions(time_limit_s=time_limit, relative_gap=gap),
                         pins=parse_pins(pin or []), exclude=tuple(exclude or ()),
                         backend=_backend(solver))
     plan.save(out)
     print_plan(plan, out)
+    if metrics:
+        from edgefit.report import write_pareto
+
+        write_pareto(plan, ctx.problem, metrics, out)
     if not plan.feasible:
         raise typer.Exit(EXIT_INFEASIBLE)
     if apply:
@@ -153,6 +160,18 @@ def schemas_cmd(
 
     for path in write_schemas(out_dir):
         typer.echo(f"wrote {path}")
+
+
+def _pareto_metrics(text: str) -> list[str]:
+    from edgefit.errors import SpecError
+    from planner.pareto import PARETO_METRICS
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [n for n in names if n not in PARETO_METRICS]
+    if not names or len(names) > 2 or unknown:
+        raise SpecError(f"--pareto {text!r}: one or two of {', '.join(PARETO_METRICS)}, "
+                        "comma-separated")
+    return [PARETO_METRICS[n] for n in names]
 
 
 def _backend(name: str) -> str:

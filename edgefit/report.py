@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edgefit.units import fmt_bytes, fmt_mj, fmt_ms, fmt_rate
 from planner.plan import Plan
+from planner.problem import Problem
 
 LIMIT_ROWS = (  # budget field, plan metric, formatter
     ("latency", "latency_ms", fmt_ms),
@@ -165,3 +166,35 @@ def print_devices(console: Console | None = None) -> None:
         table.add_row(name, spec.kind, fmt_bytes(spec.ram.value), fmt_bytes(spec.flash.value),
                       ", ".join(profiles), kernels)
     con.print(table)
+
+
+def write_pareto(plan: Plan, problem: Problem, metrics: list[str], out: Path,
+                 console: Console | None = None) -> list[Path]:
+    """Sweep, then write <out>.pareto.csv and .png and print the front as a table."""
+    from planner.pareto import plot, sweep, to_csv
+    from planner.plan import atomic_write_text
+
+    con = console or _console()
+    points = sweep(problem, metrics)
+    stem = out.with_suffix("")
+    csv_path, png_path = Path(f"{stem}.pareto.csv"), Path(f"{stem}.pareto.png")
+    atomic_write_text(csv_path, to_csv(points, metrics))
+    chosen = None
+    if plan.totals is not None:
+        chosen = {**plan.totals.model_dump(), "ram_bytes": plan.totals.ram_bytes or 0.0}
+    plot(points, metrics, chosen, png_path,
+         f"{plan.model.name} on {plan.target.device}/{plan.target.profile}",
+         plan.accuracy_unit)
+    fmts = {metric: fmt for _, metric, fmt in LIMIT_ROWS}
+    table = Table(title=f"Pareto front ({len(points)} plans)", title_justify="left")
+    for col in (*metrics, "acc cost", "options"):
+        table.add_column(col)
+    for p in points:
+        counts: dict[str, int] = {}
+        for option in p.picks.values():
+            counts[option] = counts.get(option, 0) + 1
+        table.add_row(*(fmts[m](p.totals[m]) for m in metrics), f"{p.totals['acc_loss']:.3g}",
+                      ", ".join(f"{k}x{v}" for k, v in counts.items()))
+    con.print(table)
+    con.print(f"wrote {csv_path} and {png_path}")
+    return [csv_path, png_path]

@@ -70,6 +70,11 @@ CASES = {
                              ["typo.yaml:4", "limits.latncy", "unknown field", "latency"]),
     "bad unit in budget": (["--budget", "badunit.yaml"],
                            ["badunit.yaml:4", "limits.latency", "bytes units, but time is needed"]),
+    "bad pareto metric": (["--target", "jetson-nano", "--pareto", "speed", *OK_LIMIT],
+                          ["--pareto 'speed'", "latency, flash, ram, energy"]),
+    "bad solver": (["--target", "jetson-nano", "--solver", "gurobi", *OK_LIMIT],
+                   ["--solver 'gurobi'", "cpsat or cbc"]),
+    "bad pin": (["--target", "jetson-nano", "--pin", "conv1", *OK_LIMIT], ["LAYER=OPTION"]),
     "unknown spec field": (["--target", "badspec.yaml", *OK_LIMIT],
                            ["badspec.yaml", "unknown field"]),
 }
