@@ -25,12 +25,12 @@ demo: data
 
 test: data
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy planner cost_models device_specs executors workloads edgefit
+	$(VENV)/bin/mypy planner cost_models device_specs executors workloads edgefit edgefit_measure.py
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy planner cost_models device_specs executors workloads edgefit
+	$(VENV)/bin/mypy planner cost_models device_specs executors workloads edgefit edgefit_measure.py
 
 schemas: $(STAMP)
 	$(VENV)/bin/edgefit schemas --out docs/schemas

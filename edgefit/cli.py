@@ -121,6 +121,20 @@ def resolve_cmd(
         raise typer.Exit(EXIT_INFEASIBLE)
 
 
+@app.command("review")
+def review_cmd(
+    plan_file: Annotated[Path, typer.Argument(help="plan.json written by `plan`")],
+    report: Annotated[Path | None, Opt(help="report.json written by `edgefit apply` "
+                                        "(adds a measured-flash column)")] = None,
+) -> None:
+    """Inspect, edit and re-solve a plan in the terminal (keyboard first; ? for help)."""
+    from edgefit.review.app import run_review
+
+    code = run_review(plan_file, report)
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("apply")
 def apply_cmd(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by `plan`")],
@@ -141,6 +155,23 @@ def _apply(plan_file: Path, out_dir: Path) -> None:
     print_report(report)
     if not all(check["ok"] for check in report["checks"]):
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+@app.command("measure", context_settings={"allow_extra_args": True,
+                                          "ignore_unknown_options": True})
+def measure_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="an .onnx file")],
+) -> None:
+    """Time an ONNX model with onnxruntime: end to end, per node, peak RSS -> one JSON file.
+
+    The same as `python edgefit_measure.py MODEL ...` — that single file needs only numpy and
+    onnxruntime, so it can be copied to a board and run there. Options: --runs, --warmup,
+    --threads, --opt-level, --out (see `edgefit-measure --help`).
+    """
+    import edgefit_measure
+
+    raise typer.Exit(edgefit_measure.main([model, *ctx.args]))
 
 
 @app.command("devices")

@@ -102,12 +102,28 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     else:
         acc, unit, acc_prov = {}, "none", "no data: accuracy cost not estimated (all zero)"
     table = build_cost_table(graph, spec, profile, acc, unit)
+    if spec.kind == "host" and loaded.module is not None and calib is not None:
+        table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
     problem = build_problem(graph, table, solver_limits(budget.limits, budget.margin))
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin)
     base = base_plan(ctx, acc_prov)
     ctx.problem = problem_from_plan(base, pins, exclude)  # the same problem, pins applied
     ctx.result = solve(ctx.problem, options, backend=backend)
     return with_result(base, ctx.problem, ctx.result, pins), ctx
+
+
+def _measured_host_latency(loaded: LoadedModel, graph: LayerGraph, table: CostTable,
+                           options: list[str], x: np.ndarray) -> CostTable:
+    """On the host itself latency is measured, not modelled: per layer and option with
+    onnxruntime, cached in SQLite across runs and models."""
+    from cost_models.profile_cache import ProfileCache
+    from cost_models.profiler import profile_host, with_measured_latency
+    from edgefit.paths import cache_dir
+
+    with ProfileCache(cache_dir() / "profiles.sqlite") as cache:
+        measured = profile_host(loaded.torch_module(), loaded.input_shape, graph, options,
+                                cache, x[:128])
+    return with_measured_latency(table, measured, run_overhead=True)
 
 
 def _capture(loaded: LoadedModel) -> LayerGraph:

@@ -87,7 +87,10 @@ def _limits_table(plan: Plan) -> Table:
 
 
 def _print_infeasible(plan: Plan, con: Console) -> None:
-    assert plan.explanation is not None
+    if plan.explanation is None:  # e.g. hand-edited in `review` past a limit, not re-solved
+        con.print(f"The plan's status is {plan.status}: re-solve it (`edgefit resolve`) for an "
+                  "explanation.", style="bold")
+        return
     fmts = {metric: fmt for _, metric, fmt in LIMIT_ROWS}
     con.print("The budget cannot be met. What is reachable instead:", style="bold")
     for r in plan.explanation.relaxations:

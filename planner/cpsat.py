@@ -73,7 +73,7 @@ class _Model:
             for owner, n in step:
                 per_owner[owner] += n
             live: Any = sum(
-                n * c.act_bytes * self.x[owner, i]
+                math.ceil(n * c.act_bytes - 1e-9) * self.x[owner, i]
                 for owner, n in per_owner.items()
                 for i, c in enumerate(self.p.choices[owner])
             )
@@ -98,7 +98,8 @@ class _Model:
         if metric == "ram_bytes":
             weights = sum(max(_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[ly])
                           for ly in self.p.layers) if self.p.weights_in_ram else 0
-            live = max((sum(n * max(c.act_bytes for c in self.p.choices[o]) for o, n in step)
+            live = max((sum(math.ceil(n * max(c.act_bytes for c in self.p.choices[o]))
+                            for o, n in step)
                         for step in self.p.ram_steps), default=0)
             return weights + live + 1
         return sum(max(_up(c.metric(metric), metric) for c in self.p.choices[ly])

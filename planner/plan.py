@@ -46,7 +46,7 @@ class Alternative(_Strict):
     flash_bytes: float
     energy_mj: float
     acc_loss: float
-    act_bytes: int = Field(description="bytes per element of the activations this layer owns")
+    act_bytes: float = Field(description="bytes per element of the activations this layer owns")
 
 
 class LayerPlan(_Strict):

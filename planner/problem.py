@@ -15,7 +15,9 @@ class Choice:
     latency_ms: float
     flash_bytes: float
     energy_mj: float
-    act_bytes: int  # bytes per element of the tensors owned by this layer
+    # bytes per element of the tensors this layer owns, relative to the unpruned tensor (a layer
+    # that keeps half its channels at int8 has 0.5)
+    act_bytes: float
     acc_loss: float
 
     def metric(self, name: str) -> float:

@@ -90,8 +90,10 @@ def with_result(plan: Plan, problem: Problem, result: SolveResult,
     ram = _per_layer_ram(plan, problem, result) if result.feasible else {}
     for name, lp in plan.layers.items():
         pinned = lp.pinned or name in (pins or {})
-        if not result.feasible:
-            layers[name] = lp.model_copy(update={"option": None, "techniques": [],
+        if not result.feasible:  # keep pins: the user's decisions survive an infeasible try
+            pin = (pins or {}).get(name, lp.option if lp.pinned else None)
+            techniques = lp.alternative(pin).techniques if pin else []
+            layers[name] = lp.model_copy(update={"option": pin, "techniques": techniques,
                                                  "predicted": None, "pinned": pinned})
             continue
         alt = lp.alternative(result.picks[name])

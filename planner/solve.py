@@ -16,7 +16,9 @@ BACKENDS: tuple[str, ...] = ("cpsat", "cbc")
 
 def solve(problem: Problem, options: SolverOptions | None = None,
           hint: dict[str, str] | None = None, backend: str = "cpsat",
-          presolve: bool = True) -> SolveResult:
+          presolve: bool = True, explain: bool = True) -> SolveResult:
+    """explain: also find the binding limits (one more solve per limit, each within the time
+    limit); the time limit applies to each solve, not to the whole call."""
     considered = sum(len(c) for c in problem.choices.values())
     removed = 0
     if presolve:
@@ -35,7 +37,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
         raise PlanError(f"--solver {backend!r}: choose one of {', '.join(BACKENDS)}")
     result = dataclasses.replace(result, options_considered=considered,
                                  dominated_removed=removed)
-    return with_sensitivity(problem, result, options) if result.feasible else result
+    return with_sensitivity(problem, result, options) if result.feasible and explain else result
 
 
 def with_sensitivity(problem: Problem, result: SolveResult,

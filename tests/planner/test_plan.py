@@ -80,3 +80,10 @@ def test_margin_tightens_every_limit(lenet5_plan_factory) -> None:
                                      "ram_bytes": pytest.approx(57_600)}
     plan, _ = make_plan(budget, "test")
     assert plan.totals is not None and plan.totals.latency_ms <= 54.0
+
+
+def test_host_target_uses_measured_latency(lenet5_plan_factory) -> None:
+    plan, ctx = lenet5_plan_factory(target="host", latency="1s")
+    assert plan.provenance["latency"].startswith("measured on this host")
+    # every option of every layer carries a measured (positive) latency
+    assert all(c.latency_ms > 0 for row in ctx.table.options.values() for c in row)

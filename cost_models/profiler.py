@@ -1,0 +1,421 @@
+"""Measured per-layer latencies on this host, cached, in the shape the cost table uses.
+
+For each option, the *whole* model is built with every planned layer at that option (fp32 is
+the ``export_fp32`` export itself; the others go through ``quantize_onnx``) and measured by
+``edgefit_measure`` exactly as the command does on a device: onnxruntime CPU, 1 thread by
+default, ``ORT_ENABLE_ALL`` (what ``apply`` measures with), an unprofiled timed pass and a
+separate profiled pass. Node time is attributed to layers by ``edgefit_measure``'s rules: the
+layer's own (possibly fused) node; the activation Q/DQ/Cast chain feeding its input and the
+weight DequantizeLinear / Cast nodes it reads; the ops charged to it -- pooling, activations,
+reshapes -- which follow the graph's step owners (a module called once is mapped from its ONNX
+node's ``pkg.torch.onnx.name_scopes`` to its fx step and takes that step's owner; other nodes
+follow their first activation input, the same rule ``capture`` uses). ORT's profiler adds about
+2 µs to every node's ``dur``; that offset is calibrated on this machine (``edgefit_measure.
+calibrate``) and subtracted, so the per-layer numbers add up to the unprofiled end-to-end time
+(``Measured.closure`` says how well).
+
+Results are stored in a :class:`~cost_models.profile_cache.ProfileCache` keyed by the device
+fingerprint and a layer signature; a (layer, option) already there is not measured again, and
+when every layer of an option is cached the model is neither exported nor quantised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cost_models.graph import LayerGraph
+from cost_models.profile_cache import (
+    CachedProfile,
+    DeviceFingerprint,
+    LayerSignature,
+    ProfileCache,
+)
+from edgefit.errors import PlanError
+
+if TYPE_CHECKING:
+    from cost_models.analytical import CostTable
+
+
+def _import_measure() -> ModuleType:
+    """``edgefit_measure`` is a top-level script; import it, or load it from the project root."""
+    try:
+        import edgefit_measure
+
+        return edgefit_measure
+    except ImportError:
+        path = Path(__file__).resolve().parents[1] / "edgefit_measure.py"
+        spec = importlib.util.spec_from_file_location("edgefit_measure", path)
+        if spec is None or spec.loader is None:
+            raise
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["edgefit_measure"] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+if TYPE_CHECKING:
+    import edgefit_measure as em
+else:
+    em = _import_measure()
+
+METHOD = "uniform-model/ort-profile/calibrated/v1"
+"""Goes into every layer signature: a different measuring method never reuses a row."""
+
+DEFAULT_RUNS = 200
+DEFAULT_PROFILE_RUNS = 120
+DEFAULT_WARMUP = 20
+
+profiled_models = 0
+"""How many models :func:`profile_host` has measured in this process (cache hits add none)."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One (layer, option) latency measured on this host.
+
+    ``latency_ms``: the layer's time per inference with profiling overhead removed (median over
+    the profiled runs of the sum of its nodes, minus the calibrated per-node offset).
+    ``raw_ms``: the same sum as profiled. ``model_latency_ms``: unprofiled end-to-end median of
+    the uniform model it was measured in (``model``); ``closure``: (calibrated node sum +
+    ``run_overhead_ms``) / ``model_latency_ms`` for that model. ``cached``: read from the cache
+    rather than measured by this call.
+    """
+
+    layer: str
+    option: str
+    latency_ms: float
+    runs: int
+    fingerprint: DeviceFingerprint
+    measured_at: str
+    source: str = "measured"
+    cached: bool = False
+    raw_ms: float | None = None
+    nodes: tuple[str, ...] = ()
+    model: str | None = None
+    model_latency_ms: float | None = None
+    run_overhead_ms: float | None = None
+    closure: float | None = None
+    format_version: int = 0
+
+
+# --------------------------------------------------------------------------------------------
+# keys
+
+
+def host_fingerprint(threads: int = 1, opt_level: str = "all") -> DeviceFingerprint:
+    """This machine as the cache sees it (CPU model as the host probe reads it)."""
+    import onnxruntime as ort
+
+    return DeviceFingerprint(cpu_model=em.cpu_model(), cores=os.cpu_count() or 1,
+                             ort_version=ort.__version__, threads=int(threads),
+                             opt_level=opt_level)
+
+
+def layer_signatures(model: nn.Module, input_shape: tuple[int, ...],
+                     graph: LayerGraph) -> dict[str, LayerSignature]:
+    """Each planned layer's signature (shapes from one forward pass at batch 1)."""
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    handles = []
+    for name in graph.layer_names:
+        if name not in modules:
+            raise PlanError(f"layer {name!r} of the graph is not a module of the model")
+
+        def hook(_m: nn.Module, args: tuple[Any, ...], out: Any, name: str = name) -> None:
+            shapes.setdefault(name, (tuple(args[0].shape), tuple(out.shape)))
+
+        handles.append(modules[name].register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *input_shape)))
+    finally:
+        for h in handles:
+            h.remove()
+    charged: dict[str, list[str]] = {name: [] for name in graph.layer_names}
+    for step in graph.steps:
+        if step.kind != "layer" and step.owner in charged:
+            charged[step.owner].append(f"{step.kind}:{step.op}:{graph.tensors[step.output].numel}")
+    sigs = {}
+    for name in graph.layer_names:
+        mod = modules[name]
+        conv: tuple[tuple[str, str], ...] = ()
+        if isinstance(mod, nn.modules.conv._ConvNd):
+            conv = tuple((k, str(getattr(mod, k))) for k in
+                         ("kernel_size", "stride", "padding", "dilation", "groups"))
+        weight = getattr(mod, "weight", None)
+        if name not in shapes:
+            raise PlanError(f"layer {name!r} did not run in a forward pass of the model")
+        sigs[name] = LayerSignature(
+            op_type=type(mod).__name__,
+            input_shape=shapes[name][0],
+            output_shape=shapes[name][1],
+            weight_shape=tuple(weight.shape) if isinstance(weight, torch.Tensor) else (),
+            bias=getattr(mod, "bias", None) is not None,
+            conv=conv,
+            charged=tuple(charged[name]),
+            method=METHOD,
+        )
+    return sigs
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX node -> graph step owner
+
+
+def _fx_name(module: str) -> str:
+    """The name torch.fx gives a module's (first) call node: snake_case, '.' -> '_'."""
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", module).lower()
+    name = re.sub(r"[^0-9a-zA-Z_]", "_", snake)
+    return f"_{name}" if name[:1].isdigit() else name
+
+
+def step_owner_overrides(onnx_graph: Any, graph: LayerGraph) -> dict[str, str]:
+    """{ONNX node name: layer} for nodes whose torch module maps to exactly one graph step.
+
+    Only modules that appear in one ONNX node (so called once) are mapped; the step is found
+    by its fx name, and its owner is the layer the planner charges it to. Nodes inside a layer
+    module are handled by ``edgefit_measure`` itself.
+    """
+    layers = set(graph.layer_names)
+    per_module: dict[str, list[str]] = {}
+    for node in onnx_graph.nodes:
+        scopes = node.scopes
+        if scopes and len(scopes) >= 2 and scopes[-2] and scopes[-2] not in layers:
+            per_module.setdefault(scopes[-2], []).append(node.name)
+    steps = {s.name: s for s in graph.steps}
+    out: dict[str, str] = {}
+    for module, names in per_module.items():
+        step = steps.get(_fx_name(module))
+        if len(names) == 1 and step is not None and step.kind != "layer" and step.owner:
+            out[names[0]] = step.owner
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# profiling
+
+
+def _from_cache(layer: str, hit: CachedProfile) -> Measured:
+    x = hit.extra
+    return Measured(
+        layer=layer, option=hit.option, latency_ms=hit.median_ms, runs=hit.runs,
+        fingerprint=hit.fingerprint, measured_at=hit.measured_at, cached=True,
+        raw_ms=x.get("raw_ms"), nodes=tuple(x.get("nodes", ())), model=x.get("model"),
+        model_latency_ms=x.get("model_latency_ms"), run_overhead_ms=x.get("run_overhead_ms"),
+        closure=x.get("closure"), format_version=hit.format_version,
+    )
+
+
+def _build(option: str, fp32: Path, out_dir: Path, layers: Sequence[str],
+           calibration: np.ndarray) -> Path:
+    if option == "fp32":
+        return fp32
+    from executors.onnx_quant import quantize_onnx
+
+    path = out_dir / f"model.{option}.onnx"
+    quantize_onnx(fp32, path, {name: option for name in layers}, calibration)
+    return path
+
+
+def profile_host(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    graph: LayerGraph,
+    options: list[str],
+    cache: ProfileCache,
+    calibration: np.ndarray,
+    progress: bool = True,
+    *,
+    runs: int = DEFAULT_RUNS,
+    profile_runs: int = DEFAULT_PROFILE_RUNS,
+    warmup: int = DEFAULT_WARMUP,
+    threads: int = 1,
+    opt_level: str = "all",
+) -> dict[tuple[str, str], Measured]:
+    """Measured latency of every (layer, option) on this host; see the module docstring.
+
+    ``calibration``: model inputs (N, *input_shape) for int8 activation ranges (only used when
+    ``int8`` is among ``options``). An option whose layers are all cached (by a measurement of
+    the current ``edgefit_measure.FORMAT_VERSION``) is not measured; otherwise the uniform model
+    is measured once and every layer's row is (re)written.
+    """
+    global profiled_models
+    from executors.quant_math import OPTIONS
+
+    unknown = [o for o in options if o not in OPTIONS]
+    if unknown:
+        raise PlanError(f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(OPTIONS)}")
+    layers = graph.layer_names
+    fp = host_fingerprint(threads, opt_level)
+    sigs = layer_signatures(model, input_shape, graph)
+    result: dict[tuple[str, str], Measured] = {}
+    todo: list[str] = []
+    for option in dict.fromkeys(options):
+        hits = {name: cache.get(fp, sigs[name], option) for name in layers}
+        if all(h is not None and h.format_version == em.FORMAT_VERSION for h in hits.values()):
+            for name, hit in hits.items():
+                assert hit is not None
+                result[(name, option)] = _from_cache(name, hit)
+        else:
+            todo.append(option)
+    if not todo:
+        return result
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from executors.apply import export_fp32
+
+    bar = Progress(TextColumn("[bold]profile[/] {task.description}"), BarColumn(),
+                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True, disable=not progress)
+    with tempfile.TemporaryDirectory(prefix="edgefit-profile-") as tmp, bar:
+        task = bar.add_task("export fp32", total=1 + 2 * len(todo))
+        fp32 = Path(tmp) / "model.fp32.onnx"
+        export_fp32(model, input_shape, fp32)
+        _check_layer_names(fp32, graph)
+        overhead = em.calibrate(threads, opt_level)
+        bar.advance(task)
+        for option in todo:
+            bar.update(task, description=f"build {option}")
+            path = _build(option, fp32, Path(tmp), layers, calibration)
+            bar.advance(task)
+            bar.update(task, description=f"measure {option}")
+            overrides = step_owner_overrides(em.read_graph(path), graph)
+            try:
+                m = em.measure(path, runs, warmup, threads, opt_level, profile_runs=profile_runs,
+                               profile_warmup=warmup, owners=overrides, calibration=overhead)
+            except em.MeasureError as exc:
+                raise PlanError(f"profiling {graph.model} at {option}: {exc}") from None
+            profiled_models += 1
+            bar.advance(task)
+            result.update(_store(m, option, graph, fp, sigs, cache))
+    return result
+
+
+def _check_layer_names(path: Path, graph: LayerGraph) -> None:
+    named = em.read_graph(path).metadata.get(em.LAYERS_KEY)
+    got = json.loads(named) if named else []
+    if got != graph.layer_names:
+        raise PlanError(
+            f"the ONNX export of {graph.model} names its layers {', '.join(got) or '(none)'}, "
+            f"the graph has {', '.join(graph.layer_names)} (a BatchNorm folded into its conv "
+            "gives the conv the BatchNorm's name); cannot attribute time to the graph's layers"
+        )
+
+
+def _store(m: Mapping[str, Any], option: str, graph: LayerGraph, fp: DeviceFingerprint,
+           sigs: Mapping[str, LayerSignature], cache: ProfileCache
+           ) -> dict[tuple[str, str], Measured]:
+    empty = [name for name in graph.layer_names if not m["layers"].get(name, {}).get("nodes")]
+    if empty:
+        raise PlanError(f"profiling {graph.model} at {option}: no onnxruntime node was "
+                        f"attributed to layer(s) {', '.join(empty)}")
+    model_ms = float(m["latency_ms"]["median"])
+    run_overhead_ms = float(m["calibration"]["run_overhead_us"]) / 1e3
+    closure = m["closure"]["ratio"]
+    runs = int(m["profile"]["runs"])
+    stamp = str(m["timestamp"])
+    out: dict[tuple[str, str], Measured] = {}
+    rows = []
+    for name in graph.layer_names:
+        entry = m["layers"][name]
+        extra = {"model": graph.model, "raw_ms": entry["median_us"] / 1e3,
+                 "nodes": list(entry["nodes"]), "model_latency_ms": model_ms,
+                 "run_overhead_ms": run_overhead_ms, "closure": closure}
+        latency = float(entry["calibrated_ms"])
+        rows.append((fp, sigs[name], option, latency, runs, em.FORMAT_VERSION, extra, stamp))
+        out[(name, option)] = Measured(
+            layer=name, option=option, latency_ms=latency, runs=runs, fingerprint=fp,
+            measured_at=stamp, raw_ms=extra["raw_ms"], nodes=tuple(entry["nodes"]),
+            model=graph.model, model_latency_ms=model_ms, run_overhead_ms=run_overhead_ms,
+            closure=closure, format_version=em.FORMAT_VERSION,
+        )
+    cache.put_many(rows)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# into the cost table
+
+
+def latency_overrides(measured: Mapping[tuple[str, str], Measured]) -> dict[tuple[str, str], float]:
+    """{(layer, option): latency_ms}: the per-layer latency a CostTable row should carry."""
+    return {key: m.latency_ms for key, m in measured.items()}
+
+
+def with_measured_latency(table: CostTable, measured: Mapping[tuple[str, str], Measured],
+                          run_overhead: bool = False) -> CostTable:
+    """A copy of ``table`` whose (layer, option) latencies (and energy = power x latency) are
+    the measured ones; rows not measured keep the analytical value. ``run_overhead=True`` also
+    takes the per-inference overhead from the measurement (calibrated ``session.run`` cost)."""
+    over = latency_overrides(measured)
+    options = {
+        layer: [dataclasses.replace(c, latency_ms=over[(layer, c.option)],
+                                    energy_mj=table.power_w * over[(layer, c.option)])
+                if (layer, c.option) in over else c for c in row]
+        for layer, row in table.options.items()
+    }
+    hit = sorted({o for (layer, o) in over if layer in table.options})
+    provenance = dict(table.provenance)
+    if hit:
+        fp = next(iter(measured.values())).fingerprint
+        provenance["latency"] = (
+            f"measured on this host for {', '.join(hit)} ({fp.cpu_model}, {fp.cores} cores, "
+            f"onnxruntime {fp.ort_version}, {fp.threads} thread(s), opt level {fp.opt_level}; "
+            "whole model at each option, onnxruntime node profile attributed to layers, "
+            "profiling offset calibrated out); other options: " + table.provenance.get(
+                "latency", "analytical"))
+    overhead = table.run_overhead_ms
+    if run_overhead:
+        values = [m.run_overhead_ms for m in measured.values() if m.run_overhead_ms is not None]
+        if values:
+            overhead = float(np.median(values))
+    return dataclasses.replace(table, options=options, provenance=provenance,
+                               run_overhead_ms=overhead)
+
+
+def summarize(measured: Mapping[tuple[str, str], Measured],
+              options: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Rows for printing: one per layer, latency_ms per option, plus a total row per option."""
+    opts = list(options) if options is not None else sorted({o for _, o in measured})
+    layers = list(dict.fromkeys(layer for layer, _ in measured))
+    rows: list[dict[str, Any]] = [
+        {"layer": layer, **{o: measured[(layer, o)].latency_ms for o in opts
+                            if (layer, o) in measured}} for layer in layers
+    ]
+    rows.append({"layer": "sum of layers", **{
+        o: sum(measured[(layer, o)].latency_ms for layer in layers if (layer, o) in measured)
+        for o in opts}})
+    rows.append({"layer": "end-to-end (measured)", **{
+        o: next((m.model_latency_ms for (_, mo), m in measured.items() if mo == o), None)
+        for o in opts}})
+    return rows
+
+
+__all__ = [
+    "METHOD",
+    "Measured",
+    "host_fingerprint",
+    "latency_overrides",
+    "layer_signatures",
+    "profile_host",
+    "step_owner_overrides",
+    "summarize",
+    "with_measured_latency",
+]
