@@ -1,19 +1,19 @@
 """PuLP / CBC backend over the same Problem as CP-SAT: data -> variables -> constraints ->
-objective -> solve -> extract. Exact in floating point (no integer scaling); used to cross-check
-CP-SAT and as the `--solver cbc` choice.
+objective -> solve -> extract. It uses the same integer data as CP-SAT (costs rounded up and
+limits down at the stated resolution), so both backends answer exactly the same question and
+must agree; used to cross-check CP-SAT and as the `--solver cbc` choice.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import pulp
 
-from planner.cpsat import BINDING_FRACTION, SolverOptions
+from planner.cpsat import BINDING_FRACTION, RESOLUTION, SolverOptions, _down, _up
 from planner.problem import ADDITIVE, Choice, Problem
 from planner.result import SolveResult
-
-_EPS = 1e-9
 
 
 class _Model:
@@ -31,7 +31,7 @@ class _Model:
         self.expr = {m: self._additive(m) for m in (*ADDITIVE, "acc_loss")}
         self.steps = self._ram_steps()
         for metric, limit in limits.items():
-            room = limit - problem.fixed.get(metric, 0.0) + _EPS
+            room = _down(limit, metric) - _up(problem.fixed.get(metric, 0.0), metric)
             if metric == "ram_bytes":
                 for k, step in enumerate(self.steps):
                     self.m += step <= room, f"ram_{k}"
@@ -39,8 +39,8 @@ class _Model:
                 self.m += self.expr[metric] <= room, f"limit_{metric}"
 
     def _additive(self, metric: str) -> pulp.LpAffineExpression:
-        def value(c: Choice) -> float:
-            return c.acc_loss if metric == "acc_loss" else c.metric(metric)
+        def value(c: Choice) -> int:
+            return _up(c.acc_loss if metric == "acc_loss" else c.metric(metric), metric)
 
         return pulp.lpSum(value(c) * self.x[layer, i]
                           for layer in self.p.layers
@@ -50,7 +50,7 @@ class _Model:
         weights = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
         steps = []
         for step in self.p.ram_steps or ((),):
-            live = pulp.lpSum(n * c.act_bytes * self.x[owner, i]
+            live = pulp.lpSum(math.ceil(n * c.act_bytes - 1e-9) * self.x[owner, i]
                               for owner, n in step
                               for i, c in enumerate(self.p.choices[owner]))
             steps.append(live + weights)
@@ -90,9 +90,9 @@ def solve(problem: Problem, options: SolverOptions | None = None,
 
         # the explanation is the same question for either backend; CP-SAT answers it
         return explain(problem, status, options, start, considered, backend="cbc")
-    best = pulp.value(first.expr["acc_loss"]) or 0.0
+    best = round(pulp.value(first.expr["acc_loss"]) or 0.0)  # integer loss units
     second = _Model(problem, problem.limits, "cost")
-    second.m += second.expr["acc_loss"] <= best + 1e-9 + 1e-9 * abs(best)
+    second.m += second.expr["acc_loss"] <= best
     second.m += _tie_break(second)
     status2 = second.solve(options)
     picks = second.picks() if status2 in ("OPTIMAL", "FEASIBLE") else first.picks()
@@ -106,7 +106,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
                       if totals[m] >= BINDING_FRACTION * lim),
         wall_time_s=time.perf_counter() - start,
         backend="cbc",
-        resolution={},
+        resolution=dict(RESOLUTION),
         options_considered=considered,
         gap=0.0 if exact else None,
     )
