@@ -29,11 +29,8 @@ to 1 (a symbolic or batch-1 input), or divided by a fixed batch N > 1.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import onnx
@@ -42,7 +39,7 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from edgefit.errors import ModelLoadError
-from executors.onnx_quant import LAYERS_KEY, WEIGHTED_OPS
+from executors.onnx_quant import LAYERS_KEY, WEIGHTED_OPS, save_atomic, set_meta
 
 ALIAS_OPS = frozenset(
     {"Relu", "Clip", "Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze"}
@@ -186,28 +183,6 @@ def _name_layers(model: onnx.ModelProto) -> list[str]:
     return [names[i] for i in layer_idx]
 
 
-def _set_meta(model: onnx.ModelProto, key: str, value: str) -> None:
-    for prop in model.metadata_props:
-        if prop.key == key:
-            prop.value = value
-            return
-    entry = model.metadata_props.add()
-    entry.key, entry.value = key, value
-
-
-def _atomic_save(model: onnx.ModelProto, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def prepare_onnx(src: Path, dst: Path) -> list[str]:
     """Validate ``src``, name its layer nodes, write the plannable copy to ``dst``.
 
@@ -228,10 +203,10 @@ def prepare_onnx(src: Path, dst: Path) -> list[str]:
         raise ModelLoadError(
             f"{where}: no Conv/Gemm/MatMul node with a float32 initializer weight to plan"
         )
-    _set_meta(model, LAYERS_KEY, json.dumps(layers))
+    set_meta(model, LAYERS_KEY, json.dumps(layers))
     if model.ByteSize() > _MAX_PROTO_BYTES:
         raise ModelLoadError(f"{where}: the model is larger than 2 GB, which is not supported")
-    _atomic_save(model, dst)
+    save_atomic(model, dst)
     return layers
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from device_specs.schema import DeviceSpec
+from edgefit.fsutil import atomic_write_text
 from edgefit.yamlio import validate
 
 PROBE_VERSION = 1
@@ -213,8 +214,5 @@ def host_spec() -> DeviceSpec:
         data = yaml.safe_load(path.read_text())
     else:
         data = probe()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-        os.replace(tmp, path)
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
     return validate(data, DeviceSpec, path=path)

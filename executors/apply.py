@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from cost_models.capture import capture
 from cost_models.graph import LayerGraph
 from device_specs.host import host_spec
 from edgefit.errors import PlanError
+from edgefit.fsutil import atomic_path
 from edgefit.planning import build_problem, calibration_split
 from executors import measure
 from executors.fakequant import quantized_copy
@@ -55,9 +55,8 @@ def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> N
                           input_names=["input"], output_names=["logits"], verbose=False)
         proto = onnx.load(str(raw))
     name_nodes_by_module(proto)
-    tmp_path = path.with_suffix(".tmp")
-    onnx.save(proto, str(tmp_path))
-    os.replace(tmp_path, path)
+    with atomic_path(path) as tmp_path:
+        onnx.save(proto, str(tmp_path))
 
 
 def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:

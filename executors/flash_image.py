@@ -22,17 +22,16 @@ So ``file size == 12 + header_len + sum(stored_weight_bytes + stored_bias_bytes)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgefit.errors import PlanError
+from edgefit.fsutil import atomic_write_bytes
 from executors import quant_math as qm
 
 MAGIC = b"EDGEFIT1"
@@ -150,23 +149,8 @@ def write_flash_image(path: str | os.PathLike, layers: list[FlashLayer]) -> None
     hbytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
     if len(hbytes) >= 2**32:
         raise PlanError(f"flash image header too large ({len(hbytes)} bytes)")
-    _atomic_write(path, [MAGIC, struct.pack("<I", len(hbytes)), hbytes, *payload])
-
-
-def _atomic_write(path: Path, chunks: list[bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, b"".join([MAGIC, struct.pack("<I", len(hbytes)), hbytes, *payload]),
+                       fsync=True)
 
 
 def _read_raw(path: Path) -> tuple[dict, memoryview, int]:

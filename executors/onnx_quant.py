@@ -38,9 +38,7 @@ planned layer, ``fp32`` for those the plan leaves out).
 from __future__ import annotations
 
 import ast
-import contextlib
 import json
-import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -52,6 +50,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgefit.errors import PlanError
+from edgefit.fsutil import atomic_path
 from executors import quant_math as qm
 
 LAYERS_KEY = "edgefit.layers"
@@ -157,7 +156,7 @@ def name_nodes_by_module(model: onnx.ModelProto) -> dict[str, str]:
         if id(node) in layer_nodes:
             node.name = layer_nodes[id(node)]
             result[node.name] = node.op_type
-    _set_meta(model, LAYERS_KEY, json.dumps(list(result)))
+    set_meta(model, LAYERS_KEY, json.dumps(list(result)))
     return result
 
 
@@ -181,7 +180,7 @@ def _meta(model: onnx.ModelProto, key: str) -> str | None:
     return None
 
 
-def _set_meta(model: onnx.ModelProto, key: str, value: str) -> None:
+def set_meta(model: onnx.ModelProto, key: str, value: str) -> None:
     for prop in model.metadata_props:
         if prop.key == key:
             prop.value = value
@@ -532,17 +531,9 @@ def _load(path: Path) -> onnx.ModelProto:
         raise PlanError(f"cannot read ONNX model {path}: {str(exc).splitlines()[0]}") from None
 
 
-def _atomic_save(model: onnx.ModelProto, out_path: Path) -> None:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def save_atomic(model: onnx.ModelProto, out_path: Path) -> None:
+    with atomic_path(out_path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def validate_options(options: dict[str, str], layers: Iterable[str]) -> dict[str, str]:
@@ -602,14 +593,14 @@ def quantize_onnx(
     for node in model.graph.node:
         if node.name in node_meta and not node.metadata_props:
             node.metadata_props.extend(node_meta[node.name])
-    _set_meta(model, LAYERS_KEY, json.dumps(layers))
-    _set_meta(model, OPTIONS_KEY, json.dumps(full))
+    set_meta(model, LAYERS_KEY, json.dumps(layers))
+    set_meta(model, OPTIONS_KEY, json.dumps(full))
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PlanError(f"quantised model for {where} is invalid: {first}") from None
-    _atomic_save(model, out_path)
+    save_atomic(model, out_path)
 
 
 ORT_SESSION_CONFIG: dict[str, str] = {"session.qdq_matmulnbits_accuracy_level": "0"}

@@ -7,6 +7,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgefit.fsutil import atomic_path
 from planner.cpsat import SolverOptions, minimize_metric
 from planner.problem import Problem
 from planner.solve import solve
@@ -114,7 +115,6 @@ def plot(points: list[FrontPoint], metrics: list[str], chosen: dict[str, float] 
     ax.set_title(title, fontsize=9)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)

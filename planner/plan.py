@@ -6,8 +6,6 @@ The planner writes it, the CLI prints it, the TUI edits it, executors consume it
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_specs.budget import Limits
 from edgefit.errors import PlanError, SpecError
+from edgefit.fsutil import atomic_write_text
 from edgefit.yamlio import describe
 from executors.quantize import QuantizeConfig
 
@@ -182,18 +181,3 @@ class Plan(_Strict):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise SpecError(describe(exc, path, None, cls)) from None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a plan or schema is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

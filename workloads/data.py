@@ -18,7 +18,6 @@ import gzip
 import json
 import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 import platformdirs
 
 from edgefit.errors import DataError
+from edgefit.fsutil import atomic_path
 
 __all__ = [
     "DATASETS",
@@ -623,16 +623,8 @@ def _read_mnist_cache(cache: Path, files: list[Path]) -> tuple[np.ndarray, np.nd
 def _write_mnist_cache(cache: Path, x8: np.ndarray, y: np.ndarray) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".mnist-", suffix=".npz", dir=cache.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, x=x8, y=y)
-            os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the data dir may be shared
-            os.replace(tmp, cache)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, x=x8, y=y)
     except OSError:
         pass  # a read-only data dir only costs speed
 

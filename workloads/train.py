@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgefit.fsutil import atomic_path, atomic_write_text
 from edgefit.paths import cache_dir
 from workloads.data import Dataset, load_dataset
 from workloads.zoo import ZOO, ZooEntry
@@ -90,18 +90,11 @@ def train(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        with atomic_path(path) as tmp:
             torch.save(obj, tmp)
-        else:
-            Path(tmp).write_text(json.dumps(obj, indent=2))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    else:
+        atomic_write_text(path, json.dumps(obj, indent=2))
 
 
 def pretrained(name: str) -> TrainedModel:
