@@ -18,8 +18,8 @@ import time
 
 import pulp
 
-from planner.cpsat import SolverOptions
 from planner.problem import Choice, Problem
+from planner.result import SolverOptions
 from planner.solve import solve
 
 BITS = (2, 3, 4, 5, 6, 8, 16, 32)

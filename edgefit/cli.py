@@ -66,8 +66,8 @@ def plan_cmd(
     )
     from edgefit.planning import make_plan
     from edgefit.report import print_plan
-    from planner.cpsat import SolverOptions
     from planner.resolve import parse_pins
+    from planner.result import SolverOptions
 
     metrics = _pareto_metrics(pareto) if pareto else None
     plan, ctx = make_plan(resolved.budget, resolved.model_origin,
@@ -104,9 +104,9 @@ def resolve_cmd(
     """Solve a plan again from plan.json alone (no model needed): pins, exclusions, limits."""
     from edgefit.budgeting import merge_limits
     from edgefit.report import print_plan
-    from planner.cpsat import SolverOptions
     from planner.plan import Plan
     from planner.resolve import parse_pins, resolve
+    from planner.result import SolverOptions
 
     plan = Plan.load(plan_file)
     limits = merge_limits(plan.limits, {"latency": max_latency, "flash": max_flash,

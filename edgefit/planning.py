@@ -17,10 +17,9 @@ from device_specs.schema import DeviceSpec, Kernel
 from edgefit.errors import SpecError
 from executors.quantize import QuantizeConfig, onnx_option
 from planner import plan as plan_schema
-from planner.cpsat import SolverOptions
 from planner.problem import Choice, Problem
 from planner.resolve import problem_from_plan, solver_limits, with_result
-from planner.result import SolveResult
+from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
 from workloads.models import LoadedModel
 

@@ -9,25 +9,17 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 from ortools.sat.python import cp_model
 
 from planner.problem import ADDITIVE, Problem
-from planner.result import Relaxation, SolveResult
+from planner.result import Relaxation, SolveResult, SolverOptions
 
 # Integer unit of each quantity inside the solver (ms, bytes, mJ, loss units).
 RESOLUTION = {"latency_ms": 1e-4, "flash_bytes": 1.0, "ram_bytes": 1.0, "energy_mj": 1e-6,
               "acc_loss": 1e-9}
 BINDING_FRACTION = 0.99
-
-
-@dataclass(frozen=True)
-class SolverOptions:
-    time_limit_s: float = 10.0
-    workers: int = 4  # CP-SAT's portfolio helps even on 2 cores
-    relative_gap: float = 0.0
 
 
 def _up(value: float, metric: str) -> int:

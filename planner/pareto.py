@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgefit.fsutil import atomic_path
-from planner.cpsat import SolverOptions, minimize_metric
+from planner.cpsat import minimize_metric
 from planner.problem import Problem
+from planner.result import SolverOptions
 from planner.solve import solve
 
 PARETO_METRICS = {"latency": "latency_ms", "flash": "flash_bytes", "ram": "ram_bytes",

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 
 from device_specs.budget import Limits
 from edgefit.errors import PlanError
-from planner.cpsat import SolverOptions
 from planner.plan import (
     Alternative,
     Costs,
@@ -21,7 +20,7 @@ from planner.plan import (
     SolverInfo,
 )
 from planner.problem import Choice, Problem
-from planner.result import SolveResult
+from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
 
 LIMIT_METRIC = {"latency": "latency_ms", "flash": "flash_bytes", "ram": "ram_bytes",

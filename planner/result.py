@@ -36,3 +36,10 @@ class SolveResult:
     @property
     def feasible(self) -> bool:
         return self.status in ("OPTIMAL", "FEASIBLE")
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    time_limit_s: float = 10.0
+    workers: int = 4  # CP-SAT's portfolio helps even on 2 cores
+    relative_gap: float = 0.0

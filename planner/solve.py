@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from planner.cpsat import SolverOptions
 from planner.presolve import remove_dominated
 from planner.problem import Problem
-from planner.result import SolveResult
+from planner.result import SolveResult, SolverOptions
 
 Backend = Literal["cpsat", "cbc"]
 BACKENDS: tuple[str, ...] = ("cpsat", "cbc")

@@ -642,8 +642,8 @@ class ReviewApp(App[int]):
     @work(thread=True, exclusive=True, group="solve", exit_on_error=False)
     def _solve_worker(self, plan: Plan, excluded: tuple[str, ...]) -> None:
         try:
-            from planner.cpsat import SolverOptions  # OR-Tools: only when asked to solve
             from planner.resolve import resolve
+            from planner.result import SolverOptions
 
             new = resolve(plan, pins=m.pins(plan), exclude=excluded,
                           options=SolverOptions(time_limit_s=self.time_limit_s))

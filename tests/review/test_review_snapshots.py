@@ -1,9 +1,6 @@
-"""Screens of `edgefit review` as text snapshots, plus what the SVG screenshot contains.
-
-pytest-textual-snapshot 1.1.0 pins syrupy 4.8.0, which requires pytest < 9 (this project pins
-pytest 9.2), so the snapshots are plain text of the screen (snapshots/*.txt, rewritten with
-EDGEFIT_UPDATE_SNAPSHOTS=1) and the SVG from `export_screenshot()` is checked for its text.
-"""
+"""Screens of `edgefit review` as text snapshots (snapshots/*.txt, rewritten with
+EDGEFIT_UPDATE_SNAPSHOTS=1), plus what the SVG screenshot contains. The SVG snapshots proper
+are in test_review_svg_snapshots.py (pytest-textual-snapshot)."""
 
 from __future__ import annotations
 
