@@ -104,7 +104,7 @@ def format_bytes(fmt: str, n: int, nnz: int, rows: int, value_bits: int) -> int:
 
 def sparse_bytes(n: int, nnz: int, rows: int, value_bits: int,
                  formats: Sequence[str] = FORMATS) -> tuple[str, int]:
-    """``(format, bytes)`` of the smallest of ``formats`` (default bitmask vs CSR; first wins a tie).
+    """``(format, bytes)``: the smallest of ``formats`` (default bitmask vs CSR; ties: first).
 
     Exactly ``len(encode(...)[1])`` for an array with these sizes. Pass
     ``formats=("bitmask", "csr", "dense")`` to let dense storage win where it is smaller.
