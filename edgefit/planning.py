@@ -168,7 +168,7 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
             option=None, op_type=layer.op_type, op_class=layer.op_class, params=layer.params,
             macs=layer.macs, predicted=None,
             alternatives=[plan_schema.Alternative(
-                option=c.option, techniques=technique_configs(kernels[c.option]),
+                option=c.option, techniques=list(technique_configs(kernels[c.option])),
                 latency_ms=c.latency_ms, flash_bytes=c.flash_bytes, energy_mj=c.energy_mj,
                 acc_loss=c.acc_loss, act_bytes=c.act_bytes) for c in table.options[layer.name]],
         )

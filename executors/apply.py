@@ -30,7 +30,7 @@ from executors import measure
 from executors.fakequant import quantized_copy
 from executors.flash_image import FlashLayer, payload_bytes, read_flash_image, write_flash_image
 from executors.onnx_quant import inspect_onnx, name_nodes_by_module, quantize_onnx
-from executors.quantize import onnx_option
+from executors.quantize import onnx_option, quantize_config, weight_precision
 from planner.plan import Plan, atomic_write_text
 from workloads.data import Dataset
 from workloads.models import LoadedModel, load_model_ref
@@ -151,7 +151,8 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
     graph = capture(module, loaded.input_shape, loaded.name)
     if list(plan.layers) != graph.layer_names:
         raise PlanError("the plan's layers do not match the model's; re-run `plan`")
-    configs = {name: lp.techniques[-1] for name, lp in plan.layers.items() if lp.techniques}
+    configs = {name: cfg for name, lp in plan.layers.items()
+               if (cfg := quantize_config(lp.techniques)) is not None}
     compressed = quantized_copy(module, configs, calib_x)
     fp32_onnx, runnable = out_dir / "model.fp32.onnx", out_dir / "model.onnx"
     export_fp32(module, loaded.input_shape, fp32_onnx)
@@ -208,7 +209,7 @@ def onnx_flash_layers(path: Path, plan: Plan) -> list[FlashLayer]:
             add = consumers.get(node.output[0], [])
             if len(add) == 1 and add[0].op_type == "Add":
                 bias = next((inits[t] for t in add[0].input if t in inits), None)
-        weights = lp.techniques[-1].weights if lp.techniques else "fp32"
+        weights = weight_precision(lp.techniques)
         layers.append(FlashLayer(name, weights, np.ascontiguousarray(w),
                                  None if bias is None else bias.astype(np.float32).reshape(-1)))
     return layers
@@ -236,7 +237,7 @@ def _flash_layers(model: nn.Module, plan: Plan) -> list[FlashLayer]:
     layers = []
     for name, lp in plan.layers.items():
         mod = modules[name]
-        weights = lp.techniques[-1].weights if lp.techniques else "fp32"
+        weights = weight_precision(lp.techniques)
         bias = getattr(mod, "bias", None)
         layers.append(FlashLayer(
             name=name, option=weights,
@@ -253,7 +254,7 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
     in_image = {s.name: s for s in read_flash_image(image)}
     rows, problems = [], []
     for name, lp in plan.layers.items():
-        weights = lp.techniques[-1].weights if lp.techniques else "fp32"
+        weights = weight_precision(lp.techniques)
         o, f = in_onnx.get(name), in_image.get(name)
         row = {
             "layer": name, "planned": lp.option,

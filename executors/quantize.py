@@ -8,6 +8,7 @@ the ONNX writer and the flash image.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -76,13 +77,23 @@ class ActivationFakeQuant:
         return torch.clamp(torch.round(output / scale), -127, 127) * scale
 
 
-def onnx_option(configs: list[QuantizeConfig]) -> str:
+def quantize_config(techniques: Sequence[Any]) -> QuantizeConfig | None:
+    """The layer's quantisation among its techniques (None: left in fp32)."""
+    return next((t for t in techniques if isinstance(t, QuantizeConfig)), None)
+
+
+def weight_precision(techniques: Sequence[Any]) -> str:
+    cfg = quantize_config(techniques)
+    return "fp32" if cfg is None else cfg.weights
+
+
+def onnx_option(configs: Sequence[Any]) -> str:
     """The storage/graph form of a layer in the runnable ONNX (executors.onnx_quant options)."""
     from edgefit.errors import PlanError
 
-    if not configs:
+    cfg = quantize_config(configs)
+    if cfg is None:
         return "fp32"
-    cfg = configs[-1]
     if cfg.weights == "int8" and cfg.activations == "int8":
         return "int8"
     if cfg.weights in ("fp16", "int4"):

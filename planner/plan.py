@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -15,7 +15,14 @@ from device_specs.budget import Limits
 from edgefit.errors import PlanError, SpecError
 from edgefit.fsutil import atomic_write_text
 from edgefit.yamlio import describe
+from executors.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig
 from executors.quantize import QuantizeConfig
+
+# Every technique's frozen config, told apart by its `technique` field.
+TechniqueConfig = Annotated[
+    QuantizeConfig | UnstructuredPruneConfig | NMPruneConfig | ChannelPruneConfig,
+    Field(discriminator="technique"),
+]
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -40,7 +47,7 @@ class Alternative(_Strict):
     """One option the layer could take, with its predicted costs (what re-solving needs)."""
 
     option: str
-    techniques: list[QuantizeConfig] = Field(default_factory=list)
+    techniques: list[TechniqueConfig] = Field(default_factory=list)
     latency_ms: float
     flash_bytes: float
     energy_mj: float
@@ -50,7 +57,7 @@ class Alternative(_Strict):
 
 class LayerPlan(_Strict):
     option: str | None = Field(description="the chosen option; null when the plan is infeasible")
-    techniques: list[QuantizeConfig] = Field(
+    techniques: list[TechniqueConfig] = Field(
         default_factory=list, description="applied in this order; empty = left as fp32"
     )
     op_type: str

@@ -8,6 +8,7 @@ import pytest
 
 from executors.flash_image import payload_bytes, read_flash_image
 from executors.onnx_quant import inspect_onnx
+from executors.quantize import weight_precision
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_flash_image_matches_plan_byte_for_byte(applied) -> None:
     assert list(stored) == list(plan.layers)
     for name, lp in plan.layers.items():
         s = stored[name]
-        weights = lp.techniques[-1].weights if lp.techniques else "fp32"
+        weights = weight_precision(lp.techniques)
         assert s.option == weights
         assert s.weight_bytes + s.bias_bytes == lp.cost.flash_bytes, name
         if weights in ("int8", "int4"):
