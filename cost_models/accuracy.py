@@ -9,7 +9,8 @@ not drowned by sampling noise, so int4 > int8 > fp16 holds where it should. A la
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,6 @@ from torch import nn
 
 from cost_models.estimate import AccuracyEstimate
 from executors.fakequant import quantized_copy
-from executors.quantize import QuantizeConfig
 
 
 def _log_probs(model: nn.Module, x: np.ndarray) -> torch.Tensor:
@@ -25,18 +25,19 @@ def _log_probs(model: nn.Module, x: np.ndarray) -> torch.Tensor:
         return nn.functional.log_softmax(model(torch.from_numpy(x)), dim=1)
 
 
-def measured_output_kl(model: nn.Module, layers: list[str],
-                       options: Mapping[str, QuantizeConfig | None],
+def measured_output_kl(model: nn.Module, options: Mapping[str, Mapping[str, Sequence[Any]]],
                        x: np.ndarray) -> AccuracyEstimate:
-    """KL(fp32 || quantised) with only that layer at that option (fp32 elsewhere)."""
+    """KL(fp32 || compressed) with only that layer at that option (fp32 elsewhere).
+
+    options: layer -> option name -> the option's technique configs (empty: fp32)."""
     reference = _log_probs(model, x)
     out: dict[tuple[str, str], float] = {}
-    for layer in layers:
-        for option, cfg in options.items():
-            if cfg is None:
+    for layer, layer_options in options.items():
+        for option, configs in layer_options.items():
+            if not configs:
                 out[layer, option] = 0.0
                 continue
-            q = quantized_copy(model, {layer: cfg}, x)
+            q = quantized_copy(model, {layer: configs}, x)
             kl = nn.functional.kl_div(_log_probs(q, x), reference, log_target=True,
                                       reduction="batchmean")
             out[layer, option] = max(0.0, float(kl))
@@ -44,6 +45,6 @@ def measured_output_kl(model: nn.Module, layers: list[str],
         out,
         unit="KL to fp32 outputs (nats)",
         provenance=f"measured: mean KL divergence of the outputs from the fp32 model's on "
-                   f"{len(x)} calibration images, one layer quantised at a time; plan totals add "
+                   f"{len(x)} calibration images, one layer compressed at a time; plan totals add "
                    "them (interactions not modelled)",
     )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cost_models.graph import Layer, LayerGraph, Step
+from cost_models.options import option_specs
 from device_specs.schema import BITS, DeviceSpec, Kernel, Profile
 from edgefit.units import fmt_rate
 from executors.quant_math import stored_bias_bytes, stored_weight_bytes
@@ -89,7 +90,10 @@ def _charged_ops(graph: LayerGraph) -> dict[str, list[tuple[Step, int]]]:
 
 def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | None = None,
                      acc_loss: Mapping[tuple[str, str], float] | None = None,
-                     accuracy: str = "none") -> CostTable:
+                     accuracy: str = "none",
+                     sparse_flash: Mapping[tuple[str, str], int] | None = None) -> CostTable:
+    """sparse_flash: exact stored bytes of each (layer, sparse option), computed from the
+    weights; sparse options without an entry are not offered (e.g. ONNX-only models)."""
     profile_name = profile_name or spec.default_profile
     profile = spec.profile(profile_name)
     power_w = (profile.power_active or spec.power_active).value
@@ -97,16 +101,21 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
     options: dict[str, list[OptionCost]] = {}
     for layer in graph.layers:
         row = []
-        for option, kernel in profile.kernels.items():
-            flash = layer_flash_bytes(layer, kernel)
-            latency = layer_latency_ms(layer, kernel, profile, flash, charged[layer.name])
+        for opt in option_specs(profile.kernels, layer):
+            kernel = profile.kernels[opt.kernel]
+            dense_flash = layer_flash_bytes(layer, kernel)
+            if opt.sparsity and (layer.name, opt.name) not in (sparse_flash or {}):
+                continue
+            flash = (sparse_flash or {}).get((layer.name, opt.name), dense_flash)
+            # dense kernels: zeros are computed and the weights decompressed at load time
+            latency = layer_latency_ms(layer, kernel, profile, dense_flash, charged[layer.name])
             row.append(OptionCost(
-                option=option,
+                option=opt.name,
                 latency_ms=latency,
                 flash_bytes=flash,
                 energy_mj=power_w * latency,  # W x ms = mJ
                 act_bytes=activation_bytes(kernel),
-                acc_loss=(acc_loss or {}).get((layer.name, option), 0.0),
+                acc_loss=(acc_loss or {}).get((layer.name, opt.name), 0.0),
             ))
         options[layer.name] = row
     return CostTable(

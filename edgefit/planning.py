@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -11,11 +12,13 @@ import edgefit
 from cost_models.analytical import CostTable, build_cost_table
 from cost_models.estimate import AccuracyEstimate
 from cost_models.graph import LayerGraph
+from cost_models.options import SPARSITY_LEVELS, OptionSpec, option_specs, techniques
 from device_specs.budget import Budget
 from device_specs.catalog import load_spec
 from device_specs.schema import DeviceSpec, Kernel
 from edgefit.errors import SpecError
-from executors.quantize import QuantizeConfig, onnx_option
+from executors.prune import UnstructuredPruneConfig
+from executors.quantize import onnx_option, weight_precision
 from planner import plan as plan_schema
 from planner.problem import Choice, Problem
 from planner.resolve import problem_from_plan, solver_limits, with_result
@@ -39,10 +42,43 @@ class PlanContext:
     model_origin: str
 
 
-def technique_configs(kernel: Kernel) -> list[QuantizeConfig]:
-    if kernel.weights == "fp32" and kernel.activations == "fp32":
-        return []
-    return [QuantizeConfig(weights=kernel.weights, activations=kernel.activations)]
+def technique_configs(kernel: Kernel) -> list[Any]:
+    """The techniques of a plain kernel option (no pruning)."""
+    return techniques(OptionSpec("", ""), kernel)
+
+
+def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bool
+                  ) -> dict[str, dict[str, list[Any]]]:
+    """layer -> option name -> technique configs. Sparse options need the torch weights (their
+    stored size is computed from them), so ONNX-only models get the kernel options only."""
+    out = {}
+    for layer in graph.layers:
+        specs = option_specs(kernels, layer, SPARSITY_LEVELS if torch_model else ())
+        out[layer.name] = {s.name: techniques(s, kernels[s.kernel]) for s in specs}
+    return out
+
+
+def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]]
+                       ) -> dict[tuple[str, str], int]:
+    """Exact stored bytes of every sparse (layer, option): prune the real weights, then count
+    what the flash image will hold (format, index overhead, scales, bias)."""
+    from executors.fakequant import pruned_copy
+    from executors.flash_image import layer_weight_bytes
+    from executors.quant_math import stored_bias_bytes
+
+    out = {}
+    modules = dict(module.named_modules())
+    for layer, opts in options.items():
+        for name, configs in opts.items():
+            if not any(isinstance(c, UnstructuredPruneConfig) for c in configs):
+                continue
+            pruned = dict(pruned_copy(modules[layer], {"": configs}).named_modules())[""]
+            weight = pruned.weight.detach().numpy()
+            bias = getattr(pruned, "bias", None)
+            precision = weight_precision(configs)
+            out[layer, name] = layer_weight_bytes(weight, precision, sparse=True) + (
+                stored_bias_bytes(precision, bias.numel()) if bias is not None else 0)
+    return out
 
 
 def calibration_split(dataset: str | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
@@ -95,17 +131,20 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     loaded = load_model_ref(budget.model, budget.weights)
     graph = _capture(loaded)
     calib = calibration_split(budget.data or loaded.dataset)
+    options_by_layer = layer_options(graph, kernels, loaded.module is not None)
     if calib is not None:
-        estimate = _estimate_accuracy(loaded, graph, kernels, calib[0])
+        estimate = _estimate_accuracy(loaded, graph, kernels, options_by_layer, calib[0])
         acc, unit, acc_prov = estimate.loss, estimate.unit, estimate.provenance
     else:
         acc, unit, acc_prov = {}, "none", "no data: accuracy cost not estimated (all zero)"
-    table = build_cost_table(graph, spec, profile, acc, unit)
+    sparse = (sparse_flash_bytes(loaded.module, options_by_layer)
+              if loaded.module is not None else {})
+    table = build_cost_table(graph, spec, profile, acc, unit, sparse)
     if spec.kind == "host" and loaded.module is not None and calib is not None:
         table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
     problem = build_problem(graph, table, solver_limits(budget.limits, budget.margin))
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin)
-    base = base_plan(ctx, acc_prov)
+    base = base_plan(ctx, acc_prov, options_by_layer)
     ctx.problem = problem_from_plan(base, pins, exclude)  # the same problem, pins applied
     ctx.result = solve(ctx.problem, options, backend=backend)
     return with_result(base, ctx.problem, ctx.result, pins), ctx
@@ -137,14 +176,14 @@ def _capture(loaded: LoadedModel) -> LayerGraph:
 
 
 def _estimate_accuracy(loaded: LoadedModel, graph: LayerGraph, kernels: dict[str, Kernel],
+                       options: dict[str, dict[str, list[Any]]],
                        x: np.ndarray) -> AccuracyEstimate:
-    """Per (layer, kernel) accuracy cost: torch fake-quant, or the real ONNX for ONNX models."""
+    """Per (layer, option) accuracy cost: torch (real pruning + fake quantisation), or the real
+    quantised ONNX for ONNX-only models."""
     if loaded.kind != "onnx":
         from cost_models.accuracy import measured_output_kl
 
-        configs: dict[str, QuantizeConfig | None] = {
-            name: next(iter(technique_configs(k)), None) for name, k in kernels.items()}
-        return measured_output_kl(loaded.torch_module(), graph.layer_names, configs, x)
+        return measured_output_kl(loaded.torch_module(), options, x)
     import tempfile
 
     from cost_models.accuracy_onnx import onnx_output_kl
@@ -159,16 +198,17 @@ def _estimate_accuracy(loaded: LoadedModel, graph: LayerGraph, kernels: dict[str
     return AccuracyEstimate(loss, est.unit, est.provenance)
 
 
-def base_plan(ctx: PlanContext, accuracy_provenance: str) -> plan_schema.Plan:
+def base_plan(ctx: PlanContext, accuracy_provenance: str,
+              options: dict[str, dict[str, list[Any]]]) -> plan_schema.Plan:
     """The unsolved plan: every layer with all its alternatives and the execution steps, so
     plan.json alone can be solved again (planner.resolve)."""
-    table, kernels = ctx.table, ctx.spec.profile(ctx.profile).kernels
+    table = ctx.table
     layers = {
         layer.name: plan_schema.LayerPlan(
             option=None, op_type=layer.op_type, op_class=layer.op_class, params=layer.params,
             macs=layer.macs, predicted=None,
             alternatives=[plan_schema.Alternative(
-                option=c.option, techniques=list(technique_configs(kernels[c.option])),
+                option=c.option, techniques=options[layer.name][c.option],
                 latency_ms=c.latency_ms, flash_bytes=c.flash_bytes, energy_mj=c.energy_mj,
                 acc_loss=c.acc_loss, act_bytes=c.act_bytes) for c in table.options[layer.name]],
         )

@@ -27,10 +27,11 @@ from edgefit.errors import PlanError
 from edgefit.fsutil import atomic_path
 from edgefit.planning import build_problem, calibration_split
 from executors import measure
-from executors.fakequant import quantized_copy
+from executors.fakequant import pruned_copy, quantized_copy
 from executors.flash_image import FlashLayer, payload_bytes, read_flash_image, write_flash_image
 from executors.onnx_quant import inspect_onnx, name_nodes_by_module, quantize_onnx
-from executors.quantize import onnx_option, quantize_config, weight_precision
+from executors.prune import UnstructuredPruneConfig
+from executors.quantize import onnx_option, weight_precision
 from planner.plan import Plan, atomic_write_text
 from workloads.data import Dataset
 from workloads.models import LoadedModel, load_model_ref
@@ -146,22 +147,23 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
 
 def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
                  calib_x: np.ndarray, test: Dataset, out_dir: Path) -> _Built:
-    """Torch model: fake-quant for accuracy, dynamo export + onnxruntime quantisation."""
+    """Torch model: pruning applied for real, quantisation simulated for accuracy; the pruned
+    model exported (dynamo) and quantised with onnxruntime."""
     module = loaded.torch_module()
     graph = capture(module, loaded.input_shape, loaded.name)
     if list(plan.layers) != graph.layer_names:
         raise PlanError("the plan's layers do not match the model's; re-run `plan`")
-    configs = {name: cfg for name, lp in plan.layers.items()
-               if (cfg := quantize_config(lp.techniques)) is not None}
-    compressed = quantized_copy(module, configs, calib_x)
+    techniques = {name: lp.techniques for name, lp in plan.layers.items()}
+    pruned = pruned_copy(module, techniques)
+    compressed = quantized_copy(module, techniques, calib_x)
     fp32_onnx, runnable = out_dir / "model.fp32.onnx", out_dir / "model.onnx"
-    export_fp32(module, loaded.input_shape, fp32_onnx)
+    export_fp32(pruned, loaded.input_shape, fp32_onnx)
     quantize_onnx(fp32_onnx, runnable, onnx_opts, calib_x[:128])
     return _Built(
-        graph, fp32_onnx, runnable, _flash_layers(module, plan), evaluate(module, test),
+        graph, fp32_onnx, runnable, _flash_layers(pruned, plan), evaluate(module, test),
         evaluate(compressed, test),
-        "torch model with the plan's quantisation simulated (fake-quant, activation scales "
-        f"from {len(calib_x)} training images)",
+        "torch model with the plan's pruning applied and its quantisation simulated "
+        f"(fake-quant, activation scales from {len(calib_x)} training images); no fine-tuning",
         _onnx_fidelity(runnable, compressed, test.x[:256]))
 
 
@@ -243,8 +245,13 @@ def _flash_layers(model: nn.Module, plan: Plan) -> list[FlashLayer]:
             name=name, option=weights,
             weight=mod.weight.detach().numpy().astype(np.float32),  # type: ignore[operator]
             bias=None if bias is None else bias.detach().numpy().astype(np.float32),
+            sparse=_sparsity(lp.techniques) > 0,
         ))
     return layers
+
+
+def _sparsity(techniques: list[Any]) -> float:
+    return next((t.sparsity for t in techniques if isinstance(t, UnstructuredPruneConfig)), 0.0)
 
 
 def verify_artifacts(plan: Plan, runnable: Path, image: Path,
@@ -261,6 +268,8 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
             "onnx_option": o.option if o else None, "onnx_weight_dtype": o.weight_dtype if o
             else None, "onnx_weight_bytes": o.weight_bytes if o else None,
             "image_dtype": f.dtype if f else None, "image_bits": f.bits if f else None,
+            "image_storage": f.storage if f else None,
+            "image_zero_fraction": f.zero_fraction if f else None,
             "image_bytes": (f.weight_bytes + f.bias_bytes) if f else None,
             "planned_bytes": lp.cost.flash_bytes,
             "distinct_values": f.distinct_values if f else None,
@@ -272,6 +281,9 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
         if f is None or f.option != weights:
             problems.append(f"{name}: flash image stores {f.option if f else 'nothing'}, plan "
                             f"says {weights}")
+        elif f.zero_fraction + 1e-9 < _sparsity(lp.techniques):
+            problems.append(f"{name}: image holds {100 * f.zero_fraction:.1f} % zeros, plan "
+                            f"prunes {100 * _sparsity(lp.techniques):.0f} %")
         elif f.weight_bytes + f.bias_bytes != lp.cost.flash_bytes:
             problems.append(f"{name}: image holds {f.weight_bytes + f.bias_bytes} B, plan "
                             f"predicted {lp.cost.flash_bytes:.0f} B")

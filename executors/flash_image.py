@@ -33,6 +33,9 @@ import numpy as np
 from edgefit.errors import PlanError
 from edgefit.fsutil import atomic_write_bytes
 from executors import quant_math as qm
+from executors import sparse_format
+
+SPARSE_FORMATS = ("bitmask", "csr", "dense")  # a sparse layer is stored in the smallest
 
 MAGIC = b"EDGEFIT1"
 PREAMBLE_BYTES = len(MAGIC) + 4
@@ -50,6 +53,7 @@ class FlashLayer:
     option: str
     weight: np.ndarray
     bias: np.ndarray | None = None
+    sparse: bool = False  # store the weight values sparsely (bitmask / CSR / dense, smallest)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class StoredLayer:
     scales: np.ndarray | None
     q: np.ndarray | None
     distinct_values: int
+    storage: str = "dense"  # dense, or the sparse format the values are stored in
+    zero_fraction: float = 0.0  # of the stored values (read back from the file)
 
 
 def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
@@ -91,16 +97,17 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
     out_ch = int(w.shape[0])
     option = layer.option
     blobs: list[tuple[str, bytes]] = []
-    if option in ("int4", "int8"):
-        q, scales = qm.quantize_per_channel(w, qm.BITS[option], axis=0)
-        data = qm.pack_int4(q) if option == "int4" else q.astype("i1").tobytes()
-        blobs.append(("weight", data))
-        blobs.append(("scales", scales.astype("<f4").tobytes()))
-    elif option == "fp16":
-        qm.check_fp16_range(w, f"layer {layer.name!r} weights")
-        blobs.append(("weight", w.astype("<f2").tobytes()))
+    storage = None
+    values, scales = _stored_values(w, option, layer.name)
+    if layer.sparse:
+        storage, data = sparse_format.encode(values, qm.BITS[option], formats=SPARSE_FORMATS)
+    elif option == "int4":
+        data = qm.pack_int4(values)
     else:
-        blobs.append(("weight", w.astype("<f4").tobytes()))
+        data = values.tobytes()
+    blobs.append(("weight", data))
+    if scales is not None:
+        blobs.append(("scales", scales.astype("<f4").tobytes()))
     if layer.bias is not None:
         b = qm.as_float32(layer.bias, f"layer {layer.name!r} bias")
         if b.ndim != 1 or b.shape[0] != out_ch:
@@ -118,7 +125,35 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
         "dtype": qm.weight_dtype(option),
         "shape": [int(d) for d in w.shape],
     }
+    if storage is not None:
+        entry["storage"] = storage
     return entry, blobs
+
+
+def _stored_values(w: np.ndarray, option: str, name: str
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The weight as stored: integer codes + per-channel scales, or fp16/fp32 values."""
+    if option in ("int4", "int8"):
+        q, scales = qm.quantize_per_channel(w, qm.BITS[option], axis=0)
+        return q.astype("i1"), scales
+    if option == "fp16":
+        qm.check_fp16_range(w, f"layer {name!r} weights")
+        return w.astype("<f2"), None
+    return w.astype("<f4"), None
+
+
+def layer_weight_bytes(weight: np.ndarray, option: str, sparse: bool) -> int:
+    """Exactly the weight + scale bytes the image stores for this layer (what the planner
+    predicts for sparse layers, whose size depends on how many stored values are zero)."""
+    w = qm.as_float32(np.asarray(weight), "weights")
+    out_ch = int(w.shape[0])
+    if not sparse:
+        return qm.stored_weight_bytes(option, w.size, out_ch)
+    values, scales = _stored_values(w, option, "layer")
+    nnz = int(np.count_nonzero(values))
+    rows = out_ch
+    _, size = sparse_format.sparse_bytes(w.size, nnz, rows, qm.BITS[option], SPARSE_FORMATS)
+    return size + (qm.SCALE_BYTES * out_ch if scales is not None else 0)
 
 
 def write_flash_image(path: str | os.PathLike, layers: list[FlashLayer]) -> None:
@@ -212,6 +247,14 @@ def _blob(path: Path, payload: memoryview, entry: dict, key: str, name: str) -> 
     return bytes(payload[off : off + nbytes])
 
 
+def _decode_sparse(path: Path, name: str, storage: str, data: bytes, shape: tuple[int, ...],
+                   bits: int) -> np.ndarray:
+    try:
+        return sparse_format.decode(storage, data, shape, bits)
+    except PlanError as exc:
+        raise PlanError(f"flash image {path}: layer {name!r}: {exc}") from None
+
+
 def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
     if not isinstance(entry, dict):
         raise PlanError(f"flash image {path} has a malformed layer entry")
@@ -243,13 +286,18 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
                 f"flash image {path}: layer {name!r} {what} is {got} bytes, expected {want}"
             )
 
+    storage = entry.get("storage")
+    if storage is not None and storage not in SPARSE_FORMATS:
+        raise PlanError(f"flash image {path}: layer {name!r} has unknown storage {storage!r}")
     scales = q = None
     if option in ("int4", "int8"):
         if sdata is None:
             raise PlanError(f"flash image {path}: layer {name!r} ({option}) has no scales")
         expect("scales", len(sdata), qm.SCALE_BYTES * out_ch)
         scales = np.frombuffer(sdata, dtype="<f4").astype(np.float32)
-        if option == "int4":
+        if storage is not None:
+            q = _decode_sparse(path, name, storage, wdata, shape, qm.BITS[option]).astype(np.int8)
+        elif option == "int4":
             expect("weight", len(wdata), qm.int4_packed_bytes(numel))
             q = qm.unpack_int4(wdata, numel).reshape(shape)
         else:
@@ -261,8 +309,11 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
         if sdata is not None:
             raise PlanError(f"flash image {path}: layer {name!r} ({option}) must not have scales")
         dt = "float16" if option == "fp16" else "float32"
-        expect("weight", len(wdata), np.dtype(_NP_DTYPE[dt]).itemsize * numel)
-        stored = np.frombuffer(wdata, dtype=_NP_DTYPE[dt]).reshape(shape)
+        if storage is not None:
+            stored = _decode_sparse(path, name, storage, wdata, shape, qm.BITS[option])
+        else:
+            expect("weight", len(wdata), np.dtype(_NP_DTYPE[dt]).itemsize * numel)
+            stored = np.frombuffer(wdata, dtype=_NP_DTYPE[dt]).reshape(shape)
         weight = stored.astype(np.float32)
         distinct = qm.distinct_values(stored)
     bias = None
@@ -272,7 +323,8 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
         bias = np.frombuffer(bdata, dtype=_NP_DTYPE[bdt]).astype(np.float32)
     weight_bytes = len(wdata) + (len(sdata) if sdata is not None else 0)
     bias_bytes = len(bdata) if bdata is not None else 0
-    expect("weight+scales", weight_bytes, qm.stored_weight_bytes(option, numel, out_ch))
+    if storage is None:
+        expect("weight+scales", weight_bytes, qm.stored_weight_bytes(option, numel, out_ch))
     return StoredLayer(
         name=name,
         option=option,
@@ -286,6 +338,8 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
         scales=scales,
         q=q,
         distinct_values=distinct,
+        storage=storage or "dense",
+        zero_fraction=float(np.mean((q if q is not None else weight) == 0)),
     )
 
 

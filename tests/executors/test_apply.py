@@ -8,7 +8,7 @@ import pytest
 
 from executors.flash_image import payload_bytes, read_flash_image
 from executors.onnx_quant import inspect_onnx
-from executors.quantize import weight_precision
+from executors.quantize import onnx_option, weight_precision
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,22 @@ def test_report_is_honest_and_complete(applied) -> None:
     assert rows["latency (compressed)"]["measured"] > 0
     assert rows["bytes on disk (runnable ONNX)"]["measured"] == (out / "model.onnx").stat().st_size
     assert all(c["ok"] for c in on_disk["checks"]), on_disk["checks"]
+
+
+def test_tight_flash_stores_pruned_layers_sparsely(lenet5_plan_factory, tmp_path) -> None:
+    from executors.apply import apply_plan
+
+    plan, _ = lenet5_plan_factory(latency="60ms", flash="125KB")
+    sparse = {n: lp for n, lp in plan.layers.items() if "+s" in (lp.option or "")}
+    assert sparse, "125 KB (100 KB of it the runtime) needs pruned layers"
+    report = apply_plan(plan, tmp_path)
+    assert all(c["ok"] for c in report["checks"]), report["checks"]
+    stored = {s.name: s for s in read_flash_image(tmp_path / "model.flash.bin")}
+    for name, lp in sparse.items():
+        level = int(lp.option.split("+s")[1]) / 100
+        assert stored[name].storage in ("bitmask", "csr")
+        assert stored[name].zero_fraction >= level - 1e-9
+        assert stored[name].weight_bytes + stored[name].bias_bytes == lp.cost.flash_bytes
+    # the runnable ONNX carries the same zeros (dense kernels: no speed-up claimed)
+    onnx_storage = inspect_onnx(tmp_path / "model.onnx")
+    assert all(onnx_storage[n].option == onnx_option(lp.techniques) for n, lp in sparse.items())

@@ -185,3 +185,21 @@ def test_empty_image(tmp_path):
     write_flash_image(path, [])
     assert read_flash_image(path) == []
     assert payload_bytes(path) == 0
+
+
+@pytest.mark.parametrize("option", ["fp32", "fp16", "int8", "int4"])
+def test_sparse_layers_round_trip_and_size_is_predicted(option: str, tmp_path) -> None:
+    from executors.flash_image import FlashLayer, layer_weight_bytes, read_flash_image
+
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((24, 40)).astype(np.float32)
+    w[np.abs(w) < np.quantile(np.abs(w), 0.7)] = 0.0  # 70 % pruned
+    dense_path, sparse_path = tmp_path / "dense.bin", tmp_path / "sparse.bin"
+    write_flash_image(dense_path, [FlashLayer("a", option, w)])
+    write_flash_image(sparse_path, [FlashLayer("a", option, w, sparse=True)])
+    dense, sparse = read_flash_image(dense_path)[0], read_flash_image(sparse_path)[0]
+    assert sparse.storage in ("bitmask", "csr") and dense.storage == "dense"
+    assert np.array_equal(sparse.weight, dense.weight)  # same values, other layout
+    assert sparse.weight_bytes == layer_weight_bytes(w, option, sparse=True)
+    assert sparse.weight_bytes < dense.weight_bytes
+    assert sparse.zero_fraction >= 0.7
