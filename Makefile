@@ -37,6 +37,8 @@ schemas: $(STAMP)
 
 bench: data
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/fit_catalog.py
+	$(PY) benchmarks/solver_scale.py --time-limit 10
 
 clean:
 	rm -rf $(VENV) out plan.json

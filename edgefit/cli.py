@@ -174,6 +174,39 @@ def measure_cmd(
     raise typer.Exit(edgefit_measure.main([model, *ctx.args]))
 
 
+@app.command("calibrate")
+def calibrate_cmd(
+    files: Annotated[list[Path], typer.Argument(help="JSON files written by `edgefit measure` "
+                                                "on the device")],
+    device: Annotated[str, Opt(help="catalog name of the device they were measured on")],
+    model: Annotated[list[Path], Opt(help="the fp32 ONNX each file was made from (one for "
+                                     "all, or one per file)")],
+    profile: Annotated[str | None, Opt(help="device profile; default: the spec's")] = None,
+    out_dir: Annotated[Path | None, Opt("--out", help="where the calibration goes "
+                                        "(default: edgefit's cache)")] = None,
+    min_layer_us: Annotated[float, Opt(help="ignore layers faster than this (profiler "
+                                       "granularity)")] = 5.0,
+) -> None:
+    """Fit DEVICE's cost-model parameters to measurements; `plan` then uses them and says so."""
+    from cost_models.calibrate import (
+        calibrate,
+        calibration_path,
+        graphs_from_onnx,
+        summary_lines,
+    )
+    from edgefit.errors import SpecError
+
+    if len(model) not in (1, len(files)):
+        raise SpecError(f"--model: give one model for all files or one per file "
+                        f"({len(files)}), not {len(model)}")
+    models = model * len(files) if len(model) == 1 else model
+    result = calibrate(device, files, graphs_from_onnx(models), profile=profile,
+                       out_dir=out_dir, min_layer_us=min_layer_us)
+    for line in summary_lines(result):
+        typer.echo(line)
+    typer.echo(f"wrote {calibration_path(result.device, out_dir)}")
+
+
 @app.command("devices")
 def devices_cmd() -> None:
     """List the device catalog with its key figures."""

@@ -125,6 +125,7 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     if profile not in spec.profiles:
         raise SpecError(f"profile {profile!r} is not a profile of {spec.name}; "
                         f"known: {', '.join(spec.profiles)}")
+    spec = _calibrated(spec, profile)
     kernels = spec.profile(profile).kernels
     if budget.model is None:
         raise SpecError("no model given (use --model or `model:` in the budget file)")
@@ -148,6 +149,17 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     ctx.problem = problem_from_plan(base, pins, exclude)  # the same problem, pins applied
     ctx.result = solve(ctx.problem, options, backend=backend)
     return with_result(base, ctx.problem, ctx.result, pins), ctx
+
+
+def _calibrated(spec: DeviceSpec, profile: str) -> DeviceSpec:
+    """The spec with the profile's parameters fitted to measurements, when `edgefit calibrate`
+    has stored some for it (the plan's provenance then says calibrated, on which points)."""
+    from cost_models.calibrate import calibrated_spec, load_calibration
+
+    calibration = load_calibration(spec.name)
+    if calibration is not None and calibration.profile == profile:
+        return calibrated_spec(spec, calibration)
+    return spec
 
 
 def _measured_host_latency(loaded: LoadedModel, graph: LayerGraph, table: CostTable,
