@@ -159,15 +159,20 @@ def print_devices(console: Console | None = None) -> None:
     con = console or _console()
     table = Table(title="device catalog (edgefit devices)", title_justify="left")
     for col in ("name", "kind", "RAM", "flash/storage", "profiles (default first)",
-                "kernels of the default profile"):
+                "kernels of the default profile", "published points (fit/aside)"):
         table.add_column(col)
+    from cost_models.published import points
     for name in catalog_names():
         spec = load_spec(name)
         profiles = [spec.default_profile] + [p for p in spec.profiles if p != spec.default_profile]
         kernels = ", ".join(f"{k} {fmt_rate(v.macs_per_s.value)}"
                             for k, v in spec.profile().kernels.items())
+        fit = len(points(name, spec.default_profile, "fit"))
+        aside = len(points(name, spec.default_profile, "aside"))
+        evidence = ("probed on this machine" if spec.kind == "host" else
+                    f"{fit}/{aside}" + ("" if fit >= 3 else " (no fit)"))
         table.add_row(name, spec.kind, fmt_bytes(spec.ram.value), fmt_bytes(spec.flash.value),
-                      ", ".join(profiles), kernels)
+                      ", ".join(profiles), kernels, evidence)
     con.print(table)
 
 
