@@ -36,8 +36,9 @@ class CostTable:
     runtime_flash_bytes: int
     runtime_ram_bytes: int
     run_overhead_ms: float  # per inference, added once to the total latency
-    power_w: float  # board power while this profile runs
+    power_w: float  # power that scales with latency (active, or active - idle with a period)
     weights_in_ram: bool
+    idle_energy_mj: float = 0.0  # P_idle x period, when a duty cycle is given
     provenance: dict[str, str] = field(default_factory=dict)
     accuracy: str = "none"  # which estimator produced acc_loss, and its unit
 
@@ -91,13 +92,21 @@ def _charged_ops(graph: LayerGraph) -> dict[str, list[tuple[Step, int]]]:
 def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | None = None,
                      acc_loss: Mapping[tuple[str, str], float] | None = None,
                      accuracy: str = "none",
-                     sparse_flash: Mapping[tuple[str, str], int] | None = None) -> CostTable:
+                     sparse_flash: Mapping[tuple[str, str], int] | None = None,
+                     period_ms: float | None = None) -> CostTable:
     """sparse_flash: exact stored bytes of each (layer, sparse option), computed from the
-    weights; sparse options without an entry are not offered (e.g. ONNX-only models)."""
+    weights; sparse options without an entry are not offered (e.g. ONNX-only models).
+
+    period_ms: time between inferences (duty cycle). Energy per inference is then
+    E = P_idle x period + (P_active - P_idle) x latency: each layer carries the second term and
+    the idle floor is a constant (`idle_energy_mj`). Without it, inferences run back to back
+    (period = latency) and E = P_active x latency."""
     profile_name = profile_name or spec.default_profile
     profile = spec.profile(profile_name)
     power_w = (profile.power_active or spec.power_active).value
     charged = _charged_ops(graph)
+    idle_w = spec.power_idle.value
+    layer_power_w = power_w - idle_w if period_ms else power_w
     options: dict[str, list[OptionCost]] = {}
     for layer in graph.layers:
         row = []
@@ -113,7 +122,7 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                 option=opt.name,
                 latency_ms=latency,
                 flash_bytes=flash,
-                energy_mj=power_w * latency,  # W x ms = mJ
+                energy_mj=layer_power_w * latency,  # W x ms = mJ
                 act_bytes=activation_bytes(kernel),
                 acc_loss=(acc_loss or {}).get((layer.name, opt.name), 0.0),
             ))
@@ -124,15 +133,17 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
         options=options,
         runtime_flash_bytes=int(profile.runtime_flash.value),
         run_overhead_ms=profile.run_overhead.value if profile.run_overhead else 0.0,
-        power_w=power_w,
+        power_w=layer_power_w,
+        idle_energy_mj=idle_w * period_ms if period_ms else 0.0,
         runtime_ram_bytes=int(profile.runtime_ram.value),
         weights_in_ram=profile.weights_in_ram,
-        provenance=_provenance(spec, profile, profile_name),
+        provenance=_provenance(spec, profile, profile_name, period_ms),
         accuracy=accuracy,
     )
 
 
-def _provenance(spec: DeviceSpec, profile: Profile, profile_name: str) -> dict[str, str]:
+def _provenance(spec: DeviceSpec, profile: Profile, profile_name: str,
+                period_ms: float | None = None) -> dict[str, str]:
     kernels = "; ".join(f"{k} {fmt_rate(v.macs_per_s.value)} ({v.macs_per_s.provenance})"
                         for k, v in profile.kernels.items())
     return {
@@ -148,6 +159,9 @@ def _provenance(spec: DeviceSpec, profile: Profile, profile_name: str) -> dict[s
                f"{profile.runtime_ram.value:.0f} B ({profile.runtime_ram.provenance})"
                + ("; weights held in RAM" if profile.weights_in_ram else "; weights execute "
                   "from flash"),
-        "energy": f"power x latency, {(profile.power_active or spec.power_active).value} W "
-                  f"({(profile.power_active or spec.power_active).provenance})",
+        "energy": (f"P_idle x period + (P_active - P_idle) x latency, period {period_ms:g} ms, "
+                   if period_ms else "P_active x latency (back-to-back inference), ")
+                  + f"P_active {(profile.power_active or spec.power_active).value} W "
+                  f"({(profile.power_active or spec.power_active).provenance}), P_idle "
+                  f"{spec.power_idle.value} W ({spec.power_idle.provenance})",
     }

@@ -72,6 +72,23 @@ class Budget(Strict):
     weights: str | None = Field(default=None, description="state_dict file for module:factory")
     data: str | None = Field(default=None, description="built-in data set name or a data file")
     margin: float = Field(default=0.0, ge=0.0, lt=1.0, description="safety margin on limits")
+    period: float | None = Field(
+        default=None, description="time between inferences (duty cycle), e.g. '1s': energy "
+        "per inference then includes the idle floor P_idle x period")
+
+    @field_validator("period", mode="before")
+    @classmethod
+    def _parse_period(cls, value: Any) -> float | None:
+        if value is None:
+            return None
+        try:
+            return units.parse(value, units.TIME, field="period")
+        except UnitError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+    @field_serializer("period")
+    def _dump_period(self, value: float | None) -> str | None:
+        return None if value is None else units.format_quantity(value, units.TIME, "ms")
 
 
 def load_budget(path: Path) -> Budget:

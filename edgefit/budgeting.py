@@ -29,7 +29,7 @@ class ResolvedBudget:
 
 def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                    profile: str | None, model: str | None, weights: str | None,
-                   data: str | None, margin: str | None,
+                   data: str | None, margin: str | None, period: str | None = None,
                    limits: dict[str, str | None]) -> ResolvedBudget:
     if budget_file is not None:
         base, source = load_budget(budget_file), str(budget_file)
@@ -47,6 +47,9 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
             fields[key] = value
     if margin is not None:
         fields["margin"] = _parse_margin(margin)
+    if period is not None:
+        units.parse(period, units.TIME, field="--period")
+        fields["period"] = period
     if not fields.get("target"):
         raise SpecError("no target: pass --target (see `edgefit devices`) or set `target:` in a "
                         "budget file / edgefit.yaml")

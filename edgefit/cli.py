@@ -41,6 +41,8 @@ def plan_cmd(
                                         "spec's")] = None,
     budget: Annotated[Path | None, Opt(help="budget YAML; flags override its fields")] = None,
     margin: Annotated[str | None, Opt(help="safety margin on every limit, e.g. 10%")] = None,
+    period: Annotated[str | None, Opt(help="time between inferences, e.g. 1s (energy then "
+                                      "includes the idle floor)")] = None,
     out: Annotated[Path, Opt(help="where to write the plan")] = Path("plan.json"),
     time_limit: Annotated[float, Opt(help="solver time limit, seconds")] = 10.0,
     gap: Annotated[float, Opt(help="stop at this relative optimality gap (0 = prove "
@@ -60,7 +62,7 @@ def plan_cmd(
 
     resolved = resolve_budget(
         Path.cwd(), budget_file=budget, target=target, profile=profile, model=model,
-        weights=weights, data=data, margin=margin,
+        weights=weights, data=data, margin=margin, period=period,
         limits={"latency": max_latency, "flash": max_flash, "ram": max_ram,
                 "energy": max_energy, "accuracy_drop": max_accuracy_drop},
     )

@@ -108,7 +108,7 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
         limits=limits,
         fixed={"flash_bytes": table.runtime_flash_bytes, "ram_bytes": table.runtime_ram_bytes,
                "latency_ms": table.run_overhead_ms,
-               "energy_mj": table.run_overhead_ms * table.power_w},
+               "energy_mj": table.run_overhead_ms * table.power_w + table.idle_energy_mj},
         ram_steps=ram_steps,
         weights_in_ram=table.weights_in_ram,
     )
@@ -140,7 +140,7 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         acc, unit, acc_prov = {}, "none", "no data: accuracy cost not estimated (all zero)"
     sparse = (sparse_flash_bytes(loaded.module, options_by_layer)
               if loaded.module is not None else {})
-    table = build_cost_table(graph, spec, profile, acc, unit, sparse)
+    table = build_cost_table(graph, spec, profile, acc, unit, sparse, budget.period)
     if spec.kind == "host" and loaded.module is not None and calib is not None:
         table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
     problem = build_problem(graph, table, solver_limits(budget.limits, budget.margin))

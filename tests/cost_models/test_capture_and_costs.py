@@ -78,3 +78,23 @@ def test_faster_kernel_means_lower_latency(lenet5: LayerGraph) -> None:
 def test_no_int8_on_jetson_nano_gpu(lenet5: LayerGraph) -> None:
     table = build_cost_table(lenet5, load_spec("jetson-nano"))
     assert {c.option for c in table.options["conv1"]} == {"fp32", "fp16"}
+
+
+def test_duty_cycle_energy(lenet5: LayerGraph) -> None:
+    from edgefit.planning import build_problem
+
+    spec = load_spec("arduino-nano-33-ble")
+    busy = build_cost_table(lenet5, spec)
+    cycled = build_cost_table(lenet5, spec, period_ms=1000.0)
+    p_active, p_idle = spec.power_active.value, spec.power_idle.value
+    for layer in lenet5.layer_names:
+        for a, b in zip(busy.options[layer], cycled.options[layer], strict=True):
+            assert a.latency_ms == b.latency_ms
+            assert b.energy_mj == pytest.approx((p_active - p_idle) * b.latency_ms)
+    assert cycled.idle_energy_mj == pytest.approx(p_idle * 1000.0)
+    # E = P_idle x period + (P_active - P_idle) x latency, over a whole plan
+    problem = build_problem(lenet5, cycled, {})
+    picks = {layer: 0 for layer in lenet5.layer_names}
+    totals = problem.totals(picks)
+    assert totals["energy_mj"] == pytest.approx(
+        p_idle * 1000.0 + (p_active - p_idle) * totals["latency_ms"])

@@ -70,6 +70,8 @@ CASES = {
                              ["typo.yaml:4", "limits.latncy", "unknown field", "latency"]),
     "bad unit in budget": (["--budget", "badunit.yaml"],
                            ["badunit.yaml:4", "limits.latency", "bytes units, but time is needed"]),
+    "bad period": (["--target", "jetson-nano", "--period", "1KB", *OK_LIMIT],
+                   ["--period", "bytes units, but time is needed"]),
     "bad pareto metric": (["--target", "jetson-nano", "--pareto", "speed", *OK_LIMIT],
                           ["--pareto 'speed'", "latency, flash, ram, energy"]),
     "bad solver": (["--target", "jetson-nano", "--solver", "gurobi", *OK_LIMIT],
