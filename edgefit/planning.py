@@ -230,6 +230,9 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
                                      live=list(live))
                  for step, live in zip(ctx.graph.steps, ctx.problem.ram_steps, strict=True)]
     spec_path = ctx.budget.target if Path(ctx.budget.target).suffix in (".yaml", ".yml") else None
+    from cost_models.uncertainty import latency_band
+
+    band = latency_band(ctx.spec, ctx.profile, table.provenance.get("latency", ""))
     return plan_schema.Plan(
         edgefit_version=edgefit.__version__,
         model=plan_schema.ModelRef(name=ctx.model.name, kind=ctx.model.kind,  # type: ignore[arg-type]
@@ -248,6 +251,12 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
                                       options_considered=0, resolution={}),
         provenance={**table.provenance, "accuracy": accuracy_provenance},
         accuracy_unit=table.accuracy,
+        latency_band=band.fraction,
+        uncertainty={"latency": band.text,
+                     "flash": "exact: the packed image's bytes are computed from the weights "
+                              "and checked on the file by apply",
+                     "ram": "activation liveness model; the runtime's own RAM as the spec "
+                            "says (see its provenance)"},
         ram_steps=ram_steps,
         weights_in_ram=ctx.problem.weights_in_ram,
     )

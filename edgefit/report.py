@@ -56,6 +56,12 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None) -> None:
     con.print("how these costs were obtained:")
     for key, text in plan.provenance.items():
         con.print(f"  {key}: {text}", soft_wrap=True)
+    for key, text in plan.uncertainty.items():
+        con.print(f"  {key} uncertainty: {text}", soft_wrap=True)
+    if plan.latency_band is not None and plan.margin < plan.latency_band:
+        con.print(f"  note: the latency model's typical error ({100 * plan.latency_band:.0f} %) "
+                  f"exceeds the safety margin ({100 * plan.margin:g} %); consider "
+                  f"--margin {100 * plan.latency_band:.0f}%", soft_wrap=True)
     con.print(f"wrote {path}")
 
 

@@ -150,6 +150,10 @@ class Plan(_Strict):
     )
     accuracy_unit: str
     explanation: Explanation | None = None
+    latency_band: float | None = Field(
+        default=None, description="typical relative error of the latency model (null: unknown)")
+    uncertainty: dict[str, str] = Field(
+        default_factory=dict, description="per cost: how far the prediction is trusted, and why")
     ram_steps: list[RamStep] = Field(default_factory=list)
     weights_in_ram: bool = False
 

@@ -87,3 +87,11 @@ def test_host_target_uses_measured_latency(lenet5_plan_factory) -> None:
     assert plan.provenance["latency"].startswith("measured on this host")
     # every option of every layer carries a measured (positive) latency
     assert all(c.latency_ms > 0 for row in ctx.table.options.values() for c in row)
+
+
+def test_plan_states_how_far_latency_is_trusted(lenet5_plan_factory) -> None:
+    nano, _ = lenet5_plan_factory(target="jetson-nano", latency="30ms")
+    assert nano.latency_band is not None and 0 < nano.latency_band < 5
+    assert "published whole-network measurements" in nano.uncertainty["latency"]
+    mcu, _ = lenet5_plan_factory(latency="60ms")  # no published points for CMSIS-NN here
+    assert mcu.latency_band is None and mcu.uncertainty["latency"].startswith("unknown")

@@ -1,0 +1,39 @@
+"""How far to trust a latency prediction: the error band of the model that made it.
+
+For a catalog device the band is the error of the catalog's analytical model on the published
+measurements of that device and profile (cost_models/published_points.yaml); with fewer than
+two points there is no band, and the plan says so instead of pretending to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from device_specs.schema import DeviceSpec
+
+
+@dataclass(frozen=True)
+class Band:
+    fraction: float | None  # typical relative error (MAPE); None = unknown
+    text: str
+
+
+def latency_band(spec: DeviceSpec, profile: str, provenance: str) -> Band:
+    if provenance.startswith("measured on this host"):
+        return Band(None, "measured on this host (per-layer medians; run-to-run noise only)")
+    from cost_models.calibrate import fit_profile
+    from cost_models.published import points
+
+    published = points(spec.name, profile)
+    usable = [p for p in published if p.precision in spec.profile(profile).kernels]
+    if len(usable) < 2:
+        return Band(None, f"unknown: {len(usable)} published measurement(s) for "
+                          f"{spec.name}/{profile}, too few to judge the model")
+    fit = fit_profile(usable, spec.profile(profile), loo=False)
+    mape = fit.catalog_mape
+    if mape is None:
+        return Band(None, "unknown: the published points could not be evaluated")
+    source = "calibrated parameters" if "calibrated" in provenance else "catalog parameters"
+    return Band(mape, f"±{100 * mape:.0f} % typical error of the {source}' model against "
+                      f"{len(usable)} published whole-network measurements "
+                      "(docs/cost-model-fit.md)")
