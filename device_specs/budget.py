@@ -70,6 +70,15 @@ class Budget(Strict):
         "'module:factory' with a state_dict given as `weights`",
     )
     weights: str | None = Field(default=None, description="state_dict file for module:factory")
+    input_shape: list[int] | None = Field(
+        default=None, description="one sample's input shape for module:factory, e.g. [1, 28, 28]")
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_dims(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(d <= 0 for d in value)):
+            raise ValueError("every dimension must be a positive integer, e.g. [1, 28, 28]")
+        return value
     data: str | None = Field(default=None, description="built-in data set name or a data file")
     margin: float = Field(default=0.0, ge=0.0, lt=1.0, description="safety margin on limits")
     period: float | None = Field(

@@ -30,6 +30,7 @@ class ResolvedBudget:
 def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                    profile: str | None, model: str | None, weights: str | None,
                    data: str | None, margin: str | None, period: str | None = None,
+                   input_shape: str | None = None,
                    limits: dict[str, str | None]) -> ResolvedBudget:
     if budget_file is not None:
         base, source = load_budget(budget_file), str(budget_file)
@@ -47,6 +48,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
             fields[key] = value
     if margin is not None:
         fields["margin"] = _parse_margin(margin)
+    if input_shape is not None:
+        fields["input_shape"] = _parse_shape(input_shape)
     if period is not None:
         units.parse(period, units.TIME, field="--period")
         fields["period"] = period
@@ -65,6 +68,17 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
         origin = "built-in default workload (LeNet-5 on MNIST; no edgefit.yaml here)"
     budget = validate(fields, Budget, path="command line" if base is None else source)
     return ResolvedBudget(budget, source, origin)
+
+
+def _parse_shape(text: str) -> list[int]:
+    try:
+        dims = [int(d) for d in text.lower().replace(",", "x").split("x")]
+    except ValueError:
+        raise SpecError(f"--input-shape {text!r}: write the dimensions of one sample, "
+                        "e.g. 1x28x28") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise SpecError(f"--input-shape {text!r}: every dimension must be positive")
+    return dims
 
 
 def _parse_margin(text: str) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,6 +36,8 @@ def plan_cmd(
                                                  "after apply)")] = None,
     model: Annotated[str | None, Opt(help="built-in name, .pt2 file, or module:factory")] = None,
     weights: Annotated[str | None, Opt(help="state_dict for module:factory")] = None,
+    input_shape: Annotated[str | None, Opt(help="one sample's shape for module:factory, "
+                                           "e.g. 1x28x28")] = None,
     data: Annotated[str | None, Opt(help="data set name or file")] = None,
     profile: Annotated[str | None, Opt(help="device profile (runtime); default: the "
                                         "spec's")] = None,
@@ -48,6 +50,11 @@ def plan_cmd(
     gap: Annotated[float, Opt(help="stop at this relative optimality gap (0 = prove "
                               "optimal)")] = 0.0,
     solver: Annotated[str, Opt(help="cpsat or cbc")] = "cpsat",
+    search: Annotated[str, Opt(help="solver (exact, default) or bayes (Optuna TPE baseline, "
+                               "same decision space)")] = "solver",
+    trials: Annotated[int, Opt(help="--search bayes: number of trials")] = 200,
+    study: Annotated[Path | None, Opt(help="--search bayes: SQLite file to resume or "
+                                      "inspect the study")] = None,
     pin: Annotated[list[str] | None, Opt(help="LAYER=OPTION, fixed before solving "
                                          "(repeatable)")] = None,
     exclude: Annotated[list[str] | None, Opt(help="an option (int4) or technique (quantize) "
@@ -62,7 +69,7 @@ def plan_cmd(
 
     resolved = resolve_budget(
         Path.cwd(), budget_file=budget, target=target, profile=profile, model=model,
-        weights=weights, data=data, margin=margin, period=period,
+        weights=weights, data=data, margin=margin, period=period, input_shape=input_shape,
         limits={"latency": max_latency, "flash": max_flash, "ram": max_ram,
                 "energy": max_energy, "accuracy_drop": max_accuracy_drop},
     )
@@ -75,7 +82,7 @@ def plan_cmd(
     plan, ctx = make_plan(resolved.budget, resolved.model_origin,
                         SolverOptions(time_limit_s=time_limit, relative_gap=gap),
                         pins=parse_pins(pin or []), exclude=tuple(exclude or ()),
-                        backend=_backend(solver))
+                        backend=_backend(solver), search=_search(search, trials, study))
     plan.save(out)
     print_plan(plan, out)
     if metrics:
@@ -238,6 +245,20 @@ def _pareto_metrics(text: str) -> list[str]:
         raise SpecError(f"--pareto {text!r}: one or two of {', '.join(PARETO_METRICS)}, "
                         "comma-separated")
     return [PARETO_METRICS[n] for n in names]
+
+
+def _search(name: str, trials: int, study: Path | None) -> Any:
+    from edgefit.errors import SpecError
+
+    if name == "solver":
+        return None
+    if name != "bayes":
+        raise SpecError(f"--search {name!r}: choose solver or bayes")
+    if trials < 1:
+        raise SpecError(f"--trials {trials}: must be at least 1")
+    from edgefit.planning import SearchSettings
+
+    return SearchSettings(trials=trials, study=study)
 
 
 def _backend(name: str) -> str:

@@ -116,7 +116,8 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
 
 def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None = None,
               pins: dict[str, str] | None = None, exclude: tuple[str, ...] = (),
-              backend: str = "cpsat") -> tuple[plan_schema.Plan, PlanContext]:
+              backend: str = "cpsat", search: SearchSettings | None = None
+              ) -> tuple[plan_schema.Plan, PlanContext]:
     """pins: layer -> option fixed before solving; exclude: options no layer may take."""
     from workloads.models import load_model_ref
 
@@ -129,7 +130,8 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     kernels = spec.profile(profile).kernels
     if budget.model is None:
         raise SpecError("no model given (use --model or `model:` in the budget file)")
-    loaded = load_model_ref(budget.model, budget.weights)
+    loaded = load_model_ref(budget.model, budget.weights,
+                            tuple(budget.input_shape) if budget.input_shape else None)
     graph = _capture(loaded)
     calib = calibration_split(budget.data or loaded.dataset)
     options_by_layer = layer_options(graph, kernels, loaded.module is not None)
@@ -147,8 +149,31 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin)
     base = base_plan(ctx, acc_prov, options_by_layer)
     ctx.problem = problem_from_plan(base, pins, exclude)  # the same problem, pins applied
-    ctx.result = solve(ctx.problem, options, backend=backend)
+    ctx.result = (_bayes(ctx.problem, search, options) if search is not None
+                  else solve(ctx.problem, options, backend=backend))
     return with_result(base, ctx.problem, ctx.result, pins), ctx
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """`plan --search bayes`: Optuna TPE over the same decision space (the yardstick)."""
+
+    trials: int = 200
+    study: Path | None = None  # SQLite file: resume or inspect a search
+    seed: int = 0
+
+
+def _bayes(problem: Problem, search: SearchSettings, options: SolverOptions | None
+           ) -> SolveResult:
+    from planner.bayes import search as tpe_search
+
+    storage = f"sqlite:///{search.study}" if search.study else None
+    result = tpe_search(problem, search.trials, (options or SolverOptions()).time_limit_s,
+                        storage=storage, seed=search.seed)
+    if result.feasible:
+        return result
+    # TPE found no feasible plan, which proves nothing: let CP-SAT answer and explain
+    return solve(problem, options)
 
 
 def _calibrated(spec: DeviceSpec, profile: str) -> DeviceSpec:

@@ -90,7 +90,7 @@ def _load_pt2(path: Path) -> LoadedModel:
     example = program.example_inputs[0] if program.example_inputs else ()
     if not example or not isinstance(example[0], torch.Tensor):
         raise ModelLoadError(f"{path}: the archive has no example input to read its shape from")
-    module = remodularize(program.module(check_guards=False))  # guards pin batch 1
+    module = _planning_form(remodularize(program.module(check_guards=False)))  # guards: batch 1
     return LoadedModel(path.stem, "pt2", module, tuple(example[0].shape[1:]), None, str(path))
 
 
@@ -169,8 +169,17 @@ def _load_factory(ref: str, weights: str | None,
         model.load_state_dict(load_state_dict(Path(weights)))
     if input_shape is None:
         raise ModelLoadError(
-            f"{ref}: give the input shape of one sample (input_shape: [1, 28, 28])")
-    return LoadedModel(factory_name, "factory", model.eval(), tuple(input_shape), None, ref)
+            f"{ref}: give the input shape of one sample (--input-shape 1x28x28, or "
+            "input_shape: [1, 28, 28] in the budget file)")
+    return LoadedModel(factory_name, "factory", _planning_form(model), tuple(input_shape),
+                       None, ref)
+
+
+def _planning_form(model: nn.Module) -> nn.Module:
+    """Eval mode, BatchNorm folded into its conv (exact): the model edgefit plans and exports."""
+    from workloads.fuse import fuse_bn, has_batchnorm
+
+    return fuse_bn(model) if has_batchnorm(model) else model.eval()
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -72,6 +72,8 @@ CASES = {
                            ["badunit.yaml:4", "limits.latency", "bytes units, but time is needed"]),
     "bad period": (["--target", "jetson-nano", "--period", "1KB", *OK_LIMIT],
                    ["--period", "bytes units, but time is needed"]),
+    "bad search": (["--target", "jetson-nano", "--search", "genetic", *OK_LIMIT],
+                   ["--search 'genetic'", "solver or bayes"]),
     "bad pareto metric": (["--target", "jetson-nano", "--pareto", "speed", *OK_LIMIT],
                           ["--pareto 'speed'", "latency, flash, ram, energy"]),
     "bad solver": (["--target", "jetson-nano", "--solver", "gurobi", *OK_LIMIT],

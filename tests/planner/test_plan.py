@@ -95,3 +95,18 @@ def test_plan_states_how_far_latency_is_trusted(lenet5_plan_factory) -> None:
     assert "published whole-network measurements" in nano.uncertainty["latency"]
     mcu, _ = lenet5_plan_factory(latency="60ms")  # no published points for CMSIS-NN here
     assert mcu.latency_band is None and mcu.uncertainty["latency"].startswith("unknown")
+
+
+def test_bayes_search_is_a_baseline_not_a_proof(tmp_path: Path) -> None:
+    from device_specs.budget import Budget
+    from edgefit.planning import SearchSettings, make_plan
+
+    budget = Budget(target="arduino-nano-33-ble", limits={"latency": "60ms"},
+                    model="lenet5-mnist")
+    exact, _ = make_plan(budget, "test")
+    tpe, _ = make_plan(budget, "test", search=SearchSettings(trials=40, study=tmp_path / "s.db"))
+    assert tpe.solver.backend == "optuna-tpe" and tpe.status == "FEASIBLE"
+    assert tpe.totals is not None and exact.totals is not None
+    assert tpe.totals.latency_ms <= 60.0
+    assert tpe.totals.acc_loss >= exact.totals.acc_loss - 1e-12  # the solver is the optimum
+    assert (tmp_path / "s.db").is_file()
