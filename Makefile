@@ -38,6 +38,7 @@ schemas: $(STAMP)
 bench: data
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/fit_catalog.py
+	$(PY) benchmarks/cost_model_accuracy.py
 	$(PY) benchmarks/solver_scale.py --time-limit 10
 
 clean:
