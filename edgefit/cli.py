@@ -61,6 +61,8 @@ def plan_cmd(
                                              "no layer may take (repeatable)")] = None,
     pareto: Annotated[str | None, Opt(help="sweep one or two limits, e.g. latency or "
                                       "latency,flash: writes CSV + PNG beside --out")] = None,
+    finetune: Annotated[int, Opt(help="epochs of distillation against the uncompressed model "
+                                 "after pruning (0: none)")] = 0,
     apply: Annotated[bool, Opt("--apply", help="apply the plan right away")] = False,
     report_dir: Annotated[Path, Opt(help="where --apply writes artifacts")] = Path("out"),
 ) -> None:
@@ -82,7 +84,8 @@ def plan_cmd(
     plan, ctx = make_plan(resolved.budget, resolved.model_origin,
                         SolverOptions(time_limit_s=time_limit, relative_gap=gap),
                         pins=parse_pins(pin or []), exclude=tuple(exclude or ()),
-                        backend=_backend(solver), search=_search(search, trials, study))
+                        backend=_backend(solver), search=_search(search, trials, study),
+                        finetune_epochs=_epochs(finetune))
     plan.save(out)
     print_plan(plan, out)
     if metrics:
@@ -259,6 +262,14 @@ def _search(name: str, trials: int, study: Path | None) -> Any:
     from edgefit.planning import SearchSettings
 
     return SearchSettings(trials=trials, study=study)
+
+
+def _epochs(n: int) -> int:
+    from edgefit.errors import SpecError
+
+    if not 0 <= n <= 100:
+        raise SpecError(f"--finetune {n}: between 0 and 100 epochs")
+    return n
 
 
 def _backend(name: str) -> str:

@@ -116,8 +116,8 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
 
 def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None = None,
               pins: dict[str, str] | None = None, exclude: tuple[str, ...] = (),
-              backend: str = "cpsat", search: SearchSettings | None = None
-              ) -> tuple[plan_schema.Plan, PlanContext]:
+              backend: str = "cpsat", search: SearchSettings | None = None,
+              finetune_epochs: int = 0) -> tuple[plan_schema.Plan, PlanContext]:
     """pins: layer -> option fixed before solving; exclude: options no layer may take."""
     from workloads.models import load_model_ref
 
@@ -148,6 +148,10 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     problem = build_problem(graph, table, solver_limits(budget.limits, budget.margin))
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin)
     base = base_plan(ctx, acc_prov, options_by_layer)
+    if finetune_epochs:
+        from executors.distill import DistillConfig
+
+        base = base.model_copy(update={"finetune": DistillConfig(epochs=finetune_epochs)})
     ctx.problem = problem_from_plan(base, pins, exclude)  # the same problem, pins applied
     ctx.result = (_bayes(ctx.problem, search, options) if search is not None
                   else solve(ctx.problem, options, backend=backend))

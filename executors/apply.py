@@ -7,6 +7,7 @@ prediction next to an onnxruntime measurement: a check of the cost model, not ta
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -33,7 +34,7 @@ from executors.onnx_quant import inspect_onnx, name_nodes_by_module, quantize_on
 from executors.prune import UnstructuredPruneConfig
 from executors.quantize import onnx_option, weight_precision
 from planner.plan import Plan, atomic_write_text
-from workloads.data import Dataset
+from workloads.data import Dataset, load_dataset
 from workloads.models import LoadedModel, load_model_ref
 from workloads.train import evaluate
 
@@ -80,6 +81,7 @@ class _Built:
     accuracy: float
     how: str
     fidelity: dict[str, Any] | None
+    finetune: dict[str, Any] | None = None
 
 
 def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
@@ -126,6 +128,7 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
             "limit_pp": limit_pp,
             "limit_met": None if limit_pp is None else drop_pp <= limit_pp,
             "onnx_vs_torch": built.fidelity,
+            "finetune": built.finetune,
         },
         "host_check": host,
         "artifacts": {
@@ -155,7 +158,19 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
         raise PlanError("the plan's layers do not match the model's; re-run `plan`")
     techniques = {name: lp.techniques for name, lp in plan.layers.items()}
     pruned = pruned_copy(module, techniques)
-    compressed = quantized_copy(module, techniques, calib_x)
+    tuned, finetune_report = "", None
+    if plan.finetune is not None and any(_sparsity(t) for t in techniques.values()):
+        from executors.distill import distill
+
+        assert loaded.dataset is not None or plan.data is not None
+        train, _ = load_dataset(plan.data or loaded.dataset or "")
+        pruned, rep = distill(pruned, module, train, plan.finetune)
+        finetune_report = dataclasses.asdict(rep)
+        tuned = (f"; distilled {rep.epochs_run} epoch(s) after pruning (best {rep.best_epoch}, "
+                 f"validation KL {rep.val_kl_before:.3g} -> {rep.val_kl_after:.3g}, accuracy "
+                 f"{100 * rep.val_accuracy_before:.2f} -> {100 * rep.val_accuracy_after:.2f} %, "
+                 f"zeros kept: {rep.zeros_kept})")
+    compressed = quantized_copy(pruned, techniques, calib_x)
     fp32_onnx, runnable = out_dir / "model.fp32.onnx", out_dir / "model.onnx"
     export_fp32(pruned, loaded.input_shape, fp32_onnx)
     quantize_onnx(fp32_onnx, runnable, onnx_opts, calib_x[:128])
@@ -163,8 +178,9 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
         graph, fp32_onnx, runnable, _flash_layers(pruned, plan), evaluate(module, test),
         evaluate(compressed, test),
         "torch model with the plan's pruning applied and its quantisation simulated "
-        f"(fake-quant, activation scales from {len(calib_x)} training images); no fine-tuning",
-        _onnx_fidelity(runnable, compressed, test.x[:256]))
+        f"(fake-quant, activation scales from {len(calib_x)} training images)"
+        + (tuned or "; no fine-tuning"),
+        _onnx_fidelity(runnable, compressed, test.x[:256]), finetune_report)
 
 
 def _build_onnx(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],

@@ -54,6 +54,8 @@ class FlashLayer:
     weight: np.ndarray
     bias: np.ndarray | None = None
     sparse: bool = False  # store the weight values sparsely (bitmask / CSR / dense, smallest)
+    # the positions a sparse layer stores: the pruning mask (nonzero fp32 weights), so the
+    # size does not depend on which kept values happen to quantise to 0
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,8 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
     storage = None
     values, scales = _stored_values(w, option, layer.name)
     if layer.sparse:
-        storage, data = sparse_format.encode(values, qm.BITS[option], formats=SPARSE_FORMATS)
+        storage, data = sparse_format.encode(values, qm.BITS[option], formats=SPARSE_FORMATS,
+                                             mask=w != 0)
     elif option == "int4":
         data = qm.pack_int4(values)
     else:
@@ -149,8 +152,8 @@ def layer_weight_bytes(weight: np.ndarray, option: str, sparse: bool) -> int:
     out_ch = int(w.shape[0])
     if not sparse:
         return qm.stored_weight_bytes(option, w.size, out_ch)
-    values, scales = _stored_values(w, option, "layer")
-    nnz = int(np.count_nonzero(values))
+    _, scales = _stored_values(w, option, "layer")
+    nnz = int(np.count_nonzero(w))  # the pruning mask: what the image stores
     rows = out_ch
     _, size = sparse_format.sparse_bytes(w.size, nnz, rows, qm.BITS[option], SPARSE_FORMATS)
     return size + (qm.SCALE_BYTES * out_ch if scales is not None else 0)

@@ -355,6 +355,11 @@ class KeepZeros:
             for weight, keep in self._masks.values():
                 weight.mul_(keep)
 
+    def holds(self) -> bool:
+        """True when every recorded zero is still exactly zero (read from the weights)."""
+        return all(bool((weight.detach()[keep == 0] == 0).all())
+                   for weight, keep in self._masks.values())
+
     def attach(self, optimizer: torch.optim.Optimizer) -> Any:
         """Call :meth:`reapply` after each ``optimizer.step()``; returns the removable handle."""
         return optimizer.register_step_post_hook(lambda *_args: self.reapply())

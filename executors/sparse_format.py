@@ -172,18 +172,21 @@ def unpack_values(data: bytes, count: int, value_bits: int) -> np.ndarray:
 
 
 def encode(q_or_w: np.ndarray, value_bits: int,
-           formats: Sequence[str] = FORMATS) -> tuple[str, bytes]:
+           formats: Sequence[str] = FORMATS, mask: np.ndarray | None = None) -> tuple[str, bytes]:
     """Store a weight sparsely: ``(format_name, payload)`` in the smallest of ``formats``.
 
     ``q_or_w`` is integer codes for ``value_bits`` <= 8, floats for 16/32. Its shape is not
     stored (the caller keeps it, e.g. in the flash header) and is needed by :func:`decode`.
+    ``mask``: the positions to store (default: the nonzero values). Giving the pruning mask
+    makes the size depend on the pruning alone, not on which kept values quantise to 0.
     """
     a = np.asarray(q_or_w)
     shape = tuple(int(s) for s in a.shape)
     rows = _rows_of(shape)
     vals = _values_array(a, value_bits)
     flat = vals.reshape(-1)
-    nz = flat != 0
+    nz = (np.asarray(mask).reshape(-1).astype(bool) | (flat != 0)) if mask is not None else (
+        flat != 0)
     nnz = int(nz.sum())
     fmt, size = sparse_bytes(flat.size, nnz, rows, value_bits, formats)
     packed_vals = pack_values(flat[nz], value_bits)

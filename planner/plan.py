@@ -15,6 +15,7 @@ from device_specs.budget import Limits
 from edgefit.errors import PlanError, SpecError
 from edgefit.fsutil import atomic_write_text
 from edgefit.yamlio import describe
+from executors.distill import DistillConfig
 from executors.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig
 from executors.quantize import QuantizeConfig
 
@@ -150,6 +151,8 @@ class Plan(_Strict):
     )
     accuracy_unit: str
     explanation: Explanation | None = None
+    finetune: DistillConfig | None = Field(
+        default=None, description="distillation after pruning, before quantisation (apply)")
     latency_band: float | None = Field(
         default=None, description="typical relative error of the latency model (null: unknown)")
     uncertainty: dict[str, str] = Field(

@@ -1,0 +1,113 @@
+"""Technique: knowledge distillation — fine-tune the compressed student against the
+uncompressed teacher after a destructive stage (pruning), keeping what earlier stages fixed.
+
+Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(labels),
+early stopping on the validation split's distillation loss (KL to the teacher: continuous, so
+it sees progress that accuracy on a small split would not). Zeros that pruning made stay zero
+(re-applied after every optimiser step), so fine-tuning never silently undoes the pruning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from workloads.data import Dataset
+
+
+class DistillConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    technique: Literal["distill"] = "distill"
+    epochs: int = Field(default=3, ge=1, le=100)
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.7, ge=0, le=1)
+    lr: float = Field(default=5e-4, gt=0)
+    batch_size: int = Field(default=128, ge=1)
+    patience: int = Field(default=2, ge=1, description="epochs without validation gain")
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+
+
+@dataclass(frozen=True)
+class DistillReport:
+    epochs_run: int
+    best_epoch: int
+    val_accuracy_before: float
+    val_accuracy_after: float
+    val_kl_before: float  # KL(teacher || student) on the validation split
+    val_kl_after: float
+    train_loss_first: float
+    train_loss_last: float
+    zeros_kept: bool
+
+
+def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: DistillConfig,
+            seed: int = 0) -> tuple[nn.Module, DistillReport]:
+    """Fine-tune `student` in place against `teacher` on `data` (the training split)."""
+    import copy
+
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from executors.prune import keep_zeros
+    from workloads.data import split
+    from workloads.train import evaluate
+
+    torch.manual_seed(seed)
+    torch.set_flush_denormal(True)  # pruned weights make denormals; they slow training a lot
+    train, val = split(data, config.validation_fraction, seed)
+    teacher = teacher.eval()
+    mask = keep_zeros(student)
+    opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
+    mask.attach(opt)
+    rng = np.random.default_rng(seed)
+    t = config.temperature
+
+    def val_kl() -> float:
+        student.eval()
+        with torch.no_grad():
+            x = torch.from_numpy(val.x)
+            return float(nn.functional.kl_div(nn.functional.log_softmax(student(x), dim=1),
+                                              nn.functional.log_softmax(teacher(x), dim=1),
+                                              log_target=True, reduction="batchmean"))
+
+    before = evaluate(student, val)
+    best, best_epoch, best_state = val_kl(), 0, copy.deepcopy(student.state_dict())
+    kl_before = best
+    losses: list[float] = []
+    epochs_run = 0
+    for epoch in range(1, config.epochs + 1):
+        student.train()
+        order = rng.permutation(len(train.y))
+        total = 0.0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            x = torch.from_numpy(train.x[idx])
+            y = torch.from_numpy(train.y[idx])
+            with torch.no_grad():
+                soft = nn.functional.log_softmax(teacher(x) / t, dim=1)
+            logits = student(x)
+            kd = nn.functional.kl_div(nn.functional.log_softmax(logits / t, dim=1), soft,
+                                      log_target=True, reduction="batchmean") * t * t
+            loss = config.alpha * kd + (1 - config.alpha) * nn.functional.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(idx)
+        losses.append(total / len(order))
+        epochs_run = epoch
+        kl = val_kl()
+        if kl < best:
+            best, best_epoch, best_state = kl, epoch, copy.deepcopy(student.state_dict())
+        elif epoch - best_epoch >= config.patience:
+            break
+    student.load_state_dict(best_state)
+    student.eval()
+    return student, DistillReport(epochs_run, best_epoch, before, evaluate(student, val),
+                                  kl_before, best, losses[0], losses[-1], mask.holds())
