@@ -13,11 +13,8 @@ deterministic functions of the catalog and the published points.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from cost_models.published import (
 )
 from device_specs.catalog import catalog_files, load_spec
 from device_specs.schema import Profile
+from edgefit.fsutil import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "cost-model-fit.md"
@@ -248,25 +246,12 @@ def all_rows() -> list[Row]:
     return rows
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown report")
     args = parser.parse_args(argv)
     text = report(all_rows())
-    write_atomic(args.out, text)
+    atomic_write_text(args.out, text)
     sys.stdout.write(text)
     print(f"\nwrote {args.out}", file=sys.stderr)
     return 0

@@ -39,13 +39,11 @@ Public API:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import itertools
 import json
 import math
-import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +60,7 @@ from cost_models.published import PublishedPoint, Workload, workload
 from device_specs.quantities import Bandwidth, Count, MacRate, Millis, Sourced, Strict
 from device_specs.schema import DeviceSpec, Profile
 from edgefit.errors import SpecError
+from edgefit.fsutil import atomic_write_text, read_text
 from edgefit.yamlio import validate
 
 S = TypeVar("S", bound=Sourced)
@@ -723,12 +722,7 @@ def _sha256(path: Path) -> str:
 def read_measure_file(path: Path) -> dict[str, Any]:
     """An edgefit_measure JSON result, checked for its format; SpecError naming the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read: {exc}") from None
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -1033,19 +1027,10 @@ def _leave_one_file_out(files: list[_FileData], prof: Profile) -> list[HeldOutFi
 
 def save_calibration(result: CalibrationResult, path: Path) -> None:
     """Write atomically (temp file in the same directory + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = ("# written by edgefit calibrate (cost_models/calibrate.py); do not edit by hand\n"
             + yaml.safe_dump(_plain(result.model_dump(mode="json")), sort_keys=False,
                              allow_unicode=True, width=100))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, text)
 
 
 def _plain(obj: Any) -> Any:

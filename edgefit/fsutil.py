@@ -38,3 +38,15 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = False) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """The file's text, or a one-line SpecError naming it (missing, unreadable, not UTF-8)."""
+    from edgefit.errors import SpecError
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from None

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edgefit.errors import SpecError
+from edgefit.fsutil import read_text
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,12 +34,7 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
 
 
 def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot read: {exc}") from None
+    text = read_text(path)
     try:
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_specs.budget import Limits
 from edgefit.errors import PlanError, SpecError
-from edgefit.fsutil import atomic_write_text
+from edgefit.fsutil import atomic_write_text, read_text
 from edgefit.yamlio import describe
 from executors.distill import DistillConfig
 from executors.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig
@@ -176,12 +176,7 @@ class Plan(_Strict):
 
     @classmethod
     def load(cls, path: Path) -> Plan:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SpecError(f"{path}: plan file not found") from None
-        except OSError as exc:
-            raise SpecError(f"{path}: cannot read: {exc}") from None
+        text = read_text(path, "plan file")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
