@@ -39,6 +39,7 @@ bench: data
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/fit_catalog.py
 	$(PY) benchmarks/cost_model_accuracy.py
+	$(PY) benchmarks/techniques.py
 	$(PY) benchmarks/solver_scale.py --time-limit 10
 
 clean:
