@@ -39,7 +39,13 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from edgefit.errors import ModelLoadError
-from executors.onnx_quant import LAYERS_KEY, WEIGHTED_OPS, save_atomic, set_meta
+from executors.onnx_quant import (
+    LAYERS_KEY,
+    WEIGHTED_OPS,
+    planned_layers,
+    save_atomic,
+    set_meta,
+)
 
 ALIAS_OPS = frozenset(
     {"Relu", "Clip", "Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze"}
@@ -214,19 +220,6 @@ def prepare_onnx(src: Path, dst: Path) -> list[str]:
 # capture
 
 
-def _prepared_layers(model: onnx.ModelProto, where: str) -> list[str]:
-    raw = next((p.value for p in model.metadata_props if p.key == LAYERS_KEY), None)
-    if raw is None:
-        raise ModelLoadError(f"{where}: no '{LAYERS_KEY}' metadata; run prepare_onnx first")
-    try:
-        layers = json.loads(raw)
-    except json.JSONDecodeError:
-        layers = None
-    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-        raise ModelLoadError(f"{where}: '{LAYERS_KEY}' metadata is not a JSON list of names")
-    return layers
-
-
 def _inferred_shapes(
     model: onnx.ModelProto, input_name: str, where: str
 ) -> tuple[dict[str, list[int | None]], int]:
@@ -270,7 +263,7 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
     where = str(path)
     model = _load_checked(path)
     inp = _check_input(model, where)
-    layer_names = _prepared_layers(model, where)
+    layer_names = planned_layers(model, where, ModelLoadError, "run prepare_onnx first")
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     shapes, batch = _inferred_shapes(model, inp.name, where)

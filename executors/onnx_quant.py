@@ -49,7 +49,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgefit.errors import PlanError
+from edgefit.errors import EdgefitError, PlanError
 from edgefit.fsutil import atomic_path
 from executors import quant_math as qm
 
@@ -189,19 +189,20 @@ def set_meta(model: onnx.ModelProto, key: str, value: str) -> None:
     entry.key, entry.value = key, value
 
 
-def _planned_layers(model: onnx.ModelProto, where: str) -> list[str]:
+def planned_layers(model: onnx.ModelProto, where: str,
+                   error: type[EdgefitError] = PlanError,
+                   hint: str = "name the layer nodes with name_nodes_by_module first"
+                   ) -> list[str]:
+    """The layer names in the model's `edgefit.layers` metadata (`error` when absent/bad)."""
     raw = _meta(model, LAYERS_KEY)
     if raw is None:
-        raise PlanError(
-            f"{where} has no '{LAYERS_KEY}' metadata; name the layer nodes with "
-            "name_nodes_by_module first"
-        )
+        raise error(f"{where} has no '{LAYERS_KEY}' metadata; {hint}")
     try:
         layers = json.loads(raw)
     except json.JSONDecodeError:
         layers = None
     if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-        raise PlanError(f"{where}: '{LAYERS_KEY}' metadata is not a JSON list of layer names")
+        raise error(f"{where}: '{LAYERS_KEY}' metadata is not a JSON list of layer names")
     return layers
 
 
@@ -565,7 +566,7 @@ def quantize_onnx(
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     where = str(fp32_path)
     model = _load(fp32_path)
-    layers = _planned_layers(model, where)
+    layers = planned_layers(model, where)
     full = validate_options(dict(options), layers)
     g = _Graph(model.graph)
     for layer in layers:
@@ -710,7 +711,7 @@ def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
     g = _Graph(model.graph)
     inputs = {i.name for i in model.graph.input}
     result: dict[str, LayerStorage] = {}
-    for layer in _planned_layers(model, str(path)):
+    for layer in planned_layers(model, str(path)):
         node = _layer_node(g, layer, str(path))
         init, chain = _trace(g, node.input[1])
         if init is None:
