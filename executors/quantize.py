@@ -29,7 +29,6 @@ class QuantizeConfig(BaseModel):
     symmetric: bool = True
 
 
-BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 
 
 def fake_quantize_weights(module: nn.Module, config: QuantizeConfig) -> nn.Module:
@@ -43,7 +42,7 @@ def fake_quantize_weights(module: nn.Module, config: QuantizeConfig) -> nn.Modul
         new = quant_math.to_fp16_and_back(weight)
     elif config.weights in ("int8", "int4"):
         flat = weight.reshape(weight.shape[0], -1)
-        new = quant_math.fake_quantize(flat, BITS[config.weights]).reshape(weight.shape)
+        new = quant_math.fake_quantize(flat, quant_math.BITS[config.weights]).reshape(weight.shape)
     else:
         return module
     with torch.no_grad():

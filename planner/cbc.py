@@ -11,9 +11,9 @@ import time
 
 import pulp
 
-from planner.cpsat import BINDING_FRACTION, RESOLUTION, _down, _up
+from planner.cpsat import RESOLUTION, _down, _up
 from planner.problem import ADDITIVE, Choice, Problem
-from planner.result import SolveResult, SolverOptions
+from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
 
 
 class _Model:

@@ -14,12 +14,11 @@ from typing import Any
 from ortools.sat.python import cp_model
 
 from planner.problem import ADDITIVE, Problem
-from planner.result import Relaxation, SolveResult, SolverOptions
+from planner.result import BINDING_FRACTION, Relaxation, SolveResult, SolverOptions
 
 # Integer unit of each quantity inside the solver (ms, bytes, mJ, loss units).
 RESOLUTION = {"latency_ms": 1e-4, "flash_bytes": 1.0, "ram_bytes": 1.0, "energy_mj": 1e-6,
               "acc_loss": 1e-9}
-BINDING_FRACTION = 0.99
 
 
 def _up(value: float, metric: str) -> int:

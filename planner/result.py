@@ -38,6 +38,10 @@ class SolveResult:
         return self.status in ("OPTIMAL", "FEASIBLE")
 
 
+# A limit counts as binding (without the sensitivity re-solves) when a plan uses this much of it.
+BINDING_FRACTION = 0.99
+
+
 @dataclass(frozen=True)
 class SolverOptions:
     time_limit_s: float = 10.0

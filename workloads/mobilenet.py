@@ -25,7 +25,7 @@ BatchNorm module (``stem.bn``), which breaks ``executors.onnx_quant.name_nodes_b
 from __future__ import annotations
 
 import torch
-from torch import fx, nn  # noqa: F401  (fx kept for callers)
+from torch import nn
 
 from workloads.fuse import fold_bn_into_conv, fuse_bn  # noqa: F401  (re-exported)
 

@@ -16,6 +16,7 @@ from edgefit.units import fmt_bytes, fmt_mj, fmt_ms
 from planner.plan import Alternative, Costs, LayerPlan, Plan
 from planner.presolve import dominates
 from planner.problem import Choice, Problem
+from planner.result import BINDING_FRACTION
 
 # Limit name (Limits field) -> (Costs attribute, label, formatter). Order = display order.
 LIMIT_METRICS: dict[str, tuple[str, str, Callable[[float], str]]] = {
@@ -26,7 +27,6 @@ LIMIT_METRICS: dict[str, tuple[str, str, Callable[[float], str]]] = {
 }
 METRIC_FORMAT: dict[str, Callable[[float], str]] = {
     metric: fmt for metric, _, fmt in LIMIT_METRICS.values()}
-BINDING_FRACTION = 0.99  # as planner.cpsat (not imported: it pulls in OR-Tools)
 OVER_BUDGET = "OVER_BUDGET"  # status of a hand-edited plan whose totals break a limit
 MEASURED_TOLERANCE = 0.20  # measured flash this far from predicted is highlighted
 
