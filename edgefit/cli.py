@@ -64,6 +64,10 @@ def plan_cmd(
     finetune: Annotated[int, Opt(help="epochs of distillation against the uncompressed model "
                                  "after pruning (0: none)")] = 0,
     apply: Annotated[bool, Opt("--apply", help="apply the plan right away")] = False,
+    loop: Annotated[int, Opt(help="closed loop: up to N rounds of solve -> apply -> measure, "
+                             "needs --max-accuracy-drop (0: off)")] = 0,
+    objective: Annotated[str, Opt(help="--loop: the cost to minimise under the accuracy "
+                                  "limit: latency, flash, ram or energy")] = "latency",
     report_dir: Annotated[Path, Opt(help="where --apply writes artifacts")] = Path("out"),
 ) -> None:
     """Plan per-layer compression that meets the limits on TARGET; writes plan.json."""
@@ -81,6 +85,7 @@ def plan_cmd(
     from planner.result import SolverOptions
 
     metrics = _pareto_metrics(pareto) if pareto else None
+    loop_settings = _loop_settings(loop, objective, resolved.budget.limits.accuracy_drop)
     plan, ctx = make_plan(resolved.budget, resolved.model_origin,
                         SolverOptions(time_limit_s=time_limit, relative_gap=gap),
                         pins=parse_pins(pin or []), exclude=tuple(exclude or ()),
@@ -94,8 +99,39 @@ def plan_cmd(
         write_pareto(plan, ctx.problem, metrics, out)
     if not plan.feasible:
         raise typer.Exit(EXIT_INFEASIBLE)
-    if apply:
+    if loop_settings is not None:
+        _loop(plan, out, report_dir, loop_settings)
+    elif apply:
         _apply(out, report_dir)
+
+
+def _loop_settings(rounds: int, objective: str, accuracy_drop: float | None) -> Any:
+    """Checked before any model is loaded: a bad --loop fails in a second, not a minute."""
+    if not rounds:
+        return None
+    from edgefit.loop import LoopSettings
+
+    settings = LoopSettings(rounds=rounds, objective=objective)
+    if accuracy_drop is None:
+        from edgefit.errors import PlanError
+
+        raise PlanError("--loop needs an accuracy limit: add --max-accuracy-drop, e.g. 1pp")
+    return settings
+
+
+def _loop(plan: Any, out: Path, report_dir: Path, settings: Any) -> None:
+    """The closed loop writes its best plan over --out and every round under report_dir."""
+    from edgefit.loop import apply_evaluator, closed_loop
+    from edgefit.report import print_loop
+
+    result = closed_loop(plan, apply_evaluator(report_dir), settings)
+    path = report_dir / "loop.json"
+    result.save(path)
+    if result.best_plan is not None:
+        result.best_plan.save(out)
+    print_loop(result, path)
+    if result.status != "met":
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @app.command("resolve")

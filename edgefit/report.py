@@ -159,6 +159,31 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     con.print(f"report: {report['report_path']}")
 
 
+def print_loop(result: Any, path: Path, console: Console | None = None) -> None:
+    """Every round of the closed loop (edgefit.loop.LoopResult): predicted next to measured."""
+    con = console or _console()
+    metric = {"latency": "latency_ms", "flash": "flash_bytes", "ram": "ram_bytes",
+              "energy": "energy_mj"}[result.objective]
+    fmt = {"latency_ms": fmt_ms, "flash_bytes": fmt_bytes, "ram_bytes": fmt_bytes,
+           "energy_mj": fmt_mj}[metric]
+    table = Table(title=f"closed loop: minimise {result.objective} with accuracy drop <= "
+                  f"{result.accuracy_limit_pp:g} pp measured ({result.front_size} plans on the "
+                  "front)", title_justify="left")
+    for col in ("round", f"{result.objective} (pred.)", "acc cost (pred.)", "drop (measured)",
+                "verdict"):
+        table.add_column(col, justify="left" if col == "verdict" else "right")
+    for r in result.rounds:
+        drop = f"{r.measured.drop_pp:.2f} pp" if r.measured else "-"
+        table.add_row(str(r.number), fmt(r.predicted[metric]), f"{r.predicted['acc_loss']:.2e}",
+                      drop, r.verdict)
+    con.print(table)
+    for r in result.rounds:
+        con.print(f"  round {r.number}: {r.why}" + (f"; learned: {r.learned}" if r.learned
+                                                     else ""), soft_wrap=True)
+    con.print(result.summary, soft_wrap=True)
+    con.print(f"loop report: {path}")
+
+
 def print_devices(console: Console | None = None) -> None:
     from device_specs.catalog import catalog_names, load_spec
 

@@ -79,6 +79,13 @@ CASES = {
     "bad solver": (["--target", "jetson-nano", "--solver", "gurobi", *OK_LIMIT],
                    ["--solver 'gurobi'", "cpsat or cbc"]),
     "bad pin": (["--target", "jetson-nano", "--pin", "conv1", *OK_LIMIT], ["LAYER=OPTION"]),
+    "loop without accuracy limit": (["--target", "jetson-nano", "--loop", "3", *OK_LIMIT],
+                                    ["--loop needs an accuracy limit", "--max-accuracy-drop"]),
+    "loop of no rounds": (["--target", "jetson-nano", "--loop=-1", *OK_LIMIT],
+                          ["--loop -1", "at least 1"]),
+    "bad loop objective": (["--target", "jetson-nano", "--loop", "2", "--objective", "speed",
+                            "--max-accuracy-drop", "1pp", *OK_LIMIT],
+                           ["--objective 'speed'", "latency, flash, ram, energy"]),
     "unknown spec field": (["--target", "badspec.yaml", *OK_LIMIT],
                            ["badspec.yaml", "unknown field"]),
 }

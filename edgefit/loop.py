@@ -1,0 +1,355 @@
+"""The closed loop: solve -> apply (prune, fine-tune, quantise) -> measure -> learn -> re-solve.
+
+Accuracy is a hard limit here (`--max-accuracy-drop`), measured after apply, never just
+predicted. The loop walks the planner's own Pareto front of the objective metric (latency by
+default) against predicted accuracy cost:
+
+1. round 1 applies the most accurate plan within the limits (the ordinary solve);
+2. each measured round is a point (predicted accuracy cost -> measured drop, predicted cost ->
+   measured cost). The ratio measured drop / predicted cost at the nearest measured point
+   recalibrates the accuracy estimate; a measured cost above its prediction tightens that limit;
+3. the next round takes the cheapest unmeasured front plan between the worst failing and the
+   best passing plan that the recalibrated estimate says will pass; it stops when no such plan
+   is left (converged) or after N rounds.
+
+If even the most accurate plan within the limits misses the accuracy limit, the answer is the
+best plan found, what it misses by, and - when a round is left - the cheapest plan beyond the
+limits that does meet it (what the limit would have to become).
+
+The logic is torch-free: `evaluate(plan, round)` does the applying, so tests can drive it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefit.errors import PlanError
+from edgefit.fsutil import atomic_write_text
+from planner.pareto import FrontPoint, sweep
+from planner.plan import Plan
+from planner.problem import Problem
+from planner.resolve import LIMIT_METRIC, problem_from_plan, with_result
+from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
+
+OBJECTIVES = tuple(LIMIT_METRIC)  # latency, flash, ram, energy
+LOOP_REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    rounds: int = 4
+    objective: str = "latency"  # the cost minimised under the accuracy limit
+    front_points: int = 16  # limit values swept to build the front (distinct plans are fewer)
+    safety: float = 0.1  # aim the predicted drop this fraction below the limit
+    time_limit_s: float = 5.0  # per solve of the sweep
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise PlanError(f"--loop {self.rounds}: the number of rounds must be at least 1")
+        if self.objective not in OBJECTIVES:
+            raise PlanError(f"--objective {self.objective!r}: choose one of "
+                            f"{', '.join(OBJECTIVES)}")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one apply measured. `costs` holds only what was really measured for the target,
+    in solver units (flash_bytes always; latency_ms only when the target is this machine)."""
+
+    drop_pp: float
+    accuracy: float
+    fp32_accuracy: float
+    costs: dict[str, float] = field(default_factory=dict)
+    checks_ok: bool = True
+    report: str | None = None
+
+
+@dataclass
+class Round:
+    number: int
+    why: str
+    options: dict[str, str]
+    predicted: dict[str, float]
+    within_limits: bool  # as predicted, against the user's limits
+    measured: Measurement | None = None
+    verdict: str = ""  # pass / fail: what failed
+    learned: str = ""
+
+
+@dataclass
+class LoopResult:
+    status: str  # met | not met
+    summary: str
+    best_round: int | None
+    best_plan: Plan | None
+    rounds: list[Round]
+    objective: str
+    accuracy_limit_pp: float
+    front_size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "loop_report_version": LOOP_REPORT_VERSION,
+            "status": self.status,
+            "summary": self.summary,
+            "objective": self.objective,
+            "accuracy_limit_pp": self.accuracy_limit_pp,
+            "front_plans": self.front_size,
+            "best_round": self.best_round,
+            "rounds": [asdict(r) for r in self.rounds],
+            "how": "each round's drop is measured by `edgefit apply` on the held-out split; "
+                   "the next round is chosen from the planner's Pareto front with the "
+                   "accuracy estimate recalibrated on the measured rounds",
+        }
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+
+
+Evaluate = Callable[[Plan, int], Measurement]
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    picks: dict[str, str]
+    totals: dict[str, float]
+    within_limits: bool
+
+
+def closed_loop(plan: Plan, evaluate: Evaluate, settings: LoopSettings | None = None
+                ) -> LoopResult:
+    """Run the loop from a solved plan (it carries every alternative and the limits)."""
+    settings = settings or LoopSettings()
+    limit_pp = plan.limits.accuracy_drop
+    if limit_pp is None:
+        raise PlanError("the closed loop needs an accuracy limit (--max-accuracy-drop, e.g. 1pp)")
+    if not plan.feasible:
+        raise PlanError(f"the plan's status is {plan.status}: no plan meets the cost limits, "
+                        "so there is nothing to apply")
+    metric = LIMIT_METRIC[settings.objective]
+    problem = problem_from_plan(plan)
+    front = _front(plan, problem, metric, settings)
+    state = _State(problem, limit_pp, settings)
+    for number in range(1, settings.rounds + 1):
+        pick = _first(front, plan) if number == 1 else state.next(front, metric)
+        if pick is None:
+            break
+        cand, why = pick
+        candidate_plan = _plan_for(plan, problem, cand)
+        rnd = Round(number, why, dict(cand.picks), dict(cand.totals), cand.within_limits)
+        rnd.measured = evaluate(candidate_plan, number)
+        state.record(cand, rnd)
+        state.plans[number] = candidate_plan
+    return state.result(settings.objective, len(front))
+
+
+def _front(plan: Plan, problem: Problem, metric: str, settings: LoopSettings
+           ) -> list[_Candidate]:
+    """Distinct plans from cheapest to most accurate in `metric`, including plans beyond the
+    user's limit on it (they answer "what would the limit have to be")."""
+    options = SolverOptions(time_limit_s=settings.time_limit_s)
+    points: list[FrontPoint] = sweep(problem, [metric], settings.front_points, options)
+    seen: dict[tuple[tuple[str, str], ...], _Candidate] = {}
+    for p in points:
+        key = tuple(sorted(p.picks.items()))
+        seen.setdefault(key, _Candidate(dict(p.picks), dict(p.totals),
+                                        problem.feasible(p.totals)))
+    own = _Candidate(plan.options(), _totals(plan), True)
+    seen.setdefault(tuple(sorted(own.picks.items())), own)
+    return sorted(seen.values(), key=lambda c: (c.totals[metric], c.totals["acc_loss"]))
+
+
+def _totals(plan: Plan) -> dict[str, float]:
+    assert plan.totals is not None
+    return {k: float(v) for k, v in plan.totals.model_dump().items() if v is not None}
+
+
+def _first(front: list[_Candidate], plan: Plan) -> tuple[_Candidate, str]:
+    own = next(c for c in front if c.picks == plan.options())
+    return own, "the most accurate plan within the limits (the ordinary solve)"
+
+
+class _State:
+    """Measured rounds and what was learned from them."""
+
+    def __init__(self, problem: Problem, limit_pp: float, settings: LoopSettings) -> None:
+        self.problem = problem
+        self.limit_pp = limit_pp
+        self.settings = settings
+        self.rounds: list[Round] = []
+        self.measured: list[tuple[_Candidate, Round]] = []
+        self.cost_scale: dict[str, float] = {}  # metric -> measured / predicted (worst seen)
+        self.plans: dict[int, Plan] = {}
+
+    # --- learning from one round
+    def record(self, cand: _Candidate, rnd: Round) -> None:
+        m = rnd.measured
+        assert m is not None
+        failures = []
+        if m.drop_pp > self.limit_pp + 1e-9:
+            failures.append(f"accuracy drop {m.drop_pp:.2f} pp > {self.limit_pp:g} pp")
+        learned = []
+        for metric, value in m.costs.items():
+            predicted = cand.totals.get(metric, 0.0)
+            if predicted > 0 and value > predicted * 1.001:
+                ratio = value / predicted
+                if ratio > self.cost_scale.get(metric, 1.0):
+                    self.cost_scale[metric] = ratio
+                    learned.append(f"{metric} measured {ratio:.3f}x its prediction: later "
+                                   "rounds count it at that ratio")
+            limit = self.problem.limits.get(metric)
+            if limit is not None and value > limit + 1e-9:
+                failures.append(f"{metric} measured {value:.6g} > limit {limit:.6g}")
+        if not cand.within_limits:
+            failures.append("beyond the cost limits (asked only to say what they would need)")
+        if not m.checks_ok:
+            failures.append("apply's artifact checks failed (see its report)")
+        if cand.totals["acc_loss"] > 0:
+            learned.append(f"accuracy: {m.drop_pp:.3g} pp measured for a predicted cost of "
+                           f"{cand.totals['acc_loss']:.4g}")
+        rnd.verdict = "pass" if not failures else "fail: " + "; ".join(failures)
+        rnd.learned = "; ".join(learned)
+        self.rounds.append(rnd)
+        self.measured.append((cand, rnd))
+
+    def _passes(self, rnd: Round) -> bool:
+        return rnd.verdict == "pass"
+
+    def _predicted_drop(self, cand: _Candidate) -> float | None:
+        """The measured drop interpolated at this plan's predicted accuracy cost: piecewise
+        linear through (0, 0) and the measured rounds, proportional beyond the largest."""
+        points = sorted((c.totals["acc_loss"], r.measured.drop_pp) for c, r in self.measured
+                        if r.measured is not None and c.totals["acc_loss"] > 0)
+        cost = cand.totals["acc_loss"]
+        if cost <= 0:
+            return 0.0
+        if not points:
+            return None
+        top_cost, top_drop = points[-1]
+        if cost >= top_cost:
+            return top_drop * cost / top_cost
+        xs, ys = zip(*[(0.0, 0.0), *points], strict=True)
+        return float(np.interp(cost, xs, ys))
+
+    def _fits_costs(self, cand: _Candidate) -> bool:
+        return all(cand.totals.get(m, 0.0) * s <= self.problem.limits[m] + 1e-9
+                   for m, s in self.cost_scale.items() if m in self.problem.limits)
+
+    # --- choosing the next round
+    def next(self, front: list[_Candidate], metric: str) -> tuple[_Candidate, str] | None:
+        done = [c.picks for c, _ in self.measured]
+        passing = [c for c, r in self.measured if self._passes(r)]
+        acc_fail = [c for c, r in self.measured
+                    if r.measured is not None and r.measured.drop_pp > self.limit_pp]
+        if not passing:
+            return self._beyond(front, metric, done)
+        ceiling = min(c.totals[metric] for c in passing)
+        floor = max((c.totals[metric] for c in acc_fail if c.totals[metric] < ceiling),
+                    default=float("-inf"))
+        allowed = [c for c in front if c.picks not in done and c.within_limits
+                   and floor < c.totals[metric] < ceiling and self._fits_costs(c)]
+        if not allowed:
+            return None
+        target = self.limit_pp * (1.0 - self.settings.safety)
+        safe = [c for c in allowed if (d := self._predicted_drop(c)) is not None and d <= target]
+        if safe:
+            c = safe[0]  # the front is sorted cheapest first
+            return c, (f"the cheapest plan predicted to drop <= {target:.3g} pp: "
+                       f"{self._predicted_drop(c):.3g} pp, interpolated between the measured "
+                       "rounds")
+        c = allowed[-1]
+        return c, ("none is predicted to pass; the cheapest step below the best passing plan "
+                   "is probed")
+
+    def _beyond(self, front: list[_Candidate], metric: str, done: list[dict[str, str]]
+                ) -> tuple[_Candidate, str] | None:
+        """The most accurate plan within the limits failed: find the cheapest plan beyond
+        them that is predicted to pass (what the limit would need)."""
+        if any(not c.within_limits for c, _ in self.measured):
+            return None  # asked once already
+        target = self.limit_pp * (1.0 - self.settings.safety)
+        beyond = [c for c in front if not c.within_limits and c.picks not in done]
+        safe = [c for c in beyond if (d := self._predicted_drop(c)) is not None and d <= target]
+        if not safe:
+            return None
+        return safe[0], (f"no plan within the limits meets the accuracy limit: the cheapest plan "
+                         f"beyond them predicted to (its {metric} says what the limit would "
+                         "need)")
+
+    # --- the answer
+    def result(self, objective: str, front_size: int) -> LoopResult:
+        metric = LIMIT_METRIC[objective]
+        passing = [(c, r) for c, r in self.measured if self._passes(r)]
+        if passing:
+            c, r = min(passing, key=lambda cr: (cr[0].totals[metric], cr[0].totals["acc_loss"]))
+            assert r.measured is not None
+            summary = (f"met in round {r.number} of {len(self.rounds)}: measured drop "
+                       f"{r.measured.drop_pp:.2f} pp <= {self.limit_pp:g} pp at {metric} "
+                       f"{c.totals[metric]:.6g} (predicted)")
+            return LoopResult("met", summary, r.number, self.plans[r.number], self.rounds,
+                              objective, self.limit_pp, front_size)
+        within = [(c, r) for c, r in self.measured if c.within_limits]
+        c, r = min(within, key=lambda cr: cr[1].measured.drop_pp if cr[1].measured else 1e9)
+        assert r.measured is not None
+        summary = (f"not met: the best plan within the limits (round {r.number}) drops "
+                   f"{r.measured.drop_pp:.2f} pp, {r.measured.drop_pp - self.limit_pp:.2f} pp "
+                   f"over the {self.limit_pp:g} pp limit")
+        over = [(c2, r2) for c2, r2 in self.measured if not c2.within_limits and r2.measured
+                and r2.measured.drop_pp <= self.limit_pp]
+        if over:
+            c2, r2 = over[0]
+            assert r2.measured is not None
+            limit = self.problem.limits.get(metric)
+            summary += (f"; a plan with {metric} {c2.totals[metric]:.6g} (limit "
+                        f"{limit if limit is not None else 'none'}) meets it: measured "
+                        f"{r2.measured.drop_pp:.2f} pp (round {r2.number})")
+        return LoopResult("not met", summary, r.number, self.plans[r.number], self.rounds,
+                          objective, self.limit_pp, front_size)
+
+
+def _plan_for(plan: Plan, problem: Problem, cand: _Candidate) -> Plan:
+    """The full plan.json of one front point (costs per layer, as the planner predicted)."""
+    binding = tuple(m for m, lim in problem.limits.items()
+                    if cand.totals.get(m, 0.0) >= BINDING_FRACTION * lim)
+    result = SolveResult(status="FEASIBLE", picks=dict(cand.picks), totals=dict(cand.totals),
+                         binding=binding, backend="cp-sat (closed-loop front)",
+                         resolution=dict(plan.solver.resolution),
+                         options_considered=plan.solver.options_considered)
+    return with_result(plan, problem, result)
+
+
+def apply_evaluator(out_dir: Path) -> Evaluate:
+    """Each round: write its plan, apply it into out_dir/round-N, read back what was measured."""
+
+    def run(plan: Plan, number: int) -> Measurement:
+        from executors.apply import apply_plan
+
+        round_dir = out_dir / f"round-{number}"
+        round_dir.mkdir(parents=True, exist_ok=True)
+        plan.save(round_dir / "plan.json")
+        report = apply_plan(plan, round_dir)
+        return measurement_from_report(plan, report)
+
+    return run
+
+
+def measurement_from_report(plan: Plan, report: dict[str, Any]) -> Measurement:
+    """Only what was measured for the target: the stored image's bytes always; latency only
+    when the target is this machine (elsewhere it stays a prediction)."""
+    acc = report["accuracy"]
+    costs = {"flash_bytes": plan.fixed.get("flash_bytes", 0.0)
+             + float(report["artifacts"]["flash_payload_bytes"])}
+    if plan.target.device == "host":
+        row = report["host_check"]["rows"][0]
+        if row.get("measured") is not None:
+            costs["latency_ms"] = float(row["measured"])
+    return Measurement(drop_pp=float(acc["drop_pp"]), accuracy=float(acc["compressed"]),
+                       fp32_accuracy=float(acc["fp32"]), costs=costs,
+                       checks_ok=bool(report["verification"]["ok"]),
+                       report=report.get("report_path"))
