@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -11,6 +12,9 @@ from rich.table import Table
 from edgefit.units import fmt_bytes, fmt_mj, fmt_ms, fmt_rate
 from planner.plan import Plan
 from planner.problem import Problem
+
+if TYPE_CHECKING:
+    from device_specs.schema import DeviceSpec, Profile
 
 LIMIT_ROWS = (  # budget field, plan metric, formatter
     ("latency", "latency_ms", fmt_ms),
@@ -190,21 +194,72 @@ def print_devices(console: Console | None = None) -> None:
     con = console or _console()
     table = Table(title="device catalog (edgefit devices)", title_justify="left")
     for col in ("name", "kind", "RAM", "flash/storage", "profiles (default first)",
-                "kernels of the default profile", "published points (fit/aside)"):
+                "kernels of the default profile",
+                "latency model vs published measurements (per profile)"):
         table.add_column(col)
-    from cost_models.published import points
     for name in catalog_names():
         spec = load_spec(name)
         profiles = [spec.default_profile] + [p for p in spec.profiles if p != spec.default_profile]
         kernels = ", ".join(f"{k} {fmt_rate(v.macs_per_s.value)}"
                             for k, v in spec.profile().kernels.items())
-        fit = len(points(name, spec.default_profile, "fit"))
-        aside = len(points(name, spec.default_profile, "aside"))
-        evidence = ("probed on this machine" if spec.kind == "host" else
-                    f"{fit}/{aside}" + ("" if fit >= 3 else " (no fit)"))
+        if spec.kind == "host":
+            evidence = "probed on this machine (no published points)"
+        else:
+            found = published_evidence(spec)
+            evidence = "\n".join(f"{p}: {found[p]}" for p in profiles)
         table.add_row(name, spec.kind, fmt_bytes(spec.ram.value), fmt_bytes(spec.flash.value),
                       ", ".join(profiles), kernels, evidence)
     con.print(table)
+    con.print("leave-one-out error: MAPE of each published point predicted by a fit on the "
+              "others (docs/cost-model-fit.md; needs >= 3 points)")
+
+
+def evidence_text(device: str, profile_name: str, profile: Profile) -> str:
+    """How many published points the profile's fit has and its leave-one-out error, or why
+    there is none (a fit is never implied where the points cannot support one)."""
+    from cost_models.calibrate import fit_profile
+    from cost_models.published import points
+
+    n = len(points(device, profile_name, "fit"))
+    aside = len(points(device, profile_name, "aside"))
+    extra = f"; {aside} more kept aside as a test" if aside else ""
+    if n == 0:
+        return "no published points: analytical constants only" + extra
+    if n == 1:
+        return "1 point: no fit error" + extra
+    if n == 2:
+        return "2 points: fitted, too few for a leave-one-out error" + extra
+    fit = fit_profile(points(device, profile_name, "fit"), profile)
+    if fit.loo_mape is None:
+        return f"{n} points: no leave-one-out fold could be predicted" + extra
+    return (f"{n} points: leave-one-out error {100 * fit.loo_mape:.0f} % "
+            f"({len(fit.loo)} of {n} predicted)" + extra)
+
+
+def published_evidence(spec: DeviceSpec) -> dict[str, str]:
+    """evidence_text per profile of a catalog device. Cached under cache_dir(), keyed by the
+    points file, the device's YAML and the fitting code: the leave-one-out fits take seconds."""
+    import hashlib
+    import json
+
+    from cost_models import calibrate, published
+    from device_specs.catalog import CATALOG_DIR
+    from edgefit.fsutil import atomic_write_text
+    from edgefit.paths import cache_dir
+
+    sources = [published.POINTS_FILE, CATALOG_DIR / f"{spec.name}.yaml", Path(calibrate.__file__)]
+    digest = hashlib.sha256(b"\0".join(p.read_bytes() if p.is_file() else b"" for p in sources))
+    path = cache_dir() / "device-evidence" / f"{spec.name}.{digest.hexdigest()[:16]}.json"
+    try:
+        cached = json.loads(path.read_text())
+        if isinstance(cached, dict) and set(cached) == set(spec.profiles):
+            return {str(k): str(v) for k, v in cached.items()}
+    except (OSError, ValueError):
+        pass
+    out = {name: evidence_text(spec.name, name, prof) for name, prof in spec.profiles.items()}
+    with contextlib.suppress(OSError):  # an unwritable cache only costs the next call time
+        atomic_write_text(path, json.dumps(out, indent=1))
+    return out
 
 
 def write_pareto(plan: Plan, problem: Problem, metrics: list[str], out: Path,
