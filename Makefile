@@ -40,6 +40,8 @@ bench: data
 	$(PY) benchmarks/fit_catalog.py
 	$(PY) benchmarks/cost_model_accuracy.py
 	$(PY) benchmarks/techniques.py
+	$(PY) benchmarks/deep_compression.py
+	$(PY) benchmarks/accuracy_planning.py
 	$(PY) benchmarks/solver_scale.py --time-limit 10
 
 clean:

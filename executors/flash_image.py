@@ -18,6 +18,11 @@ per-channel scales (float32, int4/int8 only) and the bias (float16 for ``fp16``,
 otherwise; one value per output channel). About 110 header bytes per layer.
 
 So ``file size == 12 + header_len + sum(stored_weight_bytes + stored_bias_bytes)``.
+
+A weight-shared layer (``FlashLayer.share``, a ``share.WeightSharingConfig``; option fp32 or
+fp16, which sets the bias dtype) stores its codebook, positions and indices in the ``weight``
+blob (:func:`executors.share.encode_shared`), has no scales, ``dtype`` ``uint<bits>`` and a
+``"share"`` header record (bits, codebook size and dtype, formats, part sizes).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +60,7 @@ class FlashLayer:
     weight: np.ndarray
     bias: np.ndarray | None = None
     sparse: bool = False  # store the weight values sparsely (bitmask / CSR / dense, smallest)
+    share: Any = None  # a share.WeightSharingConfig: store codebook indices (executors.share)
     # the positions a sparse layer stores: the pruning mask (nonzero fp32 weights), so the
     # size does not depend on which kept values happen to quantise to 0
 
@@ -82,6 +89,7 @@ class StoredLayer:
     distinct_values: int
     storage: str = "dense"  # dense, or the sparse format the values are stored in
     zero_fraction: float = 0.0  # of the stored values (read back from the file)
+    codebook: np.ndarray | None = None  # a shared layer's stored centroids (float32)
 
 
 def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
@@ -100,8 +108,11 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
     option = layer.option
     blobs: list[tuple[str, bytes]] = []
     storage = None
-    values, scales = _stored_values(w, option, layer.name)
-    if layer.sparse:
+    share_meta = None
+    values, scales = _stored_values(w, option, layer.name) if layer.share is None else (w, None)
+    if layer.share is not None:
+        share_meta, data = _shared_weight(layer, w)
+    elif layer.sparse:
         storage, data = sparse_format.encode(values, qm.BITS[option], formats=SPARSE_FORMATS,
                                              mask=w != 0)
     elif option == "int4":
@@ -122,7 +133,7 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
         if bdt == "float16":
             qm.check_fp16_range(b, f"layer {layer.name!r} bias")
         blobs.append(("bias", b.astype(_NP_DTYPE[bdt]).tobytes()))
-    entry = {
+    entry: dict[str, Any] = {
         "name": layer.name,
         "option": option,
         "dtype": qm.weight_dtype(option),
@@ -130,7 +141,19 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
     }
     if storage is not None:
         entry["storage"] = storage
+    if share_meta is not None:
+        entry["dtype"] = f"uint{share_meta['bits']}"
+        entry["share"] = share_meta
     return entry, blobs
+
+
+def _shared_weight(layer: FlashLayer, w: np.ndarray) -> tuple[dict, bytes]:
+    from executors.share import encode_shared
+
+    if layer.option not in ("fp32", "fp16"):
+        raise PlanError(f"layer {layer.name!r}: a shared layer takes option fp32 or fp16 (its "
+                        f"bias dtype), got {layer.option!r}")
+    return encode_shared(w, layer.share, layer.name)
 
 
 def _stored_values(w: np.ndarray, option: str, name: str
@@ -145,11 +168,15 @@ def _stored_values(w: np.ndarray, option: str, name: str
     return w.astype("<f4"), None
 
 
-def layer_weight_bytes(weight: np.ndarray, option: str, sparse: bool) -> int:
+def layer_weight_bytes(weight: np.ndarray, option: str, sparse: bool, share: Any = None) -> int:
     """Exactly the weight + scale bytes the image stores for this layer (what the planner
     predicts for sparse layers, whose size depends on how many stored values are zero)."""
     w = qm.as_float32(np.asarray(weight), "weights")
     out_ch = int(w.shape[0])
+    if share is not None:  # a WeightSharingConfig: the blob's exact length
+        from executors.share import shared_weight_bytes
+
+        return shared_weight_bytes(w, share)
     if not sparse:
         return qm.stored_weight_bytes(option, w.size, out_ch)
     _, scales = _stored_values(w, option, "layer")
@@ -265,7 +292,7 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
     option = entry.get("option")
     if not isinstance(name, str) or option not in qm.OPTIONS:
         raise PlanError(f"flash image {path}: layer {name!r} has unknown option {option!r}")
-    if entry.get("dtype") != qm.weight_dtype(option):
+    if "share" not in entry and entry.get("dtype") != qm.weight_dtype(option):
         raise PlanError(
             f"flash image {path}: layer {name!r} stores {entry.get('dtype')!r} for {option}"
         )
@@ -292,8 +319,11 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
     storage = entry.get("storage")
     if storage is not None and storage not in SPARSE_FORMATS:
         raise PlanError(f"flash image {path}: layer {name!r} has unknown storage {storage!r}")
-    scales = q = None
-    if option in ("int4", "int8"):
+    scales = q = codebook = None
+    if "share" in entry:
+        weight, codebook, storage = _decode_shared(path, name, entry, wdata, sdata, shape)
+        distinct = qm.distinct_values(weight)
+    elif option in ("int4", "int8"):
         if sdata is None:
             raise PlanError(f"flash image {path}: layer {name!r} ({option}) has no scales")
         expect("scales", len(sdata), qm.SCALE_BYTES * out_ch)
@@ -331,8 +361,8 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
     return StoredLayer(
         name=name,
         option=option,
-        dtype=qm.weight_dtype(option),
-        bits=qm.BITS[option],
+        dtype=qm.weight_dtype(option) if codebook is None else str(entry["dtype"]),
+        bits=qm.BITS[option] if codebook is None else int(entry["share"]["bits"]),
         shape=shape,
         weight_bytes=weight_bytes,
         bias_bytes=bias_bytes,
@@ -343,7 +373,28 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
         distinct_values=distinct,
         storage=storage or "dense",
         zero_fraction=float(np.mean((q if q is not None else weight) == 0)),
+        codebook=codebook,
     )
+
+
+def _decode_shared(path: Path, name: str, entry: dict, wdata: bytes, sdata: bytes | None,
+                   shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, str]:
+    """A shared layer's (weight, codebook, storage label) from its blob and header record."""
+    from executors.share import decode_shared
+
+    meta = entry["share"]
+    if sdata is not None:
+        raise PlanError(f"flash image {path}: shared layer {name!r} must not have scales")
+    try:
+        weight, _, codebook = decode_shared(meta, wdata, shape)
+        if entry.get("dtype") != f"uint{meta['bits']}":
+            raise PlanError(f"stores {entry.get('dtype')!r} for {meta['bits']}-bit indices")
+    except (PlanError, KeyError, TypeError) as exc:
+        raise PlanError(f"flash image {path}: layer {name!r}: {exc}") from None
+    pos = meta.get("positions")
+    coded = sorted({p.get("coding") for p in (pos, meta["indices"]) if p} - {"none"})
+    storage = "shared" + (f"-{pos['format']}" if pos else "") + "".join(f"+{c}" for c in coded)
+    return weight, codebook, storage
 
 
 def read_flash_image(path: str | os.PathLike) -> list[StoredLayer]:
