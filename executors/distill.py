@@ -99,7 +99,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         losses.append(total / len(order))
         epochs_run = epoch
         kl = val_kl()
