@@ -42,6 +42,7 @@ bench: data
 	$(PY) benchmarks/techniques.py
 	$(PY) benchmarks/deep_compression.py
 	$(PY) benchmarks/accuracy_planning.py
+	$(PY) benchmarks/accuracy_estimators.py --plans 24 --finetuned 3
 	$(PY) benchmarks/solver_scale.py --time-limit 10
 
 clean:
