@@ -114,6 +114,38 @@ def one_budget(model: str, fraction: float, fp32_weight_bytes: float, runtime_by
     return [{"limit": limit, **r} for r in rows]
 
 
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """What the table says, computed from it (so the prose cannot drift from the numbers)."""
+    by_budget: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        by_budget.setdefault((r["model"], r["limit"]), {})[r["method"]] = r
+    wins = ties = losses = 0
+    uniform_gap = []
+    loop_saving = []
+    for methods in by_budget.values():
+        a, c = methods.get("(a) solver"), methods.get("(c) Optuna TPE")
+        if a and c and a["fits"] and c["fits"]:
+            diff = a["accuracy"] - c["accuracy"]
+            wins, ties, losses = (wins + (diff > 1e-9), ties + (abs(diff) <= 1e-9),
+                                  losses + (diff < -1e-9))
+        uniform = [m for k, m in methods.items() if k.startswith("(d)") and m["fits"]]
+        if a and a["fits"] and uniform:
+            uniform_gap.append(100 * (a["accuracy"] - max(u["accuracy"] for u in uniform)))
+        b = methods.get("(b) closed loop")
+        if a and b and a["fits"] and b["fits"]:
+            loop_saving.append(100 * (1 - b["flash"] / a["flash"]))
+    out = [f"- Solver (a) against Optuna (c), measured accuracy: better in {wins}, equal in "
+           f"{ties}, worse in {losses} of {wins + ties + losses} budgets."]
+    if uniform_gap:
+        out.append(f"- Solver (a) against the best uniform baseline (d) that fits: "
+                   f"{min(uniform_gap):+.2f} to {max(uniform_gap):+.2f} pp accuracy.")
+    if loop_saving:
+        out.append(f"- Closed loop (b) against (a): {min(loop_saving):.1f} to "
+                   f"{max(loop_saving):.1f} % less flash, within the {ACCURACY_LIMIT} limit as "
+                   "measured.")
+    return out
+
+
 def _distill(epochs: int) -> Any:
     from executors.distill import DistillConfig
 
@@ -122,6 +154,7 @@ def _distill(epochs: int) -> Any:
 
 def main() -> int:
     start = time.perf_counter()
+    all_rows: list[dict[str, Any]] = []
     lines = ["| model | flash limit | method | fits | accuracy | drop | flash | wall time | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,6 +165,7 @@ def main() -> int:
             runtime = probe.fixed.get("flash_bytes", 0.0)
             for fraction in FRACTIONS:
                 for r in one_budget(model, fraction, fp32_bytes, runtime, Path(tmp)):
+                    all_rows.append({"model": model, **r})
                     acc = (f"{100 * r['accuracy']:.2f} %" if r["fits"] else "-")
                     drop = f"{r['drop_pp']:.2f} pp" if r["fits"] else "-"
                     flash = fmt_bytes(r["flash"]) if r["fits"] else "-"
@@ -160,6 +194,11 @@ def main() -> int:
         "- (d) uniform: every layer int8; the mildest uniform pruning level that fits.",
         "",
         *lines,
+        "",
+        "## What it says",
+        "",
+        *summary(all_rows),
+        "- Wall times are of one run on this machine; (a)'s solve time is in its note.",
         "",
     ])
     atomic_write_text(Path(__file__).parents[1] / "docs" / "bench-accuracy-planning.md", doc)
