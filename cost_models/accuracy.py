@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cost_models.channels import ChannelGroupSpec
 from cost_models.estimate import AccuracyEstimate
 from executors.fakequant import quantized_copy
 
@@ -29,7 +30,10 @@ def measured_output_kl(model: nn.Module, options: Mapping[str, Mapping[str, Sequ
                        x: np.ndarray) -> AccuracyEstimate:
     """KL(fp32 || compressed) with only that layer at that option (fp32 elsewhere).
 
-    options: layer -> option name -> the option's technique configs (empty: fp32)."""
+    options: layer -> option name -> the option's technique configs (empty: fp32). An encoder
+    (``output_kind == "embedding"``) is judged by its embeddings instead (embedding_cosine_loss)."""
+    if getattr(model, "output_kind", "logits") == "embedding":
+        return embedding_cosine_loss(model, options, x)
     reference = _log_probs(model, x)
     out: dict[tuple[str, str], float] = {}
     for layer, layer_options in options.items():
@@ -48,3 +52,69 @@ def measured_output_kl(model: nn.Module, options: Mapping[str, Mapping[str, Sequ
                    f"{len(x)} calibration images, one layer compressed at a time; plan totals add "
                    "them (interactions not modelled)",
     )
+
+
+# sentences per (layer, option), and of those the ones that calibrate int8 activation ranges:
+# a 22 M-parameter encoder with 36 layers x ~20 options is ~700 compressed copies to evaluate
+ENCODER_SAMPLES = 16
+ENCODER_CALIBRATION = 8
+
+
+def _embeddings(model: nn.Module, x: np.ndarray) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.from_numpy(x))
+
+
+def embedding_cosine_loss(model: nn.Module, options: Mapping[str, Mapping[str, Sequence[Any]]],
+                          x: np.ndarray) -> AccuracyEstimate:
+    """1 - mean cosine similarity of the embeddings to the fp32 model's, one layer compressed
+    at a time. Classes do not exist for a sentence encoder; what a user of its embeddings
+    loses is the direction of each embedding vector, which cosine measures directly."""
+    x = x[:ENCODER_SAMPLES]
+    reference = _embeddings(model, x)
+    out: dict[tuple[str, str], float] = {}
+    split = getattr(model, "split_at", None)  # run only what follows the layer, if it can
+    for layer, layer_options in options.items():
+        part, inputs = split(layer, x) if split is not None else (model, x)
+        for option, configs in layer_options.items():
+            if not configs:
+                out[layer, option] = 0.0
+                continue
+            q = quantized_copy(part, {layer: configs}, inputs[:ENCODER_CALIBRATION])
+            got = _embeddings(q, inputs)
+            cos = nn.functional.cosine_similarity(got.double(), reference.double(), dim=1).mean()
+            out[layer, option] = max(0.0, 1.0 - float(cos))
+    return AccuracyEstimate(
+        out,
+        unit="1 - cosine similarity to fp32 embeddings",
+        provenance=f"measured: 1 - mean cosine similarity of the embeddings to the fp32 model's "
+                   f"on {len(x)} calibration sentences (int8 activation ranges from "
+                   f"{min(len(x), ENCODER_CALIBRATION)} of them), one layer compressed at a time; "
+                   "plan totals add them (interactions not modelled)",
+    )
+
+
+def channel_pruning_kl(model: nn.Module, groups: Sequence[ChannelGroupSpec],
+                       example_input: Any, x: np.ndarray) -> dict[tuple[str, int], float | None]:
+    """KL(fp32 || pruned) per (group, kept width), each group really pruned alone
+    (executors.prune.prune_channels on a copy; fp32 elsewhere). None: Torch-Pruning refused
+    that group or width, so the planner must not offer it."""
+    import copy
+
+    from executors.prune import prune_channels
+
+    reference = _log_probs(model, x)
+    out: dict[tuple[str, int], float | None] = {}
+    for g in groups:
+        for width in g.widths[:-1]:
+            pruned = copy.deepcopy(model)
+            try:
+                prune_channels(pruned, dict.fromkeys(g.layers, g.prune_config(width)),
+                               example_input)
+                kl = nn.functional.kl_div(_log_probs(pruned, x), reference, log_target=True,
+                                          reduction="batchmean")
+            except Exception:  # Torch-Pruning raises many types; the width is just not offered
+                out[g.name, width] = None
+                continue
+            out[g.name, width] = max(0.0, float(kl))
+    return out

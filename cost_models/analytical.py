@@ -8,11 +8,14 @@ during inference x latency.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+from cost_models.channels import LayerCoupling
 from cost_models.graph import Layer, LayerGraph, Step
-from cost_models.options import option_specs
+from cost_models.options import RANK_LEVELS, SHARE_LEVELS, OptionSpec, option_specs
 from device_specs.schema import BITS, DeviceSpec, Kernel, Profile
 from edgefit.units import fmt_rate
 from executors.quant_math import stored_bias_bytes, stored_weight_bytes
@@ -24,8 +27,71 @@ class OptionCost:
     latency_ms: float
     flash_bytes: int  # weights + scales + bias as stored
     energy_mj: float
-    act_bytes: int  # bytes per activation element of tensors this layer owns
+    act_bytes: float  # bytes per activation element of tensors this layer owns (x kept
+    # fraction of its output channels)
     acc_loss: float  # from the accuracy estimator (see CostTable.accuracy)
+    widths: tuple[tuple[str, int], ...] = ()  # channel groups' kept widths (OptionSpec.widths)
+    in_act_bytes: float | None = None  # bytes per element of the model input it may own
+    mac_fraction: float = 1.0  # kept fraction of the layer's MACs (channel pruning)
+    base: str = ""  # the full-width option of the same kernel ("" = itself)
+    # runtime memory (CostTable.memory): weights dequantised to fp32 every run, and whether
+    # the kernel runs in the blocked activation layout
+    dequantized_weight_numel: int = 0
+    blocked: bool = False
+
+
+@dataclass(frozen=True)
+class RuntimeMemory:
+    """The profile's activation-memory behaviour (Profile.activation_channel_block ...) as
+    plain numbers. The defaults are a runtime holding exactly one buffer per live tensor."""
+
+    channel_block: int = 1
+    round_bytes: int = 1
+    outputs_outside_plan: bool = False
+    fp32_input: bool = False
+    dequantized_weight_copies: bool = False
+    conv_workspace_bytes: int = 0
+
+    @classmethod
+    def of_profile(cls, profile: Profile) -> RuntimeMemory:
+        def flag(f: Any) -> bool:
+            return bool(f is not None and f.value)
+
+        return cls(
+            channel_block=int(profile.activation_channel_block.value)
+            if profile.activation_channel_block else 1,
+            round_bytes=int(profile.arena_round_bytes.value) if profile.arena_round_bytes else 1,
+            outputs_outside_plan=flag(profile.outputs_outside_plan),
+            fp32_input=flag(profile.qdq_fp32_boundaries),
+            dequantized_weight_copies=flag(profile.dequantized_weight_copies),
+            conv_workspace_bytes=int(profile.conv_workspace_bytes.value)
+            if profile.conv_workspace_bytes else 0)
+
+    def rounded(self, nbytes: float) -> float:
+        """Bytes the runtime's allocator really takes for a buffer of nbytes."""
+        return -(-nbytes // self.round_bytes) * self.round_bytes if nbytes > 0 else 0.0
+
+    def padded_numel(self, layer: Layer) -> int:
+        """Elements of a conv's output in the blocked layout (0: none, channels already fit)."""
+        c, b = layer.out_channels, self.channel_block
+        if b <= 1 or layer.op_class not in ("conv", "pointwise") or c % b == 0 or c == 0:
+            return 0
+        return -(-c // b) * b * (layer.output_numel // c)
+
+
+def _dequantized(kernel: Kernel) -> bool:
+    """Integer weights feeding a float kernel go through DequantizeLinear at run time."""
+    return kernel.weights in ("int8", "int4") and kernel.activations in ("fp32", "fp16")
+
+
+def _copies_weight(layer: Layer) -> bool:
+    """Whether a dequantised weight is materialised: a conv or a one-row Linear (exported as
+    Gemm) takes the fp32 copy; a Linear over several rows (tokens) is a MatMul, which
+    onnxruntime fuses with its DequantizeLinear into MatMulNBits (reads the int4 directly)."""
+    if layer.op_class != "linear" or not layer.weight_numel:
+        return True
+    rows = layer.input_numel * layer.out_channels // layer.weight_numel
+    return rows <= 1
 
 
 @dataclass
@@ -41,6 +107,7 @@ class CostTable:
     idle_energy_mj: float = 0.0  # P_idle x period, when a duty cycle is given
     provenance: dict[str, str] = field(default_factory=dict)
     accuracy: str = "none"  # which estimator produced acc_loss, and its unit
+    memory: RuntimeMemory = field(default_factory=RuntimeMemory)
 
     def cost(self, layer: str, option: str) -> OptionCost:
         for c in self.options[layer]:
@@ -80,6 +147,54 @@ def layer_latency_ms(layer: Layer, kernel: Kernel, profile: Profile, flash_bytes
     return layer_ms + ops_ms
 
 
+def factor_layers(layer: Layer, factors: Sequence[Mapping[str, Any]]) -> list[Layer]:
+    """The factors of a factorised layer (``executors.lowrank.lowrank_cost_delta``'s
+    ``factors``) as layers of their own, named ``<layer>.<suffix>`` like the ONNX nodes."""
+    return [Layer(name=f"{layer.name}.{f['suffix']}", op_type=f["op_type"],
+                  op_class=f["op_class"], params=f["weight_numel"] + f["bias_numel"],
+                  weight_numel=f["weight_numel"], bias_numel=f["bias_numel"],
+                  out_channels=f["out_channels"], macs=f["macs"], input_numel=f["input_numel"],
+                  output_numel=f["output_numel"]) for f in factors]
+
+
+def factored_costs(factors: Sequence[Layer], kernel: Kernel, profile: Profile,
+                   charged_ops: list[tuple[Step, int]]) -> tuple[int, float]:
+    """(flash_bytes, latency_ms) of a factorised layer: every factor is a dense layer of its
+    own (its own roofline and per-layer overhead); the ops charged to the layer run after the
+    last factor."""
+    flash = [layer_flash_bytes(f, kernel) for f in factors]
+    latency = sum(layer_latency_ms(f, kernel, profile, b, charged_ops if i == len(factors) - 1
+                                   else []) for i, (f, b) in enumerate(zip(factors, flash,
+                                                                              strict=True)))
+    return sum(flash), latency
+
+
+def pruned_layer(layer: Layer, opt: OptionSpec) -> Layer:
+    """The layer's geometry with its channel groups at the option's widths: weights and MACs
+    x kept out x kept in (a depthwise conv: x kept once), outputs x kept out. Exact counts:
+    kept channels are integers and every weight belongs to one (out, in) channel pair."""
+    return dataclasses.replace(
+        layer,
+        params=round(layer.weight_numel * opt.weight_fraction
+                     + layer.bias_numel * opt.out_fraction),
+        weight_numel=round(layer.weight_numel * opt.weight_fraction),
+        bias_numel=round(layer.bias_numel * opt.out_fraction),
+        out_channels=round(layer.out_channels * opt.out_fraction),
+        macs=round(layer.macs * opt.weight_fraction),
+        input_numel=round(layer.input_numel * opt.in_fraction),
+        output_numel=round(layer.output_numel * opt.out_fraction))
+
+
+def pruned_costs(layer: Layer, opt: OptionSpec, kernel: Kernel, profile: Profile,
+                 charged_ops: list[tuple[Step, int]]) -> tuple[int, float]:
+    """(flash_bytes, latency_ms) of a channel-pruned layer: the dense roofline of the smaller
+    layer; its charged ops (pooling after it) move the kept fraction of their elements."""
+    geom = pruned_layer(layer, opt)
+    flash = layer_flash_bytes(geom, kernel)
+    ops = [(step, round(n * opt.out_fraction)) for step, n in charged_ops]
+    return flash, layer_latency_ms(geom, kernel, profile, flash, ops)
+
+
 def _charged_ops(graph: LayerGraph) -> dict[str, list[tuple[Step, int]]]:
     out: dict[str, list[tuple[Step, int]]] = {name: [] for name in graph.layer_names}
     for s in graph.steps:
@@ -93,9 +208,16 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                      acc_loss: Mapping[tuple[str, str], float] | None = None,
                      accuracy: str = "none",
                      sparse_flash: Mapping[tuple[str, str], int] | None = None,
-                     period_ms: float | None = None) -> CostTable:
-    """sparse_flash: exact stored bytes of each (layer, sparse option), computed from the
-    weights; sparse options without an entry are not offered (e.g. ONNX-only models).
+                     period_ms: float | None = None,
+                     factored: Mapping[tuple[str, str], Sequence[Layer]] | None = None,
+                     coupling: Mapping[str, LayerCoupling] | None = None) -> CostTable:
+    """sparse_flash: exact stored bytes of each (layer, sparse or weight-shared option),
+    computed from the weights; such options without an entry are not offered (e.g. ONNX-only
+    models). A shared layer runs its kernel's dense latency (decoded at load time).
+
+    factored: the factor layers (:func:`factor_layers`) of each (layer, low-rank option);
+    low-rank options without an entry are not offered. Their flash is the factors' dense
+    bytes (exact from the shapes), their latency the factors' rooflines (fewer MACs).
 
     period_ms: time between inferences (duty cycle). Energy per inference is then
     E = P_idle x period + (P_active - P_idle) x latency: each layer carries the second term and
@@ -108,23 +230,43 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
     idle_w = spec.power_idle.value
     layer_power_w = power_w - idle_w if period_ms else power_w
     options: dict[str, list[OptionCost]] = {}
+    memory = RuntimeMemory.of_profile(profile)
     for layer in graph.layers:
         row = []
-        for opt in option_specs(profile.kernels, layer):
+        for opt in option_specs(profile.kernels, layer, rank_levels=RANK_LEVELS,
+                                coupling=(coupling or {}).get(layer.name),
+                                share_levels=SHARE_LEVELS):
             kernel = profile.kernels[opt.kernel]
             dense_flash = layer_flash_bytes(layer, kernel)
-            if opt.sparsity and (layer.name, opt.name) not in (sparse_flash or {}):
+            if (opt.sparsity or opt.share_bits) and (layer.name, opt.name) not in (
+                    sparse_flash or {}):
+                continue  # sparse and shared sizes come from the real weights
+            if opt.lowrank and (layer.name, opt.name) not in (factored or {}):
                 continue
             flash = (sparse_flash or {}).get((layer.name, opt.name), dense_flash)
             # dense kernels: zeros are computed and the weights decompressed at load time
             latency = layer_latency_ms(layer, kernel, profile, dense_flash, charged[layer.name])
+            if opt.lowrank:
+                flash, latency = factored_costs((factored or {})[layer.name, opt.name], kernel,
+                                                profile, charged[layer.name])
+            if opt.channel_prune is not None or opt.weight_fraction < 1.0:
+                flash, latency = pruned_costs(layer, opt, kernel, profile, charged[layer.name])
             row.append(OptionCost(
                 option=opt.name,
                 latency_ms=latency,
                 flash_bytes=flash,
                 energy_mj=layer_power_w * latency,  # W x ms = mJ
-                act_bytes=activation_bytes(kernel),
+                act_bytes=activation_bytes(kernel) * opt.out_fraction,
                 acc_loss=(acc_loss or {}).get((layer.name, opt.name), 0.0),
+                widths=opt.widths,
+                # the input is quantised inside the graph: the caller's buffer stays fp32
+                in_act_bytes=4 if memory.fp32_input else activation_bytes(kernel),
+                mac_fraction=opt.weight_fraction, base=opt.base,
+                dequantized_weight_numel=round(layer.weight_numel * opt.weight_fraction)
+                if memory.dequantized_weight_copies and _dequantized(kernel)
+                and _copies_weight(layer) else 0,
+                blocked=memory.channel_block > 1 and kernel.activations in ("fp32", "fp16")
+                and not _dequantized(kernel),
             ))
         options[layer.name] = row
     return CostTable(
@@ -139,7 +281,102 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
         weights_in_ram=profile.weights_in_ram,
         provenance=_provenance(spec, profile, profile_name, period_ms),
         accuracy=accuracy,
+        memory=memory,
     )
+
+
+def layer_steps(graph: LayerGraph) -> dict[str, int]:
+    """Layer name -> index of the step that runs it."""
+    out: dict[str, int] = {}
+    for i, s in enumerate(graph.steps):
+        if s.kind == "layer" and s.owner is not None:
+            out.setdefault(s.owner, i)
+    return out
+
+
+def blocked_entries(graph: LayerGraph, memory: RuntimeMemory) -> dict[int, tuple[str, int]]:
+    """Step -> (layer, elements) of the blocked-layout buffer a conv writes at that step
+    beside its plain output (the runtime pads the channels, then reorders back), sized at
+    4 bytes/element in the allocator's grain. Charged at the layer's act_bytes."""
+    out = {}
+    for name, i in layer_steps(graph).items():
+        n = memory.padded_numel(graph.layer(name))
+        if n:
+            out[i] = (name, round(memory.rounded(4 * n) / 4))
+    return out
+
+
+# activations a runtime fuses into the layer before them (a new node: FusedConv, FusedGemm)
+_FUSED_ACTIVATIONS = frozenset({"ReLU", "ReLU6", "Hardtanh"})
+
+
+def _copy_from_start(graph: LayerGraph, step: int, memory: RuntimeMemory) -> bool:
+    """Whether a layer's weight-only DequantizeLinear runs at the start of the run.
+
+    onnxruntime orders nodes by a reverse DFS from the outputs that visits a node's inputs
+    highest node index first. The export puts each DequantizeLinear just before its layer,
+    after the layer's input producer, so the DFS reaches it first -- at the very start --
+    unless that producer is a node an optimiser created later (higher index): a layer with
+    its activation fused, or a max-pool moved to the blocked layout (a new Reorder node)."""
+    producer = {s.output: s for s in graph.steps}
+    tensor, fused = graph.steps[step].inputs[0], False
+    while (s := producer.get(tensor)) is not None:
+        if s.kind == "alias" and s.op in _FUSED_ACTIVATIONS | {"Identity"}:
+            fused = fused or s.op != "Identity"
+        elif s.kind == "layer":
+            return not fused
+        elif s.kind == "op" and s.op == "MaxPool2d" and memory.channel_block > 1:
+            return not _from_aligned_layer(graph, s, memory.channel_block, producer)
+        else:
+            return True  # any other node (reshape, add, reduce) keeps its place
+        tensor = s.inputs[0]
+    return True  # the graph input
+
+
+def _from_aligned_layer(graph: LayerGraph, step: Step, block: int,
+                        producer: dict[str, Step]) -> bool:
+    """Whether the layer feeding `step` has a multiple of `block` output channels."""
+    s: Step | None = step
+    while s is not None and s.kind != "layer":
+        s = producer.get(s.inputs[0]) if s.inputs else None
+    return s is not None and s.owner is not None and graph.layer(s.owner).out_channels % block == 0
+
+
+def option_workspace(graph: LayerGraph, table: CostTable) -> list[dict[tuple[str, str], float]]:
+    """Per step, bytes each (layer, option) adds beyond the live tensors of the RAM steps:
+    one constant per option and step, so linear in the solver's choice variables (the
+    planner.Problem RAM steps have no such term yet). Terms, from table.memory:
+    * a weight dequantised every run: its fp32 copy, live until its layer has run, from the
+      run's start when the runtime schedules the DequantizeLinear first (_copy_from_start);
+    * that layer's conv, outside the blocked layout: the conv working buffer while it runs,
+      and minus the blocked buffer the RAM steps charge every option of the layer."""
+    mem = table.memory
+    steps: list[dict[tuple[str, str], float]] = [{} for _ in graph.steps]
+    blocked = {name: (i, n) for i, (name, n) in blocked_entries(graph, mem).items()}
+    for name, i in layer_steps(graph).items():
+        layer = graph.layer(name)
+        for c in table.options[name]:
+            if c.dequantized_weight_numel:
+                copy = mem.rounded(4 * c.dequantized_weight_numel)
+                for t in range(0 if _copy_from_start(graph, i, mem) else i, i + 1):
+                    steps[t][name, c.option] = copy
+                if layer.op_class in ("conv", "depthwise"):
+                    steps[i][name, c.option] += mem.conv_workspace_bytes
+            if name in blocked and not c.blocked:
+                key = (name, c.option)
+                steps[i][key] = steps[i].get(key, 0.0) - blocked[name][1] * c.act_bytes
+    return steps
+
+
+def _memory_provenance(profile: Profile) -> str:
+    """The runtime-memory fields the RAM steps apply ("" when the profile sets none)."""
+    fields = [("activation_channel_block", "channel block"), ("arena_round_bytes", "grain B"),
+              ("outputs_outside_plan", "outputs beside the plan"),
+              ("qdq_fp32_boundaries", "fp32 model input")]
+    used = [f"{label}{'' if isinstance(q.value, bool) else f' {q.value:g}'} ({q.provenance})"
+            for name, label in fields if (q := getattr(profile, name)) is not None
+            and q.value is not False]
+    return "; runtime layout: " + "; ".join(used) if used else ""
 
 
 def _provenance(spec: DeviceSpec, profile: Profile, profile_name: str,
@@ -158,7 +395,7 @@ def _provenance(spec: DeviceSpec, profile: Profile, profile_name: str,
         "ram": "activation liveness over the execution order + runtime "
                f"{profile.runtime_ram.value:.0f} B ({profile.runtime_ram.provenance})"
                + ("; weights held in RAM" if profile.weights_in_ram else "; weights execute "
-                  "from flash"),
+                  "from flash") + _memory_provenance(profile),
         "energy": (f"P_idle x period + (P_active - P_idle) x latency, period {period_ms:g} ms, "
                    if period_ms else "P_active x latency (back-to-back inference), ")
                   + f"P_active {(profile.power_active or spec.power_active).value} W "

@@ -111,7 +111,16 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
         raise ModelLoadError(f"{name}: no Conv2d or Linear layers to plan")
     _own_graph_input(tensors, steps, layers[0].name)
     return LayerGraph(name, tuple(input_shape), layers, steps, tensors, outputs,
-                      meta={"capture": "torch.fx + fvcore"})
+                      meta={"capture": "torch.fx + fvcore",
+                            "unplanned_weight_bytes": _unplanned_weight_bytes(model, layers)})
+
+
+def _unplanned_weight_bytes(model: nn.Module, layers: list[Layer]) -> int:
+    """Bytes of the parameters outside the planned layers (embedding tables, LayerNorm):
+    stored as they are, but stored all the same, so flash must count them."""
+    planned = {f"{layer.name}.{p}" for layer in layers for p in ("weight", "bias")}
+    return sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+               if n not in planned)
 
 
 def _classify(node: fx.Node, modules: dict[str, nn.Module],

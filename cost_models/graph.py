@@ -77,12 +77,13 @@ class LayerGraph:
                     g.add_edge(producer[t], s.name, tensor=t)
         return g
 
-    def live_tensors(self) -> list[list[str]]:
+    def live_tensors(self, outputs_from_start: bool = False) -> list[list[str]]:
         """For each step, the tensors that occupy memory while it runs (real buffers only).
 
         A tensor is live from the step that writes it to the last step that reads it; the graph
-        input is live from the start, graph outputs to the end. Aliases (views) share the buffer
-        of the tensor they view, so they are resolved to it.
+        input is live from the start, graph outputs to the end (outputs_from_start: from the
+        first step, for runtimes that allocate them beside the planned block). Aliases (views)
+        share the buffer of the tensor they view, so they are resolved to it.
         """
         base = self._alias_base()
         first: dict[str, int] = {}
@@ -97,6 +98,8 @@ class LayerGraph:
                 last[b] = max(last.get(b, i), i)
         for t in self.outputs:
             last[base.get(t, t)] = len(self.steps) - 1
+            if outputs_from_start:
+                first[base.get(t, t)] = 0
         return [
             sorted(t for t in first if first[t] <= i <= last[t]) for i in range(len(self.steps))
         ]

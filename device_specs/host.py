@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import tempfile
 import time
 from functools import cache
 from pathlib import Path
@@ -23,7 +24,7 @@ from device_specs.schema import DeviceSpec
 from edgefit.fsutil import atomic_write_text
 from edgefit.yamlio import validate
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: activation-memory behaviour from onnxruntime's node record
 
 
 def _cpu_model() -> str:
@@ -132,6 +133,80 @@ def _probe_bandwidth_bytes_per_s(mb: int = 64) -> float:
     return 2 * src.nbytes / _median_s(lambda: np.copyto(dst, src), 10)  # read + write
 
 
+def _save_onnx(nodes: list[Any], shape: list[int], out_shape: list[int], inits: list[Any],
+               path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _probe_activation_memory(tmp: Path) -> dict[str, Any]:
+    """onnxruntime's memory behaviour read from its own node record and arena counters
+    (cost_models.ort_memory) on tiny graphs whose plain liveness answer is known."""
+    from onnx import helper, numpy_helper
+
+    from cost_models.ort_memory import measure_arena, node_memory_stats
+
+    how = "onnxruntime node memory record, opt level all, 1 thread, host probe"
+    # one float: its buffer is one arena grain
+    grain = max(r.output_bytes for r in node_memory_stats(_save_onnx(
+        [helper.make_node("Neg", ["x"], ["y"])], [1], [1], [], tmp / "neg.onnx")))
+    # 1 -> 1 channel 3x3 conv on 8x8 (256 B per channel): the blocked output's channel count
+    w = numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")
+    conv = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])]
+    block = max(r.output_bytes for r in node_memory_stats(_save_onnx(
+        conv, [1, 1, 8, 8], [1, 1, 8, 8], [w], tmp / "conv.onnx"))) // 256
+    # the same conv with an int8 weight dequantised in the graph: no blocked layout, scratch
+    q = numpy_helper.from_array(np.ones((4, 4, 3, 3), np.int8), "q")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "s")
+    dq = [helper.make_node("DequantizeLinear", ["q", "s"], ["w"]),
+          helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")]
+    rows = node_memory_stats(_save_onnx(dq, [1, 4, 8, 8], [1, 4, 8, 8], [q, scale],
+                                        tmp / "dq.onnx"))
+    workspace = next(r.temp_bytes for r in rows if r.node == "conv")
+    copy = next(r.output_bytes for r in rows if r.node != "conv")
+    # A = -x, B = -A, y = sum(B): the plan peaks at A + B; y beside it shows outputs outside
+    n = 1024
+    chain = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
+             helper.make_node("ReduceSum", ["b"], ["y"], keepdims=1)]
+    arena = measure_arena(_save_onnx(chain, [1, n], [1, 1], [], tmp / "chain.onnx"))
+    outside = arena.peak_bytes > 8 * n
+    return {
+        "activation_channel_block": {"value": max(1, block), "measured": f"output bytes of a "
+                                     f"1-channel 3x3 conv on 8x8 / 256, {how}"},
+        "arena_round_bytes": {"value": f"{grain}B", "measured": f"output bytes of a 1-float "
+                              f"Neg, {how}"},
+        "outputs_outside_plan": {"value": outside, "measured": f"arena MaxInUse of -x, -(-x), "
+                                 f"sum: {arena.peak_bytes} B vs {8 * n} B for the two planned "
+                                 "tensors (onnxruntime C API AllocatorGetStats)"},
+        "qdq_fp32_boundaries": {"value": True, "derived": "edgefit's QDQ export takes an fp32 "
+                                "input and quantises it inside the graph (QuantizeLinear)"},
+        "dequantized_weight_copies": {"value": copy >= 4 * 4 * 4 * 9, "measured":
+                                      f"DequantizeLinear of a 144-weight int8 conv weight "
+                                      f"writes {copy} B per run, {how}"},
+        "conv_workspace_bytes": {"value": f"{workspace}B", "measured": "temp bytes of a 3x3 "
+                                 f"conv with a dequantised weight, {how}"},
+    }
+
+
+def _activation_memory_fields() -> dict[str, Any]:
+    """The probed fields, or none (plain liveness) where onnxruntime cannot report them."""
+    from cost_models.ort_memory import OrtMemoryError
+
+    with tempfile.TemporaryDirectory(prefix="edgefit-probe-") as tmp:
+        try:
+            return _probe_activation_memory(Path(tmp))
+        except OrtMemoryError:
+            return {}
+
+
 def probe() -> dict[str, Any]:
     import onnxruntime as ort
 
@@ -142,6 +217,7 @@ def probe() -> dict[str, Any]:
     run_ms = 1e3 * _probe_run_overhead_s()
     conv_eff = min(1.0, _probe_conv_macs_per_s() / fp32)
     bandwidth = _probe_bandwidth_bytes_per_s()
+    memory = _activation_memory_fields()
     kernel_common = {
         "macs_per_s": {"value": f"{fp32:.6g}MAC/s", "measured": f"Gemm 384^3 {how}"},
         "op_efficiency": {"conv": {"value": round(conv_eff, 4),
@@ -179,6 +255,7 @@ def probe() -> dict[str, Any]:
                 "memory_bandwidth": {"value": f"{bandwidth:.6g}B/s",
                                      "measured": f"numpy copy of 64 MiB on {stamp}"},
                 "preferred_channel_multiple": 8,
+                **memory,
                 "kernels": {
                     "fp32": {"weights": "fp32", "activations": "fp32", **kernel_common},
                     "fp16": {"weights": "fp16", "activations": "fp32", **kernel_common,

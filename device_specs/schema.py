@@ -6,7 +6,17 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from device_specs.quantities import Bandwidth, Bytes, Count, Hertz, MacRate, Millis, Strict, Watts
+from device_specs.quantities import (
+    Bandwidth,
+    Bytes,
+    Count,
+    Hertz,
+    MacRate,
+    Millis,
+    Sourced,
+    Strict,
+    Watts,
+)
 
 SPEC_SCHEMA_VERSION = 1
 
@@ -27,6 +37,12 @@ class Kernel(Strict):
     macs_per_s: MacRate
     op_efficiency: dict[OpClass, Count] = Field(default_factory=dict)
     note: str | None = None
+
+
+class Flag(Sourced):
+    """A yes/no behaviour of a runtime, with its provenance like every number."""
+
+    value: bool  # type: ignore[assignment]
 
 
 class Profile(Strict):
@@ -53,6 +69,32 @@ class Profile(Strict):
         description="Board power while this profile runs, if it differs from the board's.",
     )
     kernels: dict[str, Kernel] = Field(min_length=1)
+    # How the runtime holds activations beyond one buffer per live tensor (unset: it does not).
+    activation_channel_block: Count | None = Field(
+        default=None, description="Conv outputs of float kernels are stored in a blocked layout "
+        "with channels rounded up to this block (onnxruntime NCHWc).")
+    arena_round_bytes: Bytes | None = Field(
+        default=None, description="Every runtime-allocated tensor is rounded up to this grain.")
+    outputs_outside_plan: Flag | None = Field(
+        default=None, description="Graph outputs are allocated beside the planned activation "
+        "block, so they count at every step.")
+    qdq_fp32_boundaries: Flag | None = Field(
+        default=None, description="The model input stays fp32 whatever the first layer's "
+        "precision (quantised inside the graph).")
+    dequantized_weight_copies: Flag | None = Field(
+        default=None, description="Integer weights of a float kernel are dequantised to fp32 "
+        "every run; the copy is live from the run's start until its layer has run.")
+    conv_workspace_bytes: Bytes | None = Field(
+        default=None, description="Scratch of a k x k conv that runs outside the blocked layout "
+        "(its weight is dequantised at run time), while it runs.")
+
+    @model_validator(mode="after")
+    def _whole_block(self) -> Profile:
+        block = self.activation_channel_block
+        if block is not None and (block.value < 1 or block.value != int(block.value)):
+            raise ValueError(f"activation_channel_block must be a whole number >= 1 "
+                             f"(1: no blocked layout), got {block.value:g}")
+        return self
 
 
 class DeviceSpec(Strict):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,10 +11,24 @@ from typing import Any
 import numpy as np
 
 import edgefit
-from cost_models.analytical import CostTable, build_cost_table
+from cost_models.analytical import (
+    CostTable,
+    RuntimeMemory,
+    blocked_entries,
+    build_cost_table,
+    option_workspace,
+)
+from cost_models.channels import ChannelGroupSpec, LayerCoupling, layer_couplings
 from cost_models.estimate import AccuracyEstimate
 from cost_models.graph import LayerGraph
-from cost_models.options import SPARSITY_LEVELS, OptionSpec, option_specs, techniques
+from cost_models.options import (
+    RANK_LEVELS,
+    SHARE_LEVELS,
+    SPARSITY_LEVELS,
+    OptionSpec,
+    option_specs,
+    techniques,
+)
 from device_specs.budget import Budget
 from device_specs.catalog import load_spec
 from device_specs.schema import DeviceSpec, Kernel
@@ -20,7 +36,7 @@ from edgefit.errors import SpecError
 from executors.prune import UnstructuredPruneConfig
 from executors.quantize import onnx_option, weight_precision
 from planner import plan as plan_schema
-from planner.problem import Choice, Problem
+from planner.problem import INPUT_SUFFIX, Choice, Problem
 from planner.resolve import problem_from_plan, solver_limits, with_result
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
@@ -40,6 +56,7 @@ class PlanContext:
     problem: Problem
     result: SolveResult | None
     model_origin: str
+    channel_groups: list[ChannelGroupSpec] = dataclasses.field(default_factory=list)
 
 
 def technique_configs(kernel: Kernel) -> list[Any]:
@@ -47,36 +64,88 @@ def technique_configs(kernel: Kernel) -> list[Any]:
     return techniques(OptionSpec("", ""), kernel)
 
 
-def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bool
+def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bool,
+                  module: Any = None, coupling: dict[str, LayerCoupling] | None = None
                   ) -> dict[str, dict[str, list[Any]]]:
-    """layer -> option name -> technique configs. Sparse options need the torch weights (their
-    stored size is computed from them), so ONNX-only models get the kernel options only."""
+    """layer -> option name -> technique configs. Sparse and weight-shared options need the
+    torch weights (their stored size is computed from them), so ONNX-only models get the kernel
+    options only.
+    Low-rank options need ``module`` (their ranks follow the layer's shape) and are offered
+    only where the factors hold fewer weights and MACs than the layer. ``coupling``: the
+    layers' channel groups (channel-pruned widths, cost_models.channels)."""
+    from executors.lowrank import module_rank_for_fraction
+
+    modules = dict(module.named_modules()) if _factorisable_model(module) else {}
     out = {}
     for layer in graph.layers:
-        specs = option_specs(kernels, layer, SPARSITY_LEVELS if torch_model else ())
-        out[layer.name] = {s.name: techniques(s, kernels[s.kernel]) for s in specs}
+        specs = option_specs(kernels, layer, SPARSITY_LEVELS if torch_model else (),
+                             RANK_LEVELS if layer.name in modules else (),
+                             coupling=(coupling or {}).get(layer.name),
+                             share_levels=SHARE_LEVELS if torch_model else ())
+        opts: dict[str, list[Any]] = {}
+        for s in specs:
+            ranks = None
+            if s.lowrank:
+                ranks = module_rank_for_fraction(modules[layer.name], s.lowrank,
+                                                 layer.input_numel, layer.output_numel)
+                if ranks is None:
+                    continue
+            opts[s.name] = techniques(s, kernels[s.kernel], ranks)
+        out[layer.name] = opts
+    return out
+
+
+def _factorisable_model(module: Any) -> bool:
+    """A plain nn.Module whose layers can be swapped for their factors (an exported fx
+    GraphModule inlines its layers, so it cannot)."""
+    if module is None:
+        return False
+    from torch import fx
+
+    return not isinstance(module, fx.GraphModule)
+
+
+def lowrank_factors(module: Any, graph: LayerGraph, options: dict[str, dict[str, list[Any]]]
+                    ) -> dict[tuple[str, str], list[Any]]:
+    """The factor layers of every low-rank (layer, option), for the cost table."""
+    from cost_models.analytical import factor_layers
+    from executors.lowrank import lowrank_config, module_cost_delta
+
+    modules = dict(module.named_modules())
+    out = {}
+    for layer in graph.layers:
+        for name, configs in options.get(layer.name, {}).items():
+            cfg = lowrank_config(configs)
+            if cfg is not None:
+                delta = module_cost_delta(modules[layer.name], cfg, layer.input_numel,
+                                          layer.output_numel)
+                out[layer.name, name] = factor_layers(layer, delta["factors"])
     return out
 
 
 def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]]
                        ) -> dict[tuple[str, str], int]:
-    """Exact stored bytes of every sparse (layer, option): prune the real weights, then count
-    what the flash image will hold (format, index overhead, scales, bias)."""
+    """Exact stored bytes of every sparse or weight-shared (layer, option): prune (and share)
+    the real weights, then count what the flash image will hold (format, index overhead,
+    scales or codebook, bias)."""
     from executors.fakequant import pruned_copy
     from executors.flash_image import layer_weight_bytes
     from executors.quant_math import stored_bias_bytes
+    from executors.share import WeightSharingConfig
 
     out = {}
     modules = dict(module.named_modules())
     for layer, opts in options.items():
         for name, configs in opts.items():
-            if not any(isinstance(c, UnstructuredPruneConfig) for c in configs):
+            share = next((c for c in configs if isinstance(c, WeightSharingConfig)), None)
+            if share is None and not any(isinstance(c, UnstructuredPruneConfig)
+                                         for c in configs):
                 continue
             pruned = dict(pruned_copy(modules[layer], {"": configs}).named_modules())[""]
             weight = pruned.weight.detach().numpy()
             bias = getattr(pruned, "bias", None)
             precision = weight_precision(configs)
-            out[layer, name] = layer_weight_bytes(weight, precision, sparse=True) + (
+            out[layer, name] = layer_weight_bytes(weight, precision, True, share) + (
                 stored_bias_bytes(precision, bias.numel()) if bias is not None else 0)
     return out
 
@@ -94,24 +163,99 @@ def calibration_split(dataset: str | None, seed: int = 0) -> tuple[np.ndarray, n
 def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float]) -> Problem:
     choices = {
         layer: tuple(Choice(c.option, c.latency_ms, c.flash_bytes, c.energy_mj, c.act_bytes,
-                            c.acc_loss) for c in table.options[layer])
+                            c.acc_loss, c.widths, c.in_act_bytes) for c in table.options[layer])
         for layer in graph.layer_names
     }
+    before_first = _model_input_tensors(graph)
+    # weights outside planned layers (embedding tables, norms) are stored as they are (fp32)
+    unplanned = float(graph.meta.get("unplanned_weight_bytes", 0))
+    mem = table.memory
+    blocked = blocked_entries(graph, mem)
     ram_steps = tuple(
-        tuple((graph.tensors[t].owner or graph.layer_names[0], graph.tensors[t].numel)
-              for t in live)
-        for live in graph.live_tensors()
+        tuple((_ram_owner(graph, t, before_first),
+               _allocated_numel(graph.tensors[t].numel, mem, t in before_first)) for t in live)
+        + ((blocked[i],) if i in blocked else ())
+        for i, live in enumerate(graph.live_tensors(mem.outputs_outside_plan))
     )
     return Problem(
         layers=tuple(graph.layer_names),
         choices=choices,
         limits=limits,
-        fixed={"flash_bytes": table.runtime_flash_bytes, "ram_bytes": table.runtime_ram_bytes,
+        fixed={"flash_bytes": table.runtime_flash_bytes + unplanned,
+               "ram_bytes": table.runtime_ram_bytes + (unplanned if table.weights_in_ram else 0),
                "latency_ms": table.run_overhead_ms,
-               "energy_mj": table.run_overhead_ms * table.power_w + table.idle_energy_mj},
+               "energy_mj": table.run_overhead_ms * table.power_w + table.idle_energy_mj,
+               "unplanned_weight_bytes": unplanned},
         ram_steps=ram_steps,
         weights_in_ram=table.weights_in_ram,
+        step_extra=_step_workspace(graph, table),
     )
+
+
+def _step_workspace(graph: LayerGraph, table: CostTable
+                    ) -> tuple[dict[tuple[str, str], float], ...]:
+    """Per step, the bytes each option adds beyond the live tensors (none: empty)."""
+    steps = option_workspace(graph, table)
+    return tuple(steps) if any(steps) else ()
+
+
+def _allocated_numel(numel: int, mem: RuntimeMemory, caller_buffer: bool) -> int:
+    """Elements a tensor takes in the runtime's allocator: its grain, at 4 bytes/element (the
+    widest activation; an int8 tensor's grain is then under-counted). The model input is the
+    caller's buffer, not the runtime's."""
+    return numel if caller_buffer else round(mem.rounded(4 * numel) / 4)
+
+
+def _model_input_tensors(graph: LayerGraph) -> set[str]:
+    """The model input and what ops before the first layer make of it: stored in the first
+    layer's element type, but never shrunk by its channel pruning."""
+    first = next((i for i, st in enumerate(graph.steps) if st.kind == "layer"), len(graph.steps))
+    produced = {st.output: i for i, st in enumerate(graph.steps)}
+    return {t for t in graph.tensors if produced.get(t, -1) < first}
+
+
+def _ram_owner(graph: LayerGraph, tensor: str, model_input: set[str]) -> str:
+    owner = graph.tensors[tensor].owner or graph.layer_names[0]
+    return owner + INPUT_SUFFIX if tensor in model_input else owner
+
+
+def channel_groups(loaded: LoadedModel, multiple: int, x: np.ndarray
+                   ) -> tuple[list[ChannelGroupSpec], dict[tuple[str, str], float]]:
+    """The model's coupled channel groups with the widths Torch-Pruning really produced, and
+    each pruned width's measured accuracy cost, keyed (group, "w<width>")."""
+    from cost_models.accuracy import channel_pruning_kl
+    from cost_models.channels import channel_group_specs
+    from executors.prune import coupling
+
+    module = loaded.torch_module()
+    try:
+        groups = channel_group_specs(coupling(module, loaded.input_shape), multiple)
+    except Exception:  # Torch-Pruning cannot trace every model: then no channel options
+        return [], {}
+    kl = channel_pruning_kl(module, groups, loaded.input_shape, x)
+    kept = [dataclasses.replace(g, widths=tuple(
+        w for w in g.widths if w == g.channels or kl.get((g.name, w)) is not None))
+        for g in groups]
+    return kept, {(g, f"w{w}"): v for (g, w), v in kl.items() if v is not None}
+
+
+def width_accuracy(graph: LayerGraph, kernels: dict[str, Kernel],
+                   coupling: dict[str, LayerCoupling], acc: dict[tuple[str, str], float],
+                   prune_kl: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """Accuracy cost of every channel-pruned option: its kernel's cost at full width, plus
+    each group's pruning cost, charged once, on the group's first layer."""
+    out = dict(acc)
+    for layer in graph.layers:
+        c = coupling.get(layer.name)
+        if c is None:
+            continue
+        for spec in option_specs(kernels, layer, (), (), coupling=c):
+            if spec.base == spec.name:
+                continue
+            charge = sum(prune_kl.get((g, f"w{w}"), 0.0) for g, w in spec.widths
+                         if g == layer.name and c.out is not None and c.out.name == g)
+            out[layer.name, spec.name] = acc.get((layer.name, spec.base), 0.0) + charge
+    return out
 
 
 def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None = None,
@@ -134,19 +278,37 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                             tuple(budget.input_shape) if budget.input_shape else None)
     graph = _capture(loaded)
     calib = calibration_split(budget.data or loaded.dataset)
-    options_by_layer = layer_options(graph, kernels, loaded.module is not None)
+    full_width = layer_options(graph, kernels, loaded.module is not None, loaded.module)
+    groups: list[ChannelGroupSpec] = []
+    prune_kl: dict[tuple[str, str], float] = {}
+    # channel pruning only with data: its accuracy cost is measured, never assumed zero
+    if calib is not None and loaded.module is not None and _logits_model(loaded):
+        groups, prune_kl = channel_groups(loaded, spec.profile(profile).preferred_channel_multiple,
+                                          calib[0])
+    coupling = layer_couplings(groups)
+    options_by_layer = layer_options(graph, kernels, loaded.module is not None, loaded.module,
+                                     coupling)
     if calib is not None:
-        estimate = _estimate_accuracy(loaded, graph, kernels, options_by_layer, calib[0])
+        estimate = _estimate_accuracy(loaded, graph, kernels, full_width, calib[0])
         acc, unit, acc_prov = estimate.loss, estimate.unit, estimate.provenance
+        if coupling:
+            acc = width_accuracy(graph, kernels, coupling, acc, prune_kl)
+            acc_prov += ("; channel pruning: each coupled group pruned alone to each width "
+                         "(Torch-Pruning, L1 group importance), KL measured on the same "
+                         "images, charged once per group (on its first layer)")
     else:
         acc, unit, acc_prov = {}, "none", "no data: accuracy cost not estimated (all zero)"
     sparse = (sparse_flash_bytes(loaded.module, options_by_layer)
               if loaded.module is not None else {})
-    table = build_cost_table(graph, spec, profile, acc, unit, sparse, budget.period)
+    factored = (lowrank_factors(loaded.module, graph, options_by_layer)
+                if loaded.module is not None else {})
+    table = build_cost_table(graph, spec, profile, acc, unit, sparse, budget.period, factored,
+                             coupling=coupling)
     if spec.kind == "host" and loaded.module is not None and calib is not None:
         table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
     problem = build_problem(graph, table, solver_limits(budget.limits, budget.margin))
-    ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin)
+    ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin,
+                      groups)
     base = base_plan(ctx, acc_prov, options_by_layer)
     if finetune_epochs:
         from executors.distill import DistillConfig
@@ -202,7 +364,30 @@ def _measured_host_latency(loaded: LoadedModel, graph: LayerGraph, table: CostTa
     with ProfileCache(cache_dir() / "profiles.sqlite") as cache:
         measured = profile_host(loaded.torch_module(), loaded.input_shape, graph, options,
                                 cache, x[:128])
-    return with_measured_latency(table, measured, run_overhead=True)
+    return scaled_pruned_latency(with_measured_latency(table, measured, run_overhead=True))
+
+
+def scaled_pruned_latency(table: CostTable) -> CostTable:
+    """Channel-pruned options are not measured: each takes its kernel's measured full-width
+    latency x its kept MAC fraction (the provenance says so)."""
+    if not any(c.base and c.base != c.option for row in table.options.values() for c in row):
+        return table
+    options = {}
+    for layer, row in table.options.items():
+        full = {c.option: c for c in row}
+        options[layer] = [dataclasses.replace(
+            c, latency_ms=full[c.base].latency_ms * c.mac_fraction,
+            energy_mj=full[c.base].energy_mj * c.mac_fraction)
+            if c.base and c.base != c.option and c.base in full else c for c in row]
+    provenance = {**table.provenance, "latency": table.provenance.get("latency", "") +
+                  "; channel-pruned options: their kernel's full-width latency x the kept "
+                  "fraction of the layer's MACs (not measured)"}
+    return dataclasses.replace(table, options=options, provenance=provenance)
+
+
+def _logits_model(loaded: LoadedModel) -> bool:
+    """Channel pruning's accuracy cost is a KL of class outputs: classifiers only."""
+    return getattr(loaded.module, "output_kind", "logits") == "logits"
 
 
 def _capture(loaded: LoadedModel) -> LayerGraph:
@@ -216,15 +401,40 @@ def _capture(loaded: LoadedModel) -> LayerGraph:
     return capture(loaded.torch_module(), loaded.input_shape, loaded.name)
 
 
+def _cached_output_kl(module: Any, options: dict[str, dict[str, list[Any]]],
+                      x: np.ndarray) -> AccuracyEstimate:
+    """measured_output_kl, cached by weights + images + options + the code that simulates the
+    techniques (a change to any of them is a miss): re-planning the same model is cheap."""
+    import inspect
+
+    from cost_models import accuracy
+    from cost_models.sensitivity import SensitivityCache, cache_key
+    from executors import fakequant, lowrank, prune, quant_math
+
+    code = "".join(inspect.getsource(m) for m in (accuracy, fakequant, quant_math, prune,
+                                                    lowrank))
+    key = cache_key("output-kl", module, x, None, options,
+                    {"code": hashlib.sha256(code.encode()).hexdigest()[:16]})
+    cache = SensitivityCache()
+    doc = cache.get(key)
+    if doc is not None:
+        loss = {(r["layer"], r["option"]): float(r["value"]) for r in doc["rows"]}
+        return AccuracyEstimate(loss, doc["unit"], doc["provenance"]
+                                + " (cached from an identical earlier measurement)")
+    est = accuracy.measured_output_kl(module, options, x)
+    cache.put(key, {"unit": est.unit, "provenance": est.provenance,
+                    "rows": [{"layer": ly, "option": o, "value": v}
+                             for (ly, o), v in est.loss.items()]})
+    return est
+
+
 def _estimate_accuracy(loaded: LoadedModel, graph: LayerGraph, kernels: dict[str, Kernel],
                        options: dict[str, dict[str, list[Any]]],
                        x: np.ndarray) -> AccuracyEstimate:
     """Per (layer, option) accuracy cost: torch (real pruning + fake quantisation), or the real
     quantised ONNX for ONNX-only models."""
     if loaded.kind != "onnx":
-        from cost_models.accuracy import measured_output_kl
-
-        return measured_output_kl(loaded.torch_module(), options, x)
+        return _cached_output_kl(loaded.torch_module(), options, x)
     import tempfile
 
     from cost_models.accuracy_onnx import onnx_output_kl
@@ -251,13 +461,17 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
             alternatives=[plan_schema.Alternative(
                 option=c.option, techniques=options[layer.name][c.option],
                 latency_ms=c.latency_ms, flash_bytes=c.flash_bytes, energy_mj=c.energy_mj,
-                acc_loss=c.acc_loss, act_bytes=c.act_bytes) for c in table.options[layer.name]],
+                acc_loss=c.acc_loss, act_bytes=c.act_bytes, widths=dict(c.widths),
+                in_act_bytes=c.in_act_bytes) for c in table.options[layer.name]],
         )
         for layer in ctx.graph.layers
     }
+    extra = ctx.problem.step_extra or ({},) * len(ctx.problem.ram_steps)
     ram_steps = [plan_schema.RamStep(owner=step.owner or ctx.graph.layer_names[0],
-                                     live=list(live))
-                 for step, live in zip(ctx.graph.steps, ctx.problem.ram_steps, strict=True)]
+                                     live=list(live),
+                                     workspace=[(ly, o, b) for (ly, o), b in ws.items()])
+                 for step, live, ws in zip(ctx.graph.steps, ctx.problem.ram_steps, extra,
+                                           strict=True)]
     spec_path = ctx.budget.target if Path(ctx.budget.target).suffix in (".yaml", ".yml") else None
     from cost_models.uncertainty import latency_band
 
@@ -288,5 +502,9 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
                             "says (see its provenance)"},
         ram_steps=ram_steps,
         weights_in_ram=ctx.problem.weights_in_ram,
+        channel_groups=[plan_schema.ChannelGroup(
+            name=g.name, channels=g.channels, multiple=g.multiple, widths=list(g.widths),
+            layers=list(g.layers), consumers=list(g.consumers))
+            for g in ctx.channel_groups if len(g.widths) > 1],
     )
 

@@ -30,9 +30,18 @@ from edgefit.planning import build_problem, calibration_split
 from executors import measure
 from executors.fakequant import pruned_copy, quantized_copy
 from executors.flash_image import FlashLayer, payload_bytes, read_flash_image, write_flash_image
+from executors.lowrank import (
+    confirm_ranks,
+    factor_modules,
+    factor_names,
+    image_ranks,
+    lowrank_config,
+    onnx_ranks,
+)
 from executors.onnx_quant import inspect_onnx, name_nodes_by_module, quantize_onnx
-from executors.prune import UnstructuredPruneConfig
+from executors.prune import ChannelPruneConfig, UnstructuredPruneConfig, prune_channels
 from executors.quantize import onnx_option, weight_precision
+from executors.share import WeightSharingConfig, check_onnx_shared, check_shared, share_config
 from planner.plan import Plan, atomic_write_text
 from workloads.data import Dataset, load_dataset
 from workloads.models import LoadedModel, load_model_ref
@@ -40,6 +49,9 @@ from workloads.train import evaluate
 
 FLASH_TOLERANCE_FRACTION = 0.02
 FLASH_TOLERANCE_BYTES = 1024
+# a shared layer's header record (codebook size, formats, part sizes: ~240 B measured on
+# LeNet-5's fc1) is header, not planned payload; its payload is checked exactly per layer
+SHARE_HEADER_BYTES = 256
 
 
 def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
@@ -109,7 +121,8 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
     runnable, fp32_onnx = built.runnable, built.fp32_onnx
 
     verification = verify_artifacts(plan, runnable, image, onnx_opts)
-    host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x)
+    host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
+                      _host_factors(plan, loaded, built.graph))
     limit_pp = plan.limits.accuracy_drop
     drop_pp = 100.0 * (built.fp32_accuracy - built.accuracy)
     report = {
@@ -156,31 +169,45 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
     graph = capture(module, loaded.input_shape, loaded.name)
     if list(plan.layers) != graph.layer_names:
         raise PlanError("the plan's layers do not match the model's; re-run `plan`")
-    techniques = {name: lp.techniques for name, lp in plan.layers.items()}
-    pruned = pruned_copy(module, techniques)
+    # channels go first, on the whole model (consumers' inputs shrink with them); the
+    # per-layer techniques then run on the smaller model
+    techniques = {name: [t for t in lp.techniques if not isinstance(t, ChannelPruneConfig)]
+                  for name, lp in plan.layers.items()}
+    narrow = channel_pruned(module, plan, loaded.input_shape)
+    if narrow is not module:
+        graph = capture(narrow, loaded.input_shape, loaded.name)  # the geometry that runs
+    pruned = pruned_copy(narrow, techniques)
     tuned, finetune_report = "", None
-    if plan.finetune is not None and any(_sparsity(t) for t in techniques.values()):
+    shared = shared_layers(plan)
+    if plan.finetune is not None and (narrow is not module or shared
+                                      or any(_sparsity(t) for t in techniques.values())):
         from executors.distill import distill
 
         assert loaded.dataset is not None or plan.data is not None
         train, _ = load_dataset(plan.data or loaded.dataset or "")
-        pruned, rep = distill(pruned, module, train, plan.finetune)
+        pruned, rep = distill(pruned, module, train, plan.finetune, shared=list(shared))
+        # tuned centroids of a float16 codebook: rounded back to float16 (sharing is idempotent)
+        pruned = pruned_copy(pruned, {name: [cfg] for name, cfg in shared.items()})
         finetune_report = dataclasses.asdict(rep)
         tuned = (f"; distilled {rep.epochs_run} epoch(s) after pruning (best {rep.best_epoch}, "
                  f"validation KL {rep.val_kl_before:.3g} -> {rep.val_kl_after:.3g}, accuracy "
                  f"{100 * rep.val_accuracy_before:.2f} -> {100 * rep.val_accuracy_after:.2f} %, "
-                 f"zeros kept: {rep.zeros_kept})")
+                 f"zeros kept: {rep.zeros_kept}"
+                 + (f", codebooks kept: {rep.codebook_kept}" if shared else "") + ")")
     compressed = quantized_copy(pruned, techniques, calib_x)
     fp32_onnx, runnable = out_dir / "model.fp32.onnx", out_dir / "model.onnx"
     export_fp32(pruned, loaded.input_shape, fp32_onnx)
-    quantize_onnx(fp32_onnx, runnable, onnx_opts, calib_x[:128])
+    quantize_onnx(fp32_onnx, runnable, node_options(plan, onnx_opts), calib_x[:128])
     return _Built(
-        graph, fp32_onnx, runnable, _flash_layers(pruned, plan), evaluate(module, test),
-        evaluate(compressed, test),
-        "torch model with the plan's pruning applied and its quantisation simulated "
+        graph, fp32_onnx, runnable, _flash_layers(pruned, plan), _quality(module, module, test),
+        _quality(compressed, module, test),
+        _metric_note(module)
+        + "torch model with the plan's pruning, factorisation and weight sharing applied and "
+        "its quantisation "
+        "simulated "
         f"(fake-quant, activation scales from {len(calib_x)} training images)"
         + (tuned or "; no fine-tuning"),
-        _onnx_fidelity(runnable, compressed, test.x[:256]), finetune_report)
+        _onnx_fidelity(runnable, compressed, test.x[:256], module), finetune_report)
 
 
 def _build_onnx(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
@@ -193,6 +220,9 @@ def _build_onnx(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
     graph = capture_onnx(loaded.onnx_path, loaded.name)
     if list(plan.layers) != graph.layer_names:
         raise PlanError("the plan's layers do not match the model's; re-run `plan`")
+    if _lowrank_layers(plan):
+        raise PlanError(f"layers {', '.join(_lowrank_layers(plan))}: lowrank factorises torch "
+                        "models only; this model is ONNX only")
     fp32_onnx, runnable = out_dir / "model.fp32.onnx", out_dir / "model.onnx"
     shutil.copyfile(loaded.onnx_path, fp32_onnx)
     quantize_onnx(fp32_onnx, runnable, onnx_opts, calib_x[:128])
@@ -238,9 +268,9 @@ def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
     acc = report["accuracy"]
     checks = [{"check": "artifacts stored as planned (read back from the files)",
                "ok": report["verification"]["ok"], "detail": report["verification"]["summary"]}]
-    if plan.model.kind == "zoo":
-        from workloads.zoo import ZOO
+    from workloads.zoo import ZOO
 
+    if plan.model.kind == "zoo" and plan.model.name in ZOO:  # pretrained entries: no floor
         floor = ZOO[plan.model.name].accuracy_floor
         checks.append({"check": f"trained {plan.model.name} meets its floor {100 * floor:g} %",
                        "ok": acc["fp32"] >= floor, "detail": f"{100 * acc['fp32']:.2f} %"})
@@ -253,17 +283,100 @@ def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
 def _flash_layers(model: nn.Module, plan: Plan) -> list[FlashLayer]:
     modules = dict(model.named_modules())
     layers = []
-    for name, lp in plan.layers.items():
-        mod = modules[name]
+    for layer, lp in plan.layers.items():
         weights = weight_precision(lp.techniques)
-        bias = getattr(mod, "bias", None)
-        layers.append(FlashLayer(
-            name=name, option=weights,
-            weight=mod.weight.detach().numpy().astype(np.float32),  # type: ignore[operator]
-            bias=None if bias is None else bias.detach().numpy().astype(np.float32),
-            sparse=_sparsity(lp.techniques) > 0,
-        ))
+        # a factorised layer stores each factor as a layer of its own (<layer>.0, ...)
+        parts = (list(zip(factor_names(layer, lp.op_type), factor_modules(modules[layer]),
+                          strict=True))
+                 if lowrank_config(lp.techniques) else [(layer, modules[layer])])
+        for name, mod in parts:
+            bias = getattr(mod, "bias", None)
+            layers.append(FlashLayer(
+                name=name, option=weights,
+                weight=mod.weight.detach().numpy().astype(np.float32),  # type: ignore[operator]
+                bias=None if bias is None else bias.detach().numpy().astype(np.float32),
+                sparse=_sparsity(lp.techniques) > 0,
+                share=share_config(lp.techniques),  # codebook + Huffman-coded indices
+            ))
     return layers
+
+
+def channel_pruned(module: nn.Module, plan: Plan, input_shape: tuple[int, ...]) -> nn.Module:
+    """A copy with the plan's channels removed (prune_channels), or `module` itself when the
+    plan prunes none."""
+    import copy
+
+    configs = {name: t for name, lp in plan.layers.items() for t in lp.techniques
+               if isinstance(t, ChannelPruneConfig)}
+    if not configs:
+        return module
+    return prune_channels(copy.deepcopy(module), configs, input_shape)
+
+
+def planned_channels(plan: Plan) -> dict[str, int]:
+    """Output channels the plan keeps, for every layer of a channel group it prunes."""
+    out = {}
+    for g in plan.channel_groups:
+        for name in g.layers:
+            lp = plan.layers[name]
+            kept = lp.alternative(lp.option).widths.get(g.name) if lp.option else None
+            if kept is not None and kept < g.channels:
+                out[name] = kept
+    return out
+
+
+def _onnx_out_channels(storage: Any) -> int | None:
+    """Output channels of a planned node from its stored weight: Conv (out, in/g, kh, kw),
+    Gemm as the exporter writes Linear (out, in), MatMul (in, out)."""
+    shape = storage.weight_shape
+    if not shape:
+        return None
+    return int(shape[-1] if storage.op_type == "MatMul" else shape[0])
+
+
+def check_channels_in_onnx(plan: Plan, in_onnx: dict[str, Any]
+                           ) -> tuple[dict[str, dict[str, int | None]], list[str]]:
+    """Per channel-pruned layer: planned kept channels against those the ONNX weight holds."""
+    rows: dict[str, dict[str, int | None]] = {}
+    problems = []
+    for name, kept in planned_channels(plan).items():
+        found = _onnx_out_channels(in_onnx[name]) if name in in_onnx else None
+        rows[name] = {"planned": kept, "onnx": found}
+        if found != kept:
+            problems.append(f"{name}: ONNX weight has {found} output channels, plan keeps {kept}")
+    return rows, problems
+
+
+def shared_layers(plan: Plan) -> dict[str, WeightSharingConfig]:
+    """{layer: its WeightSharingConfig} of the plan's weight-shared (unfactorised) layers."""
+    out = {}
+    for name, lp in plan.layers.items():
+        cfg = share_config(lp.techniques)
+        if cfg is not None and not lowrank_config(lp.techniques):
+            out[name] = cfg
+    return out
+
+
+def _verify_shared(name: str, cfg: WeightSharingConfig, stored: Any,
+                   in_onnx: dict[str, Any], row: dict[str, Any]) -> list[str]:
+    """A shared layer read back: the image's codebook (bits, at most 2**bits distinct
+    nonzero values) and the runnable ONNX's decoded weights (at most 2**bits distinct)."""
+    most = 2 ** cfg.bits
+    image = check_shared(stored, cfg)
+    row.update({"share_bits": cfg.bits, "image_codebook": None if stored.codebook is None
+                else int(stored.codebook.size), "image_distinct_nonzero":
+                image["distinct_nonzero"], "onnx_distinct_nonzero": in_onnx["distinct_nonzero"]})
+    problems = []
+    if stored.codebook is None or stored.bits != cfg.bits:
+        problems.append(f"{name}: flash image stores no {cfg.bits}-bit codebook "
+                        f"({stored.storage}, {stored.bits} bits)")
+    elif not image["ok"]:
+        problems.append(f"{name}: flash image holds {image['distinct_nonzero']} distinct "
+                        f"nonzero weights, more than 2**{cfg.bits} = {most}")
+    if not in_onnx["ok"]:
+        problems.append(f"{name}: ONNX weight holds {in_onnx['distinct_nonzero']} distinct "
+                        f"nonzero values, more than 2**{cfg.bits} = {most}")
+    return problems
 
 
 def _sparsity(techniques: list[Any]) -> float:
@@ -276,7 +389,15 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
     in_onnx = inspect_onnx(runnable)
     in_image = {s.name: s for s in read_flash_image(image)}
     rows, problems = [], []
+    factored = _lowrank_layers(plan)
+    shared = shared_layers(plan)
+    onnx_shared = check_onnx_shared(runnable, shared) if shared else {}
     for name, lp in plan.layers.items():
+        if name in factored:
+            row, found = _verify_factored(name, lp, runnable, in_onnx, in_image, onnx_opts[name])
+            rows.append(row)
+            problems += found
+            continue
         weights = weight_precision(lp.techniques)
         o, f = in_onnx.get(name), in_image.get(name)
         row = {
@@ -303,9 +424,14 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
         elif f.weight_bytes + f.bias_bytes != lp.cost.flash_bytes:
             problems.append(f"{name}: image holds {f.weight_bytes + f.bias_bytes} B, plan "
                             f"predicted {lp.cost.flash_bytes:.0f} B")
+        if f is not None and name in shared:
+            problems += _verify_shared(name, shared[name], f, onnx_shared[name], row)
+    channels, channel_problems = check_channels_in_onnx(plan, in_onnx)
+    problems += channel_problems
     planned = sum(lp.cost.flash_bytes for lp in plan.layers.values())
     actual = image.stat().st_size
-    tolerance = max(FLASH_TOLERANCE_FRACTION * planned, FLASH_TOLERANCE_BYTES)
+    tolerance = max(FLASH_TOLERANCE_FRACTION * planned,
+                    FLASH_TOLERANCE_BYTES + SHARE_HEADER_BYTES * len(shared))
     match = abs(actual - planned) <= tolerance
     if not match:
         problems.append(f"flash image is {actual} B, plan predicted {planned:.0f} B")
@@ -314,13 +440,95 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
                if not problems else "; ".join(problems))
     return {"layers": rows, "problems": problems, "ok": not problems, "summary": summary,
             "planned_model_flash_bytes": planned, "flash_image_bytes": actual,
-            "flash_match": match}
+            "flash_match": match, "channels": channels}
 
 
-def _onnx_fidelity(runnable: Path, compressed: nn.Module, x: np.ndarray) -> dict[str, Any]:
+def _lowrank_layers(plan: Plan) -> dict[str, str]:
+    """{layer: op_type} of the plan's factorised layers."""
+    return {n: lp.op_type for n, lp in plan.layers.items() if lowrank_config(lp.techniques)}
+
+
+def node_options(plan: Plan, onnx_opts: dict[str, str]) -> dict[str, str]:
+    """The runnable ONNX's option per layer node: every factor of a factorised layer (nodes
+    ``<layer>.0``, ``<layer>.1`` ...) takes the layer's option."""
+    factored = _lowrank_layers(plan)
+    return {node: option for name, option in onnx_opts.items()
+            for node in (factor_names(name, factored[name]) if name in factored else [name])}
+
+
+def _verify_factored(name: str, lp: Any, runnable: Path, in_onnx: dict[str, Any],
+                     in_image: dict[str, Any], option: str) -> tuple[dict[str, Any], list[str]]:
+    """A factorised layer read back: every factor's storage in both files, the factors' bytes
+    against the plan, and the rank present (inner dimension) against the planned rank."""
+    cfg = lowrank_config(lp.techniques)
+    assert cfg is not None
+    weights = weight_precision(lp.techniques)
+    nodes = factor_names(name, lp.op_type)
+    problems = [f"{name}: ONNX factor {n} stores {in_onnx[n].option if n in in_onnx else 'nothing'}"
+                f", plan says {option}" for n in nodes
+                if n not in in_onnx or in_onnx[n].option != option]
+    problems += [f"{name}: flash image factor {n} stores "
+                 f"{in_image[n].option if n in in_image else 'nothing'}, plan says {weights}"
+                 for n in nodes if n not in in_image or in_image[n].option != weights]
+    row: dict[str, Any] = {"layer": name, "planned": lp.option, "factors": nodes,
+                           "planned_bytes": lp.cost.flash_bytes, "planned_rank": cfg.rank,
+                           "planned_rank_in": cfg.rank_in}
+    if problems:
+        return row, problems
+    stored = sum(in_image[n].weight_bytes + in_image[n].bias_bytes for n in nodes)
+    ranks = {"onnx": onnx_ranks(runnable, {name: lp.op_type})[name],
+             "image": image_ranks(in_image, {name: lp.op_type})[name]}
+    row.update({"onnx_option": option, "onnx_weight_bytes": sum(in_onnx[n].weight_bytes
+                                                                for n in nodes),
+                "image_dtype": in_image[nodes[0]].dtype, "image_bytes": stored,
+                "onnx_rank": ranks["onnx"]["rank"], "onnx_rank_in": ranks["onnx"]["rank_in"],
+                "image_rank": ranks["image"]["rank"], "image_rank_in": ranks["image"]["rank_in"]})
+    if stored != lp.cost.flash_bytes:
+        problems.append(f"{name}: image holds {stored} B in its factors, plan predicted "
+                        f"{lp.cost.flash_bytes:.0f} B")
+    for where, found in ranks.items():
+        checked = confirm_ranks(dict(found), cfg)
+        if not checked.get("ok", True):
+            problems.append(f"{name}: {where} holds rank {found['rank']}"
+                            f"{'/' + str(found['rank_in']) if found['rank_in'] else ''}, plan "
+                            f"says {checked['expected']['rank']}")
+    return row, problems
+
+
+def _is_encoder(model: nn.Module) -> bool:
+    """A model whose output is an embedding, judged by cosine similarity, not top-1."""
+    return getattr(model, "output_kind", "logits") == "embedding"
+
+
+def _quality(model: nn.Module, reference: nn.Module, test: Dataset) -> float:
+    """Top-1 accuracy; for an encoder, mean cosine similarity to `reference`'s embeddings."""
+    if not _is_encoder(reference):
+        return evaluate(model, test)
+    from workloads.minilm import embed, mean_cosine
+
+    return mean_cosine(embed(model, test.x), embed(reference, test.x))
+
+
+def _metric_note(model: nn.Module) -> str:
+    return ("metric: mean cosine similarity of the embeddings to the fp32 model's on the "
+            "held-out sentences (shown as %; drop pp = 100 x (1 - cosine)); "
+            if _is_encoder(model) else "")
+
+
+def _onnx_fidelity(runnable: Path, compressed: nn.Module, x: np.ndarray,
+                   reference: nn.Module | None = None) -> dict[str, Any]:
     ort_out = onnx_outputs(runnable, x)
     with torch.no_grad():
         torch_out = compressed(torch.from_numpy(x)).numpy()
+    if reference is not None and _is_encoder(reference):
+        from workloads.minilm import embed, mean_cosine
+
+        return {"samples": int(len(x)),
+                "max_abs_diff": float(np.abs(ort_out - torch_out).max()),
+                "cosine_to_fake_quant": mean_cosine(ort_out, torch_out),
+                "cosine_to_fp32": mean_cosine(ort_out, embed(reference, x)),
+                "note": "runnable ONNX embeddings vs the fake-quant torch model's and vs the "
+                        "fp32 model's (the deployed model's own fidelity)"}
     return {
         "samples": int(len(x)),
         "max_abs_diff": float(np.abs(ort_out - torch_out).max()),
@@ -330,11 +538,33 @@ def _onnx_fidelity(runnable: Path, compressed: nn.Module, x: np.ndarray) -> dict
     }
 
 
+def _rank_suffix(option: str | None) -> str:
+    """"+r50" of a low-rank option name such as "int8+r50" ("" for other options)."""
+    return option[option.index("+r"):] if option and "+r" in option else ""
+
+
+def _host_factors(plan: Plan, loaded: LoadedModel, graph: LayerGraph
+                  ) -> dict[tuple[str, str], list[Any]]:
+    """The factor layers of the plan's factorised layers under the host's option names."""
+    from edgefit.planning import lowrank_factors
+
+    factored = _lowrank_layers(plan)
+    if not factored or loaded.module is None:
+        return {}
+    kernels = host_spec().profile().kernels
+    options = {name: {f"{k}{_rank_suffix(plan.layers[name].option)}":
+                      plan.layers[name].techniques for k in kernels}
+               for name in factored if _rank_suffix(plan.layers[name].option)}
+    return lowrank_factors(loaded.module, graph, options)
+
+
 def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runnable: Path,
-               fp32_onnx: Path, x: np.ndarray) -> dict[str, Any]:
-    """Host cost model for the same per-layer choices next to onnxruntime measurements."""
+               fp32_onnx: Path, x: np.ndarray,
+               factored: dict[tuple[str, str], list[Any]] | None = None) -> dict[str, Any]:
+    """Host cost model for the same per-layer choices next to onnxruntime measurements.
+    ``factored``: the factor layers of factorised layers (their host option names)."""
     spec = host_spec()
-    table = build_cost_table(graph, spec)
+    table = build_cost_table(graph, spec, factored=factored)
     kernels = spec.profile().kernels
     problem = build_problem(graph, table, {})
     picks: dict[str, int] = {}
@@ -343,7 +573,8 @@ def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runn
         names = [c.option for c in problem.choices[name]]
         if option not in kernels:
             raise PlanError(f"host has no kernel for {option}")
-        picks[name] = names.index(option)
+        ranked = option + _rank_suffix(lp.option)
+        picks[name] = names.index(ranked if ranked in names else option)
     fp32_picks = {name: [c.option for c in problem.choices[name]].index("fp32")
                   for name in plan.layers}
     predicted, predicted_fp32 = problem.totals(picks), problem.totals(fp32_picks)

@@ -4,11 +4,14 @@ uncompressed teacher after a destructive stage (pruning), keeping what earlier s
 Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(labels),
 early stopping on the validation split's distillation loss (KL to the teacher: continuous, so
 it sees progress that accuracy on a small split would not). Zeros that pruning made stay zero
-(re-applied after every optimiser step), so fine-tuning never silently undoes the pruning.
+(re-applied after every optimiser step), so fine-tuning never silently undoes the pruning;
+weight-shared layers stay on their codebook (executors.share.keep_shared: the centroids move by
+their members' summed gradients, the weights are written back from them after every step).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -17,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     from torch import nn
 
+    from executors.share import KeepShared
     from workloads.data import Dataset
 
 
@@ -31,6 +35,8 @@ class DistillConfig(BaseModel):
     batch_size: int = Field(default=128, ge=1)
     patience: int = Field(default=2, ge=1, description="epochs without validation gain")
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    centroid_lr: float = Field(default=1e-4, gt=0, description="step of a shared layer's "
+                               "centroids per summed member gradient (Deep Compression's rule)")
 
 
 @dataclass(frozen=True)
@@ -44,11 +50,13 @@ class DistillReport:
     train_loss_first: float
     train_loss_last: float
     zeros_kept: bool
+    codebook_kept: bool | None = None  # shared layers still on their codebook (None: none)
 
 
 def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: DistillConfig,
-            seed: int = 0) -> tuple[nn.Module, DistillReport]:
-    """Fine-tune `student` in place against `teacher` on `data` (the training split)."""
+            seed: int = 0, shared: Sequence[str] = ()) -> tuple[nn.Module, DistillReport]:
+    """Fine-tune `student` in place against `teacher` on `data` (the training split).
+    ``shared``: module names of weight-shared layers, kept on their codebooks."""
     import copy
 
     import numpy as np
@@ -56,6 +64,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     from torch import nn
 
     from executors.prune import keep_zeros
+    from executors.share import keep_shared
     from workloads.data import split
     from workloads.train import evaluate
 
@@ -66,6 +75,10 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     mask = keep_zeros(student)
     opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
     mask.attach(opt)
+    # registered after the zeros: it rewrites the whole weight from the centroids (zeros stay 0)
+    codebooks = keep_shared(student, shared, lr=config.centroid_lr) if shared else None
+    if codebooks is not None:
+        codebooks.attach(opt)
     rng = np.random.default_rng(seed)
     t = config.temperature
 
@@ -110,4 +123,20 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     student.load_state_dict(best_state)
     student.eval()
     return student, DistillReport(epochs_run, best_epoch, before, evaluate(student, val),
-                                  kl_before, best, losses[0], losses[-1], mask.holds())
+                                  kl_before, best, losses[0], losses[-1], mask.holds(),
+                                  None if codebooks is None else
+                                  _on_codebooks(student, codebooks.layers, codebooks))
+
+
+def _on_codebooks(model: nn.Module, layers: Sequence[str], codebooks: KeepShared) -> bool:
+    """Every shared layer holds at most as many distinct nonzero values as its codebook (read
+    from the weights; the best epoch's weights are restored, which may predate the last
+    centroid step, so this is checked on the weights, not against the centroids)."""
+    import torch
+
+    modules = dict(model.named_modules())
+    for name in layers:
+        w = modules[name].weight.detach()  # type: ignore[union-attr]
+        if torch.unique(w[w != 0]).numel() > codebooks.codebook(name).size:
+            return False
+    return True

@@ -12,25 +12,50 @@ import torch
 from torch import nn
 
 from edgefit.errors import PlanError
+from executors.lowrank import factor_modules
 from executors.quantize import ActivationFakeQuant, QuantizeConfig, fake_quantize_weights
 
 
 def pruned_copy(model: nn.Module, techniques: Mapping[str, Sequence[Any]]) -> nn.Module:
-    """A deep copy with each layer's per-layer pruning applied (zeros really in the weights)."""
-    from executors.prune import MODULE_EXECUTORS
+    """A deep copy with each layer's per-layer pruning, factorisation and weight sharing applied
+    in the configs' order (zeros really in the weights; a factorised layer replaced by its
+    factors in its parent; shared weights replaced by their codebook values, every factor
+    shared on its own). Sharing an already shared weight keeps its values (idempotent)."""
+    from executors import lowrank, prune, share
 
+    executors = {**prune.MODULE_EXECUTORS, **lowrank.MODULE_EXECUTORS,
+                 **share.MODULE_EXECUTORS}
     p = copy.deepcopy(model).eval()
     modules = dict(p.named_modules())
     for name, configs in techniques.items():
         for cfg in configs:
             if isinstance(cfg, QuantizeConfig):
                 continue
-            executor = MODULE_EXECUTORS.get(cfg.technique)
+            executor = executors.get(cfg.technique)
             if executor is None:
                 raise PlanError(f"{name}: technique {cfg.technique} is not applied per layer "
                                 "here yet")
-            executor(modules[name], cfg)
+            if isinstance(cfg, lowrank.LowRankConfig):
+                if len(factor_modules(modules[name])) > 1:
+                    continue  # already factorised (a copy of a copy): factorise once
+                result = lowrank.factorize(modules[name], cfg, name)
+            elif isinstance(cfg, share.WeightSharingConfig):
+                for module in factor_modules(modules[name]):
+                    share.share_module(module, cfg)
+                continue
+            else:
+                result = executor(modules[name], cfg)
+            if result is not modules[name]:
+                _replace(p, name, result)
+                modules[name] = result
     return p
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    if not name:
+        raise PlanError("the model itself is not a layer that can be replaced")
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def quantized_copy(model: nn.Module, techniques: Mapping[str, Sequence[Any]],
@@ -45,11 +70,13 @@ def quantized_copy(model: nn.Module, techniques: Mapping[str, Sequence[Any]],
         for cfg in configs:
             if not isinstance(cfg, QuantizeConfig):
                 continue
-            fake_quantize_weights(modules[name], cfg)
-            if cfg.activations in ("int8", "fp16"):
-                hook = ActivationFakeQuant(cfg.activations)
-                modules[name].register_forward_hook(hook)
-                hooks.append(hook)
+            # a factorised layer: every factor is quantised like a layer (as in the ONNX)
+            for module in factor_modules(modules[name]):
+                fake_quantize_weights(module, cfg)
+                if cfg.activations in ("int8", "fp16"):
+                    hook = ActivationFakeQuant(cfg.activations)
+                    module.register_forward_hook(hook)
+                    hooks.append(hook)
     with torch.no_grad():
         for i in range(0, len(calibration), 256):
             q(torch.from_numpy(calibration[i : i + 256]))

@@ -38,7 +38,7 @@ formats and each part's size. :func:`shared_weight_bytes` is exactly ``len`` of 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -81,21 +81,28 @@ def kmeans_1d(values: np.ndarray, k: int, iterations: int = 100) -> tuple[np.nda
     Centroids (float64) start evenly spaced over ``[min, max]``; an empty cluster keeps its
     centroid; stops when no label changes. In 1-D, the nearest centroid is found by the
     midpoints of the sorted centroids (ties go to the lower centroid). Deterministic.
+    The values are sorted once: a cluster is then a run of the sorted values, found by binary
+    search, and its sum a difference of prefix sums, so an iteration costs O(k log n), not
+    O(n) (the planner shares multi-million-weight layers once per option).
     """
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     if k < 1:
         raise PlanError(f"k-means needs k >= 1, got {k}")
     if v.size == 0:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
-    centroids = np.linspace(v.min(), v.max(), k)
-    labels = np.full(v.size, -1, dtype=np.int64)
+    srt = np.sort(v)
+    prefix = np.concatenate([[0.0], np.cumsum(srt)])
+    centroids = np.linspace(srt[0], srt[-1], k)
+    bounds = np.zeros(0, dtype=np.int64)
     for _ in range(iterations):
-        new = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, v, side="left")
-        if np.array_equal(new, labels):
+        # cluster j holds the sorted values in (mid[j-1], mid[j]]: the lower centroid wins ties
+        mids = (centroids[1:] + centroids[:-1]) / 2
+        new = np.concatenate([[0], np.searchsorted(srt, mids, side="right"), [v.size]])
+        if np.array_equal(new, bounds):
             break
-        labels = new
-        sums = np.bincount(labels, weights=v, minlength=k)
-        counts = np.bincount(labels, minlength=k)
+        bounds = new
+        counts = np.diff(bounds)
+        sums = prefix[bounds[1:]] - prefix[bounds[:-1]]
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled]
         centroids = np.sort(centroids)  # an empty cluster's old centroid may fall out of order
@@ -127,6 +134,11 @@ def _codebook(w: np.ndarray) -> np.ndarray:
     """The sorted distinct nonzero values of ``w`` (float32)."""
     a = np.asarray(w, dtype=np.float32)
     return np.unique(a[a != 0])
+
+
+def share_config(techniques: Iterable[Any]) -> WeightSharingConfig | None:
+    """The weight-sharing config among a layer's techniques (None: not shared)."""
+    return next((t for t in techniques if isinstance(t, WeightSharingConfig)), None)
 
 
 def share_module(module: nn.Module, config: WeightSharingConfig) -> nn.Module:
@@ -176,6 +188,24 @@ def check_shared(obj: Any, config: WeightSharingConfig | None = None) -> dict[st
             ok = ok and bool(np.array_equal(cb.astype("<f2").astype(np.float32), cb))
         found["ok"] = bool(ok)
     return found
+
+
+def check_onnx_shared(path: Any, configs: Mapping[str, WeightSharingConfig]
+                      ) -> dict[str, dict[str, Any]]:
+    """Read each shared layer's weight back from an ONNX file (the initializer its node reads,
+    through any Cast / DequantizeLinear): :func:`check_shared` of the stored values, so
+    ``ok`` says the runnable model really holds at most ``2**bits`` distinct nonzero values."""
+    from executors.onnx_quant import _Graph, _init_values, _layer_node, _load, _trace
+
+    model = _load(path)
+    g = _Graph(model.graph)
+    out = {}
+    for layer, cfg in configs.items():
+        init, _ = _trace(g, _layer_node(g, layer, str(path)).input[1])
+        if init is None:
+            raise PlanError(f"{path}: weight of layer {layer!r} is not stored as an initializer")
+        out[layer] = check_shared(_init_values(init), cfg)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,6 +551,7 @@ __all__ = [
     "MODULE_EXECUTORS",
     "KeepShared",
     "WeightSharingConfig",
+    "check_onnx_shared",
     "check_shared",
     "decode_shared",
     "encode_shared",
@@ -528,6 +559,7 @@ __all__ = [
     "kmeans_1d",
     "positions_from_relative",
     "relative_indices",
+    "share_config",
     "share_cost_delta",
     "share_module",
     "share_weights",

@@ -45,6 +45,8 @@ def fingerprint(problem: Problem) -> str:
         "ram_steps": [list(map(list, step)) for step in problem.ram_steps],
         "weights_in_ram": problem.weights_in_ram,
     }
+    if problem.step_extra:  # only then, so fingerprints of problems without it stay the same
+        data["step_extra"] = [sorted([*k, v] for k, v in s.items()) for s in problem.step_extra]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

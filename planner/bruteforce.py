@@ -8,7 +8,10 @@ from planner.problem import Problem
 
 
 def brute_force(problem: Problem) -> tuple[float, dict[str, int]] | None:
-    """(best acc_loss, picks) over every assignment, or None when nothing is feasible."""
+    """(best acc_loss, picks) over every assignment, or None when nothing is feasible.
+
+    Assignments that give a coupled channel group two widths are infeasible (Problem.feasible
+    reads the coupling violations from the totals)."""
     best: tuple[float, dict[str, int]] | None = None
     ranges = [range(len(problem.choices[ly])) for ly in problem.layers]
     for combo in itertools.product(*ranges):

@@ -6,12 +6,11 @@ must agree; used to cross-check CP-SAT and as the `--solver cbc` choice.
 
 from __future__ import annotations
 
-import math
 import time
 
 import pulp
 
-from planner.cpsat import RESOLUTION, _down, _up
+from planner.cpsat import RESOLUTION, _down, _up, coupling_links, step_coefficients
 from planner.problem import ADDITIVE, Choice, Problem
 from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
 
@@ -28,6 +27,7 @@ class _Model:
         for layer in problem.layers:
             self.m += pulp.lpSum(self.x[layer, i]
                                  for i in range(len(problem.choices[layer]))) == 1
+        self._coupling()
         self.expr = {m: self._additive(m) for m in (*ADDITIVE, "acc_loss")}
         self.steps = self._ram_steps()
         for metric, limit in limits.items():
@@ -37,6 +37,16 @@ class _Model:
                     self.m += step <= room, f"ram_{k}"
             else:
                 self.m += self.expr[metric] <= room, f"limit_{metric}"
+
+    def _coupling(self) -> None:
+        """The same (group, width) variables and links as the CP-SAT model."""
+        groups = self.p.groups
+        y = {(g, w): pulp.LpVariable(f"y_{n}_{w}", cat=pulp.LpBinary)
+             for n, g in enumerate(groups) for w in groups[g]}
+        for g, widths in groups.items():
+            self.m += pulp.lpSum(y[g, w] for w in widths) == 1
+        for (g, w), (layer, idx) in coupling_links(self.p):
+            self.m += pulp.lpSum(self.x[layer, i] for i in idx) == y[g, w]
 
     def _additive(self, metric: str) -> pulp.LpAffineExpression:
         def value(c: Choice) -> int:
@@ -49,10 +59,9 @@ class _Model:
     def _ram_steps(self) -> list[pulp.LpAffineExpression]:
         weights = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
         steps = []
-        for step in self.p.ram_steps or ((),):
-            live = pulp.lpSum(math.ceil(n * c.act_bytes - 1e-9) * self.x[owner, i]
-                              for owner, n in step
-                              for i, c in enumerate(self.p.choices[owner]))
+        for t, step in enumerate(self.p.ram_steps or ((),)):
+            coef = step_coefficients(self.p, t, step)  # the same integers as CP-SAT's
+            live = pulp.lpSum(k * self.x[key] for key, k in coef.items() if k)
             steps.append(live + weights)
         return steps
 
@@ -76,7 +85,7 @@ class _Model:
 
 
 def solve(problem: Problem, options: SolverOptions | None = None,
-          hint: dict[str, str] | None = None) -> SolveResult:
+          hint: dict[str, str] | None = None, explain_infeasible: bool = True) -> SolveResult:
     """Minimise accuracy loss, then latency + flash normalised, as the CP-SAT backend does."""
     del hint  # CBC through PuLP takes no warm start here
     options = options or SolverOptions()
@@ -88,11 +97,17 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     if status not in ("OPTIMAL", "FEASIBLE"):
         from planner.cpsat import explain
 
+        if not explain_infeasible:
+            return SolveResult(status=status, backend="cbc", resolution=dict(RESOLUTION),
+                               wall_time_s=time.perf_counter() - start,
+                               options_considered=considered)
         # the explanation is the same question for either backend; CP-SAT answers it
         return explain(problem, status, options, start, considered, backend="cbc")
     best = round(pulp.value(first.expr["acc_loss"]) or 0.0)  # integer loss units
     second = _Model(problem, problem.limits, "cost")
-    second.m += second.expr["acc_loss"] <= best
+    # + 0.5: the same integer bound, with room for CBC's tolerance on ~1e9 coefficients (without
+    # it CBC can call the first solve's own optimum infeasible)
+    second.m += second.expr["acc_loss"] <= best + 0.5
     second.m += _tie_break(second)
     status2 = second.solve(options)
     picks = second.picks() if status2 in ("OPTIMAL", "FEASIBLE") else first.picks()

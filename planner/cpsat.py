@@ -6,6 +6,7 @@ so every plan the integer model accepts also meets the limits in exact arithmeti
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import defaultdict
@@ -13,7 +14,7 @@ from typing import Any
 
 from ortools.sat.python import cp_model
 
-from planner.problem import ADDITIVE, Problem
+from planner.problem import ADDITIVE, Problem, owner_layer
 from planner.result import BINDING_FRACTION, Relaxation, SolveResult, SolverOptions
 
 # Integer unit of each quantity inside the solver (ms, bytes, mJ, loss units).
@@ -27,6 +28,36 @@ def _up(value: float, metric: str) -> int:
 
 def _down(value: float, metric: str) -> int:
     return math.floor(value / RESOLUTION[metric] + 1e-9)
+
+
+def coupling_links(problem: Problem) -> list[tuple[tuple[str, int], tuple[str, list[int]]]]:
+    """((group, width), (member layer, indices of its options with that width)) for every
+    member and width of every group: sum of those x == y[group, width] (empty: y must be 0)."""
+    links = []
+    groups = problem.groups
+    for g, members in problem.members().items():
+        for w in groups[g]:
+            for layer in members:
+                idx = [i for i, c in enumerate(problem.choices[layer]) if c.width(g) == w]
+                links.append(((g, w), (layer, idx)))
+    return links
+
+
+def step_coefficients(problem: Problem, t: int, step: tuple[tuple[str, int], ...]
+                      ) -> dict[tuple[str, int], int]:
+    """Integer bytes each x[layer, i] adds at RAM step t: its live tensors (rounded up per
+    owner) plus its workspace (rounded up), merged so each x appears once."""
+    per_owner: dict[str, int] = defaultdict(int)
+    for owner, n in step:
+        per_owner[owner] += n
+    coef: dict[tuple[str, int], int] = defaultdict(int)
+    for owner, n in per_owner.items():
+        layer = owner_layer(owner)
+        for i, c in enumerate(problem.choices[layer]):
+            coef[layer, i] += math.ceil(n * c.entry_bytes(owner) - 1e-9)
+    for layer, i, nbytes in problem.extra_terms(t):
+        coef[layer, i] += math.ceil(nbytes - 1e-9)
+    return coef
 
 
 class _Model:
@@ -45,10 +76,23 @@ class _Model:
         }
         for layer in problem.layers:
             self.m.add_exactly_one(self.x[layer, i] for i in range(len(problem.choices[layer])))
+        self.y = self._coupling()
         self.expr = {metric: self._additive(metric) for metric in ADDITIVE}
         self.expr["acc_loss"] = self._additive("acc_loss")
         self.steps = self._ram_steps()
         self._add_limits(limits)
+
+    def _coupling(self) -> dict[tuple[str, int], cp_model.IntVar]:
+        """One boolean per (group, width), exactly one per group; every member's choice follows
+        it, so the group is one decision however many layers share it."""
+        groups = self.p.groups
+        y = {(g, w): self.m.new_bool_var(f"y[{g},{w}]") for g, widths in groups.items()
+             for w in widths}
+        for g, widths in groups.items():
+            self.m.add_exactly_one(y[g, w] for w in widths)
+        for (g, w), (layer, idx) in coupling_links(self.p):
+            self.m.add(sum(self.x[layer, i] for i in idx) == y[g, w])
+        return y
 
     def _additive(self, metric: str) -> cp_model.LinearExprT:
         return sum(
@@ -59,15 +103,9 @@ class _Model:
     def _ram_steps(self) -> list[cp_model.LinearExprT]:
         weights: Any = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
         steps = []
-        for step in self.p.ram_steps or ((),):
-            per_owner: dict[str, int] = defaultdict(int)
-            for owner, n in step:
-                per_owner[owner] += n
-            live: Any = sum(
-                math.ceil(n * c.act_bytes - 1e-9) * self.x[owner, i]
-                for owner, n in per_owner.items()
-                for i, c in enumerate(self.p.choices[owner])
-            )
+        for t, step in enumerate(self.p.ram_steps or ((),)):
+            coef = step_coefficients(self.p, t, step)
+            live: Any = sum(k * self.x[key] for key, k in coef.items() if k)
             steps.append(live + weights)
         return steps
 
@@ -89,9 +127,8 @@ class _Model:
         if metric == "ram_bytes":
             weights = sum(max(_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[ly])
                           for ly in self.p.layers) if self.p.weights_in_ram else 0
-            live = max((sum(math.ceil(n * max(c.act_bytes for c in self.p.choices[o]))
-                            for o, n in step)
-                        for step in self.p.ram_steps), default=0)
+            live = max((_step_upper(self.p, t, step)
+                        for t, step in enumerate(self.p.ram_steps or ((),))), default=0)
             return weights + live + 1
         return sum(max(_up(c.metric(metric), metric) for c in self.p.choices[ly])
                    for ly in self.p.layers) + 1
@@ -123,6 +160,14 @@ _STATUS: dict[Any, str] = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEAS
            cp_model.UNKNOWN: "UNKNOWN"}
 
 
+def _step_upper(problem: Problem, t: int, step: tuple[tuple[str, int], ...]) -> int:
+    """No plan puts more integer bytes on RAM step t than this."""
+    worst: dict[str, int] = defaultdict(int)
+    for (layer, _), k in step_coefficients(problem, t, step).items():
+        worst[layer] = max(worst[layer], k)
+    return sum(worst.values())
+
+
 def _tie_break(model: _Model) -> cp_model.LinearExprT:
     """Cheaper latency and flash, each normalised by its worst total, for a loose budget."""
     def worst(metric: str) -> int:
@@ -137,43 +182,142 @@ def _tie_break(model: _Model) -> cp_model.LinearExprT:
 
 
 def solve(problem: Problem, options: SolverOptions | None = None,
-          hint: dict[str, str] | None = None) -> SolveResult:
+          hint: dict[str, str] | None = None, explain_infeasible: bool = True) -> SolveResult:
     """Minimise accuracy loss, then latency + flash, under every limit; explain infeasibility.
 
+    Before CP-SAT, the LP relaxation (planner.lp): when even it needs a limit loosened, the
+    budget is infeasible (no CP-SAT search); otherwise its LP-and-fix plan is CP-SAT's hint,
+    and its bound tightens the reported gap.
     hint: layer -> option of a previous solution (a warm start after a small change)."""
     options = options or SolverOptions()
     start = time.perf_counter()
-    first = _Model(problem, problem.limits)
-    first.m.minimize(first.expr["acc_loss"])
-    index_hint = {
-        layer: [c.option for c in problem.choices[layer]].index(option)
-        for layer, option in (hint or {}).items()
-        if layer in problem.choices and option in [c.option for c in problem.choices[layer]]
-    }
-    status, solver = first.solve(options, index_hint or None)
     considered = sum(len(c) for c in problem.choices.values())
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return explain(problem, _STATUS[status], options, start, considered)
-    best_loss = round(solver.objective_value)
-    first_picks = first.picks(solver)
-    exact = status == cp_model.OPTIMAL
+    lp_bound, incumbent = _lp_start(problem, options)
+    if lp_bound == math.inf:
+        return _infeasible(problem, "INFEASIBLE", options, start, considered, explain_infeasible)
+    index_hint = _better_hint(problem, _index_hint(problem, hint), incumbent)
+    hinted = _feasible_loss(problem, index_hint)  # None: no hint, or it breaks a limit
+    if hinted is not None and options.relative_gap > 0 and _gap(
+            hinted, lp_bound) <= options.relative_gap:
+        # already within the asked gap of the LP bound: no search needed
+        first_picks, exact, gap = index_hint, False, _gap(hinted, lp_bound)
+    else:
+        first = _Model(problem, problem.limits)
+        first.m.minimize(first.expr["acc_loss"])
+        status, solver = first.solve(options, index_hint or None)
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            first_picks, exact = first.picks(solver), _proven(status, solver)
+            gap = 0.0 if exact else _gap(solver.objective_value,
+                                         max(solver.best_objective_bound, lp_bound))
+        elif status == cp_model.UNKNOWN and hinted is not None:  # a time-out; the hint holds
+            first_picks, exact, gap = index_hint, False, _gap(hinted, lp_bound)
+        else:
+            return _infeasible(problem, _STATUS[status], options, start, considered,
+                               explain_infeasible)
+    best_loss = sum(_up(problem.choices[ly][i].acc_loss, "acc_loss")
+                    for ly, i in first_picks.items())
 
     second = _Model(problem, problem.limits)
     second.m.add(second.expr["acc_loss"] <= best_loss)
     second.m.minimize(_tie_break(second))
-    status2, solver2 = second.solve(options, first_picks)
+    tie_break = options if options.tie_break_time_s is None else dataclasses.replace(
+        options, time_limit_s=options.tie_break_time_s)
+    status2, solver2 = second.solve(tie_break, first_picks)
     if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         picks = second.picks(solver2)
-        exact = exact and status2 == cp_model.OPTIMAL
+        exact = exact and _proven(status2, solver2)
     else:  # the hint is feasible, so only a time-out lands here
         picks, exact = first_picks, False
-    gap = _relative_gap(solver.objective_value, solver.best_objective_bound)
-    return _result(problem, picks, "OPTIMAL" if exact else "FEASIBLE", start, considered, gap)
+    return _result(problem, picks, "OPTIMAL" if exact else "FEASIBLE", start, considered,
+                   gap if math.isfinite(gap) else None)
+
+
+def _lp_start(problem: Problem, options: SolverOptions) -> tuple[float, dict[str, int] | None]:
+    """(LP lower bound on the loss in solver units, -inf when unknown, inf when the budget
+    is proven infeasible; an LP-and-fix plan that meets every limit, or None)."""
+    from planner import lp
+
+    relaxation = lp.relax(problem)
+    if relaxation.value is None:
+        return (math.inf if lp.proven_infeasible(problem) else -math.inf), None
+    quick = dataclasses.replace(options, time_limit_s=min(options.time_limit_s, 1.0))
+    picks: dict[str, int] | None = None
+    loss: float | None = None
+    for widen in (False, True):  # the split layers only, then with their neighbours freed
+        if loss is not None and _gap(loss, relaxation.value) <= max(options.relative_gap, 1e-3):
+            break
+        found = _fixed_solve(problem, lp.lp_and_fix(problem, relaxation, widen), quick, picks)
+        found_loss = _feasible_loss(problem, found) if found else None
+        if found_loss is not None and (loss is None or found_loss < loss):
+            picks, loss = found, found_loss
+    return relaxation.value, picks
+
+
+def _fixed_solve(problem: Problem, fixed: Problem | None, options: SolverOptions,
+                 hint: dict[str, int] | None) -> dict[str, int] | None:
+    """CP-SAT on an LP-and-fix restriction, as indices into `problem`'s choices."""
+    if fixed is None:
+        return None
+    model = _Model(fixed, fixed.limits)
+    model.m.minimize(model.expr["acc_loss"])
+    local = {ly: fixed.choices[ly].index(problem.choices[ly][i]) for ly, i in (hint or {}).items()
+             if problem.choices[ly][i] in fixed.choices[ly]}
+    status, solver = model.solve(options, local or None)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    # the restriction's option indices -> the full problem's (the same Choice objects)
+    return {ly: problem.choices[ly].index(fixed.choices[ly][i])
+            for ly, i in model.picks(solver).items()}
+
+
+def _proven(status: Any, solver: cp_model.CpSolver) -> bool:
+    """Optimal as proven, not merely within relative_gap_limit (CP-SAT says OPTIMAL for both);
+    the objectives are integers, so a bound within 1 of the value closes it."""
+    return bool(status == cp_model.OPTIMAL
+                and solver.objective_value - solver.best_objective_bound < 1 - 1e-9)
+
+
+def _feasible_loss(problem: Problem, picks: dict[str, int]) -> float | None:
+    """The loss of a full plan in solver units, or None when it is partial or breaks a limit."""
+    if len(picks) != len(problem.layers):
+        return None
+    totals = problem.totals(picks)
+    return totals["acc_loss"] / RESOLUTION["acc_loss"] if problem.feasible(totals) else None
+
+
+def _gap(value: float, bound: float) -> float:
+    """Relative gap to a lower bound (-inf: none known, so the gap is unbounded)."""
+    return math.inf if bound == -math.inf else _relative_gap(value, bound)
+
+
+def _index_hint(problem: Problem, hint: dict[str, str] | None) -> dict[str, int]:
+    return {
+        layer: [c.option for c in problem.choices[layer]].index(option)
+        for layer, option in (hint or {}).items()
+        if layer in problem.choices and option in [c.option for c in problem.choices[layer]]
+    }
+
+
+def _better_hint(problem: Problem, given: dict[str, int], incumbent: dict[str, int] | None
+                 ) -> dict[str, int]:
+    """The caller's warm start unless the LP-and-fix plan is feasible and more accurate."""
+    if incumbent is None:
+        return given
+    mine, theirs = _feasible_loss(problem, given), _feasible_loss(problem, incumbent)
+    return given if mine is not None and theirs is not None and mine <= theirs else incumbent
+
+
+def _infeasible(problem: Problem, status: str, options: SolverOptions, start: float,
+                considered: int, explain_infeasible: bool) -> SolveResult:
+    if explain_infeasible:
+        return explain(problem, status, options, start, considered)
+    return SolveResult(status=status, wall_time_s=time.perf_counter() - start,
+                       resolution=dict(RESOLUTION), options_considered=considered)
 
 
 def _relative_gap(value: float, bound: float) -> float:
     """Of the accuracy objective: 0 when proven optimal."""
-    if value == bound:
+    if value <= bound:
         return 0.0
     return abs(value - bound) / max(abs(value), 1e-12)
 
@@ -245,8 +389,7 @@ def explain(problem: Problem, status: str, options: SolverOptions, start: float,
     for limit, asked in problem.limits.items():
         best, _ = minimize_metric(problem.without_limit(limit), limit, options)
         relaxations.append(Relaxation(limit, asked, best))
-    unconstrained = Problem(problem.layers, problem.choices, {}, problem.fixed,
-                            problem.ram_steps, problem.weights_in_ram)
+    unconstrained = problem.with_limits({})
     minimum = {}
     for limit in problem.limits:
         value, _ = minimize_metric(unconstrained, limit, options)

@@ -57,8 +57,7 @@ def sweep(problem: Problem, metrics: list[str], points: int = 12,
     hint: dict[str, str] | None = None
     for combo in combos:
         limits = {**problem.limits, **dict(zip(metrics, combo, strict=True))}
-        p = Problem(problem.layers, problem.choices, limits, problem.fixed, problem.ram_steps,
-                    problem.weights_in_ram)
+        p = problem.with_limits(limits)  # keeps every other field (RAM workspace too)
         r = solve(p, options, hint=hint)
         if r.feasible:
             hint = r.picks

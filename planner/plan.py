@@ -16,12 +16,15 @@ from edgefit.errors import PlanError, SpecError
 from edgefit.fsutil import atomic_write_text, read_text
 from edgefit.yamlio import describe
 from executors.distill import DistillConfig
+from executors.lowrank import LowRankConfig
 from executors.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig
 from executors.quantize import QuantizeConfig
+from executors.share import WeightSharingConfig
 
 # Every technique's frozen config, told apart by its `technique` field.
 TechniqueConfig = Annotated[
-    QuantizeConfig | UnstructuredPruneConfig | NMPruneConfig | ChannelPruneConfig,
+    QuantizeConfig | UnstructuredPruneConfig | NMPruneConfig | ChannelPruneConfig
+    | LowRankConfig | WeightSharingConfig,
     Field(discriminator="technique"),
 ]
 
@@ -54,6 +57,13 @@ class Alternative(_Strict):
     energy_mj: float
     acc_loss: float
     act_bytes: float = Field(description="bytes per element of the activations this layer owns")
+    in_act_bytes: float | None = Field(
+        default=None, description="bytes per element of the model input when this (first) "
+        "layer owns it (RAM steps name it `<layer>:input`); null: act_bytes")
+    widths: dict[str, int] = Field(
+        default_factory=dict, description="coupled channel group -> kept channels this option "
+        "assumes (the group of its output channels and of its input channels); every layer of a "
+        "group takes the same width")
 
 
 class LayerPlan(_Strict):
@@ -88,6 +98,23 @@ class RamStep(_Strict):
 
     owner: str
     live: list[tuple[str, int]] = Field(description="(owner layer of a live tensor, elements)")
+    workspace: list[tuple[str, str, float]] = Field(
+        default_factory=list, description="(layer, option, bytes) that option adds at this step "
+        "beyond the live tensors: a dequantised fp32 weight copy, a conv working buffer "
+        "(negative: a buffer its layout frees); options not listed add none")
+
+
+class ChannelGroup(_Strict):
+    """Layers sharing one set of channels, so they share one channel-pruning choice."""
+
+    name: str
+    channels: int = Field(description="channels before pruning")
+    multiple: int = Field(description="kept counts are multiples of this (the profile's "
+                          "preferred_channel_multiple), or the full count")
+    widths: list[int] = Field(description="kept channel counts offered, ascending")
+    layers: list[str] = Field(description="layers whose output channels these are")
+    consumers: list[str] = Field(default_factory=list,
+                                 description="layers whose input channels these are")
 
 
 class ModelRef(_Strict):
@@ -159,6 +186,8 @@ class Plan(_Strict):
         default_factory=dict, description="per cost: how far the prediction is trusted, and why")
     ram_steps: list[RamStep] = Field(default_factory=list)
     weights_in_ram: bool = False
+    channel_groups: list[ChannelGroup] = Field(
+        default_factory=list, description="coupled channel groups (alternatives name them)")
 
     @property
     def feasible(self) -> bool:

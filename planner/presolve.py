@@ -1,33 +1,93 @@
-"""Presolve: drop options that another option of the same layer beats in every cost.
+"""Presolve: drop options that can never be part of an optimal plan.
 
-An option is dominated when another one of the same layer is no worse in latency, flash,
-energy, accuracy loss and activation bytes (which drive peak RAM), and better in at least one.
-Removing it cannot change the optimum, and it shrinks the model the solver sees.
+An option is dominated when another one of the same layer, with the same channel coupling
+(the same kept width of every group it names), is no worse in latency, flash, energy, accuracy
+loss, activation bytes (which drive peak RAM: of its outputs and of the model input) and RAM
+workspace at every step (Problem.step_extra), and better in at least one. Removing it cannot
+change the optimum. Comparing only within one coupling signature matters: an option of another
+width may look better for this layer but force its group's other members into worse options.
+
+An option whose width of some group is not offered by every member of that group can never be
+chosen (the group must take one width in all its members); it is removed too.
 """
 
 from __future__ import annotations
 
-from planner.problem import Choice, Problem
+import dataclasses
+
+import numpy as np
+
+from planner.problem import INPUT_SUFFIX, Choice, Problem
 
 _KEYS = ("latency_ms", "flash_bytes", "energy_mj", "acc_loss", "act_bytes")
 
 
 def _vector(c: Choice) -> tuple[float, ...]:
-    return tuple(float(getattr(c, k)) for k in _KEYS)
+    return (*(float(getattr(c, k)) for k in _KEYS), c.entry_bytes(INPUT_SUFFIX))
 
 
-def dominates(a: Choice, b: Choice) -> bool:
-    va, vb = _vector(a), _vector(b)
-    return all(x <= y for x, y in zip(va, vb, strict=True)) and va != vb
+def dominates(a: Choice, b: Choice, workspace_a: tuple[float, ...] = (),
+              workspace_b: tuple[float, ...] = ()) -> bool:
+    """a beats b in every cost, on the same coupling (never across widths). workspace_*: the
+    option's RAM workspace at each step (Problem.step_extra), compared step by step."""
+    va, vb = (*_vector(a), *workspace_a), (*_vector(b), *workspace_b)
+    return (a.signature == b.signature and all(x <= y for x, y in zip(va, vb, strict=True))
+            and va != vb)
+
+
+def _unreachable_widths(problem: Problem, choices: dict[str, tuple[Choice, ...]]
+                        ) -> dict[str, tuple[Choice, ...]]:
+    """Drop options naming a width some other member of the group lacks, to a fixpoint
+    (dropping one can take a width of another group away from its layer)."""
+    members = problem.members()
+    while True:
+        offered = {g: set.intersection(*({c.width(g) for c in choices[ly]} for ly in layers))
+                   for g, layers in members.items()}
+        kept = {ly: tuple(c for c in opts if all(w in offered[g] for g, w in c.widths))
+                for ly, opts in choices.items()}
+        if kept == choices:
+            return choices
+        choices = kept
 
 
 def remove_dominated(problem: Problem) -> tuple[Problem, int]:
-    """The same problem without dominated options, and how many were removed."""
-    choices: dict[str, tuple[Choice, ...]] = {}
-    removed = 0
-    for layer, options in problem.choices.items():
-        kept = tuple(c for c in options if not any(dominates(o, c) for o in options))
-        removed += len(options) - len(kept)
-        choices[layer] = kept
-    return Problem(problem.layers, choices, problem.limits, problem.fixed, problem.ram_steps,
-                   problem.weights_in_ram), removed
+    """The same problem without dominated or unreachable options, and how many were removed.
+
+    A layer left with no option (its group has no width every member offers) keeps its options:
+    the solver then proves the problem infeasible and explains it."""
+    choices = _unreachable_widths(problem, dict(problem.choices))
+    if any(not opts for opts in choices.values()):
+        choices = dict(problem.choices)
+    workspace = _workspace_vectors(problem)
+    reduced: dict[str, tuple[Choice, ...]] = {}
+    for layer, options in choices.items():
+        vectors = [(*_vector(c), *workspace.get((layer, c.option), ())) for c in options]
+        kept = _undominated(np.array(vectors, dtype=float), [c.signature for c in options])
+        reduced[layer] = tuple(c for c, keep in zip(options, kept, strict=True) if keep)
+    removed = sum(len(c) for c in problem.choices.values()) - sum(
+        len(c) for c in reduced.values())
+    return dataclasses.replace(problem, choices=reduced), removed
+
+
+def _undominated(costs: np.ndarray, signatures: list[tuple[tuple[str, int], ...]]
+                 ) -> np.ndarray:
+    """Which rows no other row of the same signature dominates (as `dominates`, all pairs at
+    once: a 500-layer, 32-option problem presolves in well under a second)."""
+    no_worse = (costs[:, None, :] <= costs[None, :, :]).all(axis=2)  # [i, j]: i <= j
+    differs = (costs[:, None, :] != costs[None, :, :]).any(axis=2)
+    ids: dict[tuple[tuple[str, int], ...], int] = {}
+    sig = np.array([ids.setdefault(s, len(ids)) for s in signatures])
+    same = sig[:, None] == sig[None, :]
+    return ~(no_worse & differs & same).any(axis=0)
+
+
+def _workspace_vectors(problem: Problem) -> dict[tuple[str, str], tuple[float, ...]]:
+    """(layer, option) -> its workspace bytes at each step where its layer has any (one
+    length for all options of a layer, so they compare element by element)."""
+    steps: dict[str, list[int]] = {}
+    for t, extra in enumerate(problem.step_extra):
+        for layer in {ly for ly, _ in extra}:
+            steps.setdefault(layer, []).append(t)
+    return {(layer, c.option): tuple(problem.step_extra[t].get((layer, c.option), 0.0)
+                                     for t in ts)
+            for layer, ts in steps.items() for c in problem.choices[layer]}

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 # The limits the planner knows, with the unit each is expressed in inside the solver's data.
 METRICS = ("latency_ms", "flash_bytes", "ram_bytes", "energy_mj")
 ADDITIVE = ("latency_ms", "flash_bytes", "energy_mj")
+# A RAM-step owner "<layer>:input" is the model input, stored in that (first) layer's element
+# type but never shrunk by its channel pruning (Choice.in_act_bytes).
+INPUT_SUFFIX = ":input"
+
+
+def owner_layer(owner: str) -> str:
+    """The layer whose choice sizes a RAM-step entry."""
+    return owner.removesuffix(INPUT_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -19,9 +29,29 @@ class Choice:
     # that keeps half its channels at int8 has 0.5)
     act_bytes: float
     acc_loss: float
+    # Channel coupling: (group, kept channels) for every channel group this option's geometry
+    # assumes: the group of its output channels (it realises that width) and of its input
+    # channels (it follows its producer's width). All options of a layer name the same groups.
+    widths: tuple[tuple[str, int], ...] = ()
+    # bytes per element of the model input when this (first) layer owns it; None: act_bytes
+    in_act_bytes: float | None = None
 
     def metric(self, name: str) -> float:
         return float(getattr(self, name))
+
+    def entry_bytes(self, owner: str) -> float:
+        """Bytes per element of a RAM-step entry owned by this choice's layer (see owner)."""
+        if owner.endswith(INPUT_SUFFIX) and self.in_act_bytes is not None:
+            return self.in_act_bytes
+        return self.act_bytes
+
+    def width(self, group: str) -> int | None:
+        return next((w for g, w in self.widths if g == group), None)
+
+    @property
+    def signature(self) -> tuple[tuple[str, int], ...]:
+        """The coupling this option commits to (options compare only within one signature)."""
+        return tuple(sorted(self.widths))
 
 
 @dataclass(frozen=True)
@@ -30,6 +60,14 @@ class Problem:
 
     ram_steps[t] lists (owner layer, elements) of every tensor live at step t; its bytes depend on
     the owner's choice. When weights_in_ram, every layer's flash bytes also sit in RAM.
+
+    Coupled channel groups live in the choices (Choice.widths), so any copy of the choices keeps
+    them: every layer naming a group must pick an option with the group's one chosen width.
+
+    step_extra[t] maps (layer, option) -> bytes that option adds at step t beyond the live
+    tensors (a weight dequantised to an fp32 copy, a conv working buffer; negative when its
+    layout frees a buffer the step charges). One constant per option and step, so linear in
+    the choice; keys naming options the problem no longer offers are ignored. Empty: none.
     """
 
     layers: tuple[str, ...]
@@ -38,14 +76,74 @@ class Problem:
     fixed: dict[str, float] = field(default_factory=dict)  # constant terms (runtime footprint)
     ram_steps: tuple[tuple[tuple[str, int], ...], ...] = ()
     weights_in_ram: bool = False
+    step_extra: tuple[Mapping[tuple[str, str], float], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.limits) - set(METRICS)
         if unknown:
             raise ValueError(f"unknown limits {sorted(unknown)}; known: {METRICS}")
+        self._check_step_extra()
         for layer in self.layers:
             if not self.choices.get(layer):
                 raise ValueError(f"layer {layer} has no options")
+            self._check_coupling(layer)
+
+    def _check_step_extra(self) -> None:
+        n_steps = len(self.ram_steps or ((),))
+        if self.step_extra and len(self.step_extra) != n_steps:
+            raise ValueError(f"step_extra has {len(self.step_extra)} steps; the RAM steps have "
+                             f"{n_steps} (one mapping per step, or none)")
+        layers = set(self.layers)
+        for t, extra in enumerate(self.step_extra):
+            bad = sorted({ly for ly, _ in extra} - layers)
+            if bad:
+                raise ValueError(f"step_extra[{t}] names unknown layers {bad}")
+
+    def extra_terms(self, t: int) -> list[tuple[str, int, float]]:
+        """(layer, choice index, bytes) of step t's workspace, for the options still offered."""
+        if not self.step_extra:
+            return []
+        index = {}
+        for (layer, option), nbytes in self.step_extra[t].items():
+            for i, c in enumerate(self.choices[layer]):
+                if c.option == option and nbytes:
+                    index[layer, i] = nbytes
+        return [(ly, i, b) for (ly, i), b in index.items()]
+
+    def _check_coupling(self, layer: str) -> None:
+        names = {tuple(sorted(g for g, _ in c.widths)) for c in self.choices[layer]}
+        if len(names) > 1:
+            raise ValueError(f"layer {layer}: its options name different channel groups "
+                             f"{sorted(names)}; every option must name the same groups")
+        (groups,) = names
+        if len(set(groups)) != len(groups):
+            raise ValueError(f"layer {layer}: an option names one channel group twice")
+
+    @property
+    def groups(self) -> dict[str, tuple[int, ...]]:
+        """Coupled channel group -> the kept widths some member offers (ascending)."""
+        widths: dict[str, set[int]] = defaultdict(set)
+        for layer in self.layers:
+            for c in self.choices[layer]:
+                for g, w in c.widths:
+                    widths[g].add(w)
+        return {g: tuple(sorted(ws)) for g, ws in widths.items()}
+
+    def members(self) -> dict[str, tuple[str, ...]]:
+        """Coupled channel group -> the layers whose options name it (execution order)."""
+        out: dict[str, list[str]] = defaultdict(list)
+        for layer in self.layers:
+            for g, _ in self.choices[layer][0].widths:
+                out[g].append(layer)
+        return {g: tuple(ls) for g, ls in out.items()}
+
+    def coupling_violations(self, chosen: dict[str, Choice]) -> int:
+        """How many groups the chosen options give more than one width (0: consistent)."""
+        seen: dict[str, set[int]] = defaultdict(set)
+        for c in chosen.values():
+            for g, w in c.widths:
+                seen[g].add(w)
+        return sum(len(ws) > 1 for ws in seen.values())
 
     def totals(self, pick: dict[str, int]) -> dict[str, float]:
         """Exact totals of a full assignment layer -> choice index (the reference evaluation)."""
@@ -54,21 +152,29 @@ class Problem:
                for m in ADDITIVE}
         out["ram_bytes"] = self.peak_ram(chosen)
         out["acc_loss"] = sum(c.acc_loss for c in chosen.values())
+        out["coupling_violations"] = float(self.coupling_violations(chosen))
         return out
 
-    def step_ram(self, chosen: dict[str, Choice]) -> list[float]:
+    def step_ram(self, chosen: dict[str, Choice], workspace: bool = True) -> list[float]:
+        """Bytes at each step; workspace=False: the live tensors only (no step_extra)."""
         weights = sum(c.flash_bytes for c in chosen.values()) if self.weights_in_ram else 0.0
         base = self.fixed.get("ram_bytes", 0.0) + weights
-        return [base + sum(n * chosen[owner].act_bytes for owner, n in step)
-                for step in self.ram_steps] or [base]
+        extra = [sum(b for (ly, o), b in step.items() if chosen[ly].option == o)
+                 for step in self.step_extra if workspace] or [0.0] * len(self.ram_steps or ((),))
+        live = [sum(n * chosen[owner_layer(owner)].entry_bytes(owner) for owner, n in step)
+                for step in self.ram_steps or ((),)]
+        return [base + a + e for a, e in zip(live, extra, strict=True)]
 
     def peak_ram(self, chosen: dict[str, Choice]) -> float:
         return max(self.step_ram(chosen))
 
     def feasible(self, totals: dict[str, float]) -> bool:
-        return all(totals[m] <= lim + 1e-9 for m, lim in self.limits.items())
+        """Every limit holds and, when the totals say, every coupled group has one width."""
+        return totals.get("coupling_violations", 0.0) == 0.0 and all(
+            totals[m] <= lim + 1e-9 for m, lim in self.limits.items())
+
+    def with_limits(self, limits: dict[str, float]) -> Problem:
+        return replace(self, limits=dict(limits))
 
     def without_limit(self, name: str) -> Problem:
-        return Problem(self.layers, self.choices,
-                       {k: v for k, v in self.limits.items() if k != name},
-                       self.fixed, self.ram_steps, self.weights_in_ram)
+        return self.with_limits({k: v for k, v in self.limits.items() if k != name})

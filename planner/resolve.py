@@ -56,7 +56,9 @@ def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
             raise PlanError(f"layer {name}: excluding {', '.join(sorted(excluded))} leaves no "
                             "option")
         choices[name] = tuple(Choice(a.option, a.latency_ms, a.flash_bytes, a.energy_mj,
-                                     a.act_bytes, a.acc_loss) for a in alts)
+                                     a.act_bytes, a.acc_loss, tuple(sorted(a.widths.items())),
+                                     a.in_act_bytes)
+                              for a in alts)
     return Problem(
         layers=tuple(plan.layers),
         choices=choices,
@@ -64,11 +66,23 @@ def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
         fixed={**plan.fixed},
         ram_steps=tuple(tuple((o, n) for o, n in step.live) for step in plan.ram_steps),
         weights_in_ram=plan.weights_in_ram,
+        step_extra=_step_extra(plan),
     )
 
 
+def _step_extra(plan: Plan) -> tuple[dict[tuple[str, str], float], ...]:
+    """Problem.step_extra from the plan's RAM steps (none when no step has a workspace)."""
+    if not any(step.workspace for step in plan.ram_steps):
+        return ()
+    return tuple({(ly, o): b for ly, o, b in step.workspace} for step in plan.ram_steps)
+
+
 def _excluded(alt: Alternative, excluded: set[str]) -> bool:
-    return alt.option in excluded or any(t.technique in excluded for t in alt.techniques)
+    """By full option name (int8+s50), by its precision (int4 also drops int4+s75, int4+w8),
+    or by technique (prune_channels, lowrank, quantize)."""
+    precision = alt.option.split("+", 1)[0]
+    return (alt.option in excluded or precision in excluded
+            or any(t.technique in excluded for t in alt.techniques))
 
 
 def parse_pins(texts: Iterable[str]) -> dict[str, str]:

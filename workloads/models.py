@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgefit.errors import ModelLoadError
-from workloads.zoo import ZOO
+from workloads.zoo import PRETRAINED, ZOO
 
 
 @dataclass
@@ -37,6 +37,10 @@ class LoadedModel:
 
 def load_model_ref(ref: str, weights: str | None = None,
                    input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    if ref in PRETRAINED:  # real pretrained weights: loaded, never trained
+        entry_p = PRETRAINED[ref]
+        return LoadedModel(ref, "zoo", entry_p.loader(), entry_p.input_shape, entry_p.dataset,
+                           entry_p.source)
     if ref in ZOO:
         from workloads.train import pretrained
 
@@ -56,7 +60,7 @@ def load_model_ref(ref: str, weights: str | None = None,
         return _load_onnx(path)
     if ":" in ref and not path.exists():
         return _load_factory(ref, weights, input_shape)
-    known = ", ".join(sorted(ZOO))
+    known = ", ".join(sorted([*ZOO, *PRETRAINED]))
     raise ModelLoadError(f"{ref}: not a built-in model ({known}), an existing .pt2 file, or "
                          "'module:factory'")
 

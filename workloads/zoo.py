@@ -94,3 +94,35 @@ ZOO: dict[str, ZooEntry] = {
     )
 }
 DEFAULT_MODEL = "lenet5-mnist"
+
+
+@dataclass(frozen=True)
+class PretrainedEntry:
+    """A built-in model shipped with real pretrained weights (never trained by edgefit); kept
+    apart from ZOO, whose entries `make bench` trains."""
+
+    name: str
+    loader: Callable[[], nn.Module]
+    dataset: str
+    input_shape: tuple[int, ...]
+    metric: str  # what apply reports in place of top-1 accuracy
+    source: str  # where the weights come from
+
+
+def _minilm() -> nn.Module:
+    from workloads.minilm import load_minilm
+
+    return load_minilm()
+
+
+def _pretrained_entries() -> dict[str, PretrainedEntry]:
+    from workloads.minilm import PACKAGE, PACKAGE_VERSION, SEQ_LEN
+
+    return {e.name: e for e in (
+        PretrainedEntry("minilm-l6", _minilm, "sentences", (SEQ_LEN,),
+                        "mean cosine similarity to the fp32 model's sentence embeddings",
+                        f"PyPI {PACKAGE}=={PACKAGE_VERSION} (all-MiniLM-L6-v2)"),
+    )}
+
+
+PRETRAINED: dict[str, PretrainedEntry] = _pretrained_entries()

@@ -43,11 +43,17 @@ def test_pin_is_respected_and_totals_follow(plan: Plan) -> None:
 
 def test_exclude_by_option_and_by_technique(plan: Plan) -> None:
     no_int8 = resolve(plan, exclude=["int8"], limits=Limits(latency="10s"))
-    assert "int8" not in no_int8.options().values()
+    # a precision rules out every option at it, sparse, factorised or narrower too
+    assert not any(o.split("+")[0] == "int8" for o in no_int8.options().values())
     only_fp32 = resolve(plan, exclude=["quantize"], limits=Limits(latency="10s"))
     assert set(only_fp32.options().values()) == {"fp32"}
-    infeasible = resolve(plan, exclude=["quantize"])  # 60 ms needs quantised layers
+    # 60 ms needs quantised, factorised or narrower layers
+    infeasible = resolve(plan, exclude=["quantize", "lowrank", "prune_channels"])
     assert infeasible.status == "INFEASIBLE" and infeasible.explanation is not None
+    # excluding a producer's channel pruning also rules out its consumers' narrow inputs
+    narrow = resolve(plan, exclude=["quantize", "lowrank"])
+    assert narrow.feasible
+    assert any("+w" in o for o in narrow.options().values())
 
 
 def test_bad_pins() -> None:

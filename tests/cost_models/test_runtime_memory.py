@@ -1,0 +1,215 @@
+"""The profile's runtime-memory fields in the liveness / peak-RAM model: each term on a tiny
+graph whose answer is counted by hand, the default (no fields) unchanged for every catalog
+device, and the host's terms against what onnxruntime's arena really holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cost_models.analytical import (
+    RuntimeMemory,
+    blocked_entries,
+    build_cost_table,
+    option_workspace,
+)
+from cost_models.graph import Layer, LayerGraph, Step, Tensor
+from device_specs.catalog import CATALOG_DIR, catalog_files, load_spec
+from device_specs.schema import DeviceSpec
+from edgefit.planning import build_problem
+from planner.problem import INPUT_SUFFIX
+
+MEASURED = {"measured": "test fixture"}
+HOST_FIELDS: dict[str, Any] = {
+    "activation_channel_block": {"value": 16, **MEASURED},
+    "arena_round_bytes": {"value": "256B", **MEASURED},
+    "outputs_outside_plan": {"value": True, **MEASURED},
+    "qdq_fp32_boundaries": {"value": True, **MEASURED},
+    "dequantized_weight_copies": {"value": True, **MEASURED},
+    "conv_workspace_bytes": {"value": "65536B", **MEASURED},
+}
+
+
+def tiny_graph(flatten: bool = False) -> LayerGraph:
+    """x (1x8x8) -> conv (6 ch, 3x3, pad 1) -> relu (alias) [-> flatten (alias)] -> fc."""
+    conv = Layer("conv", "Conv2d", "conv", 60, 54, 6, 6, 3456, 64, 384)
+    fc = Layer("fc", "Linear", "linear", 3850, 3840, 10, 10, 3840, 384, 10)
+    steps = [Step("conv", "layer", "Conv2d", ("x",), "c", "conv"),
+             Step("relu", "alias", "ReLU", ("c",), "r", "conv")]
+    if flatten:
+        steps.append(Step("flat", "alias", "flatten", ("r",), "f", "conv"))
+    steps.append(Step("fc", "layer", "Linear", (steps[-1].output,), "y", "fc"))
+    tensors = {"x": Tensor("x", 64, "conv"), "c": Tensor("c", 384, "conv"),
+               "r": Tensor("r", 384, "conv"), "f": Tensor("f", 384, "conv"),
+               "y": Tensor("y", 10, "fc")}
+    return LayerGraph("tiny", (1, 8, 8), [conv, fc], steps, tensors, ("y",))
+
+
+def spec_with(fields: dict[str, Any], base: str = "raspberry-pi-4") -> DeviceSpec:
+    """A catalog spec whose default profile has `fields` and host-like fp32/int8/int4 kernels."""
+    data = yaml.safe_load((CATALOG_DIR / f"{base}.yaml").read_text())
+    prof = data["profiles"][data["default_profile"]]
+    rate = prof["kernels"]["fp32"]["macs_per_s"]
+    prof["kernels"] = {"fp32": {"weights": "fp32", "activations": "fp32", "macs_per_s": rate},
+                       "int8": {"weights": "int8", "activations": "int8", "macs_per_s": rate},
+                       "int4": {"weights": "int4", "activations": "fp32", "macs_per_s": rate}}
+    prof.update(fields)
+    return DeviceSpec.model_validate(data)
+
+
+def peak(graph: LayerGraph, spec: DeviceSpec, picks: dict[str, str]) -> tuple[float, float]:
+    """(planner RAM-step peak, + option workspace) of activations only."""
+    table = build_cost_table(graph, spec)
+    problem = build_problem(graph, table, {})
+    chosen = {n: next(c for c in problem.choices[n] if c.option == o) for n, o in picks.items()}
+    base = problem.fixed["ram_bytes"] + sum(c.flash_bytes for c in chosen.values()) * (
+        problem.weights_in_ram)
+    steps = [s - base for s in problem.step_ram(chosen, workspace=False)]
+    full = [s + sum(b for (n, o), b in w.items() if picks[n] == o)
+            for s, w in zip(steps, option_workspace(graph, table), strict=True)]
+    return max(steps), max(full)
+
+
+def test_without_fields_the_model_is_plain_liveness() -> None:
+    g = tiny_graph()
+    # conv step: x + c; fc step: r (= c) + y
+    assert peak(g, spec_with({}), {"conv": "fp32", "fc": "fp32"}) == (4 * (64 + 384),) * 2
+    assert peak(g, spec_with({}), {"conv": "int8", "fc": "int8"})[0] == 64 + 384
+
+
+def test_blocked_layout_pads_channels_beside_the_reordered_output() -> None:
+    g = tiny_graph()
+    spec = spec_with({"activation_channel_block": HOST_FIELDS["activation_channel_block"]})
+    assert blocked_entries(g, build_cost_table(g, spec).memory) == {0: ("conv", 16 * 64)}
+    planner, full = peak(g, spec, {"conv": "fp32", "fc": "fp32"})
+    assert planner == full == 4 * (64 + 384 + 16 * 64)
+    # an int4 conv runs outside NCHWc (its weight is not a constant): no padded buffer
+    assert peak(g, spec, {"conv": "int4", "fc": "fp32"})[1] == 4 * (64 + 384)
+
+
+def test_aligned_or_depthwise_convs_need_no_blocked_buffer() -> None:
+    mem = RuntimeMemory(channel_block=16)
+    aligned = Layer("c", "Conv2d", "conv", 0, 0, 0, 32, 0, 64, 32 * 64)
+    depthwise = Layer("d", "Conv2d", "depthwise", 0, 0, 0, 6, 0, 384, 384)
+    assert mem.padded_numel(aligned) == 0 and mem.padded_numel(depthwise) == 0
+    assert RuntimeMemory(channel_block=8).padded_numel(tiny_graph().layer("conv")) == 8 * 64
+
+
+def test_arena_grain_rounds_runtime_tensors_not_the_callers_input() -> None:
+    g = tiny_graph()
+    spec = spec_with({"arena_round_bytes": HOST_FIELDS["arena_round_bytes"]})
+    problem = build_problem(g, build_cost_table(g, spec), {})
+    # fc step: r (1536 B, a multiple of 256) and y (40 B -> 256 B = 64 fp32 elements)
+    assert dict(problem.ram_steps[2]) == {"conv": 384, "fc": 64}
+    assert dict(problem.ram_steps[0]) == {"conv" + INPUT_SUFFIX: 64, "conv": 384}
+
+
+def test_outputs_outside_plan_are_live_from_the_first_step() -> None:
+    g = tiny_graph()
+    spec = spec_with({"outputs_outside_plan": HOST_FIELDS["outputs_outside_plan"]})
+    problem = build_problem(g, build_cost_table(g, spec), {})
+    assert all(("fc", 10) in step for step in problem.ram_steps)
+    assert peak(g, spec, {"conv": "fp32", "fc": "fp32"})[0] == 4 * (64 + 384 + 10)
+
+
+def test_qdq_boundaries_keep_the_model_input_fp32() -> None:
+    g = tiny_graph()
+    spec = spec_with({"qdq_fp32_boundaries": HOST_FIELDS["qdq_fp32_boundaries"]})
+    # int8 conv: the input stays 4 B/element, its own output 1 B
+    assert peak(g, spec, {"conv": "int8", "fc": "int8"})[0] == 4 * 64 + 384
+    assert peak(g, spec_with({}), {"conv": "int8", "fc": "int8"})[0] == 64 + 384
+
+
+def test_dequantized_weights_are_live_from_the_start_to_their_layer() -> None:
+    """fc's input comes through a Reshape (an original node): its DequantizeLinear is
+    scheduled first. Straight after the conv's fused ReLU it runs just before fc."""
+    g = tiny_graph(flatten=True)
+    spec = spec_with({k: HOST_FIELDS[k] for k in
+                      ("dequantized_weight_copies", "conv_workspace_bytes")})
+    ws = option_workspace(g, build_cost_table(g, spec))
+    fc_copy = 4 * 3840
+    assert [w.get(("fc", "int4"), 0) for w in ws] == [fc_copy] * 4
+    late = option_workspace(tiny_graph(), build_cost_table(tiny_graph(), spec))
+    assert [w.get(("fc", "int4"), 0) for w in late] == [0, 0, fc_copy]
+    assert ws[0][("conv", "int4")] == 4 * 54 + 65536  # copy + conv working buffer
+    assert ("conv", "int4") not in ws[1]  # freed once the conv has run
+    assert all(("fc", "fp32") not in w and ("fc", "int8") not in w for w in ws)
+    # conv step: x + c + both copies + working buffer
+    assert peak(g, spec, {"conv": "int4", "fc": "int4"})[1] == (
+        4 * (64 + 384) + 4 * 54 + 65536 + fc_copy)
+
+
+def test_token_linears_read_int4_directly() -> None:
+    """A Linear over 32 rows exports as MatMul, fused into MatMulNBits: no fp32 copy."""
+    fc = Layer("fc", "Linear", "linear", 0, 384 * 384, 0, 384, 0, 32 * 384, 32 * 384)
+    g = LayerGraph("tok", (32,), [fc], [Step("fc", "layer", "Linear", ("x",), "y", "fc")],
+                   {"x": Tensor("x", 32 * 384, "fc"), "y": Tensor("y", 32 * 384, "fc")}, ("y",))
+    spec = spec_with({"dequantized_weight_copies": HOST_FIELDS["dequantized_weight_copies"]})
+    assert build_cost_table(g, spec).cost("fc", "int4").dequantized_weight_numel == 0
+    assert all(not w for w in option_workspace(g, build_cost_table(g, spec)))
+
+
+@pytest.mark.parametrize("path", catalog_files(), ids=lambda p: p.stem)
+def test_catalog_devices_predict_exactly_what_they_did_before(path: Path) -> None:
+    """No catalog file sets the fields: the RAM steps are the plain liveness, owner by
+    owner, the input at the first layer's width, and there is no workspace."""
+    spec = load_spec(path.stem)
+    g = tiny_graph()
+    for name in spec.profiles:
+        table = build_cost_table(g, spec, name)
+        assert table.memory == RuntimeMemory()
+        problem = build_problem(g, table, {})
+        plain = tuple(tuple((("conv" + INPUT_SUFFIX) if t == "x" else g.tensors[t].owner,
+                             g.tensors[t].numel) for t in live) for live in g.live_tensors())
+        assert problem.ram_steps == plain
+        assert all(not w for w in option_workspace(g, table))
+        for opts in table.options.values():
+            for c in opts:
+                assert c.in_act_bytes == max(1, {"fp32": 4, "fp16": 2}.get(
+                    spec.profile(name).kernels[c.option.split("-")[0]].activations, 1))
+
+
+@pytest.mark.parametrize("picks", [{"conv": "fp32", "fc": "fp32"}, {"conv": "int4", "fc": "int4"}],
+                         ids=["fp32", "int4"])
+def test_host_terms_match_onnxruntimes_arena(tmp_path: Path, picks: dict[str, str]) -> None:
+    """A 6-channel conv + fc, exported and run by onnxruntime: the host probe's terms predict
+    the arena's peak (plain liveness misses the padded buffer, grain, output, copies)."""
+    import numpy as np
+    import torch
+
+    from cost_models.capture import capture
+    from cost_models.ort_memory import measure_arena
+    from device_specs.host import _probe_activation_memory
+    from executors.apply import export_fp32
+    from executors.onnx_quant import quantize_onnx
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential()
+    model.add_module("conv", torch.nn.Conv2d(1, 6, 3, padding=1))
+    model.add_module("relu", torch.nn.ReLU())
+    model.add_module("flat", torch.nn.Flatten())
+    model.add_module("fc", torch.nn.Linear(384, 10))
+    model.eval()
+    graph = capture(model, (1, 8, 8), "tiny")
+    fp32 = tmp_path / "m.fp32.onnx"
+    export_fp32(model, (1, 8, 8), fp32)
+    path = tmp_path / "m.onnx"
+    quantize_onnx(fp32, path, picks, np.zeros((4, 1, 8, 8), np.float32))
+    measured = measure_arena(path).activation_bytes
+    host = spec_with(_probe_activation_memory(tmp_path))
+    planner, full = peak(graph, host, picks)
+    plain = peak(graph, spec_with({}), picks)[1]
+    assert abs(full - measured) <= 0.15 * measured
+    assert abs(full - measured) < abs(plain - measured)
+
+
+def test_a_bad_channel_block_is_one_clear_error() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="activation_channel_block must be a whole number"):
+        spec_with({"activation_channel_block": {"value": 2.5, **MEASURED}})
+    with pytest.raises(ValidationError, match="needs exactly one of"):
+        spec_with({"qdq_fp32_boundaries": {"value": True}})
