@@ -12,6 +12,7 @@ from planner.bruteforce import brute_force
 from planner.presolve import dominates, remove_dominated
 from planner.problem import Choice, Problem
 from planner.solve import solve
+from tests.planner.test_backends import backends_match_brute_force
 
 WIDTHS = (8, 16, 24)
 
@@ -74,16 +75,9 @@ def _widths_consistent(problem: Problem, picks: dict[str, str]) -> bool:
 def test_backends_agree_with_brute_force_on_coupled_instances(seed: int) -> None:
     problem = random_coupled_problem(300 + seed, n_layers=2 + seed % 5)
     assert problem.groups
-    reference = brute_force(problem)
-    results = {b: solve(problem, backend=b, explain=False) for b in ("cpsat", "cbc")}
-    if reference is None:
-        assert {r.status for r in results.values()} == {"INFEASIBLE"}
-        return
+    results = backends_match_brute_force(problem, explain=False)
     for backend, r in results.items():
-        assert r.status == "OPTIMAL", backend
-        assert r.totals["acc_loss"] == pytest.approx(reference[0], abs=1e-9), backend
-        assert problem.feasible(r.totals), backend
-        assert _widths_consistent(problem, r.picks), backend
+        assert not r.feasible or _widths_consistent(problem, r.picks), backend
 
 
 def _conflict() -> Problem:

@@ -12,6 +12,7 @@ from planner.bruteforce import brute_force
 from planner.presolve import remove_dominated
 from planner.problem import Choice, Problem
 from planner.solve import solve
+from tests.planner.test_backends import backends_match_brute_force
 from tests.planner.test_solver import random_problem
 
 
@@ -50,16 +51,7 @@ def test_the_random_workspace_matters() -> None:
 
 @pytest.mark.parametrize("seed", range(24))
 def test_backends_and_brute_force_agree_with_workspace(seed: int) -> None:
-    problem = instance(seed)
-    reference = brute_force(problem)
-    results = {b: solve(problem, backend=b, explain=False) for b in ("cpsat", "cbc")}
-    if reference is None:
-        assert {r.status for r in results.values()} == {"INFEASIBLE"}
-        return
-    for backend, r in results.items():
-        assert r.status == "OPTIMAL", backend
-        assert r.totals["acc_loss"] == pytest.approx(reference[0], abs=1e-9), backend
-        assert problem.feasible(r.totals), backend
+    backends_match_brute_force(instance(seed), explain=False)
 
 
 def two_options() -> Problem:
