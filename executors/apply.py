@@ -179,7 +179,8 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
     pruned = pruned_copy(narrow, techniques)
     tuned, finetune_report = "", None
     shared = shared_layers(plan)
-    if plan.finetune is not None and (narrow is not module or shared
+    factorised = any(t.technique == "lowrank" for ts in techniques.values() for t in ts)
+    if plan.finetune is not None and (narrow is not module or shared or factorised
                                       or any(_sparsity(t) for t in techniques.values())):
         from executors.distill import distill
 
@@ -189,7 +190,8 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
         # tuned centroids of a float16 codebook: rounded back to float16 (sharing is idempotent)
         pruned = pruned_copy(pruned, {name: [cfg] for name, cfg in shared.items()})
         finetune_report = dataclasses.asdict(rep)
-        tuned = (f"; distilled {rep.epochs_run} epoch(s) after pruning (best {rep.best_epoch}, "
+        tuned = (f"; distilled {rep.epochs_run} epoch(s) after pruning/factorising/sharing "
+                 f"(best {rep.best_epoch}, "
                  f"validation KL {rep.val_kl_before:.3g} -> {rep.val_kl_after:.3g}, accuracy "
                  f"{100 * rep.val_accuracy_before:.2f} -> {100 * rep.val_accuracy_after:.2f} %, "
                  f"zeros kept: {rep.zeros_kept}"
