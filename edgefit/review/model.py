@@ -15,7 +15,7 @@ from typing import Any
 from edgefit.units import fmt_bytes, fmt_mj, fmt_ms
 from planner.plan import Alternative, Costs, LayerPlan, Plan
 from planner.presolve import dominates
-from planner.problem import Choice, Problem
+from planner.problem import Choice
 from planner.result import BINDING_FRACTION
 
 # Limit name (Limits field) -> (Costs attribute, label, formatter). Order = display order.
@@ -59,14 +59,13 @@ def evaluate(plan: Plan) -> Plan:
     OVER_BUDGET otherwise (`edgefit apply` refuses it; re-solve to get a valid plan)."""
     if any(lp.option is None for lp in plan.layers.values()):
         return plan
-    chosen = {name: choice_of(lp.alternative(lp.option or "")) for name, lp in
-              plan.layers.items()}
-    limits = solver_limits(plan)
-    problem = Problem(layers=tuple(plan.layers),
-                      choices={name: (c,) for name, c in chosen.items()}, limits=limits,
-                      fixed={**plan.fixed},
-                      ram_steps=tuple(tuple((o, n) for o, n in s.live) for s in plan.ram_steps),
-                      weights_in_ram=plan.weights_in_ram)
+    # the plan's own problem with every layer pinned to its choice: coupled widths, RAM
+    # workspace and limits exactly as the solver sees them (a width edit that breaks a
+    # channel group is then OVER_BUDGET, not silently accepted)
+    from planner.resolve import problem_from_plan
+
+    problem = problem_from_plan(plan, pins={n: lp.option or "" for n, lp in plan.layers.items()})
+    chosen = {name: problem.choices[name][0] for name in plan.layers}
     totals = problem.totals(dict.fromkeys(plan.layers, 0))
     ram = dict.fromkeys(plan.layers, 0.0)
     for step, value in zip(plan.ram_steps, problem.step_ram(chosen), strict=False):
@@ -80,7 +79,8 @@ def evaluate(plan: Plan) -> Plan:
         "totals": Costs(latency_ms=totals["latency_ms"], flash_bytes=totals["flash_bytes"],
                         energy_mj=totals["energy_mj"], acc_loss=totals["acc_loss"],
                         ram_bytes=totals["ram_bytes"]),
-        "binding": [m for m, lim in limits.items() if totals[m] >= BINDING_FRACTION * lim],
+        "binding": [m for m, lim in problem.limits.items()
+                    if totals[m] >= BINDING_FRACTION * lim],
         "status": "FEASIBLE" if feasible else OVER_BUDGET,
         "explanation": None,
     })

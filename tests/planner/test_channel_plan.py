@@ -90,3 +90,27 @@ def test_apply_removes_the_planned_channels(applied) -> None:
     # the flash image holds exactly the planned bytes of every (narrower) layer
     for row in verification["layers"]:
         assert row["image_bytes"] == row["planned_bytes"], row["layer"]
+
+
+def test_review_flags_a_hand_edit_that_breaks_a_channel_group(planned) -> None:
+    """The TUI's re-evaluation uses the plan's own problem: giving one member of a coupled
+    group another width than its partners is OVER_BUDGET, never a valid plan."""
+    from edgefit.review.model import OVER_BUDGET, evaluate
+
+    plan = planned[0] if isinstance(planned, tuple) else planned
+    assert evaluate(plan).status == "FEASIBLE"
+    for name, lp in plan.layers.items():
+        chosen = lp.alternative(lp.option or "")
+        # narrower in every group: cheaper, so only the broken coupling can make it invalid
+        other = next((a for a in lp.alternatives if a.widths and chosen.widths
+                      and a.widths.keys() == chosen.widths.keys()
+                      and all(a.widths[g] <= chosen.widths[g] for g in a.widths)
+                      and a.widths != chosen.widths
+                      and a.latency_ms <= chosen.latency_ms), None)
+        if other is None:
+            continue
+        edited = plan.model_copy(update={"layers": {
+            **plan.layers, name: lp.model_copy(update={"option": other.option})}})
+        assert evaluate(edited).status == OVER_BUDGET, name
+        return
+    pytest.fail("no layer with another width to edit")
