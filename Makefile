@@ -40,6 +40,8 @@ bench: data
 	$(PY) benchmarks/fit_catalog.py
 	$(PY) benchmarks/cost_model_accuracy.py
 	$(PY) benchmarks/techniques.py
+	$(PY) benchmarks/qat.py
+	$(PY) benchmarks/int4_matmulnbits.py --threads 1 --rounds 30 --iters 200
 	$(PY) benchmarks/deep_compression.py
 	$(PY) benchmarks/accuracy_planning.py
 	$(PY) benchmarks/accuracy_estimators.py --plans 24 --finetuned 3

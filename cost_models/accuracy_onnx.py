@@ -21,8 +21,8 @@ import numpy as np
 
 from cost_models.estimate import AccuracyEstimate
 from edgefit.errors import DataError, PlanError
+from executors.onnx_quant import ONNX_OPTIONS as OPTIONS
 from executors.onnx_quant import ort_session_options, quantize_onnx
-from executors.quant_math import OPTIONS
 
 PREDICT_BATCH = 256
 CALIBRATION_SAMPLES = 128

@@ -9,6 +9,7 @@ during inference x latency.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,14 @@ from cost_models.graph import Layer, LayerGraph, Step
 from cost_models.options import RANK_LEVELS, SHARE_LEVELS, OptionSpec, option_specs
 from device_specs.schema import BITS, DeviceSpec, Kernel, Profile
 from edgefit.units import fmt_rate
-from executors.quant_math import stored_bias_bytes, stored_weight_bytes
+from executors.flash_image import entry_bytes
+from executors.quant_math import (
+    SCALE_BYTES,
+    int_format,
+    packed_bytes,
+    stored_bias_bytes,
+    stored_weight_bytes,
+)
 
 
 @dataclass(frozen=True)
@@ -81,17 +89,14 @@ class RuntimeMemory:
 
 def _dequantized(kernel: Kernel) -> bool:
     """Integer weights feeding a float kernel go through DequantizeLinear at run time."""
-    return kernel.weights in ("int8", "int4") and kernel.activations in ("fp32", "fp16")
+    return kernel.weights.startswith("int") and kernel.activations in ("fp32", "fp16")
 
 
 def _copies_weight(layer: Layer) -> bool:
-    """Whether a dequantised weight is materialised: a conv or a one-row Linear (exported as
-    Gemm) takes the fp32 copy; a Linear over several rows (tokens) is a MatMul, which
-    onnxruntime fuses with its DequantizeLinear into MatMulNBits (reads the int4 directly)."""
-    if layer.op_class != "linear" or not layer.weight_numel:
-        return True
-    rows = layer.input_numel * layer.out_channels // layer.weight_numel
-    return rows <= 1
+    """Whether a dequantised weight is materialised: a conv takes the fp32 copy; a Linear is
+    written as MatMul (executors.onnx_quant), which onnxruntime fuses with its
+    DequantizeLinear into MatMulNBits (reads the packed codes directly)."""
+    return layer.op_class != "linear"
 
 
 @dataclass
@@ -121,9 +126,30 @@ def activation_bytes(kernel: Kernel) -> int:
 
 
 def layer_flash_bytes(layer: Layer, kernel: Kernel) -> int:
-    return stored_weight_bytes(kernel.weights, layer.weight_numel, layer.out_channels) + (
-        stored_bias_bytes(kernel.weights, layer.bias_numel)
+    """The layer's blobs in the flash image: weights (+ scales, zero points) and bias."""
+    return stored_weight_bytes(kernel.storage, layer.weight_numel, layer.out_channels) + (
+        stored_bias_bytes(kernel.storage, layer.bias_numel)
     )
+
+
+def image_entry_bytes(layer: Layer, kernel: Kernel) -> int:
+    """The layer's entry in the flash image's header (exact: the writer builds the same
+    entry); 0 for a layer without a recorded weight shape (no image is predicted)."""
+    if not layer.weight_shape:
+        return 0
+    storage = kernel.storage
+    fmt = int_format(storage)
+    scale_bytes = SCALE_BYTES * layer.out_channels if fmt else 0
+    zp_bytes = packed_bytes(layer.out_channels, fmt[0]) if fmt and not fmt[1] else 0
+    weight_bytes = stored_weight_bytes(storage, layer.weight_numel, layer.out_channels)
+    blobs = {"weight": weight_bytes - scale_bytes - zp_bytes}
+    if scale_bytes:
+        blobs["scales"] = scale_bytes
+    if zp_bytes:
+        blobs["zero_points"] = zp_bytes
+    if layer.bias_numel:
+        blobs["bias"] = stored_bias_bytes(storage, layer.bias_numel)
+    return entry_bytes(layer.name, storage, layer.weight_shape, blobs)
 
 
 def layer_latency_ms(layer: Layer, kernel: Kernel, profile: Profile, flash_bytes: int,
@@ -147,6 +173,35 @@ def layer_latency_ms(layer: Layer, kernel: Kernel, profile: Profile, flash_bytes
     return layer_ms + ops_ms
 
 
+GATHER_ACT_BYTES = 4  # a gather decodes its rows to float32, whatever the table stores
+
+
+def gather_latency_ms(layer: Layer, kernel: Kernel, profile: Profile,
+                      charged_ops: list[tuple[Step, int]]) -> float:
+    """An embedding lookup: no MACs; one table row read per index at the stored width (with
+    its scale and zero point), the indices read and the float32 rows written, at the memory
+    bandwidth, plus one layer overhead. Decoding the codes is not modelled (a few ops on the
+    rows read). The ops charged to the layer move float32 elements."""
+    rows = max(layer.out_channels, 1)
+    row_bytes = stored_weight_bytes(kernel.storage, layer.weight_numel, layer.out_channels) / rows
+    moved = layer.input_numel * row_bytes + GATHER_ACT_BYTES * (layer.input_numel
+                                                                + layer.output_numel)
+    bandwidth = profile.memory_bandwidth.value
+    return (profile.layer_overhead.value + 1e3 * moved / bandwidth
+            + sum(profile.layer_overhead.value + 1e3 * GATHER_ACT_BYTES * elems / bandwidth
+                  for _, elems in charged_ops))
+
+
+def nm_latency_ms(layer: Layer, kernel: Kernel, profile: Profile, sparse_flash_bytes: int,
+                  charged_ops: list[tuple[Step, int]]) -> float:
+    """An N:M sparse kernel: the MACs at the profile's sparse rate (``nm_sparsity.mac_speedup``
+    x the dense rate), the compressed weights moved."""
+    assert profile.nm_sparsity is not None
+    speedup = profile.nm_sparsity.mac_speedup.value
+    sparse = dataclasses.replace(layer, macs=round(layer.macs / speedup))
+    return layer_latency_ms(sparse, kernel, profile, sparse_flash_bytes, charged_ops)
+
+
 def factor_layers(layer: Layer, factors: Sequence[Mapping[str, Any]]) -> list[Layer]:
     """The factors of a factorised layer (``executors.lowrank.lowrank_cost_delta``'s
     ``factors``) as layers of their own, named ``<layer>.<suffix>`` like the ONNX nodes."""
@@ -154,7 +209,8 @@ def factor_layers(layer: Layer, factors: Sequence[Mapping[str, Any]]) -> list[La
                   op_class=f["op_class"], params=f["weight_numel"] + f["bias_numel"],
                   weight_numel=f["weight_numel"], bias_numel=f["bias_numel"],
                   out_channels=f["out_channels"], macs=f["macs"], input_numel=f["input_numel"],
-                  output_numel=f["output_numel"]) for f in factors]
+                  output_numel=f["output_numel"],
+                  weight_shape=tuple(int(d) for d in f["weight_shape"])) for f in factors]
 
 
 def factored_costs(factors: Sequence[Layer], kernel: Kernel, profile: Profile,
@@ -166,15 +222,22 @@ def factored_costs(factors: Sequence[Layer], kernel: Kernel, profile: Profile,
     latency = sum(layer_latency_ms(f, kernel, profile, b, charged_ops if i == len(factors) - 1
                                    else []) for i, (f, b) in enumerate(zip(factors, flash,
                                                                               strict=True)))
-    return sum(flash), latency
+    return sum(flash) + sum(image_entry_bytes(f, kernel) for f in factors), latency
 
 
 def pruned_layer(layer: Layer, opt: OptionSpec) -> Layer:
     """The layer's geometry with its channel groups at the option's widths: weights and MACs
     x kept out x kept in (a depthwise conv: x kept once), outputs x kept out. Exact counts:
     kept channels are integers and every weight belongs to one (out, in) channel pair."""
+    kept_out = round(layer.out_channels * opt.out_fraction)
+    kept_numel = round(layer.weight_numel * opt.weight_fraction)
+    shape = layer.weight_shape
+    if shape:
+        rest = math.prod(shape[2:])
+        shape = (kept_out, kept_numel // (kept_out * rest) if kept_out * rest else 0, *shape[2:])
     return dataclasses.replace(
         layer,
+        weight_shape=shape,
         params=round(layer.weight_numel * opt.weight_fraction
                      + layer.bias_numel * opt.out_fraction),
         weight_numel=round(layer.weight_numel * opt.weight_fraction),
@@ -192,7 +255,8 @@ def pruned_costs(layer: Layer, opt: OptionSpec, kernel: Kernel, profile: Profile
     geom = pruned_layer(layer, opt)
     flash = layer_flash_bytes(geom, kernel)
     ops = [(step, round(n * opt.out_fraction)) for step, n in charged_ops]
-    return flash, layer_latency_ms(geom, kernel, profile, flash, ops)
+    return flash + image_entry_bytes(geom, kernel), layer_latency_ms(geom, kernel, profile,
+                                                                     flash, ops)
 
 
 def _charged_ops(graph: LayerGraph) -> dict[str, list[tuple[Step, int]]]:
@@ -235,7 +299,7 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
         row = []
         for opt in option_specs(profile.kernels, layer, rank_levels=RANK_LEVELS,
                                 coupling=(coupling or {}).get(layer.name),
-                                share_levels=SHARE_LEVELS):
+                                share_levels=SHARE_LEVELS, nm_sparsity=profile.nm_sparsity):
             kernel = profile.kernels[opt.kernel]
             dense_flash = layer_flash_bytes(layer, kernel)
             if (opt.sparsity or opt.share_bits) and (layer.name, opt.name) not in (
@@ -243,9 +307,14 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                 continue  # sparse and shared sizes come from the real weights
             if opt.lowrank and (layer.name, opt.name) not in (factored or {}):
                 continue
-            flash = (sparse_flash or {}).get((layer.name, opt.name), dense_flash)
+            flash = (sparse_flash or {}).get((layer.name, opt.name),
+                                             dense_flash + image_entry_bytes(layer, kernel))
             # dense kernels: zeros are computed and the weights decompressed at load time
-            latency = layer_latency_ms(layer, kernel, profile, dense_flash, charged[layer.name])
+            latency = (gather_latency_ms(layer, kernel, profile, charged[layer.name])
+                       if opt.gather else
+                       layer_latency_ms(layer, kernel, profile, dense_flash, charged[layer.name]))
+            if opt.nm is not None and profile.nm_sparsity is not None:
+                latency = nm_latency_ms(layer, kernel, profile, flash, charged[layer.name])
             if opt.lowrank:
                 flash, latency = factored_costs((factored or {})[layer.name, opt.name], kernel,
                                                 profile, charged[layer.name])
@@ -256,17 +325,19 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                 latency_ms=latency,
                 flash_bytes=flash,
                 energy_mj=layer_power_w * latency,  # W x ms = mJ
-                act_bytes=activation_bytes(kernel) * opt.out_fraction,
+                act_bytes=(GATHER_ACT_BYTES if opt.gather
+                           else activation_bytes(kernel) * opt.out_fraction),
                 acc_loss=(acc_loss or {}).get((layer.name, opt.name), 0.0),
                 widths=opt.widths,
                 # the input is quantised inside the graph: the caller's buffer stays fp32
-                in_act_bytes=4 if memory.fp32_input else activation_bytes(kernel),
+                # (a gather's indices are read as the caller gives them: float32)
+                in_act_bytes=4 if memory.fp32_input or opt.gather else activation_bytes(kernel),
                 mac_fraction=opt.weight_fraction, base=opt.base,
                 dequantized_weight_numel=round(layer.weight_numel * opt.weight_fraction)
                 if memory.dequantized_weight_copies and _dequantized(kernel)
-                and _copies_weight(layer) else 0,
+                and _copies_weight(layer) and not opt.gather else 0,
                 blocked=memory.channel_block > 1 and kernel.activations in ("fp32", "fp16")
-                and not _dequantized(kernel),
+                and not _dequantized(kernel) and not opt.gather,
             ))
         options[layer.name] = row
     return CostTable(

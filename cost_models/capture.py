@@ -102,6 +102,7 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
                 macs=macs.get(str(node.target), 0),
                 input_numel=tensors[inputs[0]].numel,
                 output_numel=numel(node),
+                weight_shape=tuple(int(d) for d in mod.weight.shape),
             ))
         tensors[node.name] = Tensor(node.name, numel(node), owner)
         owner_of[node.name] = owner

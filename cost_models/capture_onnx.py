@@ -413,6 +413,8 @@ def _layer(
         macs=macs,
         input_numel=in_numel,
         output_numel=out_numel,
+        weight_shape=tuple(w_dims if node.op_type == "Conv" or (
+            node.op_type == "Gemm" and _attr(node, "transB", 0)) else reversed(w_dims)),
     )
 
 

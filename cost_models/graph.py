@@ -27,6 +27,9 @@ class Layer:
     macs: int  # per sample, from fvcore
     input_numel: int  # per sample
     output_numel: int  # per sample
+    # torch-layout weight shape (out channels first), as the flash image records it; empty
+    # for graphs without weights (synthetic / published layer lists: no image is predicted)
+    weight_shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,8 @@ class LayerGraph:
         return cls(
             model=d["model"],
             input_shape=tuple(d["input_shape"]),
-            layers=[Layer(**x) for x in d["layers"]],
+            layers=[Layer(**{**x, "weight_shape": tuple(x.get("weight_shape", ()))})
+                    for x in d["layers"]],
             steps=[Step(**{**x, "inputs": tuple(x["inputs"])}) for x in d["steps"]],
             tensors={k: Tensor(**v) for k, v in d["tensors"].items()},
             outputs=tuple(d["outputs"]),

@@ -10,10 +10,15 @@ from typing import Any
 
 from cost_models.channels import LayerCoupling, width_tag
 from cost_models.graph import Layer
-from device_specs.schema import Kernel
+from device_specs.schema import Kernel, NMSparsity
 from edgefit.errors import PlanError
 from executors.lowrank import LowRankConfig
-from executors.prune import ChannelPruneConfig, UnstructuredPruneConfig
+from executors.prune import (
+    ChannelPruneConfig,
+    NMPruneConfig,
+    UnstructuredPruneConfig,
+    nm_applicable,
+)
 from executors.quantize import QuantizeConfig
 from executors.share import WeightSharingConfig
 
@@ -51,22 +56,31 @@ class OptionSpec:
     channel_prune: ChannelPruneConfig | None = None  # when its own output channels shrink
     base: str = ""  # the full-width option it prunes (its kernel: measured latency scales)
     share_bits: int = 0  # "fp32+k4": weights on a 2**4-value k-means codebook (0: no sharing)
+    nm: tuple[int, int] | None = None  # "int8+nm24": 2 of every 4 weights kept (N:M kernels)
+    gather: bool = False  # an Embedding's table: weight storage only, read by a gather
 
 
 def option_specs(kernels: Mapping[str, Kernel], layer: Layer,
                  sparsity_levels: tuple[float, ...] = SPARSITY_LEVELS,
                  rank_levels: tuple[float, ...] = (),
                  coupling: LayerCoupling | None = None,
-                 share_levels: tuple[tuple[int, float], ...] = ()) -> list[OptionSpec]:
+                 share_levels: tuple[tuple[int, float], ...] = (),
+                 nm_sparsity: NMSparsity | None = None) -> list[OptionSpec]:
     """rank_levels: low-rank options for Linear / non-depthwise Conv2d layers (whether a level
     really lowers params and MACs depends on the shape: the caller drops those that do not).
     coupling: the layer's channel groups; every kernel is then offered at every width
     combination too (sparsity and low rank at full width only, to keep the product bounded).
-    share_levels: (bits, sparsity) weight-sharing options, on float-weight kernels only."""
+    share_levels: (bits, sparsity) weight-sharing options, on float-weight kernels only.
+    nm_sparsity: the profile's N:M sparse kernels: their kernels get an N:M option on layers
+    whose input dimension is a multiple of m (only there do zeros buy speed as well as flash;
+    elsewhere unstructured sparsity stores as small and keeps more accuracy).
+    An Embedding gets its storage forms only (gather_specs)."""
+    if layer.op_type == "Embedding":
+        return gather_specs(kernels)
     specs = [OptionSpec(name, name) for name in kernels]
-    if layer.weight_numel >= MIN_WEIGHTS_FOR_SPARSITY:
+    if layer.weight_numel >= MIN_WEIGHTS_FOR_SPARSITY:  # sparse codes are symmetric (0 = zero)
         specs += [OptionSpec(f"{name}+s{round(100 * s)}", name, s)
-                  for s in sparsity_levels for name in kernels]
+                  for s in sparsity_levels for name, k in kernels.items() if k.symmetric]
     if lowrank_candidate(layer):
         specs += [OptionSpec(f"{name}+r{round(100 * f)}", name, lowrank=f)
                   for f in rank_levels for name in kernels]
@@ -74,7 +88,28 @@ def option_specs(kernels: Mapping[str, Kernel], layer: Layer,
         specs += [OptionSpec(share_name(name, bits, s), name, s, share_bits=bits)
                   for bits, s in share_levels for name, k in kernels.items()
                   if k.weights in SHARE_KERNEL_WEIGHTS]
+    if nm_sparsity is not None and nm_candidate(layer, nm_sparsity):
+        n, m = nm_sparsity.n, nm_sparsity.m
+        specs += [OptionSpec(f"{name}+nm{n}{m}", name, 1 - n / m, nm=(n, m))
+                  for name in kernels if name in nm_sparsity.kernels]
     return _with_widths(specs, kernels, coupling) if coupling and coupling.groups else specs
+
+
+def gather_specs(kernels: Mapping[str, Kernel]) -> list[OptionSpec]:
+    """An embedding table's options: one per distinct weight storage form, named after the
+    first kernel that stores it. A gather computes nothing, so the kernel's activation type
+    does not apply: int8 (w8a8) and int8a16 store the same int8 codes, one option. Sparsity,
+    low rank, sharing, channel and N:M options are not offered (not implemented for tables)."""
+    seen: dict[str, OptionSpec] = {}
+    for name, k in kernels.items():
+        seen.setdefault(k.storage, OptionSpec(name, name, gather=True))
+    return list(seen.values())
+
+
+def nm_candidate(layer: Layer, nm: NMSparsity) -> bool:
+    return (layer.op_type in ("Linear", "Conv2d") and layer.op_class != "depthwise"
+            and bool(layer.weight_shape) and layer.weight_numel >= MIN_WEIGHTS_FOR_SPARSITY
+            and nm_applicable(layer.weight_shape, NMPruneConfig(n=nm.n, m=nm.m)))
 
 
 def _with_widths(specs: list[OptionSpec], kernels: Mapping[str, Kernel],
@@ -121,7 +156,9 @@ def techniques(spec: OptionSpec, kernel: Kernel, lowrank: LowRankConfig | None =
     techniques issue). ``lowrank``: the ranks of a low-rank option (they depend on the layer's
     shape)."""
     out: list[Any] = [spec.channel_prune] if spec.channel_prune is not None else []
-    if spec.sparsity:
+    if spec.nm is not None:
+        out.append(NMPruneConfig(n=spec.nm[0], m=spec.nm[1]))
+    elif spec.sparsity:
         out.append(UnstructuredPruneConfig(sparsity=spec.sparsity))
     if spec.lowrank:
         if lowrank is None:
@@ -129,6 +166,11 @@ def techniques(spec: OptionSpec, kernel: Kernel, lowrank: LowRankConfig | None =
         out.append(lowrank)
     if spec.share_bits:
         out.append(kernel_share_config(kernel, spec.share_bits))
-    if not (kernel.weights == "fp32" and kernel.activations == "fp32"):
-        out.append(QuantizeConfig(weights=kernel.weights, activations=kernel.activations))
+    if spec.gather:  # weight-only: the rows are decoded to float32 (executors.quantize)
+        if kernel.weights != "fp32":
+            out.append(QuantizeConfig(weights=kernel.weights, activations="fp32",
+                                      symmetric=kernel.symmetric))
+    elif not (kernel.weights == "fp32" and kernel.activations == "fp32"):
+        out.append(QuantizeConfig(weights=kernel.weights, activations=kernel.activations,
+                                  symmetric=kernel.symmetric))
     return out

@@ -46,6 +46,7 @@ from cost_models.profile_cache import (
     ProfileCache,
 )
 from edgefit.errors import PlanError
+from executors.onnx_quant import GRAPH_FORM_VERSION
 
 if TYPE_CHECKING:
     from cost_models.analytical import CostTable
@@ -73,7 +74,7 @@ if TYPE_CHECKING:
 else:
     em = _import_measure()
 
-METHOD = "uniform-model/ort-profile/calibrated/v1"
+METHOD = f"uniform-model/ort-profile/calibrated/v1/forms-{GRAPH_FORM_VERSION}"
 """Goes into every layer signature: a different measuring method never reuses a row."""
 
 DEFAULT_RUNS = 200
@@ -255,7 +256,7 @@ def profile_host(
     is measured once and every layer's row is (re)written.
     """
     global profiled_models
-    from executors.quant_math import OPTIONS
+    from executors.onnx_quant import ONNX_OPTIONS as OPTIONS
 
     unknown = [o for o in options if o not in OPTIONS]
     if unknown:

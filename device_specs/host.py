@@ -24,7 +24,8 @@ from device_specs.schema import DeviceSpec
 from edgefit.fsutil import atomic_write_text
 from edgefit.yamlio import validate
 
-PROBE_VERSION = 2  # 2: activation-memory behaviour from onnxruntime's node record
+# 2: activation-memory behaviour from onnxruntime's node record; 3: 6/3/2-bit kernels; 4: w8a16
+PROBE_VERSION = 4
 
 
 def _cpu_model() -> str:
@@ -265,8 +266,18 @@ def probe() -> dict[str, Any]:
                                             "unverified": "int8 QLinearConv/QGemm assumed as "
                                             "fast as fp32 Gemm until profiled"},
                              "op_efficiency": kernel_common["op_efficiency"]},
+                    "int8a16": {"weights": "int8", "activations": "int16",
+                                "macs_per_s": {"value": f"{fp32:.6g}MAC/s",
+                                               "unverified": "w8a16 QDQ (onnxruntime has no "
+                                               "int16 conv/gemm kernels: dequantise + float "
+                                               "op) assumed as fast as fp32 until profiled"},
+                                "op_efficiency": kernel_common["op_efficiency"]},
                     "int4": {"weights": "int4", "activations": "fp32", **kernel_common,
                              "note": f"host {same_rate}"},
+                    **{f"int{b}": {"weights": f"int{b}", "activations": "fp32", **kernel_common,
+                                   "note": f"host {same_rate} (ONNX: "
+                                   + ("packed INT2" if b == 2 else "int8 container")
+                                   + "; the flash image packs them)"} for b in (6, 3, 2)},
                 },
             }
         },

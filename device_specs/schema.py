@@ -20,29 +20,67 @@ from device_specs.quantities import (
 
 SPEC_SCHEMA_VERSION = 1
 
-Precision = Literal["fp32", "fp16", "int8", "int4"]
+Precision = Literal["fp32", "fp16", "int8", "int6", "int4", "int3", "int2"]
+ActivationPrecision = Literal["fp32", "fp16", "int8", "int16"]
 OpClass = Literal["conv", "pointwise", "depthwise", "linear", "matmul", "elementwise"]
-BITS: dict[str, int] = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
+BITS: dict[str, int] = {"fp32": 32, "fp16": 16, "int16": 16, "int8": 8, "int6": 6, "int4": 4,
+                        "int3": 3, "int2": 2}
 
 
 class Kernel(Strict):
     """A precision pair the runtime executes, and how fast.
 
     The key of a kernel in `Profile.kernels` is the option name the planner offers (fp32, fp16,
-    int8, int4): a precision absent here is an option the device cannot run.
+    int8, int4, int3, int8a16, ...): a precision absent here is an option the device cannot
+    run. Integer weights below 8 bits with float activations are weight-only (decoded at run
+    time); int16 activations with int8 weights are the w8a16 form.
     """
 
     weights: Precision
-    activations: Precision
+    activations: ActivationPrecision
+    symmetric: bool = Field(default=True, description="integer weights without a zero point; "
+                            "false: asymmetric codes + one zero point per channel (weight-only "
+                            "kernels, stored as uint<bits>)")
     macs_per_s: MacRate
     op_efficiency: dict[OpClass, Count] = Field(default_factory=dict)
     note: str | None = None
+
+    @model_validator(mode="after")
+    def _asymmetric_weight_only(self) -> Kernel:
+        if not self.symmetric and (not self.weights.startswith("int")
+                                   or self.activations not in ("fp32", "fp16")):
+            raise ValueError("symmetric: false needs integer weights with float activations "
+                             f"(a weight-only kernel), got {self.weights}/{self.activations}")
+        return self
+
+    @property
+    def storage(self) -> str:
+        """The stored weight form (executors.quant_math option): int4, or uint4 if asymmetric."""
+        return self.weights if self.symmetric else "u" + self.weights
 
 
 class Flag(Sourced):
     """A yes/no behaviour of a runtime, with its provenance like every number."""
 
     value: bool  # type: ignore[assignment]
+
+
+class NMSparsity(Strict):
+    """Kernels that skip the zeros of an N:M pattern (e.g. Ampere sparse Tensor Cores, 2:4)."""
+
+    n: int = Field(ge=1, description="weights kept in each group")
+    m: int = Field(ge=2, le=32, description="group size along the input dimension")
+    kernels: list[str] = Field(min_length=1, description="kernel keys that run the pattern")
+    mac_speedup: Count = Field(description="MAC-rate gain of the sparse kernel over the dense "
+                               "one (> 1)")
+
+    @model_validator(mode="after")
+    def _valid(self) -> NMSparsity:
+        if self.n >= self.m:
+            raise ValueError(f"N:M sparsity needs n < m, got {self.n}:{self.m}")
+        if self.mac_speedup.value <= 1:
+            raise ValueError(f"mac_speedup must exceed 1, got {self.mac_speedup.value:g}")
+        return self
 
 
 class Profile(Strict):
@@ -87,6 +125,9 @@ class Profile(Strict):
     conv_workspace_bytes: Bytes | None = Field(
         default=None, description="Scratch of a k x k conv that runs outside the blocked layout "
         "(its weight is dequantised at run time), while it runs.")
+    nm_sparsity: NMSparsity | None = Field(
+        default=None, description="N:M sparse kernels (unset: zeros are computed like any "
+        "weight, so N:M pruning is not offered)")
 
     @model_validator(mode="after")
     def _whole_block(self) -> Profile:
@@ -94,6 +135,10 @@ class Profile(Strict):
         if block is not None and (block.value < 1 or block.value != int(block.value)):
             raise ValueError(f"activation_channel_block must be a whole number >= 1 "
                              f"(1: no blocked layout), got {block.value:g}")
+        nm = self.nm_sparsity
+        if nm is not None and (unknown := sorted(set(nm.kernels) - set(self.kernels))):
+            raise ValueError(f"nm_sparsity.kernels names {', '.join(unknown)}, not kernels of "
+                             f"this profile ({', '.join(self.kernels)})")
         return self
 
 

@@ -63,6 +63,9 @@ def plan_cmd(
                                       "latency,flash: writes CSV + PNG beside --out")] = None,
     finetune: Annotated[int, Opt(help="epochs of distillation against the uncompressed model "
                                  "after pruning (0: none)")] = 0,
+    qat: Annotated[bool, Opt("--qat", help="with --finetune: quantisation-aware fine-tuning "
+                             "(trains through the planned quantisation; runs on "
+                             "quantisation-only plans too)")] = False,
     apply: Annotated[bool, Opt("--apply", help="apply the plan right away")] = False,
     loop: Annotated[int, Opt(help="closed loop: up to N rounds of solve -> apply -> measure, "
                              "needs --max-accuracy-drop (0: off)")] = 0,
@@ -90,7 +93,8 @@ def plan_cmd(
                         SolverOptions(time_limit_s=time_limit, relative_gap=gap),
                         pins=parse_pins(pin or []), exclude=tuple(exclude or ()),
                         backend=_backend(solver), search=_search(search, trials, study),
-                        finetune_epochs=_epochs(finetune))
+                        finetune_epochs=_epochs(finetune),
+                        quantization_aware=_qat(qat, finetune))
     plan.save(out)
     print_plan(plan, out)
     if metrics:
@@ -306,6 +310,15 @@ def _epochs(n: int) -> int:
     if not 0 <= n <= 100:
         raise SpecError(f"--finetune {n}: between 0 and 100 epochs")
     return n
+
+
+def _qat(qat: bool, epochs: int) -> bool:
+    from edgefit.errors import SpecError
+
+    if qat and not epochs:
+        raise SpecError("--qat needs --finetune E (the epochs of quantisation-aware "
+                        "fine-tuning), e.g. --finetune 2 --qat")
+    return qat
 
 
 def _backend(name: str) -> str:

@@ -343,8 +343,10 @@ def measurement_from_report(plan: Plan, report: dict[str, Any]) -> Measurement:
     """Only what was measured for the target: the stored image's bytes always; latency only
     when the target is this machine (elsewhere it stays a prediction)."""
     acc = report["accuracy"]
+    # the runtime and unplanned weights as planned, plus the whole stored image (header too)
     costs = {"flash_bytes": plan.fixed.get("flash_bytes", 0.0)
-             + float(report["artifacts"]["flash_payload_bytes"])}
+             - plan.fixed.get("image_overhead_bytes", 0.0)
+             + float(report["artifacts"]["flash_image_bytes"])}
     if plan.target.device == "host":
         row = report["host_check"]["rows"][0]
         if row.get("measured") is not None:

@@ -33,7 +33,8 @@ from device_specs.budget import Budget
 from device_specs.catalog import load_spec
 from device_specs.schema import DeviceSpec, Kernel
 from edgefit.errors import SpecError
-from executors.prune import UnstructuredPruneConfig
+from executors.flash_image import image_overhead_bytes
+from executors.prune import NMPruneConfig, UnstructuredPruneConfig
 from executors.quantize import onnx_option, weight_precision
 from planner import plan as plan_schema
 from planner.problem import INPUT_SUFFIX, Choice, Problem
@@ -65,8 +66,8 @@ def technique_configs(kernel: Kernel) -> list[Any]:
 
 
 def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bool,
-                  module: Any = None, coupling: dict[str, LayerCoupling] | None = None
-                  ) -> dict[str, dict[str, list[Any]]]:
+                  module: Any = None, coupling: dict[str, LayerCoupling] | None = None,
+                  nm_sparsity: Any = None) -> dict[str, dict[str, list[Any]]]:
     """layer -> option name -> technique configs. Sparse and weight-shared options need the
     torch weights (their stored size is computed from them), so ONNX-only models get the kernel
     options only.
@@ -81,7 +82,8 @@ def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bo
         specs = option_specs(kernels, layer, SPARSITY_LEVELS if torch_model else (),
                              RANK_LEVELS if layer.name in modules else (),
                              coupling=(coupling or {}).get(layer.name),
-                             share_levels=SHARE_LEVELS if torch_model else ())
+                             share_levels=SHARE_LEVELS if torch_model else (),
+                             nm_sparsity=nm_sparsity if torch_model else None)
         opts: dict[str, list[Any]] = {}
         for s in specs:
             ranks = None
@@ -127,10 +129,9 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]]
                        ) -> dict[tuple[str, str], int]:
     """Exact stored bytes of every sparse or weight-shared (layer, option): prune (and share)
     the real weights, then count what the flash image will hold (format, index overhead,
-    scales or codebook, bias)."""
+    scales or codebook, bias, its header entry)."""
     from executors.fakequant import pruned_copy
-    from executors.flash_image import layer_weight_bytes
-    from executors.quant_math import stored_bias_bytes
+    from executors.flash_image import FlashLayer, layer_file_bytes
     from executors.share import WeightSharingConfig
 
     out = {}
@@ -138,15 +139,15 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]]
     for layer, opts in options.items():
         for name, configs in opts.items():
             share = next((c for c in configs if isinstance(c, WeightSharingConfig)), None)
-            if share is None and not any(isinstance(c, UnstructuredPruneConfig)
+            if share is None and not any(isinstance(c, UnstructuredPruneConfig | NMPruneConfig)
                                          for c in configs):
                 continue
             pruned = dict(pruned_copy(modules[layer], {"": configs}).named_modules())[""]
             weight = pruned.weight.detach().numpy()
             bias = getattr(pruned, "bias", None)
-            precision = weight_precision(configs)
-            out[layer, name] = layer_weight_bytes(weight, precision, True, share) + (
-                stored_bias_bytes(precision, bias.numel()) if bias is not None else 0)
+            out[layer, name] = layer_file_bytes(FlashLayer(
+                layer, weight_precision(configs), weight,
+                None if bias is None else bias.detach().numpy(), sparse=True, share=share))
     return out
 
 
@@ -167,8 +168,10 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
         for layer in graph.layer_names
     }
     before_first = _model_input_tensors(graph)
-    # weights outside planned layers (embedding tables, norms) are stored as they are (fp32)
+    # weights outside planned layers (norms, ...) are stored as they are (fp32)
     unplanned = float(graph.meta.get("unplanned_weight_bytes", 0))
+    # the flash image's magic, length and header framing (each layer's entry is in its cost)
+    image = float(image_overhead_bytes()) if all(ly.weight_shape for ly in graph.layers) else 0.0
     mem = table.memory
     blocked = blocked_entries(graph, mem)
     ram_steps = tuple(
@@ -181,11 +184,11 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
         layers=tuple(graph.layer_names),
         choices=choices,
         limits=limits,
-        fixed={"flash_bytes": table.runtime_flash_bytes + unplanned,
+        fixed={"flash_bytes": table.runtime_flash_bytes + unplanned + image,
                "ram_bytes": table.runtime_ram_bytes + (unplanned if table.weights_in_ram else 0),
                "latency_ms": table.run_overhead_ms,
                "energy_mj": table.run_overhead_ms * table.power_w + table.idle_energy_mj,
-               "unplanned_weight_bytes": unplanned},
+               "unplanned_weight_bytes": unplanned, "image_overhead_bytes": image},
         ram_steps=ram_steps,
         weights_in_ram=table.weights_in_ram,
         step_extra=_step_workspace(graph, table),
@@ -232,6 +235,9 @@ def channel_groups(loaded: LoadedModel, multiple: int, x: np.ndarray
         groups = channel_group_specs(coupling(module, loaded.input_shape), multiple)
     except Exception:  # Torch-Pruning cannot trace every model: then no channel options
         return [], {}
+    # an embedding table takes no channel options (its width is not pruned): no group of it
+    tables = {n for n, m in module.named_modules() if type(m).__name__ == "Embedding"}
+    groups = [g for g in groups if not tables & {*g.layers, *g.consumers}]
     kl = channel_pruning_kl(module, groups, loaded.input_shape, x)
     kept = [dataclasses.replace(g, widths=tuple(
         w for w in g.widths if w == g.channels or kl.get((g.name, w)) is not None))
@@ -261,10 +267,15 @@ def width_accuracy(graph: LayerGraph, kernels: dict[str, Kernel],
 def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None = None,
               pins: dict[str, str] | None = None, exclude: tuple[str, ...] = (),
               backend: str = "cpsat", search: SearchSettings | None = None,
-              finetune_epochs: int = 0) -> tuple[plan_schema.Plan, PlanContext]:
-    """pins: layer -> option fixed before solving; exclude: options no layer may take."""
+              finetune_epochs: int = 0, quantization_aware: bool = False
+              ) -> tuple[plan_schema.Plan, PlanContext]:
+    """pins: layer -> option fixed before solving; exclude: options no layer may take;
+    quantization_aware: the fine-tuning (needs finetune_epochs) trains through the
+    quantisation."""
     from workloads.models import load_model_ref
 
+    if quantization_aware and not finetune_epochs:
+        raise SpecError("quantization_aware fine-tuning needs finetune_epochs >= 1")
     spec = load_spec(budget.target)
     profile = budget.profile or spec.default_profile
     if profile not in spec.profiles:
@@ -278,7 +289,9 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                             tuple(budget.input_shape) if budget.input_shape else None)
     graph = _capture(loaded)
     calib = calibration_split(budget.data or loaded.dataset)
-    full_width = layer_options(graph, kernels, loaded.module is not None, loaded.module)
+    nm = spec.profile(profile).nm_sparsity
+    full_width = layer_options(graph, kernels, loaded.module is not None, loaded.module,
+                               nm_sparsity=nm)
     groups: list[ChannelGroupSpec] = []
     prune_kl: dict[tuple[str, str], float] = {}
     # channel pruning only with data: its accuracy cost is measured, never assumed zero
@@ -287,7 +300,7 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                                           calib[0])
     coupling = layer_couplings(groups)
     options_by_layer = layer_options(graph, kernels, loaded.module is not None, loaded.module,
-                                     coupling)
+                                     coupling, nm)
     if calib is not None:
         estimate = _estimate_accuracy(loaded, graph, kernels, full_width, calib[0])
         acc, unit, acc_prov = estimate.loss, estimate.unit, estimate.provenance
@@ -313,7 +326,8 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     if finetune_epochs:
         from executors.distill import DistillConfig
 
-        base = base.model_copy(update={"finetune": DistillConfig(epochs=finetune_epochs)})
+        base = base.model_copy(update={"finetune": DistillConfig(
+            epochs=finetune_epochs, quantization_aware=quantization_aware)})
     ctx.problem = problem_from_plan(base, pins, exclude)  # the same problem, pins applied
     ctx.result = (_bayes(ctx.problem, search, options) if search is not None
                   else solve(ctx.problem, options, backend=backend))

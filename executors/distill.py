@@ -7,19 +7,27 @@ it sees progress that accuracy on a small split would not). Zeros that pruning m
 (re-applied after every optimiser step), so fine-tuning never silently undoes the pruning;
 weight-shared layers stay on their codebook (executors.share.keep_shared: the centroids move by
 their members' summed gradients, the weights are written back from them after every step).
+
+With ``quantization_aware`` the student is trained *through* its planned quantisation
+(executors.qat): every quantised layer's forward uses its fake-quantised weights and, for integer
+activations, outputs fake-quantised with scales calibrated before fine-tuning; gradients pass
+straight through to the float weights, which the normal pipeline then quantises to exactly the
+values trained with. Validation KL and accuracy are then the quantised student's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
 
+    from executors.quantize import QuantizeConfig
     from executors.share import KeepShared
     from workloads.data import Dataset
 
@@ -37,6 +45,11 @@ class DistillConfig(BaseModel):
     validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     centroid_lr: float = Field(default=1e-4, gt=0, description="step of a shared layer's "
                                "centroids per summed member gradient (Deep Compression's rule)")
+    quantization_aware: bool = Field(
+        default=False, description="quantisation-aware fine-tuning: the student's forward uses "
+        "each quantised layer's fake-quantised weights (and int8 / int16 activations, scales "
+        "calibrated before fine-tuning), gradients pass straight through to the float "
+        "weights; apply then fine-tunes quantisation-only plans too")
 
 
 @dataclass(frozen=True)
@@ -51,12 +64,43 @@ class DistillReport:
     train_loss_last: float
     zeros_kept: bool
     codebook_kept: bool | None = None  # shared layers still on their codebook (None: none)
+    # QAT ran: the training forward, validation KL and accuracy are the quantised student's
+    quantization_aware: bool = False
 
 
 def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: DistillConfig,
-            seed: int = 0, shared: Sequence[str] = ()) -> tuple[nn.Module, DistillReport]:
+            seed: int = 0, shared: Sequence[str] = (),
+            quantized: Mapping[str, QuantizeConfig] | None = None,
+            calibration: np.ndarray | None = None) -> tuple[nn.Module, DistillReport]:
     """Fine-tune `student` in place against `teacher` on `data` (the training split).
-    ``shared``: module names of weight-shared layers, kept on their codebooks."""
+    ``shared``: module names of weight-shared layers, kept on their codebooks.
+    ``quantized``: {layer: its QuantizeConfig}, trained through when
+    ``config.quantization_aware`` (QAT runs only if some layer is quantised);
+    ``calibration``: inputs for the integer activation scales (default: the first 512 training
+    images)."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from executors.qat import quantization_aware
+    from workloads.data import split
+
+    torch.manual_seed(seed)
+    torch.set_flush_denormal(True)  # pruned weights make denormals; they slow training a lot
+    train, val = split(data, config.validation_fraction, seed)
+    teacher = teacher.eval()
+    qat = bool(config.quantization_aware and quantized)
+    calib = train.x[:512] if calibration is None else calibration
+    with (quantization_aware(student, quantized or {}, calib) if qat
+          else nullcontext()) as view:
+        return _fit(student, teacher, train, val, config, seed, shared,
+                    student if view is None else view)
+
+
+def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
+         config: DistillConfig, seed: int, shared: Sequence[str],
+         net: nn.Module) -> tuple[nn.Module, DistillReport]:
+    """The training loop; ``net`` computes the student's outputs (a QAT view or itself)."""
     import copy
 
     import numpy as np
@@ -65,13 +109,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
 
     from executors.prune import keep_zeros
     from executors.share import keep_shared
-    from workloads.data import split
     from workloads.train import evaluate
 
-    torch.manual_seed(seed)
-    torch.set_flush_denormal(True)  # pruned weights make denormals; they slow training a lot
-    train, val = split(data, config.validation_fraction, seed)
-    teacher = teacher.eval()
     mask = keep_zeros(student)
     opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
     mask.attach(opt)
@@ -83,20 +122,20 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     t = config.temperature
 
     def val_kl() -> float:
-        student.eval()
+        net.eval()
         with torch.no_grad():
             x = torch.from_numpy(val.x)
-            return float(nn.functional.kl_div(nn.functional.log_softmax(student(x), dim=1),
+            return float(nn.functional.kl_div(nn.functional.log_softmax(net(x), dim=1),
                                               nn.functional.log_softmax(teacher(x), dim=1),
                                               log_target=True, reduction="batchmean"))
 
-    before = evaluate(student, val)
+    before = evaluate(net, val)
     best, best_epoch, best_state = val_kl(), 0, copy.deepcopy(student.state_dict())
     kl_before = best
     losses: list[float] = []
     epochs_run = 0
     for epoch in range(1, config.epochs + 1):
-        student.train()
+        net.train()
         order = rng.permutation(len(train.y))
         total = 0.0
         for i in range(0, len(order), config.batch_size):
@@ -105,7 +144,7 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
             y = torch.from_numpy(train.y[idx])
             with torch.no_grad():
                 soft = nn.functional.log_softmax(teacher(x) / t, dim=1)
-            logits = student(x)
+            logits = net(x)
             kd = nn.functional.kl_div(nn.functional.log_softmax(logits / t, dim=1), soft,
                                       log_target=True, reduction="batchmean") * t * t
             loss = config.alpha * kd + (1 - config.alpha) * nn.functional.cross_entropy(logits, y)
@@ -122,10 +161,11 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
             break
     student.load_state_dict(best_state)
     student.eval()
-    return student, DistillReport(epochs_run, best_epoch, before, evaluate(student, val),
+    return student, DistillReport(epochs_run, best_epoch, before, evaluate(net, val),
                                   kl_before, best, losses[0], losses[-1], mask.holds(),
                                   None if codebooks is None else
-                                  _on_codebooks(student, codebooks.layers, codebooks))
+                                  _on_codebooks(student, codebooks.layers, codebooks),
+                                  net is not student)
 
 
 def _on_codebooks(model: nn.Module, layers: Sequence[str], codebooks: KeepShared) -> bool:

@@ -28,6 +28,7 @@ def pruned_copy(model: nn.Module, techniques: Mapping[str, Sequence[Any]]) -> nn
     p = copy.deepcopy(model).eval()
     modules = dict(p.named_modules())
     for name, configs in techniques.items():
+        _check_order(name, configs)
         for cfg in configs:
             if isinstance(cfg, QuantizeConfig):
                 continue
@@ -43,12 +44,31 @@ def pruned_copy(model: nn.Module, techniques: Mapping[str, Sequence[Any]]) -> nn
                 for module in factor_modules(modules[name]):
                     share.share_module(module, cfg)
                 continue
+            elif len(factor_modules(modules[name])) > 1:
+                # pruning after factorising (this layer's order): every factor is pruned
+                for module in factor_modules(modules[name]):
+                    executor(module, cfg)
+                continue
             else:
                 result = executor(modules[name], cfg)
             if result is not modules[name]:
                 _replace(p, name, result)
                 modules[name] = result
     return p
+
+
+def _check_order(name: str, configs: Sequence[Any]) -> None:
+    """Refuse an order in which a later technique would silently undo an earlier one: the
+    factors of a factorisation are dense and hold new values, so pruning or sharing before
+    it is lost (factorise first, then prune or share the factors)."""
+    kinds = [getattr(c, "technique", "") for c in configs]
+    if "lowrank" not in kinds:
+        return
+    undone = [k for k in kinds[: kinds.index("lowrank")]
+              if k in ("prune_unstructured", "prune_nm", "share")]
+    if undone:
+        raise PlanError(f"layer {name!r}: {undone[0]} before lowrank would be undone (the "
+                        f"factors are dense, new values); put lowrank first")
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -73,7 +93,7 @@ def quantized_copy(model: nn.Module, techniques: Mapping[str, Sequence[Any]],
             # a factorised layer: every factor is quantised like a layer (as in the ONNX)
             for module in factor_modules(modules[name]):
                 fake_quantize_weights(module, cfg)
-                if cfg.activations in ("int8", "fp16"):
+                if cfg.activations in ("int8", "int16", "fp16"):
                     hook = ActivationFakeQuant(cfg.activations)
                     module.register_forward_hook(hook)
                     hooks.append(hook)

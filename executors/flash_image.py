@@ -7,17 +7,21 @@ File layout (all integers and floats little-endian)::
     header                      header_len bytes of UTF-8 JSON (see below)
     payload                     the raw blobs, back to back, no padding
 
-The header is compact JSON ``{"format": "edgefit-flash", "version": 1, "payload_bytes": P,
-"layers": [...]}``; each layer entry is ``{"name", "option", "dtype", "shape", "weight",
-"scales", "bias"}`` where ``dtype`` is the stored weight type (int4, int8, float16, float32),
-``shape`` is the torch-layout weight shape (output channels on axis 0) and ``weight`` /
-``scales`` / ``bias`` are ``[offset, nbytes]`` (``null`` when absent), offsets relative to the
-start of the payload. Everything else follows from the option: blobs per layer, in order, are the
-weight values (int4 packed two per byte, low nibble first, C order; int8; float16; float32), the
-per-channel scales (float32, int4/int8 only) and the bias (float16 for ``fp16``, float32
-otherwise; one value per output channel). About 110 header bytes per layer.
+The header is compact JSON ``{"format": "edgefit-flash", "version": 2, "layers": [...]}``; each
+layer entry is ``{"name", "option", "dtype", "shape", "weight", "scales", "bias"}`` (plus
+``"zero_points"`` for an asymmetric layer, ``"storage"`` for a sparse one) where ``dtype`` is the
+stored weight type (int8 ... int2, uint8 ... uint2, float16, float32), ``shape`` is the
+torch-layout weight shape (output channels on axis 0) and ``weight`` / ``scales`` /
+``zero_points`` / ``bias`` are blob lengths in bytes (``null`` when absent). Blobs are stored in
+entry order, each layer's in the order weight, scales, zero points, bias, so offsets follow from
+the lengths and no number in the header depends on where a layer sits: each entry's size is a
+function of the layer alone (:func:`entry_bytes`), which is how the planner predicts the whole
+file to the byte. Everything else follows from the option: the weight values (integer codes
+bit-packed LSB first, C order -- int4 two per byte, low nibble first; float16; float32), the
+per-channel float32 scales (integer forms), the per-channel zero points (asymmetric forms, packed
+at the code width) and the bias (float16 for ``fp16``, float32 otherwise; one per output channel).
 
-So ``file size == 12 + header_len + sum(stored_weight_bytes + stored_bias_bytes)``.
+So ``file size == image_overhead_bytes(n_layers) + sum(entry_bytes + blob bytes)``.
 
 A weight-shared layer (``FlashLayer.share``, a ``share.WeightSharingConfig``; option fp32 or
 fp16, which sets the bias dtype) stores its codebook, positions and indices in the ``weight``
@@ -46,7 +50,10 @@ SPARSE_FORMATS = ("bitmask", "csr", "dense")  # a sparse layer is stored in the 
 MAGIC = b"EDGEFIT1"
 PREAMBLE_BYTES = len(MAGIC) + 4
 FORMAT_NAME = "edgefit-flash"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_BLOB_KEYS = ("weight", "scales", "zero_points", "bias")
+_HEAD = f'{{"format":"{FORMAT_NAME}","version":{FORMAT_VERSION},"layers":['
+_TAIL = "]}"
 
 _NP_DTYPE = {"float32": "<f4", "float16": "<f2", "int8": "i1"}
 
@@ -70,9 +77,10 @@ class StoredLayer:
     """One layer as read back from a flash image (from the file alone).
 
     ``weight`` / ``bias`` are the dequantised float32 values the device computes with.
-    ``q`` holds the stored integer codes (int8 array, int4 values unpacked) for int4/int8, else
-    ``None``. ``distinct_values`` counts distinct *stored* values (codes for int4/int8, floats
-    otherwise). ``weight_bytes`` includes the scales.
+    ``q`` holds the stored integer codes (int8 for symmetric forms, uint8 for asymmetric,
+    unpacked) for integer forms, else ``None``. ``distinct_values`` counts distinct *stored*
+    values (codes for integer forms, floats otherwise). ``weight_bytes`` includes the scales
+    and zero points.
     """
 
     name: str
@@ -90,6 +98,7 @@ class StoredLayer:
     storage: str = "dense"  # dense, or the sparse format the values are stored in
     zero_fraction: float = 0.0  # of the stored values (read back from the file)
     codebook: np.ndarray | None = None  # a shared layer's stored centroids (float32)
+    header_bytes: int = 0  # its header entry and separator (what entry_bytes predicts)
 
 
 def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
@@ -109,19 +118,26 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
     blobs: list[tuple[str, bytes]] = []
     storage = None
     share_meta = None
-    values, scales = _stored_values(w, option, layer.name) if layer.share is None else (w, None)
+    fmt = qm.int_format(option)
+    values, scales, zps = (_stored_values(w, option, layer.name) if layer.share is None
+                           else (w, None, None))
     if layer.share is not None:
         share_meta, data = _shared_weight(layer, w)
     elif layer.sparse:
+        if zps is not None:
+            raise PlanError(f"layer {layer.name!r}: sparse storage takes symmetric codes (a "
+                            f"pruned zero is code 0), not {option}")
         storage, data = sparse_format.encode(values, qm.BITS[option], formats=SPARSE_FORMATS,
                                              mask=w != 0)
-    elif option == "int4":
-        data = qm.pack_int4(values)
+    elif fmt is not None:
+        data = qm.pack_bits(values, fmt[0], signed=fmt[1])
     else:
         data = values.tobytes()
     blobs.append(("weight", data))
     if scales is not None:
         blobs.append(("scales", scales.astype("<f4").tobytes()))
+    if zps is not None:
+        blobs.append(("zero_points", qm.pack_bits(zps, qm.BITS[option], signed=False)))
     if layer.bias is not None:
         b = qm.as_float32(layer.bias, f"layer {layer.name!r} bias")
         if b.ndim != 1 or b.shape[0] != out_ch:
@@ -157,15 +173,15 @@ def _shared_weight(layer: FlashLayer, w: np.ndarray) -> tuple[dict, bytes]:
 
 
 def _stored_values(w: np.ndarray, option: str, name: str
-                   ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The weight as stored: integer codes + per-channel scales, or fp16/fp32 values."""
-    if option in ("int4", "int8"):
-        q, scales = qm.quantize_per_channel(w, qm.BITS[option], axis=0)
-        return q.astype("i1"), scales
+                   ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The weight as stored: integer codes + per-channel scales (+ zero points), or floats."""
+    if qm.int_format(option) is not None:
+        codes = qm.quantize_option(w, option, axis=0)
+        return codes.q, codes.scales, codes.zero_points
     if option == "fp16":
         qm.check_fp16_range(w, f"layer {name!r} weights")
-        return w.astype("<f2"), None
-    return w.astype("<f4"), None
+        return w.astype("<f2"), None, None
+    return w.astype("<f4"), None, None
 
 
 def layer_weight_bytes(weight: np.ndarray, option: str, sparse: bool, share: Any = None) -> int:
@@ -179,7 +195,7 @@ def layer_weight_bytes(weight: np.ndarray, option: str, sparse: bool, share: Any
         return shared_weight_bytes(w, share)
     if not sparse:
         return qm.stored_weight_bytes(option, w.size, out_ch)
-    _, scales = _stored_values(w, option, "layer")
+    scales = qm.int_format(option)
     nnz = int(np.count_nonzero(w))  # the pruning mask: what the image stores
     rows = out_ch
     _, size = sparse_format.sparse_bytes(w.size, nnz, rows, qm.BITS[option], SPARSE_FORMATS)
@@ -195,27 +211,63 @@ def write_flash_image(path: str | os.PathLike, layers: list[FlashLayer]) -> None
         raise PlanError(f"duplicate layer names in flash image: {', '.join(dupes)}")
     entries = []
     payload: list[bytes] = []
-    offset = 0
     for layer in layers:
         entry, blobs = _layer_blobs(layer)
-        for key in ("weight", "scales", "bias"):
-            entry[key] = None
-        for key, data in blobs:
-            entry[key] = [offset, len(data)]
-            payload.append(data)
-            offset += len(data)
-        entries.append(entry)
-    header = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "payload_bytes": offset,
-        "layers": entries,
-    }
-    hbytes = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        entry.update(_lengths(blobs))
+        entries.append(_dump(entry))
+        payload += [data for _, data in blobs]
+    hbytes = (_HEAD + ",".join(entries) + _TAIL).encode("utf-8")
     if len(hbytes) >= 2**32:
         raise PlanError(f"flash image header too large ({len(hbytes)} bytes)")
     atomic_write_bytes(path, b"".join([MAGIC, struct.pack("<I", len(hbytes)), hbytes, *payload]),
                        fsync=True)
+
+
+def _lengths(blobs: list[tuple[str, bytes]]) -> dict[str, int | None]:
+    have = dict(blobs)
+    out: dict[str, int | None] = {k: len(have[k]) if k in have else None
+                                  for k in ("weight", "scales", "bias")}
+    if "zero_points" in have:
+        out["zero_points"] = len(have["zero_points"])
+    return out
+
+
+def _dump(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
+
+
+def entry_bytes(name: str, option: str, shape: tuple[int, ...] | list[int],
+                blob_bytes: dict[str, int], storage: str | None = None,
+                share_meta: dict[str, Any] | None = None) -> int:
+    """Header bytes one layer's entry takes, its separating comma included.
+
+    ``blob_bytes``: the layer's blob lengths (``weight``, and ``scales`` / ``zero_points`` /
+    ``bias`` when present). The writer builds the same entry, so this is exact.
+    """
+    entry: dict[str, Any] = {"name": name, "option": option,
+                             "dtype": qm.weight_dtype(option), "shape": [int(d) for d in shape]}
+    if storage is not None:
+        entry["storage"] = storage
+    if share_meta is not None:
+        entry["dtype"] = f"uint{share_meta['bits']}"
+        entry["share"] = share_meta
+    entry.update({k: blob_bytes.get(k) for k in ("weight", "scales", "bias")})
+    if "zero_points" in blob_bytes:
+        entry["zero_points"] = blob_bytes["zero_points"]
+    return len(_dump(entry).encode("utf-8")) + 1
+
+
+def image_overhead_bytes() -> int:
+    """Bytes of an image beyond its layers' entries and blobs: magic, header length, the
+    header's fixed framing, less the one comma the last entry does not have."""
+    return PREAMBLE_BYTES + len(_HEAD) + len(_TAIL) - 1
+
+
+def layer_file_bytes(layer: FlashLayer) -> int:
+    """Exactly what ``layer`` adds to an image: its header entry and its blobs."""
+    entry, blobs = _layer_blobs(layer)
+    entry.update(_lengths(blobs))
+    return len(_dump(entry).encode("utf-8")) + 1 + sum(len(d) for _, d in blobs)
 
 
 def _read_raw(path: Path) -> tuple[dict, memoryview, int]:
@@ -242,7 +294,6 @@ def _read_raw(path: Path) -> tuple[dict, memoryview, int]:
         not isinstance(header, dict)
         or header.get("format") != FORMAT_NAME
         or not isinstance(header.get("layers"), list)
-        or not isinstance(header.get("payload_bytes"), int)
     ):
         raise PlanError(f"flash image {path} has a malformed header")
     if header.get("version") != FORMAT_VERSION:
@@ -251,7 +302,17 @@ def _read_raw(path: Path) -> tuple[dict, memoryview, int]:
             f"this edgefit reads version {FORMAT_VERSION}"
         )
     payload = memoryview(data)[PREAMBLE_BYTES + hlen :]
-    want = header["payload_bytes"]
+    want = 0
+    for entry in header["layers"]:
+        if not isinstance(entry, dict):
+            raise PlanError(f"flash image {path} has a malformed layer entry")
+        for key in _BLOB_KEYS:
+            n = entry.get(key)
+            if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+                raise PlanError(f"flash image {path}: layer {entry.get('name')!r} has a "
+                                f"malformed {key} length {n!r}")
+            entry[f"_{key}_at"] = want
+            want += n or 0
     if len(payload) < want:
         raise PlanError(f"flash image {path} is truncated (payload {len(payload)} of {want} bytes)")
     if len(payload) > want:
@@ -260,15 +321,10 @@ def _read_raw(path: Path) -> tuple[dict, memoryview, int]:
 
 
 def _blob(path: Path, payload: memoryview, entry: dict, key: str, name: str) -> bytes | None:
-    rec = entry.get(key)
-    if rec is None:
+    nbytes = entry.get(key)
+    if nbytes is None:
         return None
-    try:
-        off, nbytes = (int(v) for v in rec)
-    except (TypeError, ValueError):
-        raise PlanError(
-            f"flash image {path}: layer {name!r} has a malformed {key} record"
-        ) from None
+    off = int(entry[f"_{key}_at"])
     if off < 0 or nbytes < 0 or off + nbytes > len(payload):
         raise PlanError(
             f"flash image {path} is truncated or corrupt: layer {name!r} {key} "
@@ -308,6 +364,7 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
     if wdata is None:
         raise PlanError(f"flash image {path}: layer {name!r} has no weight blob")
     sdata = _blob(path, payload, entry, "scales", name)
+    zdata = _blob(path, payload, entry, "zero_points", name)
     bdata = _blob(path, payload, entry, "bias", name)
 
     def expect(what: str, got: int, want: int) -> None:
@@ -323,23 +380,30 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
     if "share" in entry:
         weight, codebook, storage = _decode_shared(path, name, entry, wdata, sdata, shape)
         distinct = qm.distinct_values(weight)
-    elif option in ("int4", "int8"):
+    elif (fmt := qm.int_format(option)) is not None:
+        bits, symmetric = fmt
         if sdata is None:
             raise PlanError(f"flash image {path}: layer {name!r} ({option}) has no scales")
         expect("scales", len(sdata), qm.SCALE_BYTES * out_ch)
         scales = np.frombuffer(sdata, dtype="<f4").astype(np.float32)
+        if symmetric != (zdata is None):
+            raise PlanError(f"flash image {path}: layer {name!r} ({option}) "
+                            + ("has no zero points" if zdata is None else
+                               "must not have zero points"))
         if storage is not None:
-            q = _decode_sparse(path, name, storage, wdata, shape, qm.BITS[option]).astype(np.int8)
-        elif option == "int4":
-            expect("weight", len(wdata), qm.int4_packed_bytes(numel))
-            q = qm.unpack_int4(wdata, numel).reshape(shape)
+            q = _decode_sparse(path, name, storage, wdata, shape, bits).astype(np.int8)
         else:
-            expect("weight", len(wdata), numel)
-            q = np.frombuffer(wdata, dtype="i1").astype(np.int8).reshape(shape)
-        weight = qm.dequantize_per_channel(q, scales, axis=0)
+            expect("weight", len(wdata), qm.packed_bytes(numel, bits))
+            q = qm.unpack_bits(wdata, numel, bits, signed=symmetric).reshape(shape)
+        if zdata is None:
+            weight = qm.dequantize_per_channel(q, scales, axis=0)
+        else:
+            expect("zero points", len(zdata), qm.packed_bytes(out_ch, bits))
+            zps = qm.unpack_bits(zdata, out_ch, bits, signed=False)
+            weight = qm.dequantize_asymmetric(q, scales, zps, axis=0)
         distinct = qm.distinct_values(q)
     else:
-        if sdata is not None:
+        if sdata is not None or zdata is not None:
             raise PlanError(f"flash image {path}: layer {name!r} ({option}) must not have scales")
         dt = "float16" if option == "fp16" else "float32"
         if storage is not None:
@@ -354,7 +418,7 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
         bdt = qm.bias_dtype(option)
         expect("bias", len(bdata), np.dtype(_NP_DTYPE[bdt]).itemsize * out_ch)
         bias = np.frombuffer(bdata, dtype=_NP_DTYPE[bdt]).astype(np.float32)
-    weight_bytes = len(wdata) + (len(sdata) if sdata is not None else 0)
+    weight_bytes = len(wdata) + sum(len(d) for d in (sdata, zdata) if d is not None)
     bias_bytes = len(bdata) if bdata is not None else 0
     if storage is None:
         expect("weight+scales", weight_bytes, qm.stored_weight_bytes(option, numel, out_ch))
@@ -372,7 +436,9 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
         q=q,
         distinct_values=distinct,
         storage=storage or "dense",
-        zero_fraction=float(np.mean((q if q is not None else weight) == 0)),
+        zero_fraction=float(np.mean((q if q is not None and zdata is None else weight) == 0)),
+        header_bytes=len(_dump({k: v for k, v in entry.items() if not k.startswith("_")}
+                               ).encode("utf-8")) + 1,
         codebook=codebook,
     )
 
@@ -426,7 +492,10 @@ __all__ = [
     "MAGIC",
     "FlashLayer",
     "StoredLayer",
+    "entry_bytes",
     "header_bytes",
+    "image_overhead_bytes",
+    "layer_file_bytes",
     "payload_bytes",
     "read_flash_image",
     "write_flash_image",

@@ -23,9 +23,11 @@ Per-layer options (numbers from :mod:`executors.quant_math`, so they match the f
   zero point) feeding the node; activations and bias stay float32. Needs opset >= 21, so a model
   with any int4 layer is converted with ``onnx.version_converter`` (or, if that fails and no op
   in the graph changes meaning in opset 21, its opset number is bumped). onnxruntime CPU runs
-  it: Conv/Gemm as DequantizeLinear + (Fused)Conv/Gemm; a MatMul is fused into ``MatMulNBits``,
-  which quantises activations to int8 unless the session sets ``ORT_SESSION_CONFIG`` (use
-  :func:`ort_session_options`).
+  Conv as DequantizeLinear + Conv; a weight-only Gemm layer is written as MatMul (+ Add) with
+  its codes in the MatMul layout (in, out) (and a Relu right after it as ``Max(x, 0)``), so
+  that, like a MatMul layer, onnxruntime fuses it into ``MatMulNBits`` (see
+  :func:`_matmulnbits_form`), which quantises activations to int8 unless the session sets
+  ``ORT_SESSION_CONFIG`` (use :func:`ort_session_options`).
 
 fp16 and int4 rewrites are applied before int8 calibration, so the int8 activation ranges are
 those of the mixed model. Node metadata (torch name scopes) dropped by the converter/quantiser
@@ -44,6 +46,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -56,7 +59,15 @@ from executors import quant_math as qm
 LAYERS_KEY = "edgefit.layers"
 OPTIONS_KEY = "edgefit.options"
 WEIGHTED_OPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
+GRAPH_FORM_VERSION = 2
+"""Bumped when a per-layer graph form changes (its measured latency then changes):
+2: weight-only Linear layers as MatMul (onnxruntime's MatMulNBits), 6/3/2-bit forms."""
 INT4_MIN_OPSET = 21
+INT2_MIN_OPSET = 25  # ONNX INT2 / UINT2 (onnxruntime 1.32 runs DequantizeLinear on them)
+WEIGHT_ONLY_OPTIONS: tuple[str, ...] = tuple(o for o in qm.INT_FORMATS if o != "int8")
+"""Integer weight forms written as DequantizeLinear + float op (int8 is static w8a8 QDQ)."""
+ONNX_OPTIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int8a16", *WEIGHT_ONLY_OPTIONS)
+"""The per-layer forms :func:`quantize_onnx` writes."""
 CALIBRATION_BATCH = 16
 
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
@@ -79,6 +90,9 @@ _DTYPE_NAMES: dict[int, str] = {
     TensorProto.UINT8: "uint8",
     TensorProto.INT4: "int4",
     TensorProto.UINT4: "uint4",
+    TensorProto.INT2: "int2",
+    TensorProto.UINT2: "uint2",
+    TensorProto.INT16: "int16",
     TensorProto.INT32: "int32",
     TensorProto.INT64: "int64",
     TensorProto.DOUBLE: "float64",
@@ -86,7 +100,7 @@ _DTYPE_NAMES: dict[int, str] = {
 }
 _DTYPE_BITS = {
     "float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "uint8": 8, "int4": 4, "uint4": 4,
-    "int32": 32, "int64": 64, "float64": 64,
+    "int2": 2, "uint2": 2, "int16": 16, "int32": 32, "int64": 64, "float64": 64,
 }  # fmt: skip
 
 
@@ -118,7 +132,8 @@ def _module_of(node: onnx.NodeProto) -> str | None:
 
 
 def name_nodes_by_module(model: onnx.ModelProto) -> dict[str, str]:
-    """Name each weighted Conv/Gemm/MatMul node after its torch module; returns {layer: op_type}.
+    """Name each weighted Conv/Gemm/MatMul node, and each Gather of a 2-D float32 table (an
+    nn.Embedding), after its torch module; returns {layer: op_type}.
 
     A node counts as a layer when its second input (the weight) is an initializer, so
     activation-by-activation MatMuls (attention) are skipped. The module comes from the dynamo
@@ -327,21 +342,45 @@ def _to_fp16(g: _Graph, layer: str, where: str) -> None:
         _cast_fp16(g, bias[0], bias[1], layer, "bias")
 
 
-def _to_int4(g: _Graph, layer: str, where: str) -> None:
+_PACKED_TYPES = {"int4": TensorProto.INT4, "uint4": TensorProto.UINT4,
+                 "int2": TensorProto.INT2, "uint2": TensorProto.UINT2}
+
+
+_PACKED_BITS: dict[int, int] = {TensorProto.INT4: 4, TensorProto.UINT4: 4, TensorProto.INT2: 2,
+                TensorProto.UINT2: 2}
+
+
+def _codes_tensor(name: str, codes: np.ndarray, option: str) -> onnx.TensorProto:
+    """Integer codes as an initializer: a packed ONNX INT4/UINT4/INT2/UINT2 tensor where ONNX
+    has the type, else an int8/uint8 container (6- and 3-bit codes)."""
+    bits, symmetric = qm.INT_FORMATS[option]
+    packed = _PACKED_TYPES.get(option)
+    if packed is not None:
+        return helper.make_tensor(name, packed, list(codes.shape),
+                                  qm.pack_bits(codes, bits, signed=symmetric), raw=True)
+    return numpy_helper.from_array(codes.astype(np.int8 if symmetric else np.uint8), name)
+
+
+def _to_weight_only(g: _Graph, layer: str, option: str, where: str) -> None:
+    """Integer weight codes + per-channel scales (+ zero points) + DequantizeLinear feeding the
+    layer's node; activations and bias stay float32."""
     node = _layer_node(g, layer, where)
     w = _float_weight(g, node, where)
     axis = _weight_axis(node, w)
-    q, scales = qm.quantize_per_channel(w, 4, axis=axis)
+    codes = qm.quantize_option(w, option, axis=axis)
     name = node.input[1]
-    q_name = _unique(f"{name}_int4", g.names)
+    q_name = _unique(f"{name}_{option}", g.names)
     s_name = _unique(f"{name}_scale", g.names)
     out_name = _unique(f"{name}_DequantizeLinear_Output", g.names)
-    g.graph.initializer.append(
-        helper.make_tensor(q_name, TensorProto.INT4, list(w.shape), qm.pack_int4(q), raw=True)
-    )
-    g.graph.initializer.append(numpy_helper.from_array(scales, s_name))
+    g.graph.initializer.append(_codes_tensor(q_name, codes.q, option))
+    g.graph.initializer.append(numpy_helper.from_array(codes.scales, s_name))
+    inputs = [q_name, s_name]
+    if codes.zero_points is not None:
+        z_name = _unique(f"{name}_zero_point", g.names)
+        g.graph.initializer.append(_codes_tensor(z_name, codes.zero_points, option))
+        inputs.append(z_name)
     dq = helper.make_node(
-        "DequantizeLinear", [q_name, s_name], [out_name],
+        "DequantizeLinear", inputs, [out_name],
         name=_unique(f"{layer}/weight_DequantizeLinear", g.names), axis=axis,
     )  # fmt: skip
     g.graph.node.insert(g.index_of(node), dq)
@@ -438,8 +477,12 @@ def _calibration_batches(
 
 
 def _quantize_int8(
-    model: onnx.ModelProto, layers: list[str], calibration: np.ndarray, where: str
+    model: onnx.ModelProto, layers: list[str], calibration: np.ndarray, where: str,
+    activations: str = "int8", quantized: Iterable[str] = (),
 ) -> onnx.ModelProto:
+    """Static QDQ for ``layers``: int8 weights, ``activations`` int8 or int16 (w8a16; Q/DQ from
+    the com.microsoft domain below opset 21). ``quantized``: layers an earlier pass made static
+    already (their inputs stay quantised)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -486,15 +529,20 @@ def _quantize_int8(
                 nodes_to_quantize=list(layers),
                 per_channel=True,
                 reduce_range=False,
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QInt16 if activations == "int16" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                               "UseQDQContribOps": activations == "int16"
+                               and _default_opset(model) < 21},
             )
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise PlanError(f"onnxruntime int8 quantisation of {where} failed: {first}") from None
         result = onnx.load(out)
+    static = set(layers) | set(quantized)
+    others = [layer for layer in planned_layers(model, where) if layer not in static]
+    _float_activations(result, others)
     g = _Graph(result.graph)
     for layer in layers:
         node = _layer_node(g, layer, where)
@@ -505,6 +553,149 @@ def _quantize_int8(
     return result
 
 
+def _float_activations(model: onnx.ModelProto, layers: list[str]) -> None:
+    """Give the non-int8 ``layers`` back the float activation quantize_static took from them.
+
+    quantize_static replaces a quantised tensor by its QuantizeLinear -> DequantizeLinear output
+    for *every* consumer, so a weight-only (int4) or float layer sharing its input with an int8
+    layer (MiniLM's q/k/v all read one LayerNorm output) got int8-rounded activations. Besides
+    being wrong for a weight-only layer, onnxruntime 1.32 cannot load that form when the input
+    is 3-D with static shape: MatMulAddFusion puts a Reshape after the int8 DequantizeLinear,
+    QDQPropagationTransformer adds a QuantizeLinear behind it, and that node fails type
+    inference ("output_dtype INT8 does not match y_zero_point type UINT8"). Such layers now
+    read the QuantizeLinear's float input; pairs left without consumers are removed.
+    """
+    g = _Graph(model.graph)
+    pairs: list[tuple[onnx.NodeProto, onnx.NodeProto]] = []
+    for layer in layers:
+        node = g.by_name.get(layer)
+        if node is None:
+            continue
+        dq = g.producer.get(node.input[0])
+        q = g.producer.get(dq.input[0]) if dq is not None else None
+        if dq is None or q is None or dq.op_type != "DequantizeLinear":
+            continue
+        if q.op_type == "QuantizeLinear" and q.input[0] not in g.inits:
+            node.input[0] = q.input[0]
+            pairs.append((q, dq))
+    for q, dq in pairs:
+        _drop_if_dead(model, dq)
+        _drop_if_dead(model, q)
+
+
+def _drop_if_dead(model: onnx.ModelProto, node: onnx.NodeProto) -> None:
+    """Remove ``node`` when nothing reads its output, with initializers only it used."""
+    g = _Graph(model.graph)
+    out = node.output[0]
+    if node not in model.graph.node or out in g.consumers or out in g.outputs:
+        return
+    model.graph.node.remove(node)
+    g = _Graph(model.graph)
+    for name in node.input:
+        g.drop_if_unused(name)
+
+
+# --------------------------------------------------------------------------------------------
+# weight-only Gemm -> MatMul + Add (onnxruntime's MatMulNBits)
+
+_FLOAT_OR_W8A8 = frozenset({"fp32", "fp16", "int8"})
+_RELU_ZERO = "edgefit_relu_zero"
+
+
+def _matmulnbits_form(
+    model: onnx.ModelProto, full: dict[str, str], where: str
+) -> onnx.ModelProto:
+    """Write weight-only Linear layers in the form onnxruntime 1.32 runs as ``MatMulNBits``.
+
+    Its DequantizeLinear -> MatMul/Gemm fusion needs the weight as (K, N) with per-axis scales on
+    axis 1 (blocks of 32 along K are made from them) and a MatMul or a Gemm without transB, so
+    a Gemm(transB=1) layer -- torch's export of a Linear on a 2-D input -- becomes MatMul + Add
+    (:func:`_gemm_to_matmul`). The fusion also skips a layer whose only consumer is a Relu not
+    followed by QuantizeLinear (its QDQ selector takes the Relu for a clip it could drop), so
+    such a Relu becomes the identical ``Max(x, 0)`` (:func:`_relu_to_max`). Same stored codes,
+    scales and bytes; outputs equal DequantizeLinear + Gemm up to float summation order.
+    """
+    for layer, option in full.items():
+        if option in _FLOAT_OR_W8A8:
+            continue
+        g = _Graph(model.graph)
+        node = _layer_node(g, layer, where)
+        if node.op_type == "Gemm" and _gemm_to_matmul(g, node):
+            g = _Graph(model.graph)
+            node = _layer_node(g, layer, where)
+        if node.op_type == "MatMul" and _per_axis_dq(g, node.input[1]) is not None:
+            _relu_to_max(g, node)
+    return model
+
+
+def _per_axis_dq(g: _Graph, name: str) -> tuple[onnx.NodeProto, onnx.TensorProto] | None:
+    """(DequantizeLinear, its 2-D initializer) when ``name`` is a per-axis/per-tensor DQ output
+    read by one node only, from codes read by that DQ only."""
+    dq = g.producer.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear" or len(g.consumers.get(name, [])) != 1:
+        return None
+    init = g.inits.get(dq.input[0])
+    if init is None or len(init.dims) != 2 or len(g.consumers.get(dq.input[0], [])) != 1:
+        return None
+    if any(a.name == "block_size" and a.i for a in dq.attribute):
+        return None
+    return dq, init
+
+
+def _gemm_to_matmul(g: _Graph, node: onnx.NodeProto) -> bool:
+    """Rewrite a plain weight-only Gemm (alpha = beta = 1, no transA) as MatMul (+ Add for the
+    bias): codes transposed to the MatMul layout (K, N), as MatMul layers already store them;
+    scales and zero points unchanged. The MatMul keeps the layer's name. False if not plain."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    found = _per_axis_dq(g, node.input[1])
+    plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
+    if found is None or not plain or attrs.get("transA", 0):
+        return False
+    if attrs.get("transB", 0):
+        _transpose_codes(*found)
+    index = g.index_of(node)
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    out = node.output[0]
+    mm_out = _unique(f"{out}_MatMul", g.names) if has_bias else out
+    matmul = helper.make_node("MatMul", list(node.input[:2]), [mm_out], name=node.name)
+    matmul.metadata_props.extend(node.metadata_props)
+    new = [matmul]
+    if has_bias:
+        add_name = _unique(f"{node.name}/bias_Add", g.names)
+        new.append(helper.make_node("Add", [mm_out, node.input[2]], [out], name=add_name))
+    g.graph.node.remove(node)
+    for k, n in enumerate(new):
+        g.graph.node.insert(index + k, n)
+    return True
+
+
+def _transpose_codes(dq: onnx.NodeProto, init: onnx.TensorProto) -> None:
+    """(N, K) codes -> (K, N) in place; the per-axis dimension moves with them."""
+    codes = numpy_helper.to_array(init)  # INT4 comes back as ml_dtypes.int4, packed again below
+    init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(codes.T), init.name))
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)  # ONNX's default axis is 1
+    kept = [a for a in dq.attribute if a.name != "axis"]
+    dq.ClearField("attribute")
+    dq.attribute.extend([*kept, helper.make_attribute("axis", 1 - axis)])
+
+
+def _relu_to_max(g: _Graph, node: onnx.NodeProto) -> None:
+    """Relu reading the layer's output (through its bias Add) alone -> Max(x, 0), the same
+    values, which onnxruntime's MatMulNBits fusion does not mistake for a removable clip."""
+    out = node.output[0]
+    users = g.consumers.get(out, [])
+    if len(users) == 1 and users[0].op_type == "Add" and out not in g.outputs:
+        out = users[0].output[0]
+        users = g.consumers.get(out, [])
+    if len(users) != 1 or users[0].op_type != "Relu" or out in g.outputs:
+        return
+    if _RELU_ZERO not in g.inits:
+        g.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), _RELU_ZERO))
+    relu = users[0]
+    relu.op_type = "Max"
+    relu.input.append(_RELU_ZERO)
+
+
 def _check_storage(model: onnx.ModelProto, full: dict[str, str], where: str) -> None:
     """Every layer's weight is stored as its option says (guards against ORT rewriting ours)."""
     g = _Graph(model.graph)
@@ -512,11 +703,22 @@ def _check_storage(model: onnx.ModelProto, full: dict[str, str], where: str) -> 
         node = _layer_node(g, layer, where)
         init, _ = _trace(g, node.input[1])
         got = _dtype_name(init) if init is not None else "not an initializer"
-        if got != qm.weight_dtype(option):
+        if got != onnx_weight_dtype(option):
             raise PlanError(
-                f"layer {layer!r} of {where} should store {qm.weight_dtype(option)} weights "
+                f"layer {layer!r} of {where} should store {onnx_weight_dtype(option)} weights "
                 f"for {option}, but the rewritten model stores {got}"
             )
+
+
+def onnx_weight_dtype(option: str) -> str:
+    """The initializer type a layer's weight has in the ONNX: packed int4/int2 (and unsigned),
+    an int8/uint8 container for 6- and 3-bit codes, float otherwise."""
+    if option == "int8a16":
+        return "int8"
+    if option in _PACKED_TYPES or option in ("fp32", "fp16"):
+        return qm.weight_dtype(option)
+    fmt = qm.INT_FORMATS[option]
+    return "int8" if fmt[1] else "uint8"
 
 
 # --------------------------------------------------------------------------------------------
@@ -546,9 +748,9 @@ def validate_options(options: dict[str, str], layers: Iterable[str]) -> dict[str
             raise PlanError(
                 f"unknown layer {layer!r}; the model's layers are: {', '.join(layers) or '(none)'}"
             )
-        if option not in qm.OPTIONS:
+        if option not in ONNX_OPTIONS:
             raise PlanError(
-                f"unknown option {option!r} for layer {layer!r}; allowed: {', '.join(qm.OPTIONS)}"
+                f"unknown option {option!r} for layer {layer!r}; allowed: {', '.join(ONNX_OPTIONS)}"
             )
     return {layer: options.get(layer, "fp32") for layer in layers}
 
@@ -564,6 +766,8 @@ def quantize_onnx(
     The output is written atomically (temp file + ``os.replace``).
     """
     fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if _quantize_with_tables(fp32_path, out_path, options, calibration):  # embedding tables
+        return
     where = str(fp32_path)
     model = _load(fp32_path)
     layers = planned_layers(model, where)
@@ -578,18 +782,24 @@ def quantize_onnx(
     # stack traces); keep them to put back on every node that keeps its name.
     node_meta = {n.name: list(n.metadata_props) for n in model.graph.node if n.name}
     chosen = set(full.values())
-    if "int4" in chosen:
+    if chosen & {"int2", "uint2"}:
+        model = _ensure_opset(model, INT2_MIN_OPSET)
+    elif chosen & set(_PACKED_TYPES):
         model = _ensure_opset(model, INT4_MIN_OPSET)
     # fp16 / int4 first, so int8 calibration sees the activations the mixed model produces.
     g = _Graph(model.graph)
     for layer in layers:
         if full[layer] == "fp16":
             _to_fp16(g, layer, where)
-        elif full[layer] == "int4":
-            _to_int4(g, layer, where)
+        elif full[layer] in WEIGHT_ONLY_OPTIONS:
+            _to_weight_only(g, layer, full[layer], where)
     int8_layers = [layer for layer in layers if full[layer] == "int8"]
     if int8_layers:
         model = _quantize_int8(model, int8_layers, calibration, where)
+    a16_layers = [layer for layer in layers if full[layer] == "int8a16"]
+    if a16_layers:
+        model = _quantize_int8(model, a16_layers, calibration, where, "int16", int8_layers)
+    model = _matmulnbits_form(model, full, where)
     _check_storage(model, full, where)
     for node in model.graph.node:
         if node.name in node_meta and not node.metadata_props:
@@ -610,8 +820,8 @@ ORT_SESSION_CONFIG: dict[str, str] = {"session.qdq_matmulnbits_accuracy_level": 
 At ``ORT_ENABLE_EXTENDED`` and above, onnxruntime fuses DequantizeLinear(INT4) -> MatMul into
 ``MatMulNBits`` with ``accuracy_level`` 4 by default, which quantises the *activations* to int8
 inside the kernel (measured ~0.3 % output error on a test model). Level 0 keeps them float32
-(exactly the DQ + MatMul result). Gemm and Conv int4 layers are not affected (they run as
-DequantizeLinear + (Fused)Gemm / Conv).
+(the DQ + MatMul result up to float summation order). Weight-only Gemm layers are written as
+MatMul + Add so they fuse too; Conv layers are not affected (DequantizeLinear + Conv).
 """
 
 
@@ -675,14 +885,14 @@ def _stored_bytes(init: onnx.TensorProto) -> int:
     if init.HasField("raw_data") or init.raw_data:
         return len(init.raw_data)
     numel = int(np.prod(init.dims)) if init.dims else 1
-    if init.data_type in (TensorProto.INT4, TensorProto.UINT4):
-        return qm.int4_packed_bytes(numel)
+    if init.data_type in _PACKED_BITS:
+        return qm.packed_bytes(numel, _PACKED_BITS[init.data_type])
     return numel * np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
 
 
 def _init_values(init: onnx.TensorProto) -> np.ndarray:
     arr = numpy_helper.to_array(init)
-    if init.data_type in (TensorProto.INT4, TensorProto.UINT4):
+    if init.data_type in _PACKED_BITS:
         arr = arr.astype(np.int8)
     return arr
 
@@ -704,6 +914,26 @@ def _dtype_name(init: onnx.TensorProto) -> str:
     return _DTYPE_NAMES.get(code) or TensorProto.DataType.Name(code).lower()
 
 
+def _stored_option(dtype: str, values: np.ndarray, act_dtype: str,
+                   chain: list[onnx.NodeProto]) -> str:
+    """The layer's form, read from the file: its weight dtype, and for codes in an 8-bit
+    container of a weight-only layer the code width their range needs (every nonzero channel
+    of a symmetric b-bit layer reaches +-qmax, an asymmetric one spans 0..2**b - 1)."""
+    if dtype in ("float32", "float16"):
+        return "fp32" if dtype == "float32" else "fp16"
+    if dtype == "int8" and act_dtype == "int16":
+        return "int8a16"
+    dq = next((n for n in chain if n.op_type == "DequantizeLinear"), None)
+    if dtype in ("int8", "uint8") and act_dtype in ("float32", "float16") and dq is not None:
+        top = int(np.abs(values.astype(np.int16)).max()) if values.size else 0
+        for bits in sorted(qm.INT_BITS):
+            if dtype == "int8" and top <= qm.qmax_for_bits(bits):
+                return f"int{bits}" if bits < 8 else "int8"
+            if dtype == "uint8" and top <= 2**bits - 1:
+                return f"uint{bits}"
+    return dtype
+
+
 def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
     """Per planned layer (``edgefit.layers``): how its weights are stored in the file."""
     path = Path(path)
@@ -712,6 +942,9 @@ def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
     inputs = {i.name for i in model.graph.input}
     result: dict[str, LayerStorage] = {}
     for layer in planned_layers(model, str(path)):
+        if g.by_name.get(layer) is not None and g.by_name[layer].op_type == "Gather":
+            result[layer] = _table_storage(g, layer, inputs, str(path))  # embedding table
+            continue
         node = _layer_node(g, layer, str(path))
         init, chain = _trace(g, node.input[1])
         if init is None:
@@ -740,9 +973,7 @@ def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
             elif q_src is not None and q_src.op_type == "QuantizeLinear":
                 q_zp = g.inits.get(q_src.input[2]) if len(q_src.input) > 2 else None
                 act_dtype = _dtype_name(q_zp) if q_zp is not None else "uint8"
-        option = {"float32": "fp32", "float16": "fp16", "int8": "int8", "int4": "int4"}.get(
-            dtype, dtype
-        )
+        option = _stored_option(dtype, values, act_dtype, chain)
         result[layer] = LayerStorage(
             name=layer,
             op_type=node.op_type,
@@ -771,9 +1002,273 @@ def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
     return result
 
 
+# --------------------------------------------------------------------------------------------
+# embedding tables: Gather layers
+#
+# An nn.Embedding exports as Gather(table, ids), the table (rows, dim) a float32 initializer;
+# name_nodes_by_module names that Gather after the module. Its forms keep the table stored as
+# the option says and decode only the rows looked up, never the whole table (a
+# DequantizeLinear of the table before the Gather would decode all of it on every run):
+#
+# * fp16 -- float16 table; Gather, then Cast to float.
+# * 8-bit codes (int8, uint8) -- int8/uint8 table; Gather, Cast, (- gathered zero point),
+#   x gathered row scale. A gather has no activations to quantise, so the static forms int8
+#   and int8a16 store a table as these weight-only int8 codes (:func:`_table_form`).
+# * b < 8 bits -- each row's codes bit-packed LSB first into bytes (a uint8 table of
+#   (rows, ceil(dim / 8) * b) bytes: the flash image's layout when dim * b is a multiple of 8);
+#   Gather of the rows' bytes, each byte looked up in a 256 x 8 bit table, the bits of each
+#   code summed with their place values (two's complement for the signed forms: the top
+#   bit's place is -2**(b-1)) by one MatMul, then zero point and scale as above.
+#
+# Scales are float32 (rows, 1), zero points uint8 (rows, 1). The nodes are named
+# ``<layer>/<role>`` so inspect_onnx reads the form back from the file.
+
+_TABLE_ROLES = ("codes_matmul", "scale_gather", "zero_point_gather")
+_BITS_LUT = "edgefit_bits_lut"
+
+
+def _table_form(option: str) -> str:
+    """The storage form (quant_math option) a Gather layer takes for an ONNX option."""
+    return "int8" if option in ("int8", "int8a16") else option
+
+
+def _is_table_gather(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    """A Gather on axis 0 of a 2-D float32 initializer: an embedding table's lookup."""
+    if node.op_type != "Gather" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        return False
+    table = inits.get(node.input[0])
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    return (table is not None and table.data_type == TensorProto.FLOAT
+            and len(table.dims) == 2 and axis == 0)
+
+
+def table_layers(model: onnx.ModelProto, layers: Iterable[str]) -> list[str]:
+    """The planned layers of ``model`` that are Gather nodes (embedding tables)."""
+    ops = {n.name: n.op_type for n in model.graph.node}
+    return [layer for layer in layers if ops.get(layer) == "Gather"]
+
+
+class _TableWriter:
+    """Adds one Gather layer's decode nodes (named ``<layer>/<role>``, the layer's torch scope
+    metadata copied so profiling charges them to the layer) and initializers."""
+
+    def __init__(self, g: _Graph, node: onnx.NodeProto) -> None:
+        self.g, self.node, self.layer = g, node, node.name
+        self.index = g.index_of(node) + 1
+        self.meta = list(node.metadata_props)
+
+    def init(self, role: str, arr: np.ndarray | onnx.TensorProto) -> str:
+        name = _unique(f"{self.node.input[0]}_{role}", self.g.names)
+        tensor = (numpy_helper.from_array(arr, name) if isinstance(arr, np.ndarray) else arr)
+        tensor.name = name
+        self.g.graph.initializer.append(tensor)
+        return name
+
+    def add(self, op: str, inputs: list[str], role: str, out: str | None = None,
+            before: bool = False, **attrs: Any) -> str:
+        """Insert a node after the ones added so far (before: in front of the Gather)."""
+        out = out or _unique(f"{self.layer}/{role}_output", self.g.names)
+        node = helper.make_node(op, inputs, [out], name=_unique(f"{self.layer}/{role}",
+                                                                self.g.names), **attrs)
+        node.metadata_props.extend(self.meta)
+        self.g.graph.node.insert(self.g.index_of(self.node) if before else self.index, node)
+        self.index += 1
+        return out
+
+
+def _table_codes_tensor(name: str, codes: np.ndarray, bits: int, signed: bool
+                        ) -> tuple[onnx.TensorProto, int]:
+    """(uint8 initializer of each row's codes packed LSB first, codes per row incl. padding):
+    rows padded with zero codes to a multiple of 8 codes, so every row starts on a byte."""
+    rows, dim = codes.shape
+    padded = -(-dim // 8) * 8
+    full = np.zeros((rows, padded), dtype=codes.dtype)
+    full[:, :dim] = codes
+    packed = np.frombuffer(qm.pack_bits(full, bits, signed=signed), dtype=np.uint8)
+    return numpy_helper.from_array(packed.reshape(rows, padded * bits // 8), name), padded
+
+
+def _bits_lut(g: _Graph) -> str:
+    if _BITS_LUT not in g.inits:
+        lut = ((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float32)
+        g.inits[_BITS_LUT] = numpy_helper.from_array(lut, _BITS_LUT)
+        g.graph.initializer.append(g.inits[_BITS_LUT])
+        g.names.add(_BITS_LUT)
+    return _BITS_LUT
+
+
+def _to_table_form(g: _Graph, layer: str, form: str, where: str) -> None:
+    """Rewrite Gather layer ``layer`` so its table is stored as ``form`` (see above)."""
+    node = g.by_name.get(layer)
+    if node is None or not _is_table_gather(node, g.inits):
+        raise PlanError(f"{where}: layer {layer!r} is not a Gather of a float32 table")
+    if form == "fp32":
+        return
+    table_name, ids, out = node.input[0], node.input[1], node.output[0]
+    table = numpy_helper.to_array(g.inits[table_name])
+    w = _TableWriter(g, node)
+    if form == "fp16":
+        qm.check_fp16_range(table, f"layer {layer!r} table")
+        node.input[0] = w.init("fp16", table.astype(np.float16))
+        node.output[0] = _unique(f"{layer}/rows", g.names)
+        w.add("Cast", [node.output[0]], "rows_cast", out, to=TensorProto.FLOAT)
+        g.drop_if_unused(table_name)
+        return
+    codes = qm.quantize_option(table, form, axis=0)
+    bits, signed = qm.INT_FORMATS[form]
+    rows_out = _unique(f"{layer}/rows", g.names)
+    if bits == 8:
+        node.input[0] = w.init(form, codes.q)
+        node.output[0] = rows_out
+        values = w.add("Cast", [rows_out], "rows_cast", to=TensorProto.FLOAT)
+        gather_ids, restore = ids, None
+    else:
+        packed, padded = _table_codes_tensor("", codes.q, bits, signed)
+        gather_ids = w.add("Reshape", [ids, w.init("flat", np.array([-1], np.int64))],
+                           "ids_flat", before=True)
+        node.input[0], node.input[1] = w.init(form, packed), gather_ids
+        node.output[0] = rows_out
+        values = _unpack_rows(w, rows_out, bits, signed, padded, table.shape[1])
+        restore = table.shape[1]
+    if codes.zero_points is not None:
+        zp = w.add("Gather", [w.init("zero_point", codes.zero_points.reshape(-1, 1)),
+                              gather_ids], "zero_point_gather")
+        zp = w.add("Cast", [zp], "zero_point_cast", to=TensorProto.FLOAT)
+        values = w.add("Sub", [values, zp], "zero_point_sub")
+    scale = w.add("Gather", [w.init("scale", codes.scales.reshape(-1, 1)), gather_ids],
+                  "scale_gather")
+    if restore is None:
+        w.add("Mul", [values, scale], "dequant_mul", out)
+    else:
+        scaled = w.add("Mul", [values, scale], "dequant_mul")
+        shape = w.add("Shape", [ids], "ids_shape")
+        shape = w.add("Concat", [shape, w.init("dim", np.array([restore], np.int64))],
+                      "out_shape", axis=0)
+        w.add("Reshape", [scaled, shape], "out_reshape", out)
+    g.drop_if_unused(table_name)
+
+
+def _unpack_rows(w: _TableWriter, rows: str, bits: int, signed: bool, padded: int,
+                 dim: int) -> str:
+    """Float codes (N, dim) of the gathered packed rows (N, padded * bits / 8)."""
+    index = w.add("Cast", [rows], "rows_cast", to=TensorProto.INT64)
+    unpacked = w.add("Gather", [_bits_lut(w.g), index], "bits_gather")  # (N, bytes, 8)
+    grouped = w.add("Reshape", [unpacked, w.init("bits_shape",
+                                                 np.array([-1, padded, bits], np.int64))],
+                    "bits_reshape")
+    place = (2.0 ** np.arange(bits)).astype(np.float32)
+    if signed:
+        place[-1] = -place[-1]  # two's complement
+    values = w.add("MatMul", [grouped, w.init("place_values", place)], "codes_matmul")
+    if padded == dim:
+        return values
+    return w.add("Slice", [values, w.init("starts", np.array([0], np.int64)),
+                           w.init("ends", np.array([dim], np.int64)),
+                           w.init("axes", np.array([1], np.int64))], "codes_slice")
+
+
+def _table_storage(g: _Graph, layer: str, inputs: set[str], where: str) -> LayerStorage:
+    """How Gather layer ``layer`` stores its table, read from the file: the table's dtype and
+    shape, the code width from the place values of ``<layer>/codes_matmul`` (packed rows; a
+    negative top place: signed), the scales and zero points its nodes gather."""
+    node = g.by_name[layer]
+    init = g.inits.get(node.input[0])
+    if init is None:
+        raise PlanError(f"{where}: table of layer {layer!r} is not stored as an initializer")
+    role = {r: g.by_name.get(f"{layer}/{r}") for r in _TABLE_ROLES}
+    extra = [g.inits[n.input[0]] for r, n in role.items() if n is not None and r != _TABLE_ROLES[0]
+             and n.input[0] in g.inits]
+    dtype = _dtype_name(init)
+    values = _init_values(init)
+    shape = tuple(int(d) for d in init.dims)
+    option, bits = {"float32": ("fp32", 32), "float16": ("fp16", 16)}.get(dtype, (dtype, 8))
+    matmul, asymmetric = role["codes_matmul"], role["zero_point_gather"] is not None
+    if matmul is not None and matmul.input[1] in g.inits:
+        place = numpy_helper.to_array(g.inits[matmul.input[1]])
+        bits, signed = int(place.size), bool(place[-1] < 0)
+        option = f"{'' if signed else 'u'}int{bits}"
+        rows, nbytes = shape
+        codes = qm.unpack_bits(values.tobytes(), rows * nbytes * 8 // bits, bits, signed)
+        out = g.consumers.get(matmul.output[0], [None])[0]
+        dim = (int(numpy_helper.to_array(g.inits[out.input[2]])[0])
+               if out is not None and out.op_type == "Slice" else nbytes * 8 // bits)
+        values = codes.reshape(rows, -1)[:, :dim]
+        shape = (rows, dim)
+    if option in qm.INT_FORMATS and qm.INT_FORMATS[option][1] == asymmetric:
+        raise PlanError(f"{where}: layer {layer!r} stores {option} codes "
+                        + ("with" if asymmetric else "without") + " zero points")
+    decode = [n.op_type for n in g.graph.node if n.name.startswith(f"{layer}/")]
+    final = _table_output(g, node)
+    return LayerStorage(
+        name=layer, op_type="Gather", option=option, weight_dtype=qm.weight_dtype(option)
+        if option in qm.BITS else dtype, bits=bits, weight_shape=shape,
+        weight_numel=int(np.prod(shape)), weight_bytes=_stored_bytes(init),
+        scale_bytes=sum(_stored_bytes(t) for t in extra),
+        distinct_values=qm.distinct_values(values), bias_dtype=None, bias_bytes=0,
+        activation_dtype="float32", weight_ops=tuple(decode),
+        input_ops=tuple(g.producer[i].op_type if i in g.producer else
+                        "<graph input>" if i in inputs else "<initializer>"
+                        for i in node.input[1:2]),
+        output_ops=tuple(n.op_type for n in g.consumers.get(final, [])),
+    )
+
+
+def _table_output(g: _Graph, node: onnx.NodeProto) -> str:
+    """The tensor a Gather layer's decode chain ends in (the rows as float32)."""
+    out = node.output[0]
+    while True:
+        users = [n for n in g.consumers.get(out, []) if n.name.startswith(f"{node.name}/")]
+        if not users:
+            return out
+        out = users[-1].output[0]
+
+
+def _check_tables(model: onnx.ModelProto, forms: dict[str, str], where: str) -> None:
+    """Every Gather layer stores its table as its form says (read back from the model)."""
+    g = _Graph(model.graph)
+    inputs = {i.name for i in model.graph.input}
+    for layer, option in forms.items():
+        got = _table_storage(g, layer, inputs, where).option
+        if got != _table_form(option):
+            raise PlanError(f"layer {layer!r} of {where} should store a {_table_form(option)} "
+                            f"table for {option}, but the rewritten model stores {got}")
+
+
+def _quantize_with_tables(fp32_path: Path, out_path: Path, options: dict[str, str],
+                          calibration: np.ndarray) -> bool:
+    """quantize_onnx for a model whose planned layers include embedding tables: their forms
+    are written here, the other layers by quantize_onnx on a copy that lists only those; the
+    result lists every layer and option again. False (nothing written): no table layer."""
+    where = str(fp32_path)
+    model = _load(fp32_path)
+    layers = planned_layers(model, where)
+    tables = table_layers(model, layers)
+    if not tables:
+        return False
+    full = validate_options(dict(options), layers)
+    g = _Graph(model.graph)
+    for layer in tables:
+        _to_table_form(g, layer, _table_form(full[layer]), where)
+    rest = [layer for layer in layers if layer not in tables]
+    set_meta(model, LAYERS_KEY, json.dumps(rest))
+    with tempfile.TemporaryDirectory(prefix="edgefit-tables-") as tmp:
+        src, out = Path(tmp) / "tables.onnx", Path(tmp) / "quantized.onnx"
+        onnx.save(model, str(src))
+        quantize_onnx(src, out, {layer: full[layer] for layer in rest}, calibration)
+        result = onnx.load(str(out))
+    set_meta(result, LAYERS_KEY, json.dumps(layers))
+    set_meta(result, OPTIONS_KEY, json.dumps(full))
+    _check_tables(result, {layer: full[layer] for layer in tables}, where)
+    save_atomic(result, out_path)
+    return True
+
+
 __all__ = [
     "CALIBRATION_BATCH",
+    "INT2_MIN_OPSET",
     "INT4_MIN_OPSET",
+    "ONNX_OPTIONS",
+    "WEIGHT_ONLY_OPTIONS",
     "LAYERS_KEY",
     "OPTIONS_KEY",
     "ORT_SESSION_CONFIG",

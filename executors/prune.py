@@ -10,6 +10,10 @@ import it (and Torch-Pruning) lazily; the mask arithmetic, checks and cost delta
   physically in ``weight``; no mask, buffer or hook is left on the module. A weight that already
   held more zeros keeps them (then there are more than ``round(sparsity * n)`` zeros). The stored
   size of such a layer is :func:`executors.sparse_format.sparse_bytes` of the nonzeros.
+  Global magnitude pruning (:func:`global_sparsities`) ranks the weights of several layers
+  together against one threshold; it is recorded per layer as the sparsity that threshold gave
+  that layer (``scope="global"``), so each layer's zeros and stored size stay a function of the
+  layer alone and the plan can price them.
 * ``prune_nm`` (:class:`NMPruneConfig`, 2:4 by default) -- in every group of ``m`` consecutive
   weights along the *input* dimension (axis 1: Linear ``(out, in)``, Conv ``(out, in, kh, kw)``
   grouped over input channels at each ``(out, kh, kw)``, as NVIDIA's 2:4 sparsity does) keep the
@@ -53,7 +57,10 @@ class UnstructuredPruneConfig(BaseModel):
 
     technique: Literal["prune_unstructured"] = "prune_unstructured"
     sparsity: float = Field(ge=0.0, le=0.99, description="fraction of the layer's weights zeroed")
-    scope: Literal["layer"] = "layer"
+    scope: Literal["layer", "global"] = Field(
+        default="layer", description="layer: this layer's own smallest weights; global: the "
+        "sparsity one magnitude threshold over several layers gave this layer "
+        "(global_sparsities)")
 
 
 class NMPruneConfig(BaseModel):
@@ -101,6 +108,31 @@ def pruned_count(numel: int, sparsity: float) -> int:
     if n < 0:
         raise PlanError(f"negative weight count {n}")
     return min(n, round(float(sparsity) * n))
+
+
+def global_sparsities(weights: dict[str, np.ndarray], sparsity: float
+                      ) -> dict[str, UnstructuredPruneConfig]:
+    """Global magnitude pruning: the ``round(sparsity * total)`` smallest ``|w|`` over all
+    ``weights`` (ties: stable sort, layers in the given order), as each layer's config.
+
+    Layer i loses ``k_i`` of its ``n_i`` weights; its config says ``sparsity = k_i / n_i``, and
+    :func:`magnitude_keep_mask` at that sparsity removes exactly the weights the global
+    threshold removes (up to ties at the threshold; a layer the threshold would empty beyond
+    99 % keeps 1 %, the config's limit)."""
+    from executors.quant_math import as_float32
+
+    if not weights:
+        raise PlanError("global pruning needs at least one layer")
+    if not 0.0 <= sparsity <= 0.99:
+        raise PlanError(f"global sparsity must be in [0, 0.99], got {sparsity}")
+    mags = [np.abs(as_float32(w, f"layer {n!r} weights")).reshape(-1) for n, w in weights.items()]
+    sizes = np.array([m.size for m in mags])
+    owner = np.repeat(np.arange(len(mags)), sizes)
+    k = pruned_count(int(sizes.sum()), sparsity)
+    pruned = np.bincount(owner[np.argsort(np.concatenate(mags), kind="stable")[:k]],
+                         minlength=len(mags))
+    return {name: UnstructuredPruneConfig(sparsity=min(0.99, int(c) / int(n)), scope="global")
+            for name, c, n in zip(weights, pruned, sizes, strict=True)}
 
 
 def magnitude_keep_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
@@ -660,6 +692,7 @@ __all__ = [
     "coupling",
     "keep_zeros",
     "kept_channels",
+    "global_sparsities",
     "magnitude_keep_mask",
     "nm_applicable",
     "nm_cost_delta",

@@ -1,4 +1,8 @@
-"""Technique: quantisation of a layer's weights and activations (fp16, int8, int4).
+"""Technique: quantisation of a layer's weights and activations.
+
+Weights: fp16, or per-channel integer codes at 8, 6, 4, 3 or 2 bits, symmetric (``int<b>``) or
+asymmetric with a zero point (``symmetric=False``, stored as ``uint<b>``). Activations: float,
+int8 (w8a8, static QDQ) or int16 (w8a16).
 
 One technique = one module: the frozen config (what the plan stores), the torch executor that
 applies it as fake quantisation for accuracy evaluation, and the check that reads an artifact and
@@ -11,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from torch import nn
 
-Precision = Literal["fp32", "fp16", "int8", "int4"]
+Precision = Literal["fp32", "fp16", "int8", "int6", "int4", "int3", "int2"]
+ActivationPrecision = Literal["fp32", "fp16", "int8", "int16"]
 
 
 class QuantizeConfig(BaseModel):
@@ -24,9 +29,17 @@ class QuantizeConfig(BaseModel):
 
     technique: Literal["quantize"] = "quantize"
     weights: Precision
-    activations: Precision
+    activations: ActivationPrecision
     granularity: Literal["per_channel"] = "per_channel"
-    symmetric: bool = True
+    symmetric: bool = Field(default=True, description="weights without a zero point; False: "
+                            "asymmetric codes + a zero point per channel (weight-only forms)")
+
+    @property
+    def storage(self) -> str:
+        """The weight storage form (executors.quant_math options): int4, uint4, fp16..."""
+        from executors.quant_math import storage_option
+
+        return storage_option(self.weights, self.symmetric)
 
 
 
@@ -38,13 +51,10 @@ def fake_quantize_weights(module: nn.Module, config: QuantizeConfig) -> nn.Modul
     from executors import quant_math
 
     weight = module.weight.detach().cpu().numpy()  # type: ignore[union-attr, operator]
-    if config.weights == "fp16":
-        new = quant_math.to_fp16_and_back(weight)
-    elif config.weights in ("int8", "int4"):
-        flat = weight.reshape(weight.shape[0], -1)
-        new = quant_math.fake_quantize(flat, quant_math.BITS[config.weights]).reshape(weight.shape)
-    else:
+    if config.weights == "fp32":
         return module
+    flat = weight.reshape(weight.shape[0], -1)
+    new = quant_math.apply_option(flat, config.storage).reshape(weight.shape)
     with torch.no_grad():
         module.weight.copy_(torch.from_numpy(new))  # type: ignore[union-attr, operator]
         if config.weights == "fp16" and getattr(module, "bias", None) is not None:
@@ -54,8 +64,12 @@ def fake_quantize_weights(module: nn.Module, config: QuantizeConfig) -> nn.Modul
     return module
 
 
+ACTIVATION_QMAX = {"int8": 127, "int16": 32767}
+
+
 class ActivationFakeQuant:
-    """Forward hook: per-tensor symmetric int8 (scale from calibration max) or fp16 rounding."""
+    """Forward hook: per-tensor symmetric int8 / int16 (scale from calibration max) or fp16
+    rounding."""
 
     def __init__(self, precision: str) -> None:
         self.precision = precision
@@ -67,13 +81,14 @@ class ActivationFakeQuant:
 
         if self.precision == "fp16":
             return output.half().float()
-        if self.precision != "int8":
+        qmax = ACTIVATION_QMAX.get(self.precision)
+        if qmax is None:
             return output
         if self.calibrating:
             self.max_abs = max(self.max_abs, float(output.detach().abs().max()))
             return output
-        scale = max(self.max_abs, 1e-12) / 127.0
-        return torch.clamp(torch.round(output / scale), -127, 127) * scale
+        scale = max(self.max_abs, 1e-12) / qmax
+        return torch.clamp(torch.round(output / scale), -qmax, qmax) * scale
 
 
 def quantize_config(techniques: Sequence[Any]) -> QuantizeConfig | None:
@@ -82,8 +97,9 @@ def quantize_config(techniques: Sequence[Any]) -> QuantizeConfig | None:
 
 
 def weight_precision(techniques: Sequence[Any]) -> str:
+    """The layer's weight storage form (quant_math options: fp32, fp16, int4, uint4, ...)."""
     cfg = quantize_config(techniques)
-    return "fp32" if cfg is None else cfg.weights
+    return "fp32" if cfg is None else cfg.storage
 
 
 def onnx_option(configs: Sequence[Any]) -> str:
@@ -93,9 +109,14 @@ def onnx_option(configs: Sequence[Any]) -> str:
     cfg = quantize_config(configs)
     if cfg is None:
         return "fp32"
-    if cfg.weights == "int8" and cfg.activations == "int8":
+    if cfg.weights == "int8" and cfg.symmetric and cfg.activations in ("int8", "int16"):
+        return "int8" if cfg.activations == "int8" else "int8a16"  # static QDQ
+    if cfg.weights != "int8" or not cfg.symmetric:
+        # host runnable form of the weight storage (DequantizeLinear); activations stay float
+        return cfg.storage
+    if cfg.activations == "fp32":
+        # weight-only int8: the form of an embedding table (a gather has no activations to
+        # quantise); quantize_onnx writes "int8" on a Gather layer as int8 codes + row scales
         return "int8"
-    if cfg.weights in ("fp16", "int4"):
-        return cfg.weights  # host runnable form: weight storage; activations stay float
     raise PlanError(f"weights {cfg.weights} with activations {cfg.activations} has no runnable "
                     "ONNX form yet")

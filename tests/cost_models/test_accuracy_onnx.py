@@ -114,4 +114,4 @@ def test_bad_inputs(prepared, x: np.ndarray, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="labels"):
         onnx_accuracy(path, x[:4], np.zeros(3, np.int64))
     with pytest.raises(PlanError, match="unknown option"):
-        onnx_output_kl(path, layers, ["int3"], x[:4], tmp_path)
+        onnx_output_kl(path, layers, ["int5"], x[:4], tmp_path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cost_models.analytical import build_cost_table
+from cost_models.analytical import build_cost_table, image_entry_bytes
 from cost_models.capture import capture
 from cost_models.graph import LayerGraph
 from device_specs.catalog import load_spec
@@ -59,9 +59,11 @@ def test_cost_table_follows_spec_and_formats(lenet5: LayerGraph, device: str) ->
         assert options == set(kernels), "options are exactly the device's kernels"
         for c in table.options[layer.name]:
             k = kernels[c.option]
+            # the blobs, plus the layer's entry in the image header
             assert c.flash_bytes == stored_weight_bytes(
                 k.weights, layer.weight_numel, layer.out_channels
-            ) + stored_bias_bytes(k.weights, layer.bias_numel)
+            ) + stored_bias_bytes(k.weights, layer.bias_numel) + image_entry_bytes(layer, k)
+            assert 60 < image_entry_bytes(layer, k) < 160
             assert c.latency_ms >= spec.profile().layer_overhead.value
             power = (spec.profile().power_active or spec.power_active).value
             assert c.energy_mj == pytest.approx(power * c.latency_ms)

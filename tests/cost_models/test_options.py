@@ -30,3 +30,58 @@ def test_techniques_prune_then_quantise() -> None:
     assert isinstance(configs[1], QuantizeConfig) and configs[1].weights == "int4"
     fp32 = next(s for s in option_specs(kernels, graph.layer("fc1")) if s.name == "fp32")
     assert techniques(fp32, kernels["fp32"]) == []
+
+
+def test_nm_options_only_where_the_profile_has_nm_kernels() -> None:
+    from executors.prune import NMPruneConfig
+
+    graph = capture(LeNet5(), (1, 28, 28))
+    orin = load_spec("jetson-orin-nano")
+    gpu = orin.profile("tensorrt-gpu")
+    assert gpu.nm_sparsity is not None
+    fc1 = graph.layer("fc1")  # 400 inputs: a multiple of 4
+    names = [s.name for s in option_specs(gpu.kernels, fc1, nm_sparsity=gpu.nm_sparsity)]
+    assert {"fp16+nm24", "int8+nm24"} <= set(names) and "fp32+nm24" not in names
+    conv1 = graph.layer("conv1")  # one input channel x 5 x 5: no 4-wide groups along the input
+    assert not any("+nm" in s.name for s in option_specs(gpu.kernels, conv1,
+                                                         nm_sparsity=gpu.nm_sparsity))
+    cpu = orin.profile("onnxruntime-cpu")
+    assert cpu.nm_sparsity is None
+    assert not any("+nm" in s.name for s in option_specs(cpu.kernels, fc1))
+    spec = next(s for s in option_specs(gpu.kernels, fc1, nm_sparsity=gpu.nm_sparsity)
+                if s.name == "int8+nm24")
+    configs = techniques(spec, gpu.kernels["int8"])
+    assert configs[0] == NMPruneConfig(n=2, m=4)
+    assert isinstance(configs[1], QuantizeConfig) and configs[1].weights == "int8"
+
+
+def test_asymmetric_kernel_stores_uint_codes_and_its_costs_match_the_image(tmp_path) -> None:
+    import numpy as np
+
+    from cost_models.analytical import image_entry_bytes, layer_flash_bytes
+    from device_specs.schema import Kernel
+    from executors.flash_image import FlashLayer, read_flash_image, write_flash_image
+
+    model = LeNet5()
+    graph = capture(model, (1, 28, 28))
+    kernel = Kernel.model_validate({"weights": "int3", "activations": "fp32", "symmetric": False,
+                                    "macs_per_s": {"value": "1GMAC/s", "unverified": "test"}})
+    assert kernel.storage == "uint3"
+    fc1 = graph.layer("fc1")
+    specs = option_specs({"uint3": kernel}, fc1)
+    assert [s.name for s in specs] == ["uint3"], "sparse codes are symmetric: no +s options"
+    (cfg,) = techniques(specs[0], kernel)
+    assert cfg.symmetric is False and cfg.storage == "uint3"
+    w = model.fc1.weight.detach().numpy()
+    write_flash_image(tmp_path / "x.bin", [FlashLayer("fc1", "uint3", w,
+                                                      model.fc1.bias.detach().numpy())])
+    (stored,) = read_flash_image(tmp_path / "x.bin")
+    assert stored.weight_bytes + stored.bias_bytes == layer_flash_bytes(fc1, kernel)
+    assert stored.header_bytes == image_entry_bytes(fc1, kernel)
+    assert np.unique(stored.q).size <= 8
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="weight-only kernel"):
+        Kernel.model_validate({"weights": "int8", "activations": "int8", "symmetric": False,
+                               "macs_per_s": {"value": "1GMAC/s", "unverified": "test"}})

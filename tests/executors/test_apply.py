@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from executors.flash_image import payload_bytes, read_flash_image
+from executors.flash_image import image_overhead_bytes, payload_bytes, read_flash_image
 from executors.onnx_quant import inspect_onnx
 from executors.quantize import onnx_option, weight_precision
 
@@ -33,13 +33,17 @@ def test_flash_image_matches_plan_byte_for_byte(applied) -> None:
         s = stored[name]
         weights = weight_precision(lp.techniques)
         assert s.option == weights
-        assert s.weight_bytes + s.bias_bytes == lp.cost.flash_bytes, name
+        # each layer's cost is its blobs plus its header entry, to the byte
+        assert s.weight_bytes + s.bias_bytes + s.header_bytes == lp.cost.flash_bytes, name
         if weights in ("int8", "int4"):
             assert s.distinct_values <= 2 ** s.bits - 1
     planned = sum(lp.cost.flash_bytes for lp in plan.layers.values())
-    assert payload_bytes(out / "model.flash.bin") == planned
-    size = (out / "model.flash.bin").stat().st_size
-    assert abs(size - planned) <= max(0.02 * planned, 1024)
+    overhead = plan.fixed["image_overhead_bytes"]
+    assert overhead == image_overhead_bytes() > 0
+    # the whole file, header included, is predicted exactly
+    assert (out / "model.flash.bin").stat().st_size == planned + overhead
+    assert payload_bytes(out / "model.flash.bin") == planned - sum(
+        s.header_bytes for s in stored.values())
     assert report["artifacts"]["flash_match"]
 
 
@@ -89,7 +93,8 @@ def test_tight_flash_stores_pruned_layers_sparsely(tmp_path) -> None:
         level = int(lp.option.split("+s")[1]) / 100
         assert stored[name].storage in ("bitmask", "csr")
         assert stored[name].zero_fraction >= level - 1e-9
-        assert stored[name].weight_bytes + stored[name].bias_bytes == lp.cost.flash_bytes
+        assert stored[name].weight_bytes + stored[name].bias_bytes + stored[name].header_bytes == \
+            lp.cost.flash_bytes
     # the runnable ONNX carries the same zeros (dense kernels: no speed-up claimed)
     onnx_storage = inspect_onnx(tmp_path / "model.onnx")
     assert all(onnx_storage[n].option == onnx_option(lp.techniques) for n, lp in sparse.items())

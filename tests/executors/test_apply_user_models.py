@@ -54,4 +54,5 @@ def test_user_model_plan_and_apply(kind: str, trained_lenet5: torch.nn.Module,
     stored = {s.name: s for s in read_flash_image(tmp_path / "out" / "model.flash.bin")}
     for name, lp in plan.layers.items():
         assert storage[name].option == onnx_option(lp.techniques)
-        assert stored[name].weight_bytes + stored[name].bias_bytes == lp.cost.flash_bytes
+        assert stored[name].weight_bytes + stored[name].bias_bytes + stored[name].header_bytes == \
+            lp.cost.flash_bytes

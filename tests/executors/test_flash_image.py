@@ -14,7 +14,11 @@ from executors import quant_math as qm
 from executors.flash_image import (
     MAGIC,
     FlashLayer,
+    entry_bytes,
     header_bytes,
+    image_overhead_bytes,
+    layer_file_bytes,
+    layer_weight_bytes,
     payload_bytes,
     read_flash_image,
     write_flash_image,
@@ -102,7 +106,14 @@ def test_file_size_is_header_plus_predicted_bytes(image):
     assert payload_bytes(path) == predicted
     assert header_bytes(path) == 12 + hlen
     header = json.loads(data[12 : 12 + hlen])
-    assert header["payload_bytes"] == predicted
+    assert header["version"] == 2 and "payload_bytes" not in header
+    # the whole file, to the byte, from each layer alone (what the planner predicts)
+    assert len(data) == image_overhead_bytes() + sum(layer_file_bytes(ly) for ly in layers)
+    for stored in read_flash_image(path):
+        entry = next(e for e in header["layers"] if e["name"] == stored.name)
+        blobs = {k: entry[k] for k in ("weight", "scales", "bias") if entry[k] is not None}
+        assert stored.header_bytes == entry_bytes(stored.name, stored.option, stored.shape,
+                                                  blobs)
 
 
 def test_int4_blob_is_really_packed(image):
@@ -111,15 +122,17 @@ def test_int4_blob_is_really_packed(image):
     (hlen,) = struct.unpack_from("<I", data, 8)
     header = json.loads(data[12 : 12 + hlen])
     entry = next(e for e in header["layers"] if e["name"] == "features.0.conv")
-    offset, nbytes = entry["weight"]
+    offset = sum((e[k] or 0) for e in header["layers"][:header["layers"].index(entry)]
+                 for k in ("weight", "scales", "bias"))
+    nbytes = entry["weight"]
     blob = data[12 + hlen + offset : 12 + hlen + offset + nbytes]
     q, _ = qm.quantize_per_channel(layers[1].weight, 4)
     assert nbytes == (189 + 1) // 2
     assert blob == qm.pack_int4(q)
     assert entry["dtype"] == "int4" and entry["shape"] == [7, 3, 3, 3]
-    assert entry["scales"][1] == 4 * 7 and entry["bias"][1] == 4 * 7
+    assert entry["scales"] == 4 * 7 and entry["bias"] == 4 * 7
     fp16 = next(e for e in header["layers"] if e["name"] == "fc1")
-    assert fp16["bias"][1] == 2 * 16 and fp16["scales"] is None
+    assert fp16["bias"] == 2 * 16 and fp16["scales"] is None
     # compact header: ~110 bytes a layer
     assert hlen < 140 * len(header["layers"])
 
@@ -157,8 +170,10 @@ def test_corrupt_files(image, tmp_path):
 def test_write_rejects_bad_layers(tmp_path):
     path = tmp_path / "x.efi"
     w = np.ones((2, 3), dtype=np.float32)
-    with pytest.raises(PlanError, match="unknown option 'int2'"):
-        write_flash_image(path, [FlashLayer("a", "int2", w)])
+    with pytest.raises(PlanError, match="unknown option 'int5'"):
+        write_flash_image(path, [FlashLayer("a", "int5", w)])
+    with pytest.raises(PlanError, match="sparse storage takes symmetric codes"):
+        write_flash_image(path, [FlashLayer("a", "uint4", w, sparse=True)])
     with pytest.raises(PlanError, match="bias shape"):
         write_flash_image(path, [FlashLayer("a", "int8", w, np.ones(3, dtype=np.float32))])
     with pytest.raises(PlanError, match="duplicate"):
@@ -203,3 +218,35 @@ def test_sparse_layers_round_trip_and_size_is_predicted(option: str, tmp_path) -
     assert sparse.weight_bytes == layer_weight_bytes(w, option, sparse=True)
     assert sparse.weight_bytes < dense.weight_bytes
     assert sparse.zero_fraction >= 0.7
+
+
+@pytest.mark.parametrize("option", [f"{u}int{b}" for b in qm.INT_BITS for u in ("", "u")])
+def test_every_integer_form_round_trips_packed(tmp_path, option):
+    rng = np.random.default_rng(3)
+    w = rng.normal(0.2, 1.0, (5, 3, 3, 3)).astype(np.float32)
+    bias = rng.normal(size=5).astype(np.float32)
+    path = tmp_path / "x.efi"
+    write_flash_image(path, [FlashLayer("conv", option, w, bias)])
+    (stored,) = read_flash_image(path)
+    bits, symmetric = qm.int_format(option)
+    assert stored.bits == bits and stored.dtype == option
+    # really packed: bits x count / 8 + scales (+ zero points), nothing in an 8-bit container
+    assert stored.weight_bytes == -(-w.size * bits // 8) + 4 * 5 + (0 if symmetric
+                                                                      else -(-5 * bits // 8))
+    np.testing.assert_array_equal(stored.weight, qm.apply_option(w, option))
+    assert stored.distinct_values <= 2**bits - (1 if symmetric else 0)
+    assert path.stat().st_size == image_overhead_bytes() + layer_file_bytes(
+        FlashLayer("conv", option, w, bias))
+
+
+@pytest.mark.parametrize("bits", [6, 3, 2])
+def test_sparse_sub4_bit_layer(tmp_path, bits):
+    w = np.random.default_rng(4).normal(size=(8, 64)).astype(np.float32)
+    w[np.abs(w) < 1.0] = 0.0
+    path = tmp_path / "x.efi"
+    layer = FlashLayer("fc", f"int{bits}", w, sparse=True)
+    write_flash_image(path, [layer])
+    (stored,) = read_flash_image(path)
+    assert stored.storage in ("bitmask", "csr") and stored.zero_fraction >= float(np.mean(w == 0))
+    assert stored.weight_bytes == layer_weight_bytes(w, f"int{bits}", True)
+    np.testing.assert_array_equal(stored.weight, qm.apply_option(w, f"int{bits}"))

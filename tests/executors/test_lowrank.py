@@ -263,7 +263,8 @@ def test_cost_table_offers_lowrank_with_exact_flash_and_fewer_macs() -> None:
     want = (stored_weight_bytes("int8", 108 * 784, 108) + stored_weight_bytes("int8", 300 * 108,
                                                                                300)
             + stored_bias_bytes("int8", 300))
-    assert half.flash_bytes == want
+    # + the two factors' header entries in the image
+    assert 2 * 60 < half.flash_bytes - want < 2 * 160
     assert dense.latency_ms > half.latency_ms > quarter.latency_ms
     assert dense.flash_bytes > half.flash_bytes > quarter.flash_bytes
     without = build_cost_table(graph, spec)

@@ -19,6 +19,7 @@ from executors import quant_math as qm
 from executors.onnx_quant import (
     LAYERS_KEY,
     OPTIONS_KEY,
+    WEIGHT_ONLY_OPTIONS,
     inspect_onnx,
     name_nodes_by_module,
     ort_session_options,
@@ -218,7 +219,7 @@ def test_inspect_reports_chosen_storage(cnn, key):
             st.weight_bytes
             == {"fp32": 4 * n, "fp16": 2 * n, "int8": n, "int4": (n + 1) // 2}[option]
         )
-        out_ch = st.weight_shape[0]
+        out_ch = st.weight_shape[-1 if st.op_type == "MatMul" else 0]  # MatMul holds W^T
         if option == "int4":
             assert st.distinct_values <= 15
             assert st.scale_bytes == 4 * out_ch
@@ -247,6 +248,8 @@ def test_stored_values_equal_quant_math(cnn, key):
     for layer, option in options.items():
         w = cnn["model"].get_submodule(layer).weight.detach().numpy()
         stored, scales = _weight_codes(cnn[key], layer)
+        if inspect_onnx(cnn[key])[layer].op_type == "MatMul":  # weight-only Gemm -> MatMul
+            stored = stored.T
         if option in ("int4", "int8"):
             q, s = qm.quantize_per_channel(w, qm.BITS[option], axis=0)
             np.testing.assert_array_equal(stored, q)
@@ -388,8 +391,8 @@ def test_errors(cnn, tmp_path):
     out = tmp_path / "q.onnx"
     with pytest.raises(PlanError, match=r"unknown layer 'conv9'.*conv1, conv2, fc1, fc2"):
         quantize_onnx(cnn["fp32"], out, {"conv9": "int8"}, cnn["calib"])
-    with pytest.raises(PlanError, match=r"unknown option 'int3' for layer 'fc1'.*fp32, fp16"):
-        quantize_onnx(cnn["fp32"], out, {"fc1": "int3"}, cnn["calib"])
+    with pytest.raises(PlanError, match=r"unknown option 'int5' for layer 'fc1'.*fp32, fp16"):
+        quantize_onnx(cnn["fp32"], out, {"fc1": "int5"}, cnn["calib"])
     with pytest.raises(PlanError, match="calibration data of shape"):
         quantize_onnx(cnn["fp32"], out, {"conv1": "int8"}, cnn["calib"][:, :, :8])
     with pytest.raises(PlanError, match="does not exist"):
@@ -426,3 +429,51 @@ def test_int4_opset_bump_fallback(cnn, tmp_path, monkeypatch):
     ref = _torch_reference(cnn["model"], {"fc1": "int4"}, cnn["x"])
     got = _run(out, cnn["x"])
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * np.abs(ref).max() + 1e-7)
+
+
+@pytest.mark.parametrize("option", WEIGHT_ONLY_OPTIONS)
+def test_every_weight_only_form_runs_and_is_stored_as_claimed(cnn, tmp_path, option):
+    """2..8-bit, symmetric and asymmetric: onnxruntime runs it, the output equals the model
+    with quant_math's decoded weights, and the file stores packed int4/int2 natively (an
+    int8/uint8 container for 6 and 3 bits, counted as 8 bits)."""
+    out = tmp_path / f"{option}.onnx"
+    quantize_onnx(cnn["fp32"], out, {"conv2": option, "fc1": option}, cnn["calib"])
+    ref_model = copy.deepcopy(cnn["model"])
+    with torch.no_grad():
+        for name in ("conv2", "fc1"):
+            mod = getattr(ref_model, name)
+            w = mod.weight.detach().numpy()
+            deq = qm.apply_option(w.reshape(w.shape[0], -1), option).reshape(w.shape)
+            mod.weight.copy_(torch.from_numpy(deq))
+        ref = ref_model(torch.from_numpy(cnn["x"])).numpy()
+    np.testing.assert_allclose(_run(out, cnn["x"]), ref, rtol=1e-4, atol=1e-4)
+    info = inspect_onnx(out)
+    bits, symmetric = qm.INT_FORMATS[option]
+    for name in ("conv2", "fc1"):
+        assert info[name].option == option
+        assert info[name].weight_ops == ("DequantizeLinear",)
+        numel = info[name].weight_numel
+        container = bits if bits in (4, 2) else 8
+        assert info[name].bits == container
+        assert info[name].weight_bytes == -(-numel * container // 8)
+        assert info[name].distinct_values <= 2**bits
+    assert info["conv1"].option == "fp32"
+
+
+def test_int16_activations_w8a16(cnn, tmp_path):
+    """w8a16: int8 weights with int16 activations runs in onnxruntime, mixed with w8a8, and
+    its output is closer to fp32 than the all-int8 model's."""
+    ref = _run(cnn["fp32"], cnn["x"])
+    a16 = tmp_path / "a16.onnx"
+    quantize_onnx(cnn["fp32"], a16, {"conv1": "int8a16", "conv2": "int8a16", "fc1": "int8",
+                                     "fc2": "int8a16"}, cnn["calib"])
+    a8 = tmp_path / "a8.onnx"
+    quantize_onnx(cnn["fp32"], a8, dict.fromkeys(("conv1", "conv2", "fc1", "fc2"), "int8"),
+                  cnn["calib"])
+    info = inspect_onnx(a16)
+    assert info["conv2"].option == "int8a16" and info["conv2"].activation_dtype == "int16"
+    assert info["conv2"].weight_dtype == "int8"
+    assert info["fc1"].option == "int8" and info["fc1"].activation_dtype == "int8"
+    err16 = np.abs(_run(a16, cnn["x"]) - ref).max()
+    err8 = np.abs(_run(a8, cnn["x"]) - ref).max()
+    assert err16 < err8

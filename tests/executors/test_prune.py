@@ -55,7 +55,7 @@ def test_configs_validate_and_discriminate():
                 {"technique": "prune_nm", "n": 4, "m": 4},
                 {"technique": "prune_channels", "ratio": 0.95},
                 {"technique": "prune_channels", "ratio": 0.5, "round_to": 0},
-                {"technique": "prune_unstructured", "sparsity": 0.5, "scope": "global"},
+                {"technique": "prune_unstructured", "sparsity": 0.5, "scope": "model"},
                 {"technique": "prune_nm", "extra": 1}):
         with pytest.raises(ValidationError):
             adapter.validate_python(bad)
@@ -395,3 +395,23 @@ def test_fused_export_names_every_conv(mobilenet, tmp_path):
     meta = {p.key: p.value for p in proto.metadata_props}
     convs = [n for n, m in mobilenet.named_modules() if isinstance(m, nn.Conv2d)]
     assert json.loads(meta[LAYERS_KEY]) == convs + ["classifier"]
+
+
+def test_global_pruning_is_one_threshold_over_all_layers() -> None:
+    from executors.prune import global_sparsities, magnitude_keep_mask
+
+    rng = np.random.default_rng(0)
+    weights = {"a": rng.normal(0, 1.0, (40, 50)).astype(np.float32),
+               "b": rng.normal(0, 0.5, (30, 20)).astype(np.float32),  # small: pruned harder
+               "c": rng.normal(0, 3.0, (10, 10)).astype(np.float32)}
+    configs = global_sparsities(weights, 0.6)
+    assert all(c.scope == "global" for c in configs.values())
+    assert configs["b"].sparsity > 0.6 > configs["a"].sparsity > configs["c"].sparsity
+    masks = {n: magnitude_keep_mask(w, configs[n].sparsity) for n, w in weights.items()}
+    total = sum(w.size for w in weights.values())
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.6 * total)
+    pruned = max(float(np.abs(w[~masks[n]]).max()) for n, w in weights.items())
+    kept = min(float(np.abs(w[masks[n]]).min()) for n, w in weights.items())
+    assert pruned <= kept  # one threshold separates every layer's pruned and kept weights
+    with pytest.raises(PlanError, match="global sparsity"):
+        global_sparsities(weights, 1.5)

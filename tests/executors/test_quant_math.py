@@ -125,9 +125,12 @@ def test_stored_bytes():
     assert qm.stored_bias_bytes("fp16", 3) == 6
     for option in ("fp32", "int8", "int4"):
         assert qm.stored_bias_bytes(option, 3) == 12
-    assert qm.BYTES_PER_WEIGHT == {"fp32": 4.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
-    with pytest.raises(PlanError, match="allowed: fp32, fp16, int8, int4"):
-        qm.stored_weight_bytes("int2", 10, 1)
+    assert qm.stored_weight_bytes("int3", 101, 3) == 38 + 12  # ceil(303 / 8)
+    assert qm.stored_weight_bytes("uint6", 101, 3) == 76 + 12 + 3  # + 18 zero-point bits
+    assert qm.stored_weight_bytes("int2", 101, 3) == 26 + 12
+    assert qm.BYTES_PER_WEIGHT["int4"] == 0.5 and qm.BYTES_PER_WEIGHT["int3"] == 0.375
+    with pytest.raises(PlanError, match="allowed: fp32, fp16, int8, int6, int4, int3, int2"):
+        qm.stored_weight_bytes("int5", 10, 1)
     with pytest.raises(PlanError, match="unknown option"):
         qm.stored_bias_bytes("bf16", 10)
 
@@ -161,3 +164,74 @@ def test_matches_onnxruntime_int8_weight_quantisation():
 def test_no_torch_import():
     code = "import sys, executors.quant_math; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.parametrize("bits", qm.INT_BITS)
+@pytest.mark.parametrize("signed", [True, False])
+def test_pack_bits_round_trip(bits, signed):
+    rng = np.random.default_rng(bits)
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if signed else (0, 2**bits)
+    q = rng.integers(lo, hi, size=37)
+    data = qm.pack_bits(q, bits, signed)
+    assert len(data) == qm.packed_bytes(37, bits) == -(-37 * bits // 8)
+    np.testing.assert_array_equal(qm.unpack_bits(data, 37, bits, signed), q)
+
+
+def test_pack_bits_layout_matches_int4_and_onnx_int2():
+    q = np.array([1, -2, 3, -4, 0, 7, -8])
+    assert qm.pack_bits(q, 4) == qm.pack_int4(q)
+    # ONNX INT2: four values per byte, element 4k in bits 0-1
+    assert qm.pack_bits(np.array([1, -1, 0, -2]), 2) == bytes([0b10_00_11_01])
+    with pytest.raises(PlanError, match=r"uint3 values must lie in \[0, 7\]"):
+        qm.pack_bits(np.array([8]), 3, signed=False)
+
+
+@pytest.mark.parametrize("bits", qm.INT_BITS)
+def test_symmetric_codes_in_range(bits):
+    w = np.random.default_rng(0).normal(size=(6, 20)).astype(np.float32)
+    codes = qm.quantize_option(w, f"int{bits}")
+    assert np.abs(codes.q).max() == qm.qmax_for_bits(bits)  # each row's max hits qmax
+    assert codes.zero_points is None
+    err = np.abs(codes.dequantize() - w).max(axis=1)
+    assert (err <= codes.scales / 2 + 1e-6).all()
+
+
+@pytest.mark.parametrize("bits", qm.INT_BITS)
+def test_asymmetric_codes(bits):
+    rng = np.random.default_rng(1)
+    w = np.concatenate([rng.uniform(0.1, 1.0, (3, 16)), rng.uniform(-2, 0.5, (3, 16)),
+                        np.zeros((1, 16))]).astype(np.float32)
+    w[1, 3] = 0.0
+    codes = qm.quantize_option(w, f"uint{bits}")
+    assert codes.q.dtype == np.uint8 and codes.q.max() <= 2**bits - 1
+    deq = codes.dequantize()
+    assert deq[1, 3] == 0.0 and (deq[-1] == 0).all()  # zero is exact; a zero row decodes to 0
+    err = np.abs(deq - w).max(axis=1)
+    assert (err <= codes.scales / 2 + 1e-6).all()
+    # a one-signed channel uses every level: asymmetric beats symmetric there
+    sym = qm.fake_quantize(w, bits)
+    assert np.abs(deq[:3] - w[:3]).mean() < np.abs(sym[:3] - w[:3]).mean()
+
+
+def test_asymmetric_matches_onnxruntime_dequantize():
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(2).normal(0.3, 1.0, (4, 9)).astype(np.float32)
+    q, scales, zps = qm.quantize_asymmetric(w, 8)
+    node = helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], axis=0)
+    graph = helper.make_graph([node], "g", [], [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, [4, 9])], [numpy_helper.from_array(q, "q"),
+        numpy_helper.from_array(scales, "s"), numpy_helper.from_array(zps, "z")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    y = ort.InferenceSession(model.SerializeToString()).run(None, {})[0]
+    np.testing.assert_array_equal(y, qm.dequantize_asymmetric(q, scales, zps))
+
+
+def test_storage_option():
+    assert qm.storage_option("int4") == "int4"
+    assert qm.storage_option("int3", symmetric=False) == "uint3"
+    assert qm.storage_option("fp16", symmetric=False) == "fp16"
+    with pytest.raises(PlanError, match="unknown option"):
+        qm.storage_option("int5")

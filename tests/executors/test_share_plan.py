@@ -42,7 +42,28 @@ def _reference_bytes(layer: nn.Module, sparsity: float, cfg: WeightSharingConfig
         k = round(sparsity * w.size)
         w.reshape(-1)[np.argsort(np.abs(w).reshape(-1), kind="stable")[:k]] = 0
     shared, _ = share_weights(w, cfg)
-    return shared_weight_bytes(shared, cfg) + bias_itemsize * layer.bias.numel()
+    header_entry = image_file_bytes(shared, layer, cfg, bias_itemsize)
+    return shared_weight_bytes(shared, cfg) + bias_itemsize * layer.bias.numel() + header_entry
+
+
+def image_file_bytes(shared: np.ndarray, layer: nn.Module, cfg: WeightSharingConfig,
+                     bias_itemsize: int) -> int:
+    """The layer's header entry, read from a one-layer image written with the shared weight."""
+    import tempfile
+
+    from executors.flash_image import (
+        FlashLayer,
+        image_overhead_bytes,
+        payload_bytes,
+        write_flash_image,
+    )
+
+    option = "fp32" if bias_itemsize == 4 else "fp16"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "one.bin"
+        write_flash_image(path, [FlashLayer("fc1", option, shared,
+                                            layer.bias.detach().numpy(), share=cfg)])
+        return path.stat().st_size - payload_bytes(path) - image_overhead_bytes()
 
 
 # --------------------------------------------------------------------------- k-means
@@ -205,7 +226,8 @@ def test_apply_stores_and_verifies_the_shared_layers(shared_applied) -> None:
         lp = plan.layers[name]
         assert stored[name].storage.startswith("shared") and stored[name].bits == 4
         assert stored[name].codebook is not None and stored[name].codebook.size <= 16
-        assert stored[name].weight_bytes + stored[name].bias_bytes == lp.cost.flash_bytes
+        assert stored[name].weight_bytes + stored[name].bias_bytes + stored[name].header_bytes == \
+            lp.cost.flash_bytes
         assert rows[name]["onnx_distinct_nonzero"] <= 16
         assert rows[name]["image_distinct_nonzero"] == stored[name].codebook.size
     assert stored["fc1"].zero_fraction >= 0.75

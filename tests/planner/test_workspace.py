@@ -144,8 +144,8 @@ def _plan_of(problem: Problem):
 def test_build_problem_carries_the_cost_models_workspace() -> None:
     """edgefit.planning.build_problem feeds option_workspace into the Problem: the peak RAM
     with the workspace is the liveness peak plus the chosen options' terms, step by step, and
-    the solver steers away from the all-int4 plan (both weight copies) when the RAM limit
-    says so."""
+    the solver steers away from the all-int4 plan (the conv's weight copy and working buffer)
+    when the RAM limit says so."""
     from cost_models.analytical import build_cost_table, option_workspace
     from edgefit.planning import build_problem
     from tests.cost_models.test_runtime_memory import HOST_FIELDS, spec_with, tiny_graph
@@ -162,9 +162,9 @@ def test_build_problem_carries_the_cost_models_workspace() -> None:
     full, live = problem.step_ram(chosen), problem.step_ram(chosen, workspace=False)
     assert [a - b for a, b in zip(full, live, strict=True)] == [
         sum(v for (n, o), v in w.items() if picks[n] == o) for w in ws]
-    fc_int8 = {"conv": "int4", "fc": "int8"}
+    conv_int8 = {"conv": "int8", "fc": "int4"}
     cheaper = problem.peak_ram({n: next(c for c in problem.choices[n] if c.option == o)
-                                for n, o in fc_int8.items()})
+                                for n, o in conv_int8.items()})
     assert cheaper < max(full)
     capped = problem.with_limits({"ram_bytes": cheaper})
     r = solve(capped, explain=False)
