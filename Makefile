@@ -46,6 +46,7 @@ bench: data
 	$(PY) benchmarks/accuracy_planning.py
 	$(PY) benchmarks/accuracy_estimators.py --plans 24 --finetuned 3
 	$(PY) benchmarks/solver_scale.py --time-limit 10
+	$(PY) benchmarks/solver_scale.py --time-limit 10 --instances builtin --out docs/bench-solver-builtin.md
 
 clean:
 	rm -rf $(VENV) out plan.json

@@ -13,7 +13,9 @@ from torch.fx.passes.shape_prop import ShapeProp
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from edgefit.errors import ModelLoadError
 
-PLANNABLE = (nn.Conv2d, nn.Linear)
+# an nn.Embedding is a planned layer too: its table is stored at the chosen precision and
+# read by a gather (rows looked up, no MACs)
+PLANNABLE = (nn.Conv2d, nn.Linear, nn.Embedding)
 _ALIAS_FUNCS: set[Any] = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze}
 _ALIAS_METHODS = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "contiguous"}
 _PASS_MODULES = (nn.Flatten, nn.Identity, nn.Dropout)
@@ -30,6 +32,8 @@ _ALIAS_FUNCS |= {torch.ops.aten.flatten.using_ints, torch.ops.aten.view.default,
 def op_class(module: nn.Module) -> str:
     if isinstance(module, nn.Linear):
         return "linear"
+    if isinstance(module, nn.Embedding):
+        return "gather"
     assert isinstance(module, nn.Conv2d)
     if module.groups > 1 and module.groups == module.in_channels:
         return "depthwise"
@@ -90,16 +94,16 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
         kind, op, owner = _classify(node, modules, in_owner)
         if kind == "layer":
             mod = modules[node.target]
-            assert isinstance(mod, nn.Conv2d | nn.Linear)
+            assert isinstance(mod, PLANNABLE)
             layers.append(Layer(
                 name=str(node.target),
                 op_type=type(mod).__name__,
                 op_class=op_class(mod),
                 params=sum(p.numel() for p in mod.parameters()),
                 weight_numel=mod.weight.numel(),
-                bias_numel=mod.bias.numel() if mod.bias is not None else 0,
-                out_channels=mod.weight.shape[0],
-                macs=macs.get(str(node.target), 0),
+                bias_numel=_bias_numel(mod),
+                out_channels=mod.weight.shape[0],  # an Embedding's rows: per-row scales
+                macs=0 if isinstance(mod, nn.Embedding) else macs.get(str(node.target), 0),
                 input_numel=tensors[inputs[0]].numel,
                 output_numel=numel(node),
                 weight_shape=tuple(int(d) for d in mod.weight.shape),
@@ -116,8 +120,13 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
                             "unplanned_weight_bytes": _unplanned_weight_bytes(model, layers)})
 
 
+def _bias_numel(mod: nn.Module) -> int:
+    bias = getattr(mod, "bias", None)  # an Embedding has none
+    return bias.numel() if isinstance(bias, torch.Tensor) else 0
+
+
 def _unplanned_weight_bytes(model: nn.Module, layers: list[Layer]) -> int:
-    """Bytes of the parameters outside the planned layers (embedding tables, LayerNorm):
+    """Bytes of the parameters outside the planned layers (LayerNorm, ...):
     stored as they are, but stored all the same, so flash must count them."""
     planned = {f"{layer.name}.{p}" for layer in layers for p in ("weight", "bias")}
     return sum(p.numel() * p.element_size() for n, p in model.named_parameters()

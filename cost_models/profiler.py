@@ -6,13 +6,15 @@ the ``export_fp32`` export itself; the others go through ``quantize_onnx``) and 
 default, ``ORT_ENABLE_ALL`` (what ``apply`` measures with), an unprofiled timed pass and a
 separate profiled pass. Node time is attributed to layers by ``edgefit_measure``'s rules: the
 layer's own (possibly fused) node; the activation Q/DQ/Cast chain feeding its input and the
-weight DequantizeLinear / Cast nodes it reads; the ops charged to it -- pooling, activations,
-reshapes -- which follow the graph's step owners (a module called once is mapped from its ONNX
-node's ``pkg.torch.onnx.name_scopes`` to its fx step and takes that step's owner; other nodes
-follow their first activation input, the same rule ``capture`` uses). ORT's profiler adds about
-2 µs to every node's ``dur``; that offset is calibrated on this machine (``edgefit_measure.
-calibrate``) and subtracted, so the per-layer numbers add up to the unprofiled end-to-end time
-(``Measured.closure`` says how well).
+weight DequantizeLinear / Cast nodes it reads; for an embedding table (a Gather layer) its
+Gather and the nodes that decode the gathered rows (``<layer>/...``, carrying the layer's torch
+scope), so a table's latency is measured like any layer's; the ops charged to it -- pooling,
+activations, reshapes -- which follow the graph's step owners (a module called once is mapped
+from its ONNX node's ``pkg.torch.onnx.name_scopes`` to its fx step and takes that step's owner;
+other nodes follow their first activation input, the same rule ``capture`` uses). ORT's
+profiler adds about 2 µs to every node's ``dur``; that offset is calibrated on this machine
+(``edgefit_measure.calibrate``) and subtracted, so the per-layer numbers add up to the
+unprofiled end-to-end time (``Measured.closure`` says how well).
 
 Results are stored in a :class:`~cost_models.profile_cache.ProfileCache` keyed by the device
 fingerprint and a layer signature; a (layer, option) already there is not measured again, and

@@ -424,6 +424,12 @@ def _sparsity(techniques: list[Any]) -> float:
     return 0.0
 
 
+def _weight_only_int8(techniques: list[Any]) -> bool:
+    """int8 weights with float activations: an embedding table's form (onnx_option "int8")."""
+    cfg = next((t for t in techniques if t.technique == "quantize"), None)
+    return cfg is not None and cfg.weights == "int8" and cfg.activations in ("fp32", "fp16")
+
+
 def verify_artifacts(plan: Plan, runnable: Path, image: Path,
                      onnx_opts: dict[str, str]) -> dict[str, Any]:
     """Read both artifacts back and check, from the files alone, that the plan was applied."""
@@ -456,6 +462,9 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
         if o is None or o.option != onnx_opts[name]:
             problems.append(f"{name}: ONNX stores {o.option if o else 'nothing'}, plan says "
                             f"{onnx_opts[name]}")
+        elif lp.op_type != "Embedding" and _weight_only_int8(lp.techniques):
+            problems.append(f"{name}: int8 weights with float activations are written for "
+                            "embedding tables only; the ONNX runs this layer as static int8")
         if f is None or f.option != weights:
             problems.append(f"{name}: flash image stores {f.option if f else 'nothing'}, plan "
                             f"says {weights}")

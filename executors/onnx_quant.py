@@ -46,7 +46,6 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -146,11 +145,14 @@ def name_nodes_by_module(model: onnx.ModelProto) -> dict[str, str]:
     """
     graph = model.graph
     inits = {i.name for i in graph.initializer}
+    tables = {i.name: i for i in graph.initializer}
     found: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
-        if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
+        # an nn.Embedding's lookup is a layer too (not a Gather indexing some buffer)
+        table = _is_table_gather(node, tables) and _from_embedding(node)
+        if not table and (node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx")):
             continue
-        if len(node.input) < 2 or node.input[1] not in inits:
+        if not table and (len(node.input) < 2 or node.input[1] not in inits):
             continue
         module = _module_of(node)
         if module:
@@ -1042,6 +1044,13 @@ def _is_table_gather(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -
             and len(table.dims) == 2 and axis == 0)
 
 
+def _from_embedding(node: onnx.NodeProto) -> bool:
+    """Whether the exporter emitted ``node`` for aten.embedding (its name scope's last entry:
+    ``['', 'embeddings', 'embeddings.word', 'embedding']``)."""
+    scopes = _scopes(node)
+    return scopes is not None and bool(scopes) and scopes[-1].split("_")[0] == "embedding"
+
+
 def table_layers(model: onnx.ModelProto, layers: Iterable[str]) -> list[str]:
     """The planned layers of ``model`` that are Gather nodes (embedding tables)."""
     ops = {n.name: n.op_type for n in model.graph.node}
@@ -1065,11 +1074,12 @@ class _TableWriter:
         return name
 
     def add(self, op: str, inputs: list[str], role: str, out: str | None = None,
-            before: bool = False, **attrs: Any) -> str:
+            before: bool = False, **attrs: int) -> str:
         """Insert a node after the ones added so far (before: in front of the Gather)."""
         out = out or _unique(f"{self.layer}/{role}_output", self.g.names)
         node = helper.make_node(op, inputs, [out], name=_unique(f"{self.layer}/{role}",
-                                                                self.g.names), **attrs)
+                                                                self.g.names))
+        node.attribute.extend(helper.make_attribute(k, v) for k, v in attrs.items())
         node.metadata_props.extend(self.meta)
         self.g.graph.node.insert(self.g.index_of(self.node) if before else self.index, node)
         self.index += 1
@@ -1188,7 +1198,10 @@ def _table_storage(g: _Graph, layer: str, inputs: set[str], where: str) -> Layer
         bits, signed = int(place.size), bool(place[-1] < 0)
         option = f"{'' if signed else 'u'}int{bits}"
         rows, nbytes = shape
-        codes = qm.unpack_bits(values.tobytes(), rows * nbytes * 8 // bits, bits, signed)
+        # the codes as the graph decodes them: each row's bits LSB first, summed with the
+        # file's place values
+        stream = np.unpackbits(values.reshape(rows, nbytes), axis=1, bitorder="little")
+        codes = stream.reshape(rows, -1, bits).astype(np.int16) @ place.astype(np.int16)
         out = g.consumers.get(matmul.output[0], [None])[0]
         dim = (int(numpy_helper.to_array(g.inits[out.input[2]])[0])
                if out is not None and out.op_type == "Slice" else nbytes * 8 // bits)

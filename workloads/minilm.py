@@ -122,10 +122,13 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        # positions and token types from the ids themselves: no shape queries, no buffers, so
-        # the fx graph has only tensor-valued nodes (capture needs a shape for every node)
-        positions = torch.cumsum(torch.ones_like(ids), dim=1) - 1
-        x = self.word(ids) + self.position(positions) + self.token_type(torch.zeros_like(ids))
+        # positions and token types from the ids' values (exact: token ids are >= 0): no shape
+        # queries, no buffers, so the fx graph has only tensor-valued nodes (capture needs a
+        # shape for every node), and no constant indices the ONNX exporter would fold, table
+        # and all, into a constant: every table stays a Gather node that the plan compresses
+        positions = torch.cumsum((ids >= 0).long(), dim=1) - 1
+        types = (ids < 0).long()
+        x = self.word(ids) + self.position(positions) + self.token_type(types)
         return self.norm(x)
 
 
@@ -182,7 +185,10 @@ class MiniLMEncoder(nn.Module):
         estimator runs only the tail: on average about half the model per (layer, option).
         The tail keeps the layer names (blocks.<i>.q ...); its input packs the hidden states
         and the mask into one float tensor (B, L, hidden + 1), the one-tensor convention
-        edgefit's fake quantisation calibrates with."""
+        edgefit's fake quantisation calibrates with. An embedding table (embeddings.*) comes
+        first: the whole model and the token ids."""
+        if layer.startswith("embeddings."):  # a table: the whole model runs after it
+            return self, token_ids
         start = _block_of(layer, len(self.blocks))
         ids = torch.from_numpy(token_ids).long()
         mask = (ids != PAD_ID).float()

@@ -130,18 +130,20 @@ def test_tail_from_a_block_reproduces_the_full_model(small, ids):
 
 
 @needs_weights
-def test_capture_sees_36_linear_layers(model):
+def test_capture_sees_3_tables_and_36_linear_layers(model):
     from cost_models.capture import capture
 
     g = capture(model, (minilm.SEQ_LEN,), "minilm-l6")
+    tables = ["embeddings.word", "embeddings.position", "embeddings.token_type"]
     expected = [f"blocks.{i}.{n}" for i in range(6) for n in ("q", "k", "v", "o", "ffn1", "ffn2")]
-    assert g.layer_names == expected
+    assert g.layer_names == tables + expected
     by_name = {layer.name: layer for layer in g.layers}
     assert by_name["blocks.0.q"].macs == minilm.SEQ_LEN * 384 * 384
     assert by_name["blocks.5.ffn1"].macs == minilm.SEQ_LEN * 384 * 1536
-    # embeddings + LayerNorms are weights too: counted for flash, though not planned
-    assert g.meta["unplanned_weight_bytes"] == 4 * (30522 * 384 + 512 * 384 + 2 * 384
-                                                    + 13 * 2 * 384)
+    assert [by_name[t].weight_shape for t in tables] == [(30522, 384), (512, 384), (2, 384)]
+    assert all(by_name[t].op_class == "gather" and by_name[t].macs == 0 for t in tables)
+    # the LayerNorms are weights too: counted for flash, though not planned
+    assert g.meta["unplanned_weight_bytes"] == 4 * 13 * 2 * 384
 
 
 @needs_weights
@@ -152,8 +154,10 @@ def test_onnx_export_matches_torch(ids, tmp_path):
     one_block = minilm.load_minilm(layers=1)  # the exporter's time grows with the graph
     path = tmp_path / "minilm.onnx"
     export_fp32(one_block, (ids.shape[1],), path)
-    assert sorted(inspect_onnx(path)) == sorted(f"blocks.0.{n}" for n in
-                                                ("q", "k", "v", "o", "ffn1", "ffn2"))
+    # every table stays a Gather of its own (none folded into a constant)
+    assert sorted(inspect_onnx(path)) == sorted(
+        [f"embeddings.{t}" for t in ("word", "position", "token_type")]
+        + [f"blocks.0.{n}" for n in ("q", "k", "v", "o", "ffn1", "ffn2")])
     np.testing.assert_allclose(onnx_outputs(path, ids), minilm.embed(one_block, ids), atol=1e-5)
 
 
