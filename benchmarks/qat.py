@@ -27,13 +27,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from cost_models.capture import capture
 from edgefit.fsutil import atomic_write_text
-from executors.distill import DistillConfig, distill
+from executors.distill import DistillConfig, distill, output_kl
 from executors.fakequant import quantized_copy
 from executors.prune import UnstructuredPruneConfig, prune_unstructured
 from executors.quantize import QuantizeConfig
@@ -55,14 +54,6 @@ class Row:
     kl: float
     epochs_run: int
     seconds: float
-
-
-def _kl(model: nn.Module, teacher: nn.Module, x: np.ndarray) -> float:
-    with torch.no_grad():
-        t = torch.from_numpy(x)
-        return float(nn.functional.kl_div(nn.functional.log_softmax(model(t), 1),
-                                          nn.functional.log_softmax(teacher(t), 1),
-                                          log_target=True, reduction="batchmean"))
 
 
 def _run(name: str, recipe: str, bits: int, prune: bool, epochs: int, teacher: nn.Module,
@@ -92,8 +83,8 @@ def _run(name: str, recipe: str, bits: int, prune: bool, epochs: int, teacher: n
             epochs_run = rep.epochs_run
             assert rep.zeros_kept and rep.quantization_aware == qat
         q = quantized_copy(student, techniques, calib)
-        row = Row(name, recipe, method, evaluate(q, test), _kl(q, teacher, test.x), epochs_run,
-                  time.perf_counter() - t0)
+        row = Row(name, recipe, method, evaluate(q, test), output_kl(q, teacher, test.x),
+                  epochs_run, time.perf_counter() - t0)
         print(f"{row.model:14s} {row.recipe:22s} {row.method:14s} acc {100 * row.accuracy:6.2f} %"
               f"  KL {row.kl:.4f}  epochs {row.epochs_run}  {row.seconds:6.1f} s", flush=True)
         rows.append(row)

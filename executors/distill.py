@@ -123,11 +123,7 @@ def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
 
     def val_kl() -> float:
         net.eval()
-        with torch.no_grad():
-            x = torch.from_numpy(val.x)
-            return float(nn.functional.kl_div(nn.functional.log_softmax(net(x), dim=1),
-                                              nn.functional.log_softmax(teacher(x), dim=1),
-                                              log_target=True, reduction="batchmean"))
+        return output_kl(net, teacher, val.x)
 
     before = evaluate(net, val)
     best, best_epoch, best_state = val_kl(), 0, copy.deepcopy(student.state_dict())
@@ -166,6 +162,18 @@ def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
                                   None if codebooks is None else
                                   _on_codebooks(student, codebooks.layers, codebooks),
                                   net is not student)
+
+
+def output_kl(model: nn.Module, teacher: nn.Module, x: np.ndarray) -> float:
+    """Mean KL(teacher || model) of the output distributions on inputs ``x`` (nats)."""
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        t = torch.from_numpy(x)
+        return float(nn.functional.kl_div(nn.functional.log_softmax(model(t), dim=1),
+                                          nn.functional.log_softmax(teacher(t), dim=1),
+                                          log_target=True, reduction="batchmean"))
 
 
 def _on_codebooks(model: nn.Module, layers: Sequence[str], codebooks: KeepShared) -> bool:

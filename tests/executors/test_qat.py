@@ -16,7 +16,7 @@ from torch import nn
 
 from edgefit.errors import PlanError
 from executors import quant_math
-from executors.distill import DistillConfig, distill
+from executors.distill import DistillConfig, distill, output_kl
 from executors.fakequant import quantized_copy
 from executors.qat import (
     QATView,
@@ -171,14 +171,6 @@ def lenet() -> tuple[nn.Module, Dataset, Dataset]:
     return pretrained("lenet5-mnist").model, small, held
 
 
-def _kl(model: nn.Module, teacher: nn.Module, x: np.ndarray) -> float:
-    with torch.no_grad():
-        t = torch.from_numpy(x)
-        return float(nn.functional.kl_div(nn.functional.log_softmax(model(t), 1),
-                                          nn.functional.log_softmax(teacher(t), 1),
-                                          log_target=True, reduction="batchmean"))
-
-
 def test_qat_int4_beats_ptq_of_the_same_weights(lenet) -> None:
     teacher, train, held = lenet
     plan = {n: INT4 for n in LAYERS}
@@ -189,7 +181,7 @@ def test_qat_int4_beats_ptq_of_the_same_weights(lenet) -> None:
                            calibration=calib)
     assert rep.quantization_aware and rep.best_epoch >= 1
     qat = quantized_copy(student, {n: [c] for n, c in plan.items()}, calib)
-    kl_ptq, kl_qat = _kl(ptq, teacher, held.x), _kl(qat, teacher, held.x)
+    kl_ptq, kl_qat = output_kl(ptq, teacher, held.x), output_kl(qat, teacher, held.x)
     assert kl_qat < 0.7 * kl_ptq, (kl_ptq, kl_qat)
     # the report's "before" is the PTQ model (what plain apply would have shipped)
     assert rep.val_kl_before > rep.val_kl_after
