@@ -16,7 +16,7 @@ The nonzero values are stored as ``value_bits`` says:
 
 * 2..8 -- signed integer codes (``quant_math.quantize_per_channel``'s ``q``; zero weights have
   code 0), two's complement, bit-packed LSB first: ``ceil(nnz * bits / 8)`` bytes. For 4 bits
-  that is exactly ``quant_math.pack_int4`` (low nibble first); for 8 bits plain int8 bytes.
+  that is exactly ``quant_math.pack_bits`` (for 4 bits: low nibble first; for 8: int8 bytes).
 * 16 -- float16, 32 -- float32 (little-endian); ``-0.0`` counts as zero (decodes as ``0.0``).
 
 Per-channel scales and the bias are not part of this payload: the flash image stores them as for
@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgefit.errors import PlanError
+from executors import quant_math
 
 FORMATS: tuple[str, ...] = ("bitmask", "csr")
 """The sparse formats, in tie-break order."""
@@ -147,11 +148,7 @@ def pack_values(values: np.ndarray, value_bits: int) -> bytes:
     v = _values_array(np.asarray(values).reshape(-1), bits)
     if bits in _FLOAT_DTYPE:
         return v.tobytes()
-    if bits == 8:
-        return v.astype("i1").tobytes()
-    u = (v & ((1 << bits) - 1)).astype(np.uint8)
-    bitstream = ((u[:, None] >> np.arange(bits, dtype=np.uint8)) & 1).astype(np.uint8)
-    return np.packbits(bitstream.reshape(-1), bitorder="little").tobytes()
+    return quant_math.pack_bits(v, bits)  # the one bit-packing of integer codes
 
 
 def unpack_values(data: bytes, count: int, value_bits: int) -> np.ndarray:
@@ -162,13 +159,7 @@ def unpack_values(data: bytes, count: int, value_bits: int) -> np.ndarray:
         raise PlanError(f"{count} {bits}-bit values take {need} bytes, got {len(data)}")
     if bits in _FLOAT_DTYPE:
         return np.frombuffer(data, dtype=_FLOAT_DTYPE[bits]).copy()
-    if bits == 8:
-        return np.frombuffer(data, dtype="i1").astype(np.int8)
-    stream = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
-    groups = stream[: count * bits].reshape(count, bits).astype(np.int16)
-    u = (groups << np.arange(bits, dtype=np.int16)).sum(axis=1)
-    signed = np.where(u >= 1 << (bits - 1), u - (1 << bits), u)
-    return signed.astype(np.int8)
+    return quant_math.unpack_bits(data, count, bits)
 
 
 def encode(q_or_w: np.ndarray, value_bits: int,
