@@ -63,6 +63,9 @@ import numpy as np
 
 FORMAT = "edgefit-measure"
 FORMAT_VERSION = 1
+ATTRIBUTION_VERSION = 2
+"""Version of the node -> layer rules (layer_owners, map_executed_nodes): profiles made
+under other rules attribute time differently and are not reused."""
 LAYERS_KEY = "edgefit.layers"
 OPTIONS_KEY = "edgefit.options"
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
@@ -368,6 +371,20 @@ def _base_name(name: str) -> str:
     return n
 
 
+def _fused_origin(name: str, by_name: Mapping[str, int]) -> str | None:
+    """The original node a fused node is named after: onnxruntime names a fusion
+    ``<first node>/<Fusion>`` (``blocks.0.q/MatMulAddFusion``, ``node_matmul/MatMulScaleFusion/``),
+    so strip ``/`` segments from the right until an original name matches."""
+    n = _base_name(name)
+    while n:
+        if n in by_name:
+            return n
+        if "/" not in n:
+            return None
+        n = _base_name(n.rstrip("/").rsplit("/", 1)[0])
+    return None
+
+
 def map_executed_nodes(
     executed: Graph, original: Graph, owners: Sequence[str | None]
 ) -> dict[str, tuple[str | None, str]]:
@@ -384,14 +401,16 @@ def map_executed_nodes(
                 init_users.setdefault(t, set()).add(owners[i])  # type: ignore[arg-type]
 
     result: dict[str, tuple[str | None, str]] = {}
+    layer_nodes: dict[str, str] = {}  # executed node that is (a fusion of) a layer's own op
     pending: list[int] = []
     for k, n in enumerate(executed.nodes):
         base = _base_name(n.name)
         hit: tuple[str | None, str] | None = None
+        origin = _fused_origin(n.name, by_name)
         if n.name in by_name and owners[by_name[n.name]] is not None:
             hit = (owners[by_name[n.name]], "name")
-        elif base in by_name and owners[by_name[base]] is not None:
-            hit = (owners[by_name[base]], "fused name")
+        elif origin is not None and owners[by_name[origin]] is not None:
+            hit = (owners[by_name[origin]], "fused name")
         else:
             weights = set().union(*(init_users.get(t, set()) for t in n.inputs if t))
             if len(weights) == 1:
@@ -407,6 +426,8 @@ def map_executed_nodes(
             pending.append(k)
         else:
             result[n.name] = hit
+            if origin is not None and hit[0] == origin:
+                layer_nodes[n.name] = origin
     # data flow over the executed graph for the rest (inserted Transpose / Reorder nodes)
     eprod: dict[str, int] = {}
     econs: dict[str, list[int]] = {}
@@ -419,8 +440,12 @@ def map_executed_nodes(
         progress = False
         for k in list(pending):
             n = executed.nodes[k]
-            layer: str | None = None
-            for t in n.inputs:
+            # a node inserted in front of a layer's op (the Reshape around a fused Gemm)
+            # belongs to that layer; otherwise to its input's producer, else its consumer
+            fed = {layer_nodes.get(executed.nodes[j].name) for t in n.outputs
+                   for j in econs.get(t, [])}
+            layer: str | None = fed.pop() if len(fed) == 1 else None
+            for t in n.inputs if layer is None else ():
                 if t and t not in executed.initializers and t in eprod:
                     src = executed.nodes[eprod[t]].name
                     if src in result and result[src][0] is not None:
@@ -971,6 +996,7 @@ def measure(
         "model": {
             "path": str(path), "bytes": path.stat().st_size, "inputs": specs,
             "layers": list(per_node["layers"]), "layers_source": per_node["layers_source"],
+            "attribution_version": ATTRIBUTION_VERSION,
             "options": options,
         },
         "settings": {

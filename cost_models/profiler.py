@@ -76,7 +76,8 @@ if TYPE_CHECKING:
 else:
     em = _import_measure()
 
-METHOD = f"uniform-model/ort-profile/calibrated/v1/forms-{GRAPH_FORM_VERSION}"
+METHOD = (f"uniform-model/ort-profile/calibrated/v1/forms-{GRAPH_FORM_VERSION}"
+          f"/attribution-{em.ATTRIBUTION_VERSION}")
 """Goes into every layer signature: a different measuring method never reuses a row."""
 
 DEFAULT_RUNS = 200

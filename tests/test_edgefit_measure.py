@@ -253,7 +253,32 @@ def test_fused_and_inserted_nodes_map_back() -> None:
         "relu_nchwc": ("conv1", "tensor name"),
         "ReorderOutput_token_5": ("conv1", "output tensor"),
         "node_pool_token_3": ("conv1", "fused name"),
-        "Transpose": ("conv1", "data flow"),
+        "Transpose": ("fc", "data flow"),  # inserted in front of fc's own (fused) op
         "fused fc": ("fc", "fused name"),
         "mystery": (None, "unmapped"),
     }
+
+
+def test_slash_named_fusions_and_their_reshapes_map_to_the_layer() -> None:
+    """onnxruntime names a MatMul+Add fusion ``<MatMul>/MatMulAddFusion`` and wraps a 3-D input
+    in Reshapes; all three are the layer's, not the residual stream's before it."""
+    original = _graph([
+        ("ln", "LayerNormalization", ["x", "g", "b"], ["h"]),
+        ("q", "MatMul", ["h", "wq"], ["m"]),
+        ("node_add", "Add", ["m", "bq"], ["y"]),
+        ("node_mm", "MatMul", ["y", "y"], ["z"]),
+    ], {"g", "b", "wq", "bq"}, ["x"])
+    owners = em.layer_owners(original, ["emb", "q"], overrides={"ln": "emb"})
+    executed = _graph([
+        ("ln", "LayerNormalization", ["x", "g", "b"], ["h"]),
+        ("gemm_input_reshape_token_3", "Reshape", ["h", "shape"], ["h2"]),
+        ("q/MatMulAddFusion", "Gemm", ["h2", "wq_folded", "bq"], ["m2"]),
+        ("gemm_output_reshape_token_4", "Reshape", ["m2", "shape2"], ["y"]),
+        ("node_mm/MatMulScaleFusion/", "FusedMatMul", ["y", "y"], ["z"]),
+    ], {"g", "b", "wq_folded", "bq", "shape", "shape2"}, ["x"])
+    got = em.map_executed_nodes(executed, original, owners)
+    assert got["q/MatMulAddFusion"] == ("q", "fused name")
+    assert got["gemm_input_reshape_token_3"] == ("q", "data flow")
+    assert got["gemm_output_reshape_token_4"][0] == "q"
+    assert got["node_mm/MatMulScaleFusion/"] == ("q", "fused name")
+    assert got["ln"] == ("emb", "name")
