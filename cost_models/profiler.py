@@ -76,7 +76,7 @@ if TYPE_CHECKING:
 else:
     em = _import_measure()
 
-METHOD = (f"uniform-model/ort-profile/calibrated/v1/forms-{GRAPH_FORM_VERSION}"
+METHOD = (f"uniform-model/ort-profile/calibrated/v2-closed/forms-{GRAPH_FORM_VERSION}"
           f"/attribution-{em.ATTRIBUTION_VERSION}")
 """Goes into every layer signature: a different measuring method never reuses a row."""
 
@@ -115,6 +115,15 @@ class Measured:
     run_overhead_ms: float | None = None
     closure: float | None = None
     format_version: int = 0
+    closure_scale: float | None = None
+
+    @property
+    def closed_ms(self) -> float:
+        """``latency_ms`` x ``closure_scale``: scaled so the layers of the model it was profiled
+        in add up to that model's unprofiled run (``edgefit_measure.closure_scale``): the
+        profile gives the layer's share, the end-to-end median the total. What the planner
+        charges."""
+        return self.latency_ms * (self.closure_scale or 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,6 +231,7 @@ def _from_cache(layer: str, hit: CachedProfile) -> Measured:
         raw_ms=x.get("raw_ms"), nodes=tuple(x.get("nodes", ())), model=x.get("model"),
         model_latency_ms=x.get("model_latency_ms"), run_overhead_ms=x.get("run_overhead_ms"),
         closure=x.get("closure"), format_version=hit.format_version,
+        closure_scale=x.get("closure_scale"),
     )
 
 
@@ -333,6 +343,7 @@ def _store(m: Mapping[str, Any], option: str, graph: LayerGraph, fp: DeviceFinge
     model_ms = float(m["latency_ms"]["median"])
     run_overhead_ms = float(m["calibration"]["run_overhead_us"]) / 1e3
     closure = m["closure"]["ratio"]
+    scale = float(m["profile"]["closure_scale"])
     runs = int(m["profile"]["runs"])
     stamp = str(m["timestamp"])
     out: dict[tuple[str, str], Measured] = {}
@@ -341,14 +352,15 @@ def _store(m: Mapping[str, Any], option: str, graph: LayerGraph, fp: DeviceFinge
         entry = m["layers"][name]
         extra = {"model": graph.model, "raw_ms": entry["median_us"] / 1e3,
                  "nodes": list(entry["nodes"]), "model_latency_ms": model_ms,
-                 "run_overhead_ms": run_overhead_ms, "closure": closure}
+                 "run_overhead_ms": run_overhead_ms, "closure": closure,
+                 "closure_scale": scale}
         latency = float(entry["calibrated_ms"])
         rows.append((fp, sigs[name], option, latency, runs, em.FORMAT_VERSION, extra, stamp))
         out[(name, option)] = Measured(
             layer=name, option=option, latency_ms=latency, runs=runs, fingerprint=fp,
             measured_at=stamp, raw_ms=extra["raw_ms"], nodes=tuple(entry["nodes"]),
             model=graph.model, model_latency_ms=model_ms, run_overhead_ms=run_overhead_ms,
-            closure=closure, format_version=em.FORMAT_VERSION,
+            closure=closure, format_version=em.FORMAT_VERSION, closure_scale=scale,
         )
     cache.put_many(rows)
     return out
@@ -360,7 +372,7 @@ def _store(m: Mapping[str, Any], option: str, graph: LayerGraph, fp: DeviceFinge
 
 def latency_overrides(measured: Mapping[tuple[str, str], Measured]) -> dict[tuple[str, str], float]:
     """{(layer, option): latency_ms}: the per-layer latency a CostTable row should carry."""
-    return {key: m.latency_ms for key, m in measured.items()}
+    return {key: m.closed_ms for key, m in measured.items()}
 
 
 def with_measured_latency(table: CostTable, measured: Mapping[tuple[str, str], Measured],
@@ -383,7 +395,8 @@ def with_measured_latency(table: CostTable, measured: Mapping[tuple[str, str], M
             f"measured on this host for {', '.join(hit)} ({fp.cpu_model}, {fp.cores} cores, "
             f"onnxruntime {fp.ort_version}, {fp.threads} thread(s), opt level {fp.opt_level}; "
             "whole model at each option, onnxruntime node profile attributed to layers, "
-            "profiling offset calibrated out); other options: " + table.provenance.get(
+            "profiling offset calibrated out, scaled so each model's layers add up to its "
+            "unprofiled run); other options: " + table.provenance.get(
                 "latency", "analytical"))
     overhead = table.run_overhead_ms
     if run_overhead:
@@ -400,11 +413,11 @@ def summarize(measured: Mapping[tuple[str, str], Measured],
     opts = list(options) if options is not None else sorted({o for _, o in measured})
     layers = list(dict.fromkeys(layer for layer, _ in measured))
     rows: list[dict[str, Any]] = [
-        {"layer": layer, **{o: measured[(layer, o)].latency_ms for o in opts
+        {"layer": layer, **{o: measured[(layer, o)].closed_ms for o in opts
                             if (layer, o) in measured}} for layer in layers
     ]
     rows.append({"layer": "sum of layers", **{
-        o: sum(measured[(layer, o)].latency_ms for layer in layers if (layer, o) in measured)
+        o: sum(measured[(layer, o)].closed_ms for layer in layers if (layer, o) in measured)
         for o in opts}})
     rows.append({"layer": "end-to-end (measured)", **{
         o: next((m.model_latency_ms for (_, mo), m in measured.items() if mo == o), None)

@@ -133,6 +133,15 @@ def test_isolated_script_writes_valid_json(lone_script: Path) -> None:
     assert sorted(members) == sorted(n["name"] for n in d["nodes"])
     assert all(lay["calibrated_us"] > 0 for lay in d["layers"].values())
     assert d["calibration"]["offset_us"] >= 0 and d["closure"]["ratio"] > 0
+    # the closed layer times add up to the unprofiled run less the session.run overhead
+    closed = sum(lay["closed_ms"] for lay in d["layers"].values())
+    assert closed == pytest.approx(lat["median"] - d["calibration"]["run_overhead_us"] / 1e3)
+
+
+def test_closure_scale() -> None:
+    assert em.closure_scale(10.0, 2.0, 4.0) == 2.0  # nodes read half their share of the run
+    assert em.closure_scale(10.0, 2.0, 16.0) == 0.5
+    assert em.closure_scale(1.0, 2.0, 4.0) == 1.0 and em.closure_scale(10.0, 2.0, 0.0) == 1.0
 
 
 def test_nodes_cover_the_graph_and_map_to_layers(tmp_path: Path) -> None:

@@ -399,6 +399,7 @@ def test_calibrate_reads_a_real_measure_file(tmp_path: Path) -> None:
         t_ms = layer_latency_ms(layer, kernel, truth, layer_flash_bytes(layer, kernel),
                                 [(None, e) for e in charged[layer.name]])  # type: ignore[misc]
         result["layers"][layer.name]["calibrated_us"] = 1e3 * t_ms
+        result["layers"][layer.name]["closed_ms"] = t_ms  # what calibrate reads when present
     measure_file = tmp_path / "m.measure.json"
     edgefit_measure.write_json_atomic(measure_file, result)
 

@@ -6,6 +6,7 @@ themselves are printed by ``python tests/cost_models/test_profiler.py`` for the 
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -163,6 +164,24 @@ def test_every_layer_and_the_whole_model_are_timed(profiled, lenet) -> None:
         assert e2e is not None and e2e > 0
 
 
+def test_closed_times_add_up_to_each_uniform_run(profiled, lenet) -> None:
+    """The planner's per-layer charge: profiled shares scaled to the unprofiled run, so a
+    uniform plan's layers + run overhead equal that model's measured end to end."""
+    measured, _, _ = profiled
+    _, graph = lenet
+    for option in OPTIONS:
+        rows = [measured[(layer, option)] for layer in graph.layer_names]
+        first = rows[0]
+        assert first.model_latency_ms is not None and first.run_overhead_ms is not None
+        total = sum(m.closed_ms for m in rows) + first.run_overhead_ms
+        if first.model_latency_ms > first.run_overhead_ms:
+            assert total == pytest.approx(first.model_latency_ms, rel=1e-6)
+        ratios = {round(m.closed_ms / m.latency_ms, 9) for m in rows}
+        assert len(ratios) == 1  # one scale per model: the profile's proportions are kept
+    bare = dataclasses.replace(first, closure_scale=None)
+    assert bare.closed_ms == bare.latency_ms
+
+
 def test_second_call_hits_the_cache(profiled, lenet) -> None:
     measured, cache, calib = profiled
     model, graph = lenet
@@ -174,6 +193,7 @@ def test_second_call_hits_the_cache(profiled, lenet) -> None:
     for key, m in again.items():
         assert m.cached and m.source == "measured"
         assert m.latency_ms == pytest.approx(measured[key].latency_ms)
+        assert m.closed_ms == pytest.approx(measured[key].closed_ms)
         assert m.nodes == measured[key].nodes and m.fingerprint == measured[key].fingerprint
 
 
@@ -195,7 +215,7 @@ def test_into_cost_table(profiled, lenet) -> None:
     _, graph = lenet
     table = build_cost_table(graph, load_spec("raspberry-pi-4"))
     over = profiler.latency_overrides(measured)
-    assert over[("conv1", "int8")] == measured[("conv1", "int8")].latency_ms
+    assert over[("conv1", "int8")] == measured[("conv1", "int8")].closed_ms
     new = profiler.with_measured_latency(table, measured, run_overhead=True)
     for layer, row in new.options.items():
         for c, old in zip(row, table.options[layer], strict=True):
