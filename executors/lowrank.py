@@ -430,7 +430,7 @@ def onnx_ranks(path: Path, layers: dict[str, str]) -> dict[str, dict[str, Any]]:
     output channels of its factor nodes' weights (traced through Cast/DequantizeLinear)."""
     import onnx
 
-    from executors.onnx_quant import _Graph, _trace, _weight_axis
+    from executors.onnx_quant import _Graph, _trace, _weight_axis, weight_input
 
     g = _Graph(onnx.load(str(path)).graph)
     out: dict[str, dict[str, Any]] = {}
@@ -438,7 +438,7 @@ def onnx_ranks(path: Path, layers: dict[str, str]) -> dict[str, dict[str, Any]]:
         outs, ins = [], []
         for name in factor_names(layer, op_type):
             node = g.by_name.get(name)
-            init = _trace(g, node.input[1])[0] if node is not None else None
+            init = _trace(g, weight_input(node))[0] if node is not None else None
             if node is None or init is None:
                 raise PlanError(f"{path}: no weighted node {name!r} for factorised layer "
                                 f"{layer!r}")

@@ -16,8 +16,11 @@ Per-layer options (numbers from :mod:`executors.quant_math`, so they match the f
   ``nodes_to_quantize`` to exactly the int8 layers. The layer's input and output each get a
   QuantizeLinear/DequantizeLinear pair; the bias is ORT's int32 (scale = in_scale * w_scale).
   With ``ORT_ENABLE_ALL`` onnxruntime fuses DQ->Conv->Q into ``QLinearConv`` and DQ->Gemm->Q
-  into ``QGemm`` (com.microsoft). The int8 weight codes and scales equal
-  :func:`quant_math.quantize_per_channel` (same formula, same guard for zero channels).
+  into ``QGemm`` (com.microsoft). A MatMul layer (a Linear over token rows) is written as
+  ``QLinearMatMul`` by edgefit itself (:func:`_qlinear_matmul_form`: onnxruntime does not fuse
+  it when several layers read one quantised tensor), reading the uint8 twin of its int8 input
+  codes. The int8 weight codes and scales equal :func:`quant_math.quantize_per_channel` (same
+  formula, same guard for zero channels).
 * ``int4`` -- weight-only: an ONNX ``INT4`` initializer (packed two per byte, low nibble first)
   + float32 per-output-channel scales + ``DequantizeLinear`` (axis = the output-channel axis, no
   zero point) feeding the node; activations and bias stay float32. Needs opset >= 21, so a model
@@ -58,10 +61,11 @@ from executors import quant_math as qm
 LAYERS_KEY = "edgefit.layers"
 OPTIONS_KEY = "edgefit.options"
 WEIGHTED_OPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
-GRAPH_FORM_VERSION = 3
+GRAPH_FORM_VERSION = 4
 """Bumped when a per-layer graph form changes (its measured latency then changes):
 2: weight-only Linear layers as MatMul (onnxruntime's MatMulNBits), 6/3/2-bit forms;
-3: packed embedding rows decoded by one 2-D MatMul (was a MatMul with a 1-D right side)."""
+3: packed embedding rows decoded by one 2-D MatMul (was a MatMul with a 1-D right side);
+4: static int8 MatMul layers written as QLinearMatMul (uint8 activations, int8 weights)."""
 INT4_MIN_OPSET = 21
 INT2_MIN_OPSET = 25  # ONNX INT2 / UINT2 (onnxruntime 1.32 runs DequantizeLinear on them)
 WEIGHT_ONLY_OPTIONS: tuple[str, ...] = tuple(o for o in qm.INT_FORMATS if o != "int8")
@@ -295,7 +299,7 @@ def _layer_node(g: _Graph, layer: str, where: str) -> onnx.NodeProto:
     node = g.by_name.get(layer)
     if node is None:
         raise PlanError(f"{where}: no node named {layer!r} (listed in '{LAYERS_KEY}')")
-    if node.op_type not in WEIGHTED_OPS:
+    if node.op_type not in (*WEIGHTED_OPS, "QLinearMatMul"):  # the last: a written int8 form
         raise PlanError(
             f"{where}: layer {layer!r} is a {node.op_type} node; expected {'/'.join(WEIGHTED_OPS)}"
         )
@@ -699,12 +703,96 @@ def _relu_to_max(g: _Graph, node: onnx.NodeProto) -> None:
     relu.input.append(_RELU_ZERO)
 
 
+def weight_input(node: onnx.NodeProto) -> str:
+    """The input of a layer node that carries its weight (QLinearMatMul: ``b``)."""
+    return node.input[3] if node.op_type == "QLinearMatMul" else node.input[1]
+
+
+def _qlinear_matmul_form(model: onnx.ModelProto, full: dict[str, str]) -> None:
+    """Static int8 MatMul layers (DQ(x), DQ(w) -> MatMul -> Q) written as QLinearMatMul.
+
+    onnxruntime fuses that pattern itself only when the input's QuantizeLinear feeds a single
+    DequantizeLinear; where several layers read one quantised tensor (a transformer's q, k, v
+    after one LayerNorm) it keeps DQ(w) + float MatMul, dequantising the whole weight on every
+    run (MiniLM all-int8 ran 2x slower than fp32). QLinearMatMul is the ONNX op that fusion
+    would produce: same codes, scales and zero points, integer kernel."""
+    g = _Graph(model.graph)
+    for layer, option in full.items():
+        node = g.by_name.get(layer)
+        if option != "int8" or node is None or node.op_type != "MatMul":
+            continue
+        x_dq, w_dq = g.producer.get(node.input[0]), g.producer.get(node.input[1])
+        users = g.consumers.get(node.output[0], [])
+        if (x_dq is None or w_dq is None or x_dq.op_type != "DequantizeLinear"
+                or w_dq.op_type != "DequantizeLinear" or w_dq.input[0] not in g.inits
+                or len(users) != 1 or users[0].op_type != "QuantizeLinear"
+                or node.output[0] in g.outputs
+                or any(len(n.input) < 3 or not n.input[2] for n in (x_dq, w_dq, users[0]))
+                or len(g.inits[w_dq.input[0]].dims) != 2
+                or next((a.i for a in w_dq.attribute if a.name == "axis"), 1) != 1):
+            continue
+        q, x_q = users[0], g.producer.get(x_dq.input[0])
+        readers = g.consumers.get(q.output[0], [])
+        if (x_q is None or x_q.op_type != "QuantizeLinear" or x_q.input[1:3] != x_dq.input[1:3]
+                or q.output[0] in g.outputs
+                or any(r.op_type != "DequantizeLinear" or r.input[1:3] != q.input[1:3]
+                       for r in readers)):
+            continue
+        nodes = model.graph.node
+        a_u8 = _uint8_input(g, x_q)
+        y_zp = _uint8_zero_point(g, q.input[2])
+        for r in readers:  # the output's codes are uint8 too (onnxruntime: T3 = T1)
+            r.input[2] = y_zp
+        fused = helper.make_node(
+            "QLinearMatMul", [a_u8, x_dq.input[1], _uint8_zero_point(g, x_q.input[2]),
+                              *w_dq.input[:3], q.input[1], y_zp], [q.output[0]], name=layer)
+        fused.metadata_props.extend(node.metadata_props)
+        nodes.insert(g.index_of(node), fused)
+        for dead in (node, w_dq, q):
+            nodes.remove(dead)
+        if len(g.consumers.get(x_dq.output[0], [])) == 1 and x_dq.output[0] not in g.outputs:
+            nodes.remove(x_dq)
+            if len(g.consumers.get(x_q.output[0], [])) == 1 and x_q.output[0] not in g.outputs:
+                nodes.remove(x_q)  # its uint8 twin took its only reader
+        g = _Graph(model.graph)
+        for init in (q.input[2], x_q.input[2]):
+            g.drop_if_unused(init)
+
+
+def _uint8_input(g: _Graph, x_q: onnx.NodeProto) -> str:
+    """The uint8 twin of int8 QuantizeLinear ``x_q`` (zero point + 128: the same codes shifted,
+    what onnxruntime's own S8->U8 rewrite feeds its x86 u8s8 kernels; int8 x int8 runs several
+    times slower), added once after ``x_q``; its output name."""
+    out = f"{x_q.output[0]}_u8"
+    if out in g.producer:
+        return out
+    zp_name = _uint8_zero_point(g, x_q.input[2])
+    twin = helper.make_node("QuantizeLinear", [x_q.input[0], x_q.input[1], zp_name], [out],
+                            name=_unique(f"{x_q.name}_u8", g.names))
+    twin.metadata_props.extend(x_q.metadata_props)
+    g.graph.node.insert(g.index_of(x_q) + 1, twin)
+    g.producer[out] = twin
+    g.names.update({out, twin.name})
+    return out
+
+
+def _uint8_zero_point(g: _Graph, name: str) -> str:
+    """Initializer ``<name>_u8``: int8 zero point ``name`` + 128 as uint8 (added once)."""
+    zp_name = f"{name}_u8"
+    if zp_name not in g.inits:
+        zp = numpy_helper.to_array(g.inits[name]).astype(np.int16) + 128
+        g.inits[zp_name] = numpy_helper.from_array(zp.astype(np.uint8), zp_name)
+        g.graph.initializer.append(g.inits[zp_name])
+        g.names.add(zp_name)
+    return zp_name
+
+
 def _check_storage(model: onnx.ModelProto, full: dict[str, str], where: str) -> None:
     """Every layer's weight is stored as its option says (guards against ORT rewriting ours)."""
     g = _Graph(model.graph)
     for layer, option in full.items():
         node = _layer_node(g, layer, where)
-        init, _ = _trace(g, node.input[1])
+        init, _ = _trace(g, weight_input(node))
         got = _dtype_name(init) if init is not None else "not an initializer"
         if got != onnx_weight_dtype(option):
             raise PlanError(
@@ -803,6 +891,7 @@ def quantize_onnx(
     if a16_layers:
         model = _quantize_int8(model, a16_layers, calibration, where, "int16", int8_layers)
     model = _matmulnbits_form(model, full, where)
+    _qlinear_matmul_form(model, full)
     _check_storage(model, full, where)
     for node in model.graph.node:
         if node.name in node_meta and not node.metadata_props:
@@ -949,12 +1038,14 @@ def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
             result[layer] = _table_storage(g, layer, inputs, str(path))  # embedding table
             continue
         node = _layer_node(g, layer, str(path))
-        init, chain = _trace(g, node.input[1])
+        init, chain = _trace(g, weight_input(node))
         if init is None:
             raise PlanError(f"{path}: weight of layer {layer!r} is not stored as an initializer")
         dtype = _dtype_name(init)
         values = _init_values(init)
         scale_bytes = 0
+        if node.op_type == "QLinearMatMul":  # b_scale, b_zero_point are the node's own inputs
+            scale_bytes += sum(_stored_bytes(g.inits[t]) for t in node.input[4:6] if t in g.inits)
         for dq in (n for n in chain if n.op_type == "DequantizeLinear"):
             for extra in dq.input[1:]:
                 if extra in g.inits:
@@ -968,7 +1059,11 @@ def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
         act = node.input[0]
         act_dtype = "float32"
         src = g.producer.get(act)
-        if src is not None and src.op_type == "DequantizeLinear":
+        if node.op_type == "QLinearMatMul" and node.input[2] in g.inits:
+            act_dtype = _dtype_name(g.inits[node.input[2]])  # a_zero_point
+            if act_dtype == "uint8" and np.all(_init_values(g.inits[node.input[2]]) == 128):
+                act_dtype = "int8"  # _uint8_input's shifted twin of symmetric int8 codes
+        elif src is not None and src.op_type == "DequantizeLinear":
             q_src = g.producer.get(src.input[0])
             zp = g.inits.get(src.input[2]) if len(src.input) > 2 else None
             if zp is not None:

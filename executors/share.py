@@ -195,13 +195,20 @@ def check_onnx_shared(path: Any, configs: Mapping[str, WeightSharingConfig]
     """Read each shared layer's weight back from an ONNX file (the initializer its node reads,
     through any Cast / DequantizeLinear): :func:`check_shared` of the stored values, so
     ``ok`` says the runnable model really holds at most ``2**bits`` distinct nonzero values."""
-    from executors.onnx_quant import _Graph, _init_values, _layer_node, _load, _trace
+    from executors.onnx_quant import (
+        _Graph,
+        _init_values,
+        _layer_node,
+        _load,
+        _trace,
+        weight_input,
+    )
 
     model = _load(path)
     g = _Graph(model.graph)
     out = {}
     for layer, cfg in configs.items():
-        init, _ = _trace(g, _layer_node(g, layer, str(path)).input[1])
+        init, _ = _trace(g, weight_input(_layer_node(g, layer, str(path))))
         if init is None:
             raise PlanError(f"{path}: weight of layer {layer!r} is not stored as an initializer")
         out[layer] = check_shared(_init_values(init), cfg)

@@ -245,8 +245,11 @@ def _int8_reference(model: torch.nn.Module, options: dict[str, str], path: Path,
             out += x @ w.T + b
             continue
         node = next(n for n in m.graph.node if n.name == name)
-        s_in = float(inits[producer[node.input[0]].input[1]])
-        s_out = float(inits[consumers[node.output[0]].input[1]])
+        if node.op_type == "QLinearMatMul":  # a_scale and y_scale are the node's inputs
+            s_in, s_out = float(inits[node.input[1]]), float(inits[node.input[6]])
+        else:
+            s_in = float(inits[producer[node.input[0]].input[1]])
+            s_out = float(inits[consumers[node.output[0]].input[1]])
 
         def fq(t: np.ndarray, s: float) -> np.ndarray:
             return np.clip(np.round(t / s), -128, 127) * s
@@ -262,9 +265,10 @@ def test_int4_and_int8_sharing_an_input_load_and_run(shared, q_opt, k_opt):
     quantize_onnx(shared["fp32"], out, options, shared["calib"])
     info = inspect_onnx(out)
     for layer, option in options.items():
-        if option == "int8":
+        if option == "int8":  # a 3-D MatMul: written as QLinearMatMul on the uint8 twin
             assert info[layer].activation_dtype == "int8"
-            assert info[layer].input_ops == ("DequantizeLinear",)
+            assert info[layer].op_type == "QLinearMatMul"
+            assert info[layer].input_ops == ("QuantizeLinear",)
         else:  # weight-only / float: reads the float tensor, not the int8 QDQ output
             assert info[layer].activation_dtype == "float32"
             assert info[layer].input_ops == ("<graph input>",)
@@ -275,6 +279,33 @@ def test_int4_and_int8_sharing_an_input_load_and_run(shared, q_opt, k_opt):
     scale = np.abs(ref).max()
     assert np.abs(got - unfused).max() <= 1e-2 * scale
     assert np.abs(got - ref).max() <= 1e-2 * scale
+
+
+def test_int8_layers_sharing_an_input_run_integer_kernels(shared, tmp_path):
+    """q and k read one quantised tensor: onnxruntime alone would dequantise both weights every
+    run (it fuses DQ -> MatMul -> Q only for a single reader), so both are written as
+    QLinearMatMul on the uint8 twin of the int8 codes; same codes, same result."""
+    options = {"q": "int8", "k": "int8"}
+    out = shared["dir"] / "int8_int8.onnx"
+    quantize_onnx(shared["fp32"], out, options, shared["calib"])
+    info = inspect_onnx(out)
+    assert {k: (v.op_type, v.option, v.activation_dtype) for k, v in info.items()} == {
+        "q": ("QLinearMatMul", "int8", "int8"), "k": ("QLinearMatMul", "int8", "int8")}
+    executed = [n.op_type for n in _optimized_nodes(out, tmp_path)]
+    assert executed.count("QLinearMatMul") == 2 and "MatMul" not in executed
+    m = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    for name in options:
+        node = next(n for n in m.graph.node if n.name == name)
+        w = _linear(shared["model"], name).weight.detach().numpy()
+        codes, scales = qm.quantize_per_channel(w, 8, axis=0)
+        np.testing.assert_array_equal(inits[node.input[3]], codes.T)
+        np.testing.assert_array_equal(inits[node.input[4]], scales)
+        assert inits[node.input[2]].dtype == np.uint8 and np.all(inits[node.input[2]] == 128)
+    x = shared["x"]
+    got = _run(out, x)
+    ref = _int8_reference(shared["model"], options, out, x)
+    assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max()
 
 
 def test_minilm_block_mixing_int4_and_int8(tmp_path):
