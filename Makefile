@@ -40,7 +40,8 @@ bench: data
 	$(PY) benchmarks/fit_catalog.py
 	$(PY) benchmarks/cost_model_accuracy.py
 	$(PY) benchmarks/techniques.py
-	$(PY) benchmarks/techniques.py --models mobilenetv2-fashion,minilm-l6 --out docs/bench-techniques-more.md
+	$(PY) benchmarks/techniques.py --models mobilenetv2-fashion --out docs/bench-techniques-mobilenet.md
+	$(PY) benchmarks/techniques.py --models minilm-l6 --out docs/bench-techniques-minilm.md
 	$(PY) benchmarks/qat.py
 	$(PY) benchmarks/int4_matmulnbits.py --threads 1 --rounds 30 --iters 200
 	$(PY) benchmarks/deep_compression.py

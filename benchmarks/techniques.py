@@ -5,8 +5,8 @@ size ratio of the packed flash image, latency ratio measured on this machine wit
 cosine similarity of its embeddings to the uncompressed model's).
 Layers too small for sparse storage or factorisation keep the dense option of the same precision.
 Run: .venv/bin/python benchmarks/techniques.py  (the three zoo models; docs/bench-techniques.md)
-     .venv/bin/python benchmarks/techniques.py --models mobilenetv2-fashion,minilm-l6 \
-         --out docs/bench-techniques-more.md
+     .venv/bin/python benchmarks/techniques.py --models mobilenetv2-fashion \
+         --out docs/bench-techniques-mobilenet.md   (and minilm-l6 -> bench-techniques-minilm.md)
 """
 
 from __future__ import annotations
