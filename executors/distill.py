@@ -10,9 +10,10 @@ their members' summed gradients, the weights are written back from them after ev
 
 With ``quantization_aware`` the student is trained *through* its planned quantisation
 (executors.qat): every quantised layer's forward uses its fake-quantised weights and, for integer
-activations, outputs fake-quantised with scales calibrated before fine-tuning; gradients pass
-straight through to the float weights, which the normal pipeline then quantises to exactly the
-values trained with. Validation KL and accuracy are then the quantised student's.
+activations, outputs fake-quantised with scales calibrated before fine-tuning and after every
+epoch; gradients pass straight through to the float weights, which the normal pipeline then
+quantises to exactly the values trained with. Validation KL and accuracy are then the quantised
+student's.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class DistillConfig(BaseModel):
     quantization_aware: bool = Field(
         default=False, description="quantisation-aware fine-tuning: the student's forward uses "
         "each quantised layer's fake-quantised weights (and int8 / int16 activations, scales "
-        "calibrated before fine-tuning), gradients pass straight through to the float "
-        "weights; apply then fine-tunes quantisation-only plans too")
+        "calibrated before fine-tuning and after every epoch), gradients pass straight "
+        "through to the float weights; apply then fine-tunes quantisation-only plans too")
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,14 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     with (quantization_aware(student, quantized or {}, calib) if qat
           else nullcontext()) as view:
         return _fit(student, teacher, train, val, config, seed, shared,
-                    student if view is None else view)
+                    student if view is None else view, calib)
 
 
 def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
          config: DistillConfig, seed: int, shared: Sequence[str],
-         net: nn.Module) -> tuple[nn.Module, DistillReport]:
-    """The training loop; ``net`` computes the student's outputs (a QAT view or itself)."""
+         net: nn.Module, calib: np.ndarray | None = None) -> tuple[nn.Module, DistillReport]:
+    """The training loop; ``net`` computes the student's outputs (a QAT view or itself; its
+    activation scales are recalibrated on ``calib`` after every epoch)."""
     import copy
 
     import numpy as np
@@ -108,6 +110,7 @@ def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
     from torch import nn
 
     from executors.prune import keep_zeros
+    from executors.qat import QATView
     from executors.share import keep_shared
     from workloads.train import evaluate
 
@@ -150,12 +153,16 @@ def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
             total += loss.item() * len(idx)
         losses.append(total / len(order))
         epochs_run = epoch
+        if calib is not None and isinstance(net, QATView):
+            net.recalibrate(calib)
         kl = val_kl()
         if kl < best:
             best, best_epoch, best_state = kl, epoch, copy.deepcopy(student.state_dict())
         elif epoch - best_epoch >= config.patience:
             break
     student.load_state_dict(best_state)
+    if calib is not None and isinstance(net, QATView):
+        net.recalibrate(calib)  # the kept weights' scales, as the export will calibrate them
     student.eval()
     return student, DistillReport(epochs_run, best_epoch, before, evaluate(net, val),
                                   kl_before, best, losses[0], losses[-1], mask.holds(),

@@ -2,11 +2,12 @@
 
 :func:`quantization_aware` wraps a model in a :class:`QATView` whose forward computes every
 quantised layer with its fake-quantised weights (the float *latent* weights stay the model's
-parameters and are what the optimiser trains) and, for int8 / int16 / fp16 activations, with
-its outputs fake-quantised (per-tensor integer scale calibrated before fine-tuning, as
-:func:`executors.fakequant.quantized_copy` calibrates it). Both use a straight-through estimator:
-the forward value is exactly the quantised one, the backward passes the gradient through
-unchanged (activations: only inside the integer range, the clipped STE of Jacob et al. 2018).
+parameters and are what the optimiser trains) and, for int8 / int16 / fp16 activations, with its
+outputs fake-quantised (per-tensor integer scale calibrated before fine-tuning, as
+:func:`executors.fakequant.quantized_copy` calibrates it, and again after every epoch). Both use a
+straight-through estimator: the forward value is exactly the quantised one, the backward passes the
+gradient through unchanged (activations: only inside the integer range, the clipped STE of Jacob et
+al. 2018).
 
 The weight forward equals :func:`executors.quant_math.fake_quantize` (per output channel,
 symmetric) bit for bit, so once fine-tuning ends the normal pipeline quantises the latent weights
@@ -198,6 +199,14 @@ class QATView(nn.Module):
         for hook in self._act_hooks:
             hook.quant.calibrating = False
         self.model.train(was_training)
+
+    def recalibrate(self, x: np.ndarray) -> None:
+        """Forget the activation maxima and calibrate again on ``x`` with the current weights:
+        after an epoch the latent weights moved, and the export calibrates the fine-tuned
+        model (quantize_static), so training keeps seeing the scales it will be shipped with."""
+        for hook in self._act_hooks:
+            hook.quant.max_abs, hook.quant.calibrating = 0.0, True
+        self.calibrate(x)
 
     def activation_scales(self) -> list[float]:
         """The integer activation scales in use (max |x| / qmax), in hook order."""

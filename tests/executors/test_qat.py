@@ -118,6 +118,30 @@ def test_view_equals_the_pipelines_quantised_model(mix: str) -> None:
         assert np.array_equal(model(torch.from_numpy(x)).numpy(), plain)  # ... hooks gone
 
 
+def test_recalibration_follows_the_trained_weights() -> None:
+    """After the weights move, recalibrate() gives the scales (and the forward) that a fresh
+    calibration of the moved model gives: what the export will calibrate."""
+    from workloads.zoo import LeNet5
+
+    torch.manual_seed(0)
+    model = LeNet5().eval()
+    plan = MIXES["int8a8+int4"]
+    x = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    with quantization_aware(model, plan, x[:32]) as view:
+        before = view.activation_scales()
+        with torch.no_grad():
+            model.conv1.weight.mul_(3.0)  # an epoch that grew the first layer's outputs
+        assert view.activation_scales() == before  # stale until recalibrated
+        view.recalibrate(x[:32])
+        after = view.activation_scales()
+        with torch.no_grad():
+            got = view(torch.from_numpy(x)).numpy()
+    assert after[0] > before[0]
+    with quantization_aware(model, plan, x[:32]) as fresh, torch.no_grad():
+        assert fresh.activation_scales() == after
+        assert np.array_equal(fresh(torch.from_numpy(x)).numpy(), got)
+
+
 def test_factorised_layer_quantises_every_factor() -> None:
     from executors.fakequant import pruned_copy
     from executors.lowrank import LowRankConfig
