@@ -366,7 +366,7 @@ def _onnx_out_channels(storage: Any) -> int | None:
     shape = storage.weight_shape
     if not shape:
         return None
-    return int(shape[-1] if storage.op_type == "MatMul" else shape[0])
+    return int(shape[-1] if storage.op_type.endswith("MatMul") else shape[0])
 
 
 def check_channels_in_onnx(plan: Plan, in_onnx: dict[str, Any]

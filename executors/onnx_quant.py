@@ -17,7 +17,7 @@ Per-layer options (numbers from :mod:`executors.quant_math`, so they match the f
   QuantizeLinear/DequantizeLinear pair; the bias is ORT's int32 (scale = in_scale * w_scale).
   With ``ORT_ENABLE_ALL`` onnxruntime fuses DQ->Conv->Q into ``QLinearConv`` and DQ->Gemm->Q
   into ``QGemm`` (com.microsoft). A MatMul layer (a Linear over token rows) is written as
-  ``QLinearMatMul`` by edgefit itself (:func:`_qlinear_matmul_form`: onnxruntime does not fuse
+  ``QLinearMatMul`` by edgefit itself (:func:`_qlinear_form`: onnxruntime does not fuse
   it when several layers read one quantised tensor), reading the uint8 twin of its int8 input
   codes. The int8 weight codes and scales equal :func:`quant_math.quantize_per_channel` (same
   formula, same guard for zero channels).
@@ -61,6 +61,8 @@ from executors import quant_math as qm
 LAYERS_KEY = "edgefit.layers"
 OPTIONS_KEY = "edgefit.options"
 WEIGHTED_OPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
+QLINEAR_OPS: tuple[str, ...] = ("QLinearConv", "QLinearMatMul")
+"""The int8 layer forms edgefit writes itself (:func:`_qlinear_form`)."""
 GRAPH_FORM_VERSION = 4
 """Bumped when a per-layer graph form changes (its measured latency then changes):
 2: weight-only Linear layers as MatMul (onnxruntime's MatMulNBits), 6/3/2-bit forms;
@@ -269,6 +271,8 @@ class _Graph:
         """(node, input index) holding the layer's bias, or None."""
         if node.op_type in ("Conv", "Gemm"):
             return (node, 2) if len(node.input) > 2 and node.input[2] else None
+        if node.op_type == "QLinearConv":
+            return (node, 8) if len(node.input) > 8 and node.input[8] else None
         users = self.consumers.get(node.output[0], [])
         if len(users) == 1 and users[0].op_type == "Add" and node.output[0] not in self.outputs:
             add = users[0]
@@ -285,7 +289,7 @@ class _Graph:
 
 def _weight_axis(node: onnx.NodeProto, w: np.ndarray) -> int:
     """Output-channel axis of the layer's weight initializer."""
-    if node.op_type == "Conv":
+    if node.op_type in ("Conv", "QLinearConv"):
         return 0
     if node.op_type == "Gemm":
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
@@ -299,7 +303,7 @@ def _layer_node(g: _Graph, layer: str, where: str) -> onnx.NodeProto:
     node = g.by_name.get(layer)
     if node is None:
         raise PlanError(f"{where}: no node named {layer!r} (listed in '{LAYERS_KEY}')")
-    if node.op_type not in (*WEIGHTED_OPS, "QLinearMatMul"):  # the last: a written int8 form
+    if node.op_type not in (*WEIGHTED_OPS, *QLINEAR_OPS):  # the last: written int8 forms
         raise PlanError(
             f"{where}: layer {layer!r} is a {node.op_type} node; expected {'/'.join(WEIGHTED_OPS)}"
         )
@@ -705,58 +709,109 @@ def _relu_to_max(g: _Graph, node: onnx.NodeProto) -> None:
 
 def weight_input(node: onnx.NodeProto) -> str:
     """The input of a layer node that carries its weight (QLinearMatMul: ``b``)."""
-    return node.input[3] if node.op_type == "QLinearMatMul" else node.input[1]
+    return node.input[3] if node.op_type in QLINEAR_OPS else node.input[1]
 
 
-def _qlinear_matmul_form(model: onnx.ModelProto, full: dict[str, str]) -> None:
-    """Static int8 MatMul layers (DQ(x), DQ(w) -> MatMul -> Q) written as QLinearMatMul.
+def _qlinear_form(model: onnx.ModelProto, full: dict[str, str]) -> None:
+    """Static int8 MatMul / Conv layers (DQ(x), DQ(w) [, DQ(b)] -> op -> Q) written as
+    QLinearMatMul / QLinearConv.
 
     onnxruntime fuses that pattern itself only when the input's QuantizeLinear feeds a single
     DequantizeLinear; where several layers read one quantised tensor (a transformer's q, k, v
-    after one LayerNorm) it keeps DQ(w) + float MatMul, dequantising the whole weight on every
-    run (MiniLM all-int8 ran 2x slower than fp32). QLinearMatMul is the ONNX op that fusion
-    would produce: same codes, scales and zero points, integer kernel."""
+    after one LayerNorm; a residual block's input, read by the block and by its skip Add) it
+    keeps DQ(w) + the float op, dequantising the whole weight on every run (MiniLM all-int8 ran
+    2x slower than fp32). The QLinear ops are what that fusion would produce: same codes,
+    scales and zero points (the bias: its int32 codes, scale x_scale * w_scale), integer
+    kernel, reading the uint8 twin of the int8 input codes (:func:`_uint8_input`)."""
     g = _Graph(model.graph)
-    for layer, option in full.items():
+    # graph order: a layer reading an earlier rewritten layer takes its uint8 codes as they are
+    for layer in [n.name for n in model.graph.node if full.get(n.name) == "int8"]:
         node = g.by_name.get(layer)
-        if option != "int8" or node is None or node.op_type != "MatMul":
+        if node is None or node.op_type not in ("MatMul", "Conv"):
             continue
-        x_dq, w_dq = g.producer.get(node.input[0]), g.producer.get(node.input[1])
-        users = g.consumers.get(node.output[0], [])
-        if (x_dq is None or w_dq is None or x_dq.op_type != "DequantizeLinear"
-                or w_dq.op_type != "DequantizeLinear" or w_dq.input[0] not in g.inits
-                or len(users) != 1 or users[0].op_type != "QuantizeLinear"
-                or node.output[0] in g.outputs
-                or any(len(n.input) < 3 or not n.input[2] for n in (x_dq, w_dq, users[0]))
-                or len(g.inits[w_dq.input[0]].dims) != 2
-                or next((a.i for a in w_dq.attribute if a.name == "axis"), 1) != 1):
+        found = _qlinear_parts(g, node)
+        if found is None:
             continue
-        q, x_q = users[0], g.producer.get(x_dq.input[0])
-        readers = g.consumers.get(q.output[0], [])
-        if (x_q is None or x_q.op_type != "QuantizeLinear" or x_q.input[1:3] != x_dq.input[1:3]
-                or q.output[0] in g.outputs
-                or any(r.op_type != "DequantizeLinear" or r.input[1:3] != q.input[1:3]
-                       for r in readers)):
-            continue
-        nodes = model.graph.node
-        a_u8 = _uint8_input(g, x_q)
-        y_zp = _uint8_zero_point(g, q.input[2])
-        for r in readers:  # the output's codes are uint8 too (onnxruntime: T3 = T1)
-            r.input[2] = y_zp
-        fused = helper.make_node(
-            "QLinearMatMul", [a_u8, x_dq.input[1], _uint8_zero_point(g, x_q.input[2]),
-                              *w_dq.input[:3], q.input[1], y_zp], [q.output[0]], name=layer)
+        x_dq, w_dq, b_dq, q = found
+        x_q = g.producer[x_dq.input[0]]
+        for r in g.consumers.get(q.output[0], []):  # the output's codes are uint8 too
+            r.input[2] = _uint8_zero_point(g, q.input[2])  # (onnxruntime: T3 = T1)
+        if x_q.op_type == "QuantizeLinear":
+            a, a_zp = _uint8_input(g, x_q), _uint8_zero_point(g, x_q.input[2])
+        else:  # uint8 codes of an earlier QLinear layer
+            a, a_zp = x_dq.input[0], x_dq.input[2]
+        inputs = [a, x_dq.input[1], a_zp, *w_dq.input[:3], q.input[1],
+                  _uint8_zero_point(g, q.input[2])]
+        if node.op_type == "Conv" and b_dq is not None:
+            inputs.append(b_dq.input[0])
+        fused = helper.make_node(f"QLinear{node.op_type}", inputs, [q.output[0]], name=layer)
+        fused.attribute.extend(node.attribute)
         fused.metadata_props.extend(node.metadata_props)
+        nodes = model.graph.node
         nodes.insert(g.index_of(node), fused)
-        for dead in (node, w_dq, q):
+        for dead in (node, w_dq, q, *([b_dq] if b_dq is not None else [])):
             nodes.remove(dead)
         if len(g.consumers.get(x_dq.output[0], [])) == 1 and x_dq.output[0] not in g.outputs:
             nodes.remove(x_dq)
-            if len(g.consumers.get(x_q.output[0], [])) == 1 and x_q.output[0] not in g.outputs:
+            if (x_q.op_type == "QuantizeLinear" and x_q.output[0] not in g.outputs
+                    and len(g.consumers.get(x_q.output[0], [])) == 1):
                 nodes.remove(x_q)  # its uint8 twin took its only reader
         g = _Graph(model.graph)
-        for init in (q.input[2], x_q.input[2]):
+        for init in (q.input[2], x_q.input[2] if x_q.op_type == "QuantizeLinear" else "",
+                     *(b_dq.input[1:] if b_dq is not None else [])):
             g.drop_if_unused(init)
+
+
+def _qlinear_parts(g: _Graph, node: onnx.NodeProto
+                   ) -> tuple[onnx.NodeProto, onnx.NodeProto, onnx.NodeProto | None,
+                              onnx.NodeProto] | None:
+    """(DQ of x, DQ of w, DQ of the bias or None, Q of the output) when ``node`` is a complete
+    static int8 group the QLinear op can take over (else None)."""
+    x_dq, w_dq = g.producer.get(node.input[0]), g.producer.get(node.input[1])
+    users = g.consumers.get(node.output[0], [])
+    if (x_dq is None or w_dq is None or x_dq.op_type != "DequantizeLinear"
+            or w_dq.op_type != "DequantizeLinear" or w_dq.input[0] not in g.inits
+            or g.inits[w_dq.input[0]].data_type != TensorProto.INT8
+            or len(users) != 1 or users[0].op_type != "QuantizeLinear"
+            or node.output[0] in g.outputs
+            or any(len(n.input) < 3 or not n.input[2] for n in (x_dq, w_dq, users[0]))):
+        return None
+    channel_axis = 1 if node.op_type == "MatMul" else 0
+    if (next((a.i for a in w_dq.attribute if a.name == "axis"), 1) != channel_axis
+            or (node.op_type == "MatMul" and len(g.inits[w_dq.input[0]].dims) != 2)):
+        return None
+    b_dq = None
+    if node.op_type == "Conv" and len(node.input) > 2 and node.input[2]:
+        b_dq = g.producer.get(node.input[2])
+        if (b_dq is None or b_dq.op_type != "DequantizeLinear" or b_dq.input[0] not in g.inits
+                or g.inits[b_dq.input[0]].data_type != TensorProto.INT32
+                or not _bias_scale_is_product(g, b_dq, x_dq, w_dq)):
+            return None
+    q, x_q = users[0], g.producer.get(x_dq.input[0])
+    x_zp = g.inits.get(x_dq.input[2])
+    from_qlinear = (x_q is not None and x_q.op_type in QLINEAR_OPS and x_zp is not None
+                    and x_zp.data_type == TensorProto.UINT8)
+    if (x_q is None or not (from_qlinear or (x_q.op_type == "QuantizeLinear"
+                                             and x_q.input[1:3] == x_dq.input[1:3]))
+            or q.output[0] in g.outputs
+            or any(r.op_type != "DequantizeLinear" or r.input[1:3] != q.input[1:3]
+                   for r in g.consumers.get(q.output[0], []))):
+        return None
+    return x_dq, w_dq, b_dq, q
+
+
+def _bias_scale_is_product(g: _Graph, b_dq: onnx.NodeProto, x_dq: onnx.NodeProto,
+                           w_dq: onnx.NodeProto) -> bool:
+    """QLinearConv takes the int32 bias with scale x_scale * w_scale implied: only then."""
+    try:
+        b_scale = numpy_helper.to_array(g.inits[b_dq.input[1]])
+        product = (numpy_helper.to_array(g.inits[x_dq.input[1]])
+                   * numpy_helper.to_array(g.inits[w_dq.input[1]]))
+    except KeyError:
+        return False
+    zp = g.inits.get(b_dq.input[2]) if len(b_dq.input) > 2 and b_dq.input[2] else None
+    return (b_scale.shape == product.shape and np.allclose(b_scale, product, rtol=1e-6, atol=0)
+            and (zp is None or not np.any(numpy_helper.to_array(zp))))
 
 
 def _uint8_input(g: _Graph, x_q: onnx.NodeProto) -> str:
@@ -891,7 +946,7 @@ def quantize_onnx(
     if a16_layers:
         model = _quantize_int8(model, a16_layers, calibration, where, "int16", int8_layers)
     model = _matmulnbits_form(model, full, where)
-    _qlinear_matmul_form(model, full)
+    _qlinear_form(model, full)
     _check_storage(model, full, where)
     for node in model.graph.node:
         if node.name in node_meta and not node.metadata_props:
@@ -1044,7 +1099,7 @@ def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
         dtype = _dtype_name(init)
         values = _init_values(init)
         scale_bytes = 0
-        if node.op_type == "QLinearMatMul":  # b_scale, b_zero_point are the node's own inputs
+        if node.op_type in QLINEAR_OPS:  # w_scale, w_zero_point are the node's own inputs
             scale_bytes += sum(_stored_bytes(g.inits[t]) for t in node.input[4:6] if t in g.inits)
         for dq in (n for n in chain if n.op_type == "DequantizeLinear"):
             for extra in dq.input[1:]:
@@ -1059,7 +1114,7 @@ def inspect_onnx(path: Path) -> dict[str, LayerStorage]:
         act = node.input[0]
         act_dtype = "float32"
         src = g.producer.get(act)
-        if node.op_type == "QLinearMatMul" and node.input[2] in g.inits:
+        if node.op_type in QLINEAR_OPS and node.input[2] in g.inits:
             act_dtype = _dtype_name(g.inits[node.input[2]])  # a_zero_point
             if act_dtype == "uint8" and np.all(_init_values(g.inits[node.input[2]]) == 128):
                 act_dtype = "int8"  # _uint8_input's shifted twin of symmetric int8 codes

@@ -135,7 +135,9 @@ def _activation_scales(path: Path, layers: list[str]) -> dict[str, tuple[float, 
             consumers.setdefault(i, []).append(n)
     out = {}
     for n in m.graph.node:
-        if n.name in layers:
+        if n.name in layers and n.op_type.startswith("QLinear"):  # x_scale, y_scale inputs
+            out[n.name] = (float(inits[n.input[1]]), float(inits[n.input[6]]))
+        elif n.name in layers:
             dq = producer[n.input[0]]
             (q,) = consumers[n.output[0]]
             assert dq.op_type == "DequantizeLinear" and q.op_type == "QuantizeLinear"
@@ -153,6 +155,9 @@ def _weight_codes(path: Path, layer: str) -> tuple[np.ndarray, np.ndarray | None
     inits = {i.name: i for i in m.graph.initializer}
     producer = {o: n for n in m.graph.node for o in n.output}
     node = next(n for n in m.graph.node if n.name == layer)
+    if node.op_type.startswith("QLinear"):  # w, w_scale are the node's inputs 3 and 4
+        return (numpy_helper.to_array(inits[node.input[3]]),
+                numpy_helper.to_array(inits[node.input[4]]))
     src = producer.get(node.input[1])
     if src is None:
         return numpy_helper.to_array(inits[node.input[1]]), None
@@ -219,7 +224,7 @@ def test_inspect_reports_chosen_storage(cnn, key):
             st.weight_bytes
             == {"fp32": 4 * n, "fp16": 2 * n, "int8": n, "int4": (n + 1) // 2}[option]
         )
-        out_ch = st.weight_shape[-1 if st.op_type == "MatMul" else 0]  # MatMul holds W^T
+        out_ch = st.weight_shape[-1 if st.op_type.endswith("MatMul") else 0]  # W^T
         if option == "int4":
             assert st.distinct_values <= 15
             assert st.scale_bytes == 4 * out_ch
@@ -229,8 +234,12 @@ def test_inspect_reports_chosen_storage(cnn, key):
             assert st.distinct_values <= 255
             assert st.scale_bytes == 4 * out_ch + out_ch  # float32 scales + int8 zero points
             assert st.activation_dtype == "int8"
-            assert st.input_ops == ("DequantizeLinear",)
-            assert st.output_ops == ("QuantizeLinear",)
+            if st.op_type.startswith("QLinear"):  # written by edgefit: reads the uint8 twin
+                assert st.input_ops == ("QuantizeLinear",)
+                assert set(st.output_ops) == {"DequantizeLinear"}
+            else:  # Gemm: onnxruntime fuses its QDQ group into QGemm itself
+                assert st.input_ops == ("DequantizeLinear",)
+                assert st.output_ops == ("QuantizeLinear",)
             assert st.bias_dtype == "int32"
         elif option == "fp16":
             assert st.weight_ops == ("Cast",) and st.bias_dtype == "float16"
@@ -248,7 +257,7 @@ def test_stored_values_equal_quant_math(cnn, key):
     for layer, option in options.items():
         w = cnn["model"].get_submodule(layer).weight.detach().numpy()
         stored, scales = _weight_codes(cnn[key], layer)
-        if inspect_onnx(cnn[key])[layer].op_type == "MatMul":  # weight-only Gemm -> MatMul
+        if inspect_onnx(cnn[key])[layer].op_type.endswith("MatMul"):  # W^T stored
             stored = stored.T
         if option in ("int4", "int8"):
             q, s = qm.quantize_per_channel(w, qm.BITS[option], axis=0)
@@ -477,3 +486,33 @@ def test_int16_activations_w8a16(cnn, tmp_path):
     err16 = np.abs(_run(a16, cnn["x"]) - ref).max()
     err8 = np.abs(_run(a8, cnn["x"]) - ref).max()
     assert err16 < err8
+
+
+def test_residual_int8_convs_all_run_integer_kernels(tmp_path):
+    """MobileNetV2-style blocks: a block's input is read by its expand conv and by the skip
+    Add, which onnxruntime alone would run as a float conv on a dequantised weight every run.
+    Every conv is written as QLinearConv (bias: the int32 codes), and the optimised graph runs
+    no float conv."""
+    from workloads.fuse import fuse_bn
+    from workloads.mobilenet import MobileNetV2Small
+
+    torch.manual_seed(0)
+    model = fuse_bn(MobileNetV2Small()).eval()
+    fp32, out = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    layers = _export(model, fp32, (1, 28, 28))
+    convs = [name for name, op in layers.items() if op == "Conv"]
+    calib = np.random.default_rng(0).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    quantize_onnx(fp32, out, dict.fromkeys(layers, "int8"), calib)
+    info = inspect_onnx(out)
+    assert {info[c].op_type for c in convs} == {"QLinearConv"}
+    assert all(info[c].bias_dtype in ("int32", None) and info[c].option == "int8" for c in convs)
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+    executed = [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+    assert not {"Conv", "FusedConv"} & set(executed)
+    assert sum(op.endswith("QLinearConv") for op in executed) == len(convs)
+    x = calib[:4]
+    ref = _torch_reference(model, dict.fromkeys(layers, "int8"), x)
+    assert np.abs(_run(out, x) - ref).max() <= 0.1 * np.abs(ref).max()
