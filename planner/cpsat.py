@@ -10,6 +10,7 @@ import dataclasses
 import math
 import time
 from collections import defaultdict
+from functools import partial
 from typing import Any
 
 from ortools.sat.python import cp_model
@@ -168,17 +169,37 @@ def _step_upper(problem: Problem, t: int, step: tuple[tuple[str, int], ...]) -> 
     return sum(worst.values())
 
 
+def _tie_break_costs(problem: Problem) -> dict[tuple[str, int], int]:
+    """Per (layer, option index): its latency + flash, each normalised by its worst total."""
+    def worst(metric: str) -> int:
+        return max(1, sum(max(_up(c.metric(metric), metric) for c in problem.choices[ly])
+                          for ly in problem.layers))
+    lat_ref, flash_ref = worst("latency_ms"), worst("flash_bytes")
+    return {(ly, i): round(1e6 * _up(c.latency_ms, "latency_ms") / lat_ref)
+            + round(1e6 * _up(c.flash_bytes, "flash_bytes") / flash_ref)
+            for ly in problem.layers for i, c in enumerate(problem.choices[ly])}
+
+
 def _tie_break(model: _Model) -> cp_model.LinearExprT:
     """Cheaper latency and flash, each normalised by its worst total, for a loose budget."""
-    def worst(metric: str) -> int:
-        return max(1, sum(max(_up(c.metric(metric), metric) for c in model.p.choices[ly])
-                          for ly in model.p.layers))
-    lat_ref, flash_ref = worst("latency_ms"), worst("flash_bytes")
-    return sum(
-        (round(1e6 * _up(c.latency_ms, "latency_ms") / lat_ref)
-         + round(1e6 * _up(c.flash_bytes, "flash_bytes") / flash_ref)) * model.x[ly, i]
-        for ly in model.p.layers for i, c in enumerate(model.p.choices[ly])
-    )
+    return sum(cost * model.x[key] for key, cost in _tie_break_costs(model.p).items())
+
+
+def separable_optimum(problem: Problem) -> dict[str, int] | None:
+    """Both phases' exact optimum when no limit binds, without a search (else None).
+
+    Each layer takes its least-loss option, ties broken by the tie-break cost. The total
+    loss is then the smallest any plan has, and any plan of that loss keeps every layer at a
+    least-loss option, so the tie-break too is minimised layer by layer. It is the answer
+    exactly when that plan meets every limit and coupling: a loose budget decomposes."""
+    costs = _tie_break_costs(problem)
+
+    def rank(ly: str, i: int) -> tuple[int, int]:
+        return _up(problem.choices[ly][i].acc_loss, "acc_loss"), costs[ly, i]
+
+    picks = {ly: min(range(len(problem.choices[ly])), key=partial(rank, ly))
+             for ly in problem.layers}
+    return picks if problem.feasible(problem.totals(picks)) else None
 
 
 def solve(problem: Problem, options: SolverOptions | None = None,
@@ -192,6 +213,9 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     options = options or SolverOptions()
     start = time.perf_counter()
     considered = sum(len(c) for c in problem.choices.values())
+    loose = separable_optimum(problem)
+    if loose is not None:  # no limit binds: proven optimal without a model
+        return _result(problem, loose, "OPTIMAL", start, considered, 0.0)
     lp_bound, incumbent = _lp_start(problem, options)
     if lp_bound == math.inf:
         return _infeasible(problem, "INFEASIBLE", options, start, considered, explain_infeasible)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
 
 from planner.bruteforce import brute_force
-from planner.cpsat import minimize_metric, solve
+from planner.cpsat import _tie_break_costs, _up, minimize_metric, separable_optimum, solve
 from planner.problem import Choice, Problem
 
 
@@ -109,3 +110,33 @@ def test_binding_limits_are_the_ones_worth_loosening() -> None:
     result = solve_any(problem)
     assert result.binding == ("latency_ms",)  # 8.25 ms allows both at fp32; flash is slack
     assert result.sensitivity["latency_ms"] < result.totals["acc_loss"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_loose_budget_is_solved_layer_by_layer_exactly(seed: int) -> None:
+    """With every limit loosened until the least-loss plan meets it, the shortcut answers,
+    and its answer is the lexicographic (loss, then latency + flash) optimum of brute force."""
+    base = random_problem(seed, n_layers=1 + seed % 6)
+    problem = base.with_limits({m: 10 * v + 1e5 for m, v in base.limits.items()})
+    picks = separable_optimum(problem)
+    assert picks is not None
+    costs = _tie_break_costs(problem)
+    best = min(
+        (sum(_up(problem.choices[ly][i].acc_loss, "acc_loss") for ly, i in zip(problem.layers, p,
+                                                                             strict=True)),
+         sum(costs[ly, i] for ly, i in zip(problem.layers, p, strict=True)))
+        for p in itertools.product(*(range(len(problem.choices[ly])) for ly in problem.layers)))
+    got = (sum(_up(problem.choices[ly][i].acc_loss, "acc_loss") for ly, i in picks.items()),
+           sum(costs[ly, i] for ly, i in picks.items()))
+    assert got == best
+    result = solve(problem)
+    assert result.status == "OPTIMAL" and result.gap == 0.0
+    assert result.picks == {ly: problem.choices[ly][i].option for ly, i in picks.items()}
+
+
+def test_a_binding_limit_is_not_shortcut() -> None:
+    c = (Choice("fp32", 4.0, 4000, 1.0, 4, 0.0), Choice("int8", 1.0, 1000, 0.25, 1, 0.5))
+    problem = Problem(("a", "b"), {"a": c, "b": c}, {"latency_ms": 5.0}, {}, ((("a", 10),),))
+    assert separable_optimum(problem) is None  # fp32 + fp32 = 8 ms breaks the limit
+    result = solve(problem)
+    assert result.status == "OPTIMAL" and sorted(result.picks.values()) == ["fp32", "int8"]
