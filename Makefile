@@ -44,6 +44,7 @@ bench: data
 	$(PY) benchmarks/techniques.py --models minilm-l6 --out docs/bench-techniques-minilm.md
 	$(PY) benchmarks/qat.py
 	$(PY) benchmarks/int4_matmulnbits.py --threads 1 --rounds 30 --iters 200
+	$(PY) benchmarks/int8_qlinear.py
 	$(PY) benchmarks/deep_compression.py
 	$(PY) benchmarks/accuracy_planning.py
 	$(PY) benchmarks/accuracy_estimators.py --plans 24 --finetuned 3
