@@ -329,8 +329,15 @@ def test_minilm_block_mixing_int4_and_int8(tmp_path):
     info = inspect_onnx(out)
     assert {k: info[k].option for k in options} == options
     assert info["blocks.0.q"].activation_dtype == "float32"
-    x = ids[:1].astype(np.float32)
-    got, ref = _run(out, x), _run(fp32, x)
-    cosine = float((got * ref).sum() / np.linalg.norm(got) / np.linalg.norm(ref))
-    assert cosine > 0.95
+    def cosine(a: np.ndarray, b: np.ndarray) -> float:
+        return float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b))
+
+    for i in range(len(ids)):
+        x = ids[i : i + 1].astype(np.float32)
+        got, ref = _run(out, x), _run(fp32, x)
+        assert cosine(got, ref) > 0.95
+        # onnxruntime's fusions change nothing the file says (they once did for int8 layers
+        # sharing an input: its own QDQ fusion, now replaced by edgefit's QLinearMatMul)
+        unfused = _run(out, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        assert cosine(got, unfused) > 0.9999
     assert "MatMulNBits" in {n.op_type for n in _optimized_nodes(out, tmp_path)}
