@@ -5,8 +5,7 @@ Not a zoo entry on purpose: tests iterate over the zoo and CI would train it. Tr
 torch.export and cached under the edgefit cache dir; later calls reuse the file. A `.pt2` because
 apply_plan reloads the model from the plan's path alone (a factory reference would need its
 weights file and input shape again); the loader gives it back its nn.Conv2d / nn.Linear modules,
-but the planner offers no low-rank option for it (an fx GraphModule, see
-edgefit/planning.py _factorisable_model).
+so every technique, low rank included, applies to it.
 
     .venv/bin/python benchmarks/mobilenet_fashion.py   # trains (minutes) or prints the cached one
 """

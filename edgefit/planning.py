@@ -98,13 +98,10 @@ def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bo
 
 
 def _factorisable_model(module: Any) -> bool:
-    """A plain nn.Module whose layers can be swapped for their factors (an exported fx
-    GraphModule inlines its layers, so it cannot)."""
-    if module is None:
-        return False
-    from torch import fx
-
-    return not isinstance(module, fx.GraphModule)
+    """A torch model whose layers are modules that can be swapped for their factors: a plain
+    nn.Module, or an exported program's graph once workloads.models.remodularize gave it its
+    nn.Conv2d / nn.Linear back (only layers found among its modules are offered low rank)."""
+    return module is not None
 
 
 def lowrank_factors(module: Any, graph: LayerGraph, options: dict[str, dict[str, list[Any]]]

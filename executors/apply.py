@@ -63,7 +63,10 @@ def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> N
 
     import onnx
 
+    from cost_models.capture import flat_modules
+
     example = torch.zeros((1, *input_shape))
+    model = flat_modules(model)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)

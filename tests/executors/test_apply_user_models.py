@@ -56,3 +56,22 @@ def test_user_model_plan_and_apply(kind: str, trained_lenet5: torch.nn.Module,
         assert storage[name].option == onnx_option(lp.techniques)
         assert stored[name].weight_bytes + stored[name].bias_bytes + stored[name].header_bytes == \
             lp.cost.flash_bytes
+
+
+def test_pt2_model_takes_low_rank_options(trained_lenet5: torch.nn.Module,
+                                          tmp_path: Path) -> None:
+    """An exported program's layers are modules again (remodularize), so they can be swapped
+    for their factors: low rank is offered, applied, and the ranks read back from the files."""
+    path = tmp_path / "lenet5.pt2"
+    program = torch.export.export(trained_lenet5, (torch.zeros(1, 1, 28, 28),))
+    torch.export.save(program, str(path))
+    budget = Budget(target="raspberry-pi-4", limits={"latency": "1s"}, model=str(path),
+                    data="mnist")
+    plan, _ = make_plan(budget, "test", pins={"fc1": "fp32+r50", "conv2": "int8+r50"})
+    assert plan.options()["fc1"] == "fp32+r50" and plan.options()["conv2"] == "int8+r50"
+    report = apply_plan(plan, tmp_path / "out")
+    assert all(c["ok"] for c in report["checks"]), report["checks"]
+    assert report["accuracy"]["fp32"] >= 0.97
+    storage = inspect_onnx(tmp_path / "out" / "model.onnx")
+    assert {"fc1.0", "fc1.1", "conv2.0", "conv2.1", "conv2.2"} <= set(storage)
+    assert storage["conv2.1"].option == "int8"
