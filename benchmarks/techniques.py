@@ -36,6 +36,7 @@ DEFAULT_OUT = Path(__file__).parents[1] / "docs" / "bench-techniques.md"
 RECIPES: list[tuple[str, str, int]] = [  # label, option for every layer, fine-tune epochs
     ("fp16", "fp16", 0),
     ("int8 (w+a)", "int8", 0),
+    ("int8 weights + int16 activations (w8a16)", "int8a16", 0),
     ("int6 weights", "int6", 0),
     ("int4 weights", "int4", 0),
     ("int3 weights", "int3", 0),
