@@ -87,13 +87,23 @@ class _Model:
 def solve(problem: Problem, options: SolverOptions | None = None,
           hint: dict[str, str] | None = None, explain_infeasible: bool = True) -> SolveResult:
     """Minimise accuracy loss, then latency + flash normalised, as the CP-SAT backend does."""
+    from planner import lp
+    from planner.cpsat import separable_optimum
+
     del hint  # CBC through PuLP takes no warm start here
     options = options or SolverOptions()
     start = time.perf_counter()
-    first = _Model(problem, problem.limits, "acc")
-    first.m += first.expr["acc_loss"]
-    status = first.solve(options)
     considered = sum(len(c) for c in problem.choices.values())
+    loose = separable_optimum(problem)  # no limit binds: the exact answer without a model
+    if loose is not None:
+        return _result(problem, loose, True, start, considered)
+    # the LP relaxation proves an infeasible budget at once (CBC alone may time out on it)
+    status = ("INFEASIBLE" if lp.relax(problem).value is None and lp.proven_infeasible(problem)
+              else None)
+    if status is None:
+        first = _Model(problem, problem.limits, "acc")
+        first.m += first.expr["acc_loss"]
+        status = first.solve(options)
     if status not in ("OPTIMAL", "FEASIBLE"):
         from planner.cpsat import explain
 
@@ -111,7 +121,12 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     second.m += _tie_break(second)
     status2 = second.solve(options)
     picks = second.picks() if status2 in ("OPTIMAL", "FEASIBLE") else first.picks()
-    exact = status == "OPTIMAL" and status2 == "OPTIMAL"
+    return _result(problem, picks, status == "OPTIMAL" and status2 == "OPTIMAL", start,
+                   considered)
+
+
+def _result(problem: Problem, picks: dict[str, int], exact: bool, start: float,
+            considered: int) -> SolveResult:
     totals = problem.totals(picks)
     return SolveResult(
         status="OPTIMAL" if exact else "FEASIBLE",

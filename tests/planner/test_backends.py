@@ -72,3 +72,15 @@ def test_unknown_backend_is_a_clear_error() -> None:
 
     with pytest.raises(PlanError, match="cpsat, cbc"):
         solve(Problem(("a",), {"a": (Choice("x", 1, 1, 1, 1, 0),)}, {}), backend="gurobi")
+
+
+def test_cbc_proves_an_infeasible_budget_through_the_lp() -> None:
+    """The LP relaxation's proof does not depend on CBC's search: a budget below the fastest
+    plan is INFEASIBLE even with no time to search."""
+    from planner.result import SolverOptions
+
+    c = (Choice("fp32", 4.0, 4000, 1.0, 4, 0.0), Choice("int8", 1.0, 1000, 0.25, 1, 0.5))
+    problem = Problem(("a", "b"), {"a": c, "b": c}, {"latency_ms": 1.5}, {}, ((("a", 10),),))
+    result = solve(problem, backend="cbc", options=SolverOptions(time_limit_s=0.001),
+                   explain=False)
+    assert result.status == "INFEASIBLE" and result.backend == "cbc"
