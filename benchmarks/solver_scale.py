@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import sys
 import time
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--goal-gap", type=float, default=0.005,
                     help="also run CP-SAT with this relative gap and a 1 s tie-break (0: no)")
     args = ap.parse_args(argv)
+    load_start = os.getloadavg()[0]
     options = SolverOptions(time_limit_s=args.time_limit, workers=4)
     runs = [(b, options) for b in args.backends.split(",")]
     if args.goal_gap:
@@ -333,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         "# Solver at scale", "",
         f"Made by `.venv/bin/python benchmarks/solver_scale.py --time-limit {args.time_limit:g}"
         f" --instances {args.instances} --out {args.out}"
-        f"` on this machine (2 cores, shared with other jobs while it ran, so times are noisy: "
-        "compare rows of one run, not runs), CP-SAT with 4 workers. "
+        f"` on this machine ({os.cpu_count()} cores; 1-minute load average {load_start:.2f} "
+        f"at the start, {os.getloadavg()[0]:.2f} at the end: above about 1 another job shared "
+        "them; times are noisy, compare rows of one run, not runs), CP-SAT with 4 workers. "
         + ("Synthetic costs shaped like real ones (see the script)."
            if args.instances == "synthetic" else
            "The built-in models' real problems (the options `plan` offers on each target, "
