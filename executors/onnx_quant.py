@@ -63,11 +63,12 @@ OPTIONS_KEY = "edgefit.options"
 WEIGHTED_OPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
 QLINEAR_OPS: tuple[str, ...] = ("QLinearConv", "QLinearMatMul")
 """The int8 layer forms edgefit writes itself (:func:`_qlinear_form`)."""
-GRAPH_FORM_VERSION = 4
+GRAPH_FORM_VERSION = 5
 """Bumped when a per-layer graph form changes (its measured latency then changes):
 2: weight-only Linear layers as MatMul (onnxruntime's MatMulNBits), 6/3/2-bit forms;
 3: packed embedding rows decoded by one 2-D MatMul (was a MatMul with a 1-D right side);
-4: static int8 MatMul layers written as QLinearMatMul (uint8 activations, int8 weights)."""
+4: static int8 MatMul layers written as QLinearMatMul (uint8 activations, int8 weights);
+5: static int8 Conv layers written as QLinearConv the same way."""
 INT4_MIN_OPSET = 21
 INT2_MIN_OPSET = 25  # ONNX INT2 / UINT2 (onnxruntime 1.32 runs DequantizeLinear on them)
 WEIGHT_ONLY_OPTIONS: tuple[str, ...] = tuple(o for o in qm.INT_FORMATS if o != "int8")
