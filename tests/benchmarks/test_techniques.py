@@ -110,3 +110,25 @@ def test_planning_measurements_run_once_per_model(tech: ModuleType,
     planning._cached_output_kl(b, {"fc": {}}, x)  # other weights: measured again
     planning._cached_output_kl(a, {"fc": {}}, x + 1)  # other images: measured again
     assert calls == ["kl", "kl", "kl"]
+
+
+def test_only_pinnable_options_are_estimated(tech: ModuleType,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row pins every layer, so the planner's accuracy costs are measured only for the
+    options a row can pin, and no channel widths are offered (no row prunes channels)."""
+    import numpy as np
+    import torch
+
+    from edgefit import planning
+
+    seen: list[object] = []
+    monkeypatch.setattr(planning, "_cached_output_kl",
+                        lambda module, options, x: seen.append(options) or 0)
+    monkeypatch.setattr(planning, "channel_groups", planning.channel_groups)
+    tech.measure_once_per_model()
+    pinned = tech.pinnable_options()
+    assert {"fp32", "int8", "int4", "fp32+s75", "int4+s75", "fp32+k4+s75"} <= pinned
+    options = {"fc": {"fp32": [], "int8": [], "int8+w12": [], "fp16+s50": []}}
+    planning._cached_output_kl(torch.nn.Linear(3, 2), options, np.zeros((2, 3), np.float32))
+    assert seen == [{"fc": {"fp32": [], "int8": []}}]
+    assert planning.channel_groups(None, 8, np.zeros(1)) == ([], {})
