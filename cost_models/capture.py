@@ -57,8 +57,9 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
         model = model.eval()
     example = torch.zeros((1, *input_shape))
     try:
-        gm = model if isinstance(model, fx.GraphModule) and _traced_enough(model) \
-            else fx.symbolic_trace(model)
+        gm = flat_modules(model)
+        if not isinstance(gm, fx.GraphModule):
+            gm = fx.symbolic_trace(gm)
     except Exception as exc:  # fx raises many types; the user needs one line
         raise ModelLoadError(f"{name}: torch.fx cannot trace this model: {exc}") from None
     ShapeProp(gm).propagate(example)

@@ -15,10 +15,10 @@ Per-layer options (numbers from :mod:`executors.quant_math`, so they match the f
   int8 weights, symmetric int8 activations (QInt8/QInt8, MinMax calibration), restricted with
   ``nodes_to_quantize`` to exactly the int8 layers. The layer's input and output each get a
   QuantizeLinear/DequantizeLinear pair; the bias is ORT's int32 (scale = in_scale * w_scale).
-  With ``ORT_ENABLE_ALL`` onnxruntime fuses DQ->Conv->Q into ``QLinearConv`` and DQ->Gemm->Q
-  into ``QGemm`` (com.microsoft). A MatMul layer (a Linear over token rows) is written as
-  ``QLinearMatMul`` by edgefit itself (:func:`_qlinear_form`: onnxruntime does not fuse
-  it when several layers read one quantised tensor), reading the uint8 twin of its int8 input
+  With ``ORT_ENABLE_ALL`` onnxruntime fuses DQ->Gemm->Q into ``QGemm`` (com.microsoft). Conv
+  and MatMul layers (a Linear over token rows) are written as ``QLinearConv`` /
+  ``QLinearMatMul`` by edgefit itself (:func:`_qlinear_form`: onnxruntime does not fuse them
+  when several layers read one quantised tensor), reading the uint8 twin of their int8 input
   codes. The int8 weight codes and scales equal :func:`quant_math.quantize_per_channel` (same
   formula, same guard for zero channels).
 * ``int4`` -- weight-only: an ONNX ``INT4`` initializer (packed two per byte, low nibble first)
@@ -709,7 +709,8 @@ def _relu_to_max(g: _Graph, node: onnx.NodeProto) -> None:
 
 
 def weight_input(node: onnx.NodeProto) -> str:
-    """The input of a layer node that carries its weight (QLinearMatMul: ``b``)."""
+    """The input of a layer node that carries its weight (QLinearConv / QLinearMatMul: the
+    fourth, ``w`` / ``b``)."""
     return node.input[3] if node.op_type in QLINEAR_OPS else node.input[1]
 
 
@@ -735,14 +736,14 @@ def _qlinear_form(model: onnx.ModelProto, full: dict[str, str]) -> None:
             continue
         x_dq, w_dq, b_dq, q = found
         x_q = g.producer[x_dq.input[0]]
+        y_zp = _uint8_zero_point(g, q.input[2])
         for r in g.consumers.get(q.output[0], []):  # the output's codes are uint8 too
-            r.input[2] = _uint8_zero_point(g, q.input[2])  # (onnxruntime: T3 = T1)
+            r.input[2] = y_zp  # (onnxruntime: T3 = T1)
         if x_q.op_type == "QuantizeLinear":
             a, a_zp = _uint8_input(g, x_q), _uint8_zero_point(g, x_q.input[2])
         else:  # uint8 codes of an earlier QLinear layer
             a, a_zp = x_dq.input[0], x_dq.input[2]
-        inputs = [a, x_dq.input[1], a_zp, *w_dq.input[:3], q.input[1],
-                  _uint8_zero_point(g, q.input[2])]
+        inputs = [a, x_dq.input[1], a_zp, *w_dq.input[:3], q.input[1], y_zp]
         if node.op_type == "Conv" and b_dq is not None:
             inputs.append(b_dq.input[0])
         fused = helper.make_node(f"QLinear{node.op_type}", inputs, [q.output[0]], name=layer)
