@@ -64,6 +64,12 @@ import numpy as np
 FORMAT = "edgefit-measure"
 FORMAT_VERSION = 1
 ATTRIBUTION_VERSION = 2
+MEM_PATTERN = False
+"""onnxruntime's memory pattern (``enable_mem_pattern``, on by default) lays every later run's
+tensors out in one block planned from the first run; that block's fragmentation made later runs
+peak up to 2.6x above the first on this host (a mixed int8/fp32 MobileNet), for a latency
+difference of a few percent. edgefit runs, profiles and sizes models without it, so every
+session here turns it off (``settings.mem_pattern`` in the output)."""
 """Version of the node -> layer rules (layer_owners, map_executed_nodes): profiles made
 under other rules attribute time differently and are not reused."""
 LAYERS_KEY = "edgefit.layers"
@@ -504,6 +510,7 @@ def session_options(
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_mem_pattern = MEM_PATTERN
     so.log_severity_level = 3  # errors only: the NCHWc "serializing" warning is expected
     if profile_prefix is not None:
         so.enable_profiling = True
@@ -1003,6 +1010,7 @@ def measure(
         "settings": {
             "runs": runs, "warmup": warmup, "threads": threads, "inter_op_threads": 1,
             "opt_level": opt_level, "profile_runs": p_runs, "profile_warmup": p_warm,
+            "mem_pattern": MEM_PATTERN,
             "input": f"random: float inputs standard normal (numpy default_rng seed {seed}), "
                      "integer/bool inputs zeros; symbolic dimensions set to 1",
         },

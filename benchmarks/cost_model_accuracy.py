@@ -35,6 +35,7 @@ import edgefit_measure as em
 from cost_models.analytical import (
     CostTable,
     blocked_entries,
+    boundary_copies,
     build_cost_table,
     option_workspace,
 )
@@ -153,7 +154,8 @@ def predicted_activation_bytes(graph: LayerGraph, table: CostTable,
     steps = [ram - base for ram in problem.step_ram(chosen, workspace=False)]
     extra = [sum(b for (layer, opt), b in w.items() if picks[layer] == opt)
              for w in option_workspace(graph, table)]
-    full = [s + e for s, e in zip(steps, extra, strict=False)] or steps
+    boundary = boundary_copies(graph, table, picks)
+    full = [s + e + b for s, e, b in zip(steps, extra, boundary, strict=False)] or steps
     return round(max(steps)), round(max(full))
 
 
@@ -166,8 +168,10 @@ def runtime_terms(graph: LayerGraph, table: CostTable, picks: dict[str, str]) ->
         terms.append("blocked layout")
     if any(c.dequantized_weight_numel for c in chosen):
         terms.append("weight copies + conv workspace")
-    if any(o.startswith("int8") for o in picks.values()):
-        terms.append("int8 QDQ path NOT modelled")
+    if any(c.kernel_scratch_bytes for c in chosen):
+        terms.append("int8 kernel scratch + float activation copies")
+    if any(boundary_copies(graph, table, picks)):
+        terms.append("precision-boundary copies")
     return ", ".join(terms) or "none"
 
 
@@ -191,6 +195,7 @@ class MemoryRow:
     measured: OrtMemory
     scratch: int  # largest kernel scratch allocation in onnxruntime's node record
     weight_copy: int  # fp32 bytes of the largest int8/int4 weight (if dequantised per run)
+    pattern_on: OrtMemory  # the same model with onnxruntime's memory pattern on (its default)
 
     @property
     def error(self) -> float:
@@ -203,9 +208,11 @@ class MemoryRow:
         judged = ("not judged (run peak hidden under session creation)" if m.peak_hidden else
                   ("within 15 %" if self.error <= MEMORY_TARGET else "outside 15 %"))
         error = 100 * (self.predicted - m.activation_bytes) / m.activation_bytes
-        first = m.first_run_peak_bytes + m.input_bytes
+        on = self.pattern_on
+        pattern = (f"{'<= ' if on.peak_hidden else ''}{on.activation_bytes} "
+                   f"({on.activation_bytes / m.activation_bytes:.2f}x)")
         return (f"| {self.model} | {self.plan} | {self.predicted} | {self.planner} | {shown} | "
-                f"{first} | {error:+.1f} % | {self.terms} | {self.scratch} | "
+                f"{pattern} | {error:+.1f} % | {self.terms} | {self.scratch} | "
                 f"{self.weight_copy} | {judged} |")
 
 
@@ -216,7 +223,8 @@ def memory_row(name: str, plan: str, graph: LayerGraph, table: CostTable,
                       if o in ("int8", "int4")), default=0)
     planner, full = predicted_activation_bytes(graph, table, picks)
     return MemoryRow(name, plan, full, planner, runtime_terms(graph, table, picks),
-                     measure_arena(path, OPT_LEVEL), scratch, copy_bytes)
+                     measure_arena(path, OPT_LEVEL), scratch, copy_bytes,
+                     measure_arena(path, OPT_LEVEL, mem_pattern=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,26 +401,31 @@ def report(cpu: str, e2e_rows: list[str], e2e_meas: list[float], e2e_profiled: l
         "Measured = peak bytes onnxruntime's CPU arena held during the runs beyond the resident "
         "weights (C API `AllocatorGetStats`: MaxInUse - InUse after session creation; "
         "intermediate tensors, kernel scratch and the returned outputs) + the caller's input "
-        "buffer (`cost_models/ort_memory.py`). Predicted = the planner's liveness peak with "
-        "the host profile's runtime-memory fields (measured by the host probe from "
-        "onnxruntime's node record, `device_specs/host.py`): `arena_round_bytes` (every arena "
-        "tensor in 256-byte chunks), `outputs_outside_plan` (graph outputs held beside the "
-        "planned block, at every step), `qdq_fp32_boundaries` (the caller's input stays fp32), "
-        "`activation_channel_block` (a float conv whose channels are not a multiple of the "
-        "block writes a padded NCHWc buffer beside its reordered output) -- these are in the "
-        "planner's RAM steps (`planner RAM steps` column) -- plus, per chosen option, "
-        "`cost_models.analytical.option_workspace`: `dequantized_weight_copies` (an int4 "
-        "weight's fp32 copy, live from the run's start to its layer) and "
-        "`conv_workspace_bytes` (the 64 KB working buffer of a k x k conv that runs outside "
-        "NCHWc because its weight is dequantised). The workspace is linear in the choice "
-        "(one constant per option and step) but `planner.Problem` has no per-option RAM term "
-        "yet, so the solver does not see it. Scratch = the largest single kernel scratch "
-        "allocation in onnxruntime's per-node record "
-        "(`session.collect_node_memory_stats_to_file`). First run = the same arena peak after "
-        "run 1 only (before the memory pattern exists; + input). Weight copy = 4 bytes x the "
+        "buffer (`cost_models/ort_memory.py`), with onnxruntime's memory pattern off, as edgefit "
+        "runs every session (`edgefit_measure.MEM_PATTERN`). Memory pattern on = the same "
+        "with onnxruntime's default (later runs take one block laid out from run 1's "
+        "allocations) and its ratio to the measured column: the reason edgefit turns it off. "
+        "Predicted = the planner's liveness peak with the host profile's runtime-memory fields "
+        "(measured by the host probe from onnxruntime's node record, `device_specs/host.py`): "
+        "`arena_round_bytes` (every arena tensor in 256-byte chunks), `outputs_outside_plan`, "
+        "`qdq_fp32_boundaries` (the caller's input stays fp32), `activation_channel_block` (a "
+        "float conv whose channels are not a multiple of the block writes a padded NCHWc "
+        "buffer beside its reordered output) -- these are in the planner's RAM steps "
+        "(`planner RAM steps` column) -- plus, per chosen option, "
+        "`cost_models.analytical.option_workspace` (in the solver's RAM steps too): "
+        "`dequantized_weight_copies` (an int4 weight's fp32 copy, live from the run's start to "
+        "its layer), `conv_workspace_bytes` (the working buffer of a k x k conv that runs "
+        "outside NCHWc because its weight is dequantised), an int8 layer's kernel scratch "
+        "(`int8_conv_paths`: which channel counts take the symmetric conv kernel) and the fp32 "
+        "copy of an int8 layer's output that a ReLU/ReLU6 runs on; plus, per pair of adjacent "
+        "layers, `cost_models.analytical.boundary_copies` (an fp32 copy where a float layer "
+        "reads int8 codes, an int8 copy where an int8 layer reads a float tensor), which "
+        "depends on two choices and is not in the solver yet. Scratch = the largest single "
+        "kernel scratch allocation in onnxruntime's per-node record "
+        "(`session.collect_node_memory_stats_to_file`). Weight copy = 4 bytes x the "
         "largest int8/int4 weight of the plan. `channels -50 %` is the model with "
         "half of every coupled group's output channels removed (prune_channels), fp32.", "",
-        "| model | plan | predicted | planner RAM steps | measured | first run | error | "
+        "| model | plan | predicted | planner RAM steps | measured | memory pattern on | error | "
         "terms in the plan | scratch | weight copy | judgement |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         *[r.line() for r in memory], "",
@@ -427,47 +440,39 @@ WHY_MEMORY = [
     "`qdq_fp32_boundaries`, a property of edgefit's QDQ export:",
     "",
     "* **Blocked layout (NCHWc).** At opt level all onnxruntime runs float convs in NCHWc "
-    "with channels padded to the block (16 floats here): LeNet-5's 6-channel conv1 writes "
-    "16 x 28 x 28 x 4 = 50176 B, then a ReorderOutput writes the 6-channel NCHW tensor "
-    "(18944 B) while the padded one is still held. Convs whose channels are a multiple of "
-    "the block need no second buffer (fashion-cnn's 32 and 64 channels).",
-    "* **Arena grain and outputs.** Every arena tensor is a multiple of 256 B (LeNet-300's "
-    "300-float fc1 output takes 1280 B), and the graph output is allocated beside the "
-    "memory pattern's block, so it adds at every step (fp32 rows: measured = first run + "
-    "256 B, the 40-byte logits).",
+    "with channels padded to the block (16 floats here): a 6-channel conv writes the padded "
+    "buffer, then a ReorderOutput writes the 6-channel NCHW tensor while the padded one is "
+    "still held. Convs whose channels are a multiple of the block need no second buffer.",
+    "* **Arena grain.** Every arena tensor is a multiple of 256 B (a 300-float output takes "
+    "1280 B).",
     "* **Dequantised weights.** An int4 weight feeds its float kernel through "
-    "DequantizeLinear every run (LeNet-5 fc1: 192000 B per run in the node record). When it "
-    "runs follows onnxruntime's node order (a reverse DFS from the outputs visiting inputs "
-    "highest node index first): the export puts each DequantizeLinear just after its layer's "
-    "input producer, so it runs at the very start unless that producer is a node an "
-    "optimiser created (a layer with its activation fused, a max-pool moved to NCHWc), "
-    "then just before its layer (LeNet-5: conv1, conv2, fc1 first; fc2, fc3 late). Because "
-    "the weight is no longer a constant, that conv is not NCHWc: it runs as FusedConv with "
-    "the 65536-byte MLAS working buffer (node record temp bytes). A Linear over token rows "
-    "exports as MatMul, which onnxruntime fuses with the DequantizeLinear into MatMulNBits "
-    "(reads int4 directly): no copy.",
+    "DequantizeLinear every run. When it runs follows onnxruntime's node order (a reverse "
+    "DFS from the outputs visiting inputs highest node index first): the export puts each "
+    "DequantizeLinear just after its layer's input producer, so it runs at the very start "
+    "unless that producer is a node an optimiser created, then just before its layer. "
+    "Because the weight is no longer a constant, that conv is not NCHWc: it runs as "
+    "FusedConv with the MLAS working buffer. A Linear over token rows exports as MatMul, "
+    "which onnxruntime fuses with the DequantizeLinear into MatMulNBits: no copy.",
+    "* **int8 kernel scratch** (onnxruntime qlinearconv.cc; the scratch column is the node "
+    "record's largest). QLinearConv runs channels-last. The MLAS symmetric kernel (input "
+    "channels a multiple of 4, at least 16 outputs in steps of 4 here; depthwise: channels "
+    "a multiple of 16) needs one pointer per tap and output pixel; otherwise a u8 im2col "
+    "buffer (taps x input channels per pixel) plus an int32 accumulator per output element "
+    "(a 1-input-channel 5x5 conv to 6 x 28 x 28: 25 x 784 + 4 x 6 x 784 = 38416 B). QGemm "
+    "and QLinearMatMul accumulate every output in int32.",
+    "* **Float activations of int8 layers.** A ReLU/ReLU6 after an int8 layer runs between "
+    "DequantizeLinear and QuantizeLinear (symmetric activation codes cannot fold the clip): "
+    "the layer's output exists as int8 codes and as an fp32 copy at that step.",
     "",
     "Why rows still fail:",
     "",
-    "* **int8 (QDQ) plans: not modelled.** onnxruntime runs QLinearConv in NHWC with "
-    "Transposes at the boundaries and a DequantizeLinear -> fp32 Relu -> QuantizeLinear "
-    "chain after every int8 layer (an fp32 copy of each int8 output); its scratch is a "
-    "uint8 im2col plus int32 accumulators, k x k x Cin x H x W + 4 x Cout x H x W bytes "
-    "(the scratch column: LeNet-5 conv1 25 x 784 + 4 x 6 x 784 = 38416, fashion-cnn conv1 "
-    "9 x 784 + 4 x 32 x 784 = 107408, mobilenet stem 9 x 784 + 4 x 16 x 784 = 57232). On top, "
-    "the memory pattern planned from run 1 makes later runs peak higher than run 1 (first "
-    "run column). The prediction counts int8 tensors at 1 byte, so it is far too small; "
-    "these need their own terms (next step: the scratch formula is an option workspace).",
-    "* **int4 beside a large copy.** With a 0.9-1.6 MB weight copy live (weight copy "
-    "column), the arena's peak, already in run 1, exceeds the live set the node record adds "
-    "up to (LeNet-300, fashion-cnn; fashion-cnn's int4 convs also still feed NCHWc pools "
-    "through Reorder copies, not modelled); no mechanism for the rest was found here, so "
-    "these rows are predicted low.",
-    "* **minilm-l6.** onnxruntime's memory pattern (offsets planned once from the first "
-    "run's allocation order) makes later runs peak well above run 1 (measured vs first run "
-    "columns), and run 1 already holds more than the captured graph's live set (residual "
-    "inputs, LayerNorm and attention temporaries of onnxruntime's fused kernels); neither "
-    "is modelled.",
+    "* **Mixed int8/float CNNs.** Beyond the boundary copies, onnxruntime moves tensors "
+    "between the int8 kernels' NHWC and the float kernels' NCHWc layouts with Transpose and "
+    "Reorder copies at every boundary; not modelled.",
+    "* **minilm-l6.** Run 1 holds more than the captured graph's live set: residual inputs, "
+    "LayerNorm and attention temporaries of onnxruntime's fused kernels (the layer graph has "
+    "the Linear layers and their tensors only); not modelled.",
+    "* **LeNet-300 int4.** MatMulNBits' scratch is not modelled (the scratch column).",
     "* **Not modelled in the layout term:** onnxruntime leaves a conv unblocked when its "
     "input channels are >= the block and not a multiple of it; the layer graph carries no "
     "input channel count, so every float conv with unaligned output channels gets the term "

@@ -41,6 +41,8 @@ RECIPES: list[tuple[str, str, int]] = [  # label, option for every layer, fine-t
     ("int4 weights", "int4", 0),
     ("int3 weights", "int3", 0),
     ("int2 weights", "int2", 0),
+    ("uint4 weights (asymmetric, zero points)", "uint4", 0),
+    ("uint3 weights (asymmetric, zero points)", "uint3", 0),
     ("prune 50 %", "fp32+s50", 0),
     ("prune 75 %", "fp32+s75", 0),
     ("prune 75 % + distill 2 ep", "fp32+s75", 2),

@@ -46,6 +46,7 @@ class OptionCost:
     # the kernel runs in the blocked activation layout
     dequantized_weight_numel: int = 0
     blocked: bool = False
+    kernel_scratch_bytes: float = 0.0  # the integer kernel's buffers while the layer runs
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class RuntimeMemory:
     fp32_input: bool = False
     dequantized_weight_copies: bool = False
     conv_workspace_bytes: int = 0
+    # Profile.int8_conv_paths: (input multiple, min outputs, output multiple, depthwise
+    # multiple, pointer bytes); None: integer kernel scratch is not modelled
+    int8_conv_paths: tuple[int, int, int, int, int] | None = None
 
     @classmethod
     def of_profile(cls, profile: Profile) -> RuntimeMemory:
@@ -73,7 +77,8 @@ class RuntimeMemory:
             fp32_input=flag(profile.qdq_fp32_boundaries),
             dequantized_weight_copies=flag(profile.dequantized_weight_copies),
             conv_workspace_bytes=int(profile.conv_workspace_bytes.value)
-            if profile.conv_workspace_bytes else 0)
+            if profile.conv_workspace_bytes else 0,
+            int8_conv_paths=_int8_paths(profile))
 
     def rounded(self, nbytes: float) -> float:
         """Bytes the runtime's allocator really takes for a buffer of nbytes."""
@@ -85,6 +90,47 @@ class RuntimeMemory:
         if b <= 1 or layer.op_class not in ("conv", "pointwise") or c % b == 0 or c == 0:
             return 0
         return -(-c // b) * b * (layer.output_numel // c)
+
+
+def _int8_paths(profile: Profile) -> tuple[int, int, int, int, int] | None:
+    p = profile.int8_conv_paths
+    if p is None:
+        return None
+    return (int(p.input_channel_multiple.value), int(p.min_output_channels.value),
+            int(p.output_channel_multiple.value), int(p.depthwise_channel_multiple.value),
+            int(p.pointer_bytes.value))
+
+
+def int8_scratch_bytes(layer: Layer, kernel: Kernel, memory: RuntimeMemory,
+                       out_fraction: float = 1.0, in_fraction: float = 1.0) -> float:
+    """Scratch an int8 (w8a8) layer's kernel allocates while it runs, in the allocator's grain.
+
+    onnxruntime (qlinearconv.cc, channels-last QLinearConv): the symmetric kernel
+    (Profile.int8_conv_paths) takes an indirection buffer, one pointer per tap and output
+    pixel (none for a pointwise conv); the other path an int32 accumulator per output element
+    plus a u8 im2col buffer (taps x input channels per pixel; none for a pointwise conv). A
+    Linear's QGemm / QLinearMatMul accumulates every output in int32 first."""
+    paths = memory.int8_conv_paths
+    if paths is None or not (kernel.weights == "int8" and kernel.activations == "int8"):
+        return 0.0
+    cout = max(1, round(layer.out_channels * out_fraction))
+    out_numel = layer.output_numel * out_fraction
+    if layer.op_class == "linear":
+        return memory.rounded(4 * out_numel)
+    if layer.op_class not in ("conv", "pointwise", "depthwise") or len(layer.weight_shape) != 4:
+        return 0.0
+    in_mult, min_out, out_mult, dw_mult, ptr = paths
+    taps = layer.weight_shape[2] * layer.weight_shape[3]
+    pixels = layer.output_numel // max(1, layer.out_channels)
+    if layer.op_class == "depthwise":
+        symmetric, cin = cout % dw_mult == 0, 1
+    else:
+        cin = max(1, round(layer.weight_shape[1] * in_fraction))
+        symmetric = cin % in_mult == 0 and cout >= min_out and cout % out_mult == 0
+    gather = 0.0 if taps == 1 and layer.op_class != "depthwise" else (
+        ptr * taps * pixels if symmetric or layer.op_class == "depthwise" else cin * taps * pixels)
+    accumulator = 0.0 if symmetric else 4 * out_numel
+    return memory.rounded(gather) + memory.rounded(accumulator)
 
 
 def _dequantized(kernel: Kernel) -> bool:
@@ -338,6 +384,8 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                 and _copies_weight(layer) and not opt.gather else 0,
                 blocked=memory.channel_block > 1 and kernel.activations in ("fp32", "fp16")
                 and not _dequantized(kernel) and not opt.gather,
+                kernel_scratch_bytes=0.0 if opt.gather else int8_scratch_bytes(
+                    layer, kernel, memory, opt.out_fraction, opt.in_fraction),
             ))
         options[layer.name] = row
     return CostTable(
@@ -381,6 +429,64 @@ def blocked_entries(graph: LayerGraph, memory: RuntimeMemory) -> dict[int, tuple
 _FUSED_ACTIVATIONS = frozenset({"ReLU", "ReLU6", "Hardtanh"})
 
 
+def _int8_act(option: str) -> bool:
+    """A w8a8 option (its tensors are int8 codes); the base kernel name comes first."""
+    return option.split("+")[0] == "int8"
+
+
+def boundary_copies(graph: LayerGraph, table: CostTable, picks: Mapping[str, str]
+                    ) -> list[float]:
+    """Per step, the bytes of precision-boundary copies a plan adds: a layer reading an int8
+    layer's codes with a float kernel reads DequantizeLinear's fp32 copy; an int8 layer
+    reading a float tensor reads QuantizeLinear's int8 copy. Both are live at the consumer's
+    step beside the tensor the RAM steps charge at its producer's precision. A product of two
+    layers' choices, so not in planner.Problem's per-option step terms yet: the solver does
+    not see it; a plan's predicted peak adds it. Needs the runtime-memory probe
+    (Profile.int8_conv_paths)."""
+    mem = table.memory
+    extra = [0.0] * len(graph.steps)
+    if mem.int8_conv_paths is None:
+        return extra
+    acts = {n: table.cost(n, o).act_bytes for n, o in picks.items()}
+    for t, step in enumerate(graph.steps):
+        consumer = step.owner
+        if step.kind != "layer" or consumer is None or consumer not in picks:
+            continue
+        for name in step.inputs:
+            tensor = graph.tensors.get(name)
+            producer = tensor.owner if tensor is not None else None
+            if tensor is None or producer is None or producer not in picks:
+                continue
+            n = tensor.numel * acts[producer] / (1.0 if _int8_act(picks[producer]) else 4.0)
+            if _int8_act(picks[producer]) and not _int8_act(picks[consumer]):
+                extra[t] += mem.rounded(4 * n)
+            elif not _int8_act(picks[producer]) and _int8_act(picks[consumer]):
+                extra[t] += mem.rounded(n)
+    return extra
+
+
+def _float_activation_copies(graph: LayerGraph, table: CostTable,
+                             steps: list[dict[tuple[str, str], float]]) -> None:
+    """A ReLU / ReLU6 after an int8 (w8a8) layer runs in float between DequantizeLinear and
+    QuantizeLinear (symmetric activation codes cannot fold the clip; executors.onnx_quant):
+    the fp32 copy of the layer's output is live beside its int8 codes at that step. Needs the
+    runtime-memory probe (Profile.int8_conv_paths), like the kernel scratch."""
+    mem = table.memory
+    if mem.int8_conv_paths is None:
+        return
+    for t, step in enumerate(graph.steps):
+        if step.op not in _FUSED_ACTIVATIONS or not step.inputs:
+            continue
+        source = graph.tensors.get(step.inputs[0])
+        if source is None or source.owner is None or source.owner not in table.options:
+            continue
+        for c in table.options[source.owner]:
+            if _int8_act(c.option) and c.act_bytes:
+                key = (source.owner, c.option)
+                steps[t][key] = steps[t].get(key, 0.0) + mem.rounded(4 * source.numel
+                                                                     * c.act_bytes)
+
+
 def _copy_from_start(graph: LayerGraph, step: int, memory: RuntimeMemory) -> bool:
     """Whether a layer's weight-only DequantizeLinear runs at the start of the run.
 
@@ -420,9 +526,12 @@ def option_workspace(graph: LayerGraph, table: CostTable) -> list[dict[tuple[str
     * a weight dequantised every run: its fp32 copy, live until its layer has run, from the
       run's start when the runtime schedules the DequantizeLinear first (_copy_from_start);
     * that layer's conv, outside the blocked layout: the conv working buffer while it runs,
-      and minus the blocked buffer the RAM steps charge every option of the layer."""
+      and minus the blocked buffer the RAM steps charge every option of the layer;
+    * an int8 layer's kernel scratch while it runs (OptionCost.kernel_scratch_bytes);
+    * an int8 layer's clipping activation, run in float (_float_activation_copies)."""
     mem = table.memory
     steps: list[dict[tuple[str, str], float]] = [{} for _ in graph.steps]
+    _float_activation_copies(graph, table, steps)
     blocked = {name: (i, n) for i, (name, n) in blocked_entries(graph, mem).items()}
     for name, i in layer_steps(graph).items():
         layer = graph.layer(name)
@@ -433,6 +542,9 @@ def option_workspace(graph: LayerGraph, table: CostTable) -> list[dict[tuple[str
                     steps[t][name, c.option] = copy
                 if layer.op_class in ("conv", "depthwise"):
                     steps[i][name, c.option] += mem.conv_workspace_bytes
+            if c.kernel_scratch_bytes:
+                steps[i][name, c.option] = (steps[i].get((name, c.option), 0.0)
+                                            + c.kernel_scratch_bytes)
             if name in blocked and not c.blocked:
                 key = (name, c.option)
                 steps[i][key] = steps[i].get(key, 0.0) - blocked[name][1] * c.act_bytes

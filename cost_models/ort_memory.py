@@ -7,10 +7,11 @@ build as the Python extension), and its C API has ``AllocatorGetStats`` (API ver
 1.23+): the counters of the session's CPU arena (BFC arena) -- ``InUse``, ``MaxInUse``,
 ``NumAllocs``, ``NumReserves``, ... Here that library is driven through ``ctypes``: a session is
 created with the options ``edgefit_measure`` uses (optimisation level, 1 intra-op thread,
-sequential, CPU arena and memory pattern on, i.e. onnxruntime's defaults), ``InUse`` is read
-after the session is created (initializers and pre-packed weights that live in the arena), the
-model is run a few times (the first run allocates tensor by tensor and records the memory
-pattern; later runs take one planned block of the pattern's peak size), and ``MaxInUse`` is read
+sequential, CPU arena on, memory pattern off as everywhere in edgefit:
+``edgefit_measure.MEM_PATTERN``), ``InUse`` is read after the session is created (initializers
+and pre-packed weights that live in the arena), the model is run a few times (every run
+allocates tensor by tensor as the allocation planner says; with the pattern on, later runs would
+take one block laid out from the first run, up to 2.6x larger here), and ``MaxInUse`` is read
 again. ``peak_bytes = MaxInUse - InUse before the first run``: every byte onnxruntime held at
 once for the run beyond the resident weights -- intermediate tensors as its allocation planner
 lays them out (after its fusions, layout changes and buffer reuse), kernel scratch buffers
@@ -48,12 +49,13 @@ from typing import Any
 import numpy as np
 
 from edgefit.errors import EdgefitError
+from edgefit_measure import MEM_PATTERN
 
 API_VERSION = 23  # first C API version with AllocatorGetStats
 ARENA_GRAIN_BYTES = 256  # BFC arena chunk granularity
 OPT_LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
-METHOD = ("onnxruntime C API AllocatorGetStats of the session CPU arena: MaxInUse after the runs "
-          "- InUse after session creation")
+METHOD = ("onnxruntime C API AllocatorGetStats of the session CPU arena (memory pattern off): "
+          "MaxInUse after the runs - InUse after session creation")
 
 # positions in struct OrtApi (onnxruntime_c_api.h)
 _GET_ERROR_MESSAGE = 2
@@ -62,6 +64,7 @@ _CREATE_SESSION = 7
 _RUN = 9
 _CREATE_SESSION_OPTIONS = 10
 _SET_EXECUTION_MODE = 13
+_DISABLE_MEM_PATTERN = 17
 _SET_LOG_SEVERITY = 22
 _SET_OPT_LEVEL = 23
 _SET_INTRA_OP_THREADS = 24
@@ -95,7 +98,7 @@ class OrtMemory:
     """What onnxruntime's CPU arena held for one model (see the module docstring)."""
 
     peak_bytes: int  # MaxInUse over all runs - InUse after session creation
-    first_run_peak_bytes: int  # the same after run 1 (no memory pattern yet)
+    first_run_peak_bytes: int  # the same after run 1
     resident_bytes: int  # arena bytes in use after session creation (weights, pre-packing)
     input_bytes: int  # graph inputs: the caller's buffers, outside the arena
     output_bytes: int  # graph outputs of one run (allocated in the arena, inside peak_bytes)
@@ -187,7 +190,7 @@ def _released(api: _Api, index: int, handle: _P) -> Iterator[_P]:
             api.fn(index, None, _P)(handle)
 
 
-def _session_options(api: _Api, opt_level: str, threads: int) -> _P:
+def _session_options(api: _Api, opt_level: str, threads: int, mem_pattern: bool) -> _P:
     if opt_level not in OPT_LEVELS:
         raise OrtMemoryError(f"opt_level must be one of {', '.join(OPT_LEVELS)}, "
                              f"got {opt_level!r}")
@@ -199,6 +202,8 @@ def _session_options(api: _Api, opt_level: str, threads: int) -> _P:
     api.call(_SET_INTRA_OP_THREADS, so, C.c_int(threads))
     api.call(_SET_INTER_OP_THREADS, so, C.c_int(1))
     api.call(_SET_EXECUTION_MODE, so, C.c_int(0))  # sequential, as edgefit_measure
+    if not mem_pattern:
+        api.call(_DISABLE_MEM_PATTERN, so)
     api.call(_SET_LOG_SEVERITY, so, C.c_int(3))  # errors only (NCHWc notes are expected)
     return so
 
@@ -275,13 +280,14 @@ def _run_once(api: _Api, session: _P, feeds: list[tuple[str, _P]], outputs: list
 
 
 def measure_arena(path: Path | str, opt_level: str = "all", threads: int = 1,
-                  runs: int = 3) -> OrtMemory:
-    """Peak arena bytes onnxruntime held for running ``path`` (see the module docstring)."""
+                  runs: int = 3, mem_pattern: bool = MEM_PATTERN) -> OrtMemory:
+    """Peak arena bytes onnxruntime held for running ``path`` (see the module docstring).
+    ``mem_pattern=True``: onnxruntime's default, for comparison."""
     path = Path(path)
     if not path.is_file():
         raise OrtMemoryError(f"{path}: no such ONNX file")
     if runs < 2:
-        raise OrtMemoryError(f"runs must be >= 2 (run 1 builds the memory pattern), got {runs}")
+        raise OrtMemoryError(f"runs must be >= 2 (run 1 also pre-packs lazily), got {runs}")
     api, env = _api()
     arrays = _inputs(path)
     outputs = _graph_outputs(path)
@@ -290,7 +296,7 @@ def measure_arena(path: Path | str, opt_level: str = "all", threads: int = 1,
              C.byref(mem_info))
     with _released(api, _RELEASE_MEMORY_INFO, mem_info), \
             _released(api, _RELEASE_SESSION_OPTIONS,
-                      _session_options(api, opt_level, threads)) as so:
+                      _session_options(api, opt_level, threads, mem_pattern)) as so:
         session = _P()
         api.call(_CREATE_SESSION, _P(env), C.c_char_p(str(path).encode()), so, C.byref(session))
         with _released(api, _RELEASE_SESSION, session):
@@ -357,6 +363,7 @@ def node_memory_stats(path: Path | str, opt_level: str = "all",
         so.graph_optimization_level = levels[opt_level]
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
+        so.enable_mem_pattern = MEM_PATTERN
         so.log_severity_level = 3
         so.add_session_config_entry("session.collect_node_memory_stats_to_file", str(out))
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

@@ -77,7 +77,8 @@ else:
     em = _import_measure()
 
 METHOD = (f"uniform-model/ort-profile/calibrated/v2-closed/forms-{GRAPH_FORM_VERSION}"
-          f"/attribution-{em.ATTRIBUTION_VERSION}")
+          f"/attribution-{em.ATTRIBUTION_VERSION}"
+          + ("" if em.MEM_PATTERN else "/mem-pattern-off"))
 """Goes into every layer signature: a different measuring method never reuses a row."""
 
 DEFAULT_RUNS = 200

@@ -8,6 +8,7 @@ marked derived or unverified. The result is cached per CPU model + onnxruntime v
 
 from __future__ import annotations
 
+import ctypes as C
 import hashlib
 import os
 import platform
@@ -23,9 +24,11 @@ import yaml
 from device_specs.schema import DeviceSpec
 from edgefit.fsutil import atomic_write_text
 from edgefit.yamlio import validate
+from edgefit_measure import MEM_PATTERN
 
-# 2: activation-memory behaviour from onnxruntime's node record; 3: 6/3/2-bit kernels; 4: w8a16
-PROBE_VERSION = 4
+# 2: activation-memory behaviour from onnxruntime's node record; 3: 6/3/2-bit kernels; 4: w8a16;
+# 5: asymmetric weight-only uint4/uint3; memory probes with onnxruntime's memory pattern off
+PROBE_VERSION = 5
 
 
 def _cpu_model() -> str:
@@ -60,6 +63,7 @@ def _session(model: Any) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
+    opts.enable_mem_pattern = MEM_PATTERN
     return ort.InferenceSession(model.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
 
@@ -197,13 +201,75 @@ def _probe_activation_memory(tmp: Path) -> dict[str, Any]:
     }
 
 
+def _int8_conv_scratch(tmp: Path, cin: int, cout: int, group: int = 1) -> int:
+    """Temp bytes of one 3x3 QLinearConv (u8 input, symmetric per-channel s8 weights) on a 4x4
+    output, from onnxruntime's node record (the NHWC transformer renames the node)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cost_models.ort_memory import node_memory_stats
+
+    def const(name: str, a: np.ndarray) -> Any:
+        return numpy_helper.from_array(a, name)
+
+    inits = [const("xs", np.array(0.1, np.float32)), const("xz", np.array(128, np.uint8)),
+             const("w", np.ones((cout, cin // group, 3, 3), np.int8)),
+             const("ws", np.full(cout, 0.1, np.float32)), const("wz", np.zeros(cout, np.int8)),
+             const("ys", np.array(0.2, np.float32)), const("yz", np.array(128, np.uint8))]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz"],
+                              ["yq"], pads=[1, 1, 1, 1], group=group, name="probeconv"),
+             helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"])]
+    graph = helper.make_graph(nodes, "qconv", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, cin, 4, 4])], [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, [1, cout, 4, 4])], inits)
+    path = tmp / f"qconv-{cin}-{cout}-{group}.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return max(r.temp_bytes for r in node_memory_stats(path) if r.node.startswith("probeconv"))
+
+
+def _probe_int8_conv_paths(tmp: Path) -> dict[str, Any]:
+    """The channel counts that take onnxruntime's symmetric int8 conv kernel: its only
+    scratch is the indirection buffer (one pointer per tap and output pixel); the other path
+    adds an int32 accumulator. Read from the node record of 3x3 convs on a 4x4 output."""
+    ptr = C.sizeof(C.c_void_p)
+    taps_pixels = 9 * 16
+
+    def symmetric(cin: int, cout: int, group: int = 1) -> bool:
+        return _int8_conv_scratch(tmp, cin, cout, group) == ptr * taps_pixels
+
+    sizes = (1, 2, 4, 8, 16, 32)
+    cin = next((c for c in sizes if symmetric(c, 64)), None)
+    if cin is None:
+        return {}
+    min_out = next((c for c in sizes[1:] if symmetric(cin, c)), None)
+    if min_out is None:
+        return {}
+    out_mult = next(d for d in (1, 2, 4, 8, 16, min_out) if symmetric(cin, min_out + d))
+    dw = next((c for c in (8, 16, 32, 64) if symmetric(c, c, c)), 64)
+    how = ("temp bytes of 3x3 QLinearConv probes (u8 input, symmetric s8 weights, 4x4 output) "
+           f"in onnxruntime's node record: {ptr} B x taps x pixels = the symmetric kernel")
+    return {"int8_conv_paths": {
+        "input_channel_multiple": {"value": cin, "measured": f"smallest input channel count "
+                                   f"in {sizes} with 64 outputs; {how}"},
+        "min_output_channels": {"value": min_out, "measured": f"smallest output count with "
+                                f"{cin} inputs; {how}"},
+        "output_channel_multiple": {"value": out_mult, "measured": f"smallest step above "
+                                    f"{min_out} outputs that stays symmetric; {how}"},
+        "depthwise_channel_multiple": {"value": dw, "measured": f"smallest depthwise channel "
+                                       f"count in (8, 16, 32, 64); {how}"},
+        "pointer_bytes": {"value": f"{ptr}B", "measured": "ctypes.sizeof(c_void_p)"},
+    }}
+
+
 def _activation_memory_fields() -> dict[str, Any]:
     """The probed fields, or none (plain liveness) where onnxruntime cannot report them."""
     from cost_models.ort_memory import OrtMemoryError
 
     with tempfile.TemporaryDirectory(prefix="edgefit-probe-") as tmp:
         try:
-            return _probe_activation_memory(Path(tmp))
+            return {**_probe_activation_memory(Path(tmp)), **_probe_int8_conv_paths(Path(tmp))}
         except OrtMemoryError:
             return {}
 
@@ -278,6 +344,12 @@ def probe() -> dict[str, Any]:
                                    "note": f"host {same_rate} (ONNX: "
                                    + ("packed INT2" if b == 2 else "int8 container")
                                    + "; the flash image packs them)"} for b in (6, 3, 2)},
+                    # asymmetric weight-only: codes 0..2**b-1 + a zero point per channel
+                    # (DequantizeLinear / MatMulNBits take uint zero points)
+                    **{f"uint{b}": {"weights": f"int{b}", "activations": "fp32",
+                                    "symmetric": False, **kernel_common,
+                                    "note": f"host {same_rate} (asymmetric: uint{b} codes + "
+                                    "zero points)"} for b in (4, 3)},
                 },
             }
         },

@@ -65,6 +65,23 @@ class Flag(Sourced):
     value: bool  # type: ignore[assignment]
 
 
+class Int8ConvPaths(Strict):
+    """Which integer conv kernels a runtime picks, by channel counts: they differ in scratch.
+
+    onnxruntime's QLinearConv (onnxruntime/core/providers/cpu/nn/qlinearconv.cc) runs the MLAS
+    symmetric kernel (requantisation fused, an indirection buffer of one pointer per tap and
+    output pixel) when the weights are symmetric and the channel counts fit the CPU's kernel;
+    otherwise a u8 im2col buffer (taps x input channels per output pixel; none for a 1x1 conv)
+    plus an int32 accumulator per output element. A depthwise conv takes the symmetric kernel
+    when its channel count is a multiple of ``depthwise_channel_multiple``."""
+
+    input_channel_multiple: Count
+    min_output_channels: Count
+    output_channel_multiple: Count
+    depthwise_channel_multiple: Count
+    pointer_bytes: Bytes
+
+
 class NMSparsity(Strict):
     """Kernels that skip the zeros of an N:M pattern (e.g. Ampere sparse Tensor Cores, 2:4)."""
 
@@ -125,6 +142,10 @@ class Profile(Strict):
     conv_workspace_bytes: Bytes | None = Field(
         default=None, description="Scratch of a k x k conv that runs outside the blocked layout "
         "(its weight is dequantised at run time), while it runs.")
+    int8_conv_paths: Int8ConvPaths | None = Field(
+        default=None, description="Channel counts that take the runtime's symmetric int8 conv "
+        "kernel (indirection buffer, no int32 accumulator); unset: int8 kernel scratch is not "
+        "modelled")
     nm_sparsity: NMSparsity | None = Field(
         default=None, description="N:M sparse kernels (unset: zeros are computed like any "
         "weight, so N:M pruning is not offered)")

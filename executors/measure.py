@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edgefit_measure import MEM_PATTERN
+
 _CHILD = r"""
 import json, sys
 import numpy as np
@@ -32,6 +34,7 @@ base = status("VmRSS:")
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
 opts.inter_op_num_threads = 1
+opts.enable_mem_pattern = False  # as edgefit_measure.MEM_PATTERN
 sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 after_load = status("VmHWM:")
 sess.run(None, {sess.get_inputs()[0].name: np.zeros(shape, np.float32)})
@@ -46,6 +49,7 @@ def session(path: Path, threads: int = 1) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    opts.enable_mem_pattern = MEM_PATTERN
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 

@@ -4,6 +4,7 @@ device, and the host's terms against what onnxruntime's arena really holds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,9 @@ import yaml
 from cost_models.analytical import (
     RuntimeMemory,
     blocked_entries,
+    boundary_copies,
     build_cost_table,
+    int8_scratch_bytes,
     option_workspace,
 )
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
@@ -31,6 +34,13 @@ HOST_FIELDS: dict[str, Any] = {
     "dequantized_weight_copies": {"value": True, **MEASURED},
     "conv_workspace_bytes": {"value": "65536B", **MEASURED},
 }
+INT8_PATHS: dict[str, Any] = {"int8_conv_paths": {
+    "input_channel_multiple": {"value": 4, **MEASURED},
+    "min_output_channels": {"value": 16, **MEASURED},
+    "output_channel_multiple": {"value": 4, **MEASURED},
+    "depthwise_channel_multiple": {"value": 16, **MEASURED},
+    "pointer_bytes": {"value": "8B", **MEASURED},
+}}
 
 
 def tiny_graph(flatten: bool = False) -> LayerGraph:
@@ -68,8 +78,9 @@ def peak(graph: LayerGraph, spec: DeviceSpec, picks: dict[str, str]) -> tuple[fl
     base = problem.fixed["ram_bytes"] + sum(c.flash_bytes for c in chosen.values()) * (
         problem.weights_in_ram)
     steps = [s - base for s in problem.step_ram(chosen, workspace=False)]
-    full = [s + sum(b for (n, o), b in w.items() if picks[n] == o)
-            for s, w in zip(steps, option_workspace(graph, table), strict=True)]
+    full = [s + sum(b for (n, o), b in w.items() if picks[n] == o) + edge
+            for s, w, edge in zip(steps, option_workspace(graph, table),
+                                  boundary_copies(graph, table, picks), strict=True)]
     return max(steps), max(full)
 
 
@@ -171,38 +182,99 @@ def test_catalog_devices_predict_exactly_what_they_did_before(path: Path) -> Non
                     spec.profile(name).kernels[c.option.split("-")[0]].activations, 1))
 
 
-@pytest.mark.parametrize("picks", [{"conv": "fp32", "fc": "fp32"}, {"conv": "int4", "fc": "int4"}],
-                         ids=["fp32", "int4"])
+@pytest.mark.parametrize("picks", [
+    {"conv": "fp32", "fc": "fp32"}, {"conv": "int4", "fc": "int4"},
+    {"conv": "int8", "fc": "int8"}, {"conv": "int8", "fc": "fp32"}],
+    ids=["fp32", "int4", "int8", "int8-fp32"])
 def test_host_terms_match_onnxruntimes_arena(tmp_path: Path, picks: dict[str, str]) -> None:
     """A 6-channel conv + fc, exported and run by onnxruntime: the host probe's terms predict
-    the arena's peak (plain liveness misses the padded buffer, grain, output, copies)."""
+    the arena's peak (plain liveness misses the padded buffer, grain, output, copies, the
+    int8 kernel's scratch and the float ReLU between int8 codes). 28 x 28 input and a pool
+    before the fc: the run's peak exceeds session creation's pre-packing transient, so the
+    arena shows it (not an upper bound)."""
     import numpy as np
     import torch
 
     from cost_models.capture import capture
     from cost_models.ort_memory import measure_arena
-    from device_specs.host import _probe_activation_memory
+    from device_specs.host import _probe_activation_memory, _probe_int8_conv_paths
     from executors.apply import export_fp32
     from executors.onnx_quant import quantize_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential()
-    model.add_module("conv", torch.nn.Conv2d(1, 6, 3, padding=1))
+    model.add_module("conv", torch.nn.Conv2d(1, 6, 5, padding=2))
     model.add_module("relu", torch.nn.ReLU())
+    model.add_module("pool", torch.nn.MaxPool2d(4))
     model.add_module("flat", torch.nn.Flatten())
-    model.add_module("fc", torch.nn.Linear(384, 10))
+    model.add_module("fc", torch.nn.Linear(294, 10))
     model.eval()
-    graph = capture(model, (1, 8, 8), "tiny")
+    shape = (1, 28, 28)
+    graph = capture(model, shape, "tiny")
     fp32 = tmp_path / "m.fp32.onnx"
-    export_fp32(model, (1, 8, 8), fp32)
+    export_fp32(model, shape, fp32)
     path = tmp_path / "m.onnx"
-    quantize_onnx(fp32, path, picks, np.zeros((4, 1, 8, 8), np.float32))
-    measured = measure_arena(path).activation_bytes
-    host = spec_with(_probe_activation_memory(tmp_path))
+    calib = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
+    quantize_onnx(fp32, path, picks, calib)
+    arena = measure_arena(path)
+    assert not arena.peak_hidden
+    measured = arena.activation_bytes
+    host = spec_with({**_probe_activation_memory(tmp_path), **_probe_int8_conv_paths(tmp_path)})
     planner, full = peak(graph, host, picks)
     plain = peak(graph, spec_with({}), picks)[1]
     assert abs(full - measured) <= 0.15 * measured
     assert abs(full - measured) < abs(plain - measured)
+
+
+def weighted_graph() -> LayerGraph:
+    """tiny_graph with weight shapes (the int8 scratch needs the taps and input channels)."""
+    g = tiny_graph(flatten=True)
+    conv, fc = g.layers
+    g.layers = [replace(conv, weight_shape=(6, 1, 3, 3)), replace(fc, weight_shape=(10, 384))]
+    return g
+
+
+def test_int8_scratch_follows_the_kernel_path() -> None:
+    """Counted by hand from onnxruntime's qlinearconv.cc: 1 input channel / 6 outputs is not
+    the symmetric kernel's shape (u8 im2col + int32 accumulator); 4 -> 16 is (one pointer per
+    tap and pixel); a depthwise 16-channel conv too; a Linear accumulates in int32."""
+    mem = RuntimeMemory.of_profile(spec_with({**HOST_FIELDS, **INT8_PATHS}).profile())
+    int8 = spec_with({}).profile().kernels["int8"]
+    conv = weighted_graph().layers[0]
+    assert int8_scratch_bytes(conv, int8, mem) == 768 + 1536  # 9 x 64 -> 768; 4 x 384
+    sym = replace(conv, out_channels=16, output_numel=16 * 64, weight_shape=(16, 4, 3, 3))
+    assert int8_scratch_bytes(sym, int8, mem) == 8 * 9 * 64
+    dw = replace(sym, op_class="depthwise", weight_shape=(16, 1, 3, 3))
+    assert int8_scratch_bytes(dw, int8, mem) == 8 * 9 * 64
+    pointwise = replace(sym, weight_shape=(16, 4, 1, 1))
+    assert int8_scratch_bytes(pointwise, int8, mem) == 0
+    fc = weighted_graph().layers[1]
+    assert int8_scratch_bytes(fc, int8, mem) == 256  # 4 x 10 in the arena's grain
+    fp32 = spec_with({}).profile().kernels["fp32"]
+    assert int8_scratch_bytes(conv, fp32, mem) == 0
+    assert int8_scratch_bytes(conv, int8, RuntimeMemory()) == 0  # no probe: not modelled
+
+
+def test_int8_layers_charge_scratch_and_the_float_relu_copy() -> None:
+    graph = weighted_graph()
+    table = build_cost_table(graph, spec_with({**HOST_FIELDS, **INT8_PATHS}))
+    steps = option_workspace(graph, table)
+    without = option_workspace(graph, build_cost_table(graph, spec_with(HOST_FIELDS)))
+    # beside the (negative) blocked-layout term both share: the scratch while the conv runs
+    assert steps[0][("conv", "int8")] - without[0][("conv", "int8")] == 768 + 1536
+    assert steps[1][("conv", "int8")] == 1536  # the ReLU's fp32 copy of 384 outputs
+    assert ("conv", "fp32") not in steps[1] and not without[1]
+
+
+@pytest.mark.parametrize(("picks", "fc_step_bytes"), [
+    ({"conv": "int8", "fc": "fp32"}, 1536),  # fc reads DequantizeLinear's fp32 copy
+    ({"conv": "fp32", "fc": "int8"}, 512),  # fc reads QuantizeLinear's int8 copy
+    ({"conv": "int8", "fc": "int8"}, 0), ({"conv": "fp32", "fc": "fp32"}, 0)])
+def test_boundary_copies_sit_at_the_consumer(picks: dict[str, str], fc_step_bytes: int) -> None:
+    graph = weighted_graph()
+    table = build_cost_table(graph, spec_with({**HOST_FIELDS, **INT8_PATHS}))
+    extra = boundary_copies(graph, table, picks)
+    assert extra[-1] == fc_step_bytes and not any(extra[:-1])
 
 
 def test_a_bad_channel_block_is_one_clear_error() -> None:
