@@ -64,14 +64,21 @@ import numpy as np
 FORMAT = "edgefit-measure"
 FORMAT_VERSION = 1
 ATTRIBUTION_VERSION = 2
+"""Version of the node -> layer rules (layer_owners, map_executed_nodes): profiles made
+under other rules attribute time differently and are not reused."""
 MEM_PATTERN = False
 """onnxruntime's memory pattern (``enable_mem_pattern``, on by default) lays every later run's
 tensors out in one block planned from the first run; that block's fragmentation made later runs
 peak up to 2.6x above the first on this host (a mixed int8/fp32 MobileNet), for a latency
 difference of a few percent. edgefit runs, profiles and sizes models without it, so every
 session here turns it off (``settings.mem_pattern`` in the output)."""
-"""Version of the node -> layer rules (layer_owners, map_executed_nodes): profiles made
-under other rules attribute time differently and are not reused."""
+SESSION_CONFIG: dict[str, str] = {"session.qdq_matmulnbits_accuracy_level": "0"}
+"""Session config entries every edgefit session sets. At opt level extended and above
+onnxruntime fuses DequantizeLinear(INT4) -> MatMul into ``MatMulNBits`` with ``accuracy_level``
+4, which quantises the *activations* to int8 inside the kernel; level 0 keeps them float32, the
+computation edgefit's accuracy figures describe (``executors.onnx_quant.ORT_SESSION_CONFIG`` is
+this dict)."""
+
 LAYERS_KEY = "edgefit.layers"
 OPTIONS_KEY = "edgefit.options"
 SCOPES_KEY = "pkg.torch.onnx.name_scopes"
@@ -511,6 +518,8 @@ def session_options(
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.enable_mem_pattern = MEM_PATTERN
+    for key, value in SESSION_CONFIG.items():
+        so.add_session_config_entry(key, value)
     so.log_severity_level = 3  # errors only: the NCHWc "serializing" warning is expected
     if profile_prefix is not None:
         so.enable_profiling = True
@@ -1010,7 +1019,7 @@ def measure(
         "settings": {
             "runs": runs, "warmup": warmup, "threads": threads, "inter_op_threads": 1,
             "opt_level": opt_level, "profile_runs": p_runs, "profile_warmup": p_warm,
-            "mem_pattern": MEM_PATTERN,
+            "mem_pattern": MEM_PATTERN, "session_config": dict(SESSION_CONFIG),
             "input": f"random: float inputs standard normal (numpy default_rng seed {seed}), "
                      "integer/bool inputs zeros; symbolic dimensions set to 1",
         },

@@ -7,22 +7,21 @@ build as the Python extension), and its C API has ``AllocatorGetStats`` (API ver
 1.23+): the counters of the session's CPU arena (BFC arena) -- ``InUse``, ``MaxInUse``,
 ``NumAllocs``, ``NumReserves``, ... Here that library is driven through ``ctypes``: a session is
 created with the options ``edgefit_measure`` uses (optimisation level, 1 intra-op thread,
-sequential, CPU arena on, memory pattern off as everywhere in edgefit:
-``edgefit_measure.MEM_PATTERN``), ``InUse`` is read after the session is created (initializers
-and pre-packed weights that live in the arena), the model is run a few times (every run
-allocates tensor by tensor as the allocation planner says; with the pattern on, later runs would
-take one block laid out from the first run, up to 2.6x larger here), and ``MaxInUse`` is read
-again. ``peak_bytes = MaxInUse - InUse before the first run``: every byte onnxruntime held at
-once for the run beyond the resident weights -- intermediate tensors as its allocation planner
-lays them out (after its fusions, layout changes and buffer reuse), kernel scratch buffers
-(im2col and the like: the runtime workspace) and the graph outputs it returns. The graph input is
-the caller's buffer and not in the arena; ``input_bytes`` reports it separately, and
-``activation_bytes`` adds it, which is what edgefit's liveness model counts (it holds the input
-too). Arena chunks are rounded up to 256 bytes, so counts are exact only to that grain. When
-session creation itself peaked higher (pre-packing a weight while the original still exists) and
-no run exceeded that, the run's peak is hidden: ``peak_hidden`` is set and ``peak_bytes`` is an
-upper bound. (Disabling pre-packing would avoid that but changes what the kernels allocate per
-run, so it is not done.)
+sequential, CPU arena on, memory pattern off and ``edgefit_measure.SESSION_CONFIG`` as everywhere
+in edgefit: ``edgefit_measure.MEM_PATTERN``), ``InUse`` is read after the session is created
+(initializers and pre-packed weights that live in the arena), the model is run a few times (every
+run allocates tensor by tensor as the allocation planner says; with the pattern on, later runs
+would take one block laid out from the first run, up to 2.6x larger here), and ``MaxInUse`` is read
+again. ``peak_bytes = MaxInUse - InUse before the first run``: every byte onnxruntime held at once
+for the run beyond the resident weights -- intermediate tensors as its allocation planner lays them
+out (after its fusions, layout changes and buffer reuse), kernel scratch buffers (im2col and the
+like: the runtime workspace) and the graph outputs it returns. The graph input is the caller's
+buffer and not in the arena; ``input_bytes`` reports it separately, and ``activation_bytes`` adds
+it, which is what edgefit's liveness model counts (it holds the input too). Arena chunks are
+rounded up to 256 bytes, so counts are exact only to that grain. When session creation itself
+peaked higher (pre-packing a weight while the original still exists) and no run exceeded that, the
+run's peak is hidden: ``peak_hidden`` is set and ``peak_bytes`` is an upper bound. (Disabling
+pre-packing would avoid that but changes what the kernels allocate per run, so it is not done.)
 
 The function-table indices below are positions in ``struct OrtApi`` of onnxruntime_c_api.h; the
 C API only ever appends to that struct, so they hold for every version >= 23. A sanity check
@@ -49,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from edgefit.errors import EdgefitError
-from edgefit_measure import MEM_PATTERN
+from edgefit_measure import MEM_PATTERN, SESSION_CONFIG
 
 API_VERSION = 23  # first C API version with AllocatorGetStats
 ARENA_GRAIN_BYTES = 256  # BFC arena chunk granularity
@@ -76,6 +75,7 @@ _RELEASE_MEMORY_INFO = 94
 _RELEASE_SESSION = 95
 _RELEASE_VALUE = 96
 _RELEASE_SESSION_OPTIONS = 100
+_ADD_SESSION_CONFIG_ENTRY = 130
 _CREATE_ALLOCATOR = 131
 _RELEASE_ALLOCATOR = 132
 _GET_BUILD_INFO = 254
@@ -204,6 +204,9 @@ def _session_options(api: _Api, opt_level: str, threads: int, mem_pattern: bool)
     api.call(_SET_EXECUTION_MODE, so, C.c_int(0))  # sequential, as edgefit_measure
     if not mem_pattern:
         api.call(_DISABLE_MEM_PATTERN, so)
+    for key, value in SESSION_CONFIG.items():
+        api.call(_ADD_SESSION_CONFIG_ENTRY, so, C.c_char_p(key.encode()),
+                 C.c_char_p(value.encode()))
     api.call(_SET_LOG_SEVERITY, so, C.c_int(3))  # errors only (NCHWc notes are expected)
     return so
 
@@ -364,6 +367,8 @@ def node_memory_stats(path: Path | str, opt_level: str = "all",
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.enable_mem_pattern = MEM_PATTERN
+        for key, value in SESSION_CONFIG.items():
+            so.add_session_config_entry(key, value)
         so.log_severity_level = 3
         so.add_session_config_entry("session.collect_node_memory_stats_to_file", str(out))
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

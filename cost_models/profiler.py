@@ -78,7 +78,8 @@ else:
 
 METHOD = (f"uniform-model/ort-profile/calibrated/v2-closed/forms-{GRAPH_FORM_VERSION}"
           f"/attribution-{em.ATTRIBUTION_VERSION}"
-          + ("" if em.MEM_PATTERN else "/mem-pattern-off"))
+          + ("" if em.MEM_PATTERN else "/mem-pattern-off")
+          + "".join(f"/{k}={v}" for k, v in sorted(em.SESSION_CONFIG.items())))
 """Goes into every layer signature: a different measuring method never reuses a row."""
 
 DEFAULT_RUNS = 200

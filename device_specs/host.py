@@ -24,7 +24,7 @@ import yaml
 from device_specs.schema import DeviceSpec
 from edgefit.fsutil import atomic_write_text
 from edgefit.yamlio import validate
-from edgefit_measure import MEM_PATTERN
+from edgefit_measure import MEM_PATTERN, SESSION_CONFIG
 
 # 2: activation-memory behaviour from onnxruntime's node record; 3: 6/3/2-bit kernels; 4: w8a16;
 # 5: asymmetric weight-only uint4/uint3; memory probes with onnxruntime's memory pattern off
@@ -64,6 +64,8 @@ def _session(model: Any) -> Any:
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.enable_mem_pattern = MEM_PATTERN
+    for key, value in SESSION_CONFIG.items():
+        opts.add_session_config_entry(key, value)
     return ort.InferenceSession(model.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
 

@@ -82,7 +82,10 @@ def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> N
 def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from executors.onnx_quant import ort_session_options
+
+    sess = ort.InferenceSession(str(path), ort_session_options(),
+                                providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefit_measure import MEM_PATTERN
+from edgefit_measure import MEM_PATTERN, SESSION_CONFIG
 
 _CHILD = r"""
 import json, sys
@@ -35,6 +35,8 @@ opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
 opts.inter_op_num_threads = 1
 opts.enable_mem_pattern = False  # as edgefit_measure.MEM_PATTERN
+for key, value in json.loads(sys.argv[3]).items():  # edgefit_measure.SESSION_CONFIG
+    opts.add_session_config_entry(key, value)
 sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 after_load = status("VmHWM:")
 sess.run(None, {sess.get_inputs()[0].name: np.zeros(shape, np.float32)})
@@ -50,6 +52,8 @@ def session(path: Path, threads: int = 1) -> Any:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.enable_mem_pattern = MEM_PATTERN
+    for key, value in SESSION_CONFIG.items():
+        opts.add_session_config_entry(key, value)
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
@@ -76,7 +80,8 @@ def peak_memory(path: Path, input_shape: tuple[int, ...]) -> dict[str, int] | No
     if not Path("/proc/self/status").exists():
         return None
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), json.dumps([1, *input_shape])],
+        [sys.executable, "-c", _CHILD, str(path), json.dumps([1, *input_shape]),
+         json.dumps(SESSION_CONFIG)],
         capture_output=True, text=True, check=True, timeout=120,
     )
     d = json.loads(out.stdout.strip().splitlines()[-1])

@@ -56,6 +56,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgefit.errors import EdgefitError, PlanError
 from edgefit.fsutil import atomic_path
+from edgefit_measure import SESSION_CONFIG
 from executors import quant_math as qm
 
 LAYERS_KEY = "edgefit.layers"
@@ -963,8 +964,9 @@ def quantize_onnx(
     save_atomic(model, out_path)
 
 
-ORT_SESSION_CONFIG: dict[str, str] = {"session.qdq_matmulnbits_accuracy_level": "0"}
-"""Session config entries that keep int4 weight-only layers weight-only in onnxruntime.
+ORT_SESSION_CONFIG: dict[str, str] = SESSION_CONFIG
+"""Session config entries that keep int4 weight-only layers weight-only in onnxruntime
+(``edgefit_measure.SESSION_CONFIG``: latency and memory are measured with them too).
 
 At ``ORT_ENABLE_EXTENDED`` and above, onnxruntime fuses DequantizeLinear(INT4) -> MatMul into
 ``MatMulNBits`` with ``accuracy_level`` 4 by default, which quantises the *activations* to int8
