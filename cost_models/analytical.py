@@ -434,35 +434,50 @@ def _int8_act(option: str) -> bool:
     return option.split("+")[0] == "int8"
 
 
-def boundary_copies(graph: LayerGraph, table: CostTable, picks: Mapping[str, str]
-                    ) -> list[float]:
-    """Per step, the bytes of precision-boundary copies a plan adds: a layer reading an int8
-    layer's codes with a float kernel reads DequantizeLinear's fp32 copy; an int8 layer
-    reading a float tensor reads QuantizeLinear's int8 copy. Both are live at the consumer's
-    step beside the tensor the RAM steps charge at its producer's precision. A product of two
-    layers' choices, so not in planner.Problem's per-option step terms yet: the solver does
-    not see it; a plan's predicted peak adds it. Needs the runtime-memory probe
-    (Profile.int8_conv_paths)."""
+def boundary_terms(graph: LayerGraph, table: CostTable
+                   ) -> list[list[tuple[str, tuple[str, ...], str, tuple[str, ...], float]]]:
+    """Per step, the precision-boundary copies as (producer, its options, consumer, its
+    options, bytes): a layer reading an int8 layer's codes with a float kernel reads
+    DequantizeLinear's fp32 copy of them; an int8 layer reading a float tensor reads
+    QuantizeLinear's int8 copy. Both are live at the consumer's step beside the tensor the
+    RAM steps charge at its producer's precision. A product of two layers' choices:
+    planner.Problem.step_pairs. Needs a QDQ runtime (Profile.qdq_fp32_boundaries: edgefit's
+    export quantises inside the graph) with the int8 memory probe (Profile.int8_conv_paths)."""
     mem = table.memory
-    extra = [0.0] * len(graph.steps)
-    if mem.int8_conv_paths is None:
-        return extra
-    acts = {n: table.cost(n, o).act_bytes for n, o in picks.items()}
+    terms: list[list[tuple[str, tuple[str, ...], str, tuple[str, ...], float]]] = [
+        [] for _ in graph.steps]
+    if mem.int8_conv_paths is None or not mem.fp32_input:
+        return terms
     for t, step in enumerate(graph.steps):
         consumer = step.owner
-        if step.kind != "layer" or consumer is None or consumer not in picks:
+        if step.kind != "layer" or consumer is None or consumer not in table.options:
             continue
-        for name in step.inputs:
+        ints = tuple(c.option for c in table.options[consumer] if _int8_act(c.option))
+        floats = tuple(c.option for c in table.options[consumer] if not _int8_act(c.option))
+        for name in dict.fromkeys(step.inputs):
             tensor = graph.tensors.get(name)
             producer = tensor.owner if tensor is not None else None
-            if tensor is None or producer is None or producer not in picks:
+            if tensor is None or producer is None or producer == consumer \
+                    or producer not in table.options:
                 continue
-            n = tensor.numel * acts[producer] / (1.0 if _int8_act(picks[producer]) else 4.0)
-            if _int8_act(picks[producer]) and not _int8_act(picks[consumer]):
-                extra[t] += mem.rounded(4 * n)
-            elif not _int8_act(picks[producer]) and _int8_act(picks[consumer]):
-                extra[t] += mem.rounded(n)
-    return extra
+            by_bytes: dict[tuple[float, bool], list[str]] = {}
+            for c in table.options[producer]:
+                int8 = _int8_act(c.option)
+                elements = tensor.numel * c.act_bytes / (1.0 if int8 else 4.0)
+                copy = mem.rounded(4 * elements) if int8 else mem.rounded(elements)
+                by_bytes.setdefault((copy, int8), []).append(c.option)
+            for (copy, int8), options in by_bytes.items():
+                readers = floats if int8 else ints
+                if copy and readers:
+                    terms[t].append((producer, tuple(options), consumer, readers, copy))
+    return terms
+
+
+def boundary_copies(graph: LayerGraph, table: CostTable, picks: Mapping[str, str]
+                    ) -> list[float]:
+    """Per step, the bytes of the boundary copies (boundary_terms) a full plan holds."""
+    return [sum(nbytes for a, ao, b, bo, nbytes in step if picks[a] in ao and picks[b] in bo)
+            for step in boundary_terms(graph, table)]
 
 
 def _float_activation_copies(graph: LayerGraph, table: CostTable,

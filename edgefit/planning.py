@@ -15,6 +15,7 @@ from cost_models.analytical import (
     CostTable,
     RuntimeMemory,
     blocked_entries,
+    boundary_terms,
     build_cost_table,
     option_workspace,
 )
@@ -37,7 +38,7 @@ from executors.flash_image import image_overhead_bytes
 from executors.prune import NMPruneConfig, UnstructuredPruneConfig
 from executors.quantize import onnx_option, weight_precision
 from planner import plan as plan_schema
-from planner.problem import INPUT_SUFFIX, Choice, Problem
+from planner.problem import INPUT_SUFFIX, Choice, PairTerm, Problem
 from planner.resolve import problem_from_plan, solver_limits, with_result
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
@@ -189,7 +190,17 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
         ram_steps=ram_steps,
         weights_in_ram=table.weights_in_ram,
         step_extra=_step_workspace(graph, table),
+        step_pairs=_step_pairs(graph, table),
     )
+
+
+def _step_pairs(graph: LayerGraph, table: CostTable) -> tuple[tuple[PairTerm, ...], ...]:
+    """Per step, the precision-boundary copies (none: empty)."""
+    terms = boundary_terms(graph, table)
+    if not any(terms):
+        return ()
+    return tuple(tuple(PairTerm(a, ao, b, bo, nb) for a, ao, b, bo, nb in step)
+                 for step in terms)
 
 
 def _step_workspace(graph: LayerGraph, table: CostTable
@@ -478,11 +489,14 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
         for layer in ctx.graph.layers
     }
     extra = ctx.problem.step_extra or ({},) * len(ctx.problem.ram_steps)
+    pairs = ctx.problem.step_pairs or ((),) * len(ctx.problem.ram_steps)
     ram_steps = [plan_schema.RamStep(owner=step.owner or ctx.graph.layer_names[0],
                                      live=list(live),
-                                     workspace=[(ly, o, b) for (ly, o), b in ws.items()])
-                 for step, live, ws in zip(ctx.graph.steps, ctx.problem.ram_steps, extra,
-                                           strict=True)]
+                                     workspace=[(ly, o, b) for (ly, o), b in ws.items()],
+                                     pairs=[(t.a, list(t.a_options), t.b, list(t.b_options),
+                                             t.nbytes) for t in terms])
+                 for step, live, ws, terms in zip(ctx.graph.steps, ctx.problem.ram_steps,
+                                                  extra, pairs, strict=True)]
     spec_path = ctx.budget.target if Path(ctx.budget.target).suffix in (".yaml", ".yml") else None
     from cost_models.uncertainty import latency_band
 

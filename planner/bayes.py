@@ -47,6 +47,9 @@ def fingerprint(problem: Problem) -> str:
     }
     if problem.step_extra:  # only then, so fingerprints of problems without it stay the same
         data["step_extra"] = [sorted([*k, v] for k, v in s.items()) for s in problem.step_extra]
+    if problem.step_pairs:  # likewise
+        data["step_pairs"] = [[[t.a, list(t.a_options), t.b, list(t.b_options), t.nbytes]
+                               for t in terms] for terms in problem.step_pairs]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -10,8 +10,16 @@ import time
 
 import pulp
 
-from planner.cpsat import RESOLUTION, _down, _up, coupling_links, step_coefficients
-from planner.problem import ADDITIVE, Choice, Problem
+from planner.cpsat import (
+    RESOLUTION,
+    _down,
+    _up,
+    coupling_links,
+    pair_coefficients,
+    pair_keys,
+    step_coefficients,
+)
+from planner.problem import ADDITIVE, Choice, PairKey, Problem
 from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
 
 
@@ -29,6 +37,7 @@ class _Model:
                                  for i in range(len(problem.choices[layer]))) == 1
         self._coupling()
         self.expr = {m: self._additive(m) for m in (*ADDITIVE, "acc_loss")}
+        self.z = self._pairs()
         self.steps = self._ram_steps()
         for metric, limit in limits.items():
             room = _down(limit, metric) - _up(problem.fixed.get(metric, 0.0), metric)
@@ -56,13 +65,24 @@ class _Model:
                           for layer in self.p.layers
                           for i, c in enumerate(self.p.choices[layer]))
 
+    def _pairs(self) -> dict[PairKey, pulp.LpVariable]:
+        """The same pair booleans as the CP-SAT model: z >= x[a, A] + x[b, B] - 1."""
+        z = {}
+        for n, key in enumerate(pair_keys(self.p)):
+            a, ia, b, ib = key
+            z[key] = pulp.LpVariable(f"z_{n}", cat=pulp.LpBinary)
+            self.m += z[key] >= pulp.lpSum(self.x[a, i] for i in ia) + pulp.lpSum(
+                self.x[b, j] for j in ib) - 1
+        return z
+
     def _ram_steps(self) -> list[pulp.LpAffineExpression]:
         weights = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
         steps = []
         for t, step in enumerate(self.p.ram_steps or ((),)):
             coef = step_coefficients(self.p, t, step)  # the same integers as CP-SAT's
             live = pulp.lpSum(k * self.x[key] for key, k in coef.items() if k)
-            steps.append(live + weights)
+            pairs = pulp.lpSum(k * self.z[key] for key, k in pair_coefficients(self.p, t))
+            steps.append(live + pairs + weights)
         return steps
 
     def solve(self, options: SolverOptions) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ortools.sat.python import cp_model
 
-from planner.problem import ADDITIVE, Problem, owner_layer
+from planner.problem import ADDITIVE, PairKey, Problem, owner_layer
 from planner.result import BINDING_FRACTION, Relaxation, SolveResult, SolverOptions
 
 # Integer unit of each quantity inside the solver (ms, bytes, mJ, loss units).
@@ -61,6 +61,20 @@ def step_coefficients(problem: Problem, t: int, step: tuple[tuple[str, int], ...
     return coef
 
 
+def pair_coefficients(problem: Problem, t: int) -> list[tuple[PairKey, int]]:
+    """Integer bytes of step t's pair terms (Problem.step_pairs), per term key."""
+    return [(key, math.ceil(nbytes - 1e-9)) for key, nbytes in problem.pair_terms(t)]
+
+
+def pair_keys(problem: Problem) -> list[PairKey]:
+    """Every pair term's key once: one boolean each, shared by the steps that charge it."""
+    keys: dict[PairKey, None] = {}
+    for t in range(len(problem.step_pairs)):
+        for key, _ in problem.pair_terms(t):
+            keys.setdefault(key)
+    return list(keys)
+
+
 class _Model:
     """One CP-SAT model over a Problem: x[layer, i] booleans plus named linear expressions."""
 
@@ -80,8 +94,20 @@ class _Model:
         self.y = self._coupling()
         self.expr = {metric: self._additive(metric) for metric in ADDITIVE}
         self.expr["acc_loss"] = self._additive("acc_loss")
+        self.z = self._pairs()
         self.steps = self._ram_steps()
         self._add_limits(limits)
+
+    def _pairs(self) -> dict[PairKey, cp_model.IntVar]:
+        """z[a,A,b,B] is 1 when a takes an option in A and b one in B (at least: RAM limits
+        push it down to exactly that)."""
+        z = {}
+        for n, key in enumerate(pair_keys(self.p)):
+            a, ia, b, ib = key
+            z[key] = self.m.new_bool_var(f"z[{n}]")
+            self.m.add(z[key] >= sum(self.x[a, i] for i in ia) + sum(self.x[b, j] for j in ib)
+                       - 1)
+        return z
 
     def _coupling(self) -> dict[tuple[str, int], cp_model.IntVar]:
         """One boolean per (group, width), exactly one per group; every member's choice follows
@@ -107,7 +133,8 @@ class _Model:
         for t, step in enumerate(self.p.ram_steps or ((),)):
             coef = step_coefficients(self.p, t, step)
             live: Any = sum(k * self.x[key] for key, k in coef.items() if k)
-            steps.append(live + weights)
+            pairs: Any = sum(k * self.z[key] for key, k in pair_coefficients(self.p, t))
+            steps.append(live + pairs + weights)
         return steps
 
     def _add_limits(self, limits: dict[str, float]) -> None:
@@ -166,7 +193,7 @@ def _step_upper(problem: Problem, t: int, step: tuple[tuple[str, int], ...]) -> 
     worst: dict[str, int] = defaultdict(int)
     for (layer, _), k in step_coefficients(problem, t, step).items():
         worst[layer] = max(worst[layer], k)
-    return sum(worst.values())
+    return sum(worst.values()) + sum(max(0, k) for _, k in pair_coefficients(problem, t))
 
 
 def _tie_break_costs(problem: Problem) -> dict[tuple[str, int], int]:

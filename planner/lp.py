@@ -15,7 +15,14 @@ from typing import Any
 
 from ortools.linear_solver import pywraplp
 
-from planner.cpsat import _down, _up, coupling_links, step_coefficients
+from planner.cpsat import (
+    _down,
+    _up,
+    coupling_links,
+    pair_coefficients,
+    pair_keys,
+    step_coefficients,
+)
 from planner.problem import ADDITIVE, Choice, Problem, owner_layer
 
 # Elastic-LP slack (relative to each limit) above which the budget counts as proven infeasible:
@@ -47,6 +54,9 @@ def _lp(problem: Problem, elastic: bool) -> tuple[Any, dict[tuple[str, int], Any
         s.Add(sum(x[ly, i] for i in idx) == y[g, w])
     expr = {m: sum(_up(_value(c, m), m) * x[ly, i] for ly in problem.layers
                    for i, c in enumerate(problem.choices[ly])) for m in (*ADDITIVE, "acc_loss")}
+    z = {key: s.NumVar(0.0, 1.0, "") for key in pair_keys(problem)}
+    for (a, ia, b, ib), var in z.items():
+        s.Add(var >= sum(x[a, i] for i in ia) + sum(x[b, j] for j in ib) - 1)
     slack = {m: s.NumVar(0.0, s.infinity(), "") for m in problem.limits} if elastic else {}
     for m, limit in problem.limits.items():
         room = _down(limit, m) - _up(problem.fixed.get(m, 0.0), m)
@@ -55,7 +65,9 @@ def _lp(problem: Problem, elastic: bool) -> tuple[Any, dict[tuple[str, int], Any
             weights = expr["flash_bytes"] if problem.weights_in_ram else 0
             for t, step in enumerate(problem.ram_steps or ((),)):
                 coef = step_coefficients(problem, t, step)
-                s.Add(sum(k * x[key] for key, k in coef.items() if k) + weights <= room + extra)
+                pairs = sum(k * z[key] for key, k in pair_coefficients(problem, t))
+                s.Add(sum(k * x[key] for key, k in coef.items() if k) + pairs + weights
+                      <= room + extra)
         else:
             s.Add(expr[m] <= room + extra)
     return s, x, expr, slack
@@ -123,6 +135,10 @@ def _neighbours(problem: Problem, layers: set[str]) -> set[str]:
         owners = {owner_layer(o) for o, _ in step}
         if owners & layers:
             out |= owners
+    for terms in problem.step_pairs:
+        for term in terms:
+            if {term.a, term.b} & layers:
+                out |= {term.a, term.b}
     for members in problem.members().values():
         if layers.intersection(members):
             out.update(members)

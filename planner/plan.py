@@ -102,6 +102,10 @@ class RamStep(_Strict):
         default_factory=list, description="(layer, option, bytes) that option adds at this step "
         "beyond the live tensors: a dequantised fp32 weight copy, a conv working buffer "
         "(negative: a buffer its layout frees); options not listed add none")
+    pairs: list[tuple[str, list[str], str, list[str], float]] = Field(
+        default_factory=list, description="(layer a, its options, layer b, its options, bytes): "
+        "bytes held at this step when both layers take one of their listed options at once (a "
+        "precision-boundary copy: a float layer reading int8 codes reads an fp32 copy)")
 
 
 class ChannelGroup(_Strict):

@@ -2,8 +2,10 @@
 
 An option is dominated when another one of the same layer, with the same channel coupling
 (the same kept width of every group it names), is no worse in latency, flash, energy, accuracy
-loss, activation bytes (which drive peak RAM: of its outputs and of the model input) and RAM
-workspace at every step (Problem.step_extra), and better in at least one. Removing it cannot
+loss, activation bytes (which drive peak RAM: of its outputs and of the model input), RAM
+workspace at every step (Problem.step_extra) and the bytes of every pair term it takes part in
+(Problem.step_pairs: it is in no term the other is not, so in every plan it adds no more),
+and better in at least one. Removing it cannot
 change the optimum. Comparing only within one coupling signature matters: an option of another
 width may look better for this layer but force its group's other members into worse options.
 
@@ -82,12 +84,19 @@ def _undominated(costs: np.ndarray, signatures: list[tuple[tuple[str, int], ...]
 
 
 def _workspace_vectors(problem: Problem) -> dict[tuple[str, str], tuple[float, ...]]:
-    """(layer, option) -> its workspace bytes at each step where its layer has any (one
-    length for all options of a layer, so they compare element by element)."""
+    """(layer, option) -> its workspace bytes at each step where its layer has any, then the
+    bytes of each pair term naming its layer if the option is on its side of the term, else 0
+    (one length for all options of a layer, so they compare element by element)."""
     steps: dict[str, list[int]] = {}
     for t, extra in enumerate(problem.step_extra):
         for layer in {ly for ly, _ in extra}:
             steps.setdefault(layer, []).append(t)
-    return {(layer, c.option): tuple(problem.step_extra[t].get((layer, c.option), 0.0)
-                                     for t in ts)
-            for layer, ts in steps.items() for c in problem.choices[layer]}
+    sides: dict[str, list[tuple[tuple[str, ...], float]]] = {}
+    for terms in problem.step_pairs:
+        for term in terms:
+            sides.setdefault(term.a, []).append((term.a_options, term.nbytes))
+            sides.setdefault(term.b, []).append((term.b_options, term.nbytes))
+    return {(layer, c.option): (
+        *(problem.step_extra[t].get((layer, c.option), 0.0) for t in steps.get(layer, ())),
+        *(nbytes if c.option in opts else 0.0 for opts, nbytes in sides.get(layer, ())))
+        for layer in set(steps) | set(sides) for c in problem.choices[layer]}

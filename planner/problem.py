@@ -55,6 +55,25 @@ class Choice:
 
 
 @dataclass(frozen=True)
+class PairTerm:
+    """Bytes a RAM step holds when layer ``a`` takes one of ``a_options`` and layer ``b`` one
+    of ``b_options`` at once: a copy that exists only for that combination (a float layer
+    reading an int8 layer's codes reads DequantizeLinear's fp32 copy of them)."""
+
+    a: str
+    a_options: tuple[str, ...]
+    b: str
+    b_options: tuple[str, ...]
+    nbytes: float
+
+    def applies(self, chosen: Mapping[str, Choice]) -> bool:
+        return chosen[self.a].option in self.a_options and chosen[self.b].option in self.b_options
+
+
+PairKey = tuple[str, tuple[int, ...], str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
 class Problem:
     """Pick one choice per layer; additive limits, peak RAM as a max over steps; min acc loss.
 
@@ -77,12 +96,14 @@ class Problem:
     ram_steps: tuple[tuple[tuple[str, int], ...], ...] = ()
     weights_in_ram: bool = False
     step_extra: tuple[Mapping[tuple[str, str], float], ...] = ()
+    step_pairs: tuple[tuple[PairTerm, ...], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.limits) - set(METRICS)
         if unknown:
             raise ValueError(f"unknown limits {sorted(unknown)}; known: {METRICS}")
         self._check_step_extra()
+        self._check_step_pairs()
         for layer in self.layers:
             if not self.choices.get(layer):
                 raise ValueError(f"layer {layer} has no options")
@@ -98,6 +119,33 @@ class Problem:
             bad = sorted({ly for ly, _ in extra} - layers)
             if bad:
                 raise ValueError(f"step_extra[{t}] names unknown layers {bad}")
+
+    def _check_step_pairs(self) -> None:
+        n_steps = len(self.ram_steps or ((),))
+        if self.step_pairs and len(self.step_pairs) != n_steps:
+            raise ValueError(f"step_pairs has {len(self.step_pairs)} steps; the RAM steps have "
+                             f"{n_steps} (one tuple per step, or none)")
+        layers = set(self.layers)
+        for t, terms in enumerate(self.step_pairs):
+            for term in terms:
+                if term.a not in layers or term.b not in layers or term.a == term.b:
+                    raise ValueError(f"step_pairs[{t}]: a term needs two different known "
+                                     f"layers, got {term.a!r} and {term.b!r}")
+
+    def pair_terms(self, t: int) -> list[tuple[PairKey, float]]:
+        """((a, option indices, b, option indices), bytes) of step t's pair terms, for the
+        options still offered (a term none of whose options is offered is dropped)."""
+        if not self.step_pairs:
+            return []
+        out = []
+        for term in self.step_pairs[t]:
+            ia = tuple(i for i, c in enumerate(self.choices[term.a])
+                       if c.option in term.a_options)
+            ib = tuple(i for i, c in enumerate(self.choices[term.b])
+                       if c.option in term.b_options)
+            if ia and ib and term.nbytes:
+                out.append(((term.a, ia, term.b, ib), term.nbytes))
+        return out
 
     def extra_terms(self, t: int) -> list[tuple[str, int, float]]:
         """(layer, choice index, bytes) of step t's workspace, for the options still offered."""
@@ -159,8 +207,12 @@ class Problem:
         """Bytes at each step; workspace=False: the live tensors only (no step_extra)."""
         weights = sum(c.flash_bytes for c in chosen.values()) if self.weights_in_ram else 0.0
         base = self.fixed.get("ram_bytes", 0.0) + weights
+        n_steps = len(self.ram_steps or ((),))
         extra = [sum(b for (ly, o), b in step.items() if chosen[ly].option == o)
-                 for step in self.step_extra if workspace] or [0.0] * len(self.ram_steps or ((),))
+                 for step in self.step_extra if workspace] or [0.0] * n_steps
+        if workspace and self.step_pairs:
+            extra = [e + sum(term.nbytes for term in terms if term.applies(chosen))
+                     for e, terms in zip(extra, self.step_pairs, strict=True)]
         live = [sum(n * chosen[owner_layer(owner)].entry_bytes(owner) for owner, n in step)
                 for step in self.ram_steps or ((),)]
         return [base + a + e for a, e in zip(live, extra, strict=True)]

@@ -19,7 +19,7 @@ from planner.plan import (
     Relaxation,
     SolverInfo,
 )
-from planner.problem import Choice, Problem
+from planner.problem import Choice, PairTerm, Problem
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
 
@@ -67,7 +67,16 @@ def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
         ram_steps=tuple(tuple((o, n) for o, n in step.live) for step in plan.ram_steps),
         weights_in_ram=plan.weights_in_ram,
         step_extra=_step_extra(plan),
+        step_pairs=_step_pairs(plan),
     )
+
+
+def _step_pairs(plan: Plan) -> tuple[tuple[PairTerm, ...], ...]:
+    """Problem.step_pairs from the plan's RAM steps (none when no step has a pair term)."""
+    if not any(step.pairs for step in plan.ram_steps):
+        return ()
+    return tuple(tuple(PairTerm(a, tuple(ao), b, tuple(bo), nb) for a, ao, b, bo, nb in step.pairs)
+                 for step in plan.ram_steps)
 
 
 def _step_extra(plan: Plan) -> tuple[dict[tuple[str, str], float], ...]:
