@@ -55,6 +55,12 @@ RECIPES: list[tuple[str, str, int]] = [  # label, option for every layer, fine-t
     ("share 4-bit k-means + Huffman", "fp32+k4", 0),
     ("prune 75 % -> share 4-bit + Huffman", "fp32+k4+s75", 0),
     ("prune 75 % -> share 4-bit -> distill 2 ep", "fp32+k4+s75", 2),
+    # structured: every coupled channel group keeps the offered width nearest 75 % / 50 % of
+    # its channels (Torch-Pruning removes the rest; "+ch" is this script's marker, channel_pins)
+    ("channels -25 %", "fp32+ch25", 0),
+    ("channels -50 %", "fp32+ch50", 0),
+    ("channels -50 % + distill 2 ep", "fp32+ch50", 2),
+    ("channels -50 % -> int8", "int8+ch50", 0),
 ]
 # Three combinations in two orders. The planner prices the default order (prune -> factorise
 # -> share -> quantise, distillation before quantisation); the other order is the same plan
@@ -122,7 +128,7 @@ def measure_once_per_model() -> None:
         return kl_memo[key]
 
     def cached_groups(loaded: Any, multiple: int, x: Any) -> Any:
-        if not any("+w" in o for o in pinned):  # no row prunes channels: no widths offered
+        if not channel_rows():  # no row prunes channels: no widths offered
             return [], {}
         key = (_digest(loaded.torch_module()), multiple, _digest(x))
         if key not in group_memo:
@@ -137,6 +143,30 @@ def pinnable_options() -> set[str]:
     """Every option a row can pin (pins_for: the row's option, else its precision, else fp32)."""
     names = {option for _, option, _ in RECIPES} | {option for _, option, _, _ in ORDERS}
     return names | {n.split("+")[0] for n in names} | {"fp32"}
+
+
+def channel_rows() -> bool:
+    """Whether some row prunes channels (then the planner offers channel widths)."""
+    return any(CHANNELS in option for option in pinnable_options())
+
+
+CHANNELS = "+ch"
+
+
+def channel_pins(probe: Any, option: str) -> dict[str, str]:
+    """Pins for a "<precision>+chNN" row: each coupled group at its offered width nearest
+    (100 - NN) % of its channels, every layer at that precision's option of those widths
+    (layers in no group: the precision alone)."""
+    precision, ratio = option.split(CHANNELS)[0], int(option.split(CHANNELS)[1]) / 100
+    width = {g.name: min(g.widths, key=lambda w, g=g: (abs(w - g.channels * (1 - ratio)), w))
+             for g in probe.channel_groups}
+    pins = {}
+    for name, lp in probe.layers.items():
+        fits = [a.option for a in lp.alternatives if a.option.split("+")[0] == precision
+                and a.widths and all(width.get(g) == w for g, w in a.widths.items())
+                and not any(t[:1] in "srkn" for t in a.option.split("+")[1:])]
+        pins[name] = fits[0] if fits else precision
+    return pins
 
 
 def _digest(obj: Any) -> str:
@@ -158,22 +188,30 @@ def budget(w: Workload) -> Budget:
     return Budget(target="host", limits=limits, model=w.model, data=w.data)
 
 
-def offered_options(w: Workload) -> dict[str, set[str]]:
-    """Each layer's options (one probe plan per workload; its recipes only pin them)."""
+def probe_plan(w: Workload) -> Any:
+    """One unsolved-for-real plan per workload: each layer's options and the channel groups
+    (its recipes only pin them)."""
     probe, _ = make_plan(budget(w), "bench")
+    return probe
+
+
+def offered_options(probe: Any) -> dict[str, set[str]]:
     return {name: {a.option for a in lp.alternatives} for name, lp in probe.layers.items()}
 
 
-def pins_for(offered: dict[str, set[str]], option: str) -> dict[str, str]:
-    """The option on every layer that has it, else its precision alone (dense), else fp32."""
+def pins_for(probe: Any, option: str) -> dict[str, str]:
+    """The option on every layer that has it, else its precision alone (dense), else fp32;
+    a channel row's widths from channel_pins."""
+    if CHANNELS in option:
+        return channel_pins(probe, option)
     precision = option.split("+")[0]
     return {name: option if option in names else precision if precision in names else "fp32"
-            for name, names in offered.items()}
+            for name, names in offered_options(probe).items()}
 
 
-def run(w: Workload, offered: dict[str, set[str]], option: str, finetune: int, out: Path,
+def run(w: Workload, probe: Any, option: str, finetune: int, out: Path,
         change: str = "") -> dict:
-    plan, _ = make_plan(budget(w), "bench", pins=pins_for(offered, option),
+    plan, _ = make_plan(budget(w), "bench", pins=pins_for(probe, option),
                         finetune_epochs=finetune, quantization_aware=change == "qat")
     if change == "global":
         plan = global_plan(plan, w.model)
@@ -187,12 +225,12 @@ def run(w: Workload, offered: dict[str, set[str]], option: str, finetune: int, o
         return {"refused": str(exc)}
 
 
-def safe_run(w: Workload, offered: dict[str, set[str]], option: str, finetune: int, out: Path,
+def safe_run(w: Workload, probe: Any, option: str, finetune: int, out: Path,
              change: str = "") -> dict:
     """run(), with an unexpected failure recorded as the row's result: one broken row must not
     lose an hour of measured rows (the traceback goes to stderr)."""
     try:
-        return run(w, offered, option, finetune, out, change)
+        return run(w, probe, option, finetune, out, change)
     except Exception as exc:  # noqa: BLE001 (any failure becomes the row's text)
         traceback.print_exc()
         return {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
@@ -237,7 +275,9 @@ HEADERS = {  # metric -> the table's header (the quality column differs)
 def recipes(w: Workload) -> list[tuple[str, str, int, str]]:
     """The workload's rows: label, option, fine-tune epochs, change."""
     rows = [(*r, "") for r in RECIPES] + ORDERS
-    return [r for r in rows if w.finetune or not r[2]]
+    # an encoder's channel groups would split attention heads: none are offered there
+    return [r for r in rows if (w.finetune or not r[2])
+            and (w.metric == "accuracy" or CHANNELS not in r[1])]
 
 
 def quality(w: Workload, acc: dict[str, Any]) -> str:
@@ -262,23 +302,28 @@ def row(w: Workload, label: str, r: dict[str, Any], base_bytes: int, covered: st
             f"{quality(w, r['accuracy'])} |")
 
 
-def coverage(offered: dict[str, set[str]], option: str) -> str:
-    """' (k/n layers)' when only k of the n layers could take the option."""
-    took = sum(option in names for names in offered.values())
+def coverage(probe: Any, option: str) -> str:
+    """' (k/n layers)' when only k of the n layers could take the option (a channel row:
+    layers whose widths shrink, as producer or consumer)."""
+    offered = offered_options(probe)
+    if CHANNELS in option:
+        took = sum("+" in o for o in channel_pins(probe, option).values())
+    else:
+        took = sum(option in names for names in offered.values())
     return "" if took == len(offered) else f" ({took}/{len(offered)} layers)"
 
 
 def table_rows(w: Workload, tmp: Path) -> list[str]:
-    offered = offered_options(w)
-    base = run(w, offered, "fp32", 0, tmp / f"{w.name}-fp32")
+    probe = probe_plan(w)
+    base = run(w, probe, "fp32", 0, tmp / f"{w.name}-fp32")
     base_bytes = base["artifacts"]["flash_image_bytes"]
     done: dict[tuple[str, int, str], dict[str, Any]] = {}  # an identical row is applied once
     rows = []
     for i, (label, option, ft, change) in enumerate(recipes(w)):
         key = (option, ft, change)
         if key not in done:
-            done[key] = safe_run(w, offered, option, ft, tmp / f"{w.name}-{i}", change)
-        rows.append(row(w, label, done[key], base_bytes, coverage(offered, option)))
+            done[key] = safe_run(w, probe, option, ft, tmp / f"{w.name}-{i}", change)
+        rows.append(row(w, label, done[key], base_bytes, coverage(probe, option)))
         print(rows[-1], flush=True)
     return rows
 
@@ -334,8 +379,11 @@ INTRO = (
     "onnxruntime on this machine, 1 thread, median of 200, the fp32 export measured in "
     "the same run; onnxruntime has no sparse kernels, so pruning changes size, not speed. "
     "Accuracy = held-out split; no fine-tuning unless the row says so. Every layer is "
-    "pinned, so the planner estimates accuracy costs only for options a row can pin and offers "
-    "no channel widths (neither could change a row).")
+    "pinned, so the planner estimates accuracy costs only for options a row can pin (neither "
+    "could change a row). Channel rows: every coupled channel group (residual adds, depthwise "
+    "convs and their producers share one) keeps the offered width nearest 75 % / 50 % of its "
+    "channels, a multiple of the host's preferred channel multiple; Torch-Pruning removes the "
+    "rest, and the result is a smaller dense model.")
 DEEP_COMPRESSION = (
     "Deep Compression (Han et al.) reports 40x (LeNet-300-100) and 39x (LeNet-5) with no "
     "accuracy loss from pruning + weight sharing + Huffman coding with retraining; the "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import pytest
 
@@ -27,11 +27,40 @@ def tech() -> ModuleType:
     return module
 
 
+def probe(layers: dict[str, list[tuple[str, dict[str, int]]]],
+          groups: tuple[tuple[str, int, list[int]], ...] = ()) -> SimpleNamespace:
+    """A stand-in for a probe plan: layers' alternatives (option, widths) and channel groups
+    (name, channels, widths offered)."""
+    return SimpleNamespace(
+        layers={n: SimpleNamespace(alternatives=[SimpleNamespace(option=o, widths=w)
+                                                 for o, w in alts]) for n, alts in layers.items()},
+        channel_groups=[SimpleNamespace(name=g, channels=c, widths=ws) for g, c, ws in groups])
+
+
 def test_pins_fall_back_to_the_precision_then_fp32(tech: ModuleType) -> None:
-    offered = {"pw": {"fp32", "int8", "int8+r50"}, "dw": {"fp32", "int8"}, "emb": {"fp32"}}
-    assert tech.pins_for(offered, "int8+r50") == {"pw": "int8+r50", "dw": "int8", "emb": "fp32"}
-    assert tech.coverage(offered, "int8+r50") == " (1/3 layers)"
-    assert tech.coverage(offered, "fp32") == ""
+    plan = probe({"pw": [("fp32", {}), ("int8", {}), ("int8+r50", {})],
+                  "dw": [("fp32", {}), ("int8", {})], "emb": [("fp32", {})]})
+    assert tech.pins_for(plan, "int8+r50") == {"pw": "int8+r50", "dw": "int8", "emb": "fp32"}
+    assert tech.coverage(plan, "int8+r50") == " (1/3 layers)"
+    assert tech.coverage(plan, "fp32") == ""
+
+
+def test_channel_rows_pin_each_group_at_the_width_nearest_the_ratio(tech: ModuleType) -> None:
+    """conv1 makes group g (32 channels: 8, 16, 24, 32 offered), conv2 reads it; fc is in no
+    group. -50 %: 16 kept; -25 %: 24; the int8 row takes int8's options of those widths."""
+    def alts(prefix: str, tag: str) -> list[tuple[str, dict[str, int]]]:
+        return [(p, {"g": 32}) for p in ("fp32", "int8")] + [
+            (f"{p}+{tag}{w}", {"g": w}) for p in ("fp32", "int8") for w in (8, 16, 24)] + [
+            (f"fp32+s50+{tag}16", {"g": 16})]
+    plan = probe({"conv1": alts("c1", "w"), "conv2": alts("c2", "in"),
+                  "fc": [("fp32", {}), ("int8", {})]}, (("g", 32, [8, 16, 24, 32]),))
+    assert tech.pins_for(plan, "fp32+ch50") == {"conv1": "fp32+w16", "conv2": "fp32+in16",
+                                                 "fc": "fp32"}
+    assert tech.pins_for(plan, "fp32+ch25") == {"conv1": "fp32+w24", "conv2": "fp32+in24",
+                                                 "fc": "fp32"}
+    assert tech.pins_for(plan, "int8+ch50") == {"conv1": "int8+w16", "conv2": "int8+in16",
+                                                 "fc": "int8"}
+    assert tech.coverage(plan, "fp32+ch50") == " (2/3 layers)"
 
 
 def test_an_encoder_gets_no_finetuning_rows(tech: ModuleType) -> None:
@@ -39,8 +68,9 @@ def test_an_encoder_gets_no_finetuning_rows(tech: ModuleType) -> None:
     cnn = tech.Workload("cnn", "cnn", None, "accuracy", finetune=True)
     every = [(*r, "") for r in tech.RECIPES] + tech.ORDERS
     assert tech.recipes(cnn) == every
-    assert [r for r in tech.recipes(encoder) if r[2]] == []
-    assert len(tech.recipes(encoder)) == sum(1 for r in every if not r[2]) > 10
+    assert [r for r in tech.recipes(encoder) if r[2] or tech.CHANNELS in r[1]] == []
+    assert len(tech.recipes(encoder)) == sum(
+        1 for r in every if not r[2] and tech.CHANNELS not in r[1]) > 10
 
 
 def test_one_table_per_metric_with_its_header(tech: ModuleType) -> None:
@@ -115,20 +145,27 @@ def test_planning_measurements_run_once_per_model(tech: ModuleType,
 def test_only_pinnable_options_are_estimated(tech: ModuleType,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Every row pins every layer, so the planner's accuracy costs are measured only for the
-    options a row can pin, and no channel widths are offered (no row prunes channels)."""
+    options a row can pin; channel groups are measured once per model (channel rows)."""
     import numpy as np
     import torch
 
     from edgefit import planning
 
     seen: list[object] = []
+    grouped: list[int] = []
     monkeypatch.setattr(planning, "_cached_output_kl",
                         lambda module, options, x: seen.append(options) or 0)
-    monkeypatch.setattr(planning, "channel_groups", planning.channel_groups)
+    monkeypatch.setattr(planning, "channel_groups",
+                        lambda loaded, multiple, x: grouped.append(multiple) or ([], {}))
     tech.measure_once_per_model()
     pinned = tech.pinnable_options()
     assert {"fp32", "int8", "int4", "fp32+s75", "int4+s75", "fp32+k4+s75"} <= pinned
     options = {"fc": {"fp32": [], "int8": [], "int8+w12": [], "fp16+s50": []}}
     planning._cached_output_kl(torch.nn.Linear(3, 2), options, np.zeros((2, 3), np.float32))
     assert seen == [{"fc": {"fp32": [], "int8": []}}]
-    assert planning.channel_groups(None, 8, np.zeros(1)) == ([], {})
+    assert tech.channel_rows()
+    module = torch.nn.Linear(3, 2)
+    loaded = SimpleNamespace(torch_module=lambda: module)
+    for _ in range(2):
+        assert planning.channel_groups(loaded, 8, np.zeros(1)) == ([], {})
+    assert grouped == [8]  # the second call is the memo
