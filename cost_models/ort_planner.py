@@ -71,22 +71,14 @@ def _trace(path: Path) -> tuple[list[_Node], set[str]]:
     import onnx
     import onnxruntime as ort
 
-    from edgefit_measure import MEM_PATTERN, SESSION_CONFIG
+    from edgefit_measure import session_options
 
     if not path.is_file():
         raise OrtMemoryError(f"{path}: no such ONNX file")
     temp = {r.node: r.temp_bytes for r in node_memory_stats(path)}
     with tempfile.TemporaryDirectory(prefix="edgefit-plan-") as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.enable_mem_pattern = MEM_PATTERN
-        for key, value in SESSION_CONFIG.items():
-            so.add_session_config_entry(key, value)
-        so.log_severity_level = 3
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "prof")
-        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        so = session_options(1, "all", profile_prefix=str(Path(tmp) / "prof"),
+                             optimized_path=str(Path(tmp) / "opt.onnx"))
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         sess.run(None, dict(_inputs(path)))
         events = json.loads(Path(sess.end_profiling()).read_text())

@@ -24,7 +24,7 @@ import yaml
 from device_specs.schema import DeviceSpec
 from edgefit.fsutil import atomic_write_text
 from edgefit.yamlio import validate
-from edgefit_measure import MEM_PATTERN, SESSION_CONFIG
+from edgefit_measure import session_options
 
 # 2: activation-memory behaviour from onnxruntime's node record; 3: 6/3/2-bit kernels; 4: w8a16;
 # 5: asymmetric weight-only uint4/uint3; memory probes with onnxruntime's memory pattern off
@@ -60,13 +60,8 @@ def _ram_bytes() -> int:
 def _session(model: Any) -> Any:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.enable_mem_pattern = MEM_PATTERN
-    for key, value in SESSION_CONFIG.items():
-        opts.add_session_config_entry(key, value)
-    return ort.InferenceSession(model.SerializeToString(), opts,
+    # edgefit_measure's settings (threads, opt level all, memory pattern, session config)
+    return ort.InferenceSession(model.SerializeToString(), session_options(1, "all"),
                                 providers=["CPUExecutionProvider"])
 
 
