@@ -72,12 +72,13 @@ tensors out in one block planned from the first run; that block's fragmentation 
 peak up to 2.6x above the first on this host (a mixed int8/fp32 MobileNet), for a latency
 difference of a few percent. edgefit runs, profiles and sizes models without it, so every
 session here turns it off (``settings.mem_pattern`` in the output)."""
-SESSION_CONFIG: dict[str, str] = {"session.qdq_matmulnbits_accuracy_level": "0"}
-"""Session config entries every edgefit session sets. At opt level extended and above
-onnxruntime fuses DequantizeLinear(INT4) -> MatMul into ``MatMulNBits`` with ``accuracy_level``
-4, which quantises the *activations* to int8 inside the kernel; level 0 keeps them float32, the
-computation edgefit's accuracy figures describe (``executors.onnx_quant.ORT_SESSION_CONFIG`` is
-this dict)."""
+SESSION_CONFIG: dict[str, str] = {}
+"""Session config entries every measuring session sets (measure, profile, memory): none, so
+models run as onnxruntime runs them by default. Notably onnxruntime fuses DequantizeLinear ->
+MatMul into ``MatMulNBits`` with ``accuracy_level`` 4, which quantises the activations to int8
+inside the kernel; ``session.qdq_matmulnbits_accuracy_level`` 0 keeps them float32, but its
+kernels were many times slower here for 2/3/6/8-bit weights and slower than fp32 for 4-bit.
+(Accuracy is evaluated at level 0, weight-only: ``executors.onnx_quant.ORT_SESSION_CONFIG``.)"""
 
 LAYERS_KEY = "edgefit.layers"
 OPTIONS_KEY = "edgefit.options"
