@@ -574,6 +574,15 @@ def _memory_provenance(profile: Profile) -> str:
     used = [f"{label}{'' if isinstance(q.value, bool) else f' {q.value:g}'} ({q.provenance})"
             for name, label in fields if (q := getattr(profile, name)) is not None
             and q.value is not False]
+    if (paths := profile.int8_conv_paths) is not None:
+        used.append("int8 kernel scratch by path (symmetric conv: input channels a multiple of "
+                    f"{paths.input_channel_multiple.value:g}, >= "
+                    f"{paths.min_output_channels.value:g} outputs in steps of "
+                    f"{paths.output_channel_multiple.value:g}; depthwise: "
+                    f"channels a multiple of {paths.depthwise_channel_multiple.value:g}; "
+                    f"{paths.input_channel_multiple.provenance}), the fp32 copy a ReLU after an "
+                    "int8 layer runs on, and precision-boundary copies between int8 and float "
+                    "layers")
     return "; runtime layout: " + "; ".join(used) if used else ""
 
 
