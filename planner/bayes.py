@@ -1,6 +1,9 @@
 """Bayesian-optimisation baseline (issue #5, part 3): Optuna's TPE over the per-layer choices.
 
-One categorical parameter per layer (its option names); the objective is the plan's total
+One categorical parameter per layer (its option names) -- with coupled channel groups, first
+one per group (its kept width, ``width:<group>``), then per layer one among the options of the
+sampled widths (``<layer>@<widths>``), so every trial is coupling-consistent instead of most
+being rejected; the objective is the plan's total
 accuracy loss, evaluated exactly by `Problem.totals`; every limit is an Optuna constraint
 set with `Trial.set_constraint` (Optuna 5 deprecates `constraints_func`): (total - limit) /
 limit, <= 0 feasible. TPE ranks infeasible trials by their summed violation, so each is taken
@@ -116,13 +119,19 @@ def search(problem: Problem, trials: int, timeout_s: float | None,
     index = {ly: {o: i for i, o in enumerate(opts)} for ly, opts in names.items()}
     study = _open_study(problem, storage, study_name, seed)
 
+    groups = problem.groups
     if hint:
-        params = {ly: o for ly, o in hint.items() if o in index.get(ly, {})}
+        params = _hint_params(problem, {ly: o for ly, o in hint.items() if o in index.get(ly, {})})
         if params:
             study.enqueue_trial(params, skip_if_exists=True)
 
     def objective(trial: optuna.Trial) -> float:
-        picks = {ly: index[ly][trial.suggest_categorical(ly, names[ly])] for ly in problem.layers}
+        width = {g: trial.suggest_categorical(f"width:{g}", list(ws)) for g, ws in groups.items()}
+        picks = {}
+        for ly in problem.layers:
+            name, allowed = _layer_param(problem, ly, width)
+            picks[ly] = index[ly][trial.suggest_categorical(name, allowed)]
+        trial.set_user_attr("picks", {ly: names[ly][i] for ly, i in picks.items()})
         totals = problem.totals(picks)
         for limit, value in violations(problem, totals).items():
             trial.set_constraint(limit, value)
@@ -142,7 +151,7 @@ def _best(problem: Problem, done: Sequence[optuna.trial.FrozenTrial],
     for t in done:
         if t.state != optuna.trial.TrialState.COMPLETE:
             continue
-        picks = _picks(t.params, index, problem.layers)
+        picks = _picks(t.params, index, problem.layers, t.user_attrs)
         if picks is None:
             continue
         totals = problem.totals(picks)
@@ -158,9 +167,43 @@ def _best(problem: Problem, done: Sequence[optuna.trial.FrozenTrial],
         totals=totals, wall_time_s=took, backend=BACKEND, options_considered=considered)
 
 
+def _layer_param(problem: Problem, layer: str, width: Mapping[str, int]
+                 ) -> tuple[str, list[str]]:
+    """The layer's parameter name and options given the groups' sampled widths (a layer in no
+    group: its own name and every option)."""
+    groups = [g for g, _ in problem.choices[layer][0].widths]
+    if not groups:
+        return layer, [c.option for c in problem.choices[layer]]
+    allowed = [c.option for c in problem.choices[layer]
+               if all(width[g] == w for g, w in c.widths)]
+    tag = ",".join(f"{g}={width[g]}" for g in sorted(groups))
+    return f"{layer}@{tag}", allowed or [c.option for c in problem.choices[layer]]
+
+
+def _hint_params(problem: Problem, hint: Mapping[str, str]) -> dict[str, str]:
+    """Trial parameters that reproduce a (complete, coupling-consistent) hint."""
+    groups = problem.groups
+    if not groups:
+        return dict(hint)
+    if set(hint) != set(problem.layers):
+        return {}
+    chosen = {ly: next(c for c in problem.choices[ly] if c.option == o) for ly, o in hint.items()}
+    width: dict[str, int] = {}
+    for c in chosen.values():
+        for g, w in c.widths:
+            if width.setdefault(g, w) != w:
+                return {}  # the hint breaks a group's coupling
+    params: dict[str, Any] = {f"width:{g}": w for g, w in width.items()}
+    for ly, o in hint.items():
+        params[_layer_param(problem, ly, width)[0]] = o
+    return params
+
+
 def _picks(params: Mapping[str, Any], index: Mapping[str, Mapping[str, int]],
-           layers: Sequence[str]) -> dict[str, int] | None:
+           layers: Sequence[str], attrs: Mapping[str, Any] | None = None
+           ) -> dict[str, int] | None:
+    chosen = (attrs or {}).get("picks") or params
     try:
-        return {ly: index[ly][params[ly]] for ly in layers}
+        return {ly: index[ly][chosen[ly]] for ly in layers}
     except KeyError:
         return None

@@ -158,3 +158,34 @@ def test_timeout_stops_the_search() -> None:
     problem = small_problem(6, n_layers=6)
     result = search(problem, trials=100_000, timeout_s=0.5)
     assert result.wall_time_s < 5.0
+
+
+def coupled_problem() -> Problem:
+    """Six layers in one channel group of four widths (two precisions each): a per-layer
+    sample is coupling-consistent with probability (1/4)^5; the best plan keeps 16 channels."""
+    widths = (8, 16, 24, 32)
+    layers = tuple(f"l{i}" for i in range(6))
+    choices = {ly: tuple(Choice(option=f"{p}+w{w}", latency_ms=w / 8, flash_bytes=w * 10.0,
+                                energy_mj=0.1, act_bytes=1.0 if p == "int8" else 4.0,
+                                acc_loss=(32 - w) / 32 + (0.05 if p == "int8" else 0.0),
+                                widths=(("g", w),))
+                         for p in ("fp32", "int8") for w in widths) for ly in layers}
+    return Problem(layers, choices, {"latency_ms": 6 * 2.0 + 1e-6}, {},
+                   tuple(((ly, 10),) for ly in layers))
+
+
+def test_coupled_groups_are_sampled_as_one_width() -> None:
+    """Every trial takes one width per group, so TPE searches plans that can be feasible: in
+    40 trials it finds the optimum's width (16 kept channels; the optimum is all fp32 at 16,
+    brute force), the precisions within the int8 penalty of it."""
+    problem = coupled_problem()
+    result = search(problem, trials=40, timeout_s=None, seed=0)
+    assert result.status == "FEASIBLE"
+    assert problem.totals(as_indices(problem, result.picks))["coupling_violations"] == 0
+    assert all(o.endswith("+w16") for o in result.picks.values())
+    reference = brute_force(problem)
+    assert reference is not None
+    assert reference[0] <= result.totals["acc_loss"] <= reference[0] + 6 * 0.05 + 1e-9
+    hinted = search(problem, trials=1, timeout_s=None, seed=1,
+                    hint=dict.fromkeys(problem.layers, "fp32+w16"))
+    assert hinted.picks == dict.fromkeys(problem.layers, "fp32+w16")
