@@ -313,13 +313,16 @@ def coverage(probe: Any, option: str) -> str:
     return "" if took == len(offered) else f" ({took}/{len(offered)} layers)"
 
 
-def table_rows(w: Workload, tmp: Path) -> list[str]:
+def table_rows(w: Workload, tmp: Path, only: Sequence[str] = ()) -> list[str]:
+    """The workload's rows (``only``: those whose label contains one of these substrings)."""
     probe = probe_plan(w)
     base = run(w, probe, "fp32", 0, tmp / f"{w.name}-fp32")
     base_bytes = base["artifacts"]["flash_image_bytes"]
     done: dict[tuple[str, int, str], dict[str, Any]] = {}  # an identical row is applied once
     rows = []
     for i, (label, option, ft, change) in enumerate(recipes(w)):
+        if only and not any(part in label for part in only):
+            continue
         key = (option, ft, change)
         if key not in done:
             done[key] = safe_run(w, probe, option, ft, tmp / f"{w.name}-{i}", change)
@@ -398,10 +401,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--models", default=",".join(WORKLOADS),
                         help=f"comma-separated, from: {', '.join(known)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to write")
+    parser.add_argument("--only", default="", help="comma-separated label substrings: only the "
+                        "rows whose technique label contains one (e.g. channels,uint)")
     parser.add_argument("--note", default="", help="a sentence about this run for the doc "
                         "(e.g. that the machine was shared)")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.only = [o.strip() for o in args.only.split(",") if o.strip()]
     unknown = [m for m in args.models if m not in known]
     if unknown or not args.models:
         parser.error(f"--models: unknown {', '.join(unknown) or '(none given)'}; "
@@ -433,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for w in chosen:
-            rows[w.name] = table_rows(w, Path(tmp))
+            rows[w.name] = table_rows(w, Path(tmp), args.only)
             # written after each model, so a long run's finished tables are never lost
             text = document(argv, args, chosen, rows, time.perf_counter() - start)
             atomic_write_text(args.out, text)
