@@ -28,7 +28,12 @@ from edgefit.errors import PlanError
 from edgefit.fsutil import atomic_write_text
 from edgefit.planning import make_plan
 from executors.apply import apply_plan
-from executors.prune import UnstructuredPruneConfig, global_sparsities
+from executors.prune import (
+    NMPruneConfig,
+    UnstructuredPruneConfig,
+    global_sparsities,
+    nm_applicable,
+)
 
 WORKLOADS = ("lenet300-mnist", "lenet5-mnist", "fashion-cnn")  # the default run
 EXTRA_WORKLOADS = ("mobilenetv2-fashion", "minilm-l6")
@@ -61,6 +66,10 @@ RECIPES: list[tuple[str, str, int]] = [  # label, option for every layer, fine-t
     ("channels -50 %", "fp32+ch50", 0),
     ("channels -50 % + distill 2 ep", "fp32+ch50", 2),
     ("channels -50 % -> int8", "int8+ch50", 0),
+    # semi-structured: 2 of every 4 weights along the input dimension (no sparse kernels here,
+    # so the planner offers no N:M option on the host: the rows add it to a dense plan, nm_plan)
+    ("N:M 2:4 pruning", "fp32+nm24", 0),
+    ("N:M 2:4 + distill 2 ep", "fp32+nm24", 2),
 ]
 # Three combinations in two orders. The planner prices the default order (prune -> factorise
 # -> share -> quantise, distillation before quantisation); the other order is the same plan
@@ -213,6 +222,9 @@ def run(w: Workload, probe: Any, option: str, finetune: int, out: Path,
         change: str = "") -> dict:
     plan, _ = make_plan(budget(w), "bench", pins=pins_for(probe, option),
                         finetune_epochs=finetune, quantization_aware=change == "qat")
+    if NM in option and option not in {o for lp in plan.layers.values()
+                                       for o in [lp.option]}:
+        plan = nm_plan(plan, w.model, option)
     if change == "global":
         plan = global_plan(plan, w.model)
     elif change and change != "qat":
@@ -234,6 +246,29 @@ def safe_run(w: Workload, probe: Any, option: str, finetune: int, out: Path,
     except Exception as exc:  # noqa: BLE001 (any failure becomes the row's text)
         traceback.print_exc()
         return {"failed": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+
+
+NM = "+nm"
+
+
+def nm_layers(model: str, option: str) -> dict[str, NMPruneConfig]:
+    """The layers whose weight has an N:M form, each with the row's N:M config."""
+    from workloads.models import load_model_ref
+
+    digits = option.split(NM)[1]
+    cfg = NMPruneConfig(n=int(digits[0]), m=int(digits[1:]))
+    modules = dict(load_model_ref(model).torch_module().named_modules())
+    return {n: cfg for n, mod in modules.items()
+            if getattr(mod, "weight", None) is not None and mod.weight.dim() >= 2
+            and nm_applicable(tuple(mod.weight.shape), cfg)}
+
+
+def nm_plan(plan, model: str, option: str):  # noqa: ANN001, ANN201 (a Plan)
+    """The dense plan with N:M pruning first in every layer that has an N:M form."""
+    layers = nm_layers(model, option)
+    return plan.model_copy(update={"layers": {
+        name: lp.model_copy(update={"techniques": [layers[name], *lp.techniques]})
+        if name in layers else lp for name, lp in plan.layers.items()}})
 
 
 def global_plan(plan, model: str):  # noqa: ANN001, ANN201 (a Plan)
@@ -308,6 +343,8 @@ def coverage(probe: Any, option: str) -> str:
     offered = offered_options(probe)
     if CHANNELS in option:
         took = sum("+" in o for o in channel_pins(probe, option).values())
+    elif NM in option and not any(option in names for names in offered.values()):
+        return " (the layers with an N:M form)"
     else:
         took = sum(option in names for names in offered.values())
     return "" if took == len(offered) else f" ({took}/{len(offered)} layers)"
