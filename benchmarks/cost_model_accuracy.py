@@ -164,7 +164,8 @@ def runtime_terms(graph: LayerGraph, table: CostTable, picks: dict[str, str]) ->
     """Which of the profile's runtime-memory terms this plan exercises (the table's column)."""
     chosen = [table.cost(n, o) for n, o in picks.items()]
     blocked = {name for name, _ in blocked_entries(graph, table.memory).values()}
-    terms = ["grain", "outputs"] if table.memory.round_bytes > 1 else []
+    terms = (["grain"] if table.memory.round_bytes > 1 else []) + (
+        ["outputs"] if table.memory.outputs_outside_plan else [])
     if any(c.blocked and n in blocked for n, c in zip(picks, chosen, strict=True)):
         terms.append("blocked layout")
     if any(c.dequantized_weight_numel for c in chosen):
