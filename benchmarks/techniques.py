@@ -222,8 +222,7 @@ def run(w: Workload, probe: Any, option: str, finetune: int, out: Path,
         change: str = "") -> dict:
     plan, _ = make_plan(budget(w), "bench", pins=pins_for(probe, option),
                         finetune_epochs=finetune, quantization_aware=change == "qat")
-    if NM in option and option not in {o for lp in plan.layers.values()
-                                       for o in [lp.option]}:
+    if NM in option and not any(lp.option == option for lp in plan.layers.values()):
         plan = nm_plan(plan, w.model, option)
     if change == "global":
         plan = global_plan(plan, w.model)

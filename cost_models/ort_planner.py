@@ -26,7 +26,6 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cost_models.ort_memory import ARENA_GRAIN_BYTES, OrtMemoryError, _inputs, node_memory_stats
 
@@ -185,9 +184,4 @@ def _peaks(nodes: list[_Node], size: dict[int, int], first: dict[int, int],
                       buffers=len(size))
 
 
-def as_dict(r: PlanReplay) -> dict[str, Any]:
-    return {"peak_bytes": r.peak_bytes, "live_tensor_bytes": r.live_tensor_bytes,
-            "peak_node": r.peak_node, "buffers": r.buffers}
-
-
-__all__ = ["ALIAS_OPS", "INPLACE_OPS", "PlanReplay", "as_dict", "replay"]
+__all__ = ["ALIAS_OPS", "INPLACE_OPS", "PlanReplay", "replay"]

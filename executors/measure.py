@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefit_measure import MEM_PATTERN, SESSION_CONFIG
+from edgefit_measure import MEM_PATTERN, SESSION_CONFIG, session_options
 
 _CHILD = r"""
 import json, sys
@@ -34,8 +34,9 @@ base = status("VmRSS:")
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
 opts.inter_op_num_threads = 1
-opts.enable_mem_pattern = False  # as edgefit_measure.MEM_PATTERN
-for key, value in json.loads(sys.argv[3]).items():  # edgefit_measure.SESSION_CONFIG
+settings = json.loads(sys.argv[3])  # edgefit_measure.MEM_PATTERN and SESSION_CONFIG
+opts.enable_mem_pattern = settings["mem_pattern"]
+for key, value in settings["config"].items():
     opts.add_session_config_entry(key, value)
 sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 after_load = status("VmHWM:")
@@ -48,14 +49,8 @@ print(json.dumps({"baseline_rss": base, "hwm_after_load": after_load,
 def session(path: Path, threads: int = 1) -> Any:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.enable_mem_pattern = MEM_PATTERN
-    for key, value in SESSION_CONFIG.items():
-        opts.add_session_config_entry(key, value)
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(threads, "all"),
+                                providers=["CPUExecutionProvider"])
 
 
 def latency_ms(path: Path, x: np.ndarray, warmup: int = 20, runs: int = 200) -> dict[str, float]:
@@ -81,7 +76,7 @@ def peak_memory(path: Path, input_shape: tuple[int, ...]) -> dict[str, int] | No
         return None
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(path), json.dumps([1, *input_shape]),
-         json.dumps(SESSION_CONFIG)],
+         json.dumps({"mem_pattern": MEM_PATTERN, "config": SESSION_CONFIG})],
         capture_output=True, text=True, check=True, timeout=120,
     )
     d = json.loads(out.stdout.strip().splitlines()[-1])
