@@ -9,14 +9,19 @@ during inference x latency.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cost_models.channels import LayerCoupling
 from cost_models.graph import Layer, LayerGraph, Step
-from cost_models.options import RANK_LEVELS, SHARE_LEVELS, OptionSpec, option_specs
+from cost_models.options import (
+    RANK_LEVELS,
+    SHARE_LEVELS,
+    OptionSpec,
+    option_specs,
+    pruned_weight_shape,
+)
 from device_specs.schema import BITS, DeviceSpec, Kernel, Profile
 from edgefit.units import fmt_rate
 from executors.flash_image import entry_bytes
@@ -47,6 +52,11 @@ class OptionCost:
     dequantized_weight_numel: int = 0
     blocked: bool = False
     kernel_scratch_bytes: float = 0.0  # the integer kernel's buffers while the layer runs
+    # a full-width storage technique runs its kernel (dense zeros, weights decoded at load) or
+    # a factorised form of it: latency = latency_of's x latency_ratio (the model's ratio), so a
+    # measured kernel latency carries over (edgefit.planning.derived_latency)
+    latency_of: str = ""
+    latency_ratio: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -275,15 +285,10 @@ def pruned_layer(layer: Layer, opt: OptionSpec) -> Layer:
     """The layer's geometry with its channel groups at the option's widths: weights and MACs
     x kept out x kept in (a depthwise conv: x kept once), outputs x kept out. Exact counts:
     kept channels are integers and every weight belongs to one (out, in) channel pair."""
-    kept_out = round(layer.out_channels * opt.out_fraction)
-    kept_numel = round(layer.weight_numel * opt.weight_fraction)
-    shape = layer.weight_shape
-    if shape:
-        rest = math.prod(shape[2:])
-        shape = (kept_out, kept_numel // (kept_out * rest) if kept_out * rest else 0, *shape[2:])
     return dataclasses.replace(
         layer,
-        weight_shape=shape,
+        weight_shape=pruned_weight_shape(layer.weight_shape, opt.out_fraction,
+                                         opt.weight_fraction),
         params=round(layer.weight_numel * opt.weight_fraction
                      + layer.bias_numel * opt.out_fraction),
         weight_numel=round(layer.weight_numel * opt.weight_fraction),
@@ -294,15 +299,28 @@ def pruned_layer(layer: Layer, opt: OptionSpec) -> Layer:
         output_numel=round(layer.output_numel * opt.out_fraction))
 
 
-def pruned_costs(layer: Layer, opt: OptionSpec, kernel: Kernel, profile: Profile,
-                 charged_ops: list[tuple[Step, int]]) -> tuple[int, float]:
-    """(flash_bytes, latency_ms) of a channel-pruned layer: the dense roofline of the smaller
-    layer; its charged ops (pooling after it) move the kept fraction of their elements."""
-    geom = pruned_layer(layer, opt)
-    flash = layer_flash_bytes(geom, kernel)
-    ops = [(step, round(n * opt.out_fraction)) for step, n in charged_ops]
-    return flash + image_entry_bytes(geom, kernel), layer_latency_ms(geom, kernel, profile,
-                                                                     flash, ops)
+def option_costs(layer: Layer, opt: OptionSpec, kernel: Kernel, profile: Profile,
+                 charged_ops: list[tuple[Step, int]], stored_bytes: int | None = None,
+                 factors: Sequence[Layer] | None = None) -> tuple[int, float]:
+    """(flash_bytes, latency_ms) of one option. Channel pruning first: the layer's geometry at
+    the option's widths (its charged ops, pooling after it, move the kept fraction of their
+    elements); on that geometry the storage technique. stored_bytes: the exact size of a sparse
+    or weight-shared option (from the weights); factors: a low-rank option's factor layers.
+    Dense kernels compute the zeros and decode shared weights at load time: their latency is
+    the dense layer's."""
+    geom = pruned_layer(layer, opt) if opt.weight_fraction < 1.0 else layer
+    ops = ([(step, round(n * opt.out_fraction)) for step, n in charged_ops]
+           if opt.out_fraction < 1.0 else charged_ops)
+    if factors is not None:
+        return factored_costs(factors, kernel, profile, ops)
+    dense_flash = layer_flash_bytes(geom, kernel)
+    flash = (stored_bytes if stored_bytes is not None
+             else dense_flash + image_entry_bytes(geom, kernel))
+    if opt.gather:
+        return flash, gather_latency_ms(geom, kernel, profile, ops)
+    if opt.nm is not None and profile.nm_sparsity is not None:
+        return flash, nm_latency_ms(geom, kernel, profile, flash, ops)
+    return flash, layer_latency_ms(geom, kernel, profile, dense_flash, ops)
 
 
 def _charged_ops(graph: LayerGraph) -> dict[str, list[tuple[Step, int]]]:
@@ -347,25 +365,14 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                                 coupling=(coupling or {}).get(layer.name),
                                 share_levels=SHARE_LEVELS, nm_sparsity=profile.nm_sparsity):
             kernel = profile.kernels[opt.kernel]
-            dense_flash = layer_flash_bytes(layer, kernel)
             if (opt.sparsity or opt.share_bits) and (layer.name, opt.name) not in (
                     sparse_flash or {}):
                 continue  # sparse and shared sizes come from the real weights
             if opt.lowrank and (layer.name, opt.name) not in (factored or {}):
                 continue
-            flash = (sparse_flash or {}).get((layer.name, opt.name),
-                                             dense_flash + image_entry_bytes(layer, kernel))
-            # dense kernels: zeros are computed and the weights decompressed at load time
-            latency = (gather_latency_ms(layer, kernel, profile, charged[layer.name])
-                       if opt.gather else
-                       layer_latency_ms(layer, kernel, profile, dense_flash, charged[layer.name]))
-            if opt.nm is not None and profile.nm_sparsity is not None:
-                latency = nm_latency_ms(layer, kernel, profile, flash, charged[layer.name])
-            if opt.lowrank:
-                flash, latency = factored_costs((factored or {})[layer.name, opt.name], kernel,
-                                                profile, charged[layer.name])
-            if opt.channel_prune is not None or opt.weight_fraction < 1.0:
-                flash, latency = pruned_costs(layer, opt, kernel, profile, charged[layer.name])
+            flash, latency = option_costs(layer, opt, kernel, profile, charged[layer.name],
+                                          (sparse_flash or {}).get((layer.name, opt.name)),
+                                          (factored or {}).get((layer.name, opt.name)))
             row.append(OptionCost(
                 option=opt.name,
                 latency_ms=latency,
@@ -386,8 +393,10 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                 and not _dequantized(kernel) and not opt.gather,
                 kernel_scratch_bytes=0.0 if opt.gather else int8_scratch_bytes(
                     layer, kernel, memory, opt.out_fraction, opt.in_fraction),
+                latency_of=opt.kernel if opt.name != opt.kernel and opt.weight_fraction >= 1.0
+                and not opt.gather else "",
             ))
-        options[layer.name] = row
+        options[layer.name] = _with_latency_of(row)
     return CostTable(
         device=spec.name,
         profile=profile_name,
@@ -402,6 +411,14 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
         accuracy=accuracy,
         memory=memory,
     )
+
+
+def _with_latency_of(row: list[OptionCost]) -> list[OptionCost]:
+    """Full-width technique options ("int8+s50", "fp32+k4", "int8+r50") name the kernel option
+    they run ("int8", "fp32") and their latency's ratio to it."""
+    plain = {c.option: c.latency_ms for c in row}
+    return [dataclasses.replace(c, latency_ratio=c.latency_ms / plain[c.latency_of])
+            if plain.get(c.latency_of) else dataclasses.replace(c, latency_of="") for c in row]
 
 
 def layer_steps(graph: LayerGraph) -> dict[str, int]:

@@ -4,6 +4,7 @@ technique (unstructured sparsity), and the technique configs that realise each o
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -54,7 +55,7 @@ class OptionSpec:
     weight_fraction: float = 1.0  # kept fraction of its weights and MACs
     in_fraction: float = 1.0  # kept fraction of the input tensor it reads
     channel_prune: ChannelPruneConfig | None = None  # when its own output channels shrink
-    base: str = ""  # the full-width option it prunes (its kernel: measured latency scales)
+    base: str = ""  # the full-width option it prunes (its latency scales with the MACs kept)
     share_bits: int = 0  # "fp32+k4": weights on a 2**4-value k-means codebook (0: no sharing)
     nm: tuple[int, int] | None = None  # "int8+nm24": 2 of every 4 weights kept (N:M kernels)
     gather: bool = False  # an Embedding's table: weight storage only, read by a gather
@@ -68,8 +69,9 @@ def option_specs(kernels: Mapping[str, Kernel], layer: Layer,
                  nm_sparsity: NMSparsity | None = None) -> list[OptionSpec]:
     """rank_levels: low-rank options for Linear / non-depthwise Conv2d layers (whether a level
     really lowers params and MACs depends on the shape: the caller drops those that do not).
-    coupling: the layer's channel groups; every kernel is then offered at every width
-    combination too (sparsity and low rank at full width only, to keep the product bounded).
+    coupling: the layer's channel groups; every option is then offered at every width
+    combination too (the full product: kernel x storage technique x widths; an N:M option
+    only where the kept input width is still a multiple of m).
     share_levels: (bits, sparsity) weight-sharing options, on float-weight kernels only.
     nm_sparsity: the profile's N:M sparse kernels: their kernels get an N:M option on layers
     whose input dimension is a multiple of m (only there do zeros buy speed as well as flash;
@@ -92,7 +94,7 @@ def option_specs(kernels: Mapping[str, Kernel], layer: Layer,
         n, m = nm_sparsity.n, nm_sparsity.m
         specs += [OptionSpec(f"{name}+nm{n}{m}", name, 1 - n / m, nm=(n, m))
                   for name in kernels if name in nm_sparsity.kernels]
-    return _with_widths(specs, kernels, coupling) if coupling and coupling.groups else specs
+    return _with_widths(specs, coupling, layer) if coupling and coupling.groups else specs
 
 
 def gather_specs(kernels: Mapping[str, Kernel]) -> list[OptionSpec]:
@@ -112,10 +114,11 @@ def nm_candidate(layer: Layer, nm: NMSparsity) -> bool:
             and nm_applicable(layer.weight_shape, NMPruneConfig(n=nm.n, m=nm.m)))
 
 
-def _with_widths(specs: list[OptionSpec], kernels: Mapping[str, Kernel],
-                 coupling: LayerCoupling) -> list[OptionSpec]:
-    """The full-width specs naming their groups at full width, plus each kernel at every other
-    width combination."""
+def _with_widths(specs: list[OptionSpec], coupling: LayerCoupling, layer: Layer
+                 ) -> list[OptionSpec]:
+    """The full-width specs naming their groups at full width, plus each spec at every other
+    width combination ("int8+s50+w12": int8, half the weights zero, 12 output channels kept).
+    Channels go first (executors.apply), so the storage technique works on the kept weights."""
     full = tuple((g.name, g.channels) for g in coupling.groups)
     out = [replace(s, widths=full, base=s.name) for s in specs]
     for combo in itertools.product(*(g.widths for g in coupling.groups)):
@@ -126,10 +129,25 @@ def _with_widths(specs: list[OptionSpec], kernels: Mapping[str, Kernel],
         own = coupling.out
         prune = (own.prune_config(kept[own.name])
                  if own is not None and kept[own.name] < own.channels else None)
-        out += [OptionSpec(f"{name}{width_tag(coupling, kept)}", name, widths=tuple(kept.items()),
-                           out_fraction=f_out, weight_fraction=f_weight, in_fraction=f_in,
-                           channel_prune=prune, base=name) for name in kernels]
+        out += [replace(s, name=f"{s.name}{width_tag(coupling, kept)}", widths=tuple(kept.items()),
+                        out_fraction=f_out, weight_fraction=f_weight, in_fraction=f_in,
+                        channel_prune=prune, base=s.name) for s in specs
+                if s.nm is None or nm_applicable(
+                    pruned_weight_shape(layer.weight_shape, f_out, f_weight),
+                    NMPruneConfig(n=s.nm[0], m=s.nm[1]))]
     return out
+
+
+def pruned_weight_shape(shape: tuple[int, ...], out_fraction: float, weight_fraction: float
+                        ) -> tuple[int, ...]:
+    """A weight's shape with its output channels at out_fraction and its weights at
+    weight_fraction (the input dimension takes the rest; kernel dims unchanged)."""
+    if not shape:
+        return shape
+    kept_out = round(shape[0] * out_fraction)
+    kept_numel = round(math.prod(shape) * weight_fraction)
+    rest = math.prod(shape[2:])
+    return (kept_out, kept_numel // (kept_out * rest) if kept_out * rest else 0, *shape[2:])
 
 
 def share_name(kernel: str, bits: int, sparsity: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ from cost_models.analytical import (
 )
 from cost_models.channels import ChannelGroupSpec, LayerCoupling, layer_couplings
 from cost_models.estimate import AccuracyEstimate
-from cost_models.graph import LayerGraph
+from cost_models.graph import Layer, LayerGraph
 from cost_models.options import (
     RANK_LEVELS,
     SHARE_LEVELS,
     SPARSITY_LEVELS,
     OptionSpec,
     option_specs,
+    pruned_weight_shape,
     techniques,
 )
 from device_specs.budget import Budget
@@ -66,15 +68,17 @@ def technique_configs(kernel: Kernel) -> list[Any]:
     return techniques(OptionSpec("", ""), kernel)
 
 
-def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bool,
-                  module: Any = None, coupling: dict[str, LayerCoupling] | None = None,
-                  nm_sparsity: Any = None) -> dict[str, dict[str, list[Any]]]:
-    """layer -> option name -> technique configs. Sparse and weight-shared options need the
-    torch weights (their stored size is computed from them), so ONNX-only models get the kernel
-    options only.
-    Low-rank options need ``module`` (their ranks follow the layer's shape) and are offered
-    only where the factors hold fewer weights and MACs than the layer. ``coupling``: the
-    layers' channel groups (channel-pruned widths, cost_models.channels)."""
+def layer_option_specs(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bool,
+                       module: Any = None, coupling: dict[str, LayerCoupling] | None = None,
+                       nm_sparsity: Any = None
+                       ) -> dict[str, dict[str, tuple[OptionSpec, list[Any]]]]:
+    """layer -> option name -> (its spec, its technique configs). Sparse and weight-shared
+    options need the torch weights (their stored size is computed from them), so ONNX-only
+    models get the kernel options only.
+    Low-rank options need ``module`` (their ranks follow the layer's shape, after channel
+    pruning where the option prunes) and are offered only where the factors hold fewer weights
+    and MACs than the layer. ``coupling``: the layers' channel groups (channel-pruned widths,
+    cost_models.channels)."""
     from executors.lowrank import module_rank_for_fraction
 
     modules = dict(module.named_modules()) if _factorisable_model(module) else {}
@@ -85,16 +89,50 @@ def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bo
                              coupling=(coupling or {}).get(layer.name),
                              share_levels=SHARE_LEVELS if torch_model else (),
                              nm_sparsity=nm_sparsity if torch_model else None)
-        opts: dict[str, list[Any]] = {}
+        opts: dict[str, tuple[OptionSpec, list[Any]]] = {}
         for s in specs:
             ranks = None
             if s.lowrank:
                 ranks = module_rank_for_fraction(modules[layer.name], s.lowrank,
-                                                 layer.input_numel, layer.output_numel)
+                                                 layer.input_numel, layer.output_numel,
+                                                 pruned_shape(layer, s))
                 if ranks is None:
                     continue
-            opts[s.name] = techniques(s, kernels[s.kernel], ranks)
+            opts[s.name] = (s, techniques(s, kernels[s.kernel], ranks))
         out[layer.name] = opts
+    return out
+
+
+def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bool,
+                  module: Any = None, coupling: dict[str, LayerCoupling] | None = None,
+                  nm_sparsity: Any = None) -> dict[str, dict[str, list[Any]]]:
+    """layer -> option name -> technique configs (:func:`layer_option_specs`)."""
+    return configs_of(layer_option_specs(graph, kernels, torch_model, module, coupling,
+                                         nm_sparsity))
+
+
+def configs_of(specs: dict[str, dict[str, tuple[OptionSpec, list[Any]]]]
+               ) -> dict[str, dict[str, list[Any]]]:
+    return {layer: {name: cfgs for name, (_, cfgs) in row.items()}
+            for layer, row in specs.items()}
+
+
+def pruned_shape(layer: Layer, spec: OptionSpec) -> tuple[int, ...] | None:
+    """The weight shape a channel-pruned option leaves (None: the option keeps every weight)."""
+    if spec.weight_fraction >= 1.0:
+        return None
+    return pruned_weight_shape(layer.weight_shape, spec.out_fraction, spec.weight_fraction)
+
+
+def pruned_shapes(graph: LayerGraph, specs: dict[str, dict[str, tuple[OptionSpec, list[Any]]]]
+                  ) -> dict[tuple[str, str], tuple[int, ...]]:
+    """(layer, option) -> weight shape, for every channel-pruned option."""
+    out = {}
+    for layer in graph.layers:
+        for name, (spec, _) in specs.get(layer.name, {}).items():
+            shape = pruned_shape(layer, spec)
+            if shape is not None:
+                out[layer.name, name] = shape
     return out
 
 
@@ -105,9 +143,11 @@ def _factorisable_model(module: Any) -> bool:
     return module is not None
 
 
-def lowrank_factors(module: Any, graph: LayerGraph, options: dict[str, dict[str, list[Any]]]
+def lowrank_factors(module: Any, graph: LayerGraph, options: dict[str, dict[str, list[Any]]],
+                    shapes: Mapping[tuple[str, str], tuple[int, ...]] | None = None
                     ) -> dict[tuple[str, str], list[Any]]:
-    """The factor layers of every low-rank (layer, option), for the cost table."""
+    """The factor layers of every low-rank (layer, option), for the cost table. ``shapes``:
+    the weight shape of each channel-pruned option (:func:`pruned_shapes`)."""
     from cost_models.analytical import factor_layers
     from executors.lowrank import lowrank_config, module_cost_delta
 
@@ -118,18 +158,25 @@ def lowrank_factors(module: Any, graph: LayerGraph, options: dict[str, dict[str,
             cfg = lowrank_config(configs)
             if cfg is not None:
                 delta = module_cost_delta(modules[layer.name], cfg, layer.input_numel,
-                                          layer.output_numel)
+                                          layer.output_numel, (shapes or {}).get(
+                                              (layer.name, name)))
                 out[layer.name, name] = factor_layers(layer, delta["factors"])
     return out
 
 
-def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]]
+def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
+                       shapes: Mapping[tuple[str, str], tuple[int, ...]] | None = None
                        ) -> dict[tuple[str, str], int]:
-    """Exact stored bytes of every sparse or weight-shared (layer, option): prune (and share)
-    the real weights, then count what the flash image will hold (format, index overhead,
-    scales or codebook, bias, its header entry)."""
+    """Stored bytes of every sparse or weight-shared (layer, option): prune (and share) the
+    real weights, then count what the flash image will hold (format, index overhead, scales or
+    codebook, bias, its header entry). Exact at full width. A channel-pruned option
+    (``shapes``) is counted on the layer's own weights cut to the kept shape by channel L1
+    norm (executors.prune.kept_slice): the shape, hence a sparse layout's size, is exact;
+    Torch-Pruning ranks channels over the whole group, so the values a codebook is fitted to
+    can differ (within the flash check's tolerance)."""
     from executors.fakequant import pruned_copy
     from executors.flash_image import FlashLayer, layer_file_bytes
+    from executors.prune import ChannelPruneConfig, kept_slice
     from executors.share import WeightSharingConfig
 
     out = {}
@@ -140,7 +187,10 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]]
             if share is None and not any(isinstance(c, UnstructuredPruneConfig | NMPruneConfig)
                                          for c in configs):
                 continue
-            pruned = dict(pruned_copy(modules[layer], {"": configs}).named_modules())[""]
+            shape = (shapes or {}).get((layer, name))
+            source = modules[layer] if shape is None else kept_slice(modules[layer], shape)
+            per_layer = [c for c in configs if not isinstance(c, ChannelPruneConfig)]
+            pruned = dict(pruned_copy(source, {"": per_layer}).named_modules())[""]
             weight = pruned.weight.detach().numpy()
             bias = getattr(pruned, "bias", None)
             out[layer, name] = layer_file_bytes(FlashLayer(
@@ -253,17 +303,18 @@ def channel_groups(loaded: LoadedModel, multiple: int, x: np.ndarray
     return kept, {(g, f"w{w}"): v for (g, w), v in kl.items() if v is not None}
 
 
-def width_accuracy(graph: LayerGraph, kernels: dict[str, Kernel],
+def width_accuracy(graph: LayerGraph, specs: dict[str, dict[str, tuple[OptionSpec, list[Any]]]],
                    coupling: dict[str, LayerCoupling], acc: dict[tuple[str, str], float],
                    prune_kl: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
-    """Accuracy cost of every channel-pruned option: its kernel's cost at full width, plus
-    each group's pruning cost, charged once, on the group's first layer."""
+    """Accuracy cost of every channel-pruned option: its full-width option's cost (kernel and
+    storage technique), plus each group's pruning cost, charged once, on the group's first
+    layer (additive: the two were measured apart)."""
     out = dict(acc)
     for layer in graph.layers:
         c = coupling.get(layer.name)
         if c is None:
             continue
-        for spec in option_specs(kernels, layer, (), (), coupling=c):
+        for spec, _ in specs.get(layer.name, {}).values():
             if spec.base == spec.name:
                 continue
             charge = sum(prune_kl.get((g, f"w{w}"), 0.0) for g, w in spec.widths
@@ -307,21 +358,22 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         groups, prune_kl = channel_groups(loaded, spec.profile(profile).preferred_channel_multiple,
                                           calib[0])
     coupling = layer_couplings(groups)
-    options_by_layer = layer_options(graph, kernels, loaded.module is not None, loaded.module,
-                                     coupling, nm)
+    specs_by_layer = layer_option_specs(graph, kernels, loaded.module is not None,
+                                        loaded.module, coupling, nm)
+    options_by_layer, shapes = configs_of(specs_by_layer), pruned_shapes(graph, specs_by_layer)
     if calib is not None:
         estimate = _estimate_accuracy(loaded, graph, kernels, full_width, calib[0])
         acc, unit, acc_prov = estimate.loss, estimate.unit, estimate.provenance
         if coupling:
-            acc = width_accuracy(graph, kernels, coupling, acc, prune_kl)
+            acc = width_accuracy(graph, specs_by_layer, coupling, acc, prune_kl)
             acc_prov += ("; channel pruning: each coupled group pruned alone to each width "
                          "(Torch-Pruning, L1 group importance), KL measured on the same "
                          "images, charged once per group (on its first layer)")
     else:
         acc, unit, acc_prov = {}, "none", "no data: accuracy cost not estimated (all zero)"
-    sparse = (sparse_flash_bytes(loaded.module, options_by_layer)
+    sparse = (sparse_flash_bytes(loaded.module, options_by_layer, shapes)
               if loaded.module is not None else {})
-    factored = (lowrank_factors(loaded.module, graph, options_by_layer)
+    factored = (lowrank_factors(loaded.module, graph, options_by_layer, shapes)
                 if loaded.module is not None else {})
     table = build_cost_table(graph, spec, profile, acc, unit, sparse, budget.period, factored,
                              coupling=coupling)
@@ -390,20 +442,32 @@ def _measured_host_latency(loaded: LoadedModel, graph: LayerGraph, table: CostTa
 
 
 def scaled_pruned_latency(table: CostTable) -> CostTable:
-    """Channel-pruned options are not measured: each takes its kernel's measured full-width
-    latency x its kept MAC fraction (the provenance says so)."""
-    if not any(c.base and c.base != c.option for row in table.options.values() for c in row):
+    """Latency of the options not measured, from the measured ones: a full-width storage
+    technique takes its kernel's measured latency x the model's ratio to it (1 where the dense
+    kernel computes the zeros or decodes shared weights at load time; the factors' ratio for
+    low rank); a channel-pruned option takes its full-width option's latency x its kept MAC
+    fraction. The provenance says so."""
+    if not any(c.latency_of or (c.base and c.base != c.option)
+               for row in table.options.values() for c in row):
         return table
     options = {}
     for layer, row in table.options.items():
-        full = {c.option: c for c in row}
+        plain = {c.option: c for c in row}
+        full = {c.option: dataclasses.replace(
+            c, latency_ms=plain[c.latency_of].latency_ms * c.latency_ratio,
+            energy_mj=plain[c.latency_of].energy_mj * c.latency_ratio)
+            if c.latency_of in plain else c for c in row}
         options[layer] = [dataclasses.replace(
             c, latency_ms=full[c.base].latency_ms * c.mac_fraction,
             energy_mj=full[c.base].energy_mj * c.mac_fraction)
-            if c.base and c.base != c.option and c.base in full else c for c in row]
+            if c.base and c.base != c.option and c.base in full else full[c.option] for c in row]
     provenance = {**table.provenance, "latency": table.provenance.get("latency", "") +
-                  "; channel-pruned options: their kernel's full-width latency x the kept "
-                  "fraction of the layer's MACs (not measured)"}
+                  "; sparse and weight-shared options: their kernel's measured latency (dense "
+                  "kernels compute the zeros; shared weights are decoded at load time); "
+                  "low-rank options: their kernel's measured latency x the analytical ratio of "
+                  "the factors' latency to the dense layer's; channel-pruned options: their "
+                  "full-width option's latency x the kept fraction of the layer's MACs (none "
+                  "of these measured)"}
     return dataclasses.replace(table, options=options, provenance=provenance)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ class _Built:
     fidelity: dict[str, Any] | None
     finetune: dict[str, Any] | None = None
     base_graph: LayerGraph | None = None  # the uncompressed geometry (when channels shrink)
+    narrow: Any = None  # the torch model after channel pruning (before per-layer techniques)
 
 
 def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
@@ -132,7 +134,7 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
 
     verification = verify_artifacts(plan, runnable, image, onnx_opts)
     host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
-                      _host_factors(plan, loaded, built.graph), built.base_graph)
+                      _host_factors(plan, built.narrow, built.graph), built.base_graph)
     limit_pp = plan.limits.accuracy_drop
     drop_pp = 100.0 * (built.fp32_accuracy - built.accuracy)
     report = {
@@ -238,7 +240,7 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
         f"(fake-quant, activation scales from {len(calib_x)} training images)"
         + (tuned or "; no fine-tuning"),
         _onnx_fidelity(runnable, compressed, test.x[:256], module), finetune_report,
-        base_graph)
+        base_graph, narrow)
 
 
 def pruned_like(module: nn.Module, other: nn.Module) -> bool:
@@ -377,11 +379,14 @@ def _onnx_out_channels(storage: Any) -> int | None:
 
 def check_channels_in_onnx(plan: Plan, in_onnx: dict[str, Any]
                            ) -> tuple[dict[str, dict[str, int | None]], list[str]]:
-    """Per channel-pruned layer: planned kept channels against those the ONNX weight holds."""
+    """Per channel-pruned layer: planned kept channels against those the ONNX weight holds
+    (a factorised layer's: its last factor's, which writes the layer's output)."""
     rows: dict[str, dict[str, int | None]] = {}
     problems = []
+    factored = _lowrank_layers(plan)
     for name, kept in planned_channels(plan).items():
-        found = _onnx_out_channels(in_onnx[name]) if name in in_onnx else None
+        node = factor_names(name, factored[name])[-1] if name in factored else name
+        found = _onnx_out_channels(in_onnx[node]) if node in in_onnx else None
         rows[name] = {"planned": kept, "onnx": found}
         if found != kept:
             problems.append(f"{name}: ONNX weight has {found} output channels, plan keeps {kept}")
@@ -607,23 +612,26 @@ def _onnx_fidelity(runnable: Path, compressed: nn.Module, x: np.ndarray,
 
 
 def _rank_suffix(option: str | None) -> str:
-    """"+r50" of a low-rank option name such as "int8+r50" ("" for other options)."""
-    return option[option.index("+r"):] if option and "+r" in option else ""
+    """"+r50" of a low-rank option name such as "int8+r50" or "int8+r50+w12" ("" for other
+    options)."""
+    found = re.search(r"\+r\d+", option or "")
+    return found.group(0) if found else ""
 
 
-def _host_factors(plan: Plan, loaded: LoadedModel, graph: LayerGraph
+def _host_factors(plan: Plan, narrow: Any, graph: LayerGraph
                   ) -> dict[tuple[str, str], list[Any]]:
-    """The factor layers of the plan's factorised layers under the host's option names."""
+    """The factor layers of the plan's factorised layers under the host's option names.
+    ``narrow``: the torch model after the plan's channel pruning (``graph``'s geometry)."""
     from edgefit.planning import lowrank_factors
 
     factored = _lowrank_layers(plan)
-    if not factored or loaded.module is None:
+    if not factored or narrow is None:
         return {}
     kernels = host_spec().profile().kernels
     options = {name: {f"{k}{_rank_suffix(plan.layers[name].option)}":
                       plan.layers[name].techniques for k in kernels}
                for name in factored if _rank_suffix(plan.layers[name].option)}
-    return lowrank_factors(loaded.module, graph, options)
+    return lowrank_factors(narrow, graph, options)
 
 
 def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runnable: Path,

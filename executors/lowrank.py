@@ -232,23 +232,28 @@ def _positions(module: Any, input_numel: int, output_numel: int) -> tuple[int, i
 
 
 def module_rank_for_fraction(module: Any, fraction: float, input_numel: int,
-                             output_numel: int) -> LowRankConfig | None:
+                             output_numel: int, shape: Sequence[int] | None = None
+                             ) -> LowRankConfig | None:
     """:func:`rank_for_fraction` for a module (per-sample activation sizes from the layer
-    graph); None when the module cannot be factorised or the fraction saves nothing."""
+    graph); None when the module cannot be factorised or the fraction saves nothing.
+    ``shape``: the weight's shape once channel pruning has run (default: the module's)."""
     pos = _positions(module, input_numel, output_numel)
     if pos is None:
         return None
-    return rank_for_fraction(tuple(module.weight.shape), fraction, *pos)
+    return rank_for_fraction(tuple(shape or module.weight.shape), fraction, *pos)
 
 
 def module_cost_delta(module: Any, config: LowRankConfig, input_numel: int,
-                      output_numel: int) -> dict[str, Any]:
-    """:func:`lowrank_cost_delta` for a module (energy resolved on its weights)."""
+                      output_numel: int, shape: Sequence[int] | None = None) -> dict[str, Any]:
+    """:func:`lowrank_cost_delta` for a module (energy resolved on its weights). ``shape``:
+    the weight's shape once channel pruning has run (then the config must carry its rank)."""
     pos = _positions(module, input_numel, output_numel)
     if pos is None:
         raise PlanError(f"lowrank cannot factorise a {type(module).__name__} "
                         f"(groups={getattr(module, 'groups', 1)}); allowed: Linear, Conv2d "
                         "with groups=1")
+    if shape is not None:
+        return lowrank_cost_delta(shape, config, module.bias is not None, *pos)
     w = module.weight.detach().cpu().numpy()
     rank, rank_in = resolve_ranks(w, config)
     return lowrank_cost_delta(w.shape, LowRankConfig(rank=rank, rank_in=rank_in),

@@ -444,6 +444,43 @@ class CoupledGroup:
     channels: int
 
 
+def kept_slice(module: nn.Module, shape: Iterable[int]) -> nn.Module:
+    """A copy of a Conv2d / Linear cut to ``shape`` (kept outputs, kept inputs, kernel): the
+    output channels with the largest L1 norm, then the input slices with the largest L1 norm,
+    in their original order. A stand-in for the layer after channel pruning, to size what the
+    per-layer techniques store on it (Torch-Pruning ranks channels over the whole coupled
+    group: the kept shape is the same, the kept channels may differ). Not for inference."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    target = tuple(int(d) for d in shape)
+    w = _weight_param(module).detach()
+    groups = int(getattr(module, "groups", 1))
+    if w.dim() != len(target) or w.shape[2:] != target[2:] or any(
+            t > d for t, d in zip(target[:2], w.shape[:2], strict=True)):
+        raise PlanError(f"cannot cut a {tuple(w.shape)} weight to {target}")
+    rows = torch.sort(torch.topk(w.abs().flatten(1).sum(1), target[0]).indices).values
+    w = w[rows]
+    cols = torch.sort(torch.topk(w.abs().transpose(0, 1).flatten(1).sum(1),
+                                 target[1]).indices).values
+    out = copy.deepcopy(module)
+    out.weight = nn.Parameter(w[:, cols].clone())
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        out.bias = nn.Parameter(bias.detach()[rows].clone())
+    for attr, value in (("out_channels", target[0]), ("out_features", target[0]),
+                        ("in_features", target[1])):
+        if hasattr(out, attr):
+            setattr(out, attr, value)
+    if isinstance(out, nn.Conv2d) and groups > 1:  # depthwise: one input per output
+        out.in_channels = out.groups = target[0]
+    elif isinstance(out, nn.Conv2d):
+        out.in_channels = target[1]
+    return out
+
+
 def _example(example_input: Any) -> Any:
     import torch
 

@@ -250,7 +250,7 @@ def minilm_applied(tmp_path_factory):
     mp.setattr(data, "load_dataset", lambda name: (train, few))  # 48 held-out sentences
     mp.setattr(planning, "_estimate_accuracy", lambda loaded, graph, kernels, options, x:
                AccuracyEstimate({}, "none", "stubbed in this test"))
-    mp.setattr(planning, "sparse_flash_bytes", lambda module, options: {})  # no sparse options
+    mp.setattr(planning, "sparse_flash_bytes", lambda module, options, shapes=None: {})  # no sparse
     mp.setattr(apply, "host_check", lambda *a, **k: {"rows": [], "stubbed": True})
     try:
         budget = Budget(target="jetson-nano", profile="onnxruntime-cpu", model="minilm-l6")
