@@ -67,6 +67,7 @@ class RuntimeMemory:
     channel_block: int = 1
     round_bytes: int = 1
     outputs_outside_plan: bool = False
+    exact_shape_reuse: bool = False  # Profile.exact_shape_buffer_reuse (LayerGraph.held_tensors)
     fp32_input: bool = False
     dequantized_weight_copies: bool = False
     conv_workspace_bytes: int = 0
@@ -84,6 +85,7 @@ class RuntimeMemory:
             if profile.activation_channel_block else 1,
             round_bytes=int(profile.arena_round_bytes.value) if profile.arena_round_bytes else 1,
             outputs_outside_plan=flag(profile.outputs_outside_plan),
+            exact_shape_reuse=flag(profile.exact_shape_buffer_reuse),
             fp32_input=flag(profile.qdq_fp32_boundaries),
             dequantized_weight_copies=flag(profile.dequantized_weight_copies),
             conv_workspace_bytes=int(profile.conv_workspace_bytes.value)

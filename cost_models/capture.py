@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import operator
 from typing import Any
 
@@ -72,15 +74,19 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
     owner_of: dict[str, str | None] = {}
     outputs: tuple[str, ...] = ()
 
-    def numel(node: fx.Node) -> int:
+    def shape(node: fx.Node) -> tuple[int, ...]:
+        """Per sample (the batch dimension dropped)."""
         meta = node.meta.get("tensor_meta")
         if meta is None or not hasattr(meta, "shape"):
             raise ModelLoadError(f"{name}: node {node.name} does not produce a single tensor")
-        return int(torch.Size(meta.shape[1:]).numel())
+        return tuple(int(d) for d in meta.shape[1:])
+
+    def numel(node: fx.Node) -> int:
+        return math.prod(shape(node))
 
     for node in gm.graph.nodes:
         if node.op == "placeholder":
-            tensors[node.name] = Tensor(node.name, numel(node), None)
+            tensors[node.name] = Tensor(node.name, numel(node), None, shape(node))
             owner_of[node.name] = None
             continue
         if node.op == "output":
@@ -110,7 +116,7 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
                 output_numel=numel(node),
                 weight_shape=tuple(int(d) for d in mod.weight.shape),
             ))
-        tensors[node.name] = Tensor(node.name, numel(node), owner)
+        tensors[node.name] = Tensor(node.name, numel(node), owner, shape(node))
         owner_of[node.name] = owner
         steps.append(Step(node.name, kind, op, inputs, node.name, owner))
 
@@ -179,7 +185,7 @@ def _own_graph_input(tensors: dict[str, Tensor], steps: list[Step], first_layer:
     network quantises its input once); ops before that layer inherit it too."""
     for tname, t in list(tensors.items()):
         if t.owner is None:
-            tensors[tname] = Tensor(t.name, t.numel, first_layer)
+            tensors[tname] = dataclasses.replace(t, owner=first_layer)
     for i, s in enumerate(steps):
         if s.owner is None:
             steps[i] = Step(s.name, s.kind, s.op, s.inputs, s.output, first_layer)

@@ -29,6 +29,7 @@ to 1 (a symbolic or batch-1 input), or divided by a fixed batch N > 1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -278,6 +279,13 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
         total = math.prod(d for d in dims if d is not None)
         return total if batch == 1 else max(1, math.ceil(total / batch))
 
+    def shape(tensor: str) -> tuple[int, ...]:
+        """Its inferred shape (a batch of 1: as onnxruntime plans it); () if not that."""
+        dims = shapes.get(tensor)
+        if dims is None or batch != 1 or any(d is None for d in dims):
+            return ()
+        return tuple(int(d or 0) for d in dims)
+
     nodes_by_name = {n.name: n for n in graph.node if n.name}
     for layer in layer_names:
         node = nodes_by_name.get(layer)
@@ -309,7 +317,8 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
                 bias_add[id(users[0])] = node.name
                 layer_bias[node.name] = math.prod(inits[other[0]].dims)
 
-    tensors: dict[str, Tensor] = {inp.name: Tensor(inp.name, numel(inp.name, "the input"), None)}
+    tensors: dict[str, Tensor] = {inp.name: Tensor(inp.name, numel(inp.name, "the input"), None,
+                                                   shape(inp.name))}
     steps: list[Step] = []
     layers: list[Layer] = []
     step_names: set[str] = set()
@@ -333,7 +342,7 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
             while step in step_names:
                 step, n = f"{base}_{n}", n + 1
             step_names.add(step)
-            tensors[out] = Tensor(out, numel(out, f"node {label!r}"), owner)
+            tensors[out] = Tensor(out, numel(out, f"node {label!r}"), owner, shape(out))
             # Only the first output of a multi-output op aliases; the others are new buffers.
             step_kind = kind if k == 0 else "op"
             steps.append(Step(step, step_kind, node.op_type, inputs, out, owner))
@@ -352,7 +361,7 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
         )
     first = layer_names[0]
     tensors = {
-        k: Tensor(t.name, t.numel, first) if t.owner is None else t for k, t in tensors.items()
+        k: dataclasses.replace(t, owner=first) if t.owner is None else t for k, t in tensors.items()
     }
     steps = [
         Step(s.name, s.kind, s.op, s.inputs, s.output, first) if s.owner is None else s

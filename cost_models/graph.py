@@ -9,10 +9,17 @@ conv produces int8). That is what makes peak RAM a function of the plan.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import networkx as nx
+
+# ops a runtime may compute in place over an input read there for the last time (onnxruntime's
+# element-wise CPU kernels registered MayInplace), by torch function / module / ONNX op name
+INPLACE_OPS = frozenset({"add", "sub", "mul", "div", "truediv", "relu", "relu6", "clip",
+                         "hardtanh", "sigmoid", "tanh", "neg", "abs", "sqrt", "exp",
+                         "leakyrelu", "leaky_relu"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class Tensor:
     name: str
     numel: int  # per sample
     owner: str | None  # layer whose option sets the dtype; None = graph input in fp32
+    # per sample (torch capture) or as inferred at batch 1 (ONNX); () = unknown: buffer reuse
+    # (held_tensors) then matches sizes only
+    shape: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,36 @@ class LayerGraph:
             sorted(t for t in first if first[t] <= i <= last[t]) for i in range(len(self.steps))
         ]
 
+    def held_tensors(self, outputs_from_start: bool = False,
+                     rounded: Callable[[int], int] = lambda n: n) -> list[list[str]]:
+        """For each step, the tensors whose buffers are held while it runs, for a runtime that
+        reuses buffers as onnxruntime's allocation planner does (cost_models.reuse): an output
+        takes a freed buffer of exactly its shape and size (``rounded`` bytes at 4 bytes per
+        element, the widest activation), and that buffer stays allocated until the last read
+        of the last tensor placed in it. A held buffer is named by the tensor in it at that
+        step (the latest placed there), which is charged at its own size and owner, so a
+        buffer kept between two of its tensors still counts. Model inputs (the caller's
+        buffers) and outputs are held as in :meth:`live_tensors`."""
+        from cost_models.reuse import Op, assign
+
+        views = {s.output for s in self.steps if s.kind == "alias"}
+        ops = [Op(s.name, s.inputs, ((s.output, 4 * self.tensors[s.output].numel,
+                                      self.tensors[s.output].shape),),
+                  view=s.kind == "alias", inplace=s.op.lower() in INPLACE_OPS)
+               for s in self.steps]
+        a = assign(ops, self.outputs, rounded)
+        base = self._alias_base()
+        live = self.live_tensors(outputs_from_start)
+        outside = {base.get(t, t) for t in self.tensors if base.get(t, t) not in a.buffer_of}
+        out = []
+        for i, names in enumerate(live):
+            held = [t for t in names if t in outside]
+            for b in a.held(i):
+                placed = [m for m in a.members[b] if m not in views and a.born[m] <= i]
+                held.append(placed[-1])
+            out.append(sorted(held))
+        return out
+
     def _alias_base(self) -> dict[str, str]:
         base: dict[str, str] = {t: t for t in self.tensors}
         for s in self.steps:
@@ -126,7 +166,8 @@ class LayerGraph:
             layers=[Layer(**{**x, "weight_shape": tuple(x.get("weight_shape", ()))})
                     for x in d["layers"]],
             steps=[Step(**{**x, "inputs": tuple(x["inputs"])}) for x in d["steps"]],
-            tensors={k: Tensor(**v) for k, v in d["tensors"].items()},
+            tensors={k: Tensor(**{**v, "shape": tuple(v.get("shape", ()))})
+                     for k, v in d["tensors"].items()},
             outputs=tuple(d["outputs"]),
             meta=d.get("meta", {}),
         )

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cost_models.ort_memory import ARENA_GRAIN_BYTES, OrtMemoryError, _inputs, node_memory_stats
+from cost_models.reuse import Op, assign
 
 # nodes whose output is a view of their first input (kernel Alias)
 ALIAS_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
@@ -102,86 +103,46 @@ def _trace(path: Path) -> tuple[list[_Node], set[str]]:
 
 
 def _replay(nodes: list[_Node], graph_outputs: set[str]) -> PlanReplay:
-    produced = {t for n in nodes for t, _, _ in n.outputs}
-    last: dict[str, int] = {}
-    reads: dict[str, int] = {}
-    for i, n in enumerate(nodes):
-        for t in n.inputs:
-            if t in produced:
-                last[t] = i
-                reads[t] = reads.get(t, 0) + 1
-    size: dict[int, int] = {}
-    shape: dict[int, tuple[int, ...]] = {}
-    first: dict[int, int] = {}
-    members: dict[int, list[str]] = {}
-    buffer_of: dict[str, int] = {}
-    freelist: list[int] = []  # most recently freed first
-    outputs_at: list[int] = []  # graph-output bytes allocated by node i (live to the end)
-    tensor_shape = {t: dims for n in nodes for t, _, dims in n.outputs}
-    for i, n in enumerate(nodes):
-        out_bytes = 0
-        for tensor, nbytes, dims in n.outputs:
-            if tensor in graph_outputs:
-                out_bytes += _rounded(nbytes)
-                continue
-            if n.op in ALIAS_OPS and n.inputs and n.inputs[0] not in produced:
-                continue  # a view of the caller's input or of a weight: no arena buffer
-            b = _reuse(n, tensor, nbytes, dims, i, buffer_of, size, shape, last, reads, freelist,
-                       tensor_shape)
-            if b is None:
-                b = len(size)
-                size[b], shape[b], first[b], members[b] = _rounded(nbytes), dims, i, []
-            buffer_of[tensor] = b
-            members[b].append(tensor)
-        outputs_at.append(out_bytes)
-        for t in dict.fromkeys(n.inputs):
-            b = buffer_of.get(t)
-            if b is not None and b not in freelist and all(
-                    last.get(m, first[b]) <= i for m in members[b]):
-                freelist.insert(0, b)
-    end = {b: max(last.get(m, first[b]) for m in members[b]) for b in size}
-    return _peaks(nodes, size, first, end, outputs_at, last, produced, graph_outputs)
-
-
-def _reuse(n: _Node, tensor: str, nbytes: int, dims: tuple[int, ...], i: int,
-           buffer_of: dict[str, int], size: dict[int, int], shape: dict[int, tuple[int, ...]],
-           last: dict[str, int], reads: dict[str, int], freelist: list[int],
-           tensor_shape: dict[str, tuple[int, ...]]) -> int | None:
-    src = n.inputs[0] if n.inputs else None
-    if n.op in ALIAS_OPS and src in buffer_of:
-        return buffer_of[src]
-    if n.op in INPLACE_OPS:
-        for t in n.inputs:
-            b = buffer_of.get(t)
-            if b is not None and reads.get(t) == 1 and last.get(t) == i and \
-                    size[b] == _rounded(nbytes) and tensor_shape.get(t) == dims:
-                return b
-    for b in freelist:
-        if size[b] == _rounded(nbytes) and shape[b] == dims:
-            freelist.remove(b)
-            return b
-    return None
-
-
-def _peaks(nodes: list[_Node], size: dict[int, int], first: dict[int, int],
-           end: dict[int, int], outputs_at: list[int], last: dict[str, int],
-           produced: set[str], graph_outputs: set[str]) -> PlanReplay:
+    ops = [Op(n.name, tuple(n.inputs), tuple(n.outputs), view=n.op in ALIAS_OPS,
+              inplace=n.op in INPLACE_OPS) for n in nodes]
+    a = assign(ops, graph_outputs, _rounded)
+    outputs_at = [sum(_rounded(b) for t, b, _ in n.outputs if t in graph_outputs) for n in nodes]
+    scratch = [_rounded(n.temp_bytes) if n.temp_bytes else 0 for n in nodes]
+    live = _live_tensors(nodes, a.last, graph_outputs)
     outputs = 0
     peak, peak_node, live_peak = 0, "", 0
-    tensor_bytes = {t: _rounded(b) for n in nodes for t, b, _ in n.outputs
-                    if not (n.op in ALIAS_OPS and n.inputs and n.inputs[0] not in produced)}
-    born = {t: i for i, n in enumerate(nodes) for t, _, _ in n.outputs}
-    scratch = [_rounded(n.temp_bytes) if n.temp_bytes else 0 for n in nodes]
     for i, n in enumerate(nodes):
         outputs += outputs_at[i]
-        held = sum(size[b] for b in size if first[b] <= i <= end[b]) + outputs + scratch[i]
+        held = sum(a.size[b] for b in a.held(i)) + outputs + scratch[i]
         if held > peak:
             peak, peak_node = held, n.name
-        live = sum(tensor_bytes[t] for t in tensor_bytes if t not in graph_outputs
-                   and born[t] <= i <= last.get(t, born[t]))
-        live_peak = max(live_peak, live + outputs + scratch[i])
+        live_peak = max(live_peak, live[i] + outputs + scratch[i])
     return PlanReplay(peak_bytes=peak, live_tensor_bytes=live_peak, peak_node=peak_node,
-                      buffers=len(size))
+                      buffers=len(a.size))
+
+
+def _live_tensors(nodes: list[_Node], last: dict[str, int], graph_outputs: set[str]
+                  ) -> list[int]:
+    """Per node, the bytes of the tensors live there with no buffer reuse: every tensor from
+    its node to its last read; a view is its base tensor's buffer (it extends the base's life,
+    it holds no bytes of its own)."""
+    produced = {t for n in nodes for t, _, _ in n.outputs}
+    base: dict[str, str] = {}
+    nbytes: dict[str, int] = {}
+    born: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for t, b, _ in n.outputs:
+            if n.op in ALIAS_OPS and n.inputs:
+                if n.inputs[0] in produced:
+                    base[t] = base.get(n.inputs[0], n.inputs[0])
+                continue  # a view: of a planned tensor, or of the caller's input / a weight
+            if t not in graph_outputs:
+                base[t], nbytes[t], born[t] = t, _rounded(b), i
+    end = dict(born)
+    for t, i in last.items():
+        if base.get(t) in end:
+            end[base[t]] = max(end[base[t]], i)
+    return [sum(nbytes[t] for t in nbytes if born[t] <= i <= end[t]) for i in range(len(nodes))]
 
 
 __all__ = ["ALIAS_OPS", "INPLACE_OPS", "PlanReplay", "replay"]

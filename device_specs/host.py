@@ -28,7 +28,7 @@ from edgefit_measure import session_options
 
 # 2: activation-memory behaviour from onnxruntime's node record; 3: 6/3/2-bit kernels; 4: w8a16;
 # 5: asymmetric weight-only uint4/uint3; memory probes with onnxruntime's memory pattern off
-PROBE_VERSION = 5
+PROBE_VERSION = 6
 
 
 def _cpu_model() -> str:
@@ -226,6 +226,35 @@ def _int8_conv_scratch(tmp: Path, cin: int, cout: int, group: int = 1) -> int:
     return max(r.temp_bytes for r in node_memory_stats(path) if r.node.startswith("probeconv"))
 
 
+def _probe_buffer_reuse(tmp: Path) -> dict[str, Any]:
+    """Whether a buffer reused for a later tensor of the same shape stays allocated in
+    between. a = -x, b = a W (a dies), c = concat(b x4) (b dies), d = c[:32] takes b's buffer,
+    e = d W takes a's: held from a to e, a's buffer sits beside b and c (6 tensors of 4 KB)
+    instead of b + c alone (5)."""
+    from onnx import helper, numpy_helper
+
+    from cost_models.ort_memory import measure_arena
+
+    def ints(name: str, v: int) -> Any:
+        return numpy_helper.from_array(np.array([v], np.int64), name)
+
+    w = numpy_helper.from_array(np.eye(32, dtype=np.float32), "w")
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("MatMul", ["a", "w"], ["b"]),
+             helper.make_node("Concat", ["b", "b", "b", "b"], ["c"], axis=0),
+             helper.make_node("Slice", ["c", "zero", "n", "zero"], ["d"]),
+             helper.make_node("MatMul", ["d", "w"], ["e"]),
+             helper.make_node("ReduceSum", ["e"], ["y"], keepdims=1)]
+    arena = measure_arena(_save_onnx(nodes, [32, 32], [1, 1], [w, ints("zero", 0),
+                                                                  ints("n", 32)],
+                                     tmp / "reuse.onnx"))
+    tensor = 32 * 32 * 4
+    return {"exact_shape_buffer_reuse": {
+        "value": arena.peak_bytes >= 6 * tensor, "measured":
+        f"arena MaxInUse of a 6-node graph whose reused buffer is free between its tensors: "
+        f"{arena.peak_bytes} B; {6 * tensor} B if it stays allocated, {5 * tensor} B if not "
+        "(onnxruntime C API AllocatorGetStats, memory pattern off)"}}
+
+
 def _probe_int8_conv_paths(tmp: Path) -> dict[str, Any]:
     """The channel counts that take onnxruntime's symmetric int8 conv kernel: its only
     scratch is the indirection buffer (one pointer per tap and output pixel); the other path
@@ -266,7 +295,8 @@ def _activation_memory_fields() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="edgefit-probe-") as tmp:
         try:
-            return {**_probe_activation_memory(Path(tmp)), **_probe_int8_conv_paths(Path(tmp))}
+            return {**_probe_activation_memory(Path(tmp)), **_probe_int8_conv_paths(Path(tmp)),
+                    **_probe_buffer_reuse(Path(tmp))}
         except OrtMemoryError:
             return {}
 

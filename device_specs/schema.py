@@ -133,6 +133,10 @@ class Profile(Strict):
     outputs_outside_plan: Flag | None = Field(
         default=None, description="Graph outputs are allocated beside the planned activation "
         "block, so they count at every step.")
+    exact_shape_buffer_reuse: Flag | None = Field(
+        default=None, description="An activation takes a freed buffer of exactly its shape, and "
+        "a buffer stays allocated until the last tensor placed in it has been read "
+        "(onnxruntime's allocation planner), so buffers are held between their tensors.")
     qdq_fp32_boundaries: Flag | None = Field(
         default=None, description="The model input stays fp32 whatever the first layer's "
         "precision (quantised inside the graph).")

@@ -226,7 +226,7 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
         tuple((_ram_owner(graph, t, before_first),
                _allocated_numel(graph.tensors[t].numel, mem, t in before_first)) for t in live)
         + ((blocked[i],) if i in blocked else ())
-        for i, live in enumerate(graph.live_tensors(mem.outputs_outside_plan))
+        for i, live in enumerate(held_tensors(graph, mem))
     )
     return Problem(
         layers=tuple(graph.layer_names),
@@ -242,6 +242,17 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
         step_extra=_step_workspace(graph, table),
         step_pairs=_step_pairs(graph, table),
     )
+
+
+def held_tensors(graph: LayerGraph, mem: RuntimeMemory) -> list[list[str]]:
+    """Per step, the tensors whose buffers the runtime holds: the live ones, or, where it
+    reuses buffers of exactly the same shape (onnxruntime), the occupants of every buffer still
+    allocated (LayerGraph.held_tensors; the reuse is worked out once, at 4 bytes per element
+    and full width: a plan's narrower or integer tensors are charged at their own size in the
+    same buffers)."""
+    if mem.exact_shape_reuse:
+        return graph.held_tensors(mem.outputs_outside_plan, lambda n: round(mem.rounded(n)))
+    return graph.live_tensors(mem.outputs_outside_plan)
 
 
 def _step_pairs(graph: LayerGraph, table: CostTable) -> tuple[tuple[PairTerm, ...], ...]:

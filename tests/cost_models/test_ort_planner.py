@@ -91,3 +91,14 @@ def test_the_replay_is_the_arena_peak(tmp_path: Path, option: str) -> None:
     replayed = replay(path)
     # the arena may count a free chunk up to twice a request unsplit: within that slack
     assert replayed.peak_bytes <= arena.peak_bytes <= 1.1 * replayed.peak_bytes
+
+
+def test_a_view_is_not_a_live_tensor_of_its_own() -> None:
+    """r views a's buffer: the no-reuse count holds a once, alive until r's last read."""
+    trace = [node("A", "Conv", ["x"], "a", 4 * KB, (1, 4, 32, 8)),
+             node("R", "Reshape", ["a"], "r", 4 * KB, (1, 1024)),
+             node("B", "Gemm", ["r"], "b", 8 * KB, (1, 2048)),
+             node("E", "Gemm", ["b"], "y", 1 * KB, (1, 256))]
+    r = _replay(trace, {"y"})
+    assert r.live_tensor_bytes == 12 * KB  # a (alive through r) + b at B; not a + r + b
+    assert r.peak_bytes == 12 * KB
