@@ -74,6 +74,8 @@ class RuntimeMemory:
     # Profile.int8_conv_paths: (input multiple, min outputs, output multiple, depthwise
     # multiple, pointer bytes); None: integer kernel scratch is not modelled
     int8_conv_paths: tuple[int, int, int, int, int] | None = None
+    # Profile.weight_only_matmul_scratch: (k_block, block_bytes, align_bytes, extra_bytes)
+    matmul_scratch: tuple[int, int, int, int] | None = None
 
     @classmethod
     def of_profile(cls, profile: Profile) -> RuntimeMemory:
@@ -90,7 +92,8 @@ class RuntimeMemory:
             dequantized_weight_copies=flag(profile.dequantized_weight_copies),
             conv_workspace_bytes=int(profile.conv_workspace_bytes.value)
             if profile.conv_workspace_bytes else 0,
-            int8_conv_paths=_int8_paths(profile))
+            int8_conv_paths=_int8_paths(profile),
+            matmul_scratch=_matmul_scratch(profile))
 
     def rounded(self, nbytes: float) -> float:
         """Bytes the runtime's allocator really takes for a buffer of nbytes."""
@@ -111,6 +114,38 @@ def _int8_paths(profile: Profile) -> tuple[int, int, int, int, int] | None:
     return (int(p.input_channel_multiple.value), int(p.min_output_channels.value),
             int(p.output_channel_multiple.value), int(p.depthwise_channel_multiple.value),
             int(p.pointer_bytes.value))
+
+
+def _matmul_scratch(profile: Profile) -> tuple[int, int, int, int] | None:
+    p = profile.weight_only_matmul_scratch
+    if p is None:
+        return None
+    return (int(p.k_block.value), int(p.block_bytes.value), int(p.align_bytes.value),
+            int(p.extra_bytes.value))
+
+
+def kernel_scratch_bytes(layer: Layer, kernel: Kernel, memory: RuntimeMemory,
+                         out_fraction: float = 1.0, in_fraction: float = 1.0) -> float:
+    """What a layer's kernel allocates beside its output while it runs: an int8 layer's
+    (int8_scratch_bytes) or a weight-only Linear's fused kernel's (matmul_scratch_bytes)."""
+    return (int8_scratch_bytes(layer, kernel, memory, out_fraction, in_fraction)
+            + matmul_scratch_bytes(layer, kernel, memory, in_fraction))
+
+
+def matmul_scratch_bytes(layer: Layer, kernel: Kernel, memory: RuntimeMemory,
+                         in_fraction: float = 1.0) -> float:
+    """A weight-only integer Linear (written as MatMul, fused with its DequantizeLinear into
+    onnxruntime's MatMulNBits) quantises its activations in blocks while it runs
+    (Profile.weight_only_matmul_scratch), in the allocator's grain."""
+    p = memory.matmul_scratch
+    if p is None or layer.op_class != "linear" or len(layer.weight_shape) != 2 or not (
+            _dequantized(kernel) and kernel.activations == "fp32"):
+        return 0.0
+    k_block, block_bytes, align, extra = p
+    rows = max(1, layer.output_numel // max(1, layer.out_channels))
+    k = max(1, round(layer.weight_shape[1] * in_fraction))
+    quantized = rows * -(-k // k_block) * block_bytes
+    return memory.rounded(-(-quantized // align) * align + extra)
 
 
 def int8_scratch_bytes(layer: Layer, kernel: Kernel, memory: RuntimeMemory,
@@ -393,7 +428,7 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                 and _copies_weight(layer) and not opt.gather else 0,
                 blocked=memory.channel_block > 1 and kernel.activations in ("fp32", "fp16")
                 and not _dequantized(kernel) and not opt.gather,
-                kernel_scratch_bytes=0.0 if opt.gather else int8_scratch_bytes(
+                kernel_scratch_bytes=0.0 if opt.gather else kernel_scratch_bytes(
                     layer, kernel, memory, opt.out_fraction, opt.in_fraction),
                 latency_of=opt.kernel if opt.name != opt.kernel and opt.weight_fraction >= 1.0
                 and not opt.gather else "",
@@ -602,6 +637,11 @@ def _memory_provenance(profile: Profile) -> str:
                     f"{paths.input_channel_multiple.provenance}), the fp32 copy a ReLU after an "
                     "int8 layer runs on, and precision-boundary copies between int8 and float "
                     "layers")
+    if (mm := profile.weight_only_matmul_scratch) is not None:
+        used.append("a weight-only Linear's fused-kernel scratch: align(rows x ceil(K / "
+                    f"{mm.k_block.value:g}) x {mm.block_bytes.value:g} B, "
+                    f"{mm.align_bytes.value:g} B) + {mm.extra_bytes.value:g} B "
+                    f"({mm.k_block.provenance})")
     return "; runtime layout: " + "; ".join(used) if used else ""
 
 

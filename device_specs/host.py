@@ -28,7 +28,7 @@ from edgefit_measure import session_options
 
 # 2: activation-memory behaviour from onnxruntime's node record; 3: 6/3/2-bit kernels; 4: w8a16;
 # 5: asymmetric weight-only uint4/uint3; memory probes with onnxruntime's memory pattern off
-PROBE_VERSION = 6
+PROBE_VERSION = 9
 
 
 def _cpu_model() -> str:
@@ -255,6 +255,64 @@ def _probe_buffer_reuse(tmp: Path) -> dict[str, Any]:
         "(onnxruntime C API AllocatorGetStats, memory pattern off)"}}
 
 
+# (rows, input features) of the weight-only MatMul probes: K off and on the block boundaries
+# (many rows pin block_bytes and the block: below the alignment a few bytes are hidden)
+MATMUL_SCRATCH_SHAPES = ((1, 16), (1, 32), (1, 64), (2, 64), (4, 64), (1, 100), (3, 300),
+                         (8, 128), (1, 784), (32, 1536), (64, 512), (16, 8), (16, 24),
+                         (16, 40))
+
+
+def _matmul_scratch(tmp: Path, rows: int, k: int, n: int = 64) -> int:
+    """Temp bytes of a 4-bit weight-only MatMul (DequantizeLinear -> MatMul, which onnxruntime
+    fuses into MatMulNBits) in the node record."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cost_models.ort_memory import node_memory_stats
+
+    q = helper.make_tensor("q", TensorProto.INT4, [k, n], [1] * (k * n))
+    s = numpy_helper.from_array(np.full((n,), 0.1, np.float32), "s")
+    nodes = [helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=1),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "mm", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [rows, k])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [rows, n])], [q, s])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    path = tmp / f"mm-{rows}-{k}.onnx"
+    onnx.save(model, str(path))
+    return max((r.temp_bytes for r in node_memory_stats(path)), default=0)
+
+
+def fit_matmul_scratch(points: dict[tuple[int, int], int]) -> tuple[int, int, int, int] | None:
+    """(k_block, block_bytes, align, extra) with align(rows x ceil(K / k_block) x block_bytes)
+    + extra equal to every measured scratch, smallest block first; None if none does."""
+    for k_block in (8, 16, 32, 64, 128, 256):
+        for align in (1, 8, 16, 32, 64, 128):
+            for block_bytes in range(1, 4 * k_block + 65):
+                extras = {temp - -(-(rows * -(-k // k_block) * block_bytes) // align) * align
+                          for (rows, k), temp in points.items()}
+                if len(extras) == 1 and (extra := extras.pop()) >= 0:
+                    return k_block, block_bytes, align, extra
+    return None
+
+
+def _probe_matmul_scratch(tmp: Path) -> dict[str, Any]:
+    points = {(m, k): _matmul_scratch(tmp, m, k) for m, k in MATMUL_SCRATCH_SHAPES}
+    if not any(points.values()):
+        return {}
+    fit = fit_matmul_scratch(points)
+    if fit is None:
+        return {}
+    how = ("fitted exactly to the temp bytes of 4-bit weight-only MatMul probes "
+           f"(rows x K: {', '.join(f'{m}x{k}' for m, k in MATMUL_SCRATCH_SHAPES)}) in "
+           "onnxruntime's node record (MatMulNBits, default accuracy level)")
+    names = ("k_block", "block_bytes", "align_bytes", "extra_bytes")
+    return {"weight_only_matmul_scratch": {
+        name: {"value": v if name == "k_block" else f"{v}B", "measured": how}
+        for name, v in zip(names, fit, strict=True)}}
+
+
 def _probe_int8_conv_paths(tmp: Path) -> dict[str, Any]:
     """The channel counts that take onnxruntime's symmetric int8 conv kernel: its only
     scratch is the indirection buffer (one pointer per tap and output pixel); the other path
@@ -296,7 +354,7 @@ def _activation_memory_fields() -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgefit-probe-") as tmp:
         try:
             return {**_probe_activation_memory(Path(tmp)), **_probe_int8_conv_paths(Path(tmp)),
-                    **_probe_buffer_reuse(Path(tmp))}
+                    **_probe_buffer_reuse(Path(tmp)), **_probe_matmul_scratch(Path(tmp))}
         except OrtMemoryError:
             return {}
 

@@ -82,6 +82,19 @@ class Int8ConvPaths(Strict):
     pointer_bytes: Bytes
 
 
+class WeightOnlyMatMulScratch(Strict):
+    """Scratch of a weight-only integer Linear that the runtime runs as one fused kernel that
+    quantises its activations itself (onnxruntime's MatMulNBits at its default accuracy level
+    4: int8 activation blocks with their scales): per run
+    align(rows x ceil(K / k_block) x block_bytes, align_bytes) + extra_bytes, K the input
+    features, rows the Linear's rows (tokens)."""
+
+    k_block: Count
+    block_bytes: Bytes
+    align_bytes: Bytes
+    extra_bytes: Bytes
+
+
 class NMSparsity(Strict):
     """Kernels that skip the zeros of an N:M pattern (e.g. Ampere sparse Tensor Cores, 2:4)."""
 
@@ -150,6 +163,9 @@ class Profile(Strict):
         default=None, description="Channel counts that take the runtime's symmetric int8 conv "
         "kernel (indirection buffer, no int32 accumulator); unset: int8 kernel scratch is not "
         "modelled")
+    weight_only_matmul_scratch: WeightOnlyMatMulScratch | None = Field(
+        default=None, description="Scratch of a weight-only integer Linear's fused kernel "
+        "(unset: not modelled)")
     nm_sparsity: NMSparsity | None = Field(
         default=None, description="N:M sparse kernels (unset: zeros are computed like any "
         "weight, so N:M pruning is not offered)")

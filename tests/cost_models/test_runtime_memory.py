@@ -197,7 +197,12 @@ def test_host_terms_match_onnxruntimes_arena(tmp_path: Path, picks: dict[str, st
 
     from cost_models.capture import capture
     from cost_models.ort_memory import measure_arena
-    from device_specs.host import _probe_activation_memory, _probe_int8_conv_paths
+    from device_specs.host import (
+        _probe_activation_memory,
+        _probe_buffer_reuse,
+        _probe_int8_conv_paths,
+        _probe_matmul_scratch,
+    )
     from executors.apply import export_fp32
     from executors.onnx_quant import quantize_onnx
 
@@ -219,7 +224,8 @@ def test_host_terms_match_onnxruntimes_arena(tmp_path: Path, picks: dict[str, st
     arena = measure_arena(path)
     assert not arena.peak_hidden
     measured = arena.activation_bytes
-    host = spec_with({**_probe_activation_memory(tmp_path), **_probe_int8_conv_paths(tmp_path)})
+    host = spec_with({**_probe_activation_memory(tmp_path), **_probe_int8_conv_paths(tmp_path),
+                      **_probe_buffer_reuse(tmp_path), **_probe_matmul_scratch(tmp_path)})
     planner, full = peak(graph, host, picks)
     plain = peak(graph, spec_with({}), picks)[1]
     assert abs(full - measured) <= 0.15 * measured
@@ -284,3 +290,79 @@ def test_a_bad_channel_block_is_one_clear_error() -> None:
         spec_with({"activation_channel_block": {"value": 2.5, **MEASURED}})
     with pytest.raises(ValidationError, match="needs exactly one of"):
         spec_with({"qdq_fp32_boundaries": {"value": True}})
+
+
+MATMUL: dict[str, Any] = {"weight_only_matmul_scratch": {
+    "k_block": {"value": 32, **MEASURED}, "block_bytes": {"value": "40B", **MEASURED},
+    "align_bytes": {"value": "64B", **MEASURED}, "extra_bytes": {"value": "63B", **MEASURED}}}
+
+
+def test_weight_only_linears_charge_their_fused_kernels_scratch() -> None:
+    """32 token rows x 384 inputs: 32 x 12 blocks x 40 B = 15360 (64-aligned) + 63 B, in the
+    256 B grain -> 15616 B, for every weight-only integer kernel; none for fp32 or w8a8."""
+    fc = Layer("fc", "Linear", "linear", 0, 384 * 384, 0, 384, 0, 32 * 384, 32 * 384,
+               (384, 384))
+    g = LayerGraph("tok", (32,), [fc], [Step("fc", "layer", "Linear", ("x",), "y", "fc")],
+                   {"x": Tensor("x", 32 * 384, "fc"), "y": Tensor("y", 32 * 384, "fc")}, ("y",))
+    table = build_cost_table(g, spec_with({**MATMUL, "arena_round_bytes":
+                                           HOST_FIELDS["arena_round_bytes"]}))
+    assert table.cost("fc", "int4").kernel_scratch_bytes == 15616
+    assert table.cost("fc", "fp32").kernel_scratch_bytes == 0
+    assert build_cost_table(g, spec_with({})).cost("fc", "int4").kernel_scratch_bytes == 0
+
+
+def test_matmul_scratch_fit_predicts_shapes_it_was_not_fitted_on(tmp_path: Path) -> None:
+    """The host probe's fit against onnxruntime's node record on new (rows, K) shapes."""
+    from device_specs.host import MATMUL_SCRATCH_SHAPES, _matmul_scratch, fit_matmul_scratch
+
+    fit = fit_matmul_scratch({(m, k): _matmul_scratch(tmp_path, m, k)
+                              for m, k in MATMUL_SCRATCH_SHAPES})
+    assert fit is not None
+    k_block, block_bytes, align, extra = fit
+    for rows, k in ((5, 200), (16, 384), (2, 1000), (48, 96)):
+        assert (rows, k) not in MATMUL_SCRATCH_SHAPES
+        predicted = -(-(rows * -(-k // k_block) * block_bytes) // align) * align + extra
+        assert _matmul_scratch(tmp_path, rows, k) == predicted, (rows, k)
+
+
+def test_matmul_scratch_fit_recovers_known_parameters() -> None:
+    from device_specs.host import MATMUL_SCRATCH_SHAPES, fit_matmul_scratch
+
+    def temp(rows: int, k: int) -> int:
+        return -(-(rows * -(-k // 16) * 18) // 32) * 32 + 31
+
+    assert fit_matmul_scratch({s: temp(*s) for s in MATMUL_SCRATCH_SHAPES}) == (16, 18, 32, 31)
+    assert fit_matmul_scratch({(1, 16): 5, (1, 32): 3}) is None  # shrinking: no such kernel
+
+
+def reuse_graph() -> LayerGraph:
+    """x -> a (4 KB) -> u (16 KB) -> v (16 KB) -> t (a's shape) -> y: t takes a's freed buffer,
+    which stays allocated across u and v (cost_models.reuse)."""
+    fc = Layer("fc", "Linear", "linear", 0, 0, 0, 1, 0, 1024, 1024)
+    steps = [Step("a", "op", "matmul", ("x",), "a", "fc"),
+             Step("u", "op", "matmul", ("a",), "u", "fc"),
+             Step("v", "op", "softmax", ("u",), "v", "fc"),
+             Step("t", "op", "matmul", ("v",), "t", "fc"),
+             Step("fc", "layer", "Linear", ("t",), "y", "fc")]
+    tensors = {"x": Tensor("x", 1024, "fc", (32, 32)), "a": Tensor("a", 1024, "fc", (32, 32)),
+               "u": Tensor("u", 4096, "fc", (64, 64)), "v": Tensor("v", 4096, "fc", (64, 64)),
+               "t": Tensor("t", 1024, "fc", (32, 32)), "y": Tensor("y", 1024, "fc", (1, 1024))}
+    return LayerGraph("reuse", (32, 32), [fc], steps, tensors, ("y",))
+
+
+def test_a_buffer_reused_later_is_held_across_the_gap() -> None:
+    g = reuse_graph()
+    assert g.live_tensors()[2] == ["u", "v"]
+    assert g.held_tensors()[2] == ["a", "u", "v"]  # a's buffer waits for t
+    assert g.held_tensors()[3] == ["t", "v"]  # t sits in it now (u's buffer was freed at v)
+    other = replace(g, tensors={**g.tensors, "t": Tensor("t", 1024, "fc", (1024,))})
+    assert other.held_tensors()[2] == ["u", "v"]  # another shape: a's buffer is released
+    reuse = {"exact_shape_buffer_reuse": {"value": True, **MEASURED}}
+    assert peak(g, spec_with(reuse), {"fc": "fp32"})[0] == 4 * (1024 + 2 * 4096)
+    assert peak(g, spec_with({}), {"fc": "fp32"})[0] == 4 * 2 * 4096
+
+
+def test_layer_graph_shapes_round_trip_through_json() -> None:
+    g = reuse_graph()
+    again = LayerGraph.from_json(g.to_json())
+    assert again.tensors == g.tensors and again.held_tensors() == g.held_tensors()
