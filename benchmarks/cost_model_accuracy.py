@@ -420,13 +420,16 @@ def report(cpu: str, e2e_rows: list[str], e2e_meas: list[float], e2e_profiled: l
         "`arena_round_bytes` (every arena tensor in 256-byte chunks), `outputs_outside_plan`, "
         "`qdq_fp32_boundaries` (the caller's input stays fp32), `activation_channel_block` (a "
         "float conv whose channels are not a multiple of the block writes a padded NCHWc "
-        "buffer beside its reordered output) -- these are in the planner's RAM steps "
+        "buffer beside its reordered output), `exact_shape_buffer_reuse` (a step holds every "
+        "buffer still allocated under onnxruntime's reuse rules, `cost_models.reuse`, charged "
+        "at the size of the tensor in it) -- these are in the planner's RAM steps "
         "(`planner RAM steps` column) -- plus, per chosen option, "
         "`cost_models.analytical.option_workspace` (in the solver's RAM steps too): "
         "`dequantized_weight_copies` (an int4 weight's fp32 copy, live from the run's start to "
         "its layer), `conv_workspace_bytes` (the working buffer of a k x k conv that runs "
         "outside NCHWc because its weight is dequantised), an int8 layer's kernel scratch "
-        "(`int8_conv_paths`: which channel counts take the symmetric conv kernel) and the fp32 "
+        "(`int8_conv_paths`: which channel counts take the symmetric conv kernel), a "
+        "weight-only Linear's MatMulNBits scratch (`weight_only_matmul_scratch`) and the fp32 "
         "copy of an int8 layer's output that a ReLU/ReLU6 runs on; plus, per pair of adjacent "
         "layers, `cost_models.analytical.boundary_copies` (an fp32 copy where a float layer "
         "reads int8 codes, an int8 copy where an int8 layer reads a float tensor), which "
@@ -495,6 +498,21 @@ WHY_MEMORY = [
     "* **Float activations of int8 layers.** A ReLU/ReLU6 after an int8 layer runs between "
     "DequantizeLinear and QuantizeLinear (symmetric activation codes cannot fold the clip): "
     "the layer's output exists as int8 codes and as an fp32 copy at that step.",
+    "* **Buffer reuse** (onnxruntime allocation_planner.cc; the live-tensors vs plan-replayed "
+    "columns). An output takes the most recently freed buffer of exactly its shape, and that "
+    "buffer stays allocated until the last tensor placed in it has been read: on MiniLM each "
+    "encoder block reuses the previous block's attention and MLP buffers, so they are held "
+    "while the next block runs (its plan-replayed column against its live tensors). The "
+    "host probe sees this on a 6-node graph; the planner works the reuse out once on the "
+    "layer graph (its tensors' shapes, 4 bytes per element, full width) and charges each "
+    "held buffer at the size of the tensor in it at that step. Matching shapes, not only "
+    "sizes, is what makes it agree with the CNNs too: matching sizes over-predicted the "
+    "MobileNet-style CNN in a trial that is not kept.",
+    "* **MatMulNBits scratch.** A weight-only Linear quantises its activations in blocks "
+    "while it runs (default accuracy level 4): align(rows x ceil(K / k_block) x block_bytes, "
+    "align) + extra, the four numbers fitted exactly by the host probe to the node record of "
+    "4-bit MatMul probes (`device_specs/host.py` MATMUL_SCRATCH_SHAPES) and checked on shapes "
+    "outside the fit (tests/cost_models/test_runtime_memory.py).",
     "",
     "Why rows still fail:",
     "",
@@ -502,15 +520,12 @@ WHY_MEMORY = [
     "than the layer graph (its live-tensors column is the arena's peak): beyond the boundary "
     "copies it moves tensors between the int8 kernels' NHWC and the float kernels' NCHWc "
     "layouts with Transpose and Reorder copies at every boundary; not modelled.",
-    "* **minilm-l6: buffer reuse.** The live tensors of onnxruntime's graph are about what "
-    "the liveness model predicts; the arena holds what the replayed plan holds. An output "
-    "takes a freed buffer of its exact shape, and that buffer stays allocated until the last "
-    "tensor placed in it has been read: each encoder block reuses the previous block's "
-    "attention and MLP buffers, so they are all held while the next block runs. The layer "
-    "graph's steps are not onnxruntime's nodes (it fuses LayerNorm with the residual add, "
-    "the GELU, the attention scale), so replaying the planner on the layer graph does not "
-    "reproduce its chains (tried: CNN rows then over-predict); not modelled.",
-    "* **LeNet-300 int4.** MatMulNBits' scratch is not modelled (the scratch column).",
+    "* **minilm-l6 int8.** onnxruntime's own graph holds more live tensors than the layer "
+    "graph's RAM steps (its live-tensors column): the ops between an int8 Linear's "
+    "DequantizeLinear and the next QuantizeLinear (LayerNorm, GELU, softmax, the attention "
+    "matmuls) run on fp32 tensors, which the layer graph charges at their producing layer's "
+    "1 byte per element, and its reuse chains are those of the int8 graph's own tensor "
+    "sizes, not the fp32 ones the planner works out; not modelled.",
     "* **Not modelled in the layout term:** onnxruntime leaves a conv unblocked when its "
     "input channels are >= the block and not a multiple of it; the layer graph carries no "
     "input channel count, so every float conv with unaligned output channels gets the term "
