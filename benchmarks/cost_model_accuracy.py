@@ -48,6 +48,7 @@ from cost_models.profiler import profile_host, step_owner_overrides
 from device_specs.host import host_spec
 from edgefit.fsutil import atomic_write_text
 from edgefit.paths import cache_dir
+from edgefit.planning import held_tensors
 from executors.apply import export_fp32
 from executors.onnx_quant import quantize_onnx
 from workloads.data import load_dataset
@@ -170,8 +171,16 @@ def runtime_terms(graph: LayerGraph, table: CostTable, picks: dict[str, str]) ->
         terms.append("blocked layout")
     if any(c.dequantized_weight_numel for c in chosen):
         terms.append("weight copies + conv workspace")
-    if any(c.kernel_scratch_bytes for c in chosen):
+    # this bench's plans pick plain kernels: w8a8 "int8", or weight-only ones (MatMulNBits)
+    scratch = {o.split("+")[0] == "int8" for o, c in zip(picks.values(), chosen, strict=True)
+               if c.kernel_scratch_bytes}
+    if True in scratch:
         terms.append("int8 kernel scratch + float activation copies")
+    if False in scratch:
+        terms.append("MatMulNBits scratch")
+    if table.memory.exact_shape_reuse and held_tensors(graph, table.memory) != \
+            graph.live_tensors(table.memory.outputs_outside_plan):
+        terms.append("buffer reuse")
     if any(boundary_copies(graph, table, picks)):
         terms.append("precision-boundary copies")
     return ", ".join(terms) or "none"
