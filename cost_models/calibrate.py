@@ -605,9 +605,42 @@ def apply_fit(profile: Profile, fit: FitResult) -> Profile:
         return profile
     keys = sorted({r.source for r in fit.residuals if r.source})
     sources = f" ({', '.join(keys)})" if keys else ""
+    loo = (f", leave-one-out MAPE {100 * fit.loo_mape:.1f} % on {len(fit.loo)} points"
+           if fit.loo_mape is not None and len(fit.loo) else "")
     text = (f"calibrated: fitted on {fit.n_points} published points{sources} "
-            f"({fit.message}); fit MAPE {100 * (fit.mape or 0):.1f} %")
+            f"({fit.message}); fit MAPE {100 * (fit.mape or 0):.1f} %{loo}")
     return _apply_params(profile, fit.params, fit.free, text, "derived")
+
+
+MIN_LOO_POINTS = 3  # published points a fit must predict unseen before the planner uses it
+
+
+def published_fit(spec: DeviceSpec, profile: str) -> FitResult | None:
+    """The fit of the profile to its device's published measurements (the "fit" split of
+    published_points.yaml), when it has earned its place: at least MIN_LOO_POINTS points
+    predicted leave-one-out, with a leave-one-out MAPE below the catalog parameters' own
+    error on the same points. None otherwise (the catalog values stay)."""
+    from cost_models.published import points
+
+    prof = spec.profile(profile)
+    usable = [p for p in points(spec.name, profile, "fit") if p.precision in prof.kernels]
+    if len(usable) < MIN_LOO_POINTS:
+        return None
+    fit = fit_profile(usable, prof)
+    if fit.params is None or len(fit.loo) < MIN_LOO_POINTS or fit.loo_mape is None or \
+            fit.catalog_mape is None or fit.loo_mape >= fit.catalog_mape:
+        return None
+    return fit
+
+
+def published_spec(spec: DeviceSpec, profile: str) -> DeviceSpec:
+    """`spec` with `profile` fitted to its published points (:func:`published_fit`), or
+    `spec` itself when the fit does not qualify."""
+    fit = published_fit(spec, profile)
+    if fit is None:
+        return spec
+    profiles = {**spec.profiles, profile: apply_fit(spec.profiles[profile], fit)}
+    return spec.model_copy(update={"profiles": profiles})
 
 
 # --------------------------------------------------------------------------------------------
@@ -1101,6 +1134,7 @@ def calibrated_spec(spec: DeviceSpec, calibration: CalibrationResult) -> DeviceS
 __all__ = [
     "CalibrationResult", "FitPoint", "FitResult", "Params", "PointResidual",
     "apply_calibration", "apply_fit", "calibrate", "calibrated_spec", "calibration_path",
+    "published_fit", "published_spec",
     "evaluate", "fit_profile", "graphs_from_onnx", "load_calibration", "predict_analytical",
     "read_calibration", "read_measure_file", "save_calibration", "summary_lines",
 ]

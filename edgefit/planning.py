@@ -428,14 +428,16 @@ def _bayes(problem: Problem, search: SearchSettings, options: SolverOptions | No
 
 
 def _calibrated(spec: DeviceSpec, profile: str) -> DeviceSpec:
-    """The spec with the profile's parameters fitted to measurements, when `edgefit calibrate`
-    has stored some for it (the plan's provenance then says calibrated, on which points)."""
-    from cost_models.calibrate import calibrated_spec, load_calibration
+    """The spec with the profile's parameters fitted to measurements: yours, when `edgefit
+    calibrate` has stored some for it; else the device's published measurements, when that fit
+    predicts them leave-one-out better than the catalog values do
+    (cost_models.calibrate.published_fit). The plan's provenance says which, on which points."""
+    from cost_models.calibrate import calibrated_spec, load_calibration, published_spec
 
     calibration = load_calibration(spec.name)
     if calibration is not None and calibration.profile == profile:
         return calibrated_spec(spec, calibration)
-    return spec
+    return published_spec(spec, profile)
 
 
 def _measured_host_latency(loaded: LoadedModel, graph: LayerGraph, table: CostTable,

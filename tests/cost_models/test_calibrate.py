@@ -16,7 +16,7 @@ from cost_models import calibrate as cal
 from cost_models import published as pub
 from cost_models.analytical import build_cost_table, layer_flash_bytes, layer_latency_ms
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
-from device_specs.catalog import load_spec
+from device_specs.catalog import catalog_files, load_spec
 from device_specs.schema import Profile
 from edgefit.errors import SpecError
 
@@ -411,3 +411,34 @@ def test_calibrate_reads_a_real_measure_file(tmp_path: Path) -> None:
     assert (tmp_path / f"{PI4}.calibration.yaml").exists()
     assert any(line.startswith("calibrated raspberry-pi-4/tflite-cpu")
                for line in cal.summary_lines(out))
+
+
+@pytest.mark.parametrize("path", catalog_files(), ids=lambda p: p.stem)
+def test_a_published_fit_is_used_only_where_it_predicts_unseen_points(path: Path) -> None:
+    """published_fit's rule on every catalog profile: >= 3 leave-one-out predictions, better
+    than the catalog values on the same points; published_spec changes that profile only, and
+    every value it changes says it was fitted, on which points."""
+    spec = load_spec(path.stem)
+    for name in spec.profiles:
+        fit = cal.published_fit(spec, name)
+        fitted = cal.published_spec(spec, name)
+        if fit is None:
+            assert fitted == spec
+            continue
+        assert len(fit.loo) >= cal.MIN_LOO_POINTS
+        assert fit.loo_mape is not None and fit.catalog_mape is not None
+        assert fit.loo_mape < fit.catalog_mape
+        assert {n: p for n, p in fitted.profiles.items() if n != name} == {
+            n: p for n, p in spec.profiles.items() if n != name}
+        new, old = fitted.profiles[name], spec.profiles[name]
+        changed = [k for k in new.kernels if new.kernels[k].macs_per_s != old.kernels[k].macs_per_s]
+        assert changed and all("published points" in new.kernels[k].macs_per_s.provenance
+                               for k in changed)
+
+
+def test_the_gpu_profiles_with_enough_points_are_fitted() -> None:
+    """Which profiles qualify is a fact of published_points.yaml: the Jetson Nano's TensorRT
+    profile (10 points) does; the Arduino's (0 / 1 points) cannot."""
+    assert cal.published_fit(load_spec("jetson-nano"), "tensorrt-gpu") is not None
+    arduino = load_spec("arduino-nano-33-ble")
+    assert all(cal.published_fit(arduino, p) is None for p in arduino.profiles)

@@ -90,9 +90,18 @@ def test_host_target_uses_measured_latency(lenet5_plan_factory) -> None:
 
 
 def test_plan_states_how_far_latency_is_trusted(lenet5_plan_factory) -> None:
+    from cost_models.calibrate import published_fit
+    from device_specs.catalog import load_spec
+
     nano, _ = lenet5_plan_factory(target="jetson-nano", latency="30ms")
     assert nano.latency_band is not None and 0 < nano.latency_band < 5
     assert "published whole-network measurements" in nano.uncertainty["latency"]
+    # the Nano's GPU profile runs the parameters fitted to its published points: the band is
+    # that fit's leave-one-out error, and the provenance says which points
+    fit = published_fit(load_spec("jetson-nano"), "tensorrt-gpu")
+    assert fit is not None and nano.latency_band == pytest.approx(fit.loo_mape)
+    assert "leave-one-out" in nano.uncertainty["latency"]
+    assert f"calibrated: fitted on {fit.n_points} published points" in nano.provenance["latency"]
     mcu, _ = lenet5_plan_factory(latency="60ms")  # no published points for CMSIS-NN here
     assert mcu.latency_band is None and mcu.uncertainty["latency"].startswith("unknown")
 
