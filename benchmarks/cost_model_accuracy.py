@@ -442,7 +442,8 @@ def report(cpu: str, e2e_rows: list[str], e2e_meas: list[float], e2e_profiled: l
         "copy of an int8 layer's output that a ReLU/ReLU6 runs on; plus, per pair of adjacent "
         "layers, `cost_models.analytical.boundary_copies` (an fp32 copy where a float layer "
         "reads int8 codes, an int8 copy where an int8 layer reads a float tensor), which "
-        "depends on two choices: one boolean per term in the solver (`planner.Problem."
+        "depends on two choices, and a blocked float conv's reordered NCHW copy where an int8 "
+        "layer reads it: one boolean per term in the solver (`planner.Problem."
         "step_pairs`, z >= x[a, A] + x[b, B] - 1). onnxruntime's graph = "
         "`cost_models.ort_planner.replay` on the model: one profiled run gives every node's "
         "output shapes in execution order, onnxruntime's optimised graph the reads, the node "
@@ -507,6 +508,11 @@ WHY_MEMORY = [
     "* **Float activations of int8 layers.** A ReLU/ReLU6 after an int8 layer runs between "
     "DequantizeLinear and QuantizeLinear (symmetric activation codes cannot fold the clip): "
     "the layer's output exists as int8 codes and as an fp32 copy at that step.",
+    "* **Reordered outputs.** A float conv runs in NCHWc; when an int8 layer reads its "
+    "output, a ReorderOutput writes the plain NCHW copy while the blocked buffer is still held "
+    "(the int8 kernels run channels-last behind a Transpose), so both are live between the "
+    "two layers: a pair term (the conv's float option x the reader's int8 option), like the "
+    "boundary copies.",
     "* **Buffer reuse** (onnxruntime allocation_planner.cc; the live-tensors vs plan-replayed "
     "columns). An output takes the most recently freed buffer of exactly its shape, and that "
     "buffer stays allocated until the last tensor placed in it has been read: on MiniLM each "
@@ -525,10 +531,6 @@ WHY_MEMORY = [
     "",
     "Why rows still fail:",
     "",
-    "* **Mixed int8/float CNNs.** onnxruntime's own graph has more tensors live at once "
-    "than the layer graph (its live-tensors column is the arena's peak): beyond the boundary "
-    "copies it moves tensors between the int8 kernels' NHWC and the float kernels' NCHWc "
-    "layouts with Transpose and Reorder copies at every boundary; not modelled.",
     "* **minilm-l6 int8.** onnxruntime's own graph holds more live tensors than the layer "
     "graph's RAM steps (its live-tensors column): the ops between an int8 Linear's "
     "DequantizeLinear and the next QuantizeLinear (LayerNorm, GELU, softmax, the attention "

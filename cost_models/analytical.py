@@ -524,7 +524,44 @@ def boundary_terms(graph: LayerGraph, table: CostTable
                 readers = floats if int8 else ints
                 if copy and readers:
                     terms[t].append((producer, tuple(options), consumer, readers, copy))
+    if mem.channel_block > 1:
+        _reordered_outputs(graph, table, terms)
     return terms
+
+
+_BLOCKED_CLASSES = ("conv", "pointwise", "depthwise")
+
+
+def _reordered_outputs(graph: LayerGraph, table: CostTable,
+                       terms: list[list[tuple[str, tuple[str, ...], str, tuple[str, ...],
+                                              float]]]) -> None:
+    """A float conv running in the blocked layout (NCHWc) whose output an int8 layer reads:
+    the int8 kernel cannot read NCHWc, so a ReorderOutput writes the plain NCHW copy while the
+    blocked buffer is still held (between the two, after the conv's input is freed: charged
+    at the step after the conv when that step is a view of its output, else at the conv)."""
+    at = layer_steps(graph)
+    for step in graph.steps:
+        consumer = step.owner
+        if step.kind != "layer" or consumer is None or consumer not in table.options:
+            continue
+        ints = tuple(c.option for c in table.options[consumer] if _int8_act(c.option))
+        for name in dict.fromkeys(step.inputs):
+            tensor = graph.tensors.get(name)
+            producer = tensor.owner if tensor is not None else None
+            if tensor is None or producer is None or producer == consumer or not ints or \
+                    producer not in table.options or producer not in at or \
+                    graph.layer(producer).op_class not in _BLOCKED_CLASSES:
+                continue
+            p = at[producer]
+            after = p + 1 if p + 1 < len(graph.steps) and graph.steps[p + 1].kind == "alias" \
+                and graph.steps[p].output in graph.steps[p + 1].inputs else p
+            by_bytes: dict[float, list[str]] = {}
+            for c in table.options[producer]:
+                if c.blocked:
+                    by_bytes.setdefault(table.memory.rounded(tensor.numel * c.act_bytes),
+                                        []).append(c.option)
+            for copy, options in by_bytes.items():
+                terms[after].append((producer, tuple(options), consumer, ints, copy))
 
 
 def boundary_copies(graph: LayerGraph, table: CostTable, picks: Mapping[str, str]

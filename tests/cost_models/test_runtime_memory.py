@@ -280,7 +280,14 @@ def test_boundary_copies_sit_at_the_consumer(picks: dict[str, str], fc_step_byte
     graph = weighted_graph()
     table = build_cost_table(graph, spec_with({**HOST_FIELDS, **INT8_PATHS}))
     extra = boundary_copies(graph, table, picks)
-    assert extra[-1] == fc_step_bytes and not any(extra[:-1])
+    assert extra[-1] == fc_step_bytes
+    # a blocked (NCHWc) fp32 conv read by an int8 layer: ReorderOutput's plain copy of its
+    # 384 outputs beside the blocked buffer, at the ReLU step after the conv
+    reordered = 1536 if picks == {"conv": "fp32", "fc": "int8"} else 0
+    assert extra[1] == reordered and not extra[0] and not any(extra[2:-1])
+    unblocked = {**HOST_FIELDS, **INT8_PATHS,
+                 "activation_channel_block": {"value": 1, **MEASURED}}
+    assert boundary_copies(graph, build_cost_table(graph, spec_with(unblocked)), picks)[1] == 0
 
 
 def test_a_bad_channel_block_is_one_clear_error() -> None:
