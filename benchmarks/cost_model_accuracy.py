@@ -267,6 +267,21 @@ def layer_points(name: str, plan: str, picks: dict[str, str], m: dict, measured:
             for layer, opt in picks.items() if m["layers"].get(layer, {}).get("nodes")]
 
 
+def noise_floor(first: list[float], again: list[float], profiled: list[float]) -> str:
+    """The same ONNX files measured twice in one run: how far two medians of this machine
+    disagree, next to the model's error against each."""
+    if not again:
+        return ""
+    diffs = [abs(b / a - 1) for a, b in zip(first, again, strict=True)]
+    spread, model = 100 * mape(again, first), 100 * mape(profiled, again)
+    return (f"Noise floor: the same {len(again)} models measured again at the end of the run "
+            f"(200 more runs each) differ from their first median by {spread:.1f} % on "
+            f"average, {100 * max(diffs):.0f} % at most. Against that second measurement the "
+            f"measured-per-layer model's end-to-end MAPE is {model:.1f} % (against the first, "
+            "in the table above): on this VM an end-to-end error that size is run-to-run "
+            "noise as much as model error.")
+
+
 def mixed_e2e(profiled: list[float], analytic: list[float], measured: list[float],
               mixed: list[bool]) -> str:
     """The end-to-end MAPE of mixed plans alone: on a uniform plan the measured-per-layer model
@@ -301,6 +316,7 @@ def main() -> int:
     e2e_profiled: list[float] = []
     e2e_analytic: list[float] = []
     e2e_mixed: list[bool] = []
+    e2e_paths: list[Path] = []
     points: list[LayerPoint] = []
     memory: list[MemoryRow] = []
     cached = 0
@@ -328,6 +344,7 @@ def main() -> int:
                 analytic = table.run_overhead_ms + sum(table.cost(n, o).latency_ms
                                                        for n, o in picks.items())
                 e2e_meas.append(meas)
+                e2e_paths.append(path)
                 e2e_profiled.append(profiled)
                 e2e_analytic.append(analytic)
                 e2e_mixed.append(label.startswith("mixed"))
@@ -341,8 +358,12 @@ def main() -> int:
             if getattr(model, "output_kind", "logits") == "logits":
                 memory.append(_pruned_memory_row(arch, model, spec,
                                                  Path(tmp) / f"{k}.pruned.onnx"))
+        # the same models again, minutes later: this machine's run-to-run noise floor
+        e2e_again = [float(em.measure(p, runs=200, warmup=20, opt_level=OPT_LEVEL,
+                                      calibration=overhead_cal)["latency_ms"]["median"])
+                     for p in e2e_paths]
     text = report(spec.cpu, e2e_rows, e2e_meas, e2e_profiled, e2e_analytic, e2e_mixed,
-                  points, memory,
+                  e2e_again, points, memory,
                   cached, time.perf_counter() - start, (load_start, os.getloadavg()[0]))
     print(text)
     atomic_write_text(Path(__file__).parents[1] / "docs" / "cost-model-accuracy.md", text)
@@ -360,7 +381,8 @@ def _pruned_memory_row(arch: Architecture, model: torch.nn.Module, spec: object,
 
 
 def report(cpu: str, e2e_rows: list[str], e2e_meas: list[float], e2e_profiled: list[float],
-           e2e_analytic: list[float], e2e_mixed: list[bool], points: list[LayerPoint],
+           e2e_analytic: list[float], e2e_mixed: list[bool], e2e_again: list[float],
+           points: list[LayerPoint],
            memory: list[MemoryRow],
            cached: int, wall_s: float, load: tuple[float, float]) -> str:
     judged = [p for p in points if p.measured_ms * 1e3 >= JUDGED_LAYER_US]
@@ -399,6 +421,7 @@ def report(cpu: str, e2e_rows: list[str], e2e_meas: list[float], e2e_profiled: l
         f"{mem_ok}/{len(mem_judged)} "
         f"{'PASS' if mem_judged and mem_ok == len(mem_judged) else 'FAIL'} | (same liveness "
         "model) |", "",
+        noise_floor(e2e_meas, e2e_again, e2e_profiled), "",
         mixed_e2e(e2e_profiled, e2e_analytic, e2e_meas, e2e_mixed), "",
         *layer_summary([p for p in judged if p.plan.startswith("mixed")],
                        "Of the judged points, those of mixed plans (a real prediction: the "
