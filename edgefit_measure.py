@@ -86,6 +86,10 @@ SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 OPT_LEVELS = ("basic", "extended", "all")
 DEFAULT_RUNS = 200
 DEFAULT_WARMUP = 20
+# The timed runs go in this many back-to-back rounds; ``steady`` is the lowest round median:
+# on a shared or throttled machine whole stretches of runs go slower, and one median of
+# consecutive runs lands in such a stretch as often as not.
+ROUNDS = 10
 DEFAULT_PROFILE_RUNS = 50
 DEFAULT_PROFILE_WARMUP = 10
 SEED = 0
@@ -596,7 +600,9 @@ def time_runs(
     threads: int = 1, opt_level: str = "all", providers: Sequence[str] | None = None,
     seed: int = SEED,
 ) -> dict[str, Any]:  # fmt: skip
-    """End-to-end latency of ``session.run`` (no profiling), all in ms."""
+    """End-to-end latency of ``session.run`` (no profiling), all in ms: statistics of every
+    run, and ``steady``, the lowest median of ``ROUNDS`` equal rounds of them (what edgefit
+    plans and judges by; the median of all runs is kept beside it)."""
     sess = open_session(Path(path), session_options(threads, opt_level), providers)
     feed = random_feed(input_specs(sess), seed)
     for _ in range(warmup):
@@ -606,8 +612,12 @@ def time_runs(
         t0 = time.perf_counter()
         _run(sess, feed)
         times.append(time.perf_counter() - t0)
-    return {**_stats_ms(times), "runs": len(times), "warmup": warmup,
-            "how": "time.perf_counter around session.run, session without profiling",
+    rounds = np.array_split(np.asarray(times), min(ROUNDS, len(times)))
+    steady = 1e3 * float(min(np.median(r) for r in rounds))
+    return {**_stats_ms(times), "steady": steady, "rounds": len(rounds), "runs": len(times),
+            "warmup": warmup,
+            "how": "time.perf_counter around session.run, session without profiling; steady = "
+                   f"the lowest median of {len(rounds)} consecutive equal rounds",
             "providers": list(sess.get_providers())}
 
 
@@ -1001,7 +1011,7 @@ def measure(
     calib = per_node["calibration"]
     predicted_ms = (per_node["profile"]["node_total_calibrated_us"]
                     + calib["run_overhead_us"]) / 1e3
-    _close_layers(per_node, latency["median"], calib["run_overhead_us"] / 1e3)
+    _close_layers(per_node, latency["steady"], calib["run_overhead_us"] / 1e3)
     options = None
     with contextlib.suppress(json.JSONDecodeError, TypeError):
         options = json.loads(meta[OPTIONS_KEY]) if OPTIONS_KEY in meta else None
@@ -1033,9 +1043,11 @@ def measure(
         "closure": {
             "calibrated_nodes_plus_run_overhead_ms": predicted_ms,
             "end_to_end_median_ms": latency["median"],
-            "ratio": predicted_ms / latency["median"] if latency["median"] > 0 else None,
+            "end_to_end_steady_ms": latency["steady"],
+            "ratio": predicted_ms / latency["steady"] if latency["steady"] > 0 else None,
             "how": "sum of calibrated node times + session.run overhead, against the "
-                   "unprofiled end-to-end median (1.0 = the per-node numbers add up)",
+                   "unprofiled end-to-end steady latency (1.0 = the per-node numbers add up); "
+                   "layers' closed_ms add up to it",
         },
         "memory": _memory(baseline),
         "host": host,
@@ -1053,7 +1065,7 @@ def closure_scale(end_to_end_ms: float, run_overhead_ms: float, nodes_ms: float)
 
 def _close_layers(per_node: dict[str, Any], end_to_end_ms: float, run_overhead_ms: float) -> None:
     """Add ``closed_ms`` (calibrated time x :func:`closure_scale`) to every layer entry: the
-    layers (and any unmapped nodes) then add up to the unprofiled median less the run
+    layers (and any unmapped nodes) then add up to the unprofiled steady latency less the run
     overhead."""
     nodes_ms = (sum(e["calibrated_ms"] for e in per_node["layers"].values())
                 + per_node["unmapped"]["calibrated_us"] / 1e3)

@@ -339,7 +339,7 @@ def main() -> int:
                 m = em.measure(path, runs=200, warmup=20, opt_level=OPT_LEVEL,
                                owners=step_owner_overrides(em.read_graph(path), graph),
                                calibration=overhead_cal)
-                meas = float(m["latency_ms"]["median"])
+                meas = float(m["latency_ms"]["steady"])
                 profiled = overhead + sum(measured[n, o].closed_ms for n, o in picks.items())
                 analytic = table.run_overhead_ms + sum(table.cost(n, o).latency_ms
                                                        for n, o in picks.items())
@@ -360,7 +360,7 @@ def main() -> int:
                                                  Path(tmp) / f"{k}.pruned.onnx"))
         # the same models again, minutes later: this machine's run-to-run noise floor
         e2e_again = [float(em.measure(p, runs=200, warmup=20, opt_level=OPT_LEVEL,
-                                      calibration=overhead_cal)["latency_ms"]["median"])
+                                      calibration=overhead_cal)["latency_ms"]["steady"])
                      for p in e2e_paths]
     text = report(spec.cpu, e2e_rows, e2e_meas, e2e_profiled, e2e_analytic, e2e_mixed,
                   e2e_again, points, memory,
@@ -400,9 +400,10 @@ def report(cpu: str, e2e_rows: list[str], e2e_meas: list[float], e2e_profiled: l
         "# Cost-model accuracy on this machine", "",
         "Made by `.venv/bin/python benchmarks/cost_model_accuracy.py`; every number below is "
         f"from that run ({cpu}, onnxruntime, 1 thread, opt level {OPT_LEVEL}). Measured = "
-        "edgefit_measure on the plan's own quantised ONNX (median of 200 runs end to end; "
+        "edgefit_measure on the plan's own quantised ONNX (end to end: the steady latency, the "
+        "lowest median of 10 equal rounds of 200 runs, `edgefit_measure.ROUNDS`; "
         "per layer, its profiled pass with the calibrated offset removed, scaled by that "
-        "run's closure so the layers add up to the unprofiled median), a separate session "
+        "run's closure so the layers add up to the unprofiled steady latency), a separate session "
         f"from the profiling that built the measured-per-layer model ({cached} of its "
         "(layer, option) rows came from the profile cache). The measured-per-layer model "
         "charges each layer its profiled time in the uniform model at that option, scaled the "

@@ -78,7 +78,7 @@ else:
 
 METHOD = (f"uniform-model/ort-profile/calibrated/v2-closed/forms-{GRAPH_FORM_VERSION}"
           f"/attribution-{em.ATTRIBUTION_VERSION}"
-          + ("" if em.MEM_PATTERN else "/mem-pattern-off")
+          + ("" if em.MEM_PATTERN else "/mem-pattern-off") + f"/steady-of-{em.ROUNDS}"
           + "".join(f"/{k}={v}" for k, v in sorted(em.SESSION_CONFIG.items())))
 """Goes into every layer signature: a different measuring method never reuses a row."""
 
@@ -342,7 +342,7 @@ def _store(m: Mapping[str, Any], option: str, graph: LayerGraph, fp: DeviceFinge
     if empty:
         raise PlanError(f"profiling {graph.model} at {option}: no onnxruntime node was "
                         f"attributed to layer(s) {', '.join(empty)}")
-    model_ms = float(m["latency_ms"]["median"])
+    model_ms = float(m["latency_ms"]["steady"])
     run_overhead_ms = float(m["calibration"]["run_overhead_us"]) / 1e3
     closure = m["closure"]["ratio"]
     scale = float(m["profile"]["closure_scale"])

@@ -662,13 +662,14 @@ def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runn
     lat = measure.latency_ms(runnable, x)
     lat_fp32 = measure.latency_ms(fp32_onnx, x)
     mem = measure.peak_memory(runnable, input_shape)
-    how_lat = (f"onnxruntime CPU, 1 thread, ORT_ENABLE_ALL, batch 1, median of {lat['runs']} "
-               f"after {lat['warmup']} warm-up (p90 {lat['p90_ms']:.4g} ms)")
+    how_lat = (f"onnxruntime CPU, 1 thread, ORT_ENABLE_ALL, batch 1, {lat['runs']} runs after "
+               f"{lat['warmup']} warm-up: the lowest median of {lat['rounds']} equal rounds "
+               f"(median of all {lat['median_ms']:.4g} ms, p90 {lat['p90_ms']:.4g} ms)")
     rows = [
         {"quantity": "latency (compressed)", "unit": "ms", "predicted": predicted["latency_ms"],
-         "measured": lat["median_ms"], "how": how_lat},
+         "measured": lat["steady_ms"], "how": how_lat},
         {"quantity": "latency (fp32 baseline)", "unit": "ms",
-         "predicted": predicted_fp32["latency_ms"], "measured": lat_fp32["median_ms"],
+         "predicted": predicted_fp32["latency_ms"], "measured": lat_fp32["steady_ms"],
          "how": "the uncompressed model's export (before pruning, factorising, sharing and "
                 "quantising), same settings, same run"},
         {"quantity": "bytes on disk (runnable ONNX)", "unit": "B",

@@ -54,7 +54,11 @@ def session(path: Path, threads: int = 1) -> Any:
 
 
 def latency_ms(path: Path, x: np.ndarray, warmup: int = 20, runs: int = 200) -> dict[str, float]:
-    """Median and p90 of one inference (batch of x's first sample), 1 thread."""
+    """Steady latency (the lowest median of edgefit_measure.ROUNDS equal rounds, as the
+    host's profiles are closed to), median and p90 of one inference (batch of x's first
+    sample), 1 thread."""
+    from edgefit_measure import ROUNDS
+
     sess = session(path)
     feed = {sess.get_inputs()[0].name: x[:1]}
     for _ in range(warmup):
@@ -64,8 +68,11 @@ def latency_ms(path: Path, x: np.ndarray, warmup: int = 20, runs: int = 200) -> 
         t = time.perf_counter()
         sess.run(None, feed)
         times.append(time.perf_counter() - t)
-    return {"median_ms": 1e3 * float(np.median(times)),
-            "p90_ms": 1e3 * float(np.percentile(times, 90)), "runs": runs, "warmup": warmup}
+    rounds = np.array_split(np.asarray(times), min(ROUNDS, len(times)))
+    return {"steady_ms": 1e3 * float(min(np.median(r) for r in rounds)),
+            "median_ms": 1e3 * float(np.median(times)),
+            "p90_ms": 1e3 * float(np.percentile(times, 90)), "runs": runs, "warmup": warmup,
+            "rounds": len(rounds)}
 
 
 def peak_memory(path: Path, input_shape: tuple[int, ...]) -> dict[str, int] | None:

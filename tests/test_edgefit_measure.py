@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -111,6 +112,8 @@ def test_isolated_script_writes_valid_json(lone_script: Path) -> None:
     lat = d["latency_ms"]
     assert lat["runs"] == 20 and lat["warmup"] == 2
     assert 0 < lat["min"] <= lat["p10"] <= lat["median"] <= lat["p90"] <= lat["max"]
+    # the lowest of equal rounds' medians (10 rounds of 2 runs here)
+    assert lat["min"] <= lat["steady"] <= lat["p90"] and lat["rounds"] == em.ROUNDS
     assert lat["min"] <= lat["mean"] <= lat["max"]
     assert d["model"]["inputs"] == [{"name": "x", "shape": [1, 1, 8, 8],
                                      "declared_shape": ["batch", 1, 8, 8], "dtype": "float32"}]
@@ -135,7 +138,7 @@ def test_isolated_script_writes_valid_json(lone_script: Path) -> None:
     assert d["calibration"]["offset_us"] >= 0 and d["closure"]["ratio"] > 0
     # the closed layer times add up to the unprofiled run less the session.run overhead
     closed = sum(lay["closed_ms"] for lay in d["layers"].values())
-    assert closed == pytest.approx(lat["median"] - d["calibration"]["run_overhead_us"] / 1e3)
+    assert closed == pytest.approx(lat["steady"] - d["calibration"]["run_overhead_us"] / 1e3)
 
 
 def test_closure_scale() -> None:
@@ -291,3 +294,14 @@ def test_slash_named_fusions_and_their_reshapes_map_to_the_layer() -> None:
     assert got["gemm_output_reshape_token_4"][0] == "q"
     assert got["node_mm/MatMulScaleFusion/"] == ("q", "fused name")
     assert got["ln"] == ("emb", "name")
+
+
+def test_steady_is_the_lowest_round_median(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs 1..100 ms in order, 10 rounds of 10: the first round's median (5.5 ms) is steady,
+    whatever the slow rounds after it; the median of all runs is kept beside it (50.5 ms)."""
+    onnx.save(conv_relu_gemm(), tmp_path / "m.onnx")
+    clock = iter([t for i in range(1, 101) for t in (0.0, i / 1e3)])
+    monkeypatch.setattr(em, "_run", lambda sess, feed: None)
+    monkeypatch.setattr(em, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    lat = em.time_runs(tmp_path / "m.onnx", runs=100, warmup=0)
+    assert lat["steady"] == pytest.approx(5.5) and lat["median"] == pytest.approx(50.5)
