@@ -275,7 +275,7 @@ def noise_floor(first: list[float], again: list[float], profiled: list[float]) -
     diffs = [abs(b / a - 1) for a, b in zip(first, again, strict=True)]
     spread, model = 100 * mape(again, first), 100 * mape(profiled, again)
     return (f"Noise floor: the same {len(again)} models measured again at the end of the run "
-            f"(200 more runs each) differ from their first median by {spread:.1f} % on "
+            f"(200 more runs each) differ from their first measurement by {spread:.1f} % on "
             f"average, {100 * max(diffs):.0f} % at most. Against that second measurement the "
             f"measured-per-layer model's end-to-end MAPE is {model:.1f} % (against the first, "
             "in the table above): on this VM an end-to-end error that size is run-to-run "
