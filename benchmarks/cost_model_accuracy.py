@@ -532,6 +532,12 @@ WHY_MEMORY = [
     "* **Float activations of int8 layers.** A ReLU/ReLU6 after an int8 layer runs between "
     "DequantizeLinear and QuantizeLinear (symmetric activation codes cannot fold the clip): "
     "the layer's output exists as int8 codes and as an fp32 copy at that step.",
+    "* **int8 Linears over tokens.** edgefit writes them as QLinearMatMul, which has no bias "
+    "input: a DequantizeLinear turns the codes to fp32 and the bias is added in float, so "
+    "their consumers (LayerNorm, GELU, softmax, the attention matmuls on MiniLM) read fp32 "
+    "tensors, the codes are kernel scratch beside the int32 accumulator, and the next int8 "
+    "Linear quantises its fp32 input again (a boundary copy). A Linear on one row is a Gemm, "
+    "fused into QGemm with its bias: its consumers read codes.",
     "* **Reordered outputs.** A float conv runs in NCHWc; when an int8 layer reads its "
     "output, a ReorderOutput writes the plain NCHW copy while the blocked buffer is still held "
     "(the int8 kernels run channels-last behind a Transpose), so both are live between the "
@@ -553,14 +559,8 @@ WHY_MEMORY = [
     "4-bit MatMul probes (`device_specs/host.py` MATMUL_SCRATCH_SHAPES) and checked on shapes "
     "outside the fit (tests/cost_models/test_runtime_memory.py).",
     "",
-    "Why rows still fail:",
+    "Not modelled, and why a row can miss:",
     "",
-    "* **minilm-l6 int8.** onnxruntime's own graph holds more live tensors than the layer "
-    "graph's RAM steps (its live-tensors column): the ops between an int8 Linear's "
-    "DequantizeLinear and the next QuantizeLinear (LayerNorm, GELU, softmax, the attention "
-    "matmuls) run on fp32 tensors, which the layer graph charges at their producing layer's "
-    "1 byte per element, and its reuse chains are those of the int8 graph's own tensor "
-    "sizes, not the fp32 ones the planner works out; not modelled.",
     "* **Not modelled in the layout term:** onnxruntime leaves a conv unblocked when its "
     "input channels are >= the block and not a multiple of it; the layer graph carries no "
     "input channel count, so every float conv with unaligned output channels gets the term "

@@ -57,6 +57,9 @@ class OptionCost:
     # measured kernel latency carries over (edgefit.planning.derived_latency)
     latency_of: str = ""
     latency_ratio: float = 1.0
+    # an int8 layer whose consumers read an fp32 tensor (DequantizeLinear + its bias added in
+    # float: int8_float_output), so act_bytes is 4 and its codes are kernel scratch
+    float_output: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,17 @@ def kernel_scratch_bytes(layer: Layer, kernel: Kernel, memory: RuntimeMemory,
     (int8_scratch_bytes) or a weight-only Linear's fused kernel's (matmul_scratch_bytes)."""
     return (int8_scratch_bytes(layer, kernel, memory, out_fraction, in_fraction)
             + matmul_scratch_bytes(layer, kernel, memory, in_fraction))
+
+
+def int8_float_output(layer: Layer, kernel: Kernel, memory: RuntimeMemory) -> bool:
+    """An int8 Linear over token rows is written as QLinearMatMul, which has no bias input
+    (executors.onnx_quant): DequantizeLinear turns its codes to fp32 and the bias is added in
+    float, so what its consumers read is an fp32 tensor. (A Linear on one row is a Gemm,
+    which onnxruntime fuses into QGemm, bias inside: its consumers read codes.) On a QDQ
+    runtime with the int8 memory probe (Profile.qdq_fp32_boundaries, int8_conv_paths)."""
+    rows = layer.output_numel // max(1, layer.out_channels)
+    return (memory.int8_conv_paths is not None and memory.fp32_input
+            and kernel.activations == "int8" and layer.op_type == "Linear" and rows > 1)
 
 
 def matmul_scratch_bytes(layer: Layer, kernel: Kernel, memory: RuntimeMemory,
@@ -410,13 +424,14 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
             flash, latency = option_costs(layer, opt, kernel, profile, charged[layer.name],
                                           (sparse_flash or {}).get((layer.name, opt.name)),
                                           (factored or {}).get((layer.name, opt.name)))
+            float_out = not opt.gather and int8_float_output(layer, kernel, memory)
             row.append(OptionCost(
                 option=opt.name,
                 latency_ms=latency,
                 flash_bytes=flash,
                 energy_mj=layer_power_w * latency,  # W x ms = mJ
-                act_bytes=(GATHER_ACT_BYTES if opt.gather
-                           else activation_bytes(kernel) * opt.out_fraction),
+                act_bytes=(GATHER_ACT_BYTES if opt.gather else
+                           (4 if float_out else activation_bytes(kernel)) * opt.out_fraction),
                 acc_loss=(acc_loss or {}).get((layer.name, opt.name), 0.0),
                 widths=opt.widths,
                 # the input is quantised inside the graph: the caller's buffer stays fp32
@@ -429,7 +444,9 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                 blocked=memory.channel_block > 1 and kernel.activations in ("fp32", "fp16")
                 and not _dequantized(kernel) and not opt.gather,
                 kernel_scratch_bytes=0.0 if opt.gather else kernel_scratch_bytes(
-                    layer, kernel, memory, opt.out_fraction, opt.in_fraction),
+                    layer, kernel, memory, opt.out_fraction, opt.in_fraction)
+                + (memory.rounded(layer.output_numel * opt.out_fraction) if float_out else 0.0),
+                float_output=float_out,
                 latency_of=opt.kernel if opt.name != opt.kernel and opt.weight_fraction >= 1.0
                 and not opt.gather else "",
             ))
@@ -516,7 +533,7 @@ def boundary_terms(graph: LayerGraph, table: CostTable
                 continue
             by_bytes: dict[tuple[float, bool], list[str]] = {}
             for c in table.options[producer]:
-                int8 = _int8_act(c.option)
+                int8 = _int8_act(c.option) and not c.float_output  # its tensor holds codes
                 elements = tensor.numel * c.act_bytes / (1.0 if int8 else 4.0)
                 copy = mem.rounded(4 * elements) if int8 else mem.rounded(elements)
                 by_bytes.setdefault((copy, int8), []).append(c.option)
@@ -587,7 +604,7 @@ def _float_activation_copies(graph: LayerGraph, table: CostTable,
         if source is None or source.owner is None or source.owner not in table.options:
             continue
         for c in table.options[source.owner]:
-            if _int8_act(c.option) and c.act_bytes:
+            if _int8_act(c.option) and c.act_bytes and not c.float_output:
                 key = (source.owner, c.option)
                 steps[t][key] = steps[t].get(key, 0.0) + mem.rounded(4 * source.numel
                                                                      * c.act_bytes)

@@ -373,3 +373,31 @@ def test_layer_graph_shapes_round_trip_through_json() -> None:
     g = reuse_graph()
     again = LayerGraph.from_json(g.to_json())
     assert again.tensors == g.tensors and again.held_tensors() == g.held_tensors()
+
+
+def token_linears(rows: int) -> LayerGraph:
+    """x (rows x 16) -> fc1 (16 -> 16) -> fc2 (16 -> 16) -> y."""
+    n = rows * 16
+    fc1 = Layer("fc1", "Linear", "linear", 272, 256, 16, 16, 256 * rows, n, n, (16, 16))
+    fc2 = replace(fc1, name="fc2")
+    steps = [Step("fc1", "layer", "Linear", ("x",), "h", "fc1"),
+             Step("fc2", "layer", "Linear", ("h",), "y", "fc2")]
+    tensors = {"x": Tensor("x", n, "fc1"), "h": Tensor("h", n, "fc1"), "y": Tensor("y", n, "fc2")}
+    return LayerGraph("tok", (rows, 16), [fc1, fc2], steps, tensors, ("y",))
+
+
+def test_int8_token_linears_hand_their_consumers_fp32() -> None:
+    """An int8 Linear over 32 rows is QLinearMatMul + DequantizeLinear + a float bias add: its
+    consumers read fp32 (4 B per element), its codes are scratch beside the int32 accumulator,
+    and an int8 reader quantises the fp32 tensor again. On one row it is QGemm: codes."""
+    spec = spec_with({**HOST_FIELDS, **INT8_PATHS})
+    g = token_linears(32)
+    table = build_cost_table(g, spec)
+    fc1 = table.cost("fc1", "int8")
+    assert fc1.float_output and fc1.act_bytes == 4
+    assert fc1.kernel_scratch_bytes == 4 * 512 + 512  # accumulator + codes, 256 B grain
+    assert boundary_copies(g, table, {"fc1": "int8", "fc2": "int8"})[1] == 512  # Q copy
+    assert boundary_copies(g, table, {"fc1": "int8", "fc2": "fp32"})[1] == 0  # already fp32
+    one = build_cost_table(token_linears(1), spec).cost("fc1", "int8")
+    assert not one.float_output and one.act_bytes == 1
+    assert not build_cost_table(g, spec_with(HOST_FIELDS)).cost("fc1", "int8").float_output
