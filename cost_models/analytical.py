@@ -543,7 +543,56 @@ def boundary_terms(graph: LayerGraph, table: CostTable
                     terms[t].append((producer, tuple(options), consumer, readers, copy))
     if mem.channel_block > 1:
         _reordered_outputs(graph, table, terms)
+        _reordered_inputs(graph, table, terms)
     return terms
+
+
+def _reordered_inputs(graph: LayerGraph, table: CostTable,
+                      terms: list[list[tuple[str, tuple[str, ...], str, tuple[str, ...],
+                                             float]]]) -> None:
+    """An int8 conv whose tensor reaches a float conv through ops (a pool): onnxruntime
+    dequantises right after the int8 conv's activation and runs the ops in float, in the
+    blocked layout, so a ReorderInput writes a blocked copy of the int8 conv's whole output
+    beside its fp32 copy (charged at the step after the int8 conv when that step is a view of
+    its output, like the fp32 copy of its ReLU)."""
+    at = layer_steps(graph)
+    produced_by = {st.output: st for st in graph.steps}
+    for step in graph.steps:
+        consumer = step.owner
+        if step.kind != "layer" or consumer is None or consumer not in table.options or \
+                graph.layer(consumer).op_class not in _BLOCKED_CLASSES:
+            continue
+        floats = tuple(c.option for c in table.options[consumer]
+                       if c.blocked and not _int8_act(c.option))
+        for name in dict.fromkeys(step.inputs):
+            tensor = graph.tensors.get(name)
+            producer = tensor.owner if tensor is not None else None
+            if tensor is None or producer is None or producer == consumer or not floats or \
+                    producer not in table.options or producer not in at or \
+                    graph.layer(producer).op_class not in _BLOCKED_CLASSES or \
+                    not _through_ops(name, produced_by):
+                continue
+            p = at[producer]
+            after = p + 1 if p + 1 < len(graph.steps) and graph.steps[p + 1].kind == "alias" \
+                and graph.steps[p].output in graph.steps[p + 1].inputs else p
+            out = graph.tensors[graph.steps[p].output]
+            by_bytes: dict[float, list[str]] = {}
+            for c in table.options[producer]:
+                if _int8_act(c.option) and not c.float_output:
+                    by_bytes.setdefault(table.memory.rounded(4 * out.numel * c.act_bytes),
+                                        []).append(c.option)
+            for copy, options in by_bytes.items():
+                terms[after].append((producer, tuple(options), consumer, floats, copy))
+
+
+def _through_ops(tensor: str, produced_by: Mapping[str, Step]) -> bool:
+    """Whether an op step (not only views) lies between the tensor and the layer it is from."""
+    step = produced_by.get(tensor)
+    while step is not None and step.kind != "layer":
+        if step.kind == "op":
+            return True
+        step = produced_by.get(step.inputs[0]) if step.inputs else None
+    return False
 
 
 _BLOCKED_CLASSES = ("conv", "pointwise", "depthwise")

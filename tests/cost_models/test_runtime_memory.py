@@ -401,3 +401,30 @@ def test_int8_token_linears_hand_their_consumers_fp32() -> None:
     one = build_cost_table(token_linears(1), spec).cost("fc1", "int8")
     assert not one.float_output and one.act_bytes == 1
     assert not build_cost_table(g, spec_with(HOST_FIELDS)).cost("fc1", "int8").float_output
+
+
+def pooled_graph() -> LayerGraph:
+    """x (1x8x8) -> conv1 (16 ch) -> relu (view) -> pool (op, 4x4) -> conv2 (16 ch) -> y."""
+    conv1 = Layer("conv1", "Conv2d", "conv", 160, 144, 16, 16, 9216, 64, 1024, (16, 1, 3, 3))
+    conv2 = Layer("conv2", "Conv2d", "conv", 2320, 2304, 16, 16, 36864, 256, 256,
+                  (16, 16, 3, 3))
+    steps = [Step("conv1", "layer", "Conv2d", ("x",), "c1", "conv1"),
+             Step("relu", "alias", "ReLU", ("c1",), "r1", "conv1"),
+             Step("pool", "op", "max_pool2d", ("r1",), "p", "conv1"),
+             Step("conv2", "layer", "Conv2d", ("p",), "y", "conv2")]
+    tensors = {"x": Tensor("x", 64, "conv1"), "c1": Tensor("c1", 1024, "conv1"),
+               "r1": Tensor("r1", 1024, "conv1"), "p": Tensor("p", 256, "conv1"),
+               "y": Tensor("y", 256, "conv2")}
+    return LayerGraph("pooled", (1, 8, 8), [conv1, conv2], steps, tensors, ("y",))
+
+
+@pytest.mark.parametrize(("picks", "relu_step_bytes"), [
+    ({"conv1": "int8", "conv2": "fp32"}, 4 * 1024),  # ReorderInput's blocked copy, full size
+    ({"conv1": "int8", "conv2": "int8"}, 0), ({"conv1": "fp32", "conv2": "fp32"}, 0)])
+def test_a_float_conv_after_a_pool_reorders_the_int8_convs_whole_output(
+        picks: dict[str, str], relu_step_bytes: int) -> None:
+    g = pooled_graph()
+    spec = {**HOST_FIELDS, **INT8_PATHS}
+    assert boundary_copies(g, build_cost_table(g, spec_with(spec)), picks)[1] == relu_step_bytes
+    flat = {**spec, "activation_channel_block": {"value": 1, **MEASURED}}
+    assert boundary_copies(g, build_cost_table(g, spec_with(flat)), picks)[1] == 0
