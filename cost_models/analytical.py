@@ -9,12 +9,12 @@ during inference x latency.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from cost_models.channels import LayerCoupling
-from cost_models.graph import Layer, LayerGraph, Step
+from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from cost_models.options import (
     RANK_LEVELS,
     SHARE_LEVELS,
@@ -505,8 +505,11 @@ def _int8_act(option: str) -> bool:
     return option.split("+")[0] == "int8"
 
 
-def boundary_terms(graph: LayerGraph, table: CostTable
-                   ) -> list[list[tuple[str, tuple[str, ...], str, tuple[str, ...], float]]]:
+_Term = tuple[str, tuple[str, ...], str, tuple[str, ...], float]
+_K = TypeVar("_K")
+
+
+def boundary_terms(graph: LayerGraph, table: CostTable) -> list[list[_Term]]:
     """Per step, the precision-boundary copies as (producer, its options, consumer, its
     options, bytes): a layer reading an int8 layer's codes with a float kernel reads
     DequantizeLinear's fp32 copy of them; an int8 layer reading a float tensor reads
@@ -515,41 +518,83 @@ def boundary_terms(graph: LayerGraph, table: CostTable
     planner.Problem.step_pairs. Needs a QDQ runtime (Profile.qdq_fp32_boundaries: edgefit's
     export quantises inside the graph) with the int8 memory probe (Profile.int8_conv_paths)."""
     mem = table.memory
-    terms: list[list[tuple[str, tuple[str, ...], str, tuple[str, ...], float]]] = [
-        [] for _ in graph.steps]
+    terms: list[list[_Term]] = [[] for _ in graph.steps]
     if mem.int8_conv_paths is None or not mem.fp32_input:
         return terms
-    for t, step in enumerate(graph.steps):
-        consumer = step.owner
-        if step.kind != "layer" or consumer is None or consumer not in table.options:
-            continue
+    for t, consumer, producer, tensor in _layer_reads(graph, table):
         ints = tuple(c.option for c in table.options[consumer] if _int8_act(c.option))
         floats = tuple(c.option for c in table.options[consumer] if not _int8_act(c.option))
-        for name in dict.fromkeys(step.inputs):
-            tensor = graph.tensors.get(name)
-            producer = tensor.owner if tensor is not None else None
-            if tensor is None or producer is None or producer == consumer \
-                    or producer not in table.options:
-                continue
-            by_bytes: dict[tuple[float, bool], list[str]] = {}
-            for c in table.options[producer]:
-                int8 = _int8_act(c.option) and not c.float_output  # its tensor holds codes
-                elements = tensor.numel * c.act_bytes / (1.0 if int8 else 4.0)
-                copy = mem.rounded(4 * elements) if int8 else mem.rounded(elements)
-                by_bytes.setdefault((copy, int8), []).append(c.option)
-            for (copy, int8), options in by_bytes.items():
-                readers = floats if int8 else ints
-                if copy and readers:
-                    terms[t].append((producer, tuple(options), consumer, readers, copy))
+        sized = []
+        for c in table.options[producer]:
+            int8 = _int8_act(c.option) and not c.float_output  # its tensor holds codes
+            elements = tensor.numel * c.act_bytes / (1.0 if int8 else 4.0)
+            sized.append(((mem.rounded(4 * elements) if int8 else mem.rounded(elements), int8),
+                          c.option))
+        for (copy, int8), options in _grouped(sized).items():
+            readers = floats if int8 else ints
+            if copy and readers:
+                terms[t].append((producer, options, consumer, readers, copy))
     if mem.channel_block > 1:
         _reordered_outputs(graph, table, terms)
         _reordered_inputs(graph, table, terms)
     return terms
 
 
-def _reordered_inputs(graph: LayerGraph, table: CostTable,
-                      terms: list[list[tuple[str, tuple[str, ...], str, tuple[str, ...],
-                                             float]]]) -> None:
+def _layer_reads(graph: LayerGraph, table: CostTable
+                 ) -> Iterator[tuple[int, str, str, Tensor]]:
+    """(step, consumer, producer, tensor) for every tensor a planned layer reads that another
+    planned layer's option sets the type of."""
+    for t, step in enumerate(graph.steps):
+        consumer = step.owner
+        if step.kind != "layer" or consumer is None or consumer not in table.options:
+            continue
+        for name in dict.fromkeys(step.inputs):
+            tensor = graph.tensors.get(name)
+            producer = tensor.owner if tensor is not None else None
+            if tensor is not None and producer is not None and producer != consumer \
+                    and producer in table.options:
+                yield t, consumer, producer, tensor
+
+
+def _grouped(keyed: Iterable[tuple[_K, str]]) -> dict[_K, tuple[str, ...]]:
+    """Options grouped by what they cost (one pair term per group), in first-seen order."""
+    out: dict[_K, list[str]] = {}
+    for key, option in keyed:
+        out.setdefault(key, []).append(option)
+    return {key: tuple(options) for key, options in out.items()}
+
+
+def _step_after(graph: LayerGraph, at: Mapping[str, int], layer: str) -> int:
+    """The step right after a layer's when it is a view of the layer's output (its fused
+    activation: the layer's input is freed by then), else the layer's own step."""
+    p = at[layer]
+    nxt = graph.steps[p + 1] if p + 1 < len(graph.steps) else None
+    return p + 1 if nxt is not None and nxt.kind == "alias" and \
+        graph.steps[p].output in nxt.inputs else p
+
+
+_BLOCKED_CLASSES = ("conv", "pointwise", "depthwise")
+
+
+def _reordered_outputs(graph: LayerGraph, table: CostTable, terms: list[list[_Term]]) -> None:
+    """A float conv running in the blocked layout (NCHWc) whose output an int8 layer reads:
+    the int8 kernel cannot read NCHWc, so a ReorderOutput writes the plain NCHW copy while the
+    blocked buffer is still held (between the two, after the conv's input is freed: charged
+    at the step after the conv when that step is a view of its output, else at the conv)."""
+    at = layer_steps(graph)
+    for _, consumer, producer, tensor in _layer_reads(graph, table):
+        ints = tuple(c.option for c in table.options[consumer] if _int8_act(c.option))
+        if not ints or producer not in at or \
+                graph.layer(producer).op_class not in _BLOCKED_CLASSES:
+            continue
+        sized = [(table.memory.rounded(tensor.numel * c.act_bytes), c.option)
+                 for c in table.options[producer] if c.blocked]
+        for copy, options in _grouped(sized).items():
+            terms[_step_after(graph, at, producer)].append(
+                (producer, options, consumer, ints, copy))
+
+
+def _reordered_inputs(graph: LayerGraph, table: CostTable, terms: list[list[_Term]]) -> None:
     """An int8 conv whose tensor reaches a float conv through ops (a pool): onnxruntime
     dequantises right after the int8 conv's activation and runs the ops in float, in the
     blocked layout, so a ReorderInput writes a blocked copy of the int8 conv's whole output
@@ -557,32 +602,20 @@ def _reordered_inputs(graph: LayerGraph, table: CostTable,
     its output, like the fp32 copy of its ReLU)."""
     at = layer_steps(graph)
     produced_by = {st.output: st for st in graph.steps}
-    for step in graph.steps:
-        consumer = step.owner
-        if step.kind != "layer" or consumer is None or consumer not in table.options or \
-                graph.layer(consumer).op_class not in _BLOCKED_CLASSES:
-            continue
+    for _, consumer, producer, tensor in _layer_reads(graph, table):
         floats = tuple(c.option for c in table.options[consumer]
                        if c.blocked and not _int8_act(c.option))
-        for name in dict.fromkeys(step.inputs):
-            tensor = graph.tensors.get(name)
-            producer = tensor.owner if tensor is not None else None
-            if tensor is None or producer is None or producer == consumer or not floats or \
-                    producer not in table.options or producer not in at or \
-                    graph.layer(producer).op_class not in _BLOCKED_CLASSES or \
-                    not _through_ops(name, produced_by):
-                continue
-            p = at[producer]
-            after = p + 1 if p + 1 < len(graph.steps) and graph.steps[p + 1].kind == "alias" \
-                and graph.steps[p].output in graph.steps[p + 1].inputs else p
-            out = graph.tensors[graph.steps[p].output]
-            by_bytes: dict[float, list[str]] = {}
-            for c in table.options[producer]:
-                if _int8_act(c.option) and not c.float_output:
-                    by_bytes.setdefault(table.memory.rounded(4 * out.numel * c.act_bytes),
-                                        []).append(c.option)
-            for copy, options in by_bytes.items():
-                terms[after].append((producer, tuple(options), consumer, floats, copy))
+        if not floats or producer not in at or \
+                graph.layer(consumer).op_class not in _BLOCKED_CLASSES or \
+                graph.layer(producer).op_class not in _BLOCKED_CLASSES or \
+                not _through_ops(tensor.name, produced_by):
+            continue
+        out = graph.tensors[graph.steps[at[producer]].output]
+        sized = [(table.memory.rounded(4 * out.numel * c.act_bytes), c.option)
+                 for c in table.options[producer] if _int8_act(c.option) and not c.float_output]
+        for copy, options in _grouped(sized).items():
+            terms[_step_after(graph, at, producer)].append(
+                (producer, options, consumer, floats, copy))
 
 
 def _through_ops(tensor: str, produced_by: Mapping[str, Step]) -> bool:
@@ -593,41 +626,6 @@ def _through_ops(tensor: str, produced_by: Mapping[str, Step]) -> bool:
             return True
         step = produced_by.get(step.inputs[0]) if step.inputs else None
     return False
-
-
-_BLOCKED_CLASSES = ("conv", "pointwise", "depthwise")
-
-
-def _reordered_outputs(graph: LayerGraph, table: CostTable,
-                       terms: list[list[tuple[str, tuple[str, ...], str, tuple[str, ...],
-                                              float]]]) -> None:
-    """A float conv running in the blocked layout (NCHWc) whose output an int8 layer reads:
-    the int8 kernel cannot read NCHWc, so a ReorderOutput writes the plain NCHW copy while the
-    blocked buffer is still held (between the two, after the conv's input is freed: charged
-    at the step after the conv when that step is a view of its output, else at the conv)."""
-    at = layer_steps(graph)
-    for step in graph.steps:
-        consumer = step.owner
-        if step.kind != "layer" or consumer is None or consumer not in table.options:
-            continue
-        ints = tuple(c.option for c in table.options[consumer] if _int8_act(c.option))
-        for name in dict.fromkeys(step.inputs):
-            tensor = graph.tensors.get(name)
-            producer = tensor.owner if tensor is not None else None
-            if tensor is None or producer is None or producer == consumer or not ints or \
-                    producer not in table.options or producer not in at or \
-                    graph.layer(producer).op_class not in _BLOCKED_CLASSES:
-                continue
-            p = at[producer]
-            after = p + 1 if p + 1 < len(graph.steps) and graph.steps[p + 1].kind == "alias" \
-                and graph.steps[p].output in graph.steps[p + 1].inputs else p
-            by_bytes: dict[float, list[str]] = {}
-            for c in table.options[producer]:
-                if c.blocked:
-                    by_bytes.setdefault(table.memory.rounded(tensor.numel * c.act_bytes),
-                                        []).append(c.option)
-            for copy, options in by_bytes.items():
-                terms[after].append((producer, tuple(options), consumer, ints, copy))
 
 
 def boundary_copies(graph: LayerGraph, table: CostTable, picks: Mapping[str, str]
