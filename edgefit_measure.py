@@ -595,6 +595,13 @@ def _stats_ms(seconds: Sequence[float]) -> dict[str, float]:
             "min": float(a.min()), "max": float(a.max())}
 
 
+def steady_s(seconds: Sequence[float]) -> tuple[float, int]:
+    """(the lowest median of ``ROUNDS`` consecutive equal rounds of these timings, rounds)."""
+    rounds = np.array_split(np.asarray(seconds, dtype=np.float64),
+                            max(1, min(ROUNDS, len(seconds))))
+    return float(min(np.median(r) for r in rounds)), len(rounds)
+
+
 def time_runs(
     path: str | os.PathLike[str], runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
     threads: int = 1, opt_level: str = "all", providers: Sequence[str] | None = None,
@@ -612,12 +619,11 @@ def time_runs(
         t0 = time.perf_counter()
         _run(sess, feed)
         times.append(time.perf_counter() - t0)
-    rounds = np.array_split(np.asarray(times), min(ROUNDS, len(times)))
-    steady = 1e3 * float(min(np.median(r) for r in rounds))
-    return {**_stats_ms(times), "steady": steady, "rounds": len(rounds), "runs": len(times),
+    steady, rounds = steady_s(times)
+    return {**_stats_ms(times), "steady": 1e3 * steady, "rounds": rounds, "runs": len(times),
             "warmup": warmup,
             "how": "time.perf_counter around session.run, session without profiling; steady = "
-                   f"the lowest median of {len(rounds)} consecutive equal rounds",
+                   f"the lowest median of {rounds} consecutive equal rounds",
             "providers": list(sess.get_providers())}
 
 

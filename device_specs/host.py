@@ -69,7 +69,7 @@ def _steady_s(fn: Any, runs: int) -> float:
     """Steady time of one call: the lowest median of edgefit_measure.ROUNDS equal rounds of
     ``runs`` calls (as edgefit measures models: a stretch of a shared machine running slow
     must not land in the probed rates)."""
-    from edgefit_measure import ROUNDS
+    from edgefit_measure import steady_s
 
     for _ in range(max(3, runs // 10)):
         fn()
@@ -78,8 +78,7 @@ def _steady_s(fn: Any, runs: int) -> float:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    rounds = np.array_split(np.asarray(times), min(ROUNDS, len(times)))
-    return float(min(np.median(r) for r in rounds))
+    return steady_s(times)[0]
 
 
 def _probe_gemm_macs_per_s(n: int = 384) -> float:

@@ -57,7 +57,7 @@ def latency_ms(path: Path, x: np.ndarray, warmup: int = 20, runs: int = 200) -> 
     """Steady latency (the lowest median of edgefit_measure.ROUNDS equal rounds, as the
     host's profiles are closed to), median and p90 of one inference (batch of x's first
     sample), 1 thread."""
-    from edgefit_measure import ROUNDS
+    from edgefit_measure import steady_s
 
     sess = session(path)
     feed = {sess.get_inputs()[0].name: x[:1]}
@@ -68,11 +68,10 @@ def latency_ms(path: Path, x: np.ndarray, warmup: int = 20, runs: int = 200) -> 
         t = time.perf_counter()
         sess.run(None, feed)
         times.append(time.perf_counter() - t)
-    rounds = np.array_split(np.asarray(times), min(ROUNDS, len(times)))
-    return {"steady_ms": 1e3 * float(min(np.median(r) for r in rounds)),
-            "median_ms": 1e3 * float(np.median(times)),
+    steady, rounds = steady_s(times)
+    return {"steady_ms": 1e3 * steady, "median_ms": 1e3 * float(np.median(times)),
             "p90_ms": 1e3 * float(np.percentile(times, 90)), "runs": runs, "warmup": warmup,
-            "rounds": len(rounds)}
+            "rounds": rounds}
 
 
 def peak_memory(path: Path, input_shape: tuple[int, ...]) -> dict[str, int] | None:
