@@ -619,7 +619,18 @@ def published_fit(spec: DeviceSpec, profile: str) -> FitResult | None:
     """The fit of the profile to its device's published measurements (the "fit" split of
     published_points.yaml), when it has earned its place: at least MIN_LOO_POINTS points
     predicted leave-one-out, with a leave-one-out MAPE below the catalog parameters' own
-    error on the same points. None otherwise (the catalog values stay)."""
+    error on the same points. None otherwise (the catalog values stay). Worked out once per
+    spec and profile (a plan asks twice: its parameters and its error band)."""
+    key = (hashlib.sha256(spec.model_dump_json().encode()).hexdigest(), profile)
+    if key not in _PUBLISHED_FITS:
+        _PUBLISHED_FITS[key] = _published_fit(spec, profile)
+    return _PUBLISHED_FITS[key]
+
+
+_PUBLISHED_FITS: dict[tuple[str, str], FitResult | None] = {}  # (spec digest, profile)
+
+
+def _published_fit(spec: DeviceSpec, profile: str) -> FitResult | None:
     from cost_models.published import points
 
     prof = spec.profile(profile)
