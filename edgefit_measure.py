@@ -47,6 +47,7 @@ import argparse
 import bisect
 import contextlib
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -78,7 +79,44 @@ models run as onnxruntime runs them by default. Notably onnxruntime fuses Dequan
 MatMul into ``MatMulNBits`` with ``accuracy_level`` 4, which quantises the activations to int8
 inside the kernel; ``session.qdq_matmulnbits_accuracy_level`` 0 keeps them float32, but its
 kernels were many times slower here for 2/3/6/8-bit weights and slower than fp32 for 4-bit.
-(Accuracy is evaluated at level 0, weight-only: ``executors.onnx_quant.ORT_SESSION_CONFIG``.)"""
+(Accuracy is evaluated at level 0, weight-only: ``executors.onnx_quant.ORT_SESSION_CONFIG``.)
+Every session takes :func:`session_config`: this plus what the CPU's int8 kernels need."""
+
+QDQ_INT8_ALLOWED = "session.qdqisint8allowed"
+# MatMulInteger(a: uint8 [1, 8] input "a", w: int8 [8, 1] = 127) -> int32 "y", opset 10. Made
+# with the onnx package (tests/test_edgefit_measure.py rebuilds it); embedded so this file
+# still needs no onnx.
+_U8S8_PROBE = (
+    "CAUSB2VkZ2VmaXQ6XwoYCgFhCgF3EgF5Ig1NYXRNdWxJbnRlZ2VyEgR1OHM4KhMICAgBEANCAXdKCH9/f39/f39/"
+    "WhMKAWESDgoMCAISCAoCCAEKAggIYhMKAXkSDgoMCAYSCAoCCAEKAggBQgQKABAK"
+)
+U8S8_PROBE_EXACT = 255 * 127 * 8
+
+
+@functools.lru_cache(maxsize=1)
+def u8s8_exact() -> bool:
+    """Whether onnxruntime's uint8 x int8 integer kernels are exact on this CPU (measured once
+    per process: 8 products 255 x 127 summed).
+
+    x86 CPUs without VNNI multiply u8 x s8 pairs with VPMADDUBSW, which adds each pair into a
+    saturating int16 (255 x 127 x 2 > 32767): the probe returns 131068 instead of 259080 there.
+    onnxruntime turns int8 QDQ groups into u8 x s8 kernels on x86 unless
+    ``session.qdqisint8allowed`` is set; int8 x int8 kernels are exact on such CPUs."""
+    import base64
+
+    sess = _ort().InferenceSession(base64.b64decode(_U8S8_PROBE),
+                                   providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"a": np.full((1, 8), 255, np.uint8)})[0]
+    return int(got.reshape(-1)[0]) == U8S8_PROBE_EXACT
+
+
+def session_config() -> dict[str, str]:
+    """``SESSION_CONFIG`` plus, where u8 x s8 kernels saturate (:func:`u8s8_exact`), int8 x int8
+    kept in onnxruntime's QDQ fusions so int8 models compute what their file says."""
+    config = dict(SESSION_CONFIG)
+    if not u8s8_exact():
+        config[QDQ_INT8_ALLOWED] = "1"
+    return config
 
 LAYERS_KEY = "edgefit.layers"
 OPTIONS_KEY = "edgefit.options"
@@ -523,7 +561,7 @@ def session_options(
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.enable_mem_pattern = MEM_PATTERN
-    for key, value in SESSION_CONFIG.items():
+    for key, value in session_config().items():
         so.add_session_config_entry(key, value)
     so.log_severity_level = 3  # errors only: the NCHWc "serializing" warning is expected
     if profile_prefix is not None:
@@ -1036,7 +1074,7 @@ def measure(
         "settings": {
             "runs": runs, "warmup": warmup, "threads": threads, "inter_op_threads": 1,
             "opt_level": opt_level, "profile_runs": p_runs, "profile_warmup": p_warm,
-            "mem_pattern": MEM_PATTERN, "session_config": dict(SESSION_CONFIG),
+            "mem_pattern": MEM_PATTERN, "session_config": session_config(),
             "input": f"random: float inputs standard normal (numpy default_rng seed {seed}), "
                      "integer/bool inputs zeros; symbolic dimensions set to 1",
         },

@@ -7,7 +7,7 @@ build as the Python extension), and its C API has ``AllocatorGetStats`` (API ver
 1.23+): the counters of the session's CPU arena (BFC arena) -- ``InUse``, ``MaxInUse``,
 ``NumAllocs``, ``NumReserves``, ... Here that library is driven through ``ctypes``: a session is
 created with the options ``edgefit_measure`` uses (optimisation level, 1 intra-op thread,
-sequential, CPU arena on, memory pattern off and ``edgefit_measure.SESSION_CONFIG`` as everywhere
+sequential, CPU arena on, memory pattern off and ``edgefit_measure.session_config()`` as everywhere
 in edgefit: ``edgefit_measure.MEM_PATTERN``), ``InUse`` is read after the session is created
 (initializers and pre-packed weights that live in the arena), the model is run a few times (every
 run allocates tensor by tensor as the allocation planner says; with the pattern on, later runs
@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from edgefit.errors import EdgefitError
-from edgefit_measure import MEM_PATTERN, SESSION_CONFIG
+from edgefit_measure import MEM_PATTERN, session_config
 
 API_VERSION = 23  # first C API version with AllocatorGetStats
 ARENA_GRAIN_BYTES = 256  # BFC arena chunk granularity
@@ -204,7 +204,7 @@ def _session_options(api: _Api, opt_level: str, threads: int, mem_pattern: bool)
     api.call(_SET_EXECUTION_MODE, so, C.c_int(0))  # sequential, as edgefit_measure
     if not mem_pattern:
         api.call(_DISABLE_MEM_PATTERN, so)
-    for key, value in SESSION_CONFIG.items():
+    for key, value in session_config().items():
         api.call(_ADD_SESSION_CONFIG_ENTRY, so, C.c_char_p(key.encode()),
                  C.c_char_p(value.encode()))
     api.call(_SET_LOG_SEVERITY, so, C.c_int(3))  # errors only (NCHWc notes are expected)
@@ -367,7 +367,7 @@ def node_memory_stats(path: Path | str, opt_level: str = "all",
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.enable_mem_pattern = MEM_PATTERN
-        for key, value in SESSION_CONFIG.items():
+        for key, value in session_config().items():
             so.add_session_config_entry(key, value)
         so.log_severity_level = 3
         so.add_session_config_entry("session.collect_node_memory_stats_to_file", str(out))

@@ -80,7 +80,15 @@ METHOD = (f"uniform-model/ort-profile/calibrated/v2-closed/forms-{GRAPH_FORM_VER
           f"/attribution-{em.ATTRIBUTION_VERSION}"
           + ("" if em.MEM_PATTERN else "/mem-pattern-off") + f"/steady-of-{em.ROUNDS}"
           + "".join(f"/{k}={v}" for k, v in sorted(em.SESSION_CONFIG.items())))
-"""Goes into every layer signature: a different measuring method never reuses a row."""
+"""Goes into every layer signature: a different measuring method never reuses a row (with
+:func:`method`'s int8 kernel form, measured on first use)."""
+
+
+def method() -> str:
+    """``METHOD`` plus the session entries this CPU needs (``edgefit_measure.session_config``):
+    on a CPU whose u8 x s8 kernels saturate, int8 layers run s8 x s8."""
+    extra = {k: v for k, v in em.session_config().items() if k not in em.SESSION_CONFIG}
+    return METHOD + "".join(f"/{k}={v}" for k, v in sorted(extra.items()))
 
 DEFAULT_RUNS = 200
 DEFAULT_PROFILE_RUNS = 120
@@ -183,7 +191,7 @@ def layer_signatures(model: nn.Module, input_shape: tuple[int, ...],
             bias=getattr(mod, "bias", None) is not None,
             conv=conv,
             charged=tuple(charged[name]),
-            method=METHOD,
+            method=method(),
         )
     return sigs
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefit_measure import MEM_PATTERN, SESSION_CONFIG, session_options
+from edgefit_measure import MEM_PATTERN, session_config, session_options
 
 _CHILD = r"""
 import json, sys
@@ -34,7 +34,7 @@ base = status("VmRSS:")
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
 opts.inter_op_num_threads = 1
-settings = json.loads(sys.argv[3])  # edgefit_measure.MEM_PATTERN and SESSION_CONFIG
+settings = json.loads(sys.argv[3])  # edgefit_measure.MEM_PATTERN and session_config()
 opts.enable_mem_pattern = settings["mem_pattern"]
 for key, value in settings["config"].items():
     opts.add_session_config_entry(key, value)
@@ -82,7 +82,7 @@ def peak_memory(path: Path, input_shape: tuple[int, ...]) -> dict[str, int] | No
         return None
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(path), json.dumps([1, *input_shape]),
-         json.dumps({"mem_pattern": MEM_PATTERN, "config": SESSION_CONFIG})],
+         json.dumps({"mem_pattern": MEM_PATTERN, "config": session_config()})],
         capture_output=True, text=True, check=True, timeout=120,
     )
     d = json.loads(out.stdout.strip().splitlines()[-1])

@@ -55,6 +55,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgefit.errors import EdgefitError, PlanError
+from edgefit_measure import session_config, u8s8_exact
 from edgefit.fsutil import atomic_path
 from executors import quant_math as qm
 
@@ -63,12 +64,13 @@ OPTIONS_KEY = "edgefit.options"
 WEIGHTED_OPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
 QLINEAR_OPS: tuple[str, ...] = ("QLinearConv", "QLinearMatMul")
 """The int8 layer forms edgefit writes itself (:func:`_qlinear_form`)."""
-GRAPH_FORM_VERSION = 5
+GRAPH_FORM_VERSION = 6
 """Bumped when a per-layer graph form changes (its measured latency then changes):
 2: weight-only Linear layers as MatMul (onnxruntime's MatMulNBits), 6/3/2-bit forms;
 3: packed embedding rows decoded by one 2-D MatMul (was a MatMul with a 1-D right side);
 4: static int8 MatMul layers written as QLinearMatMul (uint8 activations, int8 weights);
-5: static int8 Conv layers written as QLinearConv the same way."""
+5: static int8 Conv layers written as QLinearConv the same way;
+6: where this CPU's u8 x s8 kernels saturate, the QLinear layers read int8 codes (s8 x s8)."""
 INT4_MIN_OPSET = 21
 INT2_MIN_OPSET = 25  # ONNX INT2 / UINT2 (onnxruntime 1.32 runs DequantizeLinear on them)
 WEIGHT_ONLY_OPTIONS: tuple[str, ...] = tuple(o for o in qm.INT_FORMATS if o != "int8")
@@ -714,7 +716,8 @@ def weight_input(node: onnx.NodeProto) -> str:
     return node.input[3] if node.op_type in QLINEAR_OPS else node.input[1]
 
 
-def _qlinear_form(model: onnx.ModelProto, full: dict[str, str]) -> None:
+def _qlinear_form(model: onnx.ModelProto, full: dict[str, str],
+                  unsigned: bool | None = None) -> None:
     """Static int8 MatMul / Conv layers (DQ(x), DQ(w) [, DQ(b)] -> op -> Q) written as
     QLinearMatMul / QLinearConv.
 
@@ -724,7 +727,13 @@ def _qlinear_form(model: onnx.ModelProto, full: dict[str, str]) -> None:
     keeps DQ(w) + the float op, dequantising the whole weight on every run (MiniLM all-int8 ran
     2x slower than fp32). The QLinear ops are what that fusion would produce: same codes,
     scales and zero points (the bias: its int32 codes, scale x_scale * w_scale), integer
-    kernel, reading the uint8 twin of the int8 input codes (:func:`_uint8_input`)."""
+    kernel, reading the uint8 twin of the int8 input codes (:func:`_uint8_input`).
+
+    ``unsigned`` (default: whether this CPU's u8 x s8 kernels are exact,
+    ``edgefit_measure.u8s8_exact``) False: the layers read the int8 codes themselves
+    (s8 x s8 kernels): on x86 without VNNI the u8 x s8 kernels saturate."""
+    if unsigned is None:
+        unsigned = u8s8_exact()
     g = _Graph(model.graph)
     # graph order: a layer reading an earlier rewritten layer takes its uint8 codes as they are
     for layer in [n.name for n in model.graph.node if full.get(n.name) == "int8"]:
@@ -736,12 +745,14 @@ def _qlinear_form(model: onnx.ModelProto, full: dict[str, str]) -> None:
             continue
         x_dq, w_dq, b_dq, q = found
         x_q = g.producer[x_dq.input[0]]
-        y_zp = _uint8_zero_point(g, q.input[2])
+        y_zp = _uint8_zero_point(g, q.input[2]) if unsigned else q.input[2]
         for r in g.consumers.get(q.output[0], []):  # the output's codes are uint8 too
             r.input[2] = y_zp  # (onnxruntime: T3 = T1)
-        if x_q.op_type == "QuantizeLinear":
+        if x_q.op_type == "QuantizeLinear" and not unsigned:
+            a, a_zp = x_q.output[0], x_q.input[2]
+        elif x_q.op_type == "QuantizeLinear":
             a, a_zp = _uint8_input(g, x_q), _uint8_zero_point(g, x_q.input[2])
-        else:  # uint8 codes of an earlier QLinear layer
+        else:  # codes of an earlier QLinear layer
             a, a_zp = x_dq.input[0], x_dq.input[2]
         inputs = [a, x_dq.input[1], a_zp, *w_dq.input[:3], q.input[1], y_zp]
         if node.op_type == "Conv" and b_dq is not None:
@@ -755,7 +766,7 @@ def _qlinear_form(model: onnx.ModelProto, full: dict[str, str]) -> None:
             nodes.remove(dead)
         if len(g.consumers.get(x_dq.output[0], [])) == 1 and x_dq.output[0] not in g.outputs:
             nodes.remove(x_dq)
-            if (x_q.op_type == "QuantizeLinear" and x_q.output[0] not in g.outputs
+            if (x_q.op_type == "QuantizeLinear" and unsigned and x_q.output[0] not in g.outputs
                     and len(g.consumers.get(x_q.output[0], [])) == 1):
                 nodes.remove(x_q)  # its uint8 twin took its only reader
         g = _Graph(model.graph)
@@ -792,7 +803,7 @@ def _qlinear_parts(g: _Graph, node: onnx.NodeProto
     q, x_q = users[0], g.producer.get(x_dq.input[0])
     x_zp = g.inits.get(x_dq.input[2])
     from_qlinear = (x_q is not None and x_q.op_type in QLINEAR_OPS and x_zp is not None
-                    and x_zp.data_type == TensorProto.UINT8)
+                    and x_zp.data_type in (TensorProto.UINT8, TensorProto.INT8))
     if (x_q is None or not (from_qlinear or (x_q.op_type == "QuantizeLinear"
                                              and x_q.input[1:3] == x_dq.input[1:3]))
             or q.output[0] in g.outputs
@@ -993,7 +1004,7 @@ def ort_session_options(level: object = None, threads: int | None = None):  # ->
     )
     if threads is not None:
         so.intra_op_num_threads = int(threads)
-    for key, value in ORT_SESSION_CONFIG.items():
+    for key, value in {**session_config(), **ORT_SESSION_CONFIG}.items():
         so.add_session_config_entry(key, value)
     return so
 

@@ -305,3 +305,28 @@ def test_steady_is_the_lowest_round_median(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(em, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     lat = em.time_runs(tmp_path / "m.onnx", runs=100, warmup=0)
     assert lat["steady"] == pytest.approx(5.5) and lat["median"] == pytest.approx(50.5)
+
+
+def test_u8s8_probe_is_the_model_it_says() -> None:
+    """The embedded probe is MatMulInteger(uint8 a [1, 8], int8 w = 127 [8, 1]) and nothing
+    else; its exact answer is 8 x 255 x 127."""
+    import base64
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "u8s8",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1])],
+        [numpy_helper.from_array(np.full((8, 1), 127, np.int8), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 10)],
+                              producer_name="edgefit")
+    model.ir_version = 5
+    assert base64.b64decode(em._U8S8_PROBE) == model.SerializeToString()
+    assert em.U8S8_PROBE_EXACT == 259080
+
+
+def test_session_config_keeps_int8_kernels_where_u8s8_saturates() -> None:
+    config = em.session_config()
+    assert (em.QDQ_INT8_ALLOWED in config) == (not em.u8s8_exact())
+    assert {k: v for k, v in config.items() if k != em.QDQ_INT8_ALLOWED} == em.SESSION_CONFIG

@@ -20,6 +20,7 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
+from edgefit_measure import u8s8_exact
 from executors import onnx_quant
 from executors import quant_math as qm
 from executors.onnx_quant import (
@@ -284,7 +285,8 @@ def test_int4_and_int8_sharing_an_input_load_and_run(shared, q_opt, k_opt):
 def test_int8_layers_sharing_an_input_run_integer_kernels(shared, tmp_path):
     """q and k read one quantised tensor: onnxruntime alone would dequantise both weights every
     run (it fuses DQ -> MatMul -> Q only for a single reader), so both are written as
-    QLinearMatMul on the uint8 twin of the int8 codes; same codes, same result."""
+    QLinearMatMul on the uint8 twin of the int8 codes (where this CPU's u8 x s8 kernels are
+    exact; the int8 codes elsewhere); same codes, same result."""
     options = {"q": "int8", "k": "int8"}
     out = shared["dir"] / "int8_int8.onnx"
     quantize_onnx(shared["fp32"], out, options, shared["calib"])
@@ -301,7 +303,11 @@ def test_int8_layers_sharing_an_input_run_integer_kernels(shared, tmp_path):
         codes, scales = qm.quantize_per_channel(w, 8, axis=0)
         np.testing.assert_array_equal(inits[node.input[3]], codes.T)
         np.testing.assert_array_equal(inits[node.input[4]], scales)
-        assert inits[node.input[2]].dtype == np.uint8 and np.all(inits[node.input[2]] == 128)
+        zp = inits[node.input[2]]
+        if u8s8_exact():  # the uint8 twin of the codes: u8 x s8 kernels are exact here
+            assert zp.dtype == np.uint8 and np.all(zp == 128)
+        else:  # x86 without VNNI: u8 x s8 would saturate, so the int8 codes themselves
+            assert zp.dtype == np.int8 and np.all(zp == 0)
     x = shared["x"]
     got = _run(out, x)
     ref = _int8_reference(shared["model"], options, out, x)
@@ -341,3 +347,21 @@ def test_minilm_block_mixing_int4_and_int8(tmp_path):
         unfused = _run(out, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         assert cosine(got, unfused) > 0.9999
     assert "MatMulNBits" in {n.op_type for n in _optimized_nodes(out, tmp_path)}
+
+
+@pytest.mark.parametrize("unsigned", [True, False])
+def test_qlinear_forms_against_the_cpus_u8s8_kernels(shared, monkeypatch, unsigned):
+    """The uint8-twin form and the int8 form hold the same codes; the int8 form is exact on
+    every CPU, the uint8 form only where u8 x s8 kernels do not saturate (x86 VNNI, ARM):
+    :func:`u8s8_exact` says which, and quantize_onnx writes the form that is exact here."""
+    monkeypatch.setattr(onnx_quant, "u8s8_exact", lambda: unsigned)
+    options = {"q": "int8", "k": "int8"}
+    out = shared["dir"] / f"int8_int8_{unsigned}.onnx"
+    quantize_onnx(shared["fp32"], out, options, shared["calib"])
+    got = _run(out, shared["x"])
+    ref = _int8_reference(shared["model"], options, out, shared["x"])
+    err = np.abs(got - ref).max() / np.abs(ref).max()
+    if unsigned and not u8s8_exact():
+        assert err > 1e-2, "u8 x s8 saturates on this CPU, yet the uint8 form was exact"
+    else:
+        assert err <= 1e-2
