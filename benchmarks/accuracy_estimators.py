@@ -38,9 +38,9 @@ from cost_models.accuracy import measured_output_kl
 from cost_models.capture import capture
 from cost_models.sensitivity import hessian_sensitivity_cached, measured_sensitivity
 from device_specs.catalog import load_spec
-from edgefit.fsutil import atomic_write_text
-from edgefit.paths import cache_dir
 from edgefit.planning import CALIBRATION_SIZE, layer_options
+from edgefit_common.fsutil import atomic_write_text
+from edgefit_common.paths import cache_dir
 from executors.distill import DistillConfig, distill
 from executors.fakequant import pruned_copy, quantized_copy
 from executors.prune import UnstructuredPruneConfig

@@ -46,9 +46,9 @@ from cost_models.ort_planner import PlanReplay, replay
 from cost_models.profile_cache import ProfileCache
 from cost_models.profiler import profile_host, step_owner_overrides
 from device_specs.host import host_spec
-from edgefit.fsutil import atomic_write_text
-from edgefit.paths import cache_dir
 from edgefit.planning import held_tensors
+from edgefit_common.fsutil import atomic_write_text
+from edgefit_common.paths import cache_dir
 from executors.apply import export_fp32
 from executors.onnx_quant import quantize_onnx
 from workloads.data import load_dataset

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgefit.fsutil import atomic_write_text
+from edgefit_common.fsutil import atomic_write_text
 from executors.distill import DistillConfig, distill
 from executors.flash_image import FlashLayer, read_flash_image, write_flash_image
 from executors.prune import UnstructuredPruneConfig, keep_zeros, prune_unstructured

@@ -30,7 +30,7 @@ from cost_models.published import (
 )
 from device_specs.catalog import catalog_files, load_spec
 from device_specs.schema import Profile
-from edgefit.fsutil import atomic_write_text
+from edgefit_common.fsutil import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "cost-model-fit.md"

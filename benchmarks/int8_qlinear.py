@@ -31,7 +31,7 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cost_model_accuracy as cma  # noqa: E402 (benchmarks/ is the script's directory)
 
-from edgefit.fsutil import atomic_write_text  # noqa: E402
+from edgefit_common.fsutil import atomic_write_text  # noqa: E402
 from executors import onnx_quant  # noqa: E402
 from executors.apply import export_fp32  # noqa: E402
 

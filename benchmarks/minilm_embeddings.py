@@ -117,7 +117,7 @@ def main() -> None:
     lookups = lookup_ms()
     result = {"target": f"{TARGET}/{PROFILE}", "plans": rows, "lookup_ms": lookups}
     args.out.mkdir(parents=True, exist_ok=True)
-    from edgefit.fsutil import atomic_write_text
+    from edgefit_common.fsutil import atomic_write_text
 
     atomic_write_text(args.out / "result.json", json.dumps(result, indent=2) + "\n")
     print(f"target {result['target']}; every layer pinned")

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from edgefit.fsutil import atomic_path, atomic_write_text
-from edgefit.paths import cache_dir
+from edgefit_common.fsutil import atomic_path, atomic_write_text
+from edgefit_common.paths import cache_dir
 
 if TYPE_CHECKING:
     from workloads.data import Dataset
@@ -49,7 +49,6 @@ FINETUNE_IMAGES = 6_000
 def _recipe_hash() -> str:
     """Changes with the architecture or the recipe, so a stale cached file is not reused."""
     from workloads.mobilenet import MobileNetV2Small
-
     from workloads.train import TRAIN_VERSION
 
     text = repr(MobileNetV2Small()) + repr((DATA, TRAIN_IMAGES, EPOCHS, LR, BATCH_SIZE, SEED,

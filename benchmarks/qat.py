@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from cost_models.capture import capture
-from edgefit.fsutil import atomic_write_text
+from edgefit_common.fsutil import atomic_write_text
 from executors.distill import DistillConfig, distill, output_kl
 from executors.fakequant import quantized_copy
 from executors.prune import UnstructuredPruneConfig, prune_unstructured

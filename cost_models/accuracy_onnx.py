@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from cost_models.estimate import AccuracyEstimate
-from edgefit.errors import DataError, PlanError
+from edgefit_common.errors import DataError, PlanError
 from executors.onnx_quant import ONNX_OPTIONS as OPTIONS
 from executors.onnx_quant import ort_session_options, quantize_onnx
 

@@ -23,7 +23,7 @@ from cost_models.options import (
     pruned_weight_shape,
 )
 from device_specs.schema import BITS, DeviceSpec, Kernel, Profile
-from edgefit.units import fmt_rate
+from edgefit_common.units import fmt_rate
 from executors.flash_image import entry_bytes
 from executors.quant_math import (
     SCALE_BYTES,

@@ -59,9 +59,9 @@ from cost_models.graph import Layer, LayerGraph
 from cost_models.published import PublishedPoint, Workload, workload
 from device_specs.quantities import Bandwidth, Count, MacRate, Millis, Sourced, Strict
 from device_specs.schema import DeviceSpec, Profile
-from edgefit.errors import SpecError
-from edgefit.fsutil import atomic_write_text, read_text
-from edgefit.yamlio import validate
+from edgefit_common.errors import SpecError
+from edgefit_common.fsutil import atomic_write_text, read_text
+from edgefit_common.yamlio import validate
 
 S = TypeVar("S", bound=Sourced)
 
@@ -924,7 +924,7 @@ def _fmt_pct(x: object) -> str:
 
 
 def calibration_path(device: str, directory: Path | None = None) -> Path:
-    from edgefit.paths import cache_dir
+    from edgefit_common.paths import cache_dir
 
     return (directory or cache_dir()) / f"{device}.calibration.yaml"
 
@@ -1091,7 +1091,7 @@ def _plain(obj: Any) -> Any:
 
 
 def read_calibration(path: Path) -> CalibrationResult:
-    from edgefit.yamlio import read_yaml
+    from edgefit_common.yamlio import read_yaml
 
     data, root = read_yaml(path)
     if not isinstance(data, dict):

@@ -13,7 +13,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
-from edgefit.errors import ModelLoadError
+from edgefit_common.errors import ModelLoadError
 
 # an nn.Embedding is a planned layer too: its table is stored at the chosen precision and
 # read by a gather (rows looked up, no MACs)

@@ -39,7 +39,7 @@ from onnx import TensorProto
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
-from edgefit.errors import ModelLoadError
+from edgefit_common.errors import ModelLoadError
 from executors.onnx_quant import (
     LAYERS_KEY,
     WEIGHTED_OPS,

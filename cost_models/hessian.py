@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from cost_models.estimate import AccuracyEstimate
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors.fakequant import pruned_copy
 from executors.quantize import QuantizeConfig, fake_quantize_weights
 

@@ -12,7 +12,7 @@ from typing import Any
 from cost_models.channels import LayerCoupling, width_tag
 from cost_models.graph import Layer
 from device_specs.schema import Kernel, NMSparsity
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors.lowrank import LowRankConfig
 from executors.prune import (
     ChannelPruneConfig,

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from edgefit.errors import EdgefitError
+from edgefit_common.errors import EdgefitError
 from edgefit_measure import MEM_PATTERN, session_config
 
 API_VERSION = 23  # first C API version with AllocatorGetStats

@@ -13,7 +13,8 @@ writer), with a busy timeout for writers; every write is one short transaction. 
 ``schema_version`` table guards the layout: an older schema is dropped and recreated (it is a
 cache), a newer one raises :class:`ProfileCacheError` instead of being overwritten.
 
-The caller chooses the location (edgefit uses ``edgefit.paths.cache_dir() / "profiles.sqlite"``).
+The caller chooses the location (edgefit uses
+``edgefit_common.paths.cache_dir() / "profiles.sqlite"``).
 """
 
 from __future__ import annotations

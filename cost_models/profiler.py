@@ -47,7 +47,7 @@ from cost_models.profile_cache import (
     LayerSignature,
     ProfileCache,
 )
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors.onnx_quant import GRAPH_FORM_VERSION
 
 if TYPE_CHECKING:

@@ -39,8 +39,8 @@ from pydantic import Field
 from cost_models.graph import Layer
 from device_specs.quantities import Strict
 from device_specs.schema import Precision
-from edgefit.errors import SpecError
-from edgefit.yamlio import load_model
+from edgefit_common.errors import SpecError
+from edgefit_common.yamlio import load_model
 
 POINTS_FILE = Path(__file__).with_name("published_points.yaml")
 POINTS_FORMAT = "edgefit-published-points"

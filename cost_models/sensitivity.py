@@ -6,7 +6,7 @@ signed: on a few hundred images a harmless option can come out slightly negative
 kept for analysis and clamped to 0 only when handed to the solver (`as_estimate`).
 
 Fast (estimator b) is cost_models.hessian. Both results are cached in one JSON file per key
-under `edgefit.paths.cache_dir()/sensitivity/`; the key hashes the model's weights, the
+under `edgefit_common.paths.cache_dir()/sensitivity/`; the key hashes the model's weights, the
 calibration data, the option set (every technique config) and the estimator's parameters, so
 any change to one of them misses the cache instead of returning stale numbers.
 """
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from cost_models.estimate import AccuracyEstimate
-from edgefit.fsutil import atomic_write_text
+from edgefit_common.fsutil import atomic_write_text
 from executors.fakequant import quantized_copy
 
 CACHE_VERSION = 1  # bump when a stored number would change for the same key
@@ -106,7 +106,7 @@ class SensitivityCache:
 
     def __init__(self, root: Path | None = None) -> None:
         if root is None:
-            from edgefit.paths import cache_dir
+            from edgefit_common.paths import cache_dir
 
             root = cache_dir() / "sensitivity"
         self.root = Path(root)

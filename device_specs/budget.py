@@ -8,9 +8,9 @@ from typing import Any, Literal
 from pydantic import Field, field_serializer, field_validator
 
 from device_specs.quantities import Strict
-from edgefit import units
-from edgefit.errors import UnitError
-from edgefit.yamlio import load_model
+from edgefit_common import units
+from edgefit_common.errors import UnitError
+from edgefit_common.yamlio import load_model
 
 BUDGET_SCHEMA_VERSION = 1
 

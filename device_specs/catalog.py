@@ -6,8 +6,8 @@ from functools import cache
 from pathlib import Path
 
 from device_specs.schema import DeviceSpec
-from edgefit.errors import UnknownTargetError
-from edgefit.yamlio import load_model
+from edgefit_common.errors import UnknownTargetError
+from edgefit_common.yamlio import load_model
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 

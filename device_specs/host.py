@@ -22,8 +22,8 @@ import numpy as np
 import yaml
 
 from device_specs.schema import DeviceSpec
-from edgefit.fsutil import atomic_write_text
-from edgefit.yamlio import validate
+from edgefit_common.fsutil import atomic_write_text
+from edgefit_common.yamlio import validate
 from edgefit_measure import session_options
 
 # 2: activation-memory behaviour from onnxruntime's node record; 3: 6/3/2-bit kernels; 4: w8a16;
@@ -450,7 +450,7 @@ def probe() -> dict[str, Any]:
 def _cache_path() -> Path:
     import onnxruntime as ort
 
-    from edgefit.paths import cache_dir
+    from edgefit_common.paths import cache_dir
 
     key = hashlib.sha256(f"{_cpu_model()}|{ort.__version__}|{PROBE_VERSION}".encode()
                          ).hexdigest()[:12]

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from edgefit import units
-from edgefit.errors import UnitError
+from edgefit_common import units
+from edgefit_common.errors import UnitError
 
 PROVENANCE_KEYS = ("source", "derived", "measured", "unverified")
 

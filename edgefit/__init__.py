@@ -1,3 +1,5 @@
 """edgefit: device budget -> per-layer compression plan -> measured model."""
 
-__version__ = "0.1.0"
+from edgefit_common import __version__
+
+__all__ = ["__version__"]

@@ -13,9 +13,9 @@ from device_specs.budget import (
     find_project_file,
     load_budget,
 )
-from edgefit import units
-from edgefit.errors import SpecError
-from edgefit.yamlio import validate
+from edgefit_common import units
+from edgefit_common.errors import SpecError
+from edgefit_common.yamlio import validate
 
 DEFAULT_MODEL = "lenet5-mnist"  # workloads.zoo.DEFAULT_MODEL, repeated so this stays torch-free
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgefit.errors import EdgefitError
+from edgefit_common.errors import EdgefitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgefit: device budget -> per-layer compression plan -> measured model.")
@@ -117,7 +117,7 @@ def _loop_settings(rounds: int, objective: str, accuracy_drop: float | None) -> 
 
     settings = LoopSettings(rounds=rounds, objective=objective)
     if accuracy_drop is None:
-        from edgefit.errors import PlanError
+        from edgefit_common.errors import PlanError
 
         raise PlanError("--loop needs an accuracy limit: add --max-accuracy-drop, e.g. 1pp")
     return settings
@@ -246,7 +246,7 @@ def calibrate_cmd(
         graphs_from_onnx,
         summary_lines,
     )
-    from edgefit.errors import SpecError
+    from edgefit_common.errors import SpecError
 
     if len(model) not in (1, len(files)):
         raise SpecError(f"--model: give one model for all files or one per file "
@@ -279,7 +279,7 @@ def schemas_cmd(
 
 
 def _pareto_metrics(text: str) -> list[str]:
-    from edgefit.errors import SpecError
+    from edgefit_common.errors import SpecError
     from planner.pareto import PARETO_METRICS
 
     names = [t.strip() for t in text.split(",") if t.strip()]
@@ -291,7 +291,7 @@ def _pareto_metrics(text: str) -> list[str]:
 
 
 def _search(name: str, trials: int, study: Path | None) -> Any:
-    from edgefit.errors import SpecError
+    from edgefit_common.errors import SpecError
 
     if name == "solver":
         return None
@@ -305,7 +305,7 @@ def _search(name: str, trials: int, study: Path | None) -> Any:
 
 
 def _epochs(n: int) -> int:
-    from edgefit.errors import SpecError
+    from edgefit_common.errors import SpecError
 
     if not 0 <= n <= 100:
         raise SpecError(f"--finetune {n}: between 0 and 100 epochs")
@@ -313,7 +313,7 @@ def _epochs(n: int) -> int:
 
 
 def _qat(qat: bool, epochs: int) -> bool:
-    from edgefit.errors import SpecError
+    from edgefit_common.errors import SpecError
 
     if qat and not epochs:
         raise SpecError("--qat needs --finetune E (the epochs of quantisation-aware "
@@ -322,7 +322,7 @@ def _qat(qat: bool, epochs: int) -> bool:
 
 
 def _backend(name: str) -> str:
-    from edgefit.errors import SpecError
+    from edgefit_common.errors import SpecError
 
     if name not in ("cpsat", "cbc"):
         raise SpecError(f"--solver {name!r}: choose cpsat or cbc")

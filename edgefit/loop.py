@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from edgefit.errors import PlanError
-from edgefit.fsutil import atomic_write_text
+from edgefit_common.errors import PlanError
+from edgefit_common.fsutil import atomic_write_text
 from planner.pareto import FrontPoint, sweep
 from planner.plan import Plan
 from planner.problem import Problem

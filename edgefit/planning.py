@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-import edgefit
 from cost_models.analytical import (
     CostTable,
     RuntimeMemory,
@@ -35,7 +34,8 @@ from cost_models.options import (
 from device_specs.budget import Budget
 from device_specs.catalog import load_spec
 from device_specs.schema import DeviceSpec, Kernel
-from edgefit.errors import SpecError
+from edgefit_common import __version__
+from edgefit_common.errors import SpecError
 from executors.flash_image import image_overhead_bytes
 from executors.prune import NMPruneConfig, UnstructuredPruneConfig
 from executors.quantize import onnx_option, weight_precision
@@ -446,7 +446,7 @@ def _measured_host_latency(loaded: LoadedModel, graph: LayerGraph, table: CostTa
     onnxruntime, cached in SQLite across runs and models."""
     from cost_models.profile_cache import ProfileCache
     from cost_models.profiler import profile_host, with_measured_latency
-    from edgefit.paths import cache_dir
+    from edgefit_common.paths import cache_dir
 
     with ProfileCache(cache_dir() / "profiles.sqlite") as cache:
         measured = profile_host(loaded.torch_module(), loaded.input_shape, graph, options,
@@ -579,7 +579,7 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
 
     band = latency_band(ctx.spec, ctx.profile, table.provenance.get("latency", ""))
     return plan_schema.Plan(
-        edgefit_version=edgefit.__version__,
+        edgefit_version=__version__,
         model=plan_schema.ModelRef(name=ctx.model.name, kind=ctx.model.kind,  # type: ignore[arg-type]
                                    path=ctx.model.path, input_shape=list(ctx.model.input_shape),
                                    origin=ctx.model_origin),

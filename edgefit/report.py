@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from edgefit.units import fmt_bytes, fmt_mj, fmt_ms, fmt_rate
+from edgefit_common.units import fmt_bytes, fmt_mj, fmt_ms, fmt_rate
 from planner.plan import Plan
 from planner.problem import Problem
 
@@ -244,8 +244,8 @@ def published_evidence(spec: DeviceSpec) -> dict[str, str]:
 
     from cost_models import calibrate, published
     from device_specs.catalog import CATALOG_DIR
-    from edgefit.fsutil import atomic_write_text
-    from edgefit.paths import cache_dir
+    from edgefit_common.fsutil import atomic_write_text
+    from edgefit_common.paths import cache_dir
 
     sources = [published.POINTS_FILE, CATALOG_DIR / f"{spec.name}.yaml", Path(calibrate.__file__)]
     digest = hashlib.sha256(b"\0".join(p.read_bytes() if p.is_file() else b"" for p in sources))

@@ -25,9 +25,9 @@ from cost_models.analytical import build_cost_table
 from cost_models.capture import capture
 from cost_models.graph import LayerGraph
 from device_specs.host import host_spec
-from edgefit.errors import PlanError
-from edgefit.fsutil import atomic_path
 from edgefit.planning import build_problem, calibration_split
+from edgefit_common.errors import PlanError
+from edgefit_common.fsutil import atomic_path
 from executors import measure
 from executors.fakequant import pruned_copy, quantized_copy
 from executors.flash_image import FlashLayer, payload_bytes, read_flash_image, write_flash_image

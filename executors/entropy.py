@@ -33,7 +33,7 @@ from typing import Literal
 
 import numpy as np
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 
 EntropyCoding = Literal["none", "huffman", "zstd"]
 CODINGS: tuple[str, ...] = ("none", "huffman", "zstd")

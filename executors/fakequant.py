@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors.lowrank import factor_modules
 from executors.quantize import ActivationFakeQuant, QuantizeConfig, fake_quantize_weights
 

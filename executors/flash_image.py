@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from edgefit.errors import PlanError
-from edgefit.fsutil import atomic_write_bytes
+from edgefit_common.errors import PlanError
+from edgefit_common.fsutil import atomic_write_bytes
 from executors import quant_math as qm
 from executors import sparse_format
 

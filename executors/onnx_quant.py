@@ -54,9 +54,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgefit.errors import EdgefitError, PlanError
+from edgefit_common.errors import EdgefitError, PlanError
+from edgefit_common.fsutil import atomic_path
 from edgefit_measure import session_config, u8s8_exact
-from edgefit.fsutil import atomic_path
 from executors import quant_math as qm
 
 LAYERS_KEY = "edgefit.layers"

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 
 if TYPE_CHECKING:
     import torch

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import quant_math
 from executors.quantize import ACTIVATION_QMAX, ActivationFakeQuant
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 
 INT_BITS: tuple[int, ...] = (8, 6, 4, 3, 2)
 """Integer code widths a weight can be stored at."""

@@ -104,7 +104,7 @@ def weight_precision(techniques: Sequence[Any]) -> str:
 
 def onnx_option(configs: Sequence[Any]) -> str:
     """The storage/graph form of a layer in the runnable ONNX (executors.onnx_quant options)."""
-    from edgefit.errors import PlanError
+    from edgefit_common.errors import PlanError
 
     cfg = quantize_config(configs)
     if cfg is None:

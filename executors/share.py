@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import entropy as ec
 from executors.entropy import EntropyCoding
 

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import quant_math
 
 FORMATS: tuple[str, ...] = ("bitmask", "csr")

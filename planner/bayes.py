@@ -68,7 +68,7 @@ def violations(problem: Problem, totals: Mapping[str, float]) -> dict[str, float
 
 def _open_study(problem: Problem, storage: str | None, study_name: str | None,
                 seed: int) -> optuna.Study:
-    from edgefit.errors import PlanError
+    from edgefit_common.errors import PlanError
 
     key = fingerprint(problem)
     name = study_name or f"edgefit-{key}"

@@ -7,7 +7,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefit.fsutil import atomic_path
+from edgefit_common.fsutil import atomic_path
 from planner.cpsat import minimize_metric
 from planner.problem import Problem
 from planner.result import SolverOptions

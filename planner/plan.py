@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from device_specs.budget import Limits
-from edgefit.errors import PlanError, SpecError
-from edgefit.fsutil import atomic_write_text, read_text
-from edgefit.yamlio import describe
+from edgefit_common.errors import PlanError, SpecError
+from edgefit_common.fsutil import atomic_write_text, read_text
+from edgefit_common.yamlio import describe
 from executors.distill import DistillConfig
 from executors.lowrank import LowRankConfig
 from executors.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from device_specs.budget import Limits
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from planner.plan import (
     Alternative,
     Costs,

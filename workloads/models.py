@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgefit.errors import ModelLoadError
+from edgefit_common.errors import ModelLoadError
 from workloads.zoo import PRETRAINED, ZOO
 
 
@@ -70,7 +70,7 @@ def _load_onnx(path: Path) -> LoadedModel:
     import hashlib
 
     from cost_models.capture_onnx import input_shape_of, prepare_onnx
-    from edgefit.paths import cache_dir
+    from edgefit_common.paths import cache_dir
 
     if not path.is_file():
         raise ModelLoadError(f"{path}: model file not found")

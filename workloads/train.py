@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgefit.fsutil import atomic_path, atomic_write_text
-from edgefit.paths import cache_dir
+from edgefit_common.fsutil import atomic_path, atomic_write_text
+from edgefit_common.paths import cache_dir
 from workloads.data import Dataset, load_dataset
 from workloads.zoo import ZOO, ZooEntry
 

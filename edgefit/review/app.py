@@ -41,10 +41,10 @@ from textual.widgets import (
 )
 from textual.worker import get_current_worker
 
-from edgefit.errors import EdgefitError, SpecError
 from edgefit.review import model as m
 from edgefit.review.screens import ConfirmQuitScreen, DiffScreen, HelpScreen, PromptScreen
-from edgefit.units import fmt_bytes, fmt_mj, fmt_ms
+from edgefit_common.errors import EdgefitError, SpecError
+from edgefit_common.units import fmt_bytes, fmt_mj, fmt_ms
 from planner.plan import LayerPlan, Plan
 
 EXIT_BAD_INPUT = 2

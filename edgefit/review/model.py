@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgefit.units import fmt_bytes, fmt_mj, fmt_ms
+from edgefit_common.units import fmt_bytes, fmt_mj, fmt_ms
 from planner.plan import Alternative, Costs, LayerPlan, Plan
 from planner.presolve import dominates
 from planner.problem import Choice

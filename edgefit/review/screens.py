@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static
 
 from edgefit.review.model import diff_layers, diff_totals, fmt_acc
-from edgefit.units import fmt_bytes, fmt_ms
+from edgefit_common.units import fmt_bytes, fmt_ms
 from planner.plan import Costs, Plan
 
 LEGEND = (

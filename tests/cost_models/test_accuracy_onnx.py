@@ -19,7 +19,7 @@ from cost_models.accuracy_onnx import (
     onnx_predict,
 )
 from cost_models.capture_onnx import prepare_onnx
-from edgefit.errors import DataError, PlanError
+from edgefit_common.errors import DataError, PlanError
 from workloads.zoo import LeNet5
 
 OPTIONS = ["fp32", "fp16", "int8", "int4"]

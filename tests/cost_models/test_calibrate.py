@@ -18,7 +18,7 @@ from cost_models.analytical import build_cost_table, layer_flash_bytes, layer_la
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from device_specs.catalog import catalog_files, load_spec
 from device_specs.schema import Profile
-from edgefit.errors import SpecError
+from edgefit_common.errors import SpecError
 
 PI4 = "raspberry-pi-4"
 

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from cost_models.capture import capture
 from cost_models.capture_onnx import LAYERS_KEY, capture_onnx, prepare_onnx
 from cost_models.graph import LayerGraph
-from edgefit.errors import ModelLoadError
+from edgefit_common.errors import ModelLoadError
 from executors.onnx_quant import inspect_onnx
 from workloads.zoo import LeNet5
 

@@ -14,7 +14,7 @@ from cost_models.hessian import (
     option_weight,
     weight_perturbation_sq,
 )
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors.prune import UnstructuredPruneConfig
 from executors.quantize import QuantizeConfig
 

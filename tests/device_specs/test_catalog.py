@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from device_specs.catalog import catalog_files, catalog_names, load_spec
 from device_specs.quantities import PROVENANCE_KEYS, Sourced
 from device_specs.schema import DeviceSpec
-from edgefit.errors import SpecError
+from edgefit_common.errors import SpecError
 
 CATALOG = catalog_files()
 REQUIRED = {

@@ -24,9 +24,9 @@ def test_measure_calibrate_then_plan(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert _run(app, ["measure", str(onnx_path), "--runs", "30", "--out", str(out)]) == 0
         files.append(str(out))
     # calibrations live in the cache dir; point it at tmp so the real cache is untouched
-    import edgefit.paths
+    import edgefit_common.paths
 
-    monkeypatch.setattr(edgefit.paths, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(edgefit_common.paths, "cache_dir", lambda: tmp_path)
     code = _run(app, ["calibrate", *files, "--device", "raspberry-pi-4", "--model",
                       str(onnx_path), "--min-layer-us", "0"])
     assert code == 0, capsys.readouterr().err

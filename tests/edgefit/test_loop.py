@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from device_specs.budget import Limits
-from edgefit.errors import PlanError
 from edgefit.loop import LoopSettings, Measurement, _front, closed_loop
+from edgefit_common.errors import PlanError
 from planner.plan import Plan
 from planner.resolve import problem_from_plan, resolve
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from edgefit import units
-from edgefit.errors import UnitError
+from edgefit_common import units
+from edgefit_common.errors import UnitError
 
 CASES = [
     ("30ms", units.TIME, 30.0), ("0.5s", units.TIME, 500.0), ("250us", units.TIME, 0.25),

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import entropy as E
 
 

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import quant_math as qm
 from executors.flash_image import (
     MAGIC,

@@ -11,7 +11,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import lowrank as L
 
 # --------------------------------------------------------------------------- fixtures

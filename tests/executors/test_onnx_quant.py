@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import quant_math as qm
 from executors.onnx_quant import (
     LAYERS_KEY,

@@ -12,7 +12,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import prune as P
 from workloads.mobilenet import MobileNetV2Small, fuse_bn, residual_blocks
 from workloads.zoo import LeNet5

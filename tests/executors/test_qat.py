@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import quant_math
 from executors.distill import DistillConfig, distill, output_kl
 from executors.fakequant import quantized_copy
@@ -296,8 +296,8 @@ def test_quantisation_only_plan_with_qat_is_fine_tuned_and_exported(tmp_path, mo
 
 def test_qat_without_epochs_is_an_error() -> None:
     from device_specs.budget import Budget
-    from edgefit.errors import SpecError
     from edgefit.planning import make_plan
+    from edgefit_common.errors import SpecError
 
     with pytest.raises(SpecError, match="finetune_epochs"):
         make_plan(Budget.model_validate({"target": "arduino-nano-33-ble",

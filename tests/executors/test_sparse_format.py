@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors import quant_math as qm
 from executors import sparse_format as sf
 

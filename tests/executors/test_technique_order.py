@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from executors.fakequant import pruned_copy
 from executors.lowrank import LowRankConfig, factor_modules
 from executors.prune import UnstructuredPruneConfig

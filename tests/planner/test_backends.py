@@ -68,7 +68,7 @@ def test_dominance_is_strict_and_counted() -> None:
 
 
 def test_unknown_backend_is_a_clear_error() -> None:
-    from edgefit.errors import PlanError
+    from edgefit_common.errors import PlanError
 
     with pytest.raises(PlanError, match="cpsat, cbc"):
         solve(Problem(("a",), {"a": (Choice("x", 1, 1, 1, 1, 0),)}, {}), backend="gurobi")

@@ -8,7 +8,7 @@ import warnings
 import optuna
 import pytest
 
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from planner.bayes import search, violations
 from planner.bruteforce import brute_force
 from planner.problem import Choice, Problem

@@ -58,7 +58,7 @@ def test_tiny_flash_is_explained(lenet5_plan_factory) -> None:
 
 
 def test_plan_load_rejects_garbage(tmp_path: Path) -> None:
-    from edgefit.errors import SpecError
+    from edgefit_common.errors import SpecError
 
     bad = tmp_path / "plan.json"
     bad.write_text("{not json")

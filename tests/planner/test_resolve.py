@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from device_specs.budget import Limits
-from edgefit.errors import PlanError
+from edgefit_common.errors import PlanError
 from planner.plan import Plan
 from planner.resolve import parse_pins, problem_from_plan, resolve
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefit.errors import DataError
+from edgefit_common.errors import DataError
 from workloads import data as wd
 from workloads.data import (
     DATASETS,

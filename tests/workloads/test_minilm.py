@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgefit.errors import DataError, ModelLoadError
+from edgefit_common.errors import DataError, ModelLoadError
 from workloads import minilm
 from workloads.data import SentenceDataset, read_sentences
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cost_models.capture import capture
-from edgefit.errors import ModelLoadError
+from edgefit_common.errors import ModelLoadError
 from workloads.models import load_model_ref
 from workloads.zoo import LeNet5
 

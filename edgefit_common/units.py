@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from edgefit.errors import UnitError
+from edgefit_common.errors import UnitError
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edgefit.errors import SpecError
-from edgefit.fsutil import read_text
+from edgefit_common.errors import SpecError
+from edgefit_common.fsutil import read_text
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -42,7 +42,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def read_text(path: Path, what: str = "file") -> str:
     """The file's text, or a one-line SpecError naming it (missing, unreadable, not UTF-8)."""
-    from edgefit.errors import SpecError
+    from edgefit_common.errors import SpecError
 
     try:
         return Path(path).read_text(encoding="utf-8")
