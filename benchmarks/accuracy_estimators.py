@@ -36,8 +36,8 @@ from torch import nn
 
 from cost_models.accuracy import measured_output_kl
 from cost_models.capture import capture
+from cost_models.host_probe import host_spec
 from cost_models.sensitivity import hessian_sensitivity_cached, measured_sensitivity
-from device_specs.catalog import load_spec
 from edgefit.planning import CALIBRATION_SIZE, layer_options
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.paths import cache_dir
@@ -357,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="print the tables from the JSON folder, compute nothing")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    spec = load_spec("host")
+    spec = host_spec()
     kernels = spec.profile(spec.default_profile).kernels
     results = []
     for name in args.workloads.split(","):

@@ -41,11 +41,11 @@ from cost_models.analytical import (
 )
 from cost_models.capture import capture
 from cost_models.graph import LayerGraph
+from cost_models.host_probe import host_spec
 from cost_models.ort_memory import OrtMemory, measure_arena, node_memory_stats
 from cost_models.ort_planner import PlanReplay, replay
 from cost_models.profile_cache import ProfileCache
 from cost_models.profiler import profile_host, step_owner_overrides
-from device_specs.host import host_spec
 from edgefit.planning import held_tensors
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.paths import cache_dir
@@ -449,7 +449,7 @@ def report(cpu: str, e2e_rows: list[str], e2e_meas: list[float], e2e_profiled: l
         "with onnxruntime's default (later runs take one block laid out from run 1's "
         "allocations) and its ratio to the measured column: the reason edgefit turns it off. "
         "Predicted = the planner's liveness peak with the host profile's runtime-memory fields "
-        "(measured by the host probe from onnxruntime's node record, `device_specs/host.py`): "
+        "(measured by the host probe from onnxruntime's node record, `cost_models/host_probe.py`): "
         "`arena_round_bytes` (every arena tensor in 256-byte chunks), `outputs_outside_plan`, "
         "`qdq_fp32_boundaries` (the caller's input stays fp32), `activation_channel_block` (a "
         "float conv whose channels are not a multiple of the block writes a padded NCHWc "
@@ -564,7 +564,7 @@ WHY_MEMORY = [
     "* **MatMulNBits scratch.** A weight-only Linear quantises its activations in blocks "
     "while it runs (default accuracy level 4): align(rows x ceil(K / k_block) x block_bytes, "
     "align) + extra, the four numbers fitted exactly by the host probe to the node record of "
-    "4-bit MatMul probes (`device_specs/host.py` MATMUL_SCRATCH_SHAPES) and checked on shapes "
+    "4-bit MatMul probes (`cost_models/host_probe.py` MATMUL_SCRATCH_SHAPES) and checked on shapes "
     "outside the fit (tests/cost_models/test_runtime_memory.py).",
     "",
     "Not modelled, and why a row can miss:",

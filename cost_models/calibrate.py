@@ -941,14 +941,14 @@ def calibrate(device: str, measure_files: Sequence[Path], graphs: Sequence[Layer
     reported. Writes `<out_dir or cache>/<device>.calibration.yaml` atomically unless
     `write` is False.
     """
-    from device_specs.catalog import load_spec
+    from cost_models.host_probe import target_spec
 
     if len(measure_files) != len(graphs):
         raise SpecError(f"{len(measure_files)} measure files but {len(graphs)} layer graphs: "
                         "give one graph per file")
     if not measure_files:
         raise SpecError("calibrate: no measure files given")
-    spec = load_spec(device)
+    spec = target_spec(device)
     profile_name = profile or spec.default_profile
     if profile_name not in spec.profiles:
         raise SpecError(f"profile {profile_name!r} is not a profile of {spec.name}; known: "

@@ -26,9 +26,9 @@ def latency_band(spec: DeviceSpec, profile: str, provenance: str) -> Band:
     from cost_models.published import points
 
     if "published points" in provenance:  # the planner runs the published fit's parameters
-        from device_specs.catalog import load_spec
+        from cost_models.host_probe import target_spec
 
-        fit = published_fit(load_spec(spec.name), profile)
+        fit = published_fit(target_spec(spec.name), profile)
         if fit is not None and fit.loo_mape is not None:
             return Band(fit.loo_mape, f"±{100 * fit.loo_mape:.0f} % leave-one-out error of the "
                         f"model fitted to {fit.n_points} published whole-network measurements "

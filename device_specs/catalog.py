@@ -30,11 +30,12 @@ def _load_file(path: Path) -> DeviceSpec:
 
 
 def load_spec(target: str) -> DeviceSpec:
-    """A catalog name (`jetson-nano`, `host`) or a path to a spec YAML file."""
+    """A catalog name (`jetson-nano`) or a path to a spec YAML file. ``host`` is not a file
+    but this machine, probed: the measuring layer resolves it
+    (``cost_models.host_probe.target_spec``), this one refuses it."""
     if target == "host":
-        from device_specs.host import host_spec
-
-        return host_spec()
+        raise UnknownTargetError("target 'host' is probed, not a catalog file: resolve it "
+                                 "with cost_models.host_probe.target_spec")
     path = CATALOG_DIR / f"{target}.yaml"
     if path.exists():
         return _load_file(path)

@@ -22,6 +22,7 @@ from cost_models.analytical import (
 from cost_models.channels import ChannelGroupSpec, LayerCoupling, layer_couplings
 from cost_models.estimate import AccuracyEstimate
 from cost_models.graph import Layer, LayerGraph
+from cost_models.host_probe import target_spec
 from cost_models.options import (
     RANK_LEVELS,
     SHARE_LEVELS,
@@ -32,7 +33,6 @@ from cost_models.options import (
     techniques,
 )
 from device_specs.budget import Budget
-from device_specs.catalog import load_spec
 from device_specs.schema import DeviceSpec, Kernel
 from edgefit_common import __version__
 from edgefit_common.errors import SpecError
@@ -346,7 +346,7 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
 
     if quantization_aware and not finetune_epochs:
         raise SpecError("quantization_aware fine-tuning needs finetune_epochs >= 1")
-    spec = load_spec(budget.target)
+    spec = target_spec(budget.target)
     profile = budget.profile or spec.default_profile
     if profile not in spec.profiles:
         raise SpecError(f"profile {profile!r} is not a profile of {spec.name}; "

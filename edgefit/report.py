@@ -189,7 +189,8 @@ def print_loop(result: Any, path: Path, console: Console | None = None) -> None:
 
 
 def print_devices(console: Console | None = None) -> None:
-    from device_specs.catalog import catalog_names, load_spec
+    from cost_models.host_probe import target_spec
+    from device_specs.catalog import catalog_names
 
     con = console or _console()
     table = Table(title="device catalog (edgefit devices)", title_justify="left")
@@ -198,7 +199,7 @@ def print_devices(console: Console | None = None) -> None:
                 "latency model vs published measurements (per profile)"):
         table.add_column(col)
     for name in catalog_names():
-        spec = load_spec(name)
+        spec = target_spec(name)
         profiles = [spec.default_profile] + [p for p in spec.profiles if p != spec.default_profile]
         kernels = ", ".join(f"{k} {fmt_rate(v.macs_per_s.value)}"
                             for k, v in spec.profile().kernels.items())

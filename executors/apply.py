@@ -24,7 +24,7 @@ from torch import nn
 from cost_models.analytical import build_cost_table
 from cost_models.capture import capture
 from cost_models.graph import LayerGraph
-from device_specs.host import host_spec
+from cost_models.host_probe import host_spec
 from edgefit.planning import build_problem, calibration_split
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_path

@@ -196,13 +196,13 @@ def test_host_terms_match_onnxruntimes_arena(tmp_path: Path, picks: dict[str, st
     import torch
 
     from cost_models.capture import capture
-    from cost_models.ort_memory import measure_arena
-    from device_specs.host import (
+    from cost_models.host_probe import (
         _probe_activation_memory,
         _probe_buffer_reuse,
         _probe_int8_conv_paths,
         _probe_matmul_scratch,
     )
+    from cost_models.ort_memory import measure_arena
     from executors.apply import export_fp32
     from executors.onnx_quant import quantize_onnx
 
@@ -320,7 +320,7 @@ def test_weight_only_linears_charge_their_fused_kernels_scratch() -> None:
 
 def test_matmul_scratch_fit_predicts_shapes_it_was_not_fitted_on(tmp_path: Path) -> None:
     """The host probe's fit against onnxruntime's node record on new (rows, K) shapes."""
-    from device_specs.host import MATMUL_SCRATCH_SHAPES, _matmul_scratch, fit_matmul_scratch
+    from cost_models.host_probe import MATMUL_SCRATCH_SHAPES, _matmul_scratch, fit_matmul_scratch
 
     fit = fit_matmul_scratch({(m, k): _matmul_scratch(tmp_path, m, k)
                               for m, k in MATMUL_SCRATCH_SHAPES})
@@ -333,7 +333,7 @@ def test_matmul_scratch_fit_predicts_shapes_it_was_not_fitted_on(tmp_path: Path)
 
 
 def test_matmul_scratch_fit_recovers_known_parameters() -> None:
-    from device_specs.host import MATMUL_SCRATCH_SHAPES, fit_matmul_scratch
+    from cost_models.host_probe import MATMUL_SCRATCH_SHAPES, fit_matmul_scratch
 
     def temp(rows: int, k: int) -> int:
         return -(-(rows * -(-k // 16) * 18) // 32) * 32 + 31

@@ -80,8 +80,8 @@ def test_capture_plans_the_tables(model) -> None:
 
 
 def test_tables_get_storage_options_only(model) -> None:
+    from cost_models.host_probe import host_spec
     from cost_models.options import option_specs, techniques
-    from device_specs.host import host_spec
 
     g = capture(model, (SEQ,), "tiny")
     kernels = host_spec().profile().kernels

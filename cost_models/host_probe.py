@@ -466,3 +466,12 @@ def host_spec() -> DeviceSpec:
         data = probe()
         atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
     return validate(data, DeviceSpec, path=path)
+
+
+def target_spec(target: str) -> DeviceSpec:
+    """The device a budget names: ``host`` (this machine, probed), else a catalog name or a
+    spec file (``device_specs.catalog.load_spec``)."""
+    from device_specs.catalog import load_spec
+
+    return host_spec() if target == "host" else load_spec(target)
+
