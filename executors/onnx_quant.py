@@ -54,14 +54,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgefit_common.errors import EdgefitError, PlanError
-from edgefit_common.fsutil import atomic_path
+from edgefit_common.errors import PlanError
 from edgefit_measure import session_config, u8s8_exact
 from executors import quant_math as qm
+from formats.onnx_io import (
+    LAYERS_KEY,
+    OPTIONS_KEY,
+    WEIGHTED_OPS,
+    planned_layers,
+    save_atomic,
+    set_meta,
+)
 
-LAYERS_KEY = "edgefit.layers"
-OPTIONS_KEY = "edgefit.options"
-WEIGHTED_OPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
 QLINEAR_OPS: tuple[str, ...] = ("QLinearConv", "QLinearMatMul")
 """The int8 layer forms edgefit writes itself (:func:`_qlinear_form`)."""
 GRAPH_FORM_VERSION = 6
@@ -198,39 +202,6 @@ def _unique(base: str, taken: set[str]) -> str:
         i += 1
     taken.add(name)
     return name
-
-
-def _meta(model: onnx.ModelProto, key: str) -> str | None:
-    for prop in model.metadata_props:
-        if prop.key == key:
-            return prop.value
-    return None
-
-
-def set_meta(model: onnx.ModelProto, key: str, value: str) -> None:
-    for prop in model.metadata_props:
-        if prop.key == key:
-            prop.value = value
-            return
-    entry = model.metadata_props.add()
-    entry.key, entry.value = key, value
-
-
-def planned_layers(model: onnx.ModelProto, where: str,
-                   error: type[EdgefitError] = PlanError,
-                   hint: str = "name the layer nodes with name_nodes_by_module first"
-                   ) -> list[str]:
-    """The layer names in the model's `edgefit.layers` metadata (`error` when absent/bad)."""
-    raw = _meta(model, LAYERS_KEY)
-    if raw is None:
-        raise error(f"{where} has no '{LAYERS_KEY}' metadata; {hint}")
-    try:
-        layers = json.loads(raw)
-    except json.JSONDecodeError:
-        layers = None
-    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-        raise error(f"{where}: '{LAYERS_KEY}' metadata is not a JSON list of layer names")
-    return layers
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -891,11 +862,6 @@ def _load(path: Path) -> onnx.ModelProto:
         raise PlanError(f"ONNX model {path} does not exist") from None
     except Exception as exc:
         raise PlanError(f"cannot read ONNX model {path}: {str(exc).splitlines()[0]}") from None
-
-
-def save_atomic(model: onnx.ModelProto, out_path: Path) -> None:
-    with atomic_path(out_path) as tmp:
-        onnx.save(model, str(tmp))
 
 
 def validate_options(options: dict[str, str], layers: Iterable[str]) -> dict[str, str]:

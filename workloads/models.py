@@ -69,8 +69,8 @@ def _load_onnx(path: Path) -> LoadedModel:
     """Prepare a copy whose planned nodes have unique names (the plan's keys)."""
     import hashlib
 
-    from cost_models.capture_onnx import input_shape_of, prepare_onnx
     from edgefit_common.paths import cache_dir
+    from workloads.onnx_model import input_shape_of, prepare_onnx
 
     if not path.is_file():
         raise ModelLoadError(f"{path}: model file not found")

@@ -1,0 +1,195 @@
+"""A user's ONNX file as a model edgefit plans: validated, its planned nodes named uniquely
+(the plan's keys), written as a prepared copy that carries ``edgefit.layers`` metadata
+(:mod:`formats.onnx_io`). A *layer* is a Conv / Gemm / MatMul node whose weight, the second input,
+is a float32 initializer; an empty or duplicated name becomes ``<OpType>_<node index>``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+from onnx import TensorProto
+from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+from edgefit_common.errors import ModelLoadError
+from formats.onnx_io import LAYERS_KEY, WEIGHTED_OPS, save_atomic, set_meta
+
+_MAX_PROTO_BYTES = 2**31 - 1
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception's message on one line (whitespace collapsed, cut at ``limit`` chars)."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# loading and validation
+
+
+def _load_checked(src: Path) -> onnx.ModelProto:
+    if not src.exists():
+        raise ModelLoadError(f"{src}: ONNX model file not found")
+    if not src.is_file():
+        raise ModelLoadError(f"{src}: not a file")
+    try:
+        model = onnx.load(str(src), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, OSError...
+        raise ModelLoadError(f"{src}: not a readable ONNX model: {_first_line(exc)}") from None
+    if any(uses_external_data(t) for t in model.graph.initializer):
+        try:  # onnx refuses absolute locations and paths outside the model's folder
+            load_external_data_for_model(model, str(src.parent))
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{src}: cannot load the model's external data: {_first_line(exc)}"
+            ) from None
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # ValidationError, or a proto too large for the in-memory check
+        raise ModelLoadError(f"{src}: not a valid ONNX model: {_first_line(exc)}") from None
+    return model
+
+
+def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _check_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
+    inputs = _graph_inputs(model)
+    if len(inputs) != 1:
+        names = ", ".join(repr(i.name) for i in inputs) or "none"
+        raise ModelLoadError(
+            f"{where}: the model has {len(inputs)} graph inputs ({names}); edgefit plans "
+            "single-input models"
+        )
+    inp = inputs[0]
+    if not inp.type.HasField("tensor_type"):
+        raise ModelLoadError(f"{where}: graph input {inp.name!r} is not a tensor")
+    tt = inp.type.tensor_type
+    if tt.elem_type != TensorProto.FLOAT:
+        dtype = TensorProto.DataType.Name(tt.elem_type).lower()
+        raise ModelLoadError(
+            f"{where}: graph input {inp.name!r} is {dtype}; edgefit needs a float32 input"
+        )
+    if not tt.HasField("shape") or len(tt.shape.dim) < 2:
+        rank = len(tt.shape.dim) if tt.HasField("shape") else "unknown"
+        raise ModelLoadError(
+            f"{where}: graph input {inp.name!r} has rank {rank}; edgefit needs a batch "
+            "dimension and fixed sample dimensions (e.g. N x C x H x W)"
+        )
+    dims = list(tt.shape.dim)
+    if dims[0].HasField("dim_value") and dims[0].dim_value <= 0:
+        raise ModelLoadError(
+            f"{where}: graph input {inp.name!r} has batch dimension {dims[0].dim_value}"
+        )
+    for axis, d in enumerate(dims[1:], start=1):
+        if not d.HasField("dim_value") or d.dim_value <= 0:
+            shown = d.dim_value if d.HasField("dim_value") else repr(d.dim_param or "unknown")
+            raise ModelLoadError(
+                f"{where}: graph input {inp.name!r} axis {axis} is {shown}; edgefit needs a "
+                "fixed positive size for every non-batch dimension"
+            )
+    return inp
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def _is_layer(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
+        return False
+    if len(node.input) < 2 or node.input[1] not in inits:
+        return False
+    w = inits[node.input[1]]
+    if w.data_type != TensorProto.FLOAT:
+        return False
+    return len(w.dims) >= 3 if node.op_type == "Conv" else len(w.dims) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# prepare
+
+
+def _name_layers(model: onnx.ModelProto) -> list[str]:
+    """Give each layer node a unique non-empty name; returns the layer names in graph order."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    layer_idx = [i for i, n in enumerate(graph.node) if _is_layer(n, inits)]
+    taken: set[str] = set()
+    names: dict[int, str] = {}
+    # Existing names first (a name used by two layers stays with the first of them).
+    for i in layer_idx:
+        name = graph.node[i].name
+        if name and name not in taken:
+            names[i] = name
+            taken.add(name)
+    all_names = {n.name for n in graph.node if n.name} | taken
+    for i in layer_idx:
+        if i in names:
+            continue
+        base = f"{graph.node[i].op_type}_{i}"
+        name, k = base, 1
+        while name in all_names:
+            name, k = f"{base}_{k}", k + 1
+        names[i] = name
+        all_names.add(name)
+        taken.add(name)
+    for i, node in enumerate(graph.node):
+        if i in names:
+            node.name = names[i]
+        elif node.name in taken:  # a non-layer node sharing a layer's name: move it aside
+            base, k = f"{node.name}_", 1
+            while f"{base}{k}" in all_names:
+                k += 1
+            node.name = f"{base}{k}"
+            all_names.add(node.name)
+    return [names[i] for i in layer_idx]
+
+
+def prepare_onnx(src: Path, dst: Path) -> list[str]:
+    """Validate ``src``, name its layer nodes, write the plannable copy to ``dst``.
+
+    Raises ``ModelLoadError`` (one line, naming ``src``) for a missing file, a file that is not
+    an ONNX protobuf, a model ``onnx.checker`` rejects, external data that cannot be loaded
+    (e.g. a location outside the model's folder), more than one graph input, a graph input that
+    is not float32 or has a non-positive / unknown non-batch dimension, and a model with no
+    layer to plan. Every layer node gets a unique non-empty name (existing names are kept), the
+    ``edgefit.layers`` metadata lists them in graph order, and the copy (external data inlined)
+    is written atomically. Returns the layer names. The batch dimension is left as it is.
+    """
+    src, dst = Path(src), Path(dst)
+    where = str(src)
+    model = _load_checked(src)
+    _check_input(model, where)
+    layers = _name_layers(model)
+    if not layers:
+        raise ModelLoadError(
+            f"{where}: no Conv/Gemm/MatMul node with a float32 initializer weight to plan"
+        )
+    set_meta(model, LAYERS_KEY, json.dumps(layers))
+    if model.ByteSize() > _MAX_PROTO_BYTES:
+        raise ModelLoadError(f"{where}: the model is larger than 2 GB, which is not supported")
+    save_atomic(model, dst)
+    return layers
+
+
+# --------------------------------------------------------------------------------------------
+# capture
+
+
+def input_shape_of(path: Path) -> tuple[int, ...]:
+    """Per-sample input shape of an ONNX model (validated as prepare_onnx does)."""
+    model = _load_checked(Path(path))
+    inp = _check_input(model, str(path))
+    return tuple(int(d.dim_value) for d in inp.type.tensor_type.shape.dim[1:])
+
+
+__all__ = ["input_shape_of", "prepare_onnx"]
