@@ -28,4 +28,5 @@ mkdir -p "$EDGEFIT_CACHE" "$XDG_CACHE_HOME" "$MPLCONFIGDIR"
 
 "$VENV/bin/ruff" check .
 "$VENV/bin/mypy" planner cost_models device_specs executors workloads edgefit edgefit_measure.py
+"$VENV/bin/lint-imports" --no-cache
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
