@@ -27,6 +27,8 @@ from torch import nn
 from cost_models.estimate import AccuracyEstimate
 from edgefit_common.fsutil import atomic_write_text
 from executors.fakequant import quantized_copy
+from workloads.data import data_hash
+from workloads.models import weights_hash
 
 CACHE_VERSION = 1  # bump when a stored number would change for the same key
 Options = Mapping[str, Mapping[str, Sequence[Any]]]
@@ -55,27 +57,6 @@ class Sensitivity:
 
 
 # --------------------------------------------------------------------------- keys
-
-
-def weights_hash(model: nn.Module) -> str:
-    """sha256 of every state_dict tensor (name, dtype, shape, bytes) in name order."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
-    return h.hexdigest()
-
-
-def data_hash(x: np.ndarray, y: np.ndarray | None = None) -> str:
-    h = hashlib.sha256()
-    for arr in (x, y):
-        if arr is None:
-            continue
-        a = np.ascontiguousarray(arr)
-        h.update(f"{a.dtype}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def options_hash(options: Options) -> str:

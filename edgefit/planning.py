@@ -44,7 +44,8 @@ from planner.problem import INPUT_SUFFIX, Choice, PairTerm, Problem
 from planner.resolve import problem_from_plan, solver_limits, with_result
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
-from workloads.models import LoadedModel
+from workloads.data import data_hash
+from workloads.models import LoadedModel, weights_sha256
 
 CALIBRATION_SIZE = 512
 
@@ -61,6 +62,7 @@ class PlanContext:
     result: SolveResult | None
     model_origin: str
     channel_groups: list[ChannelGroupSpec] = dataclasses.field(default_factory=list)
+    calibration_sha256: str | None = None
 
 
 def technique_configs(kernel: Kernel) -> list[Any]:
@@ -392,7 +394,7 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
     problem = build_problem(graph, table, solver_limits(budget.limits, budget.margin))
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin,
-                      groups)
+                      groups, None if calib is None else data_hash(*calib))
     base = base_plan(ctx, acc_prov, options_by_layer)
     if finetune_epochs:
         from executors.distill import DistillConfig
@@ -582,8 +584,10 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
         edgefit_version=__version__,
         model=plan_schema.ModelRef(name=ctx.model.name, kind=ctx.model.kind,  # type: ignore[arg-type]
                                    path=ctx.model.path, input_shape=list(ctx.model.input_shape),
-                                   origin=ctx.model_origin),
+                                   origin=ctx.model_origin,
+                                   weights_sha256=weights_sha256(ctx.model)),
         data=ctx.budget.data or ctx.model.dataset,
+        calibration_sha256=ctx.calibration_sha256,
         target=plan_schema.TargetRef(device=ctx.spec.name, profile=ctx.profile,
                                      spec_path=spec_path),
         limits=ctx.budget.limits,

@@ -50,8 +50,8 @@ from executors.prune import (
 from executors.quantize import onnx_option, weight_precision
 from executors.share import WeightSharingConfig, check_onnx_shared, check_shared, share_config
 from planner.plan import Plan, atomic_write_text
-from workloads.data import Dataset, load_dataset
-from workloads.models import LoadedModel, load_model_ref
+from workloads.data import Dataset, data_hash, load_dataset
+from workloads.models import LoadedModel, load_model_ref, weights_sha256
 from workloads.train import evaluate
 
 FLASH_TOLERANCE_FRACTION = 0.02
@@ -124,6 +124,7 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
     _, test = load_dataset(data_name)
     calib = calibration_split(data_name)
     assert calib is not None
+    check_pinned(plan, loaded, data_hash(*calib))
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_opts = {name: onnx_option(lp.techniques) for name, lp in plan.layers.items()}
     build = _build_onnx if loaded.kind == "onnx" else _build_torch
@@ -241,6 +242,20 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
         + (tuned or "; no fine-tuning"),
         _onnx_fidelity(runnable, compressed, test.x[:256], module), finetune_report,
         base_graph, narrow)
+
+
+def check_pinned(plan: Plan, loaded: LoadedModel, calibration_sha256: str) -> None:
+    """The plan was costed on these weights and this calibration data (PlanError otherwise: a
+    plan's costs say nothing about other weights, even with the same layer names)."""
+    got = weights_sha256(loaded)
+    if got != plan.model.weights_sha256:
+        raise PlanError(f"the plan was costed on other weights of {plan.model.name} (sha256 "
+                        f"{plan.model.weights_sha256[:12]}..., this model's {got[:12]}...); "
+                        "re-plan for these weights")
+    if plan.calibration_sha256 not in (None, calibration_sha256):
+        raise PlanError(f"the plan's accuracy costs were measured on other calibration data "
+                        f"than {plan.data!r} gives here (sha256 {plan.calibration_sha256[:12]}"
+                        f"..., here {calibration_sha256[:12]}...); re-plan with this data")
 
 
 def pruned_like(module: nn.Module, other: nn.Module) -> bool:

@@ -28,7 +28,8 @@ TechniqueConfig = Annotated[
     Field(discriminator="technique"),
 ]
 
-PLAN_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 2
+"""2: the model's weights hash and the calibration data's hash are pinned (apply checks them)."""
 
 
 class _Strict(BaseModel):
@@ -128,6 +129,10 @@ class ModelRef(_Strict):
     input_shape: list[int]
     origin: str = Field(description="where the model choice came from: flag, budget file, "
                         "edgefit.yaml, or the built-in default")
+    weights_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="the weights the plan was costed on: sha256 of "
+        "the torch state_dict (names, dtypes, shapes, bytes; BatchNorm folded) or of the ONNX "
+        "file; apply refuses other weights")
 
 
 class TargetRef(_Strict):
@@ -161,10 +166,13 @@ class Explanation(_Strict):
 
 
 class Plan(_Strict):
-    schema_version: Literal[1] = 1  # PLAN_SCHEMA_VERSION
+    schema_version: Literal[2] = 2  # PLAN_SCHEMA_VERSION
     edgefit_version: str
     model: ModelRef
     data: str | None
+    calibration_sha256: str | None = Field(
+        pattern=r"^[0-9a-f]{64}$", description="the calibration images and labels the "
+        "accuracy costs were measured on (sha256; null: no data); apply refuses other data")
     target: TargetRef
     limits: Limits
     margin: float = 0.0
@@ -216,8 +224,14 @@ class Plan(_Strict):
             raise SpecError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
         if not isinstance(data, dict):
             raise SpecError(f"{path}: a plan is a JSON object")
-        if data.get("schema_version") not in (None, PLAN_SCHEMA_VERSION):
-            raise SpecError(f"{path}: schema_version {data.get('schema_version')!r} is not "
+        version = data.get("schema_version")
+        if isinstance(version, int) and 0 < version < PLAN_SCHEMA_VERSION:
+            raise SpecError(f"{path}: schema_version {version} is an older plan format (it does "
+                            "not pin the model's weights); re-plan with the same budget "
+                            "(`plan --budget FILE` or the same flags) to write a version "
+                            f"{PLAN_SCHEMA_VERSION} plan")
+        if version not in (None, PLAN_SCHEMA_VERSION):
+            raise SpecError(f"{path}: schema_version {version!r} is not "
                             f"supported (this edgefit reads {PLAN_SCHEMA_VERSION})")
         try:
             return cls.model_validate(data)

@@ -37,6 +37,7 @@ from edgefit_common.paths import cache_dir
 
 __all__ = [
     "DATASETS",
+    "data_hash",
     "Dataset",
     "SentenceDataset",
     "TEXT_DATASETS",
@@ -803,3 +804,15 @@ def load_dataset(name_or_path: str | os.PathLike[str]) -> tuple[Dataset, Dataset
         f"{', '.join(sorted([*DATASETS, *TEXT_DATASETS]))}; "
         "or give a path to an .npz file or a folder of <class>/*.png"
     )
+
+
+def data_hash(x: np.ndarray, y: np.ndarray | None = None) -> str:
+    """sha256 of the arrays (dtype, shape, bytes): what a plan's accuracy costs were measured on."""
+    h = hashlib.sha256()
+    for arr in (x, y):
+        if arr is None:
+            continue
+        a = np.ascontiguousarray(arr)
+        h.update(f"{a.dtype}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()

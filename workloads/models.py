@@ -5,6 +5,7 @@ Checkpoints load with weights_only=True; a pickle that needs code is refused, ne
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import pickle
 from dataclasses import dataclass
@@ -200,3 +201,23 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path}: expected a state_dict (a mapping of tensors)")
     return state
+
+
+def weights_hash(model: nn.Module) -> str:
+    """sha256 of every state_dict tensor (name, dtype, shape, bytes) in name order."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+    return h.hexdigest()
+
+
+def weights_sha256(loaded: LoadedModel) -> str:
+    """What a plan was costed on: :func:`weights_hash` of a torch model (after BatchNorm folding,
+    as loaded), the sha256 of the file of an ONNX-only one."""
+    if loaded.module is not None:
+        return weights_hash(loaded.module)
+    assert loaded.path is not None
+    return hashlib.sha256(Path(loaded.path).read_bytes()).hexdigest()
+

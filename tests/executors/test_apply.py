@@ -98,3 +98,26 @@ def test_tight_flash_stores_pruned_layers_sparsely(tmp_path) -> None:
     # the runnable ONNX carries the same zeros (dense kernels: no speed-up claimed)
     onnx_storage = inspect_onnx(tmp_path / "model.onnx")
     assert all(onnx_storage[n].option == onnx_option(lp.techniques) for n, lp in sparse.items())
+
+
+@pytest.mark.parametrize("field", ["weights", "calibration"])
+def test_apply_refuses_a_plan_costed_on_other_weights_or_data(applied, field, tmp_path,
+                                                              capsys) -> None:
+    """plan.json pins what it was costed on: the real CLI answers one line, exit 2, and
+    writes nothing."""
+    from edgefit.cli import _run, app
+
+    plan, _, _ = applied
+    if field == "weights":
+        other = plan.model_copy(update={"model": plan.model.model_copy(
+            update={"weights_sha256": "f" * 64})})
+    else:
+        other = plan.model_copy(update={"calibration_sha256": "f" * 64})
+    path, out = tmp_path / "plan.json", tmp_path / "out"
+    other.save(path)
+    code = _run(app, ["apply", str(path), "--out", str(out)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert ("other weights" if field == "weights" else "other calibration data") in lines[0]
+    assert "re-plan" in lines[0]
+    assert not out.exists()

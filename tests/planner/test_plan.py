@@ -26,7 +26,19 @@ def test_plan_round_trips_through_json(lenet5_plan_factory, tmp_path: Path) -> N
     again = Plan.load(path)
     assert again == plan
     assert list(again.layers) == ["conv1", "conv2", "fc1", "fc2", "fc3"], "ordered as executed"
-    assert json.loads(path.read_text())["schema_version"] == 1
+    doc = json.loads(path.read_text())
+    assert doc["schema_version"] == 2
+    assert len(doc["model"]["weights_sha256"]) == 64 and len(doc["calibration_sha256"]) == 64
+
+
+def test_an_older_plan_is_refused_with_how_to_replan(tmp_path: Path) -> None:
+    from edgefit_common.errors import SpecError
+
+    old = tmp_path / "plan.json"
+    old.write_text(json.dumps({"schema_version": 1, "model": {"name": "lenet5-mnist"}}))
+    with pytest.raises(SpecError, match="older plan format") as exc:
+        Plan.load(old)
+    assert "re-plan" in str(exc.value) and "\n" not in str(exc.value)
 
 
 def test_binding_budget_compresses_and_meets_limits(lenet5_plan_factory) -> None:

@@ -129,8 +129,8 @@ def _plan_of(problem: Problem):
                       for c in problem.choices[ly]]) for ly in problem.layers}
     return ps.Plan(
         edgefit_version="test", model=ps.ModelRef(name="m", kind="zoo", input_shape=[1],
-                                                  origin="flag"),
-        data=None, target=ps.TargetRef(device="d", profile="p"),
+                                                  origin="flag", weights_sha256="0" * 64),
+        data=None, calibration_sha256=None, target=ps.TargetRef(device="d", profile="p"),
         limits=Limits.model_validate({"ram": f"{problem.limits['ram_bytes']:g}B"}),
         status="UNSOLVED",
         layers=layers, fixed={}, totals=None,
