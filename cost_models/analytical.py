@@ -60,6 +60,8 @@ class OptionCost:
     # an int8 layer whose consumers read an fp32 tensor (DequantizeLinear + its bias added in
     # float: int8_float_output), so act_bytes is 4 and its codes are kernel scratch
     float_output: bool = False
+    # the kernel's activations are int8 codes (Kernel.activations; never read from a name)
+    int8_activations: bool = False
 
 
 @dataclass(frozen=True)
@@ -447,6 +449,7 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                     layer, kernel, memory, opt.out_fraction, opt.in_fraction)
                 + (memory.rounded(layer.output_numel * opt.out_fraction) if float_out else 0.0),
                 float_output=float_out,
+                int8_activations=kernel.activations == "int8",
                 latency_of=opt.kernel if opt.name != opt.kernel and opt.weight_fraction >= 1.0
                 and not opt.gather else "",
             ))
@@ -500,9 +503,9 @@ def blocked_entries(graph: LayerGraph, memory: RuntimeMemory) -> dict[int, tuple
 _FUSED_ACTIVATIONS = frozenset({"ReLU", "ReLU6", "Hardtanh"})
 
 
-def _int8_act(option: str) -> bool:
-    """A w8a8 option (its tensors are int8 codes); the base kernel name comes first."""
-    return option.split("+")[0] == "int8"
+def _int8_act(cost: OptionCost) -> bool:
+    """An option whose kernel's activations are int8 codes (w8a8, w4a8)."""
+    return cost.int8_activations
 
 
 _Term = tuple[str, tuple[str, ...], str, tuple[str, ...], float]
@@ -522,11 +525,11 @@ def boundary_terms(graph: LayerGraph, table: CostTable) -> list[list[_Term]]:
     if mem.int8_conv_paths is None or not mem.fp32_input:
         return terms
     for t, consumer, producer, tensor in _layer_reads(graph, table):
-        ints = tuple(c.option for c in table.options[consumer] if _int8_act(c.option))
-        floats = tuple(c.option for c in table.options[consumer] if not _int8_act(c.option))
+        ints = tuple(c.option for c in table.options[consumer] if _int8_act(c))
+        floats = tuple(c.option for c in table.options[consumer] if not _int8_act(c))
         sized = []
         for c in table.options[producer]:
-            int8 = _int8_act(c.option) and not c.float_output  # its tensor holds codes
+            int8 = _int8_act(c) and not c.float_output  # its tensor holds codes
             elements = tensor.numel * c.act_bytes / (1.0 if int8 else 4.0)
             sized.append(((mem.rounded(4 * elements) if int8 else mem.rounded(elements), int8),
                           c.option))
@@ -583,7 +586,7 @@ def _reordered_outputs(graph: LayerGraph, table: CostTable, terms: list[list[_Te
     at the step after the conv when that step is a view of its output, else at the conv)."""
     at = layer_steps(graph)
     for _, consumer, producer, tensor in _layer_reads(graph, table):
-        ints = tuple(c.option for c in table.options[consumer] if _int8_act(c.option))
+        ints = tuple(c.option for c in table.options[consumer] if _int8_act(c))
         if not ints or producer not in at or \
                 graph.layer(producer).op_class not in _BLOCKED_CLASSES:
             continue
@@ -604,7 +607,7 @@ def _reordered_inputs(graph: LayerGraph, table: CostTable, terms: list[list[_Ter
     produced_by = {st.output: st for st in graph.steps}
     for _, consumer, producer, tensor in _layer_reads(graph, table):
         floats = tuple(c.option for c in table.options[consumer]
-                       if c.blocked and not _int8_act(c.option))
+                       if c.blocked and not _int8_act(c))
         if not floats or producer not in at or \
                 graph.layer(consumer).op_class not in _BLOCKED_CLASSES or \
                 graph.layer(producer).op_class not in _BLOCKED_CLASSES or \
@@ -612,7 +615,7 @@ def _reordered_inputs(graph: LayerGraph, table: CostTable, terms: list[list[_Ter
             continue
         out = graph.tensors[graph.steps[at[producer]].output]
         sized = [(table.memory.rounded(4 * out.numel * c.act_bytes), c.option)
-                 for c in table.options[producer] if _int8_act(c.option) and not c.float_output]
+                 for c in table.options[producer] if _int8_act(c) and not c.float_output]
         for copy, options in _grouped(sized).items():
             terms[_step_after(graph, at, producer)].append(
                 (producer, options, consumer, floats, copy))
@@ -651,7 +654,7 @@ def _float_activation_copies(graph: LayerGraph, table: CostTable,
         if source is None or source.owner is None or source.owner not in table.options:
             continue
         for c in table.options[source.owner]:
-            if _int8_act(c.option) and c.act_bytes and not c.float_output:
+            if _int8_act(c) and c.act_bytes and not c.float_output:
                 key = (source.owner, c.option)
                 steps[t][key] = steps[t].get(key, 0.0) + mem.rounded(4 * source.numel
                                                                      * c.act_bytes)
