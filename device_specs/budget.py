@@ -21,8 +21,6 @@ LIMIT_FAMILIES: dict[str, units.Family] = {
     "energy": units.ENERGY,
     "accuracy_drop": units.ACCURACY,
 }
-# Canonical unit of each limit as stored after parsing (ms, B, B, mJ, pp).
-LIMIT_UNITS = {name: fam.canonical for name, fam in LIMIT_FAMILIES.items()}
 
 
 class Limits(Strict):

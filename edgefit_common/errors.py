@@ -28,6 +28,3 @@ class DataError(EdgefitError):
 class PlanError(EdgefitError):
     """A plan that does not fit the model or cannot be applied."""
 
-
-class SolverError(EdgefitError):
-    """The solver failed for a reason other than infeasibility (an answer, not an error)."""

@@ -10,13 +10,13 @@ import time
 
 import pulp
 
-from planner.cpsat import (
+from planner.formulation import (
     RESOLUTION,
-    _down,
-    _up,
     coupling_links,
     pair_coefficients,
     pair_keys,
+    scaled_down,
+    scaled_up,
     step_coefficients,
 )
 from planner.problem import ADDITIVE, Choice, PairKey, Problem
@@ -40,7 +40,7 @@ class _Model:
         self.z = self._pairs()
         self.steps = self._ram_steps()
         for metric, limit in limits.items():
-            room = _down(limit, metric) - _up(problem.fixed.get(metric, 0.0), metric)
+            room = scaled_down(limit, metric) - scaled_up(problem.fixed.get(metric, 0.0), metric)
             if metric == "ram_bytes":
                 for k, step in enumerate(self.steps):
                     self.m += step <= room, f"ram_{k}"
@@ -59,7 +59,7 @@ class _Model:
 
     def _additive(self, metric: str) -> pulp.LpAffineExpression:
         def value(c: Choice) -> int:
-            return _up(c.acc_loss if metric == "acc_loss" else c.metric(metric), metric)
+            return scaled_up(c.acc_loss if metric == "acc_loss" else c.metric(metric), metric)
 
         return pulp.lpSum(value(c) * self.x[layer, i]
                           for layer in self.p.layers

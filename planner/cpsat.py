@@ -15,66 +15,20 @@ from typing import Any
 
 from ortools.sat.python import cp_model
 
-from planner.problem import ADDITIVE, PairKey, Problem, owner_layer
+from planner.formulation import (
+    RESOLUTION,
+    coupling_links,
+    pair_coefficients,
+    pair_keys,
+    scaled_down,
+    scaled_up,
+    step_coefficients,
+)
+from planner.problem import ADDITIVE, PairKey, Problem
 from planner.result import BINDING_FRACTION, Relaxation, SolveResult, SolverOptions
 
+
 # Integer unit of each quantity inside the solver (ms, bytes, mJ, loss units).
-RESOLUTION = {"latency_ms": 1e-4, "flash_bytes": 1.0, "ram_bytes": 1.0, "energy_mj": 1e-6,
-              "acc_loss": 1e-9}
-
-
-def _up(value: float, metric: str) -> int:
-    return math.ceil(value / RESOLUTION[metric] - 1e-9)
-
-
-def _down(value: float, metric: str) -> int:
-    return math.floor(value / RESOLUTION[metric] + 1e-9)
-
-
-def coupling_links(problem: Problem) -> list[tuple[tuple[str, int], tuple[str, list[int]]]]:
-    """((group, width), (member layer, indices of its options with that width)) for every
-    member and width of every group: sum of those x == y[group, width] (empty: y must be 0)."""
-    links = []
-    groups = problem.groups
-    for g, members in problem.members().items():
-        for w in groups[g]:
-            for layer in members:
-                idx = [i for i, c in enumerate(problem.choices[layer]) if c.width(g) == w]
-                links.append(((g, w), (layer, idx)))
-    return links
-
-
-def step_coefficients(problem: Problem, t: int, step: tuple[tuple[str, int], ...]
-                      ) -> dict[tuple[str, int], int]:
-    """Integer bytes each x[layer, i] adds at RAM step t: its live tensors (rounded up per
-    owner) plus its workspace (rounded up), merged so each x appears once."""
-    per_owner: dict[str, int] = defaultdict(int)
-    for owner, n in step:
-        per_owner[owner] += n
-    coef: dict[tuple[str, int], int] = defaultdict(int)
-    for owner, n in per_owner.items():
-        layer = owner_layer(owner)
-        for i, c in enumerate(problem.choices[layer]):
-            coef[layer, i] += math.ceil(n * c.entry_bytes(owner) - 1e-9)
-    for layer, i, nbytes in problem.extra_terms(t):
-        coef[layer, i] += math.ceil(nbytes - 1e-9)
-    return coef
-
-
-def pair_coefficients(problem: Problem, t: int) -> list[tuple[PairKey, int]]:
-    """Integer bytes of step t's pair terms (Problem.step_pairs), per term key."""
-    return [(key, math.ceil(nbytes - 1e-9)) for key, nbytes in problem.pair_terms(t)]
-
-
-def pair_keys(problem: Problem) -> list[PairKey]:
-    """Every pair term's key once: one boolean each, shared by the steps that charge it."""
-    keys: dict[PairKey, None] = {}
-    for t in range(len(problem.step_pairs)):
-        for key, _ in problem.pair_terms(t):
-            keys.setdefault(key)
-    return list(keys)
-
-
 class _Model:
     """One CP-SAT model over a Problem: x[layer, i] booleans plus named linear expressions."""
 
@@ -123,7 +77,8 @@ class _Model:
 
     def _additive(self, metric: str) -> cp_model.LinearExprT:
         return sum(
-            _up(c.metric(metric) if metric != "acc_loss" else c.acc_loss, metric) * self.x[ly, i]
+            scaled_up(c.metric(metric) if metric != "acc_loss" else c.acc_loss, metric)
+            * self.x[ly, i]
             for ly in self.p.layers for i, c in enumerate(self.p.choices[ly])
         )
 
@@ -139,7 +94,7 @@ class _Model:
 
     def _add_limits(self, limits: dict[str, float]) -> None:
         for metric, limit in limits.items():
-            room = _down(limit, metric) - _up(self.p.fixed.get(metric, 0.0), metric)
+            room = scaled_down(limit, metric) - scaled_up(self.p.fixed.get(metric, 0.0), metric)
             extra: Any = 0
             if self.elastic:  # limit + slack: how far it must move for a plan to exist
                 extra = self.slack[metric] = self.m.new_int_var(0, self._upper_bound(metric),
@@ -153,12 +108,12 @@ class _Model:
     def _upper_bound(self, metric: str) -> int:
         """No plan can exceed this value of `metric` (in solver units)."""
         if metric == "ram_bytes":
-            weights = sum(max(_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[ly])
+            weights = sum(max(scaled_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[ly])
                           for ly in self.p.layers) if self.p.weights_in_ram else 0
             live = max((_step_upper(self.p, t, step)
                         for t, step in enumerate(self.p.ram_steps or ((),))), default=0)
             return weights + live + 1
-        return sum(max(_up(c.metric(metric), metric) for c in self.p.choices[ly])
+        return sum(max(scaled_up(c.metric(metric), metric) for c in self.p.choices[ly])
                    for ly in self.p.layers) + 1
 
     def peak_ram_var(self) -> cp_model.IntVar:
@@ -199,11 +154,11 @@ def _step_upper(problem: Problem, t: int, step: tuple[tuple[str, int], ...]) -> 
 def _tie_break_costs(problem: Problem) -> dict[tuple[str, int], int]:
     """Per (layer, option index): its latency + flash, each normalised by its worst total."""
     def worst(metric: str) -> int:
-        return max(1, sum(max(_up(c.metric(metric), metric) for c in problem.choices[ly])
+        return max(1, sum(max(scaled_up(c.metric(metric), metric) for c in problem.choices[ly])
                           for ly in problem.layers))
     lat_ref, flash_ref = worst("latency_ms"), worst("flash_bytes")
-    return {(ly, i): round(1e6 * _up(c.latency_ms, "latency_ms") / lat_ref)
-            + round(1e6 * _up(c.flash_bytes, "flash_bytes") / flash_ref)
+    return {(ly, i): round(1e6 * scaled_up(c.latency_ms, "latency_ms") / lat_ref)
+            + round(1e6 * scaled_up(c.flash_bytes, "flash_bytes") / flash_ref)
             for ly in problem.layers for i, c in enumerate(problem.choices[ly])}
 
 
@@ -222,7 +177,7 @@ def separable_optimum(problem: Problem) -> dict[str, int] | None:
     costs = _tie_break_costs(problem)
 
     def rank(ly: str, i: int) -> tuple[int, int]:
-        return _up(problem.choices[ly][i].acc_loss, "acc_loss"), costs[ly, i]
+        return scaled_up(problem.choices[ly][i].acc_loss, "acc_loss"), costs[ly, i]
 
     picks = {ly: min(range(len(problem.choices[ly])), key=partial(rank, ly))
              for ly in problem.layers}
@@ -265,7 +220,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
         else:
             return _infeasible(problem, _STATUS[status], options, start, considered,
                                explain_infeasible)
-    best_loss = sum(_up(problem.choices[ly][i].acc_loss, "acc_loss")
+    best_loss = sum(scaled_up(problem.choices[ly][i].acc_loss, "acc_loss")
                     for ly, i in first_picks.items())
 
     second = _Model(problem, problem.limits)
@@ -410,7 +365,7 @@ def smallest_joint_relaxation(problem: Problem, options: SolverOptions | None = 
     options = options or SolverOptions()
     model = _Model(problem, problem.limits, elastic=True)
     # weight each slack by 1 / its limit, so 1 % of latency costs as much as 1 % of flash
-    weights = {m: max(1, round(1e6 / max(_down(v, m), 1))) for m, v in problem.limits.items()}
+    weights = {m: max(1, round(1e6 / max(scaled_down(v, m), 1))) for m, v in problem.limits.items()}
     model.m.minimize(sum(weights[m] * model.slack[m] for m in model.slack))
     status, solver = model.solve(options)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):

@@ -15,12 +15,12 @@ from typing import Any
 
 from ortools.linear_solver import pywraplp
 
-from planner.cpsat import (
-    _down,
-    _up,
+from planner.formulation import (
     coupling_links,
     pair_coefficients,
     pair_keys,
+    scaled_down,
+    scaled_up,
     step_coefficients,
 )
 from planner.problem import ADDITIVE, Choice, Problem, owner_layer
@@ -52,14 +52,14 @@ def _lp(problem: Problem, elastic: bool) -> tuple[Any, dict[tuple[str, int], Any
         s.Add(sum(y[g, w] for w in ws) == 1)
     for (g, w), (ly, idx) in coupling_links(problem):
         s.Add(sum(x[ly, i] for i in idx) == y[g, w])
-    expr = {m: sum(_up(_value(c, m), m) * x[ly, i] for ly in problem.layers
+    expr = {m: sum(scaled_up(_value(c, m), m) * x[ly, i] for ly in problem.layers
                    for i, c in enumerate(problem.choices[ly])) for m in (*ADDITIVE, "acc_loss")}
     z = {key: s.NumVar(0.0, 1.0, "") for key in pair_keys(problem)}
     for (a, ia, b, ib), var in z.items():
         s.Add(var >= sum(x[a, i] for i in ia) + sum(x[b, j] for j in ib) - 1)
     slack = {m: s.NumVar(0.0, s.infinity(), "") for m in problem.limits} if elastic else {}
     for m, limit in problem.limits.items():
-        room = _down(limit, m) - _up(problem.fixed.get(m, 0.0), m)
+        room = scaled_down(limit, m) - scaled_up(problem.fixed.get(m, 0.0), m)
         extra = slack[m] * max(abs(room), 1) if elastic else 0
         if m == "ram_bytes":
             weights = expr["flash_bytes"] if problem.weights_in_ram else 0
@@ -85,7 +85,7 @@ def relax(problem: Problem, metric: str = "acc_loss") -> Relaxation:
     """The LP minimum of an additive metric (or acc_loss) under every limit."""
     s, x, expr, _ = _lp(problem, elastic=False)
     # GLOP gives up (ABNORMAL) on objective coefficients of ~1e9 loss units: scale them to <= 1
-    scale = max((abs(_up(_value(c, metric), metric)) for cs in problem.choices.values()
+    scale = max((abs(scaled_up(_value(c, metric), metric)) for cs in problem.choices.values()
                  for c in cs), default=1) or 1
     s.Minimize(expr[metric] * (1.0 / scale))
     status = _GLOP_STATUS.get(s.Solve(), "UNKNOWN")
@@ -145,7 +145,3 @@ def _neighbours(problem: Problem, layers: set[str]) -> set[str]:
     return out
 
 
-def fractional_layers(problem: Problem, relaxation: Relaxation) -> int:
-    """How many layers the LP does not decide (a measure of how hard rounding is)."""
-    return sum(max(relaxation.x[ly, i] for i in range(len(problem.choices[ly]))) < _INTEGRAL
-               for ly in problem.layers)

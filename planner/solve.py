@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
 
 from planner.presolve import remove_dominated
 from planner.problem import Problem
 from planner.result import SolveResult, SolverOptions
 
-Backend = Literal["cpsat", "cbc"]
 BACKENDS: tuple[str, ...] = ("cpsat", "cbc")
 
 

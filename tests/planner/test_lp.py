@@ -10,7 +10,8 @@ import pytest
 
 from planner import lp
 from planner.bruteforce import brute_force
-from planner.cpsat import RESOLUTION, _lp_start
+from planner.cpsat import _lp_start
+from planner.formulation import RESOLUTION
 from planner.presolve import _vector, dominates, remove_dominated
 from planner.problem import Choice, Problem
 from planner.result import SolverOptions

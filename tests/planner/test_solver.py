@@ -8,7 +8,8 @@ import random
 import pytest
 
 from planner.bruteforce import brute_force
-from planner.cpsat import _tie_break_costs, _up, minimize_metric, separable_optimum, solve
+from planner.cpsat import _tie_break_costs, minimize_metric, separable_optimum, solve
+from planner.formulation import scaled_up
 from planner.problem import Choice, Problem
 
 
@@ -122,11 +123,11 @@ def test_a_loose_budget_is_solved_layer_by_layer_exactly(seed: int) -> None:
     assert picks is not None
     costs = _tie_break_costs(problem)
     best = min(
-        (sum(_up(problem.choices[ly][i].acc_loss, "acc_loss") for ly, i in zip(problem.layers, p,
-                                                                             strict=True)),
+        (sum(scaled_up(problem.choices[ly][i].acc_loss, "acc_loss")
+             for ly, i in zip(problem.layers, p, strict=True)),
          sum(costs[ly, i] for ly, i in zip(problem.layers, p, strict=True)))
         for p in itertools.product(*(range(len(problem.choices[ly])) for ly in problem.layers)))
-    got = (sum(_up(problem.choices[ly][i].acc_loss, "acc_loss") for ly, i in picks.items()),
+    got = (sum(scaled_up(problem.choices[ly][i].acc_loss, "acc_loss") for ly, i in picks.items()),
            sum(costs[ly, i] for ly, i in picks.items()))
     assert got == best
     result = solve(problem)
