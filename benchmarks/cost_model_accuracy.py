@@ -32,13 +32,7 @@ import numpy as np
 import torch
 
 import edgefit_measure as em
-from cost_models.analytical import (
-    CostTable,
-    blocked_entries,
-    boundary_copies,
-    build_cost_table,
-    option_workspace,
-)
+from cost_models.analytical import build_cost_table
 from cost_models.capture import capture
 from cost_models.graph import LayerGraph
 from cost_models.host_probe import host_spec
@@ -46,6 +40,8 @@ from cost_models.ort_memory import OrtMemory, measure_arena, node_memory_stats
 from cost_models.ort_planner import PlanReplay, replay
 from cost_models.profile_cache import ProfileCache
 from cost_models.profiler import profile_host, step_owner_overrides
+from cost_models.ram_terms import blocked_entries, boundary_copies, option_workspace
+from cost_models.table import CostTable
 from edgefit.planning import held_tensors
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.paths import cache_dir
@@ -144,7 +140,7 @@ def predicted_activation_bytes(graph: LayerGraph, table: CostTable,
                                picks: dict[str, str]) -> tuple[int, int]:
     """(planner, full): the planner's own peak RAM for these picks (edgefit.planning.
     build_problem's RAM steps), and the peak with each chosen option's runtime workspace
-    (cost_models.analytical.option_workspace) added step by step; both less the constant
+    (cost_models.ram_terms.option_workspace) added step by step; both less the constant
     part (runtime RAM, weights held in RAM): activation memory only."""
     from edgefit.planning import build_problem
 
@@ -457,14 +453,14 @@ def report(cpu: str, e2e_rows: list[str], e2e_meas: list[float], e2e_profiled: l
         "buffer still allocated under onnxruntime's reuse rules, `cost_models.reuse`, charged "
         "at the size of the tensor in it) -- these are in the planner's RAM steps "
         "(`planner RAM steps` column) -- plus, per chosen option, "
-        "`cost_models.analytical.option_workspace` (in the solver's RAM steps too): "
+        "`cost_models.ram_terms.option_workspace` (in the solver's RAM steps too): "
         "`dequantized_weight_copies` (an int4 weight's fp32 copy, live from the run's start to "
         "its layer), `conv_workspace_bytes` (the working buffer of a k x k conv that runs "
         "outside NCHWc because its weight is dequantised), an int8 layer's kernel scratch "
         "(`int8_conv_paths`: which channel counts take the symmetric conv kernel), a "
         "weight-only Linear's MatMulNBits scratch (`weight_only_matmul_scratch`) and the fp32 "
         "copy of an int8 layer's output that a ReLU/ReLU6 runs on; plus, per pair of adjacent "
-        "layers, `cost_models.analytical.boundary_copies` (an fp32 copy where a float layer "
+        "layers, `cost_models.ram_terms.boundary_copies` (an fp32 copy where a float layer "
         "reads int8 codes, an int8 copy where an int8 layer reads a float tensor), which "
         "depends on two choices, and a blocked float conv's reordered NCHW copy where an int8 "
         "layer reads it: one boolean per term in the solver (`planner.Problem."

@@ -51,7 +51,7 @@ from edgefit_common.errors import PlanError
 from executors.onnx_quant import GRAPH_FORM_VERSION
 
 if TYPE_CHECKING:
-    from cost_models.analytical import CostTable
+    from cost_models.table import CostTable
 
 
 def _import_measure() -> ModuleType:

@@ -11,14 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from cost_models.analytical import (
-    CostTable,
-    RuntimeMemory,
-    blocked_entries,
-    boundary_terms,
-    build_cost_table,
-    option_workspace,
-)
+from cost_models.analytical import build_cost_table
 from cost_models.channels import ChannelGroupSpec, LayerCoupling, layer_couplings
 from cost_models.estimate import AccuracyEstimate
 from cost_models.graph import Layer, LayerGraph
@@ -32,6 +25,9 @@ from cost_models.options import (
     pruned_weight_shape,
     techniques,
 )
+from cost_models.ram_terms import blocked_entries, boundary_terms, option_workspace
+from cost_models.runtime_memory import RuntimeMemory
+from cost_models.table import CostTable
 from device_specs.budget import Budget
 from device_specs.schema import DeviceSpec, Kernel
 from edgefit_common import __version__
@@ -173,12 +169,12 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
     real weights, then count what the flash image will hold (format, index overhead, scales or
     codebook, bias, its header entry). Exact at full width. A channel-pruned option
     (``shapes``) is counted on the layer's own weights cut to the kept shape by channel L1
-    norm (executors.prune.kept_slice): the shape, hence a sparse layout's size, is exact;
-    Torch-Pruning ranks channels over the whole group, so the values a codebook is fitted to
-    can differ (within the flash check's tolerance)."""
-    from executors.fakequant import pruned_copy
-    from executors.flash_image import FlashLayer, layer_file_bytes
-    from executors.prune import ChannelPruneConfig, kept_slice
+    norm (executors.prune.kept_slice): the shape, hence a sparse layout's size, is exact.
+    Not for a weight-shared channel-pruned option: Torch-Pruning ranks channels over the whole
+    group, so the values its codebook and Huffman-coded indices are fitted to differ, and so
+    does the size (:func:`shared_channel_flash_bytes` counts those on the weights apply
+    stores)."""
+    from executors.prune import kept_slice
     from executors.share import WeightSharingConfig
 
     out = {}
@@ -191,14 +187,58 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
                 continue
             shape = (shapes or {}).get((layer, name))
             source = modules[layer] if shape is None else kept_slice(modules[layer], shape)
-            per_layer = [c for c in configs if not isinstance(c, ChannelPruneConfig)]
-            pruned = dict(pruned_copy(source, {"": per_layer}).named_modules())[""]
-            weight = pruned.weight.detach().numpy()
-            bias = getattr(pruned, "bias", None)
-            out[layer, name] = layer_file_bytes(FlashLayer(
-                layer, weight_precision(configs), weight,
-                None if bias is None else bias.detach().numpy(), sparse=True, share=share))
+            out[layer, name] = _stored_bytes(layer, source, configs)
     return out
+
+
+def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
+                               specs: dict[str, dict[str, tuple[OptionSpec, list[Any]]]],
+                               groups: list[ChannelGroupSpec]) -> dict[tuple[str, str], int]:
+    """Stored bytes of every weight-shared, channel-pruned (layer, option), counted on exactly
+    the weights apply stores: the model channel-pruned as apply prunes it
+    (executors.prune.prune_channels, Torch-Pruning's group L1 ranking) at the option's group
+    widths, then pruned and shared as the option says. A shared layer's size depends on its
+    values (k-means codebook, Huffman-coded indices), so a stand-in with other channels
+    (kept_slice) is not its size. prune_channels ranks every group on the unpruned model, so a
+    layer's kept weights depend on the widths of its own groups only: one pruned copy per
+    combination of those widths serves every option and layer that prunes exactly them."""
+    import copy
+
+    from executors.prune import prune_channels
+    from executors.share import WeightSharingConfig
+
+    by_name = {g.name: g for g in groups}
+    todo: dict[tuple[tuple[str, int], ...], list[tuple[str, str, list[Any]]]] = {}
+    for layer, opts in specs.items():
+        for name, (spec, configs) in opts.items():
+            cut = tuple(sorted((g, w) for g, w in spec.widths if w < by_name[g].channels))
+            if cut and any(isinstance(c, WeightSharingConfig) for c in configs):
+                todo.setdefault(cut, []).append((layer, name, configs))
+    out = {}
+    for cut, wanted in todo.items():
+        prune = {member: by_name[g].prune_config(w) for g, w in cut
+                 for member in by_name[g].layers}
+        narrow = dict(prune_channels(copy.deepcopy(module), prune, input_shape).named_modules())
+        for layer, name, configs in wanted:
+            out[layer, name] = _stored_bytes(layer, narrow[layer], configs)
+    return out
+
+
+def _stored_bytes(layer: str, source: Any, configs: list[Any]) -> int:
+    """What the flash image holds for ``source`` (a module at its stored width) after the
+    option's per-layer techniques (``configs``; channel pruning is already in ``source``)."""
+    from executors.fakequant import pruned_copy
+    from executors.flash_image import FlashLayer, layer_file_bytes
+    from executors.prune import ChannelPruneConfig
+    from executors.share import WeightSharingConfig
+
+    share = next((c for c in configs if isinstance(c, WeightSharingConfig)), None)
+    per_layer = [c for c in configs if not isinstance(c, ChannelPruneConfig)]
+    pruned = dict(pruned_copy(source, {"": per_layer}).named_modules())[""]
+    bias = getattr(pruned, "bias", None)
+    return layer_file_bytes(FlashLayer(
+        layer, weight_precision(configs), pruned.weight.detach().numpy(),
+        None if bias is None else bias.detach().numpy(), sparse=True, share=share))
 
 
 def calibration_split(dataset: str | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
@@ -384,8 +424,14 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                          "images, charged once per group (on its first layer)")
     else:
         acc, unit, acc_prov = {}, "none", "no data: accuracy cost not estimated (all zero)"
-    sparse = (sparse_flash_bytes(loaded.module, options_by_layer, shapes)
-              if loaded.module is not None else {})
+    sparse: dict[tuple[str, str], int] = {}
+    if loaded.module is not None:
+        # shared + channel-pruned options on the weights apply stores; the rest by shape
+        sparse = shared_channel_flash_bytes(loaded.module, loaded.input_shape, specs_by_layer,
+                                            groups) if groups else {}
+        sparse = {**sparse_flash_bytes(loaded.module, {
+            layer: {o: c for o, c in opts.items() if (layer, o) not in sparse}
+            for layer, opts in options_by_layer.items()}, shapes), **sparse}
     factored = (lowrank_factors(loaded.module, graph, options_by_layer, shapes)
                 if loaded.module is not None else {})
     table = build_cost_table(graph, spec, profile, acc, unit, sparse, budget.period, factored,

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from cost_models.analytical import boundary_terms, build_cost_table
+from cost_models.analytical import build_cost_table
 from cost_models.capture import capture
 from cost_models.host_probe import host_spec
+from cost_models.ram_terms import boundary_terms
 from device_specs.schema import DeviceSpec
 from workloads.zoo import LeNet5
 

@@ -11,15 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from cost_models.analytical import (
-    RuntimeMemory,
-    blocked_entries,
-    boundary_copies,
-    build_cost_table,
-    int8_scratch_bytes,
-    option_workspace,
-)
+from cost_models.analytical import build_cost_table
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
+from cost_models.ram_terms import blocked_entries, boundary_copies, option_workspace
+from cost_models.runtime_memory import RuntimeMemory, int8_scratch_bytes
 from device_specs.catalog import CATALOG_DIR, catalog_files, load_spec
 from device_specs.schema import DeviceSpec
 from edgefit.planning import build_problem

@@ -8,10 +8,11 @@ import copy
 import pytest
 import torch
 
-from cost_models.analytical import CostTable, OptionCost, build_cost_table, pruned_layer
+from cost_models.analytical import build_cost_table, pruned_layer
 from cost_models.capture import capture
 from cost_models.channels import channel_group_specs, group_widths, layer_couplings
 from cost_models.options import option_specs
+from cost_models.table import CostTable, OptionCost
 from device_specs.catalog import load_spec
 from edgefit.planning import build_problem, scaled_pruned_latency, width_accuracy
 from executors.prune import coupling, kept_channels, prune_channels

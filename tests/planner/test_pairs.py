@@ -121,10 +121,11 @@ def test_plan_json_keeps_the_pairs(tmp_path) -> None:
 
 
 def test_build_problem_carries_the_boundary_copies() -> None:
-    """edgefit.planning.build_problem turns cost_models.analytical.boundary_terms into
+    """edgefit.planning.build_problem turns cost_models.ram_terms.boundary_terms into
     Problem.step_pairs: the peak RAM of a mixed plan is the liveness peak + workspace + the
     copy, as the cost model's boundary_copies says."""
-    from cost_models.analytical import boundary_copies, build_cost_table, option_workspace
+    from cost_models.analytical import build_cost_table
+    from cost_models.ram_terms import boundary_copies, option_workspace
     from edgefit.planning import build_problem
     from tests.cost_models.test_runtime_memory import (
         HOST_FIELDS,

@@ -146,7 +146,8 @@ def test_build_problem_carries_the_cost_models_workspace() -> None:
     with the workspace is the liveness peak plus the chosen options' terms, step by step, and
     the solver steers away from the all-int4 plan (the conv's weight copy and working buffer)
     when the RAM limit says so."""
-    from cost_models.analytical import build_cost_table, option_workspace
+    from cost_models.analytical import build_cost_table
+    from cost_models.ram_terms import option_workspace
     from edgefit.planning import build_problem
     from tests.cost_models.test_runtime_memory import HOST_FIELDS, spec_with, tiny_graph
 
