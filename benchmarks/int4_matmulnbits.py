@@ -1,7 +1,7 @@
 """Latency of one int4 Linear layer in onnxruntime: MatMulNBits vs DequantizeLinear + Gemm vs fp32.
 
 Three single-layer models per shape, the same int4 codes and per-channel scales
-(executors.quant_math):
+(formats.quant_math):
   fp32        Gemm(x, W (N, K), b, transB=1)                  -- torch's export of a Linear
   dq_gemm     DequantizeLinear(int4 (N, K), axis 0) -> Gemm   -- edgefit's int4 form before
   matmulnbits DequantizeLinear(int4 (K, N), axis 1) -> MatMul -> Add, which onnxruntime fuses
@@ -26,8 +26,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from executors import quant_math as qm
 from executors.onnx_quant import ort_session_options
+from formats import quant_math as qm
 
 SHAPES = (("lenet300 fc1", 1, 784, 300), ("lenet300 fc1", 32, 784, 300),
           ("minilm ffn1", 32, 384, 1536))  # (name, M rows, K in, N out)

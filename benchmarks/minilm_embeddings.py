@@ -64,7 +64,7 @@ def lookup_ms(runs: int = 300) -> dict[str, float]:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from executors import quant_math as qm
+    from formats import quant_math as qm
     from workloads import minilm
 
     table = minilm.load_minilm(layers=1).embeddings.word.weight.detach().numpy()

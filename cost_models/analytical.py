@@ -2,7 +2,7 @@
 
 latency = per-layer overhead + max(compute, memory) (a roofline per layer), with the constants
 taken from the device spec (each carries its provenance, which the table repeats). Flash is the
-bytes the packed image stores (executors.quant_math defines the formats), energy = board power
+bytes the packed image stores (formats.quant_math defines the formats), energy = board power
 during inference x latency.
 """
 
@@ -33,7 +33,7 @@ from cost_models.table import CostTable, OptionCost
 from device_specs.schema import BITS, DeviceSpec, Kernel, Profile
 from edgefit_common.units import fmt_rate
 from executors.flash_image import entry_bytes
-from executors.quant_math import (
+from formats.quant_math import (
     SCALE_BYTES,
     int_format,
     packed_bytes,

@@ -55,7 +55,7 @@ class Kernel(Strict):
 
     @property
     def storage(self) -> str:
-        """The stored weight form (executors.quant_math option): int4, or uint4 if asymmetric."""
+        """The stored weight form (formats.quant_math option): int4, or uint4 if asymmetric."""
         return self.weights if self.symmetric else "u" + self.weights
 
 

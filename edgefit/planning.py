@@ -556,7 +556,8 @@ def _cached_output_kl(module: Any, options: dict[str, dict[str, list[Any]]],
 
     from cost_models import accuracy
     from cost_models.sensitivity import SensitivityCache, cache_key
-    from executors import fakequant, lowrank, prune, quant_math
+    from executors import fakequant, lowrank, prune
+    from formats import quant_math
 
     code = "".join(inspect.getsource(m) for m in (accuracy, fakequant, quant_math, prune,
                                                     lowrank))

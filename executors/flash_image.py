@@ -42,8 +42,8 @@ import numpy as np
 
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_write_bytes
-from executors import quant_math as qm
-from executors import sparse_format
+from formats import quant_math as qm
+from formats import sparse_format
 
 SPARSE_FORMATS = ("bitmask", "csr", "dense")  # a sparse layer is stored in the smallest
 

@@ -6,7 +6,7 @@ is named after the torch module (``conv1``, ``features.0.conv``, ``fc1``) and th
 second input and is an initializer (for a ``MatMul`` it is ``W^T``, shape (in, out), and the
 bias lives in the ``Add`` that is the MatMul's only consumer).
 
-Per-layer options (numbers from :mod:`executors.quant_math`, so they match the flash image):
+Per-layer options (numbers from :mod:`formats.quant_math`, so they match the flash image):
 
 * ``fp32`` -- untouched.
 * ``fp16`` -- weight and bias initializers stored as float16, each followed by a ``Cast`` to
@@ -56,7 +56,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgefit_common.errors import PlanError
 from edgefit_measure import session_config, u8s8_exact
-from executors import quant_math as qm
+from formats import quant_math as qm
 from formats.onnx_io import (
     LAYERS_KEY,
     OPTIONS_KEY,

@@ -9,7 +9,7 @@ import it (and Torch-Pruning) lazily; the mask arithmetic, checks and cost delta
   position: among equal magnitudes the lower flat (C-order) index is pruned first. The zeros are
   physically in ``weight``; no mask, buffer or hook is left on the module. A weight that already
   held more zeros keeps them (then there are more than ``round(sparsity * n)`` zeros). The stored
-  size of such a layer is :func:`executors.sparse_format.sparse_bytes` of the nonzeros.
+  size of such a layer is :func:`formats.sparse_format.sparse_bytes` of the nonzeros.
   Global magnitude pruning (:func:`global_sparsities`) ranks the weights of several layers
   together against one threshold; it is recorded per layer as the sparsity that threshold gave
   that layer (``scope="global"``), so each layer's zeros and stored size stay a function of the
@@ -119,7 +119,7 @@ def global_sparsities(weights: dict[str, np.ndarray], sparsity: float
     :func:`magnitude_keep_mask` at that sparsity removes exactly the weights the global
     threshold removes (up to ties at the threshold; a layer the threshold would empty beyond
     99 % keeps 1 %, the config's limit)."""
-    from executors.quant_math import as_float32
+    from formats.quant_math import as_float32
 
     if not weights:
         raise PlanError("global pruning needs at least one layer")
@@ -140,7 +140,7 @@ def magnitude_keep_mask(w: np.ndarray, sparsity: float) -> np.ndarray:
 
     Sorted by magnitude with a stable sort, so equal magnitudes are pruned in C order.
     """
-    from executors.quant_math import as_float32
+    from formats.quant_math import as_float32
 
     a = as_float32(w)
     k = pruned_count(a.size, sparsity)
@@ -171,7 +171,7 @@ def nm_applicable(weight_shape: Iterable[int], config: NMPruneConfig) -> bool:
 
 def nm_keep_mask(w: np.ndarray, n: int, m: int) -> np.ndarray:
     """Boolean mask keeping the ``n`` largest ``|w|`` of every group (ties: lower index kept)."""
-    from executors.quant_math import as_float32
+    from formats.quant_math import as_float32
 
     a = as_float32(w)
     groups = _nm_groups(a, m)

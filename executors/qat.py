@@ -9,7 +9,7 @@ straight-through estimator: the forward value is exactly the quantised one, the 
 gradient through unchanged (activations: only inside the integer range, the clipped STE of Jacob et
 al. 2018).
 
-The weight forward equals :func:`executors.quant_math.fake_quantize` (per output channel,
+The weight forward equals :func:`formats.quant_math.fake_quantize` (per output channel,
 symmetric) bit for bit, so once fine-tuning ends the normal pipeline quantises the latent weights
 to exactly the values QAT trained with. No module is changed (no parametrisation, no buffers):
 state_dict and export are untouched; the view swaps the quantised weights in per call with
@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from edgefit_common.errors import PlanError
-from executors import quant_math
 from executors.quantize import ACTIVATION_QMAX, ActivationFakeQuant
+from formats import quant_math
 
 if TYPE_CHECKING:
     from executors.quantize import QuantizeConfig

@@ -36,8 +36,8 @@ class QuantizeConfig(BaseModel):
 
     @property
     def storage(self) -> str:
-        """The weight storage form (executors.quant_math options): int4, uint4, fp16..."""
-        from executors.quant_math import storage_option
+        """The weight storage form (formats.quant_math options): int4, uint4, fp16..."""
+        from formats.quant_math import storage_option
 
         return storage_option(self.weights, self.symmetric)
 
@@ -48,7 +48,7 @@ def fake_quantize_weights(module: nn.Module, config: QuantizeConfig) -> nn.Modul
     """Replace the module's weight by its quantised-then-dequantised value (in place)."""
     import torch
 
-    from executors import quant_math
+    from formats import quant_math
 
     weight = module.weight.detach().cpu().numpy()  # type: ignore[union-attr, operator]
     if config.weights == "fp32":

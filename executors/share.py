@@ -20,7 +20,7 @@ Stored form (:func:`encode_shared`, the ``weight`` blob of a shared layer in the
 
     codebook   k centroids, ascending, float32 or float16 (k <= 2**bits: the used ones)
     positions  only if the layer has zeros: where the nonzeros are, as
-               bitmask  -- one bit per weight, LSB first, C order (as executors.sparse_format), or
+               bitmask  -- one bit per weight, LSB first, C order (as formats.sparse_format), or
                relative -- Deep Compression's relative indices: per nonzero the number of zeros
                            since the previous one, ``index_bits`` bits each; the largest value
                            ``M = 2**index_bits - 1`` is a filler that skips M positions and
@@ -28,7 +28,7 @@ Stored form (:func:`encode_shared`, the ``weight`` blob of a shared layer in the
     indices    per stored weight its codebook index, ``bits`` bits each
 
 Integers are packed LSB first into bytes (the ``sparse_format`` convention). With ``entropy``
-set, the positions and the indices are each stored Huffman coded (:mod:`executors.entropy`:
+set, the positions and the indices are each stored Huffman coded (:mod:`formats.entropy`:
 over the gap symbols, the bitmask's bytes, the indices) or zstd compressed, *or* raw when that is
 smaller -- which one is recorded in the header. ``positions="auto"`` takes the smaller of
 bitmask and relative (ties: bitmask) and, with ``index_bits=None``, the best ``index_bits`` in
@@ -45,8 +45,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgefit_common.errors import PlanError
-from executors import entropy as ec
-from executors.entropy import EntropyCoding
+from formats import entropy as ec
+from formats.entropy import EntropyCoding
 
 if TYPE_CHECKING:
     import torch
@@ -113,7 +113,7 @@ def kmeans_1d(values: np.ndarray, k: int, iterations: int = 100) -> tuple[np.nda
 def share_weights(w: np.ndarray, config: WeightSharingConfig) -> tuple[np.ndarray, np.ndarray]:
     """``(shared, codebook)``: ``w`` with every nonzero replaced by its k-means centroid
     (float32, same shape; zeros stay zero) and the sorted codebook of used centroids."""
-    from executors.quant_math import as_float32
+    from formats.quant_math import as_float32
 
     a = as_float32(w, "weights to share")
     nz = a != 0
@@ -313,7 +313,7 @@ def encode_shared(weight: np.ndarray, config: WeightSharingConfig,
     """``(meta, blob)``: a shared weight's stored form (module docstring). ``PlanError`` if the
     weight has more distinct nonzero values than ``2**bits`` or, for a float16 codebook, values
     float16 cannot hold exactly (share it first: :func:`share_module`)."""
-    from executors.quant_math import as_float32
+    from formats.quant_math import as_float32
 
     w = as_float32(weight, f"layer {name!r} weights")
     cb = _codebook(w)

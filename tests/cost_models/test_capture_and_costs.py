@@ -8,7 +8,7 @@ from cost_models.analytical import build_cost_table, image_entry_bytes
 from cost_models.capture import capture
 from cost_models.graph import LayerGraph
 from device_specs.catalog import load_spec
-from executors.quant_math import stored_bias_bytes, stored_weight_bytes
+from formats.quant_math import stored_bias_bytes, stored_weight_bytes
 from workloads.zoo import ZOO
 
 

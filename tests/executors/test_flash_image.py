@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from edgefit_common.errors import PlanError
-from executors import quant_math as qm
 from executors.flash_image import (
     MAGIC,
     FlashLayer,
@@ -23,6 +22,7 @@ from executors.flash_image import (
     read_flash_image,
     write_flash_image,
 )
+from formats import quant_math as qm
 
 
 def _layers() -> list[FlashLayer]:

@@ -211,7 +211,7 @@ def test_factorised_onnx_matches_torch_and_carries_the_rank(tiny, tmp_path: Path
 
 def test_flash_image_holds_every_factor_and_its_rank(tiny, tmp_path: Path) -> None:
     from executors.flash_image import FlashLayer, read_flash_image, write_flash_image
-    from executors.quant_math import stored_bias_bytes, stored_weight_bytes
+    from formats.quant_math import stored_bias_bytes, stored_weight_bytes
 
     f = L.factorize(tiny.fc1, L.LowRankConfig(rank=7))
     layers = [FlashLayer(name, "int8", m.weight.detach().numpy(),
@@ -246,7 +246,7 @@ def test_cost_table_offers_lowrank_with_exact_flash_and_fewer_macs() -> None:
     from cost_models.capture import capture
     from device_specs.catalog import load_spec
     from edgefit.planning import layer_options, lowrank_factors
-    from executors.quant_math import stored_bias_bytes, stored_weight_bytes
+    from formats.quant_math import stored_bias_bytes, stored_weight_bytes
     from workloads.zoo import LeNet300100
 
     torch.manual_seed(0)

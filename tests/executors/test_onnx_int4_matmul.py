@@ -22,13 +22,13 @@ from onnx import helper, numpy_helper
 
 from edgefit_measure import u8s8_exact
 from executors import onnx_quant
-from executors import quant_math as qm
 from executors.onnx_quant import (
     inspect_onnx,
     name_nodes_by_module,
     ort_session_options,
     quantize_onnx,
 )
+from formats import quant_math as qm
 
 IN_FEATURES = 100  # not a multiple of MatMulNBits' block of 32, like LeNet-300-100's 784
 

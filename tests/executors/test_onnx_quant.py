@@ -15,7 +15,6 @@ import torch
 from onnx import numpy_helper
 
 from edgefit_common.errors import PlanError
-from executors import quant_math as qm
 from executors.onnx_quant import (
     LAYERS_KEY,
     OPTIONS_KEY,
@@ -25,6 +24,7 @@ from executors.onnx_quant import (
     ort_session_options,
     quantize_onnx,
 )
+from formats import quant_math as qm
 
 INPUT_SHAPE = (3, 16, 16)
 MIXED = {"conv1": "int8", "conv2": "fp16", "fc1": "int4", "fc2": "fp32"}

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from edgefit_common.errors import PlanError
-from executors import quant_math
 from executors.distill import DistillConfig, distill, output_kl
 from executors.fakequant import quantized_copy
 from executors.qat import (
@@ -27,6 +26,7 @@ from executors.qat import (
     weight_format,
 )
 from executors.quantize import ActivationFakeQuant, QuantizeConfig
+from formats import quant_math
 from workloads.data import Dataset, load_dataset
 from workloads.train import pretrained
 

@@ -1,4 +1,4 @@
-"""executors.entropy: canonical Huffman (exact sizes, real decoder) and zstd."""
+"""formats.entropy: canonical Huffman (exact sizes, real decoder) and zstd."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgefit_common.errors import PlanError
-from executors import entropy as E
+from formats import entropy as E
 
 
 def _geometric(n: int, alphabet: int, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""executors.quant_math: the one definition of the stored number formats."""
+"""formats.quant_math: the one definition of the stored number formats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgefit_common.errors import PlanError
-from executors import quant_math as qm
+from formats import quant_math as qm
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
@@ -162,7 +162,7 @@ def test_matches_onnxruntime_int8_weight_quantisation():
 
 
 def test_no_torch_import():
-    code = "import sys, executors.quant_math; sys.exit('torch' in sys.modules)"
+    code = "import sys, formats.quant_math; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

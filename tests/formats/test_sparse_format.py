@@ -1,4 +1,4 @@
-"""executors.sparse_format: honest sparse storage (bitmask vs CSR), exact size prediction."""
+"""formats.sparse_format: honest sparse storage (bitmask vs CSR), exact size prediction."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgefit_common.errors import PlanError
-from executors import quant_math as qm
-from executors import sparse_format as sf
+from formats import quant_math as qm
+from formats import sparse_format as sf
 
 
 def _sparse_weight(shape: tuple[int, ...], density: float, seed: int = 0) -> np.ndarray:
@@ -117,5 +117,5 @@ def test_bad_inputs_raise_plan_error():
 
 
 def test_no_torch_import():
-    code = "import sys, executors.sparse_format; sys.exit('torch' in sys.modules)"
+    code = "import sys, formats.sparse_format; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -40,7 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edgefit_common.errors import PlanError
-from executors import quant_math
+from formats import quant_math
 
 FORMATS: tuple[str, ...] = ("bitmask", "csr")
 """The sparse formats, in tie-break order."""
