@@ -29,7 +29,7 @@ test: data
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy edgefit_common formats planner cost_models device_specs executors workloads edgefit edgefit_measure.py
+	$(VENV)/bin/mypy edgefit_common formats techniques planner cost_models device_specs executors workloads edgefit edgefit_measure.py
 	$(VENV)/bin/lint-imports --no-cache
 
 schemas: $(STAMP)

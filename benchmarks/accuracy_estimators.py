@@ -41,9 +41,10 @@ from cost_models.sensitivity import hessian_sensitivity_cached, measured_sensiti
 from edgefit.planning import CALIBRATION_SIZE, layer_options
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.paths import cache_dir
-from executors.distill import DistillConfig, distill
+from executors.distill import distill
 from executors.fakequant import pruned_copy, quantized_copy
-from executors.prune import UnstructuredPruneConfig
+from techniques.distill import DistillConfig
+from techniques.prune import UnstructuredPruneConfig
 from workloads.data import Dataset, load_dataset
 from workloads.train import _atomic_save, _recipe_hash, evaluate, fresh_model, pretrained, train
 from workloads.zoo import ZOO, LeNet5, ZooEntry

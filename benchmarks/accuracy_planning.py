@@ -147,7 +147,7 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _distill(epochs: int) -> Any:
-    from executors.distill import DistillConfig
+    from techniques.distill import DistillConfig
 
     return DistillConfig(epochs=epochs)
 

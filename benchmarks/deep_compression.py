@@ -28,10 +28,13 @@ import torch
 from torch import nn
 
 from edgefit_common.fsutil import atomic_write_text
-from executors.distill import DistillConfig, distill
+from executors.distill import distill
 from executors.flash_image import FlashLayer, read_flash_image, write_flash_image
-from executors.prune import UnstructuredPruneConfig, keep_zeros, prune_unstructured
-from executors.share import WeightSharingConfig, check_shared, keep_shared, share_module
+from executors.prune import keep_zeros, prune_unstructured
+from executors.share import check_shared, keep_shared, share_module
+from techniques.distill import DistillConfig
+from techniques.prune import UnstructuredPruneConfig
+from techniques.share import WeightSharingConfig
 from workloads.data import Dataset, load_dataset, split
 from workloads.train import evaluate, pretrained
 

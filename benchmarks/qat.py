@@ -32,10 +32,12 @@ from torch import nn
 
 from cost_models.capture import capture
 from edgefit_common.fsutil import atomic_write_text
-from executors.distill import DistillConfig, distill, output_kl
+from executors.distill import distill, output_kl
 from executors.fakequant import quantized_copy
-from executors.prune import UnstructuredPruneConfig, prune_unstructured
-from executors.quantize import QuantizeConfig
+from executors.prune import prune_unstructured
+from techniques.distill import DistillConfig
+from techniques.prune import UnstructuredPruneConfig
+from techniques.quantize import QuantizeConfig
 from workloads.data import Dataset, load_dataset
 from workloads.train import evaluate, pretrained
 from workloads.zoo import ZOO

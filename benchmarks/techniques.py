@@ -28,12 +28,8 @@ from edgefit.planning import make_plan
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_write_text
 from executors.apply import apply_plan
-from executors.prune import (
-    NMPruneConfig,
-    UnstructuredPruneConfig,
-    global_sparsities,
-    nm_applicable,
-)
+from executors.prune import global_sparsities, nm_applicable
+from techniques.prune import NMPruneConfig, UnstructuredPruneConfig
 
 WORKLOADS = ("lenet300-mnist", "lenet5-mnist", "fashion-cnn")  # the default run
 EXTRA_WORKLOADS = ("mobilenetv2-fashion", "minilm-l6")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from executors.prune import ChannelPruneConfig, CoupledGroup, kept_channels
+from executors.prune import CoupledGroup, kept_channels
+from techniques.prune import ChannelPruneConfig
 
 # Kept fractions of a coupled channel group offered besides full width, before rounding the kept
 # count to the profile's preferred_channel_multiple.

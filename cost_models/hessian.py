@@ -34,7 +34,8 @@ from torch import nn
 from cost_models.estimate import AccuracyEstimate
 from edgefit_common.errors import PlanError
 from executors.fakequant import pruned_copy
-from executors.quantize import QuantizeConfig, fake_quantize_weights
+from executors.quantize import fake_quantize_weights
+from techniques.quantize import QuantizeConfig
 
 DEFAULT_MAX_SAMPLES = 64
 DEFAULT_MIN_SAMPLES = 8

@@ -13,15 +13,11 @@ from cost_models.channels import LayerCoupling, width_tag
 from cost_models.graph import Layer
 from device_specs.schema import Kernel, NMSparsity
 from edgefit_common.errors import PlanError
-from executors.lowrank import LowRankConfig
-from executors.prune import (
-    ChannelPruneConfig,
-    NMPruneConfig,
-    UnstructuredPruneConfig,
-    nm_applicable,
-)
-from executors.quantize import QuantizeConfig
-from executors.share import WeightSharingConfig
+from executors.prune import nm_applicable
+from techniques.lowrank import LowRankConfig
+from techniques.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig
+from techniques.quantize import QuantizeConfig
+from techniques.share import WeightSharingConfig
 
 # Unstructured sparsity levels offered per layer. Dense kernels gain no speed from zeros, so
 # these relieve flash only (stored as bitmask/CSR, whichever is smaller).

@@ -33,13 +33,13 @@ from device_specs.schema import DeviceSpec, Kernel
 from edgefit_common import __version__
 from edgefit_common.errors import SpecError
 from executors.flash_image import image_overhead_bytes
-from executors.prune import NMPruneConfig, UnstructuredPruneConfig
 from executors.quantize import onnx_option, weight_precision
 from planner import plan as plan_schema
 from planner.problem import INPUT_SUFFIX, Choice, PairTerm, Problem
 from planner.resolve import problem_from_plan, solver_limits, with_result
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
+from techniques.prune import NMPruneConfig, UnstructuredPruneConfig
 from workloads.data import data_hash
 from workloads.models import LoadedModel, weights_sha256
 
@@ -175,7 +175,7 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
     does the size (:func:`shared_channel_flash_bytes` counts those on the weights apply
     stores)."""
     from executors.prune import kept_slice
-    from executors.share import WeightSharingConfig
+    from techniques.share import WeightSharingConfig
 
     out = {}
     modules = dict(module.named_modules())
@@ -205,7 +205,7 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
     import copy
 
     from executors.prune import prune_channels
-    from executors.share import WeightSharingConfig
+    from techniques.share import WeightSharingConfig
 
     by_name = {g.name: g for g in groups}
     todo: dict[tuple[tuple[str, int], ...], list[tuple[str, str, list[Any]]]] = {}
@@ -229,8 +229,8 @@ def _stored_bytes(layer: str, source: Any, configs: list[Any]) -> int:
     option's per-layer techniques (``configs``; channel pruning is already in ``source``)."""
     from executors.fakequant import pruned_copy
     from executors.flash_image import FlashLayer, layer_file_bytes
-    from executors.prune import ChannelPruneConfig
-    from executors.share import WeightSharingConfig
+    from techniques.prune import ChannelPruneConfig
+    from techniques.share import WeightSharingConfig
 
     share = next((c for c in configs if isinstance(c, WeightSharingConfig)), None)
     per_layer = [c for c in configs if not isinstance(c, ChannelPruneConfig)]
@@ -443,7 +443,7 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                       groups, None if calib is None else data_hash(*calib))
     base = base_plan(ctx, acc_prov, options_by_layer)
     if finetune_epochs:
-        from executors.distill import DistillConfig
+        from techniques.distill import DistillConfig
 
         base = base.model_copy(update={"finetune": DistillConfig(
             epochs=finetune_epochs, quantization_aware=quantization_aware)})

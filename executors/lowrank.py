@@ -29,41 +29,18 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefit_common.errors import PlanError
+from techniques.lowrank import LowRankConfig
 
 if TYPE_CHECKING:
     from torch import nn
 
 FACTORISABLE = ("Linear", "Conv2d")
 TUCKER_ITERATIONS = 100  # HOOI sweeps (it stops earlier once the fit no longer improves)
-
-
-class LowRankConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    technique: Literal["lowrank"] = "lowrank"
-    rank: int | None = Field(default=None, ge=1, description=(
-        "Linear: the inner dimension of the two factors; Conv2d: the output-channel rank of "
-        "the Tucker-2 core"))
-    rank_in: int | None = Field(default=None, ge=1, description=(
-        "Conv2d only: the input-channel rank of the core (default: rank, capped at the "
-        "layer's input channels)"))
-    energy: float | None = Field(default=None, gt=0.0, le=1.0, description=(
-        "instead of rank: the fraction of the squared singular values the factors retain"))
-
-    @model_validator(mode="after")
-    def _one_way(self) -> LowRankConfig:
-        if (self.rank is None) == (self.energy is None):
-            raise ValueError("lowrank needs exactly one of rank (an integer >= 1) or energy "
-                             "(a fraction in (0, 1])")
-        if self.rank_in is not None and self.rank is None:
-            raise ValueError("lowrank rank_in goes with rank, not with energy")
-        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -480,10 +457,7 @@ MODULE_EXECUTORS: dict[str, Callable[..., Any]] = {"lowrank": factorize}
 """Module-level executors ``(module, config) -> module``; this one returns a *new* module that
 replaces the layer in its parent (``executors.fakequant.pruned_copy`` does that)."""
 
-CONFIGS: dict[str, type[BaseModel]] = {"lowrank": LowRankConfig}
-
 __all__ = [
-    "CONFIGS",
     "MODULE_EXECUTORS",
     "LowRankConfig",
     "check_lowrank",

@@ -40,54 +40,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgefit_common.errors import PlanError
+from techniques.prune import (
+    ChannelPruneConfig,
+    NMPruneConfig,
+    PruneConfig,
+    UnstructuredPruneConfig,
+)
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-
-class UnstructuredPruneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    technique: Literal["prune_unstructured"] = "prune_unstructured"
-    sparsity: float = Field(ge=0.0, le=0.99, description="fraction of the layer's weights zeroed")
-    scope: Literal["layer", "global"] = Field(
-        default="layer", description="layer: this layer's own smallest weights; global: the "
-        "sparsity one magnitude threshold over several layers gave this layer "
-        "(global_sparsities)")
-
-
-class NMPruneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    technique: Literal["prune_nm"] = "prune_nm"
-    n: int = Field(default=2, ge=1, description="weights kept in each group")
-    m: int = Field(default=4, ge=2, le=32, description="group size along the input dimension")
-
-    @model_validator(mode="after")
-    def _n_below_m(self) -> NMPruneConfig:
-        if self.n >= self.m:
-            raise ValueError(f"N:M pruning needs n < m, got {self.n}:{self.m}")
-        return self
-
-
-class ChannelPruneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    technique: Literal["prune_channels"] = "prune_channels"
-    ratio: float = Field(ge=0.0, le=0.9, description="fraction of output channels removed")
-    round_to: int = Field(default=1, ge=1, description="kept channels: a multiple of this")
-
-
-PruneConfig = Annotated[UnstructuredPruneConfig | NMPruneConfig | ChannelPruneConfig,
-                        Field(discriminator="technique")]
-"""Any pruning config (a discriminated union on ``technique``)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,14 +670,7 @@ MODULE_EXECUTORS: dict[str, Callable[..., Any]] = {
 MODEL_EXECUTORS: dict[str, Callable[..., Any]] = {"prune_channels": prune_channels}
 """Model-level executors ``(model, {layer: config}, example_input) -> model``."""
 
-CONFIGS: dict[str, type[BaseModel]] = {
-    "prune_unstructured": UnstructuredPruneConfig,
-    "prune_nm": NMPruneConfig,
-    "prune_channels": ChannelPruneConfig,
-}
-
 __all__ = [
-    "CONFIGS",
     "MODEL_EXECUTORS",
     "MODULE_EXECUTORS",
     "ChannelPruneConfig",

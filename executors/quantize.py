@@ -13,36 +13,12 @@ the ONNX writer and the flash image.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from techniques.quantize import QuantizeConfig
 
 if TYPE_CHECKING:
     from torch import nn
-
-Precision = Literal["fp32", "fp16", "int8", "int6", "int4", "int3", "int2"]
-ActivationPrecision = Literal["fp32", "fp16", "int8", "int16"]
-
-
-class QuantizeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    technique: Literal["quantize"] = "quantize"
-    weights: Precision
-    activations: ActivationPrecision
-    granularity: Literal["per_channel"] = "per_channel"
-    symmetric: bool = Field(default=True, description="weights without a zero point; False: "
-                            "asymmetric codes + a zero point per channel (weight-only forms)")
-
-    @property
-    def storage(self) -> str:
-        """The weight storage form (formats.quant_math options): int4, uint4, fp16..."""
-        from formats.quant_math import storage_option
-
-        return storage_option(self.weights, self.symmetric)
-
-
-
 
 def fake_quantize_weights(module: nn.Module, config: QuantizeConfig) -> nn.Module:
     """Replace the module's weight by its quantised-then-dequantised value (in place)."""

@@ -42,33 +42,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from edgefit_common.errors import PlanError
 from formats import entropy as ec
-from formats.entropy import EntropyCoding
+from techniques.share import WeightSharingConfig
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-PositionFormat = Literal["auto", "bitmask", "relative"]
 _CODEBOOK_NP = {"float32": "<f4", "float16": "<f2"}
-
-
-class WeightSharingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    technique: Literal["share"] = "share"
-    bits: int = Field(ge=2, le=8, description="index bits: at most 2**bits shared values")
-    entropy: EntropyCoding = Field(
-        default="none", description="entropy coding of the stored indices and positions")
-    codebook_dtype: Literal["float32", "float16"] = "float32"
-    positions: PositionFormat = Field(
-        default="auto", description="how a pruned layer stores where its nonzeros are")
-    index_bits: int | None = Field(
-        default=None, ge=2, le=16, description="relative-index bits (None: best of 2..8)")
-    iterations: int = Field(default=100, ge=1, le=10_000, description="k-means iterations")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,10 +534,7 @@ def keep_shared(model: nn.Module, layers: Iterable[str], lr: float,
 MODULE_EXECUTORS: dict[str, Callable[..., Any]] = {"share": share_module}
 """Module-level executors ``(module, config) -> module``."""
 
-CONFIGS: dict[str, type[BaseModel]] = {"share": WeightSharingConfig}
-
 __all__ = [
-    "CONFIGS",
     "MODULE_EXECUTORS",
     "KeepShared",
     "WeightSharingConfig",

@@ -15,11 +15,11 @@ from device_specs.budget import Limits
 from edgefit_common.errors import PlanError, SpecError
 from edgefit_common.fsutil import atomic_write_text, read_text
 from edgefit_common.yamlio import describe
-from executors.distill import DistillConfig
-from executors.lowrank import LowRankConfig
-from executors.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig
-from executors.quantize import QuantizeConfig
-from executors.share import WeightSharingConfig
+from techniques.distill import DistillConfig
+from techniques.lowrank import LowRankConfig
+from techniques.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig
+from techniques.quantize import QuantizeConfig
+from techniques.share import WeightSharingConfig
 
 # Every technique's frozen config, told apart by its `technique` field.
 TechniqueConfig = Annotated[

@@ -10,9 +10,9 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from executors.lowrank import LowRankConfig
-from executors.prune import UnstructuredPruneConfig
-from executors.quantize import QuantizeConfig
+from techniques.lowrank import LowRankConfig
+from techniques.prune import UnstructuredPruneConfig
+from techniques.quantize import QuantizeConfig
 
 BENCH = Path(__file__).parents[2] / "benchmarks" / "techniques.py"
 

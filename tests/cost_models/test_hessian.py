@@ -15,8 +15,8 @@ from cost_models.hessian import (
     weight_perturbation_sq,
 )
 from edgefit_common.errors import PlanError
-from executors.prune import UnstructuredPruneConfig
-from executors.quantize import QuantizeConfig
+from techniques.prune import UnstructuredPruneConfig
+from techniques.quantize import QuantizeConfig
 
 INT4 = QuantizeConfig(weights="int4", activations="fp32")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from cost_models.capture import capture
 from cost_models.options import MIN_WEIGHTS_FOR_SPARSITY, option_specs, techniques
 from device_specs.catalog import load_spec
-from executors.prune import UnstructuredPruneConfig
-from executors.quantize import QuantizeConfig
+from techniques.prune import UnstructuredPruneConfig
+from techniques.quantize import QuantizeConfig
 from workloads.zoo import LeNet5
 
 
@@ -33,7 +33,7 @@ def test_techniques_prune_then_quantise() -> None:
 
 
 def test_nm_options_only_where_the_profile_has_nm_kernels() -> None:
-    from executors.prune import NMPruneConfig
+    from techniques.prune import NMPruneConfig
 
     graph = capture(LeNet5(), (1, 28, 28))
     orin = load_spec("jetson-orin-nano")

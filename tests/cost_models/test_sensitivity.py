@@ -18,8 +18,8 @@ from cost_models.sensitivity import (
     measured_sensitivity,
 )
 from executors.fakequant import quantized_copy
-from executors.prune import UnstructuredPruneConfig
-from executors.quantize import QuantizeConfig
+from techniques.prune import UnstructuredPruneConfig
+from techniques.quantize import QuantizeConfig
 
 INT8 = QuantizeConfig(weights="int8", activations="int8")
 INT4 = QuantizeConfig(weights="int4", activations="fp32")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from edgefit import planning
-from executors.quantize import QuantizeConfig
+from techniques.quantize import QuantizeConfig
 
 
 @pytest.fixture

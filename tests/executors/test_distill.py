@@ -7,8 +7,10 @@ import copy
 import pytest
 import torch
 
-from executors.distill import DistillConfig, distill
-from executors.prune import UnstructuredPruneConfig, prune_unstructured
+from executors.distill import distill
+from executors.prune import prune_unstructured
+from techniques.distill import DistillConfig
+from techniques.prune import UnstructuredPruneConfig
 from workloads.data import load_dataset
 from workloads.train import pretrained
 

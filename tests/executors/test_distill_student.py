@@ -6,7 +6,8 @@ import dataclasses
 
 import torch
 
-from executors.distill import DistillConfig, distill
+from executors.distill import distill
+from techniques.distill import DistillConfig
 from workloads.data import load_dataset
 from workloads.train import evaluate, pretrained
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from cost_models.capture import capture
-from executors.quantize import QuantizeConfig
 from formats import quant_math as qm
+from techniques.quantize import QuantizeConfig
 
 ROWS, DIM, SEQ = 100, 20, 8  # DIM * 3 bits is not a multiple of 8: rows are padded in the ONNX
 INT_FORMS = ("int8", "int6", "int4", "int3", "int2", "uint8", "uint6", "uint4", "uint3", "uint2")

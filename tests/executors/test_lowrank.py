@@ -229,7 +229,7 @@ def test_flash_image_holds_every_factor_and_its_rank(tiny, tmp_path: Path) -> No
 
 def test_quantized_copy_quantises_each_factor(tiny) -> None:
     from executors.fakequant import quantized_copy
-    from executors.quantize import QuantizeConfig
+    from techniques.quantize import QuantizeConfig
 
     cfgs = {"fc1": [L.LowRankConfig(rank=7), QuantizeConfig(weights="int8", activations="int8")]}
     q = quantized_copy(tiny, cfgs, _x(16))

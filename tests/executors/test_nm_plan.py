@@ -10,7 +10,8 @@ from device_specs.budget import Budget
 from edgefit.planning import make_plan
 from executors.apply import apply_plan
 from executors.flash_image import read_flash_image
-from executors.prune import NMPruneConfig, check_nm
+from executors.prune import check_nm
+from techniques.prune import NMPruneConfig
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from executors.share import WeightSharingConfig, check_shared, share_config, shared_weight_bytes
+from executors.share import check_shared, share_config, shared_weight_bytes
+from techniques.share import WeightSharingConfig
 
 
 def _lenet5() -> nn.Module:
@@ -103,8 +104,8 @@ def test_sorted_kmeans_equals_plain_lloyd() -> None:
 def test_sharing_options_on_float_kernels_with_exact_flash() -> None:
     from cost_models.analytical import build_cost_table
     from edgefit.planning import sparse_flash_bytes
-    from executors.prune import UnstructuredPruneConfig
-    from executors.quantize import QuantizeConfig
+    from techniques.prune import UnstructuredPruneConfig
+    from techniques.quantize import QuantizeConfig
 
     model = _lenet5()
     graph, spec, options = _options(model, "arduino-nano-33-ble")
@@ -158,9 +159,10 @@ def test_prune_then_share_then_quantise_and_the_kl_is_measured() -> None:
 
 
 def test_distillation_keeps_shared_weights_on_their_codebook() -> None:
-    from executors.distill import DistillConfig, distill
+    from executors.distill import distill
     from executors.fakequant import pruned_copy
-    from executors.prune import UnstructuredPruneConfig
+    from techniques.distill import DistillConfig
+    from techniques.prune import UnstructuredPruneConfig
     from workloads.data import Dataset
 
     teacher = _lenet5()

@@ -7,9 +7,10 @@ import torch
 
 from edgefit_common.errors import PlanError
 from executors.fakequant import pruned_copy
-from executors.lowrank import LowRankConfig, factor_modules
-from executors.prune import UnstructuredPruneConfig
-from executors.share import WeightSharingConfig
+from executors.lowrank import factor_modules
+from techniques.lowrank import LowRankConfig
+from techniques.prune import UnstructuredPruneConfig
+from techniques.share import WeightSharingConfig
 
 PRUNE = UnstructuredPruneConfig(sparsity=0.5)
 RANK = LowRankConfig(rank=8)

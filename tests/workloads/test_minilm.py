@@ -164,7 +164,7 @@ def test_onnx_export_matches_torch(ids, tmp_path):
 @needs_weights
 def test_cosine_cost_orders_precisions(small):
     from cost_models.accuracy import measured_output_kl
-    from executors.quantize import QuantizeConfig
+    from techniques.quantize import QuantizeConfig
 
     x = minilm.SentenceTokenizer(seq_len=16).encode(SENTENCES * 2)
     kinds = {"fp32": None, "fp16": ("fp16", "fp16"), "int8": ("int8", "int8"),
@@ -262,7 +262,7 @@ def test_unplanned_weights_zero_when_every_parameter_is_planned():
 def test_apply_scores_an_encoder_by_cosine(small, ids):
     from executors.apply import _quality
     from executors.fakequant import quantized_copy
-    from executors.quantize import QuantizeConfig
+    from techniques.quantize import QuantizeConfig
 
     ds = SentenceDataset("s", ids, np.zeros(len(ids), np.int64), 1, "test")
     q = quantized_copy(small, {f"blocks.{i}.{n}": [QuantizeConfig(weights="int4",
