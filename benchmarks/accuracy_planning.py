@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from device_specs.budget import Budget, Limits
+from edgefit.applying import apply_plan
 from edgefit.loop import LoopSettings, apply_evaluator, closed_loop
 from edgefit.planning import make_plan
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.units import fmt_bytes
-from executors.apply import apply_plan
 from planner.bayes import search as tpe_search
 from planner.plan import Plan
 from planner.resolve import problem_from_plan, resolve, with_result

@@ -35,8 +35,8 @@ TABLES = ("embeddings.word", "embeddings.position", "embeddings.token_type")
 def plan_and_apply(tables: str, linear: str, out: Path) -> dict[str, Any]:
     from cost_models.capture import capture
     from device_specs.budget import Budget
+    from edgefit.applying import apply_plan
     from edgefit.planning import make_plan
-    from executors.apply import apply_plan
     from workloads import minilm
 
     names = capture(minilm.load_minilm(), (minilm.SEQ_LEN,), "minilm-l6").layer_names

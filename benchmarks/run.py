@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from device_specs.budget import Budget
+from edgefit.applying import apply_plan
 from edgefit.planning import make_plan
 from edgefit_common.units import fmt_bytes, fmt_ms
-from executors.apply import apply_plan
 from planner.plan import atomic_write_text
 from workloads.train import pretrained
 from workloads.zoo import ZOO

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from device_specs.budget import Budget, Limits
+from edgefit.applying import apply_plan
 from edgefit.planning import make_plan
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_write_text
-from executors.apply import apply_plan
 from executors.prune import global_sparsities, nm_applicable
 from techniques.prune import NMPruneConfig, UnstructuredPruneConfig
 

@@ -197,7 +197,7 @@ def apply_cmd(
 
 
 def _apply(plan_file: Path, out_dir: Path) -> None:
-    from executors.apply import apply_plan
+    from edgefit.applying import apply_plan
     from planner.plan import Plan
 
     plan = Plan.load(plan_file)

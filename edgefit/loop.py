@@ -328,7 +328,7 @@ def apply_evaluator(out_dir: Path) -> Evaluate:
     """Each round: write its plan, apply it into out_dir/round-N, read back what was measured."""
 
     def run(plan: Plan, number: int) -> Measurement:
-        from executors.apply import apply_plan
+        from edgefit.applying import apply_plan
 
         round_dir = out_dir / f"round-{number}"
         round_dir.mkdir(parents=True, exist_ok=True)

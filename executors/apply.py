@@ -1,16 +1,13 @@
-"""`edgefit apply plan.json`: compress, export, verify from the files, evaluate, measure.
-
-The report has three parts that are never mixed: (1) the target's *predicted* costs, from the
-plan; (2) accuracy on the held-out split, measured; (3) on this machine, the host cost model's
-prediction next to an onnxruntime measurement: a check of the cost model, not target numbers.
+"""Applying a plan to a model: channel pruning, the per-layer techniques, fine-tuning, the ONNX
+export and quantisation, the packed flash image, and the checks read back from those files.
+The orchestration (what ``edgefit apply`` runs, the report, the host check) is the app's:
+:mod:`edgefit.applying`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,16 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cost_models.analytical import build_cost_table
 from cost_models.capture import capture
 from cost_models.graph import LayerGraph
-from cost_models.host_probe import host_spec
-from edgefit.planning import build_problem, calibration_split
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_path
-from executors import measure
 from executors.fakequant import pruned_copy, quantized_copy
-from executors.flash_image import FlashLayer, payload_bytes, read_flash_image, write_flash_image
+from executors.flash_image import FlashLayer, payload_bytes, read_flash_image
 from executors.lowrank import (
     confirm_ranks,
     factor_modules,
@@ -47,11 +40,11 @@ from executors.prune import (
     check_nm,
     prune_channels,
 )
-from executors.quantize import onnx_option, weight_precision
+from executors.quantize import weight_precision
 from executors.share import WeightSharingConfig, check_onnx_shared, check_shared, share_config
-from planner.plan import Plan, atomic_write_text
-from workloads.data import Dataset, data_hash, load_dataset
-from workloads.models import LoadedModel, load_model_ref, weights_sha256
+from planner.plan import Plan
+from workloads.data import Dataset, load_dataset
+from workloads.models import LoadedModel
 from workloads.train import evaluate
 
 FLASH_TOLERANCE_FRACTION = 0.02
@@ -92,7 +85,7 @@ def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Built:
+class Built:
     """What each model kind's branch produces; the rest of apply is shared."""
 
     graph: LayerGraph
@@ -108,74 +101,8 @@ class _Built:
     narrow: Any = None  # the torch model after channel pruning (before per-layer techniques)
 
 
-def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
-    if not plan.feasible:
-        raise PlanError(f"the plan's status is {plan.status}: there is nothing to apply")
-    ref = plan.model.name if plan.model.kind == "zoo" else plan.model.path
-    if ref is None:
-        raise PlanError("the plan does not say where its model file is (model.path)")
-    loaded = load_model_ref(ref)
-    data_name = plan.data or loaded.dataset
-    if data_name is None:
-        raise PlanError("the plan names no data set: accuracy cannot be evaluated "
-                        "(plan with --data)")
-    from workloads.data import load_dataset
-
-    _, test = load_dataset(data_name)
-    calib = calibration_split(data_name)
-    assert calib is not None
-    check_pinned(plan, loaded, data_hash(*calib))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_opts = {name: onnx_option(lp.techniques) for name, lp in plan.layers.items()}
-    build = _build_onnx if loaded.kind == "onnx" else _build_torch
-    built = build(plan, loaded, onnx_opts, calib[0], test, out_dir)
-    image = out_dir / "model.flash.bin"
-    write_flash_image(image, built.flash_layers)
-    runnable, fp32_onnx = built.runnable, built.fp32_onnx
-
-    verification = verify_artifacts(plan, runnable, image, onnx_opts)
-    host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
-                      _host_factors(plan, built.narrow, built.graph), built.base_graph)
-    limit_pp = plan.limits.accuracy_drop
-    drop_pp = 100.0 * (built.fp32_accuracy - built.accuracy)
-    report = {
-        "report_version": 1,
-        "plan": str(plan.model.name) + f" on {plan.target.device}/{plan.target.profile}",
-        "options": plan.options(),
-        "target_predicted": {
-            "device": plan.target.device, "profile": plan.target.profile,
-            "source": "predicted by the plan's cost model (not measured on the device)",
-            **(plan.totals.model_dump() if plan.totals else {}),
-            "provenance": plan.provenance,
-        },
-        "accuracy": {
-            "data": data_name, "test_size": int(len(test.y)), "fp32": built.fp32_accuracy,
-            "compressed": built.accuracy, "drop_pp": drop_pp, "how": built.how,
-            "limit_pp": limit_pp,
-            "limit_met": None if limit_pp is None else drop_pp <= limit_pp,
-            "onnx_vs_torch": built.fidelity,
-            "finetune": built.finetune,
-        },
-        "host_check": host,
-        "artifacts": {
-            "onnx": str(runnable), "onnx_bytes": runnable.stat().st_size,
-            "fp32_onnx": str(fp32_onnx), "fp32_onnx_bytes": fp32_onnx.stat().st_size,
-            "flash_image": str(image), "flash_image_bytes": image.stat().st_size,
-            "flash_payload_bytes": payload_bytes(image),
-            "planned_flash_bytes": verification["planned_model_flash_bytes"],
-            "flash_match": verification["flash_match"],
-        },
-        "verification": verification,
-    }
-    report["checks"] = _checks(report, plan)
-    report_path = out_dir / "report.json"
-    report["report_path"] = str(report_path)
-    atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
-    return report
-
-
-def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
-                 calib_x: np.ndarray, test: Dataset, out_dir: Path) -> _Built:
+def build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
+                 calib_x: np.ndarray, test: Dataset, out_dir: Path) -> Built:
     """Torch model: pruning applied for real, quantisation simulated for accuracy; the pruned
     model exported (dynamo) and quantised with onnxruntime."""
     module = loaded.torch_module()
@@ -231,7 +158,7 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
     else:
         export_fp32(pruned, loaded.input_shape, float_onnx)
     quantize_onnx(float_onnx, runnable, node_options(plan, onnx_opts), calib_x[:128])
-    return _Built(
+    return Built(
         graph, fp32_onnx, runnable, _flash_layers(pruned, plan), _quality(module, module, test),
         _quality(compressed, module, test),
         _metric_note(module)
@@ -244,20 +171,6 @@ def _build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
         base_graph, narrow)
 
 
-def check_pinned(plan: Plan, loaded: LoadedModel, calibration_sha256: str) -> None:
-    """The plan was costed on these weights and this calibration data (PlanError otherwise: a
-    plan's costs say nothing about other weights, even with the same layer names)."""
-    got = weights_sha256(loaded)
-    if got != plan.model.weights_sha256:
-        raise PlanError(f"the plan was costed on other weights of {plan.model.name} (sha256 "
-                        f"{plan.model.weights_sha256[:12]}..., this model's {got[:12]}...); "
-                        "re-plan for these weights")
-    if plan.calibration_sha256 not in (None, calibration_sha256):
-        raise PlanError(f"the plan's accuracy costs were measured on other calibration data "
-                        f"than {plan.data!r} gives here (sha256 {plan.calibration_sha256[:12]}"
-                        f"..., here {calibration_sha256[:12]}...); re-plan with this data")
-
-
 def pruned_like(module: nn.Module, other: nn.Module) -> bool:
     """Whether ``other`` holds exactly ``module``'s parameters (a quantisation-only plan
     without fine-tuning): then one fp32 export serves as both baseline and quantiser input."""
@@ -268,8 +181,8 @@ def pruned_like(module: nn.Module, other: nn.Module) -> bool:
         a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a)
 
 
-def _build_onnx(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
-                calib_x: np.ndarray, test: Dataset, out_dir: Path) -> _Built:
+def build_onnx(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
+                calib_x: np.ndarray, test: Dataset, out_dir: Path) -> Built:
     """ONNX-only model: quantised at the ONNX level, accuracy measured with onnxruntime."""
     from cost_models.accuracy_onnx import onnx_accuracy
     from cost_models.capture_onnx import capture_onnx
@@ -278,13 +191,13 @@ def _build_onnx(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
     graph = capture_onnx(loaded.onnx_path, loaded.name)
     if list(plan.layers) != graph.layer_names:
         raise PlanError("the plan's layers do not match the model's; re-run `plan`")
-    if _lowrank_layers(plan):
-        raise PlanError(f"layers {', '.join(_lowrank_layers(plan))}: lowrank factorises torch "
+    if lowrank_layers(plan):
+        raise PlanError(f"layers {', '.join(lowrank_layers(plan))}: lowrank factorises torch "
                         "models only; this model is ONNX only")
     fp32_onnx, runnable = out_dir / "model.fp32.onnx", out_dir / "model.onnx"
     shutil.copyfile(loaded.onnx_path, fp32_onnx)
     quantize_onnx(fp32_onnx, runnable, onnx_opts, calib_x[:128])
-    return _Built(
+    return Built(
         graph, fp32_onnx, runnable, onnx_flash_layers(fp32_onnx, plan),
         onnx_accuracy(fp32_onnx, test.x, test.y), onnx_accuracy(runnable, test.x, test.y),
         "the quantised ONNX itself run by onnxruntime (int8 activation ranges from "
@@ -319,23 +232,6 @@ def onnx_flash_layers(path: Path, plan: Plan) -> list[FlashLayer]:
         layers.append(FlashLayer(name, weights, np.ascontiguousarray(w),
                                  None if bias is None else bias.astype(np.float32).reshape(-1)))
     return layers
-
-
-def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
-    """Pass/fail lines the CLI turns into its exit code."""
-    acc = report["accuracy"]
-    checks = [{"check": "artifacts stored as planned (read back from the files)",
-               "ok": report["verification"]["ok"], "detail": report["verification"]["summary"]}]
-    from workloads.zoo import ZOO
-
-    if plan.model.kind == "zoo" and plan.model.name in ZOO:  # pretrained entries: no floor
-        floor = ZOO[plan.model.name].accuracy_floor
-        checks.append({"check": f"trained {plan.model.name} meets its floor {100 * floor:g} %",
-                       "ok": acc["fp32"] >= floor, "detail": f"{100 * acc['fp32']:.2f} %"})
-    if acc["limit_pp"] is not None:
-        checks.append({"check": f"accuracy drop <= {acc['limit_pp']:g} pp",
-                       "ok": bool(acc["limit_met"]), "detail": f"{acc['drop_pp']:.2f} pp"})
-    return checks
 
 
 def _flash_layers(model: nn.Module, plan: Plan) -> list[FlashLayer]:
@@ -398,7 +294,7 @@ def check_channels_in_onnx(plan: Plan, in_onnx: dict[str, Any]
     (a factorised layer's: its last factor's, which writes the layer's output)."""
     rows: dict[str, dict[str, int | None]] = {}
     problems = []
-    factored = _lowrank_layers(plan)
+    factored = lowrank_layers(plan)
     for name, kept in planned_channels(plan).items():
         node = factor_names(name, factored[name])[-1] if name in factored else name
         found = _onnx_out_channels(in_onnx[node]) if node in in_onnx else None
@@ -462,7 +358,7 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
     in_onnx = inspect_onnx(runnable)
     in_image = {s.name: s for s in read_flash_image(image)}
     rows, problems = [], []
-    factored = _lowrank_layers(plan)
+    factored = lowrank_layers(plan)
     shared = shared_layers(plan)
     onnx_shared = check_onnx_shared(runnable, shared) if shared else {}
     for name, lp in plan.layers.items():
@@ -530,7 +426,7 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
             "flash_match": match, "channels": channels}
 
 
-def _lowrank_layers(plan: Plan) -> dict[str, str]:
+def lowrank_layers(plan: Plan) -> dict[str, str]:
     """{layer: op_type} of the plan's factorised layers."""
     return {n: lp.op_type for n, lp in plan.layers.items() if lowrank_config(lp.techniques)}
 
@@ -538,7 +434,7 @@ def _lowrank_layers(plan: Plan) -> dict[str, str]:
 def node_options(plan: Plan, onnx_opts: dict[str, str]) -> dict[str, str]:
     """The runnable ONNX's option per layer node: every factor of a factorised layer (nodes
     ``<layer>.0``, ``<layer>.1`` ...) takes the layer's option."""
-    factored = _lowrank_layers(plan)
+    factored = lowrank_layers(plan)
     return {node: option for name, option in onnx_opts.items()
             for node in (factor_names(name, factored[name]) if name in factored else [name])}
 
@@ -624,79 +520,3 @@ def _onnx_fidelity(runnable: Path, compressed: nn.Module, x: np.ndarray,
         "note": "runnable ONNX vs the fake-quant torch model; int4 layers run weight-only "
                 "(float activations) in ONNX",
     }
-
-
-def _rank_suffix(option: str | None) -> str:
-    """"+r50" of a low-rank option name such as "int8+r50" or "int8+r50+w12" ("" for other
-    options)."""
-    found = re.search(r"\+r\d+", option or "")
-    return found.group(0) if found else ""
-
-
-def _host_factors(plan: Plan, narrow: Any, graph: LayerGraph
-                  ) -> dict[tuple[str, str], list[Any]]:
-    """The factor layers of the plan's factorised layers under the host's option names.
-    ``narrow``: the torch model after the plan's channel pruning (``graph``'s geometry)."""
-    from edgefit.planning import lowrank_factors
-
-    factored = _lowrank_layers(plan)
-    if not factored or narrow is None:
-        return {}
-    kernels = host_spec().profile().kernels
-    options = {name: {f"{k}{_rank_suffix(plan.layers[name].option)}":
-                      plan.layers[name].techniques for k in kernels}
-               for name in factored if _rank_suffix(plan.layers[name].option)}
-    return lowrank_factors(narrow, graph, options)
-
-
-def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runnable: Path,
-               fp32_onnx: Path, x: np.ndarray,
-               factored: dict[tuple[str, str], list[Any]] | None = None,
-               base_graph: LayerGraph | None = None) -> dict[str, Any]:
-    """Host cost model for the same per-layer choices next to onnxruntime measurements.
-    ``factored``: the factor layers of factorised layers (their host option names).
-    ``fp32_onnx`` is the uncompressed model; ``base_graph`` its geometry when the plan's
-    channel pruning changed ``graph``."""
-    spec = host_spec()
-    table = build_cost_table(graph, spec, factored=factored)
-    kernels = spec.profile().kernels
-    problem = build_problem(graph, table, {})
-    picks: dict[str, int] = {}
-    for name, lp in plan.layers.items():
-        option = onnx_option(lp.techniques)
-        names = [c.option for c in problem.choices[name]]
-        if option not in kernels:
-            raise PlanError(f"host has no kernel for {option}")
-        ranked = option + _rank_suffix(lp.option)
-        picks[name] = names.index(ranked if ranked in names else option)
-    base = problem if base_graph is None else build_problem(
-        base_graph, build_cost_table(base_graph, spec), {})
-    fp32_picks = {name: [c.option for c in base.choices[name]].index("fp32")
-                  for name in plan.layers}
-    predicted, predicted_fp32 = problem.totals(picks), base.totals(fp32_picks)
-    lat = measure.latency_ms(runnable, x)
-    lat_fp32 = measure.latency_ms(fp32_onnx, x)
-    mem = measure.peak_memory(runnable, input_shape)
-    how_lat = (f"onnxruntime CPU, 1 thread, ORT_ENABLE_ALL, batch 1, {lat['runs']} runs after "
-               f"{lat['warmup']} warm-up: the lowest median of {lat['rounds']} equal rounds "
-               f"(median of all {lat['median_ms']:.4g} ms, p90 {lat['p90_ms']:.4g} ms)")
-    rows = [
-        {"quantity": "latency (compressed)", "unit": "ms", "predicted": predicted["latency_ms"],
-         "measured": lat["steady_ms"], "how": how_lat},
-        {"quantity": "latency (fp32 baseline)", "unit": "ms",
-         "predicted": predicted_fp32["latency_ms"], "measured": lat_fp32["steady_ms"],
-         "how": "the uncompressed model's export (before pruning, factorising, sharing and "
-                "quantising), same settings, same run"},
-        {"quantity": "bytes on disk (runnable ONNX)", "unit": "B",
-         "predicted": predicted["flash_bytes"], "measured": float(runnable.stat().st_size),
-         "how": "file size; predicted = weights as the host stores them (graph overhead not "
-                "modelled)"},
-        {"quantity": "peak memory", "unit": "B", "predicted": predicted["ram_bytes"],
-         "measured": float(mem["load_and_run_bytes"]) if mem else None,
-         "how": "predicted: weights + activations live at the peak step; measured: peak RSS "
-                "growth of a fresh process over session creation + one run "
-                f"({mem['run_bytes'] if mem else '-'} B of it during the run), which includes "
-                "onnxruntime's own code and arena: an upper bound, not like for like"},
-    ]
-    return {"device": "host", "profile": spec.default_profile, "cpu": spec.cpu,
-            "provenance": table.provenance, "rows": rows}

@@ -13,7 +13,7 @@ from executors.quantize import onnx_option, weight_precision
 
 @pytest.fixture(scope="module")
 def applied(lenet5_plan_factory, tmp_path_factory: pytest.TempPathFactory):
-    from executors.apply import apply_plan
+    from edgefit.applying import apply_plan
 
     plan, _ = lenet5_plan_factory(latency="45ms", accuracy_drop="1pp")
     out = tmp_path_factory.mktemp("apply")
@@ -50,7 +50,7 @@ def test_flash_image_matches_plan_byte_for_byte(applied) -> None:
 def test_runnable_onnx_stores_each_layer_as_planned(applied) -> None:
     plan, report, out = applied
     storage = inspect_onnx(out / "model.onnx")
-    from executors.apply import onnx_option
+    from executors.quantize import onnx_option
 
     for name, lp in plan.layers.items():
         assert storage[name].option == onnx_option(lp.techniques), name
@@ -76,8 +76,8 @@ def test_report_is_honest_and_complete(applied) -> None:
 
 def test_tight_flash_stores_pruned_layers_sparsely(tmp_path) -> None:
     from device_specs.budget import Budget
+    from edgefit.applying import apply_plan
     from edgefit.planning import make_plan
-    from executors.apply import apply_plan
 
     # factorisation, channel pruning and weight sharing also meet this budget: leave
     # unstructured pruning alone

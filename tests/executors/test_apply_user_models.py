@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from device_specs.budget import Budget
+from edgefit.applying import apply_plan
 from edgefit.planning import make_plan
-from executors.apply import apply_plan
 from executors.flash_image import read_flash_image
 from executors.onnx_quant import inspect_onnx
 from executors.quantize import onnx_option

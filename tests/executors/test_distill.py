@@ -36,8 +36,8 @@ def test_distill_recovers_and_keeps_zeros(teacher: torch.nn.Module) -> None:
 
 def test_plan_with_finetune_is_applied_and_reported(lenet5_plan_factory, tmp_path) -> None:
     from device_specs.budget import Budget
+    from edgefit.applying import apply_plan
     from edgefit.planning import make_plan
-    from executors.apply import apply_plan
 
     budget = Budget(target="arduino-nano-33-ble", limits={"latency": "60ms", "flash": "125KB"},
                     model="lenet5-mnist")

@@ -238,8 +238,7 @@ def minilm_applied(tmp_path_factory):
 
     from cost_models.estimate import AccuracyEstimate
     from device_specs.budget import Budget
-    from edgefit import planning
-    from executors import apply
+    from edgefit import applying, planning
     from workloads import data
 
     mp = pytest.MonkeyPatch()
@@ -251,7 +250,7 @@ def minilm_applied(tmp_path_factory):
     mp.setattr(planning, "_estimate_accuracy", lambda loaded, graph, kernels, options, x:
                AccuracyEstimate({}, "none", "stubbed in this test"))
     mp.setattr(planning, "sparse_flash_bytes", lambda module, options, shapes=None: {})  # no sparse
-    mp.setattr(apply, "host_check", lambda *a, **k: {"rows": [], "stubbed": True})
+    mp.setattr(applying, "host_check", lambda *a, **k: {"rows": [], "stubbed": True})
     try:
         budget = Budget(target="jetson-nano", profile="onnxruntime-cpu", model="minilm-l6")
         # the word table int4, the position table int8, the rest fp32: every choice pinned
@@ -261,7 +260,7 @@ def minilm_applied(tmp_path_factory):
                 "embeddings.position": "int8"}
         plan, _ = planning.make_plan(budget, "test", pins=pins)
         out = tmp_path_factory.mktemp("minilm")
-        report = apply.apply_plan(plan, out)
+        report = applying.apply_plan(plan, out)
     finally:
         mp.undo()
     return plan, report, out

@@ -41,6 +41,7 @@ def finetune_plan():
 ], ids=lambda pins: ",".join(f"{k}={v}" for k, v in pins.items()))
 def test_shared_channel_pruned_layer_is_stored_as_planned_after_finetuning(
         finetune_plan, pins, tmp_path, monkeypatch) -> None:
+    from edgefit.applying import apply_plan
     from executors import apply as apply_mod
     from planner.resolve import resolve
 
@@ -52,7 +53,7 @@ def test_shared_channel_pruned_layer_is_stored_as_planned_after_finetuning(
     assert {n: pinned.layers[n].option for n in pins} == pins
     # fine-tune on 3000 images (not the whole split) to stay fast; the test set stays the full one
     monkeypatch.setattr(apply_mod, "load_dataset", lambda _name: (small, small))
-    report = apply_mod.apply_plan(pinned, tmp_path)
+    report = apply_plan(pinned, tmp_path)
     ft = report["accuracy"]["finetune"]
     assert ft is not None and ft["epochs_run"] == 1 and ft["codebook_kept"] and ft["zeros_kept"]
     rows = {r["layer"]: r for r in report["verification"]["layers"]}

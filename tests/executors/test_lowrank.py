@@ -280,7 +280,7 @@ def lowrank_applied(tmp_path_factory: pytest.TempPathFactory):
     applied. Calibration subset of 64 images keeps the accuracy estimate fast."""
     from device_specs.budget import Budget
     from edgefit import planning
-    from executors.apply import apply_plan
+    from edgefit.applying import apply_plan
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(planning, "CALIBRATION_SIZE", 64)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from device_specs.budget import Budget
+from edgefit.applying import apply_plan
 from edgefit.planning import make_plan
-from executors.apply import apply_plan
 from executors.flash_image import read_flash_image
 from executors.prune import check_nm
 from techniques.prune import NMPruneConfig

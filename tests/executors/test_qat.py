@@ -272,6 +272,7 @@ def test_quantized_layers_skips_float_layers() -> None:
 def test_quantisation_only_plan_with_qat_is_fine_tuned_and_exported(tmp_path, monkeypatch,
                                                                     lenet) -> None:
     from device_specs.budget import Budget
+    from edgefit.applying import apply_plan
     from edgefit.planning import make_plan
     from executors import apply as apply_mod
 
@@ -286,7 +287,7 @@ def test_quantisation_only_plan_with_qat_is_fine_tuned_and_exported(tmp_path, mo
     assert "int4" in plan.options().values()  # 135 KB forces int4 weights on some layer
     # fine-tune on 3000 images (not 60k) to stay fast; the test set stays the full one
     monkeypatch.setattr(apply_mod, "load_dataset", lambda _name: (small, small))
-    report = apply_mod.apply_plan(plan, tmp_path)
+    report = apply_plan(plan, tmp_path)
     assert all(c["ok"] for c in report["checks"]), report["checks"]
     acc = report["accuracy"]
     assert acc["finetune"]["quantization_aware"] and "quantisation-aware" in acc["how"]

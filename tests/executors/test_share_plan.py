@@ -196,6 +196,7 @@ def shared_applied(tmp_path_factory: pytest.TempPathFactory):
     2,000 training images (calibration subset of 64 images), then applied."""
     from device_specs.budget import Budget
     from edgefit import planning
+    from edgefit.applying import apply_plan
     from executors import apply as apply_mod
 
     real_load = apply_mod.load_dataset
@@ -213,7 +214,7 @@ def shared_applied(tmp_path_factory: pytest.TempPathFactory):
                                                            "fc2": "fp32+k4"},
                                      finetune_epochs=1)
         out = tmp_path_factory.mktemp("share")
-        return plan, apply_mod.apply_plan(plan, out), out
+        return plan, apply_plan(plan, out), out
 
 
 def test_apply_stores_and_verifies_the_shared_layers(shared_applied) -> None:

@@ -73,7 +73,7 @@ def test_model_input_is_charged_at_full_size(planned) -> None:
 
 @pytest.fixture(scope="module")
 def applied(planned, tmp_path_factory: pytest.TempPathFactory):
-    from executors.apply import apply_plan
+    from edgefit.applying import apply_plan
 
     plan, _ = planned
     return plan, apply_plan(plan, tmp_path_factory.mktemp("apply-channels"))

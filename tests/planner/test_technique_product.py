@@ -140,7 +140,7 @@ def test_pinned_combinations_are_in_the_plan(planned) -> None:
 
 @pytest.fixture(scope="module")
 def applied(planned, tmp_path_factory: pytest.TempPathFactory):
-    from executors.apply import apply_plan
+    from edgefit.applying import apply_plan
 
     plan, _ = planned
     out = tmp_path_factory.mktemp("apply-product")

@@ -1,0 +1,201 @@
+"""`edgefit apply plan.json`: compress, export, verify from the files, evaluate, measure.
+
+The report has three parts that are never mixed: (1) the target's *predicted* costs, from the
+plan; (2) accuracy on the held-out split, measured; (3) on this machine, the host cost model's
+prediction next to an onnxruntime measurement: a check of the cost model, not target numbers.
+The steps themselves are :mod:`executors.apply`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cost_models.analytical import build_cost_table
+from cost_models.graph import LayerGraph
+from cost_models.host_probe import host_spec
+from edgefit.planning import build_problem, calibration_split, lowrank_factors
+from edgefit_common.errors import PlanError
+from edgefit_common.fsutil import atomic_write_text
+from executors import measure
+from executors.apply import build_onnx, build_torch, lowrank_layers, verify_artifacts
+from executors.flash_image import payload_bytes, write_flash_image
+from executors.quantize import onnx_option
+from planner.plan import Plan
+from workloads.data import data_hash
+from workloads.models import LoadedModel, load_model_ref, weights_sha256
+
+
+def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
+    if not plan.feasible:
+        raise PlanError(f"the plan's status is {plan.status}: there is nothing to apply")
+    ref = plan.model.name if plan.model.kind == "zoo" else plan.model.path
+    if ref is None:
+        raise PlanError("the plan does not say where its model file is (model.path)")
+    loaded = load_model_ref(ref)
+    data_name = plan.data or loaded.dataset
+    if data_name is None:
+        raise PlanError("the plan names no data set: accuracy cannot be evaluated "
+                        "(plan with --data)")
+    from workloads.data import load_dataset  # looked up per call (tests substitute it)
+
+    _, test = load_dataset(data_name)
+    calib = calibration_split(data_name)
+    assert calib is not None
+    check_pinned(plan, loaded, data_hash(*calib))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_opts = {name: onnx_option(lp.techniques) for name, lp in plan.layers.items()}
+    build = build_onnx if loaded.kind == "onnx" else build_torch
+    built = build(plan, loaded, onnx_opts, calib[0], test, out_dir)
+    image = out_dir / "model.flash.bin"
+    write_flash_image(image, built.flash_layers)
+    runnable, fp32_onnx = built.runnable, built.fp32_onnx
+
+    verification = verify_artifacts(plan, runnable, image, onnx_opts)
+    host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
+                      _host_factors(plan, built.narrow, built.graph), built.base_graph)
+    limit_pp = plan.limits.accuracy_drop
+    drop_pp = 100.0 * (built.fp32_accuracy - built.accuracy)
+    report = {
+        "report_version": 1,
+        "plan": str(plan.model.name) + f" on {plan.target.device}/{plan.target.profile}",
+        "options": plan.options(),
+        "target_predicted": {
+            "device": plan.target.device, "profile": plan.target.profile,
+            "source": "predicted by the plan's cost model (not measured on the device)",
+            **(plan.totals.model_dump() if plan.totals else {}),
+            "provenance": plan.provenance,
+        },
+        "accuracy": {
+            "data": data_name, "test_size": int(len(test.y)), "fp32": built.fp32_accuracy,
+            "compressed": built.accuracy, "drop_pp": drop_pp, "how": built.how,
+            "limit_pp": limit_pp,
+            "limit_met": None if limit_pp is None else drop_pp <= limit_pp,
+            "onnx_vs_torch": built.fidelity,
+            "finetune": built.finetune,
+        },
+        "host_check": host,
+        "artifacts": {
+            "onnx": str(runnable), "onnx_bytes": runnable.stat().st_size,
+            "fp32_onnx": str(fp32_onnx), "fp32_onnx_bytes": fp32_onnx.stat().st_size,
+            "flash_image": str(image), "flash_image_bytes": image.stat().st_size,
+            "flash_payload_bytes": payload_bytes(image),
+            "planned_flash_bytes": verification["planned_model_flash_bytes"],
+            "flash_match": verification["flash_match"],
+        },
+        "verification": verification,
+    }
+    report["checks"] = _checks(report, plan)
+    report_path = out_dir / "report.json"
+    report["report_path"] = str(report_path)
+    atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def check_pinned(plan: Plan, loaded: LoadedModel, calibration_sha256: str) -> None:
+    """The plan was costed on these weights and this calibration data (PlanError otherwise: a
+    plan's costs say nothing about other weights, even with the same layer names)."""
+    got = weights_sha256(loaded)
+    if got != plan.model.weights_sha256:
+        raise PlanError(f"the plan was costed on other weights of {plan.model.name} (sha256 "
+                        f"{plan.model.weights_sha256[:12]}..., this model's {got[:12]}...); "
+                        "re-plan for these weights")
+    if plan.calibration_sha256 not in (None, calibration_sha256):
+        raise PlanError(f"the plan's accuracy costs were measured on other calibration data "
+                        f"than {plan.data!r} gives here (sha256 {plan.calibration_sha256[:12]}"
+                        f"..., here {calibration_sha256[:12]}...); re-plan with this data")
+
+
+def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
+    """Pass/fail lines the CLI turns into its exit code."""
+    acc = report["accuracy"]
+    checks = [{"check": "artifacts stored as planned (read back from the files)",
+               "ok": report["verification"]["ok"], "detail": report["verification"]["summary"]}]
+    from workloads.zoo import ZOO
+
+    if plan.model.kind == "zoo" and plan.model.name in ZOO:  # pretrained entries: no floor
+        floor = ZOO[plan.model.name].accuracy_floor
+        checks.append({"check": f"trained {plan.model.name} meets its floor {100 * floor:g} %",
+                       "ok": acc["fp32"] >= floor, "detail": f"{100 * acc['fp32']:.2f} %"})
+    if acc["limit_pp"] is not None:
+        checks.append({"check": f"accuracy drop <= {acc['limit_pp']:g} pp",
+                       "ok": bool(acc["limit_met"]), "detail": f"{acc['drop_pp']:.2f} pp"})
+    return checks
+
+
+def _rank_suffix(option: str | None) -> str:
+    """"+r50" of a low-rank option name such as "int8+r50" or "int8+r50+w12" ("" for other
+    options)."""
+    found = re.search(r"\+r\d+", option or "")
+    return found.group(0) if found else ""
+
+
+def _host_factors(plan: Plan, narrow: Any, graph: LayerGraph
+                  ) -> dict[tuple[str, str], list[Any]]:
+    """The factor layers of the plan's factorised layers under the host's option names.
+    ``narrow``: the torch model after the plan's channel pruning (``graph``'s geometry)."""
+    factored = lowrank_layers(plan)
+    if not factored or narrow is None:
+        return {}
+    kernels = host_spec().profile().kernels
+    options = {name: {f"{k}{_rank_suffix(plan.layers[name].option)}":
+                      plan.layers[name].techniques for k in kernels}
+               for name in factored if _rank_suffix(plan.layers[name].option)}
+    return lowrank_factors(narrow, graph, options)
+
+
+def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runnable: Path,
+               fp32_onnx: Path, x: np.ndarray,
+               factored: dict[tuple[str, str], list[Any]] | None = None,
+               base_graph: LayerGraph | None = None) -> dict[str, Any]:
+    """Host cost model for the same per-layer choices next to onnxruntime measurements.
+    ``factored``: the factor layers of factorised layers (their host option names).
+    ``fp32_onnx`` is the uncompressed model; ``base_graph`` its geometry when the plan's
+    channel pruning changed ``graph``."""
+    spec = host_spec()
+    table = build_cost_table(graph, spec, factored=factored)
+    kernels = spec.profile().kernels
+    problem = build_problem(graph, table, {})
+    picks: dict[str, int] = {}
+    for name, lp in plan.layers.items():
+        option = onnx_option(lp.techniques)
+        names = [c.option for c in problem.choices[name]]
+        if option not in kernels:
+            raise PlanError(f"host has no kernel for {option}")
+        ranked = option + _rank_suffix(lp.option)
+        picks[name] = names.index(ranked if ranked in names else option)
+    base = problem if base_graph is None else build_problem(
+        base_graph, build_cost_table(base_graph, spec), {})
+    fp32_picks = {name: [c.option for c in base.choices[name]].index("fp32")
+                  for name in plan.layers}
+    predicted, predicted_fp32 = problem.totals(picks), base.totals(fp32_picks)
+    lat = measure.latency_ms(runnable, x)
+    lat_fp32 = measure.latency_ms(fp32_onnx, x)
+    mem = measure.peak_memory(runnable, input_shape)
+    how_lat = (f"onnxruntime CPU, 1 thread, ORT_ENABLE_ALL, batch 1, {lat['runs']} runs after "
+               f"{lat['warmup']} warm-up: the lowest median of {lat['rounds']} equal rounds "
+               f"(median of all {lat['median_ms']:.4g} ms, p90 {lat['p90_ms']:.4g} ms)")
+    rows = [
+        {"quantity": "latency (compressed)", "unit": "ms", "predicted": predicted["latency_ms"],
+         "measured": lat["steady_ms"], "how": how_lat},
+        {"quantity": "latency (fp32 baseline)", "unit": "ms",
+         "predicted": predicted_fp32["latency_ms"], "measured": lat_fp32["steady_ms"],
+         "how": "the uncompressed model's export (before pruning, factorising, sharing and "
+                "quantising), same settings, same run"},
+        {"quantity": "bytes on disk (runnable ONNX)", "unit": "B",
+         "predicted": predicted["flash_bytes"], "measured": float(runnable.stat().st_size),
+         "how": "file size; predicted = weights as the host stores them (graph overhead not "
+                "modelled)"},
+        {"quantity": "peak memory", "unit": "B", "predicted": predicted["ram_bytes"],
+         "measured": float(mem["load_and_run_bytes"]) if mem else None,
+         "how": "predicted: weights + activations live at the peak step; measured: peak RSS "
+                "growth of a fresh process over session creation + one run "
+                f"({mem['run_bytes'] if mem else '-'} B of it during the run), which includes "
+                "onnxruntime's own code and arena: an upper bound, not like for like"},
+    ]
+    return {"device": "host", "profile": spec.default_profile, "cpu": spec.cpu,
+            "provenance": table.provenance, "rows": rows}
