@@ -197,6 +197,42 @@ def _charged_ops(graph: LayerGraph) -> dict[str, list[tuple[Step, int]]]:
     return out
 
 
+def _option_cost(layer: Layer, opt: OptionSpec, kernel: Kernel, profile: Profile,
+                 memory: RuntimeMemory, charged: list[tuple[Step, int]], layer_power_w: float,
+                 acc_loss: float, sparse_bytes: int | None,
+                 factors: Sequence[Layer] | None) -> OptionCost:
+    """One option's row of the cost table."""
+    flash, latency = option_costs(layer, opt, kernel, profile, charged, sparse_bytes,
+                                  factors)
+    float_out = not opt.gather and int8_float_output(layer, kernel, memory)
+    return OptionCost(
+        option=opt.name,
+        latency_ms=latency,
+        flash_bytes=flash,
+        energy_mj=layer_power_w * latency,  # W x ms = mJ
+        act_bytes=(GATHER_ACT_BYTES if opt.gather else
+                   (4 if float_out else activation_bytes(kernel)) * opt.out_fraction),
+        acc_loss=acc_loss,
+        widths=opt.widths,
+        # the input is quantised inside the graph: the caller's buffer stays fp32
+        # (a gather's indices are read as the caller gives them: float32)
+        in_act_bytes=4 if memory.fp32_input or opt.gather else activation_bytes(kernel),
+        mac_fraction=opt.weight_fraction, base=opt.base,
+        dequantized_weight_numel=round(layer.weight_numel * opt.weight_fraction)
+        if memory.dequantized_weight_copies and dequantized_kernel(kernel)
+        and copies_weight(layer) and not opt.gather else 0,
+        blocked=memory.channel_block > 1 and kernel.activations in ("fp32", "fp16")
+        and not dequantized_kernel(kernel) and not opt.gather,
+        kernel_scratch_bytes=0.0 if opt.gather else kernel_scratch_bytes(
+            layer, kernel, memory, opt.out_fraction, opt.in_fraction)
+        + (memory.rounded(layer.output_numel * opt.out_fraction) if float_out else 0.0),
+        float_output=float_out,
+        int8_activations=kernel.activations == "int8",
+        latency_of=opt.kernel if opt.name != opt.kernel and opt.weight_fraction >= 1.0
+        and not opt.gather else "",
+    )
+
+
 def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | None = None,
                      acc_loss: Mapping[tuple[str, str], float] | None = None,
                      accuracy: str = "none",
@@ -235,36 +271,11 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                 continue  # sparse and shared sizes come from the real weights
             if opt.lowrank and (layer.name, opt.name) not in (factored or {}):
                 continue
-            flash, latency = option_costs(layer, opt, kernel, profile, charged[layer.name],
-                                          (sparse_flash or {}).get((layer.name, opt.name)),
-                                          (factored or {}).get((layer.name, opt.name)))
-            float_out = not opt.gather and int8_float_output(layer, kernel, memory)
-            row.append(OptionCost(
-                option=opt.name,
-                latency_ms=latency,
-                flash_bytes=flash,
-                energy_mj=layer_power_w * latency,  # W x ms = mJ
-                act_bytes=(GATHER_ACT_BYTES if opt.gather else
-                           (4 if float_out else activation_bytes(kernel)) * opt.out_fraction),
-                acc_loss=(acc_loss or {}).get((layer.name, opt.name), 0.0),
-                widths=opt.widths,
-                # the input is quantised inside the graph: the caller's buffer stays fp32
-                # (a gather's indices are read as the caller gives them: float32)
-                in_act_bytes=4 if memory.fp32_input or opt.gather else activation_bytes(kernel),
-                mac_fraction=opt.weight_fraction, base=opt.base,
-                dequantized_weight_numel=round(layer.weight_numel * opt.weight_fraction)
-                if memory.dequantized_weight_copies and dequantized_kernel(kernel)
-                and copies_weight(layer) and not opt.gather else 0,
-                blocked=memory.channel_block > 1 and kernel.activations in ("fp32", "fp16")
-                and not dequantized_kernel(kernel) and not opt.gather,
-                kernel_scratch_bytes=0.0 if opt.gather else kernel_scratch_bytes(
-                    layer, kernel, memory, opt.out_fraction, opt.in_fraction)
-                + (memory.rounded(layer.output_numel * opt.out_fraction) if float_out else 0.0),
-                float_output=float_out,
-                int8_activations=kernel.activations == "int8",
-                latency_of=opt.kernel if opt.name != opt.kernel and opt.weight_fraction >= 1.0
-                and not opt.gather else "",
-            ))
+            row.append(_option_cost(layer, opt, kernel, profile, memory, charged[layer.name],
+                                    layer_power_w,
+                                    (acc_loss or {}).get((layer.name, opt.name), 0.0),
+                                    (sparse_flash or {}).get((layer.name, opt.name)),
+                                    (factored or {}).get((layer.name, opt.name))))
         options[layer.name] = _with_latency_of(row)
     return CostTable(
         device=spec.name,

@@ -91,34 +91,37 @@ def _inferred_shapes(
     return shapes, batch
 
 
-def capture_onnx(path: Path, name: str) -> LayerGraph:
-    """The LayerGraph of a model written by :func:`prepare_onnx` (sizes per sample)."""
-    path = Path(path)
-    where = str(path)
-    model = _load_checked(path)
-    inp = _check_input(model, where)
-    layer_names = planned_layers(model, where, ModelLoadError, "run prepare_onnx first")
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    shapes, batch = _inferred_shapes(model, inp.name, where)
+@dataclasses.dataclass(frozen=True)
+class _Sizes:
+    """Per-sample sizes of the inferred tensor shapes (batch: the shapes' fixed batch)."""
 
-    def numel(tensor: str, producer: str) -> int:
-        dims = shapes.get(tensor)
+    shapes: dict[str, list[int | None]]
+    batch: int
+    where: str
+
+    def numel(self, tensor: str, producer: str) -> int:
+        dims = self.shapes.get(tensor)
         if dims is None or any(d is None or d < 0 for d in dims):
             raise ModelLoadError(
-                f"{where}: cannot infer the shape of tensor {tensor!r} (from {producer}); "
+                f"{self.where}: cannot infer the shape of tensor {tensor!r} (from {producer}); "
                 "edgefit needs static per-sample shapes"
             )
         total = math.prod(d for d in dims if d is not None)
-        return total if batch == 1 else max(1, math.ceil(total / batch))
+        return total if self.batch == 1 else max(1, math.ceil(total / self.batch))
 
-    def shape(tensor: str) -> tuple[int, ...]:
+    def shape(self, tensor: str) -> tuple[int, ...]:
         """Its inferred shape (a batch of 1: as onnxruntime plans it); () if not that."""
-        dims = shapes.get(tensor)
-        if dims is None or batch != 1 or any(d is None for d in dims):
+        dims = self.shapes.get(tensor)
+        if dims is None or self.batch != 1 or any(d is None for d in dims):
             return ()
         return tuple(int(d or 0) for d in dims)
 
+    def tensor(self, name: str, producer: str, owner: str | None) -> Tensor:
+        return Tensor(name, self.numel(name, producer), owner, self.shape(name))
+
+
+def _check_layer_nodes(graph: onnx.GraphProto, layer_names: list[str],
+                       inits: dict[str, onnx.TensorProto], where: str) -> None:
     nodes_by_name = {n.name: n for n in graph.node if n.name}
     for layer in layer_names:
         node = nodes_by_name.get(layer)
@@ -129,16 +132,15 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
             )
     if not layer_names:
         raise ModelLoadError(f"{where}: no Conv/Gemm/MatMul layers to plan")
-    planned = set(layer_names)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for t in node.input:
-            if t:
-                consumers.setdefault(t, []).append(node)
-    graph_outputs = [o.name for o in graph.output]
 
-    # The Add holding a MatMul layer's bias (same rule as onnx_quant._Graph.bias_input).
-    bias_add: dict[int, str] = {}  # id(Add node) -> layer
+
+def _bias_adds(graph: onnx.GraphProto, planned: set[str],
+               consumers: dict[str, list[onnx.NodeProto]], inits: dict[str, onnx.TensorProto]
+               ) -> tuple[dict[int, str], dict[str, int]]:
+    """({id(Add node): layer}, {layer: bias numel}): the Add holding a MatMul layer's bias
+    (same rule as onnx_quant._Graph.bias_input)."""
+    graph_outputs = {o.name for o in graph.output}
+    bias_add: dict[int, str] = {}
     layer_bias: dict[str, int] = {}
     for node in graph.node:
         if node.name not in planned or node.op_type != "MatMul":
@@ -149,13 +151,27 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
             if len(other) == 1 and other[0] in inits:
                 bias_add[id(users[0])] = node.name
                 layer_bias[node.name] = math.prod(inits[other[0]].dims)
+    return bias_add, layer_bias
 
-    tensors: dict[str, Tensor] = {inp.name: Tensor(inp.name, numel(inp.name, "the input"), None,
-                                                   shape(inp.name))}
+
+def _unique_step(label: str, taken: set[str]) -> str:
+    step, n = label, 1
+    while step in taken:
+        step, n = f"{label}_{n}", n + 1
+    taken.add(step)
+    return step
+
+
+def _walk(graph: onnx.GraphProto, inp: str, planned: set[str], sizes: _Sizes,
+          inits: dict[str, onnx.TensorProto], consumers: dict[str, list[onnx.NodeProto]]
+          ) -> tuple[dict[str, Tensor], list[Step], list[Layer]]:
+    """Tensors, steps and layers in graph order (nodes not fed by the input are folded)."""
+    bias_add, layer_bias = _bias_adds(graph, planned, consumers, inits)
+    tensors: dict[str, Tensor] = {inp: sizes.tensor(inp, "the input", None)}
     steps: list[Step] = []
     layers: list[Layer] = []
     step_names: set[str] = set()
-    used = set(consumers) | set(graph_outputs)
+    used = set(consumers) | {o.name for o in graph.output}
     for index, node in enumerate(graph.node):
         inputs = tuple(t for t in node.input if t in tensors)
         if not inputs:  # Constant, or arithmetic on initializers: folded by every runtime
@@ -170,37 +186,51 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
             kind, owner = "op", in_owner
         outputs = [t for t in node.output if t and (t in used or t == node.output[0])]
         for k, out in enumerate(outputs):
-            step = label if k == 0 else f"{label}:{out}"
-            base, n = step, 1
-            while step in step_names:
-                step, n = f"{base}_{n}", n + 1
-            step_names.add(step)
-            tensors[out] = Tensor(out, numel(out, f"node {label!r}"), owner, shape(out))
+            step = _unique_step(label if k == 0 else f"{label}:{out}", step_names)
+            tensors[out] = sizes.tensor(out, f"node {label!r}", owner)
             # Only the first output of a multi-output op aliases; the others are new buffers.
-            step_kind = kind if k == 0 else "op"
-            steps.append(Step(step, step_kind, node.op_type, inputs, out, owner))
+            steps.append(Step(step, kind if k == 0 else "op", node.op_type, inputs, out, owner))
         if kind == "layer":
             if node.input[0] not in tensors:
                 raise ModelLoadError(
-                    f"{where}: layer {node.name!r} does not take the model's data as its first "
-                    "input"
+                    f"{sizes.where}: layer {node.name!r} does not take the model's data as its "
+                    "first input"
                 )
             layers.append(_layer(node, inits, tensors, layer_bias.get(node.name, 0)))
+    return tensors, steps, layers
 
+
+def capture_onnx(path: Path, name: str) -> LayerGraph:
+    """The LayerGraph of a model written by :func:`prepare_onnx` (sizes per sample)."""
+    path = Path(path)
+    where = str(path)
+    model = _load_checked(path)
+    inp = _check_input(model, where)
+    layer_names = planned_layers(model, where, ModelLoadError, "run prepare_onnx first")
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    shapes, batch = _inferred_shapes(model, inp.name, where)
+    _check_layer_nodes(graph, layer_names, inits, where)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for t in node.input:
+            if t:
+                consumers.setdefault(t, []).append(node)
+    tensors, steps, layers = _walk(graph, inp.name, set(layer_names),
+                                   _Sizes(shapes, batch, where), inits, consumers)
     if [ly.name for ly in layers] != layer_names:
         raise ModelLoadError(
             f"{where}: '{LAYERS_KEY}' does not match the graph's layer nodes "
             "(a layer does not depend on the input?); run prepare_onnx again"
         )
+    # what no layer produced (the input, ops before the first layer) belongs to the first layer
     first = layer_names[0]
     tensors = {
         k: dataclasses.replace(t, owner=first) if t.owner is None else t for k, t in tensors.items()
     }
-    steps = [
-        Step(s.name, s.kind, s.op, s.inputs, s.output, first) if s.owner is None else s
-        for s in steps
-    ]
+    steps = [dataclasses.replace(s, owner=first) if s.owner is None else s for s in steps]
     input_shape = tuple(int(d.dim_value) for d in inp.type.tensor_type.shape.dim[1:])
+    graph_outputs = [o.name for o in graph.output]
     return LayerGraph(
         name, input_shape, layers, steps, tensors,
         tuple(t for t in graph_outputs if t in tensors),

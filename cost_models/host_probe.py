@@ -28,7 +28,7 @@ from edgefit_measure import session_options
 
 # 2: activation-memory behaviour from onnxruntime's node record; 3: 6/3/2-bit kernels; 4: w8a16;
 # 5: asymmetric weight-only uint4/uint3; memory probes with onnxruntime's memory pattern off
-PROBE_VERSION = 10
+PROBE_VERSION = 11  # 11: the int8 kernel notes which integer kernels this CPU runs exactly
 
 
 def _cpu_model() -> str:
@@ -364,6 +364,45 @@ def _activation_memory_fields() -> dict[str, Any]:
             return {}
 
 
+def _host_kernels(fp32: float, kernel_common: dict[str, Any], same_rate: str
+                  ) -> dict[str, Any]:
+    """The host profile's kernels: every precision edgefit writes, at the probed fp32 rate
+    until profiled (weight-only forms dequantise to fp32)."""
+    from edgefit_measure import u8s8_exact
+
+    int8_form = ("u8 x s8 integer kernels (exact on this CPU)" if u8s8_exact() else
+                 "s8 x s8 integer kernels: this CPU's u8 x s8 kernels saturate (x86 without "
+                 "VNNI), measured by edgefit_measure.u8s8_exact")
+    return {
+        "fp32": {"weights": "fp32", "activations": "fp32", **kernel_common},
+        "fp16": {"weights": "fp16", "activations": "fp32", **kernel_common,
+                 "note": f"host {same_rate}"},
+        "int8": {"weights": "int8", "activations": "int8", "note": f"host: {int8_form}",
+                 "macs_per_s": {"value": f"{fp32:.6g}MAC/s",
+                                "unverified": "int8 QLinearConv/QGemm assumed as "
+                                "fast as fp32 Gemm until profiled"},
+                 "op_efficiency": kernel_common["op_efficiency"]},
+        "int8a16": {"weights": "int8", "activations": "int16",
+                    "macs_per_s": {"value": f"{fp32:.6g}MAC/s",
+                                   "unverified": "w8a16 QDQ (onnxruntime has no "
+                                   "int16 conv/gemm kernels: dequantise + float "
+                                   "op) assumed as fast as fp32 until profiled"},
+                    "op_efficiency": kernel_common["op_efficiency"]},
+        "int4": {"weights": "int4", "activations": "fp32", **kernel_common,
+                 "note": f"host {same_rate}"},
+        **{f"int{b}": {"weights": f"int{b}", "activations": "fp32", **kernel_common,
+                       "note": f"host {same_rate} (ONNX: "
+                       + ("packed INT2" if b == 2 else "int8 container")
+                       + "; the flash image packs them)"} for b in (6, 3, 2)},
+        # asymmetric weight-only: codes 0..2**b-1 + a zero point per channel
+        # (DequantizeLinear / MatMulNBits take uint zero points)
+        **{f"uint{b}": {"weights": f"int{b}", "activations": "fp32",
+                        "symmetric": False, **kernel_common,
+                        "note": f"host {same_rate} (asymmetric: uint{b} codes + "
+                        "zero points)"} for b in (4, 3)},
+    }
+
+
 def probe() -> dict[str, Any]:
     import onnxruntime as ort
 
@@ -413,34 +452,7 @@ def probe() -> dict[str, Any]:
                                      "measured": f"numpy copy of 64 MiB on {stamp}"},
                 "preferred_channel_multiple": 8,
                 **memory,
-                "kernels": {
-                    "fp32": {"weights": "fp32", "activations": "fp32", **kernel_common},
-                    "fp16": {"weights": "fp16", "activations": "fp32", **kernel_common,
-                             "note": f"host {same_rate}"},
-                    "int8": {"weights": "int8", "activations": "int8",
-                             "macs_per_s": {"value": f"{fp32:.6g}MAC/s",
-                                            "unverified": "int8 QLinearConv/QGemm assumed as "
-                                            "fast as fp32 Gemm until profiled"},
-                             "op_efficiency": kernel_common["op_efficiency"]},
-                    "int8a16": {"weights": "int8", "activations": "int16",
-                                "macs_per_s": {"value": f"{fp32:.6g}MAC/s",
-                                               "unverified": "w8a16 QDQ (onnxruntime has no "
-                                               "int16 conv/gemm kernels: dequantise + float "
-                                               "op) assumed as fast as fp32 until profiled"},
-                                "op_efficiency": kernel_common["op_efficiency"]},
-                    "int4": {"weights": "int4", "activations": "fp32", **kernel_common,
-                             "note": f"host {same_rate}"},
-                    **{f"int{b}": {"weights": f"int{b}", "activations": "fp32", **kernel_common,
-                                   "note": f"host {same_rate} (ONNX: "
-                                   + ("packed INT2" if b == 2 else "int8 container")
-                                   + "; the flash image packs them)"} for b in (6, 3, 2)},
-                    # asymmetric weight-only: codes 0..2**b-1 + a zero point per channel
-                    # (DequantizeLinear / MatMulNBits take uint zero points)
-                    **{f"uint{b}": {"weights": f"int{b}", "activations": "fp32",
-                                    "symmetric": False, **kernel_common,
-                                    "note": f"host {same_rate} (asymmetric: uint{b} codes + "
-                                    "zero points)"} for b in (4, 3)},
-                },
+                "kernels": _host_kernels(fp32, kernel_common, same_rate),
             }
         },
         "notes": "probed, not from a catalog file",

@@ -341,7 +341,34 @@ def _decode_sparse(path: Path, name: str, storage: str, data: bytes, shape: tupl
         raise PlanError(f"flash image {path}: layer {name!r}: {exc}") from None
 
 
-def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
+@dataclass(frozen=True)
+class _Entry:
+    """One layer entry's checked header fields and its blobs (None where absent)."""
+
+    path: Path
+    name: str
+    option: str
+    shape: tuple[int, ...]
+    storage: str | None
+    weight: bytes
+    scales: bytes | None
+    zero_points: bytes | None
+    bias: bytes | None
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+    def expect(self, what: str, got: int, want: int) -> None:
+        if got != want:
+            raise PlanError(f"flash image {self.path}: layer {self.name!r} {what} is {got} "
+                            f"bytes, expected {want}")
+
+    def fail(self, what: str) -> PlanError:
+        return PlanError(f"flash image {self.path}: layer {self.name!r} {what}")
+
+
+def _read_entry(path: Path, payload: memoryview, entry: dict) -> _Entry:
     if not isinstance(entry, dict):
         raise PlanError(f"flash image {path} has a malformed layer entry")
     name = entry.get("name")
@@ -358,85 +385,92 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
         raise PlanError(f"flash image {path}: layer {name!r} has a malformed shape") from None
     if not shape or shape[0] <= 0 or any(d < 0 for d in shape):
         raise PlanError(f"flash image {path}: layer {name!r} has an invalid shape {shape}")
-    numel = int(np.prod(shape))
-    out_ch = shape[0]
     wdata = _blob(path, payload, entry, "weight", name)
     if wdata is None:
         raise PlanError(f"flash image {path}: layer {name!r} has no weight blob")
-    sdata = _blob(path, payload, entry, "scales", name)
-    zdata = _blob(path, payload, entry, "zero_points", name)
-    bdata = _blob(path, payload, entry, "bias", name)
-
-    def expect(what: str, got: int, want: int) -> None:
-        if got != want:
-            raise PlanError(
-                f"flash image {path}: layer {name!r} {what} is {got} bytes, expected {want}"
-            )
-
     storage = entry.get("storage")
     if storage is not None and storage not in SPARSE_FORMATS:
         raise PlanError(f"flash image {path}: layer {name!r} has unknown storage {storage!r}")
-    scales = q = codebook = None
-    if "share" in entry:
-        weight, codebook, storage = _decode_shared(path, name, entry, wdata, sdata, shape)
-        distinct = qm.distinct_values(weight)
-    elif (fmt := qm.int_format(option)) is not None:
-        bits, symmetric = fmt
-        if sdata is None:
-            raise PlanError(f"flash image {path}: layer {name!r} ({option}) has no scales")
-        expect("scales", len(sdata), qm.SCALE_BYTES * out_ch)
-        scales = np.frombuffer(sdata, dtype="<f4").astype(np.float32)
-        if symmetric != (zdata is None):
-            raise PlanError(f"flash image {path}: layer {name!r} ({option}) "
-                            + ("has no zero points" if zdata is None else
-                               "must not have zero points"))
-        if storage is not None:
-            q = _decode_sparse(path, name, storage, wdata, shape, bits).astype(np.int8)
-        else:
-            expect("weight", len(wdata), qm.packed_bytes(numel, bits))
-            q = qm.unpack_bits(wdata, numel, bits, signed=symmetric).reshape(shape)
-        if zdata is None:
-            weight = qm.dequantize_per_channel(q, scales, axis=0)
-        else:
-            expect("zero points", len(zdata), qm.packed_bytes(out_ch, bits))
-            zps = qm.unpack_bits(zdata, out_ch, bits, signed=False)
-            weight = qm.dequantize_asymmetric(q, scales, zps, axis=0)
-        distinct = qm.distinct_values(q)
+    return _Entry(path, name, option, shape, storage, wdata,
+                  _blob(path, payload, entry, "scales", name),
+                  _blob(path, payload, entry, "zero_points", name),
+                  _blob(path, payload, entry, "bias", name))
+
+
+def _decode_int(e: _Entry, bits: int, symmetric: bool
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(weight, codes, scales, distinct codes) of an integer layer."""
+    out_ch = e.shape[0]
+    if e.scales is None:
+        raise e.fail(f"({e.option}) has no scales")
+    e.expect("scales", len(e.scales), qm.SCALE_BYTES * out_ch)
+    scales = np.frombuffer(e.scales, dtype="<f4").astype(np.float32)
+    if symmetric != (e.zero_points is None):
+        raise e.fail(f"({e.option}) " + ("has no zero points" if e.zero_points is None
+                                         else "must not have zero points"))
+    if e.storage is not None:
+        q = _decode_sparse(e.path, e.name, e.storage, e.weight, e.shape, bits).astype(np.int8)
     else:
-        if sdata is not None or zdata is not None:
-            raise PlanError(f"flash image {path}: layer {name!r} ({option}) must not have scales")
-        dt = "float16" if option == "fp16" else "float32"
-        if storage is not None:
-            stored = _decode_sparse(path, name, storage, wdata, shape, qm.BITS[option])
-        else:
-            expect("weight", len(wdata), np.dtype(_NP_DTYPE[dt]).itemsize * numel)
-            stored = np.frombuffer(wdata, dtype=_NP_DTYPE[dt]).reshape(shape)
-        weight = stored.astype(np.float32)
-        distinct = qm.distinct_values(stored)
+        e.expect("weight", len(e.weight), qm.packed_bytes(e.numel, bits))
+        q = qm.unpack_bits(e.weight, e.numel, bits, signed=symmetric).reshape(e.shape)
+    if e.zero_points is None:
+        weight = qm.dequantize_per_channel(q, scales, axis=0)
+    else:
+        e.expect("zero points", len(e.zero_points), qm.packed_bytes(out_ch, bits))
+        zps = qm.unpack_bits(e.zero_points, out_ch, bits, signed=False)
+        weight = qm.dequantize_asymmetric(q, scales, zps, axis=0)
+    return weight, q, scales, qm.distinct_values(q)
+
+
+def _decode_float(e: _Entry) -> tuple[np.ndarray, int]:
+    """(weight, distinct values) of an fp32 / fp16 layer."""
+    if e.scales is not None or e.zero_points is not None:
+        raise e.fail(f"({e.option}) must not have scales")
+    dt = "float16" if e.option == "fp16" else "float32"
+    if e.storage is not None:
+        stored = _decode_sparse(e.path, e.name, e.storage, e.weight, e.shape, qm.BITS[e.option])
+    else:
+        e.expect("weight", len(e.weight), np.dtype(_NP_DTYPE[dt]).itemsize * e.numel)
+        stored = np.frombuffer(e.weight, dtype=_NP_DTYPE[dt]).reshape(e.shape)
+    return stored.astype(np.float32), qm.distinct_values(stored)
+
+
+def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
+    e = _read_entry(path, payload, entry)
+    storage, scales, q, codebook = e.storage, None, None, None
+    if "share" in entry:
+        weight, codebook, storage = _decode_shared(path, e.name, entry, e.weight, e.scales,
+                                                   e.shape)
+        distinct = qm.distinct_values(weight)
+    elif (fmt := qm.int_format(e.option)) is not None:
+        weight, q, scales, distinct = _decode_int(e, *fmt)
+    else:
+        weight, distinct = _decode_float(e)
     bias = None
-    if bdata is not None:
-        bdt = qm.bias_dtype(option)
-        expect("bias", len(bdata), np.dtype(_NP_DTYPE[bdt]).itemsize * out_ch)
-        bias = np.frombuffer(bdata, dtype=_NP_DTYPE[bdt]).astype(np.float32)
-    weight_bytes = len(wdata) + sum(len(d) for d in (sdata, zdata) if d is not None)
-    bias_bytes = len(bdata) if bdata is not None else 0
+    if e.bias is not None:
+        bdt = qm.bias_dtype(e.option)
+        e.expect("bias", len(e.bias), np.dtype(_NP_DTYPE[bdt]).itemsize * e.shape[0])
+        bias = np.frombuffer(e.bias, dtype=_NP_DTYPE[bdt]).astype(np.float32)
+    weight_bytes = len(e.weight) + sum(len(d) for d in (e.scales, e.zero_points) if d is not None)
     if storage is None:
-        expect("weight+scales", weight_bytes, qm.stored_weight_bytes(option, numel, out_ch))
+        e.expect("weight+scales", weight_bytes,
+                 qm.stored_weight_bytes(e.option, e.numel, e.shape[0]))
     return StoredLayer(
-        name=name,
-        option=option,
-        dtype=qm.weight_dtype(option) if codebook is None else str(entry["dtype"]),
-        bits=qm.BITS[option] if codebook is None else int(entry["share"]["bits"]),
-        shape=shape,
+        name=e.name,
+        option=e.option,
+        dtype=qm.weight_dtype(e.option) if codebook is None else str(entry["dtype"]),
+        bits=qm.BITS[e.option] if codebook is None else int(entry["share"]["bits"]),
+        shape=e.shape,
         weight_bytes=weight_bytes,
-        bias_bytes=bias_bytes,
+        bias_bytes=len(e.bias) if e.bias is not None else 0,
         weight=weight,
         bias=bias,
         scales=scales,
         q=q,
         distinct_values=distinct,
         storage=storage or "dense",
-        zero_fraction=float(np.mean((q if q is not None and zdata is None else weight) == 0)),
+        zero_fraction=float(np.mean((q if q is not None and e.zero_points is None
+                                     else weight) == 0)),
         header_bytes=len(_dump({k: v for k, v in entry.items() if not k.startswith("_")}
                                ).encode("utf-8")) + 1,
         codebook=codebook,
