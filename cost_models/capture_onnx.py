@@ -40,12 +40,12 @@ from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from edgefit_common.errors import ModelLoadError
 from formats.onnx_io import LAYERS_KEY, WEIGHTED_OPS, planned_layers
 from workloads.onnx_model import (
-    _attr,
-    _check_input,
-    _first_line,
-    _is_layer,
-    _load_checked,
+    check_input,
+    first_line,
     input_shape_of,
+    is_layer,
+    load_checked,
+    node_attr,
     prepare_onnx,
 )
 
@@ -78,7 +78,7 @@ def _inferred_shapes(
     try:
         inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
     except Exception as exc:
-        raise ModelLoadError(f"{where}: ONNX shape inference failed: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{where}: ONNX shape inference failed: {first_line(exc)}") from None
     shapes: dict[str, list[int | None]] = {}
     g = inferred.graph
     for vi in [*g.input, *g.value_info, *g.output]:
@@ -125,7 +125,7 @@ def _check_layer_nodes(graph: onnx.GraphProto, layer_names: list[str],
     nodes_by_name = {n.name: n for n in graph.node if n.name}
     for layer in layer_names:
         node = nodes_by_name.get(layer)
-        if node is None or not _is_layer(node, inits):
+        if node is None or not is_layer(node, inits):
             raise ModelLoadError(
                 f"{where}: '{LAYERS_KEY}' lists {layer!r}, which is not a Conv/Gemm/MatMul node "
                 "with a float32 initializer weight; run prepare_onnx again"
@@ -204,8 +204,8 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
     """The LayerGraph of a model written by :func:`prepare_onnx` (sizes per sample)."""
     path = Path(path)
     where = str(path)
-    model = _load_checked(path)
-    inp = _check_input(model, where)
+    model = load_checked(path)
+    inp = check_input(model, where)
     layer_names = planned_layers(model, where, ModelLoadError, "run prepare_onnx first")
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -249,7 +249,7 @@ def _layer(
     in_numel = tensors[node.input[0]].numel
     out_numel = tensors[node.output[0]].numel
     if node.op_type == "Conv":
-        group = _attr(node, "group", 1)
+        group = node_attr(node, "group", 1)
         in_channels = w_dims[1] * group
         kernel = w_dims[2:]
         if group > 1 and group == in_channels:
@@ -264,7 +264,7 @@ def _layer(
         bias_numel = math.prod(inits[bias].dims) if bias in inits else 0
     else:
         cls = "linear"
-        if node.op_type == "Gemm" and _attr(node, "transB", 0):
+        if node.op_type == "Gemm" and node_attr(node, "transB", 0):
             out_channels, in_features = w_dims
         else:
             in_features, out_channels = w_dims
@@ -286,7 +286,7 @@ def _layer(
         input_numel=in_numel,
         output_numel=out_numel,
         weight_shape=tuple(w_dims if node.op_type == "Conv" or (
-            node.op_type == "Gemm" and _attr(node, "transB", 0)) else reversed(w_dims)),
+            node.op_type == "Gemm" and node_attr(node, "transB", 0)) else reversed(w_dims)),
     )
 
 

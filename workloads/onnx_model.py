@@ -18,7 +18,7 @@ from formats.onnx_io import LAYERS_KEY, WEIGHTED_OPS, save_atomic, set_meta
 _MAX_PROTO_BYTES = 2**31 - 1
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
+def first_line(exc: BaseException, limit: int = 300) -> str:
     """The exception's message on one line (whitespace collapsed, cut at ``limit`` chars)."""
     text = " ".join(str(exc).split())
     if not text:
@@ -30,7 +30,7 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
 # loading and validation
 
 
-def _load_checked(src: Path) -> onnx.ModelProto:
+def load_checked(src: Path) -> onnx.ModelProto:
     if not src.exists():
         raise ModelLoadError(f"{src}: ONNX model file not found")
     if not src.is_file():
@@ -38,18 +38,18 @@ def _load_checked(src: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(src), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError, OSError...
-        raise ModelLoadError(f"{src}: not a readable ONNX model: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{src}: not a readable ONNX model: {first_line(exc)}") from None
     if any(uses_external_data(t) for t in model.graph.initializer):
         try:  # onnx refuses absolute locations and paths outside the model's folder
             load_external_data_for_model(model, str(src.parent))
         except Exception as exc:
             raise ModelLoadError(
-                f"{src}: cannot load the model's external data: {_first_line(exc)}"
+                f"{src}: cannot load the model's external data: {first_line(exc)}"
             ) from None
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # ValidationError, or a proto too large for the in-memory check
-        raise ModelLoadError(f"{src}: not a valid ONNX model: {_first_line(exc)}") from None
+        raise ModelLoadError(f"{src}: not a valid ONNX model: {first_line(exc)}") from None
     return model
 
 
@@ -58,7 +58,7 @@ def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in inits]
 
 
-def _check_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
+def check_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
         names = ", ".join(repr(i.name) for i in inputs) or "none"
@@ -96,14 +96,14 @@ def _check_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
     return inp
 
 
-def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+def node_attr(node: onnx.NodeProto, name: str, default: int) -> int:
     for a in node.attribute:
         if a.name == name:
             return int(a.i)
     return default
 
 
-def _is_layer(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+def is_layer(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
     if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
         return False
     if len(node.input) < 2 or node.input[1] not in inits:
@@ -122,7 +122,7 @@ def _name_layers(model: onnx.ModelProto) -> list[str]:
     """Give each layer node a unique non-empty name; returns the layer names in graph order."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    layer_idx = [i for i, n in enumerate(graph.node) if _is_layer(n, inits)]
+    layer_idx = [i for i, n in enumerate(graph.node) if is_layer(n, inits)]
     taken: set[str] = set()
     names: dict[int, str] = {}
     # Existing names first (a name used by two layers stays with the first of them).
@@ -167,8 +167,8 @@ def prepare_onnx(src: Path, dst: Path) -> list[str]:
     """
     src, dst = Path(src), Path(dst)
     where = str(src)
-    model = _load_checked(src)
-    _check_input(model, where)
+    model = load_checked(src)
+    check_input(model, where)
     layers = _name_layers(model)
     if not layers:
         raise ModelLoadError(
@@ -187,9 +187,10 @@ def prepare_onnx(src: Path, dst: Path) -> list[str]:
 
 def input_shape_of(path: Path) -> tuple[int, ...]:
     """Per-sample input shape of an ONNX model (validated as prepare_onnx does)."""
-    model = _load_checked(Path(path))
-    inp = _check_input(model, str(path))
+    model = load_checked(Path(path))
+    inp = check_input(model, str(path))
     return tuple(int(d.dim_value) for d in inp.type.tensor_type.shape.dim[1:])
 
 
-__all__ = ["input_shape_of", "prepare_onnx"]
+__all__ = ["check_input", "first_line", "input_shape_of", "is_layer", "load_checked",
+           "node_attr", "prepare_onnx"]
