@@ -1,4 +1,7 @@
-"""Load YAML into a strict pydantic model, reporting errors as `file:line: field: problem`."""
+"""Load YAML into a strict pydantic model, reporting errors as `file:line: field: problem`.
+
+YAML is read safely: no anchors or aliases, no duplicate keys, nesting at most MAX_DEPTH deep,
+integers at most MAX_INT_DIGITS long, the file itself through `fsutil.read_text` (size-capped)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,14 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.resolver import Resolver
 
 from edgefit_common.errors import SpecError
-from edgefit_common.fsutil import read_text
+from edgefit_common.fsutil import MAX_YAML_BYTES, read_text, shown
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,19 +41,123 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def read_yaml(path: Path) -> tuple[Any, yaml.Node | None]:
-    text = read_text(path)
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists a YAML or JSON input may have."""
+
+MAX_INT_DIGITS = 64
+"""Longest integer (in digits) a YAML or JSON input may hold (Python's own limit, 4300, fails
+with a traceback)."""
+
+
+class _StrictComposer(Composer):
+    """Composes the node tree, refusing what a data file never needs: anchors and aliases (an
+    alias bomb expands 1 KB into gigabytes), duplicate mapping keys (the second would silently
+    win) and nesting deeper than MAX_DEPTH (a RecursionError)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event: Any = self.peek_event()  # type: ignore[attr-defined]
+        mark = event.start_mark
+        if isinstance(event, AliasEvent):
+            raise ComposerError(None, None, f"alias *{event.anchor} is not accepted (anchors "
+                                "and aliases are refused in edgefit files)", mark)
+        if getattr(event, "anchor", None) is not None:
+            raise ComposerError(None, None, f"anchor &{event.anchor} is not accepted (anchors "
+                                "and aliases are refused in edgefit files)", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                    event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def compose_mapping_node(self, anchor: Any) -> MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], int] = {}
+        for key, _ in node.value:
+            if not isinstance(key, ScalarNode):
+                raise ComposerError(None, None, "a mapping key must be a plain value",
+                                    key.start_mark)
+            ident = (key.tag, key.value)
+            if ident in first:
+                raise ComposerError(None, None, f"duplicate key {_short(key.value)!r} (first at "
+                                    f"line {first[ident]})", key.start_mark)
+            first[ident] = key.start_mark.line + 1
+        return node
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _StrictConstructor(SafeConstructor):
+    def construct_yaml_int(self, node: ScalarNode) -> int:  # type: ignore[override]
+        digits = len(str(node.value).replace("_", "").lstrip("+-"))
+        if digits > MAX_INT_DIGITS:
+            raise ConstructorError(None, None, f"an integer of {digits} digits (at most "
+                                   f"{MAX_INT_DIGITS})", node.start_mark)
+        return int(super().construct_yaml_int(node))
+
+
+_StrictConstructor.add_constructor(  # type: ignore[type-var]
+    "tag:yaml.org,2002:int", _StrictConstructor.construct_yaml_int)
+
+if getattr(yaml, "__with_libyaml__", False):  # libyaml scans and parses; Python composes
+    from yaml._yaml import CParser
+
+    class _Loader(_StrictComposer, CParser, _StrictConstructor, Resolver):  # type: ignore[misc]
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            _StrictComposer.__init__(self)
+            _StrictConstructor.__init__(self)
+            Resolver.__init__(self)
+else:  # pragma: no cover - PyYAML built without libyaml
+    from yaml.parser import Parser
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
+
+    class _Loader(Reader, Scanner, Parser, _StrictComposer,  # type: ignore[no-redef]
+                  _StrictConstructor, Resolver):
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+            _StrictComposer.__init__(self)
+            _StrictConstructor.__init__(self)
+            Resolver.__init__(self)
+
+
+def loads_yaml(text: str, path: Path | str) -> tuple[Any, Node | None]:
+    """Parse `text` once (composing the node tree, then constructing from it): the data and the
+    root node (for line numbers), or a one-line SpecError `path:line: problem`."""
+    loader = _Loader(text)
     try:
-        return yaml.safe_load(text), yaml.compose(text)
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SpecError(f"{path}{where}: malformed YAML: {problem}") from None
+        raise SpecError(f"{shown(path)}{where}: malformed YAML: {problem}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # a constructor's own checks
+        raise SpecError(f"{shown(path)}: malformed YAML: {_short(str(exc).splitlines()[0])}") \
+            from None
+    finally:
+        loader.dispose()
+    return data, root
 
 
-def load_model(path: Path, model: type[M]) -> M:
-    data, root = read_yaml(path)
+def read_yaml(path: Path, what: str = "file") -> tuple[Any, Node | None]:
+    """The data of YAML file `path` and its root node, read by the one safe reader (regular
+    file, at most MAX_YAML_BYTES, UTF-8), or a one-line SpecError."""
+    return loads_yaml(read_text(path, what, MAX_YAML_BYTES), path)
+
+
+def load_model(path: Path, model: type[M], what: str = "file") -> M:
+    data, root = read_yaml(path, what)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping of fields at the top level")
     return validate(data, model, path=path, root=root)
