@@ -42,8 +42,8 @@ from edgefit.planning import CALIBRATION_SIZE, layer_options
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.paths import cache_dir
 from executors.distill import distill
-from executors.fakequant import pruned_copy, quantized_copy
 from techniques.distill import DistillConfig
+from techniques.fakequant import pruned_copy, quantized_copy
 from techniques.prune import UnstructuredPruneConfig
 from workloads.data import Dataset, load_dataset
 from workloads.train import _atomic_save, _recipe_hash, evaluate, fresh_model, pretrained, train

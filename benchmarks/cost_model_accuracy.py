@@ -34,6 +34,7 @@ import torch
 import edgefit_measure as em
 from cost_models.analytical import build_cost_table
 from cost_models.capture import capture
+from cost_models.export import export_fp32
 from cost_models.graph import LayerGraph
 from cost_models.host_probe import host_spec
 from cost_models.ort_memory import OrtMemory, measure_arena, node_memory_stats
@@ -45,8 +46,7 @@ from cost_models.table import CostTable
 from edgefit.planning import held_tensors
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.paths import cache_dir
-from executors.apply import export_fp32
-from executors.onnx_quant import quantize_onnx
+from techniques.onnx_quant import quantize_onnx
 from workloads.data import load_dataset
 from workloads.fuse import fuse_bn
 from workloads.mobilenet import MobileNetV2Small
@@ -184,7 +184,7 @@ def runtime_terms(graph: LayerGraph, table: CostTable, picks: dict[str, str]) ->
 
 def channel_pruned(model: torch.nn.Module, shape: tuple[int, ...]) -> torch.nn.Module:
     """Every coupled group loses PRUNE_RATIO of its output channels (a smaller dense model)."""
-    from executors import prune
+    from techniques import prune
 
     pruned = copy.deepcopy(model)
     cfg = prune.ChannelPruneConfig(ratio=PRUNE_RATIO)

@@ -29,12 +29,10 @@ from torch import nn
 
 from edgefit_common.fsutil import atomic_write_text
 from executors.distill import distill
-from executors.flash_image import FlashLayer, read_flash_image, write_flash_image
-from executors.prune import keep_zeros, prune_unstructured
-from executors.share import check_shared, keep_shared, share_module
 from techniques.distill import DistillConfig
-from techniques.prune import UnstructuredPruneConfig
-from techniques.share import WeightSharingConfig
+from techniques.flash_image import FlashLayer, read_flash_image, write_flash_image
+from techniques.prune import UnstructuredPruneConfig, keep_zeros, prune_unstructured
+from techniques.share import WeightSharingConfig, check_shared, keep_shared, share_module
 from workloads.data import Dataset, load_dataset, split
 from workloads.train import evaluate, pretrained
 

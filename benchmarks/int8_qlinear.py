@@ -2,7 +2,7 @@
 
 For each architecture, three ONNX files of the same model:
   fp32      the export as it is;
-  ort-qdq   executors.onnx_quant's static int8 QDQ model with the QLinear rewrite switched off:
+  ort-qdq   techniques.onnx_quant's static int8 QDQ model with the QLinear rewrite switched off:
             what onnxruntime makes of quantize_static's output by itself (it fuses
             DQ -> op -> Q only where the input's QuantizeLinear has a single reader);
   edgefit   the same codes and scales with every complete int8 MatMul / Conv group written as
@@ -31,9 +31,9 @@ import onnxruntime as ort
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cost_model_accuracy as cma  # noqa: E402 (benchmarks/ is the script's directory)
 
+from cost_models.export import export_fp32  # noqa: E402
 from edgefit_common.fsutil import atomic_write_text  # noqa: E402
-from executors import onnx_quant  # noqa: E402
-from executors.apply import export_fp32  # noqa: E402
+from techniques import onnx_quant  # noqa: E402
 
 VARIANTS = ("fp32", "ort-qdq", "edgefit")
 FLOAT_WEIGHTED = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")

@@ -2,7 +2,7 @@
 
 Every planned layer of a built-in model gets the same weight precision (int4, int3, int2;
 activations float, as the plan's weight-only options). PTQ quantises the trained weights as
-apply does (executors.fakequant.quantized_copy, per-channel symmetric). QAT first distils the
+apply does (techniques.fakequant.quantized_copy, per-channel symmetric). QAT first distils the
 student against the fp32 model *through* that quantisation (executors.qat, straight-through
 gradients, DistillConfig(quantization_aware=True)) and then quantises the tuned weights the same
 way. A second recipe prunes 50 % of every layer's weights first (magnitude): there plain
@@ -33,10 +33,9 @@ from torch import nn
 from cost_models.capture import capture
 from edgefit_common.fsutil import atomic_write_text
 from executors.distill import distill, output_kl
-from executors.fakequant import quantized_copy
-from executors.prune import prune_unstructured
 from techniques.distill import DistillConfig
-from techniques.prune import UnstructuredPruneConfig
+from techniques.fakequant import quantized_copy
+from techniques.prune import UnstructuredPruneConfig, prune_unstructured
 from techniques.quantize import QuantizeConfig
 from workloads.data import Dataset, load_dataset
 from workloads.train import evaluate, pretrained

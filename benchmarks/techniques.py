@@ -28,8 +28,12 @@ from edgefit.applying import apply_plan
 from edgefit.planning import make_plan
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_write_text
-from executors.prune import global_sparsities, nm_applicable
-from techniques.prune import NMPruneConfig, UnstructuredPruneConfig
+from techniques.prune import (
+    NMPruneConfig,
+    UnstructuredPruneConfig,
+    global_sparsities,
+    nm_applicable,
+)
 
 WORKLOADS = ("lenet300-mnist", "lenet5-mnist", "fashion-cnn")  # the default run
 EXTRA_WORKLOADS = ("mobilenetv2-fashion", "minilm-l6")
@@ -268,7 +272,7 @@ def nm_plan(plan, model: str, option: str):  # noqa: ANN001, ANN201 (a Plan)
 
 def global_plan(plan, model: str):  # noqa: ANN001, ANN201 (a Plan)
     """The plan with its per-layer 75 % replaced by one global magnitude threshold over the
-    same layers (executors.prune.global_sparsities on the trained weights)."""
+    same layers (techniques.prune.global_sparsities on the trained weights)."""
     from workloads.models import load_model_ref
 
     modules = dict(load_model_ref(model).torch_module().named_modules())

@@ -18,7 +18,7 @@ from torch import nn
 
 from cost_models.channels import ChannelGroupSpec
 from cost_models.estimate import AccuracyEstimate
-from executors.fakequant import quantized_copy
+from techniques.fakequant import quantized_copy
 
 
 def _log_probs(model: nn.Module, x: np.ndarray) -> torch.Tensor:
@@ -97,11 +97,11 @@ def embedding_cosine_loss(model: nn.Module, options: Mapping[str, Mapping[str, S
 def channel_pruning_kl(model: nn.Module, groups: Sequence[ChannelGroupSpec],
                        example_input: Any, x: np.ndarray) -> dict[tuple[str, int], float | None]:
     """KL(fp32 || pruned) per (group, kept width), each group really pruned alone
-    (executors.prune.prune_channels on a copy; fp32 elsewhere). None: Torch-Pruning refused
+    (techniques.prune.prune_channels on a copy; fp32 elsewhere). None: Torch-Pruning refused
     that group or width, so the planner must not offer it."""
     import copy
 
-    from executors.prune import prune_channels
+    from techniques.prune import prune_channels
 
     reference = _log_probs(model, x)
     out: dict[tuple[str, int], float | None] = {}

@@ -32,7 +32,6 @@ from cost_models.runtime_memory import (
 from cost_models.table import CostTable, OptionCost
 from device_specs.schema import BITS, DeviceSpec, Kernel, Profile
 from edgefit_common.units import fmt_rate
-from executors.flash_image import entry_bytes
 from formats.quant_math import (
     SCALE_BYTES,
     int_format,
@@ -40,6 +39,7 @@ from formats.quant_math import (
     stored_bias_bytes,
     stored_weight_bytes,
 )
+from techniques.flash_image import entry_bytes
 
 
 def activation_bytes(kernel: Kernel) -> int:
@@ -124,7 +124,7 @@ def nm_latency_ms(layer: Layer, kernel: Kernel, profile: Profile, sparse_flash_b
 
 
 def factor_layers(layer: Layer, factors: Sequence[Mapping[str, Any]]) -> list[Layer]:
-    """The factors of a factorised layer (``executors.lowrank.lowrank_cost_delta``'s
+    """The factors of a factorised layer (``techniques.lowrank.lowrank_cost_delta``'s
     ``factors``) as layers of their own, named ``<layer>.<suffix>`` like the ONNX nodes."""
     return [Layer(name=f"{layer.name}.{f['suffix']}", op_type=f["op_type"],
                   op_class=f["op_class"], params=f["weight_numel"] + f["bias_numel"],

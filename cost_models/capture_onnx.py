@@ -3,7 +3,7 @@
 Two steps, so that the plan, the cost model and the quantiser all see the same node names:
 
 * :func:`workloads.onnx_model.prepare_onnx` validates the user's file, names every planned node
-  and writes a copy that satisfies :mod:`executors.onnx_quant`'s input contract
+  and writes a copy that satisfies :mod:`techniques.onnx_quant`'s input contract
   (``edgefit.layers`` metadata).
 * :func:`capture_onnx` reads a prepared copy and builds the LayerGraph from ONNX shape
   inference.

@@ -1,6 +1,6 @@
 """Coupled channel groups as planning data: which kept widths each group is offered.
 
-executors.prune.coupling finds the groups (layers that share channels through residual adds,
+techniques.prune.coupling finds the groups (layers that share channels through residual adds,
 depthwise convs, BatchNorm, flatten -> Linear); here each gets its widths: full, plus each kept
 fraction rounded to the device profile's preferred_channel_multiple. Plain data, no torch.
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from executors.prune import CoupledGroup, kept_channels
-from techniques.prune import ChannelPruneConfig
+from techniques.prune import ChannelPruneConfig, CoupledGroup, kept_channels
 
 # Kept fractions of a coupled channel group offered besides full width, before rounding the kept
 # count to the profile's preferred_channel_multiple.

@@ -33,9 +33,8 @@ from torch import nn
 
 from cost_models.estimate import AccuracyEstimate
 from edgefit_common.errors import PlanError
-from executors.fakequant import pruned_copy
-from executors.quantize import fake_quantize_weights
-from techniques.quantize import QuantizeConfig
+from techniques.fakequant import pruned_copy
+from techniques.quantize import QuantizeConfig, fake_quantize_weights
 
 DEFAULT_MAX_SAMPLES = 64
 DEFAULT_MIN_SAMPLES = 8

@@ -13,9 +13,13 @@ from cost_models.channels import LayerCoupling, width_tag
 from cost_models.graph import Layer
 from device_specs.schema import Kernel, NMSparsity
 from edgefit_common.errors import PlanError
-from executors.prune import nm_applicable
 from techniques.lowrank import LowRankConfig
-from techniques.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig
+from techniques.prune import (
+    ChannelPruneConfig,
+    NMPruneConfig,
+    UnstructuredPruneConfig,
+    nm_applicable,
+)
 from techniques.quantize import QuantizeConfig
 from techniques.share import WeightSharingConfig
 
@@ -24,11 +28,11 @@ from techniques.share import WeightSharingConfig
 SPARSITY_LEVELS: tuple[float, ...] = (0.5, 0.75)
 MIN_WEIGHTS_FOR_SPARSITY = 1024  # below this the index overhead eats the saving
 # Low-rank factorisation: the factors keep about this fraction of the layer's weights (ranks
-# from executors.lowrank.rank_for_fraction). Unlike zeros, fewer MACs are fewer MACs: these
+# from techniques.lowrank.rank_for_fraction). Unlike zeros, fewer MACs are fewer MACs: these
 # relieve flash and latency.
 RANK_LEVELS: tuple[float, ...] = (0.5, 0.25)
 MIN_WEIGHTS_FOR_LOWRANK = 1024  # smaller layers: the extra op costs more than the MACs saved
-# Weight sharing (executors.share): (index bits, sparsity pruned first) per option, named
+# Weight sharing (techniques.share): (index bits, sparsity pruned first) per option, named
 # "fp32+k4" / "fp32+k4+s75" (k-means codebook of 2**4 values, Huffman-coded indices). The
 # weights are decoded to the kernel's float precision at load time, so only kernels with fp32 /
 # fp16 weights take them: flash shrinks, latency is that kernel's. Two levels keep the option
@@ -180,7 +184,7 @@ def techniques(spec: OptionSpec, kernel: Kernel, lowrank: LowRankConfig | None =
         out.append(lowrank)
     if spec.share_bits:
         out.append(kernel_share_config(kernel, spec.share_bits))
-    if spec.gather:  # weight-only: the rows are decoded to float32 (executors.quantize)
+    if spec.gather:  # weight-only: the rows are decoded to float32 (techniques.quantize)
         if kernel.weights != "fp32":
             out.append(QuantizeConfig(weights=kernel.weights, activations="fp32",
                                       symmetric=kernel.symmetric))

@@ -48,7 +48,7 @@ from cost_models.profile_cache import (
     ProfileCache,
 )
 from edgefit_common.errors import PlanError
-from executors.onnx_quant import GRAPH_FORM_VERSION
+from techniques.onnx_quant import GRAPH_FORM_VERSION
 
 if TYPE_CHECKING:
     from cost_models.table import CostTable
@@ -249,7 +249,7 @@ def _build(option: str, fp32: Path, out_dir: Path, layers: Sequence[str],
            calibration: np.ndarray) -> Path:
     if option == "fp32":
         return fp32
-    from executors.onnx_quant import quantize_onnx
+    from techniques.onnx_quant import quantize_onnx
 
     path = out_dir / f"model.{option}.onnx"
     quantize_onnx(fp32, path, {name: option for name in layers}, calibration)
@@ -279,7 +279,7 @@ def profile_host(
     is measured once and every layer's row is (re)written.
     """
     global profiled_models
-    from executors.onnx_quant import ONNX_OPTIONS as OPTIONS
+    from techniques.onnx_quant import ONNX_OPTIONS as OPTIONS
 
     unknown = [o for o in options if o not in OPTIONS]
     if unknown:
@@ -303,7 +303,7 @@ def profile_host(
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from executors.apply import export_fp32
+    from cost_models.export import export_fp32
 
     bar = Progress(TextColumn("[bold]profile[/] {task.description}"), BarColumn(),
                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),

@@ -26,7 +26,7 @@ from torch import nn
 
 from cost_models.estimate import AccuracyEstimate
 from edgefit_common.fsutil import atomic_write_text
-from executors.fakequant import quantized_copy
+from techniques.fakequant import quantized_copy
 from workloads.data import data_hash
 from workloads.models import weights_hash
 

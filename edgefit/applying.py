@@ -23,9 +23,9 @@ from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_write_text
 from executors import measure
 from executors.apply import build_onnx, build_torch, lowrank_layers, verify_artifacts
-from executors.flash_image import payload_bytes, write_flash_image
-from executors.quantize import onnx_option
 from planner.plan import Plan
+from techniques.flash_image import payload_bytes, write_flash_image
+from techniques.quantize import onnx_option
 from workloads.data import data_hash
 from workloads.models import LoadedModel, load_model_ref, weights_sha256
 

@@ -32,14 +32,14 @@ from device_specs.budget import Budget
 from device_specs.schema import DeviceSpec, Kernel
 from edgefit_common import __version__
 from edgefit_common.errors import SpecError
-from executors.flash_image import image_overhead_bytes
-from executors.quantize import onnx_option, weight_precision
 from planner import plan as plan_schema
 from planner.problem import INPUT_SUFFIX, Choice, PairTerm, Problem
 from planner.resolve import problem_from_plan, solver_limits, with_result
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
+from techniques.flash_image import image_overhead_bytes
 from techniques.prune import NMPruneConfig, UnstructuredPruneConfig
+from techniques.quantize import onnx_option, weight_precision
 from workloads.data import data_hash
 from workloads.models import LoadedModel, weights_sha256
 
@@ -77,7 +77,7 @@ def layer_option_specs(graph: LayerGraph, kernels: dict[str, Kernel], torch_mode
     pruning where the option prunes) and are offered only where the factors hold fewer weights
     and MACs than the layer. ``coupling``: the layers' channel groups (channel-pruned widths,
     cost_models.channels)."""
-    from executors.lowrank import module_rank_for_fraction
+    from techniques.lowrank import module_rank_for_fraction
 
     modules = dict(module.named_modules()) if _factorisable_model(module) else {}
     out = {}
@@ -147,7 +147,7 @@ def lowrank_factors(module: Any, graph: LayerGraph, options: dict[str, dict[str,
     """The factor layers of every low-rank (layer, option), for the cost table. ``shapes``:
     the weight shape of each channel-pruned option (:func:`pruned_shapes`)."""
     from cost_models.analytical import factor_layers
-    from executors.lowrank import lowrank_config, module_cost_delta
+    from techniques.lowrank import lowrank_config, module_cost_delta
 
     modules = dict(module.named_modules())
     out = {}
@@ -169,12 +169,12 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
     real weights, then count what the flash image will hold (format, index overhead, scales or
     codebook, bias, its header entry). Exact at full width. A channel-pruned option
     (``shapes``) is counted on the layer's own weights cut to the kept shape by channel L1
-    norm (executors.prune.kept_slice): the shape, hence a sparse layout's size, is exact.
+    norm (techniques.prune.kept_slice): the shape, hence a sparse layout's size, is exact.
     Not for a weight-shared channel-pruned option: Torch-Pruning ranks channels over the whole
     group, so the values its codebook and Huffman-coded indices are fitted to differ, and so
     does the size (:func:`shared_channel_flash_bytes` counts those on the weights apply
     stores)."""
-    from executors.prune import kept_slice
+    from techniques.prune import kept_slice
     from techniques.share import WeightSharingConfig
 
     out = {}
@@ -196,7 +196,7 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
                                groups: list[ChannelGroupSpec]) -> dict[tuple[str, str], int]:
     """Stored bytes of every weight-shared, channel-pruned (layer, option), counted on exactly
     the weights apply stores: the model channel-pruned as apply prunes it
-    (executors.prune.prune_channels, Torch-Pruning's group L1 ranking) at the option's group
+    (techniques.prune.prune_channels, Torch-Pruning's group L1 ranking) at the option's group
     widths, then pruned and shared as the option says. A shared layer's size depends on its
     values (k-means codebook, Huffman-coded indices), so a stand-in with other channels
     (kept_slice) is not its size. prune_channels ranks every group on the unpruned model, so a
@@ -204,7 +204,7 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
     combination of those widths serves every option and layer that prunes exactly them."""
     import copy
 
-    from executors.prune import prune_channels
+    from techniques.prune import prune_channels
     from techniques.share import WeightSharingConfig
 
     by_name = {g.name: g for g in groups}
@@ -227,8 +227,8 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
 def _stored_bytes(layer: str, source: Any, configs: list[Any]) -> int:
     """What the flash image holds for ``source`` (a module at its stored width) after the
     option's per-layer techniques (``configs``; channel pruning is already in ``source``)."""
-    from executors.fakequant import pruned_copy
-    from executors.flash_image import FlashLayer, layer_file_bytes
+    from techniques.fakequant import pruned_copy
+    from techniques.flash_image import FlashLayer, layer_file_bytes
     from techniques.prune import ChannelPruneConfig
     from techniques.share import WeightSharingConfig
 
@@ -339,7 +339,7 @@ def channel_groups(loaded: LoadedModel, multiple: int, x: np.ndarray
     each pruned width's measured accuracy cost, keyed (group, "w<width>")."""
     from cost_models.accuracy import channel_pruning_kl
     from cost_models.channels import channel_group_specs
-    from executors.prune import coupling
+    from techniques.prune import coupling
 
     module = loaded.torch_module()
     try:
@@ -556,8 +556,8 @@ def _cached_output_kl(module: Any, options: dict[str, dict[str, list[Any]]],
 
     from cost_models import accuracy
     from cost_models.sensitivity import SensitivityCache, cache_key
-    from executors import fakequant, lowrank, prune
     from formats import quant_math
+    from techniques import fakequant, lowrank, prune
 
     code = "".join(inspect.getsource(m) for m in (accuracy, fakequant, quant_math, prune,
                                                     lowrank))

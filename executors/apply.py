@@ -7,9 +7,7 @@ The orchestration (what ``edgefit apply`` runs, the report, the host check) is t
 from __future__ import annotations
 
 import dataclasses
-import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,13 @@ import torch
 from torch import nn
 
 from cost_models.capture import capture
+from cost_models.export import export_fp32
 from cost_models.graph import LayerGraph
 from edgefit_common.errors import PlanError
-from edgefit_common.fsutil import atomic_path
-from executors.fakequant import pruned_copy, quantized_copy
-from executors.flash_image import FlashLayer, payload_bytes, read_flash_image
-from executors.lowrank import (
+from planner.plan import Plan
+from techniques.fakequant import pruned_copy, quantized_copy
+from techniques.flash_image import FlashLayer, payload_bytes, read_flash_image
+from techniques.lowrank import (
     confirm_ranks,
     factor_modules,
     factor_names,
@@ -32,17 +31,16 @@ from executors.lowrank import (
     lowrank_config,
     onnx_ranks,
 )
-from executors.onnx_quant import inspect_onnx, name_nodes_by_module, quantize_onnx
-from executors.prune import (
+from techniques.onnx_quant import inspect_onnx, quantize_onnx
+from techniques.prune import (
     ChannelPruneConfig,
     NMPruneConfig,
     UnstructuredPruneConfig,
     check_nm,
     prune_channels,
 )
-from executors.quantize import weight_precision
-from executors.share import WeightSharingConfig, check_onnx_shared, check_shared, share_config
-from planner.plan import Plan
+from techniques.quantize import weight_precision
+from techniques.share import WeightSharingConfig, check_onnx_shared, check_shared, share_config
 from workloads.data import Dataset, load_dataset
 from workloads.models import LoadedModel
 from workloads.train import evaluate
@@ -51,32 +49,10 @@ FLASH_TOLERANCE_FRACTION = 0.02
 FLASH_TOLERANCE_BYTES = 1024  # the issue's criterion; the prediction is meant to be exact
 
 
-def export_fp32(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> None:
-    """Export with the dynamo exporter and name each planned node after its torch module."""
-    import warnings
-
-    import onnx
-
-    from cost_models.capture import flat_modules
-
-    example = torch.zeros((1, *input_shape))
-    model = flat_modules(model)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        raw = Path(tmp) / "raw.onnx"
-        torch.onnx.export(model.eval(), (example,), str(raw), dynamo=True, external_data=False,
-                          input_names=["input"], output_names=["logits"], verbose=False)
-        proto = onnx.load(str(raw))
-    name_nodes_by_module(proto)
-    with atomic_path(path) as tmp_path:
-        onnx.save(proto, str(tmp_path))
-
-
 def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
-    from executors.onnx_quant import ort_session_options
+    from techniques.onnx_quant import ort_session_options
 
     sess = ort.InferenceSession(str(path), ort_session_options(),
                                 providers=["CPUExecutionProvider"])

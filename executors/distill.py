@@ -5,7 +5,7 @@ Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) 
 early stopping on the validation split's distillation loss (KL to the teacher: continuous, so
 it sees progress that accuracy on a small split would not). Zeros that pruning made stay zero
 (re-applied after every optimiser step), so fine-tuning never silently undoes the pruning;
-weight-shared layers stay on their codebook (executors.share.keep_shared: the centroids move by
+weight-shared layers stay on their codebook (techniques.share.keep_shared: the centroids move by
 their members' summed gradients, the weights are written back from them after every step).
 
 With ``quantization_aware`` the student is trained *through* its planned quantisation
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from executors.quantize import QuantizeConfig
-    from executors.share import KeepShared
+    from techniques.quantize import QuantizeConfig
+    from techniques.share import KeepShared
     from workloads.data import Dataset
 
 
@@ -89,9 +89,9 @@ def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
     import torch
     from torch import nn
 
-    from executors.prune import keep_zeros
     from executors.qat import QATView
-    from executors.share import keep_shared
+    from techniques.prune import keep_zeros
+    from techniques.share import keep_shared
     from workloads.train import evaluate
 
     mask = keep_zeros(student)

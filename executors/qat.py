@@ -4,7 +4,7 @@
 quantised layer with its fake-quantised weights (the float *latent* weights stay the model's
 parameters and are what the optimiser trains) and, for int8 / int16 / fp16 activations, with its
 outputs fake-quantised (per-tensor integer scale calibrated before fine-tuning, as
-:func:`executors.fakequant.quantized_copy` calibrates it, and again after every epoch). Both use a
+:func:`techniques.fakequant.quantized_copy` calibrates it, and again after every epoch). Both use a
 straight-through estimator: the forward value is exactly the quantised one, the backward passes the
 gradient through unchanged (activations: only inside the integer range, the clipped STE of Jacob et
 al. 2018).
@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from edgefit_common.errors import PlanError
-from executors.quantize import ACTIVATION_QMAX, ActivationFakeQuant
 from formats import quant_math
+from techniques.quantize import ACTIVATION_QMAX, ActivationFakeQuant
 
 if TYPE_CHECKING:
-    from executors.quantize import QuantizeConfig
+    from techniques.quantize import QuantizeConfig
 
 _MIN_SCALE = float(np.finfo(np.float32).tiny)  # quant_math's zero-channel guard
 CALIBRATION_BATCH = 256  # the batch quantized_copy calibrates with (same maxima either way)
@@ -135,7 +135,7 @@ class QATView(nn.Module):
     """``model`` computed with its planned quantisation; trains ``model``'s own parameters."""
 
     def __init__(self, model: nn.Module, quantized: Mapping[str, QuantizeConfig]) -> None:
-        from executors.lowrank import factor_modules
+        from techniques.lowrank import factor_modules
 
         super().__init__()
         self.model = model
@@ -234,7 +234,7 @@ def quantization_aware(model: nn.Module, quantized: Mapping[str, QuantizeConfig]
 
 def quantized_layers(techniques: Mapping[str, Any]) -> dict[str, QuantizeConfig]:
     """{layer: QuantizeConfig} of the layers a plan's techniques quantise (fp32 left out)."""
-    from executors.quantize import quantize_config
+    from techniques.quantize import quantize_config
 
     out = {}
     for name, configs in techniques.items():

@@ -27,6 +27,6 @@ export MPLCONFIGDIR="$scratch/matplotlib"
 mkdir -p "$EDGEFIT_CACHE" "$XDG_CACHE_HOME" "$MPLCONFIGDIR"
 
 "$VENV/bin/ruff" check .
-"$VENV/bin/mypy" planner cost_models device_specs executors workloads edgefit edgefit_measure.py
+"$VENV/bin/mypy" edgefit_common formats techniques planner cost_models device_specs executors workloads edgefit edgefit_measure.py
 "$VENV/bin/lint-imports" --no-cache
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -17,7 +17,7 @@ from cost_models.capture import capture
 from cost_models.capture_onnx import LAYERS_KEY, capture_onnx, prepare_onnx
 from cost_models.graph import LayerGraph
 from edgefit_common.errors import ModelLoadError
-from executors.onnx_quant import inspect_onnx
+from techniques.onnx_quant import inspect_onnx
 from workloads.zoo import LeNet5
 
 _FIELDS = ("op_class", "params", "weight_numel", "bias_numel", "out_channels", "macs",

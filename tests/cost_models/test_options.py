@@ -60,7 +60,7 @@ def test_asymmetric_kernel_stores_uint_codes_and_its_costs_match_the_image(tmp_p
 
     from cost_models.analytical import image_entry_bytes, layer_flash_bytes
     from device_specs.schema import Kernel
-    from executors.flash_image import FlashLayer, read_flash_image, write_flash_image
+    from techniques.flash_image import FlashLayer, read_flash_image, write_flash_image
 
     model = LeNet5()
     graph = capture(model, (1, 28, 28))

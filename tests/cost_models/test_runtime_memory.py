@@ -191,6 +191,7 @@ def test_host_terms_match_onnxruntimes_arena(tmp_path: Path, picks: dict[str, st
     import torch
 
     from cost_models.capture import capture
+    from cost_models.export import export_fp32
     from cost_models.host_probe import (
         _probe_activation_memory,
         _probe_buffer_reuse,
@@ -198,8 +199,7 @@ def test_host_terms_match_onnxruntimes_arena(tmp_path: Path, picks: dict[str, st
         _probe_matmul_scratch,
     )
     from cost_models.ort_memory import measure_arena
-    from executors.apply import export_fp32
-    from executors.onnx_quant import quantize_onnx
+    from techniques.onnx_quant import quantize_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential()

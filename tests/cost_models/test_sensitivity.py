@@ -17,7 +17,7 @@ from cost_models.sensitivity import (
     measure_sensitivity,
     measured_sensitivity,
 )
-from executors.fakequant import quantized_copy
+from techniques.fakequant import quantized_copy
 from techniques.prune import UnstructuredPruneConfig
 from techniques.quantize import QuantizeConfig
 

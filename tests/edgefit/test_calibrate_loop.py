@@ -12,7 +12,7 @@ from edgefit.cli import _run, app
 def test_measure_calibrate_then_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture[str],
                                      lenet5_plan_factory) -> None:
-    from executors.apply import export_fp32
+    from cost_models.export import export_fp32
     from workloads.train import pretrained
 
     model = pretrained("lenet5-mnist").model

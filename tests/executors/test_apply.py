@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from executors.flash_image import image_overhead_bytes, payload_bytes, read_flash_image
-from executors.onnx_quant import inspect_onnx
-from executors.quantize import onnx_option, weight_precision
+from techniques.flash_image import image_overhead_bytes, payload_bytes, read_flash_image
+from techniques.onnx_quant import inspect_onnx
+from techniques.quantize import onnx_option, weight_precision
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_flash_image_matches_plan_byte_for_byte(applied) -> None:
 def test_runnable_onnx_stores_each_layer_as_planned(applied) -> None:
     plan, report, out = applied
     storage = inspect_onnx(out / "model.onnx")
-    from executors.quantize import onnx_option
+    from techniques.quantize import onnx_option
 
     for name, lp in plan.layers.items():
         assert storage[name].option == onnx_option(lp.techniques), name

@@ -11,9 +11,9 @@ import torch
 from device_specs.budget import Budget
 from edgefit.applying import apply_plan
 from edgefit.planning import make_plan
-from executors.flash_image import read_flash_image
-from executors.onnx_quant import inspect_onnx
-from executors.quantize import onnx_option
+from techniques.flash_image import read_flash_image
+from techniques.onnx_quant import inspect_onnx
+from techniques.quantize import onnx_option
 from workloads.train import pretrained
 
 

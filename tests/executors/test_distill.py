@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from executors.distill import distill
-from executors.prune import prune_unstructured
 from techniques.distill import DistillConfig
-from techniques.prune import UnstructuredPruneConfig
+from techniques.prune import UnstructuredPruneConfig, prune_unstructured
 from workloads.data import load_dataset
 from workloads.train import pretrained
 

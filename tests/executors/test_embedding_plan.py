@@ -48,7 +48,7 @@ def ids() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fp32_onnx(model, tmp_path_factory):
-    from executors.apply import export_fp32
+    from cost_models.export import export_fp32
 
     path = tmp_path_factory.mktemp("emb") / "fp32.onnx"
     export_fp32(model, (SEQ,), path)
@@ -106,7 +106,7 @@ def test_tables_get_storage_options_only(model) -> None:
 def test_cost_table_flash_exact_and_gather_latency_small(model) -> None:
     from cost_models.analytical import GATHER_ACT_BYTES, build_cost_table
     from device_specs.catalog import load_spec
-    from executors.flash_image import FlashLayer, layer_file_bytes
+    from techniques.flash_image import FlashLayer, layer_file_bytes
 
     g = capture(model, (SEQ,), "tiny")
     spec = load_spec("jetson-nano")
@@ -134,8 +134,8 @@ def test_cost_table_flash_exact_and_gather_latency_small(model) -> None:
 @pytest.mark.parametrize("option", ["fp16", *INT_FORMS])
 def test_onnx_gather_form_equals_fake_quant(model, ids, fp32_onnx, tmp_path, option) -> None:
     from executors.apply import onnx_outputs
-    from executors.fakequant import quantized_copy
-    from executors.onnx_quant import inspect_onnx, quantize_onnx
+    from techniques.fakequant import quantized_copy
+    from techniques.onnx_quant import inspect_onnx, quantize_onnx
 
     out = tmp_path / f"{option}.onnx"
     quantize_onnx(fp32_onnx, out, {"word": option, "pos": option}, ids)
@@ -173,8 +173,8 @@ def test_no_whole_table_decode_and_static_int8_layers_alongside(model, ids, fp32
     import onnx
 
     from executors.apply import onnx_outputs
-    from executors.fakequant import quantized_copy
-    from executors.onnx_quant import OPTIONS_KEY, inspect_onnx, quantize_onnx
+    from techniques.fakequant import quantized_copy
+    from techniques.onnx_quant import OPTIONS_KEY, inspect_onnx, quantize_onnx
 
     out = tmp_path / "mixed.onnx"
     options = {"word": "int4", "pos": "int8a16", "head": "int8"}
@@ -204,7 +204,7 @@ def test_no_whole_table_decode_and_static_int8_layers_alongside(model, ids, fp32
 
 
 def test_flash_image_stores_the_table_with_row_scales(model, tmp_path) -> None:
-    from executors.flash_image import FlashLayer, read_flash_image, write_flash_image
+    from techniques.flash_image import FlashLayer, read_flash_image, write_flash_image
 
     weight = model.word.weight.detach().numpy()
     layers = [FlashLayer(f"word.{option}", option, weight) for option in ("int4", "uint3")]
@@ -267,7 +267,7 @@ def minilm_applied(tmp_path_factory):
 
 
 def test_minilm_word_table_planned_int4_and_applied(minilm_applied) -> None:
-    from executors.flash_image import read_flash_image
+    from techniques.flash_image import read_flash_image
 
     plan, report, out = minilm_applied
     assert list(plan.layers)[:3] == ["embeddings.word", "embeddings.position",

@@ -9,9 +9,8 @@ import pytest
 from device_specs.budget import Budget
 from edgefit.applying import apply_plan
 from edgefit.planning import make_plan
-from executors.flash_image import read_flash_image
-from executors.prune import check_nm
-from techniques.prune import NMPruneConfig
+from techniques.flash_image import read_flash_image
+from techniques.prune import NMPruneConfig, check_nm
 
 
 @pytest.fixture(scope="module")

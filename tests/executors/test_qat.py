@@ -16,7 +16,6 @@ from torch import nn
 
 from edgefit_common.errors import PlanError
 from executors.distill import distill, output_kl
-from executors.fakequant import quantized_copy
 from executors.qat import (
     QATView,
     _ActivationSTE,
@@ -25,10 +24,10 @@ from executors.qat import (
     quantized_layers,
     weight_format,
 )
-from executors.quantize import ActivationFakeQuant
 from formats import quant_math
 from techniques.distill import DistillConfig
-from techniques.quantize import QuantizeConfig
+from techniques.fakequant import quantized_copy
+from techniques.quantize import ActivationFakeQuant, QuantizeConfig
 from workloads.data import Dataset, load_dataset
 from workloads.train import pretrained
 
@@ -145,7 +144,7 @@ def test_recalibration_follows_the_trained_weights() -> None:
 
 
 def test_factorised_layer_quantises_every_factor() -> None:
-    from executors.fakequant import pruned_copy
+    from techniques.fakequant import pruned_copy
     from techniques.lowrank import LowRankConfig
     from workloads.zoo import LeNet5
 
@@ -237,10 +236,8 @@ def test_plain_distillation_reports_no_qat(lenet) -> None:
 
 
 def test_qat_keeps_pruned_zeros_and_shared_codebooks(lenet) -> None:
-    from executors.prune import prune_unstructured
-    from executors.share import share_module
-    from techniques.prune import UnstructuredPruneConfig
-    from techniques.share import WeightSharingConfig
+    from techniques.prune import UnstructuredPruneConfig, prune_unstructured
+    from techniques.share import WeightSharingConfig, share_module
 
     teacher, train, _ = lenet
     student = copy.deepcopy(teacher)

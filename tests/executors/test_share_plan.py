@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from executors.share import check_shared, share_config, shared_weight_bytes
-from techniques.share import WeightSharingConfig
+from techniques.share import WeightSharingConfig, check_shared, share_config, shared_weight_bytes
 
 
 def _lenet5() -> nn.Module:
@@ -36,7 +35,7 @@ def _reference_bytes(layer: nn.Module, sparsity: float, cfg: WeightSharingConfig
                      bias_itemsize: int) -> int:
     """Stored bytes computed independently of the planner: magnitude pruning by hand, k-means
     sharing, the encoder's blob length, the bias."""
-    from executors.share import share_weights
+    from techniques.share import share_weights
 
     w = layer.weight.detach().numpy().copy()
     if sparsity:
@@ -52,7 +51,7 @@ def image_file_bytes(shared: np.ndarray, layer: nn.Module, cfg: WeightSharingCon
     """The layer's header entry, read from a one-layer image written with the shared weight."""
     import tempfile
 
-    from executors.flash_image import (
+    from techniques.flash_image import (
         FlashLayer,
         image_overhead_bytes,
         payload_bytes,
@@ -86,7 +85,7 @@ def _lloyd(v: np.ndarray, k: int, iterations: int) -> tuple[np.ndarray, np.ndarr
 
 
 def test_sorted_kmeans_equals_plain_lloyd() -> None:
-    from executors.share import kmeans_1d
+    from techniques.share import kmeans_1d
 
     rng = np.random.default_rng(0)
     for n, k, iterations in ((7, 4, 100), (5000, 16, 100), (20000, 32, 3), (3000, 256, 100)):
@@ -136,7 +135,7 @@ def test_sharing_options_on_float_kernels_with_exact_flash() -> None:
 
 def test_prune_then_share_then_quantise_and_the_kl_is_measured() -> None:
     from cost_models.accuracy import measured_output_kl
-    from executors.fakequant import pruned_copy, quantized_copy
+    from techniques.fakequant import pruned_copy, quantized_copy
 
     model = _lenet5()
     _, _, options = _options(model, "jetson-nano")
@@ -160,8 +159,8 @@ def test_prune_then_share_then_quantise_and_the_kl_is_measured() -> None:
 
 def test_distillation_keeps_shared_weights_on_their_codebook() -> None:
     from executors.distill import distill
-    from executors.fakequant import pruned_copy
     from techniques.distill import DistillConfig
+    from techniques.fakequant import pruned_copy
     from techniques.prune import UnstructuredPruneConfig
     from workloads.data import Dataset
 
@@ -218,7 +217,7 @@ def shared_applied(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_apply_stores_and_verifies_the_shared_layers(shared_applied) -> None:
-    from executors.flash_image import read_flash_image
+    from techniques.flash_image import read_flash_image
 
     plan, report, out = shared_applied
     assert plan.layers["fc1"].option == "fp32+k4+s75" and plan.layers["fc2"].option == "fp32+k4"
@@ -242,7 +241,7 @@ def test_apply_stores_and_verifies_the_shared_layers(shared_applied) -> None:
 
 def test_verification_catches_a_codebook_larger_than_planned(shared_applied) -> None:
     from executors.apply import verify_artifacts
-    from executors.quantize import onnx_option
+    from techniques.quantize import onnx_option
 
     plan, _, out = shared_applied
     fc2 = plan.layers["fc2"]

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from edgefit_common.errors import PlanError
-from executors.fakequant import pruned_copy
-from executors.lowrank import factor_modules
-from techniques.lowrank import LowRankConfig
+from techniques.fakequant import pruned_copy
+from techniques.lowrank import LowRankConfig, factor_modules
 from techniques.prune import UnstructuredPruneConfig
 from techniques.share import WeightSharingConfig
 

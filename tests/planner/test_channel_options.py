@@ -15,8 +15,8 @@ from cost_models.options import option_specs
 from cost_models.table import CostTable, OptionCost
 from device_specs.catalog import load_spec
 from edgefit.planning import build_problem, scaled_pruned_latency, width_accuracy
-from executors.prune import coupling, kept_channels, prune_channels
 from planner.solve import solve
+from techniques.prune import coupling, kept_channels, prune_channels
 from workloads.models import load_model_ref
 
 SHAPE = (1, 28, 28)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import pytest
 
 from device_specs.budget import Budget
-from executors.prune import kept_channels
 from planner.plan import Plan
 from planner.resolve import problem_from_plan, resolve
-from techniques.prune import ChannelPruneConfig
+from techniques.prune import ChannelPruneConfig, kept_channels
 
 
 @pytest.fixture(scope="module")

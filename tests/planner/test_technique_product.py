@@ -14,10 +14,8 @@ from cost_models.channels import channel_group_specs, layer_couplings
 from cost_models.options import option_specs, pruned_weight_shape
 from device_specs.budget import Budget
 from device_specs.catalog import load_spec
-from executors.lowrank import lowrank_config
-from executors.prune import coupling, kept_slice
-from techniques.lowrank import LowRankConfig
-from techniques.prune import ChannelPruneConfig, UnstructuredPruneConfig
+from techniques.lowrank import LowRankConfig, lowrank_config
+from techniques.prune import ChannelPruneConfig, UnstructuredPruneConfig, coupling, kept_slice
 from workloads.zoo import LeNet5
 
 SHAPE = (1, 28, 28)
@@ -54,8 +52,7 @@ def test_every_full_width_option_is_offered_at_every_width_combination() -> None
 
 
 def test_nm_options_keep_only_widths_with_an_nm_form() -> None:
-    from executors.prune import nm_applicable
-    from techniques.prune import NMPruneConfig
+    from techniques.prune import NMPruneConfig, nm_applicable
 
     _, graph, couplings = _couplings(multiple=2)  # 2-channel steps: some widths break 2:4
     gpu = load_spec("jetson-orin-nano").profile("tensorrt-gpu")

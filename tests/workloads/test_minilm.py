@@ -148,8 +148,9 @@ def test_capture_sees_3_tables_and_36_linear_layers(model):
 
 @needs_weights
 def test_onnx_export_matches_torch(ids, tmp_path):
-    from executors.apply import export_fp32, onnx_outputs
-    from executors.onnx_quant import inspect_onnx
+    from cost_models.export import export_fp32
+    from executors.apply import onnx_outputs
+    from techniques.onnx_quant import inspect_onnx
 
     one_block = minilm.load_minilm(layers=1)  # the exporter's time grows with the graph
     path = tmp_path / "minilm.onnx"
@@ -261,7 +262,7 @@ def test_unplanned_weights_zero_when_every_parameter_is_planned():
 @needs_weights
 def test_apply_scores_an_encoder_by_cosine(small, ids):
     from executors.apply import _quality
-    from executors.fakequant import quantized_copy
+    from techniques.fakequant import quantized_copy
     from techniques.quantize import QuantizeConfig
 
     ds = SentenceDataset("s", ids, np.zeros(len(ids), np.int64), 1, "test")

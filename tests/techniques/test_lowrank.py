@@ -1,4 +1,4 @@
-"""executors.lowrank: truncated SVD / Tucker-2 factorisation, checks, costs and the plan path."""
+"""techniques.lowrank: truncated SVD / Tucker-2 factorisation, checks, costs and the plan path."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from edgefit_common.errors import PlanError
-from executors import lowrank as L
+from techniques import lowrank as L
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -183,9 +183,10 @@ def test_rank_for_fraction_is_the_largest_rank_within_the_fraction() -> None:
 
 def test_factorised_onnx_matches_torch_and_carries_the_rank(tiny, tmp_path: Path) -> None:
     """fp32 export of the factorised model == torch; int8 factors keep the rank readable."""
-    from executors.apply import export_fp32, onnx_outputs
-    from executors.fakequant import pruned_copy
-    from executors.onnx_quant import inspect_onnx, quantize_onnx
+    from cost_models.export import export_fp32
+    from executors.apply import onnx_outputs
+    from techniques.fakequant import pruned_copy
+    from techniques.onnx_quant import inspect_onnx, quantize_onnx
 
     plan = {"conv": [L.LowRankConfig(rank=5, rank_in=2)], "fc1": [L.LowRankConfig(rank=7)]}
     model = pruned_copy(tiny, plan)
@@ -210,8 +211,8 @@ def test_factorised_onnx_matches_torch_and_carries_the_rank(tiny, tmp_path: Path
 
 
 def test_flash_image_holds_every_factor_and_its_rank(tiny, tmp_path: Path) -> None:
-    from executors.flash_image import FlashLayer, read_flash_image, write_flash_image
     from formats.quant_math import stored_bias_bytes, stored_weight_bytes
+    from techniques.flash_image import FlashLayer, read_flash_image, write_flash_image
 
     f = L.factorize(tiny.fc1, L.LowRankConfig(rank=7))
     layers = [FlashLayer(name, "int8", m.weight.detach().numpy(),
@@ -228,7 +229,7 @@ def test_flash_image_holds_every_factor_and_its_rank(tiny, tmp_path: Path) -> No
 
 
 def test_quantized_copy_quantises_each_factor(tiny) -> None:
-    from executors.fakequant import quantized_copy
+    from techniques.fakequant import quantized_copy
     from techniques.quantize import QuantizeConfig
 
     cfgs = {"fc1": [L.LowRankConfig(rank=7), QuantizeConfig(weights="int8", activations="int8")]}
@@ -305,7 +306,7 @@ def test_plan_records_the_ranks_it_chose(lowrank_applied) -> None:
 
 
 def test_apply_verifies_the_rank_and_bytes_from_the_files(lowrank_applied) -> None:
-    from executors.flash_image import read_flash_image
+    from techniques.flash_image import read_flash_image
 
     plan, report, out = lowrank_applied
     assert report["verification"]["ok"], report["verification"]["problems"]
@@ -328,7 +329,7 @@ def test_apply_verifies_the_rank_and_bytes_from_the_files(lowrank_applied) -> No
 
 def test_verification_catches_a_rank_that_is_not_the_planned_one(lowrank_applied) -> None:
     from executors.apply import verify_artifacts
-    from executors.quantize import onnx_option
+    from techniques.quantize import onnx_option
 
     plan, _, out = lowrank_applied
     fc1 = plan.layers["fc1"]

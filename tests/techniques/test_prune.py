@@ -1,4 +1,4 @@
-"""executors.prune (unstructured, N:M, channels) and workloads.mobilenet (the residual CNN)."""
+"""techniques.prune (unstructured, N:M, channels) and workloads.mobilenet (the residual CNN)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from edgefit_common.errors import PlanError
-from executors import prune as P
+from techniques import prune as P
 from workloads.mobilenet import MobileNetV2Small, fuse_bn, residual_blocks
 from workloads.zoo import LeNet5
 
@@ -64,7 +64,7 @@ def test_configs_validate_and_discriminate():
 
 
 def test_no_torch_import():
-    code = "import sys, executors.prune; sys.exit('torch' in sys.modules)"
+    code = "import sys, techniques.prune; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -179,7 +179,7 @@ def test_nm_pattern_from_weights(n, m, layer):
 
 
 def test_nm_check_reads_the_flash_image(tmp_path):
-    from executors.flash_image import FlashLayer, read_flash_image, write_flash_image
+    from techniques.flash_image import FlashLayer, read_flash_image, write_flash_image
 
     torch.manual_seed(3)
     fc = nn.Linear(32, 8)
@@ -386,8 +386,8 @@ def test_fuse_bn_is_exact_and_keeps_names(mobilenet):
 def test_fused_export_names_every_conv(mobilenet, tmp_path):
     import onnx
 
-    from executors.apply import export_fp32
-    from executors.onnx_quant import LAYERS_KEY
+    from cost_models.export import export_fp32
+    from techniques.onnx_quant import LAYERS_KEY
 
     path = tmp_path / "m.onnx"
     export_fp32(fuse_bn(mobilenet), SAMPLE, path)
@@ -398,7 +398,7 @@ def test_fused_export_names_every_conv(mobilenet, tmp_path):
 
 
 def test_global_pruning_is_one_threshold_over_all_layers() -> None:
-    from executors.prune import global_sparsities, magnitude_keep_mask
+    from techniques.prune import global_sparsities, magnitude_keep_mask
 
     rng = np.random.default_rng(0)
     weights = {"a": rng.normal(0, 1.0, (40, 50)).astype(np.float32),

@@ -1,4 +1,4 @@
-"""executors.onnx_quant: fp32 ONNX -> runnable mixed-precision ONNX, checked against torch."""
+"""techniques.onnx_quant: fp32 ONNX -> runnable mixed-precision ONNX, checked against torch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 from onnx import numpy_helper
 
 from edgefit_common.errors import PlanError
-from executors.onnx_quant import (
+from formats import quant_math as qm
+from techniques.onnx_quant import (
     LAYERS_KEY,
     OPTIONS_KEY,
     WEIGHT_ONLY_OPTIONS,
@@ -24,7 +25,6 @@ from executors.onnx_quant import (
     ort_session_options,
     quantize_onnx,
 )
-from formats import quant_math as qm
 
 INPUT_SHAPE = (3, 16, 16)
 MIXED = {"conv1": "int8", "conv2": "fp16", "fc1": "int4", "fc2": "fp32"}

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from edgefit_common.errors import PlanError
-from executors.lowrank import factor_modules
-from executors.quantize import ActivationFakeQuant, QuantizeConfig, fake_quantize_weights
+from techniques.lowrank import factor_modules
+from techniques.quantize import ActivationFakeQuant, QuantizeConfig, fake_quantize_weights
 
 
 def pruned_copy(model: nn.Module, techniques: Mapping[str, Sequence[Any]]) -> nn.Module:
@@ -21,7 +21,7 @@ def pruned_copy(model: nn.Module, techniques: Mapping[str, Sequence[Any]]) -> nn
     in the configs' order (zeros really in the weights; a factorised layer replaced by its
     factors in its parent; shared weights replaced by their codebook values, every factor
     shared on its own). Sharing an already shared weight keeps its values (idempotent)."""
-    from executors import lowrank, prune, share
+    from techniques import lowrank, prune, share
 
     executors = {**prune.MODULE_EXECUTORS, **lowrank.MODULE_EXECUTORS,
                  **share.MODULE_EXECUTORS}

@@ -25,7 +25,7 @@ So ``file size == image_overhead_bytes(n_layers) + sum(entry_bytes + blob bytes)
 
 A weight-shared layer (``FlashLayer.share``, a ``share.WeightSharingConfig``; option fp32 or
 fp16, which sets the bias dtype) stores its codebook, positions and indices in the ``weight``
-blob (:func:`executors.share.encode_shared`), has no scales, ``dtype`` ``uint<bits>`` and a
+blob (:func:`techniques.share.encode_shared`), has no scales, ``dtype`` ``uint<bits>`` and a
 ``"share"`` header record (bits, codebook size and dtype, formats, part sizes).
 """
 
@@ -67,7 +67,7 @@ class FlashLayer:
     weight: np.ndarray
     bias: np.ndarray | None = None
     sparse: bool = False  # store the weight values sparsely (bitmask / CSR / dense, smallest)
-    share: Any = None  # a share.WeightSharingConfig: store codebook indices (executors.share)
+    share: Any = None  # a share.WeightSharingConfig: store codebook indices (techniques.share)
     # the positions a sparse layer stores: the pruning mask (nonzero fp32 weights), so the
     # size does not depend on which kept values happen to quantise to 0
 
@@ -164,7 +164,7 @@ def _layer_blobs(layer: FlashLayer) -> tuple[dict, list[tuple[str, bytes]]]:
 
 
 def _shared_weight(layer: FlashLayer, w: np.ndarray) -> tuple[dict, bytes]:
-    from executors.share import encode_shared
+    from techniques.share import encode_shared
 
     if layer.option not in ("fp32", "fp16"):
         raise PlanError(f"layer {layer.name!r}: a shared layer takes option fp32 or fp16 (its "
@@ -190,7 +190,7 @@ def layer_weight_bytes(weight: np.ndarray, option: str, sparse: bool, share: Any
     w = qm.as_float32(np.asarray(weight), "weights")
     out_ch = int(w.shape[0])
     if share is not None:  # a WeightSharingConfig: the blob's exact length
-        from executors.share import shared_weight_bytes
+        from techniques.share import shared_weight_bytes
 
         return shared_weight_bytes(w, share)
     if not sparse:
@@ -480,7 +480,7 @@ def _decode_layer(path: Path, payload: memoryview, entry: dict) -> StoredLayer:
 def _decode_shared(path: Path, name: str, entry: dict, wdata: bytes, sdata: bytes | None,
                    shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, str]:
     """A shared layer's (weight, codebook, storage label) from its blob and header record."""
-    from executors.share import decode_shared
+    from techniques.share import decode_shared
 
     meta = entry["share"]
     if sdata is not None:
