@@ -42,7 +42,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import itertools
-import json
 import math
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -60,7 +59,8 @@ from cost_models.published import PublishedPoint, Workload, workload
 from device_specs.quantities import Bandwidth, Count, MacRate, Millis, Sourced, Strict
 from device_specs.schema import DeviceSpec, Profile
 from edgefit_common.errors import SpecError
-from edgefit_common.fsutil import atomic_write_text, read_text
+from edgefit_common.fsutil import atomic_write_text
+from edgefit_common.jsonio import read_json
 from edgefit_common.yamlio import validate
 
 S = TypeVar("S", bound=Sourced)
@@ -766,11 +766,7 @@ def _sha256(path: Path) -> str:
 def read_measure_file(path: Path) -> dict[str, Any]:
     """An edgefit_measure JSON result, checked for its format; SpecError naming the file."""
     path = Path(path)
-    text = read_text(path)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(path, "measure file")
     if not isinstance(data, dict) or data.get("format") != MEASURE_FORMAT:
         raise SpecError(f"{path}: not an edgefit-measure result (format "
                         f"{data.get('format') if isinstance(data, dict) else None!r})")

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_serializer, field_validator
 
+from device_specs.catalog import target_relative_to
 from device_specs.quantities import Strict
 from edgefit_common import units
 from edgefit_common.errors import UnitError
 from edgefit_common.yamlio import load_model
 
 BUDGET_SCHEMA_VERSION = 1
+
+Margin = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""The safety margin on limits (a fraction): the same bounds in a budget and in a plan."""
 
 LIMIT_FAMILIES: dict[str, units.Family] = {
     "latency": units.TIME,
@@ -78,7 +82,7 @@ class Budget(Strict):
             raise ValueError("every dimension must be a positive integer, e.g. [1, 28, 28]")
         return value
     data: str | None = Field(default=None, description="built-in data set name or a data file")
-    margin: float = Field(default=0.0, ge=0.0, lt=1.0, description="safety margin on limits")
+    margin: Margin = Field(default=0.0, description="safety margin on limits")
     period: float | None = Field(
         default=None, description="time between inferences (duty cycle), e.g. '1s': energy "
         "per inference then includes the idle floor P_idle x period")
@@ -99,8 +103,10 @@ class Budget(Strict):
 
 
 def load_budget(path: Path) -> Budget:
-    budget = load_model(path, Budget)
-    return budget
+    """A budget file; a `target:` path is read from the file's own folder."""
+    budget = load_model(path, Budget, "budget file")
+    target = target_relative_to(budget.target, Path(path).parent)
+    return budget if target == budget.target else budget.model_copy(update={"target": target})
 
 
 def find_project_file(directory: Path) -> Path | None:

@@ -1,6 +1,7 @@
 """Numbers with provenance, as they appear in catalog files.
 
-Every number in a device spec is a mapping `{value: <quantity>, <provenance>}` where provenance
+Every number in a device spec goes through `units.parse` (ASCII digits, finite, within its unit
+family's bounds) and is a mapping `{value: <quantity>, <provenance>}` where provenance
 is exactly one of `source: <key from shared/reference/devices.md or URL>`, `derived: <formula>`,
 `measured: <how and when>` or `unverified: <why it is still used>`.
 """
@@ -67,7 +68,11 @@ class Sourced(Strict):
 
 
 class Count(Sourced):
-    """A dimensionless count or ratio (cores, efficiency factor)."""
+    """A dimensionless count or ratio (cores, efficiency factor): a bare number, finite,
+    zero or more and at most units.COUNT.high."""
+
+    family = units.COUNT
+    default_unit = ""
 
 
 class Bytes(Sourced):

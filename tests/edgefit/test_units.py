@@ -31,6 +31,8 @@ def test_parse(text: str, family: units.Family, canonical: float) -> None:
 def test_every_unit_round_trips(family: units.Family) -> None:
     for unit in family.factors:
         for number in (1, 2.5, 1234.5, 0.001):
+            if number * family.factors[unit] > family.high:  # 1234.5pp: beyond the bounds
+                continue
             value = units.parse(f"{number}{unit}", family)
             for out_unit in (unit, None):
                 text = units.format_quantity(value, family, out_unit)
