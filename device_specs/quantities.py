@@ -68,8 +68,7 @@ class Sourced(Strict):
 
 
 class Count(Sourced):
-    """A dimensionless count or ratio (cores, efficiency factor): a bare number, finite,
-    zero or more and at most units.COUNT.high."""
+    """A dimensionless count or ratio (cores, efficiency factor): a bare number, 0 to 1e12."""
 
     family = units.COUNT
     default_unit = ""

@@ -5,15 +5,16 @@ The planner writes it, the CLI prints it, the TUI edits it, executors consume it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from device_specs.budget import Limits
+from device_specs.budget import Limits, Margin
+from edgefit_common import units
 from edgefit_common.errors import PlanError, SpecError
-from edgefit_common.fsutil import atomic_write_text, read_text
+from edgefit_common.fsutil import atomic_write_text, shown
+from edgefit_common.jsonio import read_json
 from edgefit_common.yamlio import describe
 from techniques.distill import DistillConfig
 from techniques.lowrank import LowRankConfig
@@ -31,6 +32,32 @@ TechniqueConfig = Annotated[
 PLAN_SCHEMA_VERSION = 2
 """2: the model's weights hash and the calibration data's hash are pinned (apply checks them)."""
 
+_REPLAN = ("re-plan with the same budget (`plan --budget FILE` or the same flags) to write a "
+           f"version {PLAN_SCHEMA_VERSION} plan")
+
+
+def _bounded(family: units.Family, *, signed: bool = False) -> AfterValidator:
+    """A plan number in canonical units: finite, within the family's bounds (those of budget
+    limits), and zero or more unless `signed`."""
+
+    def check(value: float) -> float:
+        if not signed and value < 0:
+            raise ValueError(f"{value!r} must be zero or more")
+        problem = units.range_problem(value, family, low=False)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+Millis = Annotated[float, _bounded(units.TIME)]
+Bytes = Annotated[float, _bounded(units.BYTES)]
+SignedBytes = Annotated[float, _bounded(units.BYTES, signed=True)]
+MilliJoules = Annotated[float, _bounded(units.ENERGY)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0)]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -39,11 +66,11 @@ class _Strict(BaseModel):
 class Costs(_Strict):
     """Predicted costs of one layer (or the total). Units are in the names."""
 
-    latency_ms: float
-    flash_bytes: float
-    energy_mj: float
-    acc_loss: float = Field(description="accuracy-cost estimate; its unit is Plan.accuracy_unit")
-    ram_bytes: float | None = Field(
+    latency_ms: Millis
+    flash_bytes: Bytes
+    energy_mj: MilliJoules
+    acc_loss: Finite = Field(description="accuracy-cost estimate; its unit is Plan.accuracy_unit")
+    ram_bytes: Bytes | None = Field(
         default=None, description="peak RAM: of the whole run (totals) or while the layer runs"
     )
 
@@ -53,15 +80,15 @@ class Alternative(_Strict):
 
     option: str
     techniques: list[TechniqueConfig] = Field(default_factory=list)
-    latency_ms: float
-    flash_bytes: float
-    energy_mj: float
-    acc_loss: float
-    act_bytes: float = Field(description="bytes per element of the activations this layer owns")
-    in_act_bytes: float | None = Field(
+    latency_ms: Millis
+    flash_bytes: Bytes
+    energy_mj: MilliJoules
+    acc_loss: Finite
+    act_bytes: Bytes = Field(description="bytes per element of the activations this layer owns")
+    in_act_bytes: Bytes | None = Field(
         default=None, description="bytes per element of the model input when this (first) "
         "layer owns it (RAM steps name it `<layer>:input`); null: act_bytes")
-    widths: dict[str, int] = Field(
+    widths: dict[str, Count] = Field(
         default_factory=dict, description="coupled channel group -> kept channels this option "
         "assumes (the group of its output channels and of its input channels); every layer of a "
         "group takes the same width")
@@ -74,8 +101,8 @@ class LayerPlan(_Strict):
     )
     op_type: str
     op_class: str
-    params: int
-    macs: int
+    params: Count
+    macs: Count
     predicted: Costs | None
     pinned: bool = False
     alternatives: list[Alternative] = Field(default_factory=list)
@@ -98,12 +125,12 @@ class RamStep(_Strict):
     """One execution step: the layer it is charged to and the tensors live while it runs."""
 
     owner: str
-    live: list[tuple[str, int]] = Field(description="(owner layer of a live tensor, elements)")
-    workspace: list[tuple[str, str, float]] = Field(
+    live: list[tuple[str, Count]] = Field(description="(owner layer of a live tensor, elements)")
+    workspace: list[tuple[str, str, SignedBytes]] = Field(
         default_factory=list, description="(layer, option, bytes) that option adds at this step "
         "beyond the live tensors: a dequantised fp32 weight copy, a conv working buffer "
         "(negative: a buffer its layout frees); options not listed add none")
-    pairs: list[tuple[str, list[str], str, list[str], float]] = Field(
+    pairs: list[tuple[str, list[str], str, list[str], SignedBytes]] = Field(
         default_factory=list, description="(layer a, its options, layer b, its options, bytes): "
         "bytes held at this step when both layers take one of their listed options at once (a "
         "precision-boundary copy: a float layer reading int8 codes reads an fp32 copy)")
@@ -144,24 +171,24 @@ class TargetRef(_Strict):
 class SolverInfo(_Strict):
     backend: str
     status: str
-    wall_time_s: float
-    options_considered: int
+    wall_time_s: Finite
+    options_considered: Count
     dominated_removed: int = Field(default=0, description="options presolve dropped")
-    gap: float | None = Field(default=None, description="relative gap of the accuracy "
+    gap: Finite | None = Field(default=None, description="relative gap of the accuracy "
                               "objective (0 = proven optimal; null = unknown)")
-    resolution: dict[str, float]
+    resolution: dict[str, Finite]
 
 
 class Relaxation(_Strict):
     limit: str
-    asked: float
-    best_reachable: float | None
+    asked: Finite
+    best_reachable: Finite | None
 
 
 class Explanation(_Strict):
     relaxations: list[Relaxation]
-    minimum: dict[str, float]
-    joint_relaxation: dict[str, float] = Field(
+    minimum: dict[str, Finite]
+    joint_relaxation: dict[str, Finite] = Field(
         default_factory=dict, description="smallest joint loosening: limit -> amount to add")
 
 
@@ -175,13 +202,13 @@ class Plan(_Strict):
         "accuracy costs were measured on (sha256; null: no data); apply refuses other data")
     target: TargetRef
     limits: Limits
-    margin: float = 0.0
+    margin: Margin = 0.0
     status: str
     layers: dict[str, LayerPlan] = Field(description="ordered as the model executes")
-    fixed: dict[str, float] = Field(description="runtime footprint: flash_bytes, ram_bytes")
+    fixed: dict[str, Bytes] = Field(description="runtime footprint: flash_bytes, ram_bytes")
     totals: Costs | None
     binding: list[str] = Field(default_factory=list)
-    sensitivity: dict[str, float] = Field(
+    sensitivity: dict[str, Finite] = Field(
         default_factory=dict,
         description="binding limit -> accuracy cost if that limit were 10 % looser")
     solver: SolverInfo
@@ -192,7 +219,7 @@ class Plan(_Strict):
     explanation: Explanation | None = None
     finetune: DistillConfig | None = Field(
         default=None, description="distillation after pruning, before quantisation (apply)")
-    latency_band: float | None = Field(
+    latency_band: Finite | None = Field(
         default=None, description="typical relative error of the latency model (null: unknown)")
     uncertainty: dict[str, str] = Field(
         default_factory=dict, description="per cost: how far the prediction is trusted, and why")
@@ -217,23 +244,40 @@ class Plan(_Strict):
 
     @classmethod
     def load(cls, path: Path) -> Plan:
-        text = read_text(path, "plan file")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+        """A plan file, checked: read by the one safe JSON reader, `schema_version` present and
+        current, the schema, and every chosen option one of its layer's alternatives. Each
+        problem is one line naming the file (a SpecError)."""
+        data = read_json(path, "plan file")
         if not isinstance(data, dict):
-            raise SpecError(f"{path}: a plan is a JSON object")
-        version = data.get("schema_version")
-        if isinstance(version, int) and 0 < version < PLAN_SCHEMA_VERSION:
-            raise SpecError(f"{path}: schema_version {version} is an older plan format (it does "
-                            "not pin the model's weights); re-plan with the same budget "
-                            "(`plan --budget FILE` or the same flags) to write a version "
-                            f"{PLAN_SCHEMA_VERSION} plan")
-        if version not in (None, PLAN_SCHEMA_VERSION):
-            raise SpecError(f"{path}: schema_version {version!r} is not "
-                            f"supported (this edgefit reads {PLAN_SCHEMA_VERSION})")
+            raise SpecError(f"{shown(path)}: a plan is a JSON object")
+        _check_version(data, path)
         try:
-            return cls.model_validate(data)
+            plan = cls.model_validate(data)
         except ValidationError as exc:
-            raise SpecError(describe(exc, path, None, cls)) from None
+            raise SpecError(describe(exc, shown(path), None, cls)) from None
+        plan.check_options(path)
+        return plan
+
+    def check_options(self, path: Path | str) -> None:
+        """Every layer's chosen option is one of its alternatives (when it lists them)."""
+        for name, layer in self.layers.items():
+            offered = [alt.option for alt in layer.alternatives]
+            if layer.option is not None and offered and layer.option not in offered:
+                listed = ", ".join(offered[:8]) + (", ..." if len(offered) > 8 else "")
+                raise SpecError(f"{shown(path)}: layers.{shown(name, 60)}.option "
+                                f"{shown(layer.option, 60)!r} is not one of the layer's "
+                                f"alternatives ({listed})")
+
+
+def _check_version(data: dict[str, Any], path: Path) -> None:
+    version = data.get("schema_version")
+    if version is None:
+        raise SpecError(f"{shown(path)}: schema_version is missing (a plan names its format); "
+                        f"{_REPLAN}")
+    if isinstance(version, int) and not isinstance(version, bool) \
+            and 0 < version < PLAN_SCHEMA_VERSION:
+        raise SpecError(f"{shown(path)}: schema_version {version} is an older plan format (it "
+                        f"does not pin the model's weights); {_REPLAN}")
+    if version != PLAN_SCHEMA_VERSION or isinstance(version, bool):
+        raise SpecError(f"{shown(path)}: schema_version {shown(repr(version), 40)} is not "
+                        f"supported (this edgefit reads {PLAN_SCHEMA_VERSION})")
