@@ -3,6 +3,7 @@ stderr, no traceback, nothing written, and no hang (each run has a generous time
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,16 +83,29 @@ def run_edgefit(cwd: Path, *argv: str) -> tuple[int, list[str]]:
     return out.returncode, out.stderr.strip().splitlines()
 
 
-@pytest.mark.parametrize(("old", "new", "needle"), [
-    ('"schema_version": 2,', "", "plan.json: schema_version is missing"),
-    ('"option": "int8"', '"option": "telepathy"', "layers.conv1.option 'telepathy' is not one"),
-    ('"margin": 0.0', '"margin": -5.0', "plan.json: margin: "),
-    ('"latency_ms": 56.04328125000001', '"latency_ms": NaN', "refused JSON: NaN"),
-], ids=["no-schema-version", "option-not-an-alternative", "negative-margin", "nan-cost"])
-def test_resolve_refuses_a_hostile_plan(old: str, new: str, needle: str, tmp_path: Path) -> None:
-    text = (Path(__file__).parents[1] / "review" / "data" / "plan.json").read_text()
-    assert old in text
-    (tmp_path / "plan.json").write_text(text.replace(old, new, 1))
+def hostile_plan(edit: str) -> str:
+    """The review fixture plan (a real plan) with one hostile edit, as JSON text."""
+    d = json.loads((Path(__file__).parents[1] / "review" / "data" / "plan.json").read_text())
+    if edit == "no-schema-version":
+        del d["schema_version"]
+    elif edit == "option-not-an-alternative":
+        d["layers"]["conv1"]["option"] = "telepathy"
+    elif edit == "negative-margin":
+        d["margin"] = -5.0
+    elif edit == "nan-cost":
+        d["totals"]["latency_ms"] = 123456.789
+        return json.dumps(d, indent=2).replace("123456.789", "NaN")
+    return json.dumps(d, indent=2)
+
+
+@pytest.mark.parametrize(("edit", "needle"), [
+    ("no-schema-version", "plan.json: schema_version is missing"),
+    ("option-not-an-alternative", "layers.conv1.option 'telepathy' is not one"),
+    ("negative-margin", "plan.json: margin: "),
+    ("nan-cost", "refused JSON: NaN"),
+])
+def test_resolve_refuses_a_hostile_plan(edit: str, needle: str, tmp_path: Path) -> None:
+    (tmp_path / "plan.json").write_text(hostile_plan(edit))
     before = (tmp_path / "plan.json").read_text()
     code, err = run_edgefit(tmp_path, "resolve", "plan.json")
     assert code == 2 and len(err) == 1, err

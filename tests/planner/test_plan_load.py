@@ -94,18 +94,22 @@ def test_costs_are_finite_and_bounded(where: str, value: float, needle: str,
     assert needle in edited(tmp_path, edit)
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ('"latency_ms": 56.04328125000001', "refused JSON: NaN"),
-    ('"params": 156', "refused JSON: an integer of 5000 digits"),
-    ('"margin": 0.0', "refused JSON: duplicate key 'margin'"),
+SENTINEL = 123456.789  # replaced in the JSON text by what json.dumps cannot write
+
+
+@pytest.mark.parametrize(("where", "raw", "needle"), [
+    ("totals.latency_ms", "NaN", "refused JSON: NaN is not a number JSON allows"),
+    ("totals.energy_mj", "-Infinity", "refused JSON: -Infinity is not a number"),
+    ("layer.params", "9" * 5000, "refused JSON: an integer of 5000 digits (at most 64)"),
+    ("top.margin", '0.0, "margin": -5.0', "refused JSON: duplicate key 'margin' in an object"),
 ])
-def test_hostile_json(text: str, needle: str, tmp_path: Path) -> None:
-    raw = DATA.read_text()
-    assert text in raw
-    replacement = {"refused JSON: NaN": '"latency_ms": NaN',
-                   "refused JSON: an integer of 5000 digits": '"params": ' + "9" * 5000,
-                   "refused JSON: duplicate key 'margin'": '"margin": 0.0, "margin": -5.0'}
-    assert needle in refused(tmp_path, raw.replace(text, replacement[needle], 1))
+def test_hostile_json(where: str, raw: str, needle: str, tmp_path: Path) -> None:
+    d = doc()
+    kind, key = where.split(".")
+    {"totals": d["totals"], "layer": d["layers"]["fc1"], "top": d}[kind][key] = SENTINEL
+    text = json.dumps(d, indent=2)
+    assert text.count(str(SENTINEL)) == 1
+    assert needle in refused(tmp_path, text.replace(str(SENTINEL), raw))
 
 
 def test_a_fifo_plan_is_refused_without_blocking(tmp_path: Path) -> None:
@@ -116,7 +120,9 @@ def test_a_fifo_plan_is_refused_without_blocking(tmp_path: Path) -> None:
 
 def test_loading_and_refusing_a_plan_import_no_torch(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text(DATA.read_text().replace('"schema_version": 2,', "", 1))
+    d = doc()
+    del d["schema_version"]
+    bad.write_text(json.dumps(d))
     code = (
         "import sys\n"
         "from planner.plan import Plan\n"
