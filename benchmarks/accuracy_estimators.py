@@ -38,7 +38,7 @@ from cost_models.accuracy import measured_output_kl
 from cost_models.capture import capture
 from cost_models.host_probe import host_spec
 from cost_models.sensitivity import hessian_sensitivity_cached, measured_sensitivity
-from edgefit.planning import CALIBRATION_SIZE, layer_options
+from edgefit.planning import CALIBRATION_SIZE, configs_of, layer_options
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.paths import cache_dir
 from executors.distill import distill
@@ -209,7 +209,7 @@ def run_workload(w: Workload, kernels: Any, n_plans: int, n_finetuned: int) -> d
     idx = np.random.default_rng(0).choice(len(w.train), CALIBRATION_SIZE, replace=False)
     cx, cy = w.train.x[idx], w.train.y[idx]
     graph = capture(w.model, tuple(w.train.x.shape[1:]), w.name)
-    options = layer_options(graph, kernels, True)
+    options = configs_of(layer_options(graph, kernels, None, weights=True))
     t0 = time.perf_counter()
     kl = measured_output_kl(w.model, options, cx).loss
     t1 = time.perf_counter()

@@ -14,13 +14,7 @@ from typing import Any
 
 from cost_models.channels import LayerCoupling
 from cost_models.graph import Layer, LayerGraph, Step
-from cost_models.options import (
-    RANK_LEVELS,
-    SHARE_LEVELS,
-    OptionSpec,
-    option_specs,
-    pruned_weight_shape,
-)
+from cost_models.options import graph_options, pruned_weight_shape
 from cost_models.ram_terms import _memory_provenance
 from cost_models.runtime_memory import (
     RuntimeMemory,
@@ -40,6 +34,7 @@ from formats.quant_math import (
     stored_weight_bytes,
 )
 from techniques.flash_image import entry_bytes
+from techniques.option import OfferContext, Option
 
 
 def activation_bytes(kernel: Kernel) -> int:
@@ -146,7 +141,7 @@ def factored_costs(factors: Sequence[Layer], kernel: Kernel, profile: Profile,
     return sum(flash) + sum(image_entry_bytes(f, kernel) for f in factors), latency
 
 
-def pruned_layer(layer: Layer, opt: OptionSpec) -> Layer:
+def pruned_layer(layer: Layer, opt: Option) -> Layer:
     """The layer's geometry with its channel groups at the option's widths: weights and MACs
     x kept out x kept in (a depthwise conv: x kept once), outputs x kept out. Exact counts:
     kept channels are integers and every weight belongs to one (out, in) channel pair."""
@@ -164,7 +159,7 @@ def pruned_layer(layer: Layer, opt: OptionSpec) -> Layer:
         output_numel=round(layer.output_numel * opt.out_fraction))
 
 
-def option_costs(layer: Layer, opt: OptionSpec, kernel: Kernel, profile: Profile,
+def option_costs(layer: Layer, opt: Option, kernel: Kernel, profile: Profile,
                  charged_ops: list[tuple[Step, int]], stored_bytes: int | None = None,
                  factors: Sequence[Layer] | None = None) -> tuple[int, float]:
     """(flash_bytes, latency_ms) of one option. Channel pruning first: the layer's geometry at
@@ -183,7 +178,7 @@ def option_costs(layer: Layer, opt: OptionSpec, kernel: Kernel, profile: Profile
              else dense_flash + image_entry_bytes(geom, kernel))
     if opt.gather:
         return flash, gather_latency_ms(geom, kernel, profile, ops)
-    if opt.nm is not None and profile.nm_sparsity is not None:
+    if opt.has("prune_nm") and profile.nm_sparsity is not None:
         return flash, nm_latency_ms(geom, kernel, profile, flash, ops)
     return flash, layer_latency_ms(geom, kernel, profile, dense_flash, ops)
 
@@ -197,7 +192,7 @@ def _charged_ops(graph: LayerGraph) -> dict[str, list[tuple[Step, int]]]:
     return out
 
 
-def _option_cost(layer: Layer, opt: OptionSpec, kernel: Kernel, profile: Profile,
+def _option_cost(layer: Layer, opt: Option, kernel: Kernel, profile: Profile,
                  memory: RuntimeMemory, charged: list[tuple[Step, int]], layer_power_w: float,
                  acc_loss: float, sparse_bytes: int | None,
                  factors: Sequence[Layer] | None) -> OptionCost:
@@ -239,8 +234,12 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                      sparse_flash: Mapping[tuple[str, str], int] | None = None,
                      period_ms: float | None = None,
                      factored: Mapping[tuple[str, str], Sequence[Layer]] | None = None,
-                     coupling: Mapping[str, LayerCoupling] | None = None) -> CostTable:
-    """sparse_flash: exact stored bytes of each (layer, sparse or weight-shared option),
+                     coupling: Mapping[str, LayerCoupling] | None = None,
+                     layer_options: Mapping[str, Sequence[Option]] | None = None) -> CostTable:
+    """layer_options: each layer's options (cost_models.options.graph_options); default: the
+    profile's kernels and every technique offer, no low rank (its ranks need the weights).
+
+    sparse_flash: exact stored bytes of each (layer, sparse or weight-shared option),
     computed from the weights; such options without an entry are not offered (e.g. ONNX-only
     models). A shared layer runs its kernel's dense latency (decoded at load time).
 
@@ -260,16 +259,16 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
     layer_power_w = power_w - idle_w if period_ms else power_w
     options: dict[str, list[OptionCost]] = {}
     memory = RuntimeMemory.of_profile(profile)
+    if layer_options is None:
+        layer_options = graph_options(graph, profile.kernels,
+                                      OfferContext(nm=profile.nm_sparsity), coupling)
     for layer in graph.layers:
         row = []
-        for opt in option_specs(profile.kernels, layer, rank_levels=RANK_LEVELS,
-                                coupling=(coupling or {}).get(layer.name),
-                                share_levels=SHARE_LEVELS, nm_sparsity=profile.nm_sparsity):
+        for opt in layer_options[layer.name]:
             kernel = profile.kernels[opt.kernel]
-            if (opt.sparsity or opt.share_bits) and (layer.name, opt.name) not in (
-                    sparse_flash or {}):
+            if opt.stored_from_weights and (layer.name, opt.name) not in (sparse_flash or {}):
                 continue  # sparse and shared sizes come from the real weights
-            if opt.lowrank and (layer.name, opt.name) not in (factored or {}):
+            if opt.has("lowrank") and (layer.name, opt.name) not in (factored or {}):
                 continue
             row.append(_option_cost(layer, opt, kernel, profile, memory, charged[layer.name],
                                     layer_power_w,

@@ -9,7 +9,6 @@ The steps themselves are :mod:`executors.apply`'s.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,16 @@ import numpy as np
 from cost_models.analytical import build_cost_table
 from cost_models.graph import LayerGraph
 from cost_models.host_probe import host_spec
+from cost_models.options import plain_option
 from edgefit.planning import build_problem, calibration_split, lowrank_factors
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_write_text
 from executors import measure
-from executors.apply import build_onnx, build_torch, lowrank_layers, verify_artifacts
+from executors.apply import build_onnx, build_torch, verify_artifacts
 from planner.plan import Plan
 from techniques.flash_image import payload_bytes, write_flash_image
+from techniques.lowrank import lowrank_config
+from techniques.option import Offer, Option
 from techniques.quantize import onnx_option
 from workloads.data import data_hash
 from workloads.models import LoadedModel, load_model_ref, weights_sha256
@@ -57,7 +59,7 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
 
     verification = verify_artifacts(plan, runnable, image, onnx_opts)
     host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
-                      _host_factors(plan, built.narrow, built.graph), built.base_graph)
+                      built.narrow, built.base_graph)
     limit_pp = plan.limits.accuracy_drop
     drop_pp = 100.0 * (built.fp32_accuracy - built.accuracy)
     report = {
@@ -127,49 +129,42 @@ def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
     return checks
 
 
-def _rank_suffix(option: str | None) -> str:
-    """"+r50" of a low-rank option name such as "int8+r50" or "int8+r50+w12" ("" for other
-    options)."""
-    found = re.search(r"\+r\d+", option or "")
-    return found.group(0) if found else ""
-
-
-def _host_factors(plan: Plan, narrow: Any, graph: LayerGraph
-                  ) -> dict[tuple[str, str], list[Any]]:
-    """The factor layers of the plan's factorised layers under the host's option names.
-    ``narrow``: the torch model after the plan's channel pruning (``graph``'s geometry)."""
-    factored = lowrank_layers(plan)
-    if not factored or narrow is None:
-        return {}
+def _host_options(plan: Plan, graph: LayerGraph, narrow: Any
+                  ) -> tuple[dict[str, list[Option]], dict[tuple[str, str], list[Any]]]:
+    """Each layer's choice as the host runs it: the host kernel of its ONNX form, factorised
+    where the plan factorises it (the plan's own ranks; the factors' geometry from ``narrow``,
+    the torch model after the plan's channel pruning). Read from the configs, not the names."""
     kernels = host_spec().profile().kernels
-    options = {name: {f"{k}{_rank_suffix(plan.layers[name].option)}":
-                      plan.layers[name].techniques for k in kernels}
-               for name in factored if _rank_suffix(plan.layers[name].option)}
-    return lowrank_factors(narrow, graph, options)
+    options: dict[str, list[Option]] = {}
+    to_factor: dict[str, dict[str, list[Any]]] = {}
+    for name, lp in plan.layers.items():
+        key = onnx_option(lp.techniques)
+        if key not in kernels:
+            raise PlanError(f"host has no kernel for {key}")
+        ranks = lowrank_config(lp.techniques) if narrow is not None else None
+        option = plain_option(key, kernels[key],
+                              Offer("lowrank", (ranks,)) if ranks is not None else None)
+        options[name] = [option]
+        if ranks is not None:
+            to_factor[name] = {option.name: option.to_list()}
+    factored = lowrank_factors(narrow, graph, to_factor) if to_factor else {}
+    return options, factored
 
 
 def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runnable: Path,
-               fp32_onnx: Path, x: np.ndarray,
-               factored: dict[tuple[str, str], list[Any]] | None = None,
+               fp32_onnx: Path, x: np.ndarray, narrow: Any = None,
                base_graph: LayerGraph | None = None) -> dict[str, Any]:
     """Host cost model for the same per-layer choices next to onnxruntime measurements.
-    ``factored``: the factor layers of factorised layers (their host option names).
-    ``fp32_onnx`` is the uncompressed model; ``base_graph`` its geometry when the plan's
-    channel pruning changed ``graph``."""
+    ``narrow``: the torch model after the plan's channel pruning (factorised layers are costed
+    as their factors on it). ``fp32_onnx`` is the uncompressed model; ``base_graph`` its
+    geometry when the plan's channel pruning changed ``graph``."""
     spec = host_spec()
-    table = build_cost_table(graph, spec, factored=factored)
-    kernels = spec.profile().kernels
+    options, factored = _host_options(plan, graph, narrow)
+    table = build_cost_table(graph, spec, factored=factored, layer_options=options)
     problem = build_problem(graph, table, {})
-    picks: dict[str, int] = {}
-    for name, lp in plan.layers.items():
-        option = onnx_option(lp.techniques)
-        names = [c.option for c in problem.choices[name]]
-        if option not in kernels:
-            raise PlanError(f"host has no kernel for {option}")
-        ranked = option + _rank_suffix(lp.option)
-        picks[name] = names.index(ranked if ranked in names else option)
-    base = problem if base_graph is None else build_problem(
-        base_graph, build_cost_table(base_graph, spec), {})
+    picks = {name: 0 for name in plan.layers}  # each layer has exactly its own choice
+    base_graph = base_graph or graph  # the fp32 baseline: every layer at the host's fp32
+    base = build_problem(base_graph, build_cost_table(base_graph, spec), {})
     fp32_picks = {name: [c.option for c in base.choices[name]].index("fp32")
                   for name in plan.layers}
     predicted, predicted_fp32 = problem.totals(picks), base.totals(fp32_picks)

@@ -16,20 +16,12 @@ from cost_models.channels import ChannelGroupSpec, LayerCoupling, layer_coupling
 from cost_models.estimate import AccuracyEstimate
 from cost_models.graph import Layer, LayerGraph
 from cost_models.host_probe import target_spec
-from cost_models.options import (
-    RANK_LEVELS,
-    SHARE_LEVELS,
-    SPARSITY_LEVELS,
-    OptionSpec,
-    option_specs,
-    pruned_weight_shape,
-    techniques,
-)
+from cost_models.options import RankResolver, graph_options, plain_option, pruned_shape
 from cost_models.ram_terms import blocked_entries, boundary_terms, option_workspace
 from cost_models.runtime_memory import RuntimeMemory
 from cost_models.table import CostTable
 from device_specs.budget import Budget
-from device_specs.schema import DeviceSpec, Kernel
+from device_specs.schema import DeviceSpec, Kernel, NMSparsity
 from edgefit_common import __version__
 from edgefit_common.errors import SpecError
 from planner import plan as plan_schema
@@ -38,6 +30,8 @@ from planner.resolve import problem_from_plan, solver_limits, with_result
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
 from techniques.flash_image import image_overhead_bytes
+from techniques.lowrank import LowRankConfig
+from techniques.option import OfferContext, Option
 from techniques.prune import NMPruneConfig, UnstructuredPruneConfig
 from techniques.quantize import onnx_option, weight_precision
 from workloads.data import data_hash
@@ -61,74 +55,51 @@ class PlanContext:
     calibration_sha256: str | None = None
 
 
-def technique_configs(kernel: Kernel) -> list[Any]:
-    """The techniques of a plain kernel option (no pruning)."""
-    return techniques(OptionSpec("", ""), kernel)
+def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
+                  coupling: Mapping[str, LayerCoupling] | None = None,
+                  nm_sparsity: NMSparsity | None = None, weights: bool | None = None
+                  ) -> dict[str, dict[str, Option]]:
+    """layer -> option name -> option, enumerated once for the whole plan. Sparse and
+    weight-shared options need the torch weights (their stored size is computed from them), so
+    ONNX-only models get the kernel options only. Low-rank options need the module (their ranks
+    follow the layer's shape, after channel pruning where the option prunes) and are kept only
+    where the factors hold fewer weights and MACs than the layer. ``coupling``: the layers'
+    channel groups (channel-pruned widths, cost_models.channels). ``module``: the torch model
+    (None for an ONNX model); ``weights``: whether its weights are at hand (default: a module)."""
+    ctx = OfferContext(weights=module is not None if weights is None else weights,
+                       nm=nm_sparsity)
+    options = graph_options(graph, kernels, ctx, coupling,
+                            _rank_resolver(module) if _factorisable_model(module) else None)
+    return {layer: {o.name: o for o in row} for layer, row in options.items()}
 
 
-def layer_option_specs(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bool,
-                       module: Any = None, coupling: dict[str, LayerCoupling] | None = None,
-                       nm_sparsity: Any = None
-                       ) -> dict[str, dict[str, tuple[OptionSpec, list[Any]]]]:
-    """layer -> option name -> (its spec, its technique configs). Sparse and weight-shared
-    options need the torch weights (their stored size is computed from them), so ONNX-only
-    models get the kernel options only.
-    Low-rank options need ``module`` (their ranks follow the layer's shape, after channel
-    pruning where the option prunes) and are offered only where the factors hold fewer weights
-    and MACs than the layer. ``coupling``: the layers' channel groups (channel-pruned widths,
-    cost_models.channels)."""
+def _rank_resolver(module: Any) -> RankResolver:
     from techniques.lowrank import module_rank_for_fraction
 
-    modules = dict(module.named_modules()) if _factorisable_model(module) else {}
-    out = {}
-    for layer in graph.layers:
-        specs = option_specs(kernels, layer, SPARSITY_LEVELS if torch_model else (),
-                             RANK_LEVELS if layer.name in modules else (),
-                             coupling=(coupling or {}).get(layer.name),
-                             share_levels=SHARE_LEVELS if torch_model else (),
-                             nm_sparsity=nm_sparsity if torch_model else None)
-        opts: dict[str, tuple[OptionSpec, list[Any]]] = {}
-        for s in specs:
-            ranks = None
-            if s.lowrank:
-                ranks = module_rank_for_fraction(modules[layer.name], s.lowrank,
-                                                 layer.input_numel, layer.output_numel,
-                                                 pruned_shape(layer, s))
-                if ranks is None:
-                    continue
-            opts[s.name] = (s, techniques(s, kernels[s.kernel], ranks))
-        out[layer.name] = opts
-    return out
+    modules = dict(module.named_modules())
+
+    def ranks(layer: Layer, option: Option, fraction: float) -> LowRankConfig | None:
+        if layer.name not in modules:
+            return None
+        return module_rank_for_fraction(modules[layer.name], fraction, layer.input_numel,
+                                        layer.output_numel, pruned_shape(layer, option))
+    return ranks
 
 
-def layer_options(graph: LayerGraph, kernels: dict[str, Kernel], torch_model: bool,
-                  module: Any = None, coupling: dict[str, LayerCoupling] | None = None,
-                  nm_sparsity: Any = None) -> dict[str, dict[str, list[Any]]]:
-    """layer -> option name -> technique configs (:func:`layer_option_specs`)."""
-    return configs_of(layer_option_specs(graph, kernels, torch_model, module, coupling,
-                                         nm_sparsity))
-
-
-def configs_of(specs: dict[str, dict[str, tuple[OptionSpec, list[Any]]]]
+def configs_of(options: Mapping[str, Mapping[str, Option]], full_width: bool = False
                ) -> dict[str, dict[str, list[Any]]]:
-    return {layer: {name: cfgs for name, (_, cfgs) in row.items()}
-            for layer, row in specs.items()}
+    """layer -> option name -> its technique configs (full_width: the unpruned options only)."""
+    return {layer: {name: o.to_list() for name, o in row.items()
+                    if not (full_width and o.narrowed)} for layer, row in options.items()}
 
 
-def pruned_shape(layer: Layer, spec: OptionSpec) -> tuple[int, ...] | None:
-    """The weight shape a channel-pruned option leaves (None: the option keeps every weight)."""
-    if spec.weight_fraction >= 1.0:
-        return None
-    return pruned_weight_shape(layer.weight_shape, spec.out_fraction, spec.weight_fraction)
-
-
-def pruned_shapes(graph: LayerGraph, specs: dict[str, dict[str, tuple[OptionSpec, list[Any]]]]
+def pruned_shapes(graph: LayerGraph, options: Mapping[str, Mapping[str, Option]]
                   ) -> dict[tuple[str, str], tuple[int, ...]]:
     """(layer, option) -> weight shape, for every channel-pruned option."""
     out = {}
     for layer in graph.layers:
-        for name, (spec, _) in specs.get(layer.name, {}).items():
-            shape = pruned_shape(layer, spec)
+        for name, option in options.get(layer.name, {}).items():
+            shape = pruned_shape(layer, option)
             if shape is not None:
                 out[layer.name, name] = shape
     return out
@@ -192,7 +163,7 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
 
 
 def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
-                               specs: dict[str, dict[str, tuple[OptionSpec, list[Any]]]],
+                               options: Mapping[str, Mapping[str, Option]],
                                groups: list[ChannelGroupSpec]) -> dict[tuple[str, str], int]:
     """Stored bytes of every weight-shared, channel-pruned (layer, option), counted on exactly
     the weights apply stores: the model channel-pruned as apply prunes it
@@ -205,15 +176,14 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
     import copy
 
     from techniques.prune import prune_channels
-    from techniques.share import WeightSharingConfig
 
     by_name = {g.name: g for g in groups}
     todo: dict[tuple[tuple[str, int], ...], list[tuple[str, str, list[Any]]]] = {}
-    for layer, opts in specs.items():
-        for name, (spec, configs) in opts.items():
-            cut = tuple(sorted((g, w) for g, w in spec.widths if w < by_name[g].channels))
-            if cut and any(isinstance(c, WeightSharingConfig) for c in configs):
-                todo.setdefault(cut, []).append((layer, name, configs))
+    for layer, opts in options.items():
+        for name, option in opts.items():
+            cut = tuple(sorted((g, w) for g, w in option.widths if w < by_name[g].channels))
+            if cut and option.has("share"):
+                todo.setdefault(cut, []).append((layer, name, option.to_list()))
     out = {}
     for cut, wanted in todo.items():
         prune = {member: by_name[g].prune_config(w) for g, w in cut
@@ -356,7 +326,7 @@ def channel_groups(loaded: LoadedModel, multiple: int, x: np.ndarray
     return kept, {(g, f"w{w}"): v for (g, w), v in kl.items() if v is not None}
 
 
-def width_accuracy(graph: LayerGraph, specs: dict[str, dict[str, tuple[OptionSpec, list[Any]]]],
+def width_accuracy(graph: LayerGraph, options: Mapping[str, Mapping[str, Option]],
                    coupling: dict[str, LayerCoupling], acc: dict[tuple[str, str], float],
                    prune_kl: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
     """Accuracy cost of every channel-pruned option: its full-width option's cost (kernel and
@@ -367,12 +337,12 @@ def width_accuracy(graph: LayerGraph, specs: dict[str, dict[str, tuple[OptionSpe
         c = coupling.get(layer.name)
         if c is None:
             continue
-        for spec, _ in specs.get(layer.name, {}).values():
-            if spec.base == spec.name:
+        for option in options.get(layer.name, {}).values():
+            if option.base == option.name:  # full width
                 continue
-            charge = sum(prune_kl.get((g, f"w{w}"), 0.0) for g, w in spec.widths
+            charge = sum(prune_kl.get((g, f"w{w}"), 0.0) for g, w in option.widths
                          if g == layer.name and c.out is not None and c.out.name == g)
-            out[layer.name, spec.name] = acc.get((layer.name, spec.base), 0.0) + charge
+            out[layer.name, option.name] = acc.get((layer.name, option.base), 0.0) + charge
     return out
 
 
@@ -401,9 +371,6 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                             tuple(budget.input_shape) if budget.input_shape else None)
     graph = _capture(loaded)
     calib = calibration_split(budget.data or loaded.dataset)
-    nm = spec.profile(profile).nm_sparsity
-    full_width = layer_options(graph, kernels, loaded.module is not None, loaded.module,
-                               nm_sparsity=nm)
     groups: list[ChannelGroupSpec] = []
     prune_kl: dict[tuple[str, str], float] = {}
     # channel pruning only with data: its accuracy cost is measured, never assumed zero
@@ -411,14 +378,14 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         groups, prune_kl = channel_groups(loaded, spec.profile(profile).preferred_channel_multiple,
                                           calib[0])
     coupling = layer_couplings(groups)
-    specs_by_layer = layer_option_specs(graph, kernels, loaded.module is not None,
-                                        loaded.module, coupling, nm)
-    options_by_layer, shapes = configs_of(specs_by_layer), pruned_shapes(graph, specs_by_layer)
+    offered = layer_options(graph, kernels, loaded.module, coupling,
+                            spec.profile(profile).nm_sparsity)
+    configs, shapes = configs_of(offered), pruned_shapes(graph, offered)
     if calib is not None:
-        estimate = _estimate_accuracy(loaded, graph, kernels, full_width, calib[0])
+        estimate = _estimate_accuracy(loaded, graph, kernels, configs_of(offered, True), calib[0])
         acc, unit, acc_prov = estimate.loss, estimate.unit, estimate.provenance
         if coupling:
-            acc = width_accuracy(graph, specs_by_layer, coupling, acc, prune_kl)
+            acc = width_accuracy(graph, offered, coupling, acc, prune_kl)
             acc_prov += ("; channel pruning: each coupled group pruned alone to each width "
                          "(Torch-Pruning, L1 group importance), KL measured on the same "
                          "images, charged once per group (on its first layer)")
@@ -427,21 +394,21 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     sparse: dict[tuple[str, str], int] = {}
     if loaded.module is not None:
         # shared + channel-pruned options on the weights apply stores; the rest by shape
-        sparse = shared_channel_flash_bytes(loaded.module, loaded.input_shape, specs_by_layer,
+        sparse = shared_channel_flash_bytes(loaded.module, loaded.input_shape, offered,
                                             groups) if groups else {}
         sparse = {**sparse_flash_bytes(loaded.module, {
             layer: {o: c for o, c in opts.items() if (layer, o) not in sparse}
-            for layer, opts in options_by_layer.items()}, shapes), **sparse}
-    factored = (lowrank_factors(loaded.module, graph, options_by_layer, shapes)
+            for layer, opts in configs.items()}, shapes), **sparse}
+    factored = (lowrank_factors(loaded.module, graph, configs, shapes)
                 if loaded.module is not None else {})
     table = build_cost_table(graph, spec, profile, acc, unit, sparse, budget.period, factored,
-                             coupling=coupling)
+                             layer_options={ly: list(row.values()) for ly, row in offered.items()})
     if spec.kind == "host" and loaded.module is not None and calib is not None:
         table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
     problem = build_problem(graph, table, solver_limits(budget.limits, budget.margin))
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin,
                       groups, None if calib is None else data_hash(*calib))
-    base = base_plan(ctx, acc_prov, options_by_layer)
+    base = base_plan(ctx, acc_prov, offered)
     if finetune_epochs:
         from techniques.distill import DistillConfig
 
@@ -588,7 +555,7 @@ def _estimate_accuracy(loaded: LoadedModel, graph: LayerGraph, kernels: dict[str
     from cost_models.accuracy_onnx import onnx_output_kl
 
     assert loaded.onnx_path is not None
-    forms = {name: onnx_option(technique_configs(k)) for name, k in kernels.items()}
+    forms = {name: onnx_option(plain_option(name, k).to_list()) for name, k in kernels.items()}
     with tempfile.TemporaryDirectory() as tmp:
         est = onnx_output_kl(loaded.onnx_path, graph.layer_names, sorted(set(forms.values())), x,
                              Path(tmp))
@@ -598,7 +565,7 @@ def _estimate_accuracy(loaded: LoadedModel, graph: LayerGraph, kernels: dict[str
 
 
 def base_plan(ctx: PlanContext, accuracy_provenance: str,
-              options: dict[str, dict[str, list[Any]]]) -> plan_schema.Plan:
+              options: Mapping[str, Mapping[str, Option]]) -> plan_schema.Plan:
     """The unsolved plan: every layer with all its alternatives and the execution steps, so
     plan.json alone can be solved again (planner.resolve)."""
     table = ctx.table
@@ -607,7 +574,8 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
             option=None, op_type=layer.op_type, op_class=layer.op_class, params=layer.params,
             macs=layer.macs, predicted=None,
             alternatives=[plan_schema.Alternative(
-                option=c.option, techniques=options[layer.name][c.option],
+                option=c.option, kernel=options[layer.name][c.option].kernel,
+                techniques=options[layer.name][c.option].to_list(),
                 latency_ms=c.latency_ms, flash_bytes=c.flash_bytes, energy_mj=c.energy_mj,
                 acc_loss=c.acc_loss, act_bytes=c.act_bytes, widths=dict(c.widths),
                 in_act_bytes=c.in_act_bytes) for c in table.options[layer.name]],

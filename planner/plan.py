@@ -17,20 +17,16 @@ from edgefit_common.fsutil import atomic_write_text, shown
 from edgefit_common.jsonio import read_json
 from edgefit_common.yamlio import describe
 from techniques.distill import DistillConfig
-from techniques.lowrank import LowRankConfig
-from techniques.prune import ChannelPruneConfig, NMPruneConfig, UnstructuredPruneConfig
-from techniques.quantize import QuantizeConfig
-from techniques.share import WeightSharingConfig
+from techniques.registry import TechniqueConfig
 
 # Every technique's frozen config, told apart by its `technique` field.
-TechniqueConfig = Annotated[
-    QuantizeConfig | UnstructuredPruneConfig | NMPruneConfig | ChannelPruneConfig
-    | LowRankConfig | WeightSharingConfig,
-    Field(discriminator="technique"),
-]
+PLAN_SCHEMA_VERSION = 3
+"""2: the model's weights hash and the calibration data's hash are pinned (apply checks them).
+3: every alternative names its kernel (an option is kernel + technique configs + widths; its
+name is a key, never read back)."""
 
-PLAN_SCHEMA_VERSION = 2
-"""2: the model's weights hash and the calibration data's hash are pinned (apply checks them)."""
+_OLDER = {1: "it does not pin the model's weights",
+          2: "its options do not name their kernels"}
 
 _REPLAN = ("re-plan with the same budget (`plan --budget FILE` or the same flags) to write a "
            f"version {PLAN_SCHEMA_VERSION} plan")
@@ -76,9 +72,12 @@ class Costs(_Strict):
 
 
 class Alternative(_Strict):
-    """One option the layer could take, with its predicted costs (what re-solving needs)."""
+    """One option the layer could take, with its predicted costs (what re-solving needs). The
+    option itself is its kernel, its technique configs and its widths; ``option`` is its name,
+    a key (nothing reads it back)."""
 
     option: str
+    kernel: str = Field(description="the device profile's kernel it runs on (its key)")
     techniques: list[TechniqueConfig] = Field(default_factory=list)
     latency_ms: Millis
     flash_bytes: Bytes
@@ -106,6 +105,12 @@ class LayerPlan(_Strict):
     predicted: Costs | None
     pinned: bool = False
     alternatives: list[Alternative] = Field(default_factory=list)
+
+    @property
+    def kernel(self) -> str | None:
+        """The chosen option's kernel (None: no choice, or no alternatives recorded)."""
+        chosen = next((a for a in self.alternatives if a.option == self.option), None)
+        return chosen.kernel if chosen is not None else None
 
     @property
     def cost(self) -> Costs:
@@ -193,7 +198,7 @@ class Explanation(_Strict):
 
 
 class Plan(_Strict):
-    schema_version: Literal[2] = 2  # PLAN_SCHEMA_VERSION
+    schema_version: Literal[3] = 3  # PLAN_SCHEMA_VERSION
     edgefit_version: str
     model: ModelRef
     data: str | None
@@ -276,8 +281,8 @@ def _check_version(data: dict[str, Any], path: Path) -> None:
                         f"{_REPLAN}")
     if isinstance(version, int) and not isinstance(version, bool) \
             and 0 < version < PLAN_SCHEMA_VERSION:
-        raise SpecError(f"{shown(path)}: schema_version {version} is an older plan format (it "
-                        f"does not pin the model's weights); {_REPLAN}")
+        raise SpecError(f"{shown(path)}: schema_version {version} is an older plan format "
+                        f"({_OLDER.get(version, 'older')}); {_REPLAN}")
     if version != PLAN_SCHEMA_VERSION or isinstance(version, bool):
         raise SpecError(f"{shown(path)}: schema_version {shown(repr(version), 40)} is not "
                         f"supported (this edgefit reads {PLAN_SCHEMA_VERSION})")

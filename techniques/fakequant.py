@@ -17,40 +17,25 @@ from techniques.quantize import ActivationFakeQuant, QuantizeConfig, fake_quanti
 
 
 def pruned_copy(model: nn.Module, techniques: Mapping[str, Sequence[Any]]) -> nn.Module:
-    """A deep copy with each layer's per-layer pruning, factorisation and weight sharing applied
-    in the configs' order (zeros really in the weights; a factorised layer replaced by its
-    factors in its parent; shared weights replaced by their codebook values, every factor
-    shared on its own). Sharing an already shared weight keeps its values (idempotent)."""
-    from techniques import lowrank, prune, share
+    """A deep copy with each layer's per-layer techniques applied in the configs' order, each
+    through its registry entry's ``apply_layer`` (zeros really in the weights; a factorised
+    layer replaced by its factors in its parent; shared weights replaced by their codebook
+    values, every factor shared on its own). Quantisation is simulated by
+    :func:`quantized_copy`; channel pruning is model-level (techniques.prune.prune_channels)."""
+    from techniques.registry import technique
 
-    executors = {**prune.MODULE_EXECUTORS, **lowrank.MODULE_EXECUTORS,
-                 **share.MODULE_EXECUTORS}
     p = copy.deepcopy(model).eval()
     modules = dict(p.named_modules())
     for name, configs in techniques.items():
         _check_order(name, configs)
         for cfg in configs:
-            if isinstance(cfg, QuantizeConfig):
+            entry = technique(cfg)
+            if entry.name == "quantize":
                 continue
-            executor = executors.get(cfg.technique)
-            if executor is None:
-                raise PlanError(f"{name}: technique {cfg.technique} is not applied per layer "
-                                "here yet")
-            if isinstance(cfg, lowrank.LowRankConfig):
-                if len(factor_modules(modules[name])) > 1:
-                    continue  # already factorised (a copy of a copy): factorise once
-                result = lowrank.factorize(modules[name], cfg, name)
-            elif isinstance(cfg, share.WeightSharingConfig):
-                for module in factor_modules(modules[name]):
-                    share.share_module(module, cfg)
-                continue
-            elif len(factor_modules(modules[name])) > 1:
-                # pruning after factorising (this layer's order): every factor is pruned
-                for module in factor_modules(modules[name]):
-                    executor(module, cfg)
-                continue
-            else:
-                result = executor(modules[name], cfg)
+            if entry.apply_layer is None:
+                raise PlanError(f"{name}: technique {entry.name} is not applied per layer "
+                                "(it is a model-level step)")
+            result = entry.apply_layer(modules[name], cfg, name)
             if result is not modules[name]:
                 _replace(p, name, result)
                 modules[name] = result

@@ -27,14 +27,16 @@ fraction of ``sum(s^2)`` (per unfolding for a conv: output channels, input chann
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from device_specs.schema import Kernel
 from edgefit_common.errors import PlanError
+from techniques.option import LayerShape, Offer, OfferContext, Technique
 
 if TYPE_CHECKING:
     from torch import nn
@@ -59,14 +61,18 @@ class LowRankConfig(BaseModel):
         "layer's input channels)"))
     energy: float | None = Field(default=None, gt=0.0, le=1.0, description=(
         "instead of rank: the fraction of the squared singular values the factors retain"))
+    fraction: float | None = Field(default=None, gt=0.0, lt=1.0, description=(
+        "instead of rank: the factors hold at most this fraction of the layer's weights "
+        "(the largest such ranks; the planner resolves it to rank with the MACs in view)"))
 
     @model_validator(mode="after")
     def _one_way(self) -> LowRankConfig:
-        if (self.rank is None) == (self.energy is None):
-            raise ValueError("lowrank needs exactly one of rank (an integer >= 1) or energy "
-                             "(a fraction in (0, 1])")
+        ways = [self.rank, self.energy, self.fraction]
+        if sum(w is not None for w in ways) != 1:
+            raise ValueError("lowrank needs exactly one of rank (an integer >= 1), energy "
+                             "(a fraction in (0, 1]) or fraction (in (0, 1))")
         if self.rank_in is not None and self.rank is None:
-            raise ValueError("lowrank rank_in goes with rank, not with energy")
+            raise ValueError("lowrank rank_in goes with rank, not with energy or fraction")
         return self
 
 
@@ -120,6 +126,13 @@ def resolve_ranks(weight: np.ndarray, config: LowRankConfig, where: str = "layer
     w = np.asarray(weight, dtype=np.float64)
     if config.rank is not None:
         return _bounded(w.shape, config.rank, config.rank_in, where)
+    if config.fraction is not None:
+        found = rank_for_fraction(w.shape, config.fraction)
+        if found is None or found.rank is None:
+            raise PlanError(f"{where}: lowrank.fraction {config.fraction:g} saves nothing on a "
+                            f"weight of shape {tuple(w.shape)}; use a larger layer or an "
+                            "explicit rank")
+        return _bounded(w.shape, found.rank, found.rank_in, where)
     e = float(config.energy or 1.0)
     if w.ndim == 2:
         return _bounded(w.shape, energy_rank(_svd(w)[1], e), None, where)
@@ -478,14 +491,39 @@ def lowrank_config(techniques: Sequence[Any]) -> LowRankConfig | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# the technique table (what a registry entry needs)
+# offers and the registry entry
 
-MODULE_EXECUTORS: dict[str, Callable[..., Any]] = {"lowrank": factorize}
-"""Module-level executors ``(module, config) -> module``; this one returns a *new* module that
-replaces the layer in its parent (``techniques.fakequant.pruned_copy`` does that)."""
+RANK_LEVELS: tuple[float, ...] = (0.5, 0.25)
+"""The factors keep about this fraction of the layer's weights. Unlike zeros, fewer MACs are
+fewer MACs: these relieve flash and latency."""
+MIN_WEIGHTS_FOR_LOWRANK = 1024  # smaller layers: the extra op costs more than the MACs saved
+
+
+def lowrank_candidate(layer: LayerShape) -> bool:
+    return (layer.op_type in FACTORISABLE and layer.op_class != "depthwise"
+            and layer.weight_numel >= MIN_WEIGHTS_FOR_LOWRANK)
+
+
+def offer(layer: LayerShape, name: str, kernel: Kernel, ctx: OfferContext) -> list[Offer]:
+    """"r50", "r25" on every kernel, as fractions; the enumeration resolves each to ranks on
+    the layer's (channel-pruned) shape and drops those that lower neither weights nor MACs."""
+    if not (ctx.ranks and lowrank_candidate(layer)):
+        return []
+    return [Offer(f"r{round(100 * f)}", (LowRankConfig(fraction=f),))
+            for f in ctx.levels_of("lowrank", RANK_LEVELS)]
+
+
+def _apply_layer(module: nn.Module, config: LowRankConfig, name: str) -> nn.Module:
+    """The layer's factors (a new module its parent takes); a layer already factorised (a copy
+    of a copy) is factorised once."""
+    if len(factor_modules(module)) > 1:
+        return module
+    return factorize(module, config, name)
+
+
+LOWRANK = Technique("lowrank", LowRankConfig, offer, _apply_layer)
 
 __all__ = [
-    "MODULE_EXECUTORS",
     "LowRankConfig",
     "check_lowrank",
     "confirm_ranks",

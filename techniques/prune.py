@@ -45,7 +45,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from device_specs.schema import Kernel, NMSparsity
 from edgefit_common.errors import PlanError
+from techniques.option import LayerShape, Offer, OfferContext, Technique
 
 if TYPE_CHECKING:
     import torch
@@ -696,20 +698,54 @@ def check_channels(model: nn.Module) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# the technique table (what a registry entry needs)
+# offers and the registry entries
 
-MODULE_EXECUTORS: dict[str, Callable[..., Any]] = {
-    "prune_unstructured": prune_unstructured,
-    "prune_nm": prune_nm,
-}
-"""Module-level executors ``(module, config) -> module``."""
+SPARSITY_LEVELS: tuple[float, ...] = (0.5, 0.75)
+"""Unstructured sparsity levels offered per layer. Dense kernels gain no speed from zeros, so
+these relieve flash only (stored as bitmask/CSR, whichever is smaller)."""
+MIN_WEIGHTS_FOR_SPARSITY = 1024  # below this the index overhead eats the saving
 
-MODEL_EXECUTORS: dict[str, Callable[..., Any]] = {"prune_channels": prune_channels}
-"""Model-level executors ``(model, {layer: config}, example_input) -> model``."""
+
+def offer_unstructured(layer: LayerShape, name: str, kernel: Kernel, ctx: OfferContext
+                       ) -> list[Offer]:
+    """"s50", "s75" on kernels with symmetric codes (0 is a code); sizes need the weights."""
+    if not (ctx.weights and kernel.symmetric and layer.weight_numel >= MIN_WEIGHTS_FOR_SPARSITY):
+        return []
+    return [Offer(f"s{round(100 * s)}", (UnstructuredPruneConfig(sparsity=s),))
+            for s in ctx.levels_of("prune_unstructured", SPARSITY_LEVELS)]
+
+
+def nm_candidate(layer: LayerShape, nm: NMSparsity) -> bool:
+    return (layer.op_type in ("Linear", "Conv2d") and layer.op_class != "depthwise"
+            and bool(layer.weight_shape) and layer.weight_numel >= MIN_WEIGHTS_FOR_SPARSITY
+            and nm_applicable(layer.weight_shape, NMPruneConfig(n=nm.n, m=nm.m)))
+
+
+def offer_nm(layer: LayerShape, name: str, kernel: Kernel, ctx: OfferContext) -> list[Offer]:
+    """"nm24" on the profile's N:M sparse kernels, where the input dimension is a multiple of
+    m (only there do zeros buy speed as well as flash)."""
+    nm = ctx.nm
+    if not ctx.weights or nm is None or name not in nm.kernels or not nm_candidate(layer, nm):
+        return []
+    return [Offer(f"nm{nm.n}{nm.m}", (NMPruneConfig(n=nm.n, m=nm.m),))]
+
+
+def _apply_layer(executor: Callable[[Any, Any], Any]) -> Callable[[Any, Any, str], Any]:
+    def apply(module: Any, config: Any, name: str) -> Any:
+        from techniques.lowrank import factor_modules
+
+        for part in factor_modules(module):  # a factorised layer: every factor is pruned
+            executor(part, config)
+        return module
+    return apply
+
+
+UNSTRUCTURED = Technique("prune_unstructured", UnstructuredPruneConfig, offer_unstructured,
+                         _apply_layer(prune_unstructured))
+NM = Technique("prune_nm", NMPruneConfig, offer_nm, _apply_layer(prune_nm))
+CHANNELS = Technique("prune_channels", ChannelPruneConfig)  # model-level: prune_channels
 
 __all__ = [
-    "MODEL_EXECUTORS",
-    "MODULE_EXECUTORS",
     "ChannelPruneConfig",
     "CoupledGroup",
     "KeepZeros",

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from device_specs.schema import ActivationPrecision, Precision
+from device_specs.schema import ActivationPrecision, Kernel, Precision
 from formats.quant_math import storage_option
+from techniques.option import Technique
 
 if TYPE_CHECKING:
     from torch import nn
@@ -119,3 +120,19 @@ def onnx_option(configs: Sequence[Any]) -> str:
         return "int8"
     raise PlanError(f"weights {cfg.weights} with activations {cfg.activations} has no runnable "
                     "ONNX form yet")
+
+
+def kernel_config(kernel: Kernel, gather: bool = False) -> QuantizeConfig | None:
+    """The quantisation a kernel runs (None: fp32 weights and activations). A gather (an
+    Embedding's table) only stores: its rows are decoded to float32, so only the weights
+    count."""
+    if gather:
+        return None if kernel.weights == "fp32" else QuantizeConfig(
+            weights=kernel.weights, activations="fp32", symmetric=kernel.symmetric)
+    if kernel.weights == "fp32" and kernel.activations == "fp32":
+        return None
+    return QuantizeConfig(weights=kernel.weights, activations=kernel.activations,
+                          symmetric=kernel.symmetric)
+
+
+QUANTIZE = Technique("quantize", QuantizeConfig)  # offered per kernel; simulated by hooks

@@ -38,15 +38,17 @@ formats and each part's size. :func:`shared_weight_bytes` is exactly ``len`` of 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from device_specs.schema import Kernel
 from edgefit_common.errors import PlanError
 from formats import entropy as ec
 from formats.entropy import EntropyCoding
+from techniques.option import LayerShape, Offer, OfferContext, Technique
 
 if TYPE_CHECKING:
     import torch
@@ -552,13 +554,55 @@ def keep_shared(model: nn.Module, layers: Iterable[str], lr: float,
 
 
 # ---------------------------------------------------------------------------------------------
-# the technique table (what a registry entry needs)
+# offers and the registry entry
 
-MODULE_EXECUTORS: dict[str, Callable[..., Any]] = {"share": share_module}
-"""Module-level executors ``(module, config) -> module``."""
+SHARE_LEVELS: tuple[tuple[int, float], ...] = ((4, 0.0), (4, 0.75))
+"""(index bits, sparsity pruned first) per option, named "k4" / "k4+s75" (a k-means codebook
+of 2**4 values, Huffman-coded indices). The weights are decoded to the kernel's float precision
+at load time, so only kernels with fp32 / fp16 weights take them: flash shrinks, latency is
+that kernel's. Two levels keep the option count (and the KL measured per option) bounded."""
+MIN_WEIGHTS_FOR_SHARING = 1024  # below this the codebook and code tables eat the saving
+SHARE_KERNEL_WEIGHTS = ("fp32", "fp16")
+
+
+def kernel_share_config(kernel: Kernel, bits: int) -> WeightSharingConfig:
+    """The sharing a float kernel decodes at load time: an fp16 kernel's codebook is float16
+    (the ONNX then holds exactly the stored values), an fp32 kernel's float32."""
+    if kernel.weights == "fp16":
+        return WeightSharingConfig(bits=bits, entropy="huffman", codebook_dtype="float16")
+    return WeightSharingConfig(bits=bits, entropy="huffman")
+
+
+def share_tag(bits: int, sparsity: float) -> str:
+    """"k4", or "k4+s75" when 75 % of the weights are pruned before sharing."""
+    return f"k{bits}" + (f"+s{round(100 * sparsity)}" if sparsity else "")
+
+
+def offer(layer: LayerShape, name: str, kernel: Kernel, ctx: OfferContext) -> list[Offer]:
+    """Sharing on float-weight kernels, optionally after unstructured pruning; the stored size
+    needs the weights."""
+    from techniques.prune import UnstructuredPruneConfig
+
+    if not (ctx.weights and kernel.weights in SHARE_KERNEL_WEIGHTS
+            and layer.weight_numel >= MIN_WEIGHTS_FOR_SHARING):
+        return []
+    return [Offer(share_tag(bits, s),
+                  ((UnstructuredPruneConfig(sparsity=s),) if s else ())
+                  + (kernel_share_config(kernel, bits),))
+            for bits, s in ctx.levels_of("share", SHARE_LEVELS)]
+
+
+def _apply_layer(module: nn.Module, config: WeightSharingConfig, name: str) -> nn.Module:
+    from techniques.lowrank import factor_modules
+
+    for part in factor_modules(module):  # a factorised layer: every factor shared on its own
+        share_module(part, config)
+    return module
+
+
+SHARE = Technique("share", WeightSharingConfig, offer, _apply_layer)
 
 __all__ = [
-    "MODULE_EXECUTORS",
     "KeepShared",
     "WeightSharingConfig",
     "check_onnx_shared",

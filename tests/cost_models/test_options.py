@@ -1,11 +1,12 @@
-"""Options per layer: kernels x sparsity levels, with the techniques that realise them."""
+"""Options per layer: kernels x technique offers, with the techniques that realise them."""
 
 from __future__ import annotations
 
 from cost_models.capture import capture
-from cost_models.options import MIN_WEIGHTS_FOR_SPARSITY, option_specs, techniques
+from cost_models.options import layer_options
 from device_specs.catalog import load_spec
-from techniques.prune import UnstructuredPruneConfig
+from techniques.option import OfferContext
+from techniques.prune import MIN_WEIGHTS_FOR_SPARSITY, UnstructuredPruneConfig
 from techniques.quantize import QuantizeConfig
 from workloads.zoo import LeNet5
 
@@ -14,22 +15,23 @@ def test_sparse_variants_only_for_layers_worth_it() -> None:
     graph = capture(LeNet5(), (1, 28, 28))
     kernels = load_spec("arduino-nano-33-ble").profile().kernels
     for layer in graph.layers:
-        names = [s.name for s in option_specs(kernels, layer)]
+        names = [s.name for s in layer_options(kernels, layer)]
         assert set(kernels) <= set(names)
         has_sparse = any("+s" in n for n in names)
         assert has_sparse == (layer.weight_numel >= MIN_WEIGHTS_FOR_SPARSITY), layer.name
-    assert [s.name for s in option_specs(kernels, graph.layer("fc1"), ())] == list(kernels)
+    none = OfferContext(levels={"prune_unstructured": (), "share": ()})
+    assert [s.name for s in layer_options(kernels, graph.layer("fc1"), none)] == list(kernels)
 
 
 def test_techniques_prune_then_quantise() -> None:
     graph = capture(LeNet5(), (1, 28, 28))
     kernels = load_spec("arduino-nano-33-ble").profile().kernels
-    spec = next(s for s in option_specs(kernels, graph.layer("fc1")) if s.name == "int4+s50")
-    configs = techniques(spec, kernels[spec.kernel])
+    spec = next(s for s in layer_options(kernels, graph.layer("fc1")) if s.name == "int4+s50")
+    configs = spec.to_list()
     assert isinstance(configs[0], UnstructuredPruneConfig) and configs[0].sparsity == 0.5
     assert isinstance(configs[1], QuantizeConfig) and configs[1].weights == "int4"
-    fp32 = next(s for s in option_specs(kernels, graph.layer("fc1")) if s.name == "fp32")
-    assert techniques(fp32, kernels["fp32"]) == []
+    fp32 = next(s for s in layer_options(kernels, graph.layer("fc1")) if s.name == "fp32")
+    assert fp32.to_list() == []
 
 
 def test_nm_options_only_where_the_profile_has_nm_kernels() -> None:
@@ -40,17 +42,16 @@ def test_nm_options_only_where_the_profile_has_nm_kernels() -> None:
     gpu = orin.profile("tensorrt-gpu")
     assert gpu.nm_sparsity is not None
     fc1 = graph.layer("fc1")  # 400 inputs: a multiple of 4
-    names = [s.name for s in option_specs(gpu.kernels, fc1, nm_sparsity=gpu.nm_sparsity)]
+    nm = OfferContext(nm=gpu.nm_sparsity)
+    names = [s.name for s in layer_options(gpu.kernels, fc1, nm)]
     assert {"fp16+nm24", "int8+nm24"} <= set(names) and "fp32+nm24" not in names
     conv1 = graph.layer("conv1")  # one input channel x 5 x 5: no 4-wide groups along the input
-    assert not any("+nm" in s.name for s in option_specs(gpu.kernels, conv1,
-                                                         nm_sparsity=gpu.nm_sparsity))
+    assert not any("+nm" in s.name for s in layer_options(gpu.kernels, conv1, nm))
     cpu = orin.profile("onnxruntime-cpu")
     assert cpu.nm_sparsity is None
-    assert not any("+nm" in s.name for s in option_specs(cpu.kernels, fc1))
-    spec = next(s for s in option_specs(gpu.kernels, fc1, nm_sparsity=gpu.nm_sparsity)
-                if s.name == "int8+nm24")
-    configs = techniques(spec, gpu.kernels["int8"])
+    assert not any("+nm" in s.name for s in layer_options(cpu.kernels, fc1))
+    spec = next(s for s in layer_options(gpu.kernels, fc1, nm) if s.name == "int8+nm24")
+    configs = spec.to_list()
     assert configs[0] == NMPruneConfig(n=2, m=4)
     assert isinstance(configs[1], QuantizeConfig) and configs[1].weights == "int8"
 
@@ -68,9 +69,9 @@ def test_asymmetric_kernel_stores_uint_codes_and_its_costs_match_the_image(tmp_p
                                     "macs_per_s": {"value": "1GMAC/s", "unverified": "test"}})
     assert kernel.storage == "uint3"
     fc1 = graph.layer("fc1")
-    specs = option_specs({"uint3": kernel}, fc1)
+    specs = layer_options({"uint3": kernel}, fc1)
     assert [s.name for s in specs] == ["uint3"], "sparse codes are symmetric: no +s options"
-    (cfg,) = techniques(specs[0], kernel)
+    (cfg,) = specs[0].to_list()
     assert cfg.symmetric is False and cfg.storage == "uint3"
     w = model.fc1.weight.detach().numpy()
     write_flash_image(tmp_path / "x.bin", [FlashLayer("fc1", "uint3", w,

@@ -81,26 +81,29 @@ def test_capture_plans_the_tables(model) -> None:
 
 def test_tables_get_storage_options_only(model) -> None:
     from cost_models.host_probe import host_spec
-    from cost_models.options import option_specs, techniques
+    from cost_models.options import layer_options
+    from techniques.option import OfferContext
 
     g = capture(model, (SEQ,), "tiny")
     kernels = host_spec().profile().kernels
     assert {"int8", "int8a16"} <= set(kernels)
-    specs = option_specs(kernels, g.layer("word"), share_levels=((4, 0.0),), rank_levels=(0.5,))
+    specs = layer_options(kernels, g.layer("word"), OfferContext(levels={"share": ((4, 0.0),)}),
+                          ranks=lambda *a: None)
     names = [s.name for s in specs]
     # one option per stored form: int8a16 stores the int8 codes int8 does
     assert names == [k for k in kernels if k != "int8a16"]
-    assert all(s.gather and not (s.sparsity or s.lowrank or s.share_bits or s.widths)
+    assert all(s.gather and not (s.sparsity or s.has("lowrank") or s.has("share") or s.widths)
                for s in specs)
     for s in specs:
-        configs = techniques(s, kernels[s.kernel])
+        configs = s.to_list()
         if s.name == "fp32":
             assert configs == []
         else:  # weight-only: a gather has no activations to quantise
             (cfg,) = configs
             assert cfg.activations == "fp32" and cfg.storage == kernels[s.kernel].storage
     # the Linear keeps every kernel (int8a16 included)
-    assert [s.name for s in option_specs(kernels, g.layer("head"))] == list(kernels)
+    plain = OfferContext(weights=False)
+    assert [s.name for s in layer_options(kernels, g.layer("head"), plain)] == list(kernels)
 
 
 def test_cost_table_flash_exact_and_gather_latency_small(model) -> None:

@@ -23,12 +23,12 @@ def _lenet5() -> nn.Module:
 def _options(model: nn.Module, device: str):
     from cost_models.capture import capture
     from device_specs.catalog import load_spec
-    from edgefit.planning import layer_options
+    from edgefit.planning import configs_of, layer_options
 
     graph = capture(model, (1, 28, 28))
     spec = load_spec(device)
     kernels = spec.profile().kernels
-    return graph, spec, layer_options(graph, kernels, True, model)
+    return graph, spec, configs_of(layer_options(graph, kernels, model))
 
 
 def _reference_bytes(layer: nn.Module, sparsity: float, cfg: WeightSharingConfig,

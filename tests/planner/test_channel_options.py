@@ -11,16 +11,25 @@ import torch
 from cost_models.analytical import build_cost_table, pruned_layer
 from cost_models.capture import capture
 from cost_models.channels import channel_group_specs, group_widths, layer_couplings
-from cost_models.options import option_specs
+from cost_models.options import graph_options, layer_options
 from cost_models.table import CostTable, OptionCost
 from device_specs.catalog import load_spec
 from edgefit.planning import build_problem, scaled_pruned_latency, width_accuracy
 from planner.solve import solve
+from techniques.option import OfferContext
 from techniques.prune import coupling, kept_channels, prune_channels
 from workloads.models import load_model_ref
 
 SHAPE = (1, 28, 28)
 MULTIPLE = 8  # esp32-s3's preferred_channel_multiple (esp-nn profile)
+PLAIN = OfferContext(weights=False)  # kernel options only
+
+
+def _fp32():
+    from device_specs.schema import Kernel
+
+    return Kernel.model_validate({"weights": "fp32", "activations": "fp32",
+                                  "macs_per_s": {"value": "1GMAC/s", "unverified": "test"}})
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +81,7 @@ def test_pruned_geometry_matches_the_really_pruned_model(mobilenet) -> None:
             if c is None or g.name not in {x.name for x in c.groups}:
                 continue
             kept = {x.name: narrow if x.name == g.name else x.channels for x in c.groups}
-            spec = next(s for s in option_specs({"fp32": None}, layer, (), (), coupling=c)
+            spec = next(s for s in layer_options({"fp32": _fp32()}, layer, PLAIN, coupling=c)
                         if dict(s.widths) == kept)
             assert pruned_layer(layer, spec) == after[layer.name], layer.name
             checked += 1
@@ -87,7 +96,9 @@ def _problem(mobilenet):
     # accuracy: a synthetic per-kernel cost plus a pruning cost growing with the removed share
     acc = {(ly.name, k): 0.01 * i for ly in graph.layers for i, k in enumerate(kernels)}
     prune_kl = {(g.name, f"w{w}"): (1 - w / g.channels) for g in groups for w in g.widths}
-    acc = width_accuracy(graph, kernels, couplings, acc, prune_kl)
+    offered = {ly: {o.name: o for o in row} for ly, row in graph_options(
+        graph, kernels, PLAIN, couplings).items()}
+    acc = width_accuracy(graph, offered, couplings, acc, prune_kl)
     table = build_cost_table(graph, spec, None, acc, coupling=couplings)
     free = build_problem(graph, table, {})
 

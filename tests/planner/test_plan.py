@@ -27,7 +27,9 @@ def test_plan_round_trips_through_json(lenet5_plan_factory, tmp_path: Path) -> N
     assert again == plan
     assert list(again.layers) == ["conv1", "conv2", "fc1", "fc2", "fc3"], "ordered as executed"
     doc = json.loads(path.read_text())
-    assert doc["schema_version"] == 2
+    assert doc["schema_version"] == 3
+    assert all(alt["kernel"] in {"fp32", "int8", "int4", "int2", "int3", "int6", "fp16", "int8a16"}
+               for lp in doc["layers"].values() for alt in lp["alternatives"])
     assert len(doc["model"]["weights_sha256"]) == 64 and len(doc["calibration_sha256"]) == 64
 
 

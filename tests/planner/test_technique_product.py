@@ -11,16 +11,21 @@ from onnx import numpy_helper
 
 from cost_models.capture import capture
 from cost_models.channels import channel_group_specs, layer_couplings
-from cost_models.options import option_specs, pruned_weight_shape
+from cost_models.options import layer_options, pruned_weight_shape
 from device_specs.budget import Budget
 from device_specs.catalog import load_spec
 from techniques.lowrank import LowRankConfig, lowrank_config
+from techniques.option import OfferContext
 from techniques.prune import ChannelPruneConfig, UnstructuredPruneConfig, coupling, kept_slice
 from workloads.zoo import LeNet5
 
 SHAPE = (1, 28, 28)
 # pinned: conv2 factorised at 12 of 16 channels, fc1 half-sparse reading those 12 channels
 PINS = {"conv2": "int8+r50+w12", "fc1": "int8+s50+in12"}
+
+
+def _ranks(layer, option, fraction):  # every low-rank offer resolves (shapes are not tested)
+    return LowRankConfig(rank=1)
 
 
 def _couplings(multiple: int = 4):
@@ -35,9 +40,9 @@ def test_every_full_width_option_is_offered_at_every_width_combination() -> None
     share = ((4, 0.0), (4, 0.75))
     for name in ("conv2", "fc1", "fc2"):
         layer, c = graph.layer(name), couplings[name]
-        full = [s.name for s in option_specs(kernels, layer, rank_levels=(0.5,),
-                                             share_levels=share)]
-        specs = option_specs(kernels, layer, rank_levels=(0.5,), coupling=c, share_levels=share)
+        ctx = OfferContext(levels={"lowrank": (0.5,), "share": share})
+        full = [s.name for s in layer_options(kernels, layer, ctx, ranks=_ranks)]
+        specs = layer_options(kernels, layer, ctx, coupling=c, ranks=_ranks)
         combos = 1
         for g in c.groups:
             combos *= len(g.widths)
@@ -61,9 +66,9 @@ def test_nm_options_keep_only_widths_with_an_nm_form() -> None:
     seen = 0
     for name in ("conv2", "fc1", "fc2"):
         layer = graph.layer(name)
-        for s in option_specs(gpu.kernels, layer, coupling=couplings[name],
-                              nm_sparsity=gpu.nm_sparsity):
-            if s.nm is not None and s.weight_fraction < 1.0:
+        for s in layer_options(gpu.kernels, layer, OfferContext(nm=gpu.nm_sparsity),
+                               coupling=couplings[name]):
+            if s.has("prune_nm") and s.weight_fraction < 1.0:
                 seen += 1
                 shape = pruned_weight_shape(layer.weight_shape, s.out_fraction,
                                             s.weight_fraction)

@@ -123,7 +123,7 @@ def _plan_of(problem: Problem):
 
     layers = {ly: ps.LayerPlan(
         option=None, op_type="Linear", op_class="linear", params=1, macs=1, predicted=None,
-        alternatives=[ps.Alternative(option=c.option, latency_ms=c.latency_ms,
+        alternatives=[ps.Alternative(option=c.option, kernel=c.option, latency_ms=c.latency_ms,
                                      flash_bytes=c.flash_bytes, energy_mj=c.energy_mj,
                                      acc_loss=c.acc_loss, act_bytes=c.act_bytes)
                       for c in problem.choices[ly]]) for ly in problem.layers}

@@ -60,7 +60,7 @@ def test_cycle_wraps_around(plan: Plan) -> None:
 
 
 def _alt(option: str, latency: float, flash: float, acc: float, act: int = 1) -> Alternative:
-    return Alternative(option=option, latency_ms=latency, flash_bytes=flash,
+    return Alternative(option=option, kernel=option, latency_ms=latency, flash_bytes=flash,
                        energy_mj=latency, acc_loss=acc, act_bytes=act)
 
 

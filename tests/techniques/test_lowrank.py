@@ -246,7 +246,7 @@ def test_cost_table_offers_lowrank_with_exact_flash_and_fewer_macs() -> None:
     from cost_models.analytical import build_cost_table
     from cost_models.capture import capture
     from device_specs.catalog import load_spec
-    from edgefit.planning import layer_options, lowrank_factors
+    from edgefit.planning import configs_of, layer_options, lowrank_factors
     from formats.quant_math import stored_bias_bytes, stored_weight_bytes
     from workloads.zoo import LeNet300100
 
@@ -255,11 +255,13 @@ def test_cost_table_offers_lowrank_with_exact_flash_and_fewer_macs() -> None:
     graph = capture(model, (1, 28, 28))
     spec = load_spec("arduino-nano-33-ble")
     kernels = spec.profile().kernels
-    options = layer_options(graph, kernels, True, model)
+    offered = layer_options(graph, kernels, model)
+    options = configs_of(offered)
     assert not any("+r" in o for o in options["fc3"]), "1010 weights: too small to factorise"
     cfg = options["fc1"]["int8+r50"][0]
     assert isinstance(cfg, L.LowRankConfig) and cfg.rank == 108
-    table = build_cost_table(graph, spec, factored=lowrank_factors(model, graph, options))
+    table = build_cost_table(graph, spec, factored=lowrank_factors(model, graph, options),
+                             layer_options={k: list(v.values()) for k, v in offered.items()})
     dense, half, quarter = (table.cost("fc1", o) for o in ("int8", "int8+r50", "int8+r25"))
     want = (stored_weight_bytes("int8", 108 * 784, 108) + stored_weight_bytes("int8", 300 * 108,
                                                                                300)

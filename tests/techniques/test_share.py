@@ -81,7 +81,9 @@ def test_share_module_and_check():
     assert found["ok"] and found["distinct_nonzero"] <= 16 and found["zeros"] == 0
     assert not S.check_shared(layer, S.WeightSharingConfig(bits=2))["ok"]
     assert torch.equal(layer.bias, bias)  # only the weight is shared
-    assert S.MODULE_EXECUTORS["share"] is S.share_module
+    from techniques.registry import REGISTRY
+
+    assert REGISTRY["share"] is S.SHARE and S.SHARE.config is S.WeightSharingConfig
 
 
 def test_float16_codebook():
