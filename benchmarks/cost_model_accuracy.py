@@ -168,8 +168,7 @@ def runtime_terms(graph: LayerGraph, table: CostTable, picks: dict[str, str]) ->
     if any(c.dequantized_weight_numel for c in chosen):
         terms.append("weight copies + conv workspace")
     # this bench's plans pick plain kernels: w8a8 "int8", or weight-only ones (MatMulNBits)
-    scratch = {o.split("+")[0] == "int8" for o, c in zip(picks.values(), chosen, strict=True)
-               if c.kernel_scratch_bytes}
+    scratch = {c.int8_activations for c in chosen if c.kernel_scratch_bytes}
     if True in scratch:
         terms.append("int8 kernel scratch + float activation copies")
     if False in scratch:

@@ -171,9 +171,9 @@ def channel_pins(probe: Any, option: str) -> dict[str, str]:
              for g in probe.channel_groups}
     pins = {}
     for name, lp in probe.layers.items():
-        fits = [a.option for a in lp.alternatives if a.option.split("+")[0] == precision
+        fits = [a.option for a in lp.alternatives if a.kernel == precision
                 and a.widths and all(width.get(g) == w for g, w in a.widths.items())
-                and not any(t[:1] in "srkn" for t in a.option.split("+")[1:])]
+                and all(t.technique in ("quantize", "prune_channels") for t in a.techniques)]
         pins[name] = fits[0] if fits else precision
     return pins
 

@@ -23,10 +23,10 @@ from cost_models.table import CostTable
 from device_specs.budget import Budget
 from device_specs.schema import DeviceSpec, Kernel, NMSparsity
 from edgefit_common import __version__
-from edgefit_common.errors import SpecError
+from edgefit_common.errors import PlanError, SpecError
 from planner import plan as plan_schema
 from planner.problem import INPUT_SUFFIX, Choice, PairTerm, Problem
-from planner.resolve import problem_from_plan, solver_limits, with_result
+from planner.resolve import problem_from_plan, with_result
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
 from techniques.flash_image import image_overhead_bytes
@@ -48,11 +48,18 @@ class PlanContext:
     model: LoadedModel
     graph: LayerGraph
     table: CostTable
-    problem: Problem
-    result: SolveResult | None
+    terms: ProblemTerms
     model_origin: str
     channel_groups: list[ChannelGroupSpec] = dataclasses.field(default_factory=list)
     calibration_sha256: str | None = None
+    solved: Problem | None = None  # built once, from the base plan (pins and exclusions in)
+    result: SolveResult | None = None
+
+    @property
+    def problem(self) -> Problem:
+        if self.solved is None:
+            raise PlanError("the plan's problem is built from the base plan; none yet")
+        return self.solved
 
 
 def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
@@ -221,12 +228,18 @@ def calibration_split(dataset: str | None, seed: int = 0) -> tuple[np.ndarray, n
     return train.x[idx], train.y[idx]
 
 
-def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float]) -> Problem:
-    choices = {
-        layer: tuple(Choice(c.option, c.latency_ms, c.flash_bytes, c.energy_mj, c.act_bytes,
-                            c.acc_loss, c.widths, c.in_act_bytes) for c in table.options[layer])
-        for layer in graph.layer_names
-    }
+@dataclass(frozen=True)
+class ProblemTerms:
+    """The problem's data besides the choices and the limits: fixed costs and RAM steps."""
+
+    fixed: dict[str, float]
+    ram_steps: tuple[tuple[tuple[str, int], ...], ...]
+    weights_in_ram: bool
+    step_extra: tuple[dict[tuple[str, str], float], ...]
+    step_pairs: tuple[tuple[PairTerm, ...], ...]
+
+
+def problem_terms(graph: LayerGraph, table: CostTable) -> ProblemTerms:
     before_first = _model_input_tensors(graph)
     # weights outside planned layers (norms, ...) are stored as they are (fp32)
     unplanned = float(graph.meta.get("unplanned_weight_bytes", 0))
@@ -240,10 +253,7 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
         + ((blocked[i],) if i in blocked else ())
         for i, live in enumerate(held_tensors(graph, mem))
     )
-    return Problem(
-        layers=tuple(graph.layer_names),
-        choices=choices,
-        limits=limits,
+    return ProblemTerms(
         fixed={"flash_bytes": table.runtime_flash_bytes + unplanned + image,
                "ram_bytes": table.runtime_ram_bytes + (unplanned if table.weights_in_ram else 0),
                "latency_ms": table.run_overhead_ms,
@@ -254,6 +264,21 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
         step_extra=_step_workspace(graph, table),
         step_pairs=_step_pairs(graph, table),
     )
+
+
+def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float]) -> Problem:
+    """The problem of a cost table with no plan around it (the host check, tests); `plan`
+    builds its problem from the base plan instead (planner.resolve.problem_from_plan)."""
+    terms = problem_terms(graph, table)
+    choices = {
+        layer: tuple(Choice(c.option, c.latency_ms, c.flash_bytes, c.energy_mj, c.act_bytes,
+                            c.acc_loss, c.widths, c.in_act_bytes) for c in table.options[layer])
+        for layer in graph.layer_names
+    }
+    return Problem(layers=tuple(graph.layer_names), choices=choices, limits=limits,
+                   fixed=terms.fixed, ram_steps=terms.ram_steps,
+                   weights_in_ram=terms.weights_in_ram, step_extra=terms.step_extra,
+                   step_pairs=terms.step_pairs)
 
 
 def held_tensors(graph: LayerGraph, mem: RuntimeMemory) -> list[list[str]]:
@@ -405,8 +430,8 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                              layer_options={ly: list(row.values()) for ly, row in offered.items()})
     if spec.kind == "host" and loaded.module is not None and calib is not None:
         table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
-    problem = build_problem(graph, table, solver_limits(budget.limits, budget.margin))
-    ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem, None, model_origin,
+    ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem_terms(graph, table),
+                      model_origin,
                       groups, None if calib is None else data_hash(*calib))
     base = base_plan(ctx, acc_prov, offered)
     if finetune_epochs:
@@ -414,10 +439,10 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
 
         base = base.model_copy(update={"finetune": DistillConfig(
             epochs=finetune_epochs, quantization_aware=quantization_aware)})
-    ctx.problem = problem_from_plan(base, pins, exclude)  # the same problem, pins applied
-    ctx.result = (_bayes(ctx.problem, search, options) if search is not None
-                  else solve(ctx.problem, options, backend=backend))
-    return with_result(base, ctx.problem, ctx.result, pins), ctx
+    problem = ctx.solved = problem_from_plan(base, pins, exclude)  # the one Problem
+    ctx.result = (_bayes(problem, search, options) if search is not None
+                  else solve(problem, options, backend=backend))
+    return with_result(base, problem, ctx.result, pins), ctx
 
 
 @dataclass(frozen=True)
@@ -582,15 +607,16 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
         )
         for layer in ctx.graph.layers
     }
-    extra = ctx.problem.step_extra or ({},) * len(ctx.problem.ram_steps)
-    pairs = ctx.problem.step_pairs or ((),) * len(ctx.problem.ram_steps)
+    terms = ctx.terms
+    extra = terms.step_extra or ({},) * len(terms.ram_steps)
+    pairs = terms.step_pairs or ((),) * len(terms.ram_steps)
     ram_steps = [plan_schema.RamStep(owner=step.owner or ctx.graph.layer_names[0],
                                      live=list(live),
                                      workspace=[(ly, o, b) for (ly, o), b in ws.items()],
                                      pairs=[(t.a, list(t.a_options), t.b, list(t.b_options),
-                                             t.nbytes) for t in terms])
-                 for step, live, ws, terms in zip(ctx.graph.steps, ctx.problem.ram_steps,
-                                                  extra, pairs, strict=True)]
+                                             t.nbytes) for t in step_pairs])
+                 for step, live, ws, step_pairs in zip(ctx.graph.steps, terms.ram_steps,
+                                                       extra, pairs, strict=True)]
     spec_path = ctx.budget.target if Path(ctx.budget.target).suffix in (".yaml", ".yml") else None
     from cost_models.uncertainty import latency_band
 
@@ -609,7 +635,7 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
         margin=ctx.budget.margin,
         status="UNSOLVED",
         layers=layers,
-        fixed=dict(ctx.problem.fixed),
+        fixed=dict(terms.fixed),
         totals=None,
         solver=plan_schema.SolverInfo(backend="none", status="UNSOLVED", wall_time_s=0.0,
                                       options_considered=0, resolution={}),
@@ -622,7 +648,7 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
                      "ram": "activation liveness model; the runtime's own RAM as the spec "
                             "says (see its provenance)"},
         ram_steps=ram_steps,
-        weights_in_ram=ctx.problem.weights_in_ram,
+        weights_in_ram=terms.weights_in_ram,
         channel_groups=[plan_schema.ChannelGroup(
             name=g.name, channels=g.channels, multiple=g.multiple, widths=list(g.widths),
             layers=list(g.layers), consumers=list(g.consumers))

@@ -87,10 +87,9 @@ def _step_extra(plan: Plan) -> tuple[dict[tuple[str, str], float], ...]:
 
 
 def _excluded(alt: Alternative, excluded: set[str]) -> bool:
-    """By full option name (int8+s50), by its precision (int4 also drops int4+s75, int4+w8),
-    or by technique (prune_channels, lowrank, quantize)."""
-    precision = alt.option.split("+", 1)[0]
-    return (alt.option in excluded or precision in excluded
+    """By full option name (int8+s50), by its kernel (int4 also drops int4+s75, int4+w8), or
+    by technique (prune_channels, lowrank, quantize)."""
+    return (alt.option in excluded or alt.kernel in excluded
             or any(t.technique in excluded for t in alt.techniques))
 
 
