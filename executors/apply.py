@@ -36,11 +36,11 @@ from techniques.prune import (
     ChannelPruneConfig,
     NMPruneConfig,
     UnstructuredPruneConfig,
-    check_nm,
     prune_channels,
 )
 from techniques.quantize import weight_precision
-from techniques.share import WeightSharingConfig, check_onnx_shared, check_shared, share_config
+from techniques.registry import technique
+from techniques.share import WeightSharingConfig, check_onnx_shared, share_config
 from workloads.data import Dataset, load_dataset
 from workloads.models import LoadedModel
 from workloads.train import evaluate
@@ -290,26 +290,14 @@ def shared_layers(plan: Plan) -> dict[str, WeightSharingConfig]:
     return out
 
 
-def _verify_shared(name: str, cfg: WeightSharingConfig, stored: Any,
-                   in_onnx: dict[str, Any], row: dict[str, Any]) -> list[str]:
-    """A shared layer read back: the image's codebook (bits, at most 2**bits distinct
-    nonzero values) and the runnable ONNX's decoded weights (at most 2**bits distinct)."""
-    most = 2 ** cfg.bits
-    image = check_shared(stored, cfg)
-    row.update({"share_bits": cfg.bits, "image_codebook": None if stored.codebook is None
-                else int(stored.codebook.size), "image_distinct_nonzero":
-                image["distinct_nonzero"], "onnx_distinct_nonzero": in_onnx["distinct_nonzero"]})
-    problems = []
-    if stored.codebook is None or stored.bits != cfg.bits:
-        problems.append(f"{name}: flash image stores no {cfg.bits}-bit codebook "
-                        f"({stored.storage}, {stored.bits} bits)")
-    elif not image["ok"]:
-        problems.append(f"{name}: flash image holds {image['distinct_nonzero']} distinct "
-                        f"nonzero weights, more than 2**{cfg.bits} = {most}")
+def _verify_onnx_shared(name: str, cfg: WeightSharingConfig, in_onnx: dict[str, Any],
+                        row: dict[str, Any]) -> list[str]:
+    """A shared layer's decoded weights in the runnable ONNX: at most 2**bits distinct."""
+    row["onnx_distinct_nonzero"] = in_onnx["distinct_nonzero"]
     if not in_onnx["ok"]:
-        problems.append(f"{name}: ONNX weight holds {in_onnx['distinct_nonzero']} distinct "
-                        f"nonzero values, more than 2**{cfg.bits} = {most}")
-    return problems
+        return [f"{name}: ONNX weight holds {in_onnx['distinct_nonzero']} distinct nonzero "
+                f"values, more than 2**{cfg.bits} = {2 ** cfg.bits}"]
+    return []
 
 
 def _sparsity(techniques: list[Any]) -> float:
@@ -366,22 +354,16 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
         if f is None or f.option != weights:
             problems.append(f"{name}: flash image stores {f.option if f else 'nothing'}, plan "
                             f"says {weights}")
-        elif f.zero_fraction + 1e-9 < _sparsity(lp.techniques):
-            problems.append(f"{name}: image holds {100 * f.zero_fraction:.1f} % zeros, plan "
-                            f"prunes {100 * _sparsity(lp.techniques):.0f} %")
         elif f.weight_bytes + f.bias_bytes + f.header_bytes != lp.cost.flash_bytes:
             problems.append(f"{name}: image holds {f.weight_bytes + f.bias_bytes} B + a "
                             f"{f.header_bytes} B header entry, plan predicted "
                             f"{lp.cost.flash_bytes:.0f} B")
-        if f is not None and name in shared:
-            problems += _verify_shared(name, shared[name], f, onnx_shared[name], row)
-        nm = next((t for t in lp.techniques if isinstance(t, NMPruneConfig)), None)
-        if f is not None and nm is not None:  # the pattern, group by group, from the image
-            pattern = check_nm(f.weight, nm)
-            row["nm_compliant_groups"] = f"{pattern['compliant_groups']}/{pattern['groups']}"
-            if not pattern["compliant"]:
-                problems.append(f"{name}: {pattern['groups'] - pattern['compliant_groups']} "
-                                f"groups of the image break the {pattern['pattern']} pattern")
+        for cfg in lp.techniques if f is not None else ():  # each technique's own check
+            check = technique(cfg).verify_image
+            if check is not None:
+                problems += check(name, cfg, f, row)
+        if name in shared:
+            problems += _verify_onnx_shared(name, shared[name], onnx_shared[name], row)
     channels, channel_problems = check_channels_in_onnx(plan, in_onnx)
     problems += channel_problems
     # layer costs hold their blobs and header entries; the plan's fixed part the framing

@@ -140,9 +140,13 @@ class Technique:
     kernel's own quantisation, channel pruning offered per coupled group). apply_layer:
     ``(module, config, layer name) -> module`` in torch, the module itself or its replacement,
     for a factorised layer every factor (None: not applied layer by layer -- quantisation is
-    simulated by hooks, channel pruning is model-level)."""
+    simulated by hooks, channel pruning is model-level). verify_image: ``(layer name, config,
+    the layer as read back from the flash image, the report row) -> problems``: that the
+    technique is really in the stored weights (it may add columns to the row; None: apply's
+    shared checks -- stored form, bytes, ONNX node -- are all it needs)."""
 
     name: str
     config: type
     offer: OfferFn | None = None
     apply_layer: Callable[[Any, Any, str], Any] | None = None
+    verify_image: Callable[[str, Any, Any, dict[str, Any]], list[str]] | None = None

@@ -740,9 +740,28 @@ def _apply_layer(executor: Callable[[Any, Any], Any]) -> Callable[[Any, Any, str
     return apply
 
 
+def _verify_zeros(name: str, config: UnstructuredPruneConfig, stored: Any,
+                  row: dict[str, Any]) -> list[str]:
+    if stored.zero_fraction + 1e-9 < config.sparsity:
+        return [f"{name}: image holds {100 * stored.zero_fraction:.1f} % zeros, plan prunes "
+                f"{100 * config.sparsity:.0f} %"]
+    return []
+
+
+def _verify_pattern(name: str, config: NMPruneConfig, stored: Any, row: dict[str, Any]
+                    ) -> list[str]:
+    """The N:M pattern, group by group, from the stored weights."""
+    pattern = check_nm(stored.weight, config)
+    row["nm_compliant_groups"] = f"{pattern['compliant_groups']}/{pattern['groups']}"
+    if not pattern["compliant"]:
+        return [f"{name}: {pattern['groups'] - pattern['compliant_groups']} groups of the image "
+                f"break the {pattern['pattern']} pattern"]
+    return []
+
+
 UNSTRUCTURED = Technique("prune_unstructured", UnstructuredPruneConfig, offer_unstructured,
-                         _apply_layer(prune_unstructured))
-NM = Technique("prune_nm", NMPruneConfig, offer_nm, _apply_layer(prune_nm))
+                         _apply_layer(prune_unstructured), _verify_zeros)
+NM = Technique("prune_nm", NMPruneConfig, offer_nm, _apply_layer(prune_nm), _verify_pattern)
 CHANNELS = Technique("prune_channels", ChannelPruneConfig)  # model-level: prune_channels
 
 __all__ = [

@@ -600,7 +600,23 @@ def _apply_layer(module: nn.Module, config: WeightSharingConfig, name: str) -> n
     return module
 
 
-SHARE = Technique("share", WeightSharingConfig, offer, _apply_layer)
+def _verify_image(name: str, config: WeightSharingConfig, stored: Any, row: dict[str, Any]
+                  ) -> list[str]:
+    """The image's codebook: its bits, at most 2**bits distinct nonzero values."""
+    image = check_shared(stored, config)
+    row.update({"share_bits": config.bits, "image_codebook": None if stored.codebook is None
+                else int(stored.codebook.size), "image_distinct_nonzero":
+                image["distinct_nonzero"]})
+    if stored.codebook is None or stored.bits != config.bits:
+        return [f"{name}: flash image stores no {config.bits}-bit codebook "
+                f"({stored.storage}, {stored.bits} bits)"]
+    if not image["ok"]:
+        return [f"{name}: flash image holds {image['distinct_nonzero']} distinct nonzero "
+                f"weights, more than 2**{config.bits} = {2 ** config.bits}"]
+    return []
+
+
+SHARE = Technique("share", WeightSharingConfig, offer, _apply_layer, _verify_image)
 
 __all__ = [
     "KeepShared",
