@@ -31,8 +31,7 @@ from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
 from techniques.flash_image import image_overhead_bytes
 from techniques.lowrank import LowRankConfig
-from techniques.option import OfferContext, Option
-from techniques.prune import NMPruneConfig, UnstructuredPruneConfig
+from techniques.option import OfferContext, Option, sized_by_weights
 from techniques.quantize import onnx_option, weight_precision
 from workloads.data import data_hash
 from workloads.models import LoadedModel, weights_sha256
@@ -153,15 +152,12 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
     does the size (:func:`shared_channel_flash_bytes` counts those on the weights apply
     stores)."""
     from techniques.prune import kept_slice
-    from techniques.share import WeightSharingConfig
 
     out = {}
     modules = dict(module.named_modules())
     for layer, opts in options.items():
         for name, configs in opts.items():
-            share = next((c for c in configs if isinstance(c, WeightSharingConfig)), None)
-            if share is None and not any(isinstance(c, UnstructuredPruneConfig | NMPruneConfig)
-                                         for c in configs):
+            if not sized_by_weights(configs):
                 continue
             shape = (shapes or {}).get((layer, name))
             source = modules[layer] if shape is None else kept_slice(modules[layer], shape)

@@ -115,8 +115,8 @@ class Option:
 
     @property
     def stored_from_weights(self) -> bool:
-        """Its stored size depends on the weights' values (sparse or shared)."""
-        return self.sparsity > 0 or self.has("share")
+        """Its stored size depends on the weights' values (a technique sized by weights)."""
+        return sized_by_weights(self.techniques)
 
     def per_layer(self) -> list[Any]:
         """The configs applied layer by layer (all but channel pruning, a model-level step)."""
@@ -143,10 +143,21 @@ class Technique:
     simulated by hooks, channel pruning is model-level). verify_image: ``(layer name, config,
     the layer as read back from the flash image, the report row) -> problems``: that the
     technique is really in the stored weights (it may add columns to the row; None: apply's
-    shared checks -- stored form, bytes, ONNX node -- are all it needs)."""
+    shared checks -- stored form, bytes, ONNX node -- are all it needs). sized_by_weights:
+    the stored size depends on the weights' values (zeros, a codebook), so the planner counts
+    it on the real weights (the flash image writer's exact bytes) and offers it only when they
+    are at hand."""
 
     name: str
     config: type
     offer: OfferFn | None = None
     apply_layer: Callable[[Any, Any, str], Any] | None = None
     verify_image: Callable[[str, Any, Any, dict[str, Any]], list[str]] | None = None
+    sized_by_weights: bool = False
+
+
+def sized_by_weights(configs: Any) -> bool:
+    """Whether some config's technique is sized on the real weights (Technique.sized_by_weights)."""
+    from techniques.registry import technique
+
+    return any(technique(c).sized_by_weights for c in configs)

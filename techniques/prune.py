@@ -760,8 +760,9 @@ def _verify_pattern(name: str, config: NMPruneConfig, stored: Any, row: dict[str
 
 
 UNSTRUCTURED = Technique("prune_unstructured", UnstructuredPruneConfig, offer_unstructured,
-                         _apply_layer(prune_unstructured), _verify_zeros)
-NM = Technique("prune_nm", NMPruneConfig, offer_nm, _apply_layer(prune_nm), _verify_pattern)
+                         _apply_layer(prune_unstructured), _verify_zeros, sized_by_weights=True)
+NM = Technique("prune_nm", NMPruneConfig, offer_nm, _apply_layer(prune_nm), _verify_pattern,
+               sized_by_weights=True)
 CHANNELS = Technique("prune_channels", ChannelPruneConfig)  # model-level: prune_channels
 
 __all__ = [

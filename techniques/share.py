@@ -616,7 +616,8 @@ def _verify_image(name: str, config: WeightSharingConfig, stored: Any, row: dict
     return []
 
 
-SHARE = Technique("share", WeightSharingConfig, offer, _apply_layer, _verify_image)
+SHARE = Technique("share", WeightSharingConfig, offer, _apply_layer, _verify_image,
+                  sized_by_weights=True)
 
 __all__ = [
     "KeepShared",
