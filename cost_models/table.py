@@ -17,7 +17,7 @@ class OptionCost:
     act_bytes: float  # bytes per activation element of tensors this layer owns (x kept
     # fraction of its output channels)
     acc_loss: float  # from the accuracy estimator (see CostTable.accuracy)
-    widths: tuple[tuple[str, int], ...] = ()  # channel groups' kept widths (OptionSpec.widths)
+    widths: tuple[tuple[str, int], ...] = ()  # channel groups' kept widths (Option.widths)
     in_act_bytes: float | None = None  # bytes per element of the model input it may own
     mac_fraction: float = 1.0  # kept fraction of the layer's MACs (channel pruning)
     base: str = ""  # the full-width option of the same kernel ("" = itself)

@@ -1,7 +1,8 @@
 """Technique: low-rank factorisation -- truncated SVD for Linear, Tucker-2 for Conv2d.
 
-One technique = one config + executor + check + cost delta (the pattern of
-:mod:`techniques.prune`). Importing this module imports neither torch nor tensorly (the executors
+One technique = one file: the frozen config (what plan.json stores), its offers, its cost
+delta, its torch executor, its check, and its registry entry (:mod:`techniques.registry`).
+Importing this module imports neither torch nor tensorly (the executors
 import them lazily); ranks, checks and cost deltas are numpy.
 
 * ``nn.Linear(in, out)`` with rank ``r`` becomes ``nn.Sequential(Linear(in, r, bias=False),

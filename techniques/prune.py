@@ -1,7 +1,8 @@
 """Technique: pruning -- unstructured magnitude, N:M, and structured output-channel pruning.
 
-One technique = one config + executor + check + cost delta (the pattern of
-:mod:`techniques.quantize`). Importing this module does not import torch: the torch executors
+One technique = one file: the frozen config (what plan.json stores), its offers, its cost
+delta, its torch executor, its check, and its registry entry (:mod:`techniques.registry`).
+Importing this module does not import torch: the torch executors
 import it (and Torch-Pruning) lazily; the mask arithmetic, checks and cost deltas are numpy.
 
 * ``prune_unstructured`` (:class:`UnstructuredPruneConfig`) -- zero the ``round(sparsity * n)``

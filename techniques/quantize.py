@@ -4,9 +4,9 @@ Weights: fp16, or per-channel integer codes at 8, 6, 4, 3 or 2 bits, symmetric (
 asymmetric with a zero point (``symmetric=False``, stored as ``uint<b>``). Activations: float,
 int8 (w8a8, static QDQ) or int16 (w8a16).
 
-One technique = one module: the frozen config (what the plan stores), the torch executor that
-applies it as fake quantisation for accuracy evaluation, and the check that reads an artifact and
-confirms the precision is really there. The exact number formats live in quant_math, shared with
+One technique = one file: the frozen config (what the plan stores), the config a kernel runs
+(:func:`kernel_config`: quantisation is offered per kernel, not per technique), the torch
+executor that applies it as fake quantisation for accuracy evaluation, and its registry entry. The exact number formats live in quant_math, shared with
 the ONNX writer and the flash image.
 """
 

@@ -1,7 +1,8 @@
 """Technique: weight sharing -- per-layer k-means codebooks (Deep Compression's second stage).
 
-One technique = one config + executor + check + cost delta (the pattern of
-:mod:`techniques.prune`). Importing this module does not import torch; the k-means, the stored
+One technique = one file: the frozen config (what plan.json stores), its offers, its cost
+delta, its torch executor, its check, and its registry entry (:mod:`techniques.registry`).
+Importing this module does not import torch; the k-means, the stored
 format, the checks and the cost delta are numpy.
 
 * :func:`share_module` (:class:`WeightSharingConfig`) -- cluster one layer's *nonzero* weights
