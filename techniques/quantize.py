@@ -6,8 +6,8 @@ int8 (w8a8, static QDQ) or int16 (w8a16).
 
 One technique = one file: the frozen config (what the plan stores), the config a kernel runs
 (:func:`kernel_config`: quantisation is offered per kernel, not per technique), the torch
-executor that applies it as fake quantisation for accuracy evaluation, and its registry entry. The exact number formats live in quant_math, shared with
-the ONNX writer and the flash image.
+executor that applies it as fake quantisation for accuracy evaluation, and its registry entry.
+The exact number formats live in quant_math, shared with the ONNX writer and the flash image.
 """
 
 from __future__ import annotations
