@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_serializer, field_validator
+from pydantic import Field, WithJsonSchema, field_serializer, field_validator
 
 from device_specs.catalog import target_relative_to
 from device_specs.quantities import Strict
@@ -27,14 +27,19 @@ LIMIT_FAMILIES: dict[str, units.Family] = {
 }
 
 
+LimitValue = Annotated[float | None, WithJsonSchema(
+    {"anyOf": [*units.QUANTITY_JSON_SCHEMA["anyOf"], {"type": "null"}]}, mode="validation")]
+"""A limit as written: a number in canonical units, a string with a unit, or null."""
+
+
 class Limits(Strict):
     """Hard limits. Written with units (`30ms`, `256KiB`, `5mJ`, `1pp`); stored canonically."""
 
-    latency: float | None = Field(default=None, description="per inference, e.g. '30ms', '0.5s'")
-    flash: float | None = Field(default=None, description="model + runtime storage, e.g. '1MB'")
-    ram: float | None = Field(default=None, description="peak RAM, e.g. '256KiB'")
-    energy: float | None = Field(default=None, description="per inference, e.g. '5mJ'")
-    accuracy_drop: float | None = Field(
+    latency: LimitValue = Field(default=None, description="per inference, e.g. '30ms', '0.5s'")
+    flash: LimitValue = Field(default=None, description="model + runtime storage, e.g. '1MB'")
+    ram: LimitValue = Field(default=None, description="peak RAM, e.g. '256KiB'")
+    energy: LimitValue = Field(default=None, description="per inference, e.g. '5mJ'")
+    accuracy_drop: LimitValue = Field(
         default=None, description="percentage points, e.g. '1pp' ('1%' is read as points)"
     )
 

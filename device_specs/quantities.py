@@ -8,9 +8,9 @@ is exactly one of `source: <key from shared/reference/devices.md or URL>`, `deri
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, WithJsonSchema, model_validator
 
 from edgefit_common import units
 from edgefit_common.errors import UnitError
@@ -28,7 +28,7 @@ class Sourced(Strict):
     family: ClassVar[units.Family | None] = None
     default_unit: ClassVar[str | None] = None
 
-    value: float
+    value: Annotated[float, WithJsonSchema(units.QUANTITY_JSON_SCHEMA, mode="validation")]
     source: str | None = None
     derived: str | None = None
     measured: str | None = None

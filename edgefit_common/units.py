@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from edgefit_common.errors import UnitError
 
@@ -221,3 +222,12 @@ def fmt_mj(value: float) -> str:
 
 def fmt_rate(value: float) -> str:
     return format_quantity(value, RATE, digits=3)
+
+
+QUANTITY_JSON_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "number"},
+    {"type": "string", "pattern": r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+                                  r"\s*[A-Za-z%/\u00b5]*\s*$"},
+]}
+"""How a quantity is written in a file, for the JSON Schemas: a number in the field's canonical
+unit, or a string with a unit ("30ms", "256KiB", "64MHz"); :func:`parse` checks the rest."""
