@@ -79,7 +79,7 @@ models run as onnxruntime runs them by default. Notably onnxruntime fuses Dequan
 MatMul into ``MatMulNBits`` with ``accuracy_level`` 4, which quantises the activations to int8
 inside the kernel; ``session.qdq_matmulnbits_accuracy_level`` 0 keeps them float32, but its
 kernels were many times slower here for 2/3/6/8-bit weights and slower than fp32 for 4-bit.
-(Accuracy is evaluated at level 0, weight-only: ``techniques.onnx_quant.ORT_SESSION_CONFIG``.)
+(Accuracy is evaluated at level 0, weight-only: ``techniques.onnx.writer.ORT_SESSION_CONFIG``.)
 Every session takes :func:`session_config`: this plus what the CPU's int8 kernels need."""
 
 QDQ_INT8_ALLOWED = "session.qdqisint8allowed"

@@ -46,7 +46,7 @@ from cost_models.table import CostTable
 from edgefit.planning import held_tensors
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.paths import cache_dir
-from techniques.onnx_quant import quantize_onnx
+from techniques.onnx.writer import quantize_onnx
 from workloads.data import load_dataset
 from workloads.fuse import fuse_bn
 from workloads.mobilenet import MobileNetV2Small

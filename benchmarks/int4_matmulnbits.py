@@ -7,9 +7,9 @@ Three single-layer models per shape, the same int4 codes and per-channel scales
   matmulnbits DequantizeLinear(int4 (K, N), axis 1) -> MatMul -> Add, which onnxruntime fuses
               into MatMulNBits (checked on the optimized graph; accuracy_level 0)
 Shapes: LeNet-300-100's fc1 (K=784, N=300) at batch 1 and 32, and a MiniLM-sized FFN layer
-(K=384, N=1536) on 32 tokens. Sessions use techniques.onnx_quant.ort_session_options with a fixed
-thread count (default 1). The variants run round-robin (each round times `--iters` calls of every
-variant) so machine load drifts hit all three alike; the table shows medians over rounds.
+(K=384, N=1536) on 32 tokens. Sessions use techniques.onnx.writer.ort_session_options with a
+fixed thread count (default 1). The variants run round-robin (each round times `--iters` calls of
+every variant) so machine load drifts hit all three alike; the table shows medians over rounds.
 
 Run: .venv/bin/python benchmarks/int4_matmulnbits.py [--threads 1] [--rounds 30] [--iters 200]
 """
@@ -27,7 +27,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from formats import quant_math as qm
-from techniques.onnx_quant import ort_session_options
+from techniques.onnx.writer import ort_session_options
 
 SHAPES = (("lenet300 fc1", 1, 784, 300), ("lenet300 fc1", 32, 784, 300),
           ("minilm ffn1", 32, 384, 1536))  # (name, M rows, K in, N out)

@@ -2,11 +2,11 @@
 
 For each architecture, three ONNX files of the same model:
   fp32      the export as it is;
-  ort-qdq   techniques.onnx_quant's static int8 QDQ model with the QLinear rewrite switched off:
+  ort-qdq   techniques.onnx's static int8 QDQ model with the QLinear rewrite switched off:
             what onnxruntime makes of quantize_static's output by itself (it fuses
             DQ -> op -> Q only where the input's QuantizeLinear has a single reader);
   edgefit   the same codes and scales with every complete int8 MatMul / Conv group written as
-            QLinearMatMul / QLinearConv on uint8 input codes (onnx_quant._qlinear_form).
+            QLinearMatMul / QLinearConv on uint8 input codes (techniques.onnx.int8.qlinear_form).
 Reported per file: median latency (1 thread, opt level all, edgefit's session options), the
 ratio to fp32 measured in the same run, how many weighted nodes the optimised graph still runs
 as a float op on a dequantised weight, and the output difference of edgefit vs ort-qdq (the same
@@ -33,7 +33,7 @@ import cost_model_accuracy as cma  # noqa: E402 (benchmarks/ is the script's dir
 
 from cost_models.export import export_fp32  # noqa: E402
 from edgefit_common.fsutil import atomic_write_text  # noqa: E402
-from techniques import onnx_quant  # noqa: E402
+from techniques.onnx import writer  # noqa: E402
 
 VARIANTS = ("fp32", "ort-qdq", "edgefit")
 FLOAT_WEIGHTED = ("Conv", "FusedConv", "MatMul", "FusedMatMul", "Gemm", "FusedGemm")
@@ -47,18 +47,18 @@ def _build(arch: cma.Architecture, tmp: Path) -> tuple[dict[str, Path], np.ndarr
     paths = {v: tmp / f"{v}.onnx" for v in VARIANTS}
     export_fp32(model, arch.input_shape, paths["fp32"])
     options = dict.fromkeys(graph.layer_names, "int8")
-    onnx_quant.quantize_onnx(paths["fp32"], paths["edgefit"], options, calib)
-    rewrite = onnx_quant._qlinear_form
-    onnx_quant._qlinear_form = lambda model, full: None  # type: ignore[assignment]
+    writer.quantize_onnx(paths["fp32"], paths["edgefit"], options, calib)
+    rewrite = writer.qlinear_form
+    writer.qlinear_form = lambda model, full: None  # type: ignore[assignment]
     try:
-        onnx_quant.quantize_onnx(paths["fp32"], paths["ort-qdq"], options, calib)
+        writer.quantize_onnx(paths["fp32"], paths["ort-qdq"], options, calib)
     finally:
-        onnx_quant._qlinear_form = rewrite  # type: ignore[assignment]
+        writer.qlinear_form = rewrite  # type: ignore[assignment]
     return paths, calib[:1]
 
 
 def _session(path: Path, threads: int, optimized: Path | None = None) -> ort.InferenceSession:
-    so = onnx_quant.ort_session_options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL, threads)
+    so = writer.ort_session_options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL, threads)
     so.log_severity_level = 3
     if optimized is not None:
         so.optimized_model_filepath = str(optimized)

@@ -2,7 +2,7 @@
 
 The same estimator as :func:`cost_models.accuracy.measured_output_kl` -- mean KL(fp32 ||
 quantised) of the softmax outputs with one layer at one option and every other layer fp32 -- but
-the quantised model is the real rewritten ONNX (:func:`techniques.onnx_quant.quantize_onnx`) run
+the quantised model is the real rewritten ONNX (:func:`techniques.onnx.writer.quantize_onnx`) run
 by onnxruntime, not a torch fake-quant copy. Nothing here imports torch.
 
 Batch: a model with a dynamic batch dimension runs in chunks of :data:`PREDICT_BATCH` samples;
@@ -21,8 +21,8 @@ import numpy as np
 
 from cost_models.estimate import AccuracyEstimate
 from edgefit_common.errors import DataError, PlanError
-from techniques.onnx_quant import ONNX_OPTIONS as OPTIONS
-from techniques.onnx_quant import ort_session_options, quantize_onnx
+from techniques.onnx.writer import ONNX_OPTIONS as OPTIONS
+from techniques.onnx.writer import ort_session_options, quantize_onnx
 
 PREDICT_BATCH = 256
 CALIBRATION_SAMPLES = 128

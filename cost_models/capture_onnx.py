@@ -3,7 +3,7 @@
 Two steps, so that the plan, the cost model and the quantiser all see the same node names:
 
 * :func:`workloads.onnx_model.prepare_onnx` validates the user's file, names every planned node
-  and writes a copy that satisfies :mod:`techniques.onnx_quant`'s input contract
+  and writes a copy that satisfies :mod:`techniques.onnx.writer`'s input contract
   (``edgefit.layers`` metadata).
 * :func:`capture_onnx` reads a prepared copy and builds the LayerGraph from ONNX shape
   inference.
@@ -138,7 +138,7 @@ def _bias_adds(graph: onnx.GraphProto, planned: set[str],
                consumers: dict[str, list[onnx.NodeProto]], inits: dict[str, onnx.TensorProto]
                ) -> tuple[dict[int, str], dict[str, int]]:
     """({id(Add node): layer}, {layer: bias numel}): the Add holding a MatMul layer's bias
-    (same rule as onnx_quant._Graph.bias_input)."""
+    (same rule as techniques.onnx.graph.Graph.bias_input)."""
     graph_outputs = {o.name for o in graph.output}
     bias_add: dict[int, str] = {}
     layer_bias: dict[str, int] = {}

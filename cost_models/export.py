@@ -1,5 +1,5 @@
 """The fp32 ONNX every measurement and every apply starts from: the dynamo exporter, each planned
-node named after its torch module (:func:`techniques.onnx_quant.name_nodes_by_module`)."""
+node named after its torch module (:func:`techniques.onnx.names.name_nodes_by_module`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from cost_models.capture import flat_modules
 from edgefit_common.fsutil import atomic_path
-from techniques.onnx_quant import name_nodes_by_module
+from techniques.onnx.names import name_nodes_by_module
 
 if TYPE_CHECKING:
     from torch import nn

@@ -48,7 +48,7 @@ from cost_models.profile_cache import (
     ProfileCache,
 )
 from edgefit_common.errors import PlanError
-from techniques.onnx_quant import GRAPH_FORM_VERSION
+from techniques.onnx.writer import GRAPH_FORM_VERSION
 
 if TYPE_CHECKING:
     from cost_models.table import CostTable
@@ -249,7 +249,7 @@ def _build(option: str, fp32: Path, out_dir: Path, layers: Sequence[str],
            calibration: np.ndarray) -> Path:
     if option == "fp32":
         return fp32
-    from techniques.onnx_quant import quantize_onnx
+    from techniques.onnx.writer import quantize_onnx
 
     path = out_dir / f"model.{option}.onnx"
     quantize_onnx(fp32, path, {name: option for name in layers}, calibration)
@@ -279,7 +279,7 @@ def profile_host(
     is measured once and every layer's row is (re)written.
     """
     global profiled_models
-    from techniques.onnx_quant import ONNX_OPTIONS as OPTIONS
+    from techniques.onnx.writer import ONNX_OPTIONS as OPTIONS
 
     unknown = [o for o in options if o not in OPTIONS]
     if unknown:

@@ -177,7 +177,7 @@ def boundary_copies(graph: LayerGraph, table: CostTable, picks: Mapping[str, str
 def _float_activation_copies(graph: LayerGraph, table: CostTable,
                              steps: list[dict[tuple[str, str], float]]) -> None:
     """A ReLU / ReLU6 after an int8 (w8a8) layer runs in float between DequantizeLinear and
-    QuantizeLinear (symmetric activation codes cannot fold the clip; techniques.onnx_quant):
+    QuantizeLinear (symmetric activation codes cannot fold the clip; techniques.onnx.int8):
     the fp32 copy of the layer's output is live beside its int8 codes at that step. Needs the
     runtime-memory probe (Profile.int8_conv_paths), like the kernel scratch."""
     mem = table.memory

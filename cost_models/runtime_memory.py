@@ -87,7 +87,7 @@ def kernel_scratch_bytes(layer: Layer, kernel: Kernel, memory: RuntimeMemory,
 
 def int8_float_output(layer: Layer, kernel: Kernel, memory: RuntimeMemory) -> bool:
     """An int8 Linear over token rows is written as QLinearMatMul, which has no bias input
-    (techniques.onnx_quant): DequantizeLinear turns its codes to fp32 and the bias is added in
+    (techniques.onnx.int8): DequantizeLinear turns its codes to fp32 and the bias is added in
     float, so what its consumers read is an fp32 tensor. (A Linear on one row is a Gemm,
     which onnxruntime fuses into QGemm, bias inside: its consumers read codes.) On a QDQ
     runtime with the int8 memory probe (Profile.qdq_fp32_boundaries, int8_conv_paths)."""
@@ -151,6 +151,6 @@ def dequantized_kernel(kernel: Kernel) -> bool:
 
 def copies_weight(layer: Layer) -> bool:
     """Whether a dequantised weight is materialised: a conv takes the fp32 copy; a Linear is
-    written as MatMul (techniques.onnx_quant), which onnxruntime fuses with its
+    written as MatMul (techniques.onnx.matmulnbits), which onnxruntime fuses with its
     DequantizeLinear into MatMulNBits (reads the packed codes directly)."""
     return layer.op_class != "linear"

@@ -31,7 +31,8 @@ from techniques.lowrank import (
     lowrank_config,
     onnx_ranks,
 )
-from techniques.onnx_quant import inspect_onnx, quantize_onnx
+from techniques.onnx.inspect import inspect_onnx
+from techniques.onnx.writer import quantize_onnx
 from techniques.prune import (
     ChannelPruneConfig,
     NMPruneConfig,
@@ -52,7 +53,7 @@ FLASH_TOLERANCE_BYTES = 1024  # the issue's criterion; the prediction is meant t
 def onnx_outputs(path: Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
-    from techniques.onnx_quant import ort_session_options
+    from techniques.onnx.writer import ort_session_options
 
     sess = ort.InferenceSession(str(path), ort_session_options(),
                                 providers=["CPUExecutionProvider"])

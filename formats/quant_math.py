@@ -1,7 +1,7 @@
 """The one definition of edgefit's stored number formats (numpy only, no torch).
 
 Everything that quantises a weight -- the torch fake-quant, the ONNX writer
-(:mod:`techniques.onnx_quant`) and the flash image (:mod:`techniques.flash_image`) -- calls these
+(:mod:`techniques.onnx`) and the flash image (:mod:`techniques.flash_image`) -- calls these
 functions, so the three agree bit for bit.
 
 Formats:

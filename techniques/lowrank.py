@@ -453,20 +453,20 @@ def onnx_ranks(path: Path, layers: dict[str, str]) -> dict[str, dict[str, Any]]:
     output channels of its factor nodes' weights (traced through Cast/DequantizeLinear)."""
     import onnx
 
-    from techniques.onnx_quant import _Graph, _trace, _weight_axis, weight_input
+    from techniques.onnx.graph import Graph, trace, weight_axis, weight_input
 
-    g = _Graph(onnx.load(str(path)).graph)
+    g = Graph(onnx.load(str(path)).graph)
     out: dict[str, dict[str, Any]] = {}
     for layer, op_type in layers.items():
         outs, ins = [], []
         for name in factor_names(layer, op_type):
             node = g.by_name.get(name)
-            init = _trace(g, weight_input(node))[0] if node is not None else None
+            init = trace(g, weight_input(node))[0] if node is not None else None
             if node is None or init is None:
                 raise PlanError(f"{path}: no weighted node {name!r} for factorised layer "
                                 f"{layer!r}")
             dims = tuple(int(d) for d in init.dims)
-            axis = _weight_axis(node, np.zeros(dims, dtype=np.int8))
+            axis = weight_axis(node, np.zeros(dims, dtype=np.int8))
             outs.append(dims[axis])
             ins.append(dims[1 - axis] if len(dims) == 2 else dims[1])
         out[layer] = ranks_from_out_channels(op_type, outs, ins[0])

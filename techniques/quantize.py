@@ -103,7 +103,7 @@ def weight_precision(techniques: Sequence[Any]) -> str:
 
 
 def onnx_option(configs: Sequence[Any]) -> str:
-    """The storage/graph form of a layer in the runnable ONNX (techniques.onnx_quant options)."""
+    """The storage/graph form of a layer in the runnable ONNX (techniques.onnx.writer options)."""
     from edgefit_common.errors import PlanError
 
     cfg = quantize_config(configs)

@@ -204,23 +204,17 @@ def check_onnx_shared(path: Any, configs: Mapping[str, WeightSharingConfig]
     """Read each shared layer's weight back from an ONNX file (the initializer its node reads,
     through any Cast / DequantizeLinear): :func:`check_shared` of the stored values, so
     ``ok`` says the runnable model really holds at most ``2**bits`` distinct nonzero values."""
-    from techniques.onnx_quant import (
-        _Graph,
-        _init_values,
-        _layer_node,
-        _load,
-        _trace,
-        weight_input,
-    )
+    from techniques.onnx.graph import Graph, layer_node, load_model, trace, weight_input
+    from techniques.onnx.inspect import init_values
 
-    model = _load(path)
-    g = _Graph(model.graph)
+    model = load_model(path)
+    g = Graph(model.graph)
     out = {}
     for layer, cfg in configs.items():
-        init, _ = _trace(g, weight_input(_layer_node(g, layer, str(path))))
+        init, _ = trace(g, weight_input(layer_node(g, layer, str(path))))
         if init is None:
             raise PlanError(f"{path}: weight of layer {layer!r} is not stored as an initializer")
-        out[layer] = check_shared(_init_values(init), cfg)
+        out[layer] = check_shared(init_values(init), cfg)
     return out
 
 

@@ -18,7 +18,7 @@ Module names (the plan's layer keys) are stable and readable::
 :func:`fuse_bn` folds every BatchNorm into the conv before it and replaces the BatchNorm by
 ``nn.Identity``, so the names above stay the names of the (now biased) convs. That matters for
 export: the dynamo ONNX exporter folds BN into Conv itself and names the fused node after the
-BatchNorm module (``stem.bn``), which breaks ``techniques.onnx_quant.name_nodes_by_module``; after
+BatchNorm module (``stem.bn``), which breaks ``techniques.onnx.names.name_nodes_by_module``; after
 ``fuse_bn`` there is no BatchNorm left to fold and each Conv node keeps its conv's name.
 """
 

@@ -17,7 +17,7 @@ from cost_models.capture import capture
 from cost_models.capture_onnx import LAYERS_KEY, capture_onnx, prepare_onnx
 from cost_models.graph import LayerGraph
 from edgefit_common.errors import ModelLoadError
-from techniques.onnx_quant import inspect_onnx
+from techniques.onnx.inspect import inspect_onnx
 from workloads.zoo import LeNet5
 
 _FIELDS = ("op_class", "params", "weight_numel", "bias_numel", "out_channels", "macs",
@@ -90,7 +90,7 @@ def test_prepare_is_idempotent_and_fits_the_quantiser(prepared_lenet, tmp_path: 
     prepared, names = prepared_lenet
     again = tmp_path / "again.onnx"
     assert prepare_onnx(prepared, again) == names
-    assert list(inspect_onnx(again)) == names  # onnx_quant reads the naming contract
+    assert list(inspect_onnx(again)) == names  # techniques.onnx reads the naming contract
 
 
 # --------------------------------------------------------------------------------------------

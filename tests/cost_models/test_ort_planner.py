@@ -73,7 +73,7 @@ def test_the_replay_is_the_arena_peak(tmp_path: Path, option: str) -> None:
     from cost_models.export import export_fp32
     from cost_models.ort_memory import measure_arena
     from cost_models.ort_planner import replay
-    from techniques.onnx_quant import quantize_onnx
+    from techniques.onnx.writer import quantize_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(),

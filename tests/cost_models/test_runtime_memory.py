@@ -199,7 +199,7 @@ def test_host_terms_match_onnxruntimes_arena(tmp_path: Path, picks: dict[str, st
         _probe_matmul_scratch,
     )
     from cost_models.ort_memory import measure_arena
-    from techniques.onnx_quant import quantize_onnx
+    from techniques.onnx.writer import quantize_onnx
 
     torch.manual_seed(0)
     model = torch.nn.Sequential()

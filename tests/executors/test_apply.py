@@ -7,7 +7,7 @@ import json
 import pytest
 
 from techniques.flash_image import image_overhead_bytes, payload_bytes, read_flash_image
-from techniques.onnx_quant import inspect_onnx
+from techniques.onnx.inspect import inspect_onnx
 from techniques.quantize import onnx_option, weight_precision
 
 

@@ -12,7 +12,7 @@ from device_specs.budget import Budget
 from edgefit.applying import apply_plan
 from edgefit.planning import make_plan
 from techniques.flash_image import read_flash_image
-from techniques.onnx_quant import inspect_onnx
+from techniques.onnx.inspect import inspect_onnx
 from techniques.quantize import onnx_option
 from workloads.train import pretrained
 

@@ -138,7 +138,8 @@ def test_cost_table_flash_exact_and_gather_latency_small(model) -> None:
 def test_onnx_gather_form_equals_fake_quant(model, ids, fp32_onnx, tmp_path, option) -> None:
     from executors.apply import onnx_outputs
     from techniques.fakequant import quantized_copy
-    from techniques.onnx_quant import inspect_onnx, quantize_onnx
+    from techniques.onnx.inspect import inspect_onnx
+    from techniques.onnx.writer import quantize_onnx
 
     out = tmp_path / f"{option}.onnx"
     quantize_onnx(fp32_onnx, out, {"word": option, "pos": option}, ids)
@@ -176,8 +177,10 @@ def test_no_whole_table_decode_and_static_int8_layers_alongside(model, ids, fp32
     import onnx
 
     from executors.apply import onnx_outputs
+    from formats.onnx_io import OPTIONS_KEY
     from techniques.fakequant import quantized_copy
-    from techniques.onnx_quant import OPTIONS_KEY, inspect_onnx, quantize_onnx
+    from techniques.onnx.inspect import inspect_onnx
+    from techniques.onnx.writer import quantize_onnx
 
     out = tmp_path / "mixed.onnx"
     options = {"word": "int4", "pos": "int8a16", "head": "int8"}

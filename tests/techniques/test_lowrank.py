@@ -186,7 +186,8 @@ def test_factorised_onnx_matches_torch_and_carries_the_rank(tiny, tmp_path: Path
     from cost_models.export import export_fp32
     from executors.apply import onnx_outputs
     from techniques.fakequant import pruned_copy
-    from techniques.onnx_quant import inspect_onnx, quantize_onnx
+    from techniques.onnx.inspect import inspect_onnx
+    from techniques.onnx.writer import quantize_onnx
 
     plan = {"conv": [L.LowRankConfig(rank=5, rank_in=2)], "fc1": [L.LowRankConfig(rank=7)]}
     model = pruned_copy(tiny, plan)

@@ -387,7 +387,7 @@ def test_fused_export_names_every_conv(mobilenet, tmp_path):
     import onnx
 
     from cost_models.export import export_fp32
-    from techniques.onnx_quant import LAYERS_KEY
+    from formats.onnx_io import LAYERS_KEY
 
     path = tmp_path / "m.onnx"
     export_fp32(fuse_bn(mobilenet), SAMPLE, path)

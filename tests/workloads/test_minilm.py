@@ -150,7 +150,7 @@ def test_capture_sees_3_tables_and_36_linear_layers(model):
 def test_onnx_export_matches_torch(ids, tmp_path):
     from cost_models.export import export_fp32
     from executors.apply import onnx_outputs
-    from techniques.onnx_quant import inspect_onnx
+    from techniques.onnx.inspect import inspect_onnx
 
     one_block = minilm.load_minilm(layers=1)  # the exporter's time grows with the graph
     path = tmp_path / "minilm.onnx"

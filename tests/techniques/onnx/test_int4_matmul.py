@@ -1,4 +1,4 @@
-"""techniques.onnx_quant: int4 Linear layers run as MatMulNBits; int4 + int8 mixes load.
+"""techniques.onnx: int4 Linear layers run as MatMulNBits; int4 + int8 mixes load.
 
 A. A torch Linear on a 2-D input exports as Gemm(transB=1); its int4 form is rewritten to
    DequantizeLinear(W^T codes, axis 1) -> MatMul (+ Add), which onnxruntime fuses into
@@ -22,13 +22,10 @@ from onnx import helper, numpy_helper
 
 from edgefit_measure import u8s8_exact
 from formats import quant_math as qm
-from techniques import onnx_quant
-from techniques.onnx_quant import (
-    inspect_onnx,
-    name_nodes_by_module,
-    ort_session_options,
-    quantize_onnx,
-)
+from techniques.onnx import int8, writer
+from techniques.onnx.inspect import inspect_onnx
+from techniques.onnx.names import name_nodes_by_module
+from techniques.onnx.writer import ort_session_options, quantize_onnx
 
 IN_FEATURES = 100  # not a multiple of MatMulNBits' block of 32, like LeNet-300-100's 784
 
@@ -134,7 +131,7 @@ def mlp(tmp_path_factory):
 def _quantize_without_rewrite(mlp, out: Path, options: dict[str, str]) -> None:
     """The DequantizeLinear + Gemm form, as written before the rewrite existed."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(onnx_quant, "_matmulnbits_form", lambda model, full, where: model)
+        mp.setattr(writer, "matmulnbits_form", lambda model, full, where: model)
         quantize_onnx(mlp["fp32"], out, options, mlp["calib"])
 
 
@@ -354,7 +351,7 @@ def test_qlinear_forms_against_the_cpus_u8s8_kernels(shared, monkeypatch, unsign
     """The uint8-twin form and the int8 form hold the same codes; the int8 form is exact on
     every CPU, the uint8 form only where u8 x s8 kernels do not saturate (x86 VNNI, ARM):
     :func:`u8s8_exact` says which, and quantize_onnx writes the form that is exact here."""
-    monkeypatch.setattr(onnx_quant, "u8s8_exact", lambda: unsigned)
+    monkeypatch.setattr(int8, "u8s8_exact", lambda: unsigned)
     options = {"q": "int8", "k": "int8"}
     out = shared["dir"] / f"int8_int8_{unsigned}.onnx"
     quantize_onnx(shared["fp32"], out, options, shared["calib"])

@@ -1,4 +1,4 @@
-"""techniques.onnx_quant: fp32 ONNX -> runnable mixed-precision ONNX, checked against torch."""
+"""techniques.onnx.writer: fp32 ONNX -> runnable mixed-precision ONNX, checked against torch."""
 
 from __future__ import annotations
 
@@ -16,15 +16,11 @@ from onnx import numpy_helper
 
 from edgefit_common.errors import PlanError
 from formats import quant_math as qm
-from techniques.onnx_quant import (
-    LAYERS_KEY,
-    OPTIONS_KEY,
-    WEIGHT_ONLY_OPTIONS,
-    inspect_onnx,
-    name_nodes_by_module,
-    ort_session_options,
-    quantize_onnx,
-)
+from formats.onnx_io import LAYERS_KEY, OPTIONS_KEY
+from techniques.onnx.inspect import inspect_onnx
+from techniques.onnx.names import name_nodes_by_module
+from techniques.onnx.rewrite import WEIGHT_ONLY_OPTIONS
+from techniques.onnx.writer import ort_session_options, quantize_onnx
 
 INPUT_SHAPE = (3, 16, 16)
 MIXED = {"conv1": "int8", "conv2": "fp16", "fc1": "int4", "fc2": "fp32"}
