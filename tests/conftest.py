@@ -1,4 +1,5 @@
-"""Shared fixtures: the built-in LeNet-5, trained once (cached under EDGEFIT_CACHE), and plans."""
+"""Shared fixtures: the built-in LeNet-5, trained once (cached under EDGEFIT_CACHE), plans, and a
+user's own network (BatchNorm, PReLU, a residual add) as a module and as a .pt2."""
 
 from __future__ import annotations
 
@@ -17,3 +18,49 @@ def lenet5_plan_factory():
         return make_plan(budget, "test")
 
     return make
+
+
+def _user_net():
+    """A network nobody here wrote as a zoo model: conv -> BatchNorm -> PReLU, a residual
+    conv -> BatchNorm -> ReLU added back, max-pool, ``x.reshape(x.shape[0], -1)``, Linear;
+    BatchNorm statistics from a few training-mode passes, then eval."""
+    import torch
+    from torch import nn
+
+    class UserNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv0 = nn.Conv2d(1, 8, 3, padding=1)
+            self.bn0 = nn.BatchNorm2d(8)
+            self.act = nn.PReLU(8)
+            self.conv1 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(8)
+            self.pool = nn.MaxPool2d(2)
+            self.fc = nn.Linear(8 * 14 * 14, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.act(self.bn0(self.conv0(x)))
+            y = self.pool(y + torch.relu(self.bn1(self.conv1(y))))
+            return self.fc(y.reshape(y.shape[0], -1))
+
+    torch.manual_seed(0)
+    net = UserNet().train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(16, 1, 28, 28))
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def user_net():
+    return _user_net()
+
+
+@pytest.fixture(scope="session")
+def user_net_pt2(user_net, tmp_path_factory):
+    """(the module, its torch.export archive exported at batch 1)."""
+    import torch
+
+    path = tmp_path_factory.mktemp("user-pt2") / "usernet.pt2"
+    torch.export.save(torch.export.export(user_net, (torch.zeros(1, 1, 28, 28),)), str(path))
+    return user_net, path

@@ -100,40 +100,26 @@ def _load_pt2(path: Path) -> LoadedModel:
 
 
 def remodularize(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """Turn an exported graph's aten.conv2d / aten.linear calls back into nn.Conv2d / nn.Linear
-    submodules at their parameters' paths (`conv1.weight` -> module `conv1`).
+    """Turn an exported graph's aten calls on parameters back into modules at their parameters'
+    paths (`conv1.weight` -> module `conv1`): conv2d / linear into nn.Conv2d / nn.Linear,
+    batch_norm (eval) into nn.BatchNorm2d, prelu into nn.PReLU; and reshapes the exporter
+    specialised to the example's batch size ("[1, -1]") back to any batch ("[-1, n]").
 
-    torch.export flattens modules into functions; planning, fake quantisation (forward hooks)
-    and ONNX export all work per module, so the exported program is given its modules back.
-    The parameters are the same tensors, so the outputs are identical.
+    torch.export flattens modules into functions; planning, BatchNorm folding, fake
+    quantisation (forward hooks) and ONNX export all work per module, so the exported program
+    is given its modules back. The parameters are the same tensors, so the outputs are
+    identical.
     """
-    aten = torch.ops.aten
     graph = gm.graph
     for node in list(graph.nodes):
-        if node.op != "call_function" or node.target not in (aten.conv2d.default,
-                                                             aten.linear.default):
+        module = _module_for(gm, node) if node.op == "call_function" else None
+        if module is None:
+            _unbatch_reshape(node)
             continue
-        x, w_node, *rest = node.args
-        b_node = rest[0] if rest else None
-        if getattr(w_node, "op", None) != "get_attr" or not str(w_node.target).endswith(".weight"):
-            continue
-        path = str(w_node.target).removesuffix(".weight")
-        weight = gm.get_parameter(str(w_node.target))
-        bias = gm.get_parameter(str(b_node.target)) if b_node is not None else None
-        if node.target is aten.linear.default:
-            new: nn.Module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-        else:
-            stride, padding, dilation, groups = (list(rest[1:]) + [1, 0, 1, 1][len(rest[1:]):])
-            kernel = (int(weight.shape[2]), int(weight.shape[3]))
-            new = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], kernel,
-                            stride=stride, padding=padding, dilation=dilation, groups=groups,
-                            bias=bias is not None)
-        new.weight = weight
-        if bias is not None:
-            new.bias = bias
+        path, new = module
         _set_submodule(gm, path, new)
         with graph.inserting_before(node):
-            call = graph.call_module(path, (x,))
+            call = graph.call_module(path, (node.args[0],))
         call.meta = dict(node.meta)
         node.replace_all_uses_with(call)
         graph.erase_node(node)
@@ -141,6 +127,95 @@ def remodularize(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     _plain_calling_convention(graph)
     # a fresh GraphModule: no export-time input-shape hooks, and .eval()/.train() work again
     return torch.fx.GraphModule(gm, graph)
+
+
+def _attr(gm: torch.fx.GraphModule, node: Any) -> torch.Tensor | None:
+    """The parameter or buffer a get_attr node reads (None: not a get_attr)."""
+    if getattr(node, "op", None) != "get_attr":
+        return None
+    target = str(node.target)
+    try:
+        return gm.get_parameter(target)
+    except AttributeError:
+        return gm.get_buffer(target)
+
+
+def _module_for(gm: torch.fx.GraphModule, node: torch.fx.Node
+                ) -> tuple[str, nn.Module] | None:
+    """(path, module) that replaces an aten call on a module's parameters, or None."""
+    aten = torch.ops.aten
+    if node.target in (aten.conv2d.default, aten.linear.default):
+        return _conv_or_linear(gm, node)
+    if node.target is aten.batch_norm.default:
+        return _batch_norm(gm, node)
+    if node.target is aten.prelu.default:
+        args: Any = node.args
+        weight = _attr(gm, args[1])
+        if weight is None:
+            return None
+        prelu = nn.PReLU(weight.numel())
+        prelu.weight = weight  # type: ignore[assignment]
+        return str(args[1].target).removesuffix(".weight"), prelu
+    return None
+
+
+def _conv_or_linear(gm: torch.fx.GraphModule, node: torch.fx.Node
+                    ) -> tuple[str, nn.Module] | None:
+    args: Any = node.args
+    w_node, rest = args[1], list(args[2:])
+    b_node = rest[0] if rest else None
+    if getattr(w_node, "op", None) != "get_attr" or not str(w_node.target).endswith(".weight"):
+        return None
+    weight = gm.get_parameter(str(w_node.target))
+    bias = gm.get_parameter(str(b_node.target)) if b_node is not None else None
+    if node.target is torch.ops.aten.linear.default:
+        new: nn.Module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    else:
+        stride, padding, dilation, groups = (list(rest[1:]) + [1, 0, 1, 1][len(rest[1:]):])
+        kernel = (int(weight.shape[2]), int(weight.shape[3]))
+        new = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], kernel, stride=stride,
+                        padding=padding, dilation=dilation, groups=groups, bias=bias is not None)
+    new.weight = weight
+    if bias is not None:
+        new.bias = bias
+    return str(w_node.target).removesuffix(".weight"), new
+
+
+def _batch_norm(gm: torch.fx.GraphModule, node: torch.fx.Node
+                ) -> tuple[str, nn.Module] | None:
+    """aten.batch_norm(x, weight, bias, mean, var, training, momentum, eps, cudnn) in eval."""
+    args: Any = node.args
+    _, w, b, mean, var, training, momentum, eps = args[:8]
+    running_mean, running_var = _attr(gm, mean), _attr(gm, var)
+    if training or running_mean is None or running_var is None:
+        return None
+    path = str(mean.target).removesuffix(".running_mean")
+    weight, bias = _attr(gm, w), _attr(gm, b)
+    bn = nn.BatchNorm2d(running_mean.numel(), eps=float(eps), momentum=float(momentum),
+                        affine=weight is not None).eval()
+    if weight is not None and bias is not None:
+        bn.weight, bn.bias = weight, bias  # type: ignore[assignment]
+    bn.running_mean, bn.running_var = running_mean, running_var
+    return path, bn
+
+
+def _unbatch_reshape(node: torch.fx.Node) -> None:
+    """A reshape/view whose target the exporter fixed to the example's batch size (the
+    ``x.reshape(x.shape[0], -1)`` idiom) is made batch-agnostic: ``[-1, *rest]`` where input and
+    output share their first dimension."""
+    aten = torch.ops.aten
+    if node.op != "call_function" or node.target not in (aten.reshape.default,
+                                                         aten.view.default):
+        return
+    args: Any = node.args
+    src, target = args[0], args[1]
+    out = node.meta.get("val")
+    inp = getattr(src, "meta", {}).get("val")
+    if out is None or inp is None or not isinstance(target, list | tuple) or len(target) < 1:
+        return
+    if out.dim() >= 1 and inp.dim() >= 1 and out.shape[0] == inp.shape[0] \
+            and all(isinstance(d, int) for d in out.shape[1:]) and -1 not in out.shape[1:]:
+        node.args = (src, [-1, *(int(d) for d in out.shape[1:])], *args[2:])
 
 
 def _plain_calling_convention(graph: torch.fx.Graph) -> None:
