@@ -370,7 +370,7 @@ class ReviewApp(App[int]):
         if lp.pinned:
             title += f" · [b yellow]{PIN_MARK} pinned[/]"
         alts.border_title = title
-        dominated = m.dominated(lp.alternatives)
+        dominated = m.never_picked(self.plan)[layer]
         for key, label in (("mark", " "), ("option", "option"), ("latency", "latency"),
                            ("flash", "flash"), ("energy", "energy"), ("acc", "acc cost"),
                            ("act", "act B"), ("note", "")):

@@ -37,7 +37,7 @@ MEASURED_TOLERANCE = 0.20  # measured flash this far from predicted is highlight
 
 def choice_of(alt: Alternative) -> Choice:
     return Choice(alt.option, alt.latency_ms, alt.flash_bytes, alt.energy_mj, alt.act_bytes,
-                  alt.acc_loss)
+                  alt.acc_loss, tuple(sorted(alt.widths.items())), alt.in_act_bytes)
 
 
 def _costs(alt: Alternative, ram: float | None) -> Costs:
@@ -154,10 +154,25 @@ def is_excluded(alt: Alternative, excluded: Iterable[str]) -> bool:
 
 
 def dominated(alternatives: list[Alternative]) -> set[str]:
-    """Options another option of the same layer beats in every cost and in accuracy (the same
-    test presolve uses, so these are the options the solver never picks)."""
+    """Options another option of the same layer and the same channel widths beats in every
+    cost and in accuracy (presolve's test, without the plan's RAM-step terms)."""
     choices = [choice_of(a) for a in alternatives]
     return {c.option for c in choices if any(dominates(o, c) for o in choices)}
+
+
+def never_picked(plan: Plan) -> dict[str, set[str]]:
+    """Per layer, the options the solver's presolve removes from this plan's problem (pins
+    aside): dominated at the same widths, RAM workspace and precision-boundary terms included,
+    or naming a width another member of its group lacks. The solver's choice is never among
+    them."""
+    from planner.presolve import remove_dominated
+    from planner.resolve import problem_from_plan
+
+    free = plan.model_copy(update={"layers": {
+        n: lp.model_copy(update={"pinned": False}) for n, lp in plan.layers.items()}})
+    kept, _ = remove_dominated(problem_from_plan(free))
+    return {n: {a.option for a in lp.alternatives} - {c.option for c in kept.choices[n]}
+            for n, lp in plan.layers.items()}
 
 
 @dataclass(frozen=True)

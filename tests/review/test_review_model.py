@@ -169,3 +169,17 @@ print("ok")
                          cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_the_solvers_choice_is_never_tagged_and_widths_are_compared_apart(
+        lenet5_plan_factory) -> None:
+    plan, _ = lenet5_plan_factory(latency="60ms")
+    assert plan.channel_groups, "LeNet-5 with data has coupled channel groups"
+    never = m.never_picked(plan)
+    for name, lp in plan.layers.items():
+        assert lp.option not in never[name], name
+    assert any(never.values()), "presolve removes something on a real plan"
+    # a narrower option that costs more in every way than a full-width one is not dominated by it
+    full = _alt("int8", 1, 10, 0.1)
+    narrow = _alt("int8+w4", 2, 20, 0.2).model_copy(update={"widths": {"conv1": 4}})
+    assert m.dominated([full.model_copy(update={"widths": {"conv1": 6}}), narrow]) == set()
