@@ -218,8 +218,8 @@ def print_devices(console: Console | None = None) -> None:
 def evidence_text(device: str, profile_name: str, profile: Profile) -> str:
     """How many published points the profile's fit has and its leave-one-out error, or why
     there is none (a fit is never implied where the points cannot support one)."""
-    from cost_models.calibrate import fit_profile
     from cost_models.published import points
+    from cost_models.published_fit import fit_profile
 
     n = len(points(device, profile_name, "fit"))
     aside = len(points(device, profile_name, "aside"))
@@ -243,12 +243,13 @@ def published_evidence(spec: DeviceSpec) -> dict[str, str]:
     import hashlib
     import json
 
-    from cost_models import calibrate, published
+    from cost_models import fit, published, published_fit
     from device_specs.catalog import CATALOG_DIR
     from edgefit_common.fsutil import atomic_write_text
     from edgefit_common.paths import cache_dir
 
-    sources = [published.POINTS_FILE, CATALOG_DIR / f"{spec.name}.yaml", Path(calibrate.__file__)]
+    sources = [published.POINTS_FILE, CATALOG_DIR / f"{spec.name}.yaml",
+               Path(fit.__file__), Path(published_fit.__file__)]  # the fitting code
     digest = hashlib.sha256(b"\0".join(p.read_bytes() if p.is_file() else b"" for p in sources))
     path = cache_dir() / "device-evidence" / f"{spec.name}.{digest.hexdigest()[:16]}.json"
     try:
@@ -279,7 +280,7 @@ def write_pareto(plan: Plan, problem: Problem, metrics: list[str], out: Path,
         chosen = {**plan.totals.model_dump(), "ram_bytes": plan.totals.ram_bytes or 0.0}
     plot(points, metrics, chosen, png_path,
          f"{plan.model.name} on {plan.target.device}/{plan.target.profile}",
-         plan.accuracy_unit)
+         plan.accuracy_unit, limits=problem.limits)
     fmts = {metric: fmt for _, metric, fmt in LIMIT_ROWS}
     table = Table(title=f"Pareto front ({len(points)} plans)", title_justify="left")
     for col in (*metrics, "acc cost", "options"):

@@ -55,6 +55,11 @@ def sweep(problem: Problem, metrics: list[str], points: int = 12,
         combos = [(a, b) for a in grids[0] for b in grids[1]]
     found: list[FrontPoint] = []
     hint: dict[str, str] | None = None
+    own = solve(problem, options)  # the plan at the problem's own limits is on its front
+    if own.feasible:
+        hint = own.picks
+        found.append(FrontPoint({m: problem.limits.get(m, own.totals[m]) for m in metrics},
+                                own.totals, own.picks))
     for combo in combos:
         limits = {**problem.limits, **dict(zip(metrics, combo, strict=True))}
         p = problem.with_limits(limits)  # keeps every other field (RAM workspace too)
@@ -91,30 +96,52 @@ def to_csv(points: list[FrontPoint], metrics: list[str]) -> str:
     return out.getvalue()
 
 
+# how each metric is shown: (axis label, divisor from the solver unit)
+_SHOWN = {"latency_ms": ("latency (ms)", 1.0), "flash_bytes": ("flash (KB)", 1e3),
+          "ram_bytes": ("peak RAM (KB)", 1e3), "energy_mj": ("energy (mJ)", 1.0)}
+
+
 def plot(points: list[FrontPoint], metrics: list[str], chosen: dict[str, float] | None,
-         path: Path, title: str, accuracy_unit: str = "") -> None:
-    """A PNG: accuracy cost against the first metric (colour = the second, if any)."""
+         path: Path, title: str, accuracy_unit: str = "",
+         limits: dict[str, float] | None = None) -> None:
+    """A PNG: the accuracy cost against the first metric (colour = the second, if any), in
+    readable units; the given limits as dashed lines; a log scale (linear near 0) when the
+    accuracy costs span more than two decades; the chosen plan starred."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    label, div = _SHOWN.get(metrics[0], (metrics[0], 1.0))
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    x = [p.totals[metrics[0]] for p in points]
+    x = [p.totals[metrics[0]] / div for p in points]
     y = [p.totals["acc_loss"] for p in points]
     if len(metrics) == 2:
-        sc = ax.scatter(x, y, c=[p.totals[metrics[1]] for p in points], cmap="viridis")
-        fig.colorbar(sc, ax=ax, label=metrics[1])
+        label2, div2 = _SHOWN.get(metrics[1], (metrics[1], 1.0))
+        sc = ax.scatter(x, y, c=[p.totals[metrics[1]] / div2 for p in points], cmap="viridis")
+        fig.colorbar(sc, ax=ax, label=label2)
     else:
         ax.plot(x, y, "o-", label="Pareto front")
     if chosen is not None:
-        ax.scatter([chosen[metrics[0]]], [chosen["acc_loss"]], marker="*", s=220, c="red",
+        ax.scatter([chosen[metrics[0]] / div], [chosen["acc_loss"]], marker="*", s=220, c="red",
                    zorder=5, label="chosen plan")
-    ax.set_xlabel(metrics[0])
-    ax.set_ylabel(f"accuracy cost ({accuracy_unit})" if accuracy_unit else "accuracy cost")
+    if limits and metrics[0] in limits:
+        ax.axvline(limits[metrics[0]] / div, ls="--", c="grey", label=f"{label} limit")
+    _accuracy_scale(ax, y)
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"estimated accuracy cost: {accuracy_unit}" if accuracy_unit
+                  else "estimated accuracy cost")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def _accuracy_scale(ax: object, y: list[float]) -> None:
+    """symlog (linear below the smallest positive cost) when the costs span > 2 decades."""
+    positive = [v for v in y if v > 0]
+    if positive and max(positive) > 100 * min(positive):
+        ax.set_yscale("symlog", linthresh=min(positive))  # type: ignore[attr-defined]
+    ax.set_ylim(bottom=0)  # type: ignore[attr-defined]  # a cost is never negative

@@ -48,3 +48,21 @@ def test_two_limit_front_csv_and_png(tmp_path: Path) -> None:
     png = tmp_path / "front.png"
     plot(points, ["latency_ms", "flash_bytes"], points[0].totals, png, "test", "nats")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_plan_at_its_own_limits_is_on_its_front(tmp_path: Path) -> None:
+    from planner.solve import solve
+
+    own = None
+    for seed in range(40):  # the first random problem with a feasible latency limit
+        problem = random_problem(11 + seed, n_layers=4)
+        own = solve(problem)
+        if own.feasible and "latency_ms" in problem.limits:
+            break
+    assert own is not None and own.feasible
+    points = sweep(problem, ["latency_ms"], points=5)
+    assert any(p.totals["acc_loss"] <= own.totals["acc_loss"] + 1e-9
+               and p.totals["latency_ms"] <= own.totals["latency_ms"] + 1e-9 for p in points)
+    png = tmp_path / "front.png"
+    plot(points, ["latency_ms"], own.totals, png, "test", "nats", limits=problem.limits)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
