@@ -22,8 +22,8 @@ class Band:
 def latency_band(spec: DeviceSpec, profile: str, provenance: str) -> Band:
     if provenance.startswith("measured on this host"):
         return Band(None, "measured on this host (per-layer medians; run-to-run noise only)")
-    from cost_models.calibrate import fit_profile, published_fit
     from cost_models.published import points
+    from cost_models.published_fit import fit_profile, published_fit
 
     if "published points" in provenance:  # the planner runs the published fit's parameters
         from cost_models.host_probe import target_spec

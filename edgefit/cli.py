@@ -240,12 +240,8 @@ def calibrate_cmd(
                                        "granularity)")] = 5.0,
 ) -> None:
     """Fit DEVICE's cost-model parameters to measurements; `plan` then uses them and says so."""
-    from cost_models.calibrate import (
-        calibrate,
-        calibration_path,
-        graphs_from_onnx,
-        summary_lines,
-    )
+    from cost_models.calibrate import calibrate, graphs_from_onnx, summary_lines
+    from cost_models.calibration_file import calibration_path
     from edgefit_common.errors import SpecError
 
     if len(model) not in (1, len(files)):

@@ -467,8 +467,9 @@ def _calibrated(spec: DeviceSpec, profile: str) -> DeviceSpec:
     """The spec with the profile's parameters fitted to measurements: yours, when `edgefit
     calibrate` has stored some for it; else the device's published measurements, when that fit
     predicts them leave-one-out better than the catalog values do
-    (cost_models.calibrate.published_fit). The plan's provenance says which, on which points."""
-    from cost_models.calibrate import calibrated_spec, load_calibration, published_spec
+    (cost_models.published_fit). The plan's provenance says which, on which points."""
+    from cost_models.calibration_file import calibrated_spec, load_calibration
+    from cost_models.published_fit import published_spec
 
     calibration = load_calibration(spec.name)
     if calibration is not None and calibration.profile == profile:

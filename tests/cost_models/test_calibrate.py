@@ -13,7 +13,10 @@ import pytest
 import yaml
 
 from cost_models import calibrate as cal
+from cost_models import calibration_file as cfile
+from cost_models import fit as lm
 from cost_models import published as pub
+from cost_models import published_fit as pfit
 from cost_models.analytical import build_cost_table, layer_flash_bytes, layer_latency_ms
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from device_specs.catalog import catalog_files, load_spec
@@ -102,9 +105,9 @@ def _graph(name: str, layers: tuple[Layer, ...], op_after: set[int]) -> LayerGra
     return LayerGraph(name, (3, 8, 8), list(layers), steps, tensors, (prev,))
 
 
-def _layer_points(graph: LayerGraph, option: str) -> list[cal.FitPoint]:
+def _layer_points(graph: LayerGraph, option: str) -> list[lm.FitPoint]:
     charged = cal.charged_ops(graph)
-    return [cal.FitPoint(layer.name, (layer,), option, 1.0, (tuple(charged[layer.name]),),
+    return [lm.FitPoint(layer.name, (layer,), option, 1.0, (tuple(charged[layer.name]),),
                          whole_network=False) for layer in graph.layers]
 
 
@@ -113,15 +116,15 @@ def _layer_points(graph: LayerGraph, option: str) -> list[cal.FitPoint]:
 def test_vectorised_predictor_equals_analytical(device: str, profile: str) -> None:
     prof = load_spec(device).profile(profile)
     option = next(iter(prof.kernels))
-    pts = [cal.FitPoint.of_workload(w, option, 1.0)
+    pts = [lm.FitPoint.of_workload(w, option, 1.0)
            for w in (pub.mobilenet_v2(1.0, 96), pub.resnet(18, 64), pub.mobilenet_v3("small"))]
-    fast = cal._Features(pts, prof).predict(cal.Params.of_profile(prof))
-    assert np.allclose(fast, [cal.predict_analytical(p, prof) for p in pts], rtol=1e-12)
+    fast = lm.Features(pts, prof).predict(lm.Params.of_profile(prof))
+    assert np.allclose(fast, [lm.predict_analytical(p, prof) for p in pts], rtol=1e-12)
     # per layer, with charged ops, against the cost table the planner builds
     graph = _graph("g", pub.mobilenet_v2(1.0, 64).layers, {2, 5, 9})
     table = build_cost_table(graph, load_spec(device), profile)
     lp = _layer_points(graph, option)
-    fast = cal._Features(lp, prof).predict(cal.Params.of_profile(prof))
+    fast = lm.Features(lp, prof).predict(lm.Params.of_profile(prof))
     assert np.allclose(fast, [table.cost(p.label, option).latency_ms for p in lp], rtol=1e-12)
 
 
@@ -129,31 +132,31 @@ def test_vectorised_predictor_equals_analytical(device: str, profile: str) -> No
 # fitting whole-network points
 
 
-TRUTH = cal.Params(rates={"fp32": 3.0e9, "int8": 5.5e9},
+TRUTH = lm.Params(rates={"fp32": 3.0e9, "int8": 5.5e9},
                    efficiency={"fp32": {"depthwise": 0.3}, "int8": {"depthwise": 0.3}},
                    layer_overhead_ms=0.05, bandwidth=2.8e9)
 TRUTH_FREE = ["rate:fp32", "rate:int8", "overhead", "eff:depthwise"]
 
 
 def _truth_profile(base: Profile) -> Profile:
-    return cal._apply_params(base, TRUTH, TRUTH_FREE, "synthetic truth", "derived")
+    return lm.apply_params(base, TRUTH, TRUTH_FREE, "synthetic truth", "derived")
 
 
-def _synthetic_points(profile: Profile, noise: list[float] | None = None) -> list[cal.FitPoint]:
+def _synthetic_points(profile: Profile, noise: list[float] | None = None) -> list[lm.FitPoint]:
     truth = _truth_profile(profile)
     works = [pub.mobilenet_v2(1.0, 224), pub.mobilenet_v1(0.25, 128), pub.resnet(18, 128),
              pub.mobilenet_v3("small"), pub.mobilenet_v1(0.5, 160)]
     pts = []
     for i, (w, option) in enumerate([(w, o) for w in works for o in ("fp32", "int8")]):
-        p = cal.FitPoint.of_workload(w, option, 1.0)
-        t = cal.predict_analytical(p, truth) * (1 + (noise[i] if noise else 0.0))
-        pts.append(cal.FitPoint.of_workload(w, option, t, label=f"{w.name} {option} {i}"))
+        p = lm.FitPoint.of_workload(w, option, 1.0)
+        t = lm.predict_analytical(p, truth) * (1 + (noise[i] if noise else 0.0))
+        pts.append(lm.FitPoint.of_workload(w, option, t, label=f"{w.name} {option} {i}"))
     return pts
 
 
 def test_fit_recovers_known_parameters() -> None:
     profile = load_spec(PI4).profile("tflite-cpu")
-    fit = cal.fit_profile(_synthetic_points(profile), profile, loo=False)
+    fit = pfit.fit_profile(_synthetic_points(profile), profile, loo=False)
     assert fit.status == "fit" and fit.params is not None
     assert set(TRUTH_FREE) <= set(fit.free)
     assert fit.params.rates["fp32"] == pytest.approx(3.0e9, rel=1e-3)
@@ -163,19 +166,19 @@ def test_fit_recovers_known_parameters() -> None:
     assert fit.mape is not None and fit.mape < 1e-4
     assert fit.catalog_mape is not None and fit.catalog_mape > 0.2  # the catalog is not the truth
     # the fitted profile predicts through the planner's own formula
-    fitted = cal.apply_fit(profile, fit)
+    fitted = pfit.apply_fit(profile, fit)
     assert fitted.kernels["fp32"].macs_per_s.derived.startswith("calibrated: fitted on 10")
     p = _synthetic_points(profile)[0]
-    assert cal.predict_analytical(p, fitted) == pytest.approx(p.latency_ms, rel=1e-4)
+    assert lm.predict_analytical(p, fitted) == pytest.approx(p.latency_ms, rel=1e-4)
 
 
 def test_leave_one_out_on_synthetic_points() -> None:
     profile = load_spec(PI4).profile("tflite-cpu")
-    exact = cal.fit_profile(_synthetic_points(profile), profile)
+    exact = pfit.fit_profile(_synthetic_points(profile), profile)
     assert len(exact.loo) == exact.n_points == 10
     assert exact.loo_mape is not None and exact.loo_mape < 1e-3  # the model is exact
     noise = list(np.random.default_rng(0).normal(0, 0.05, 10))
-    noisy = cal.fit_profile(_synthetic_points(profile, noise), profile)
+    noisy = pfit.fit_profile(_synthetic_points(profile, noise), profile)
     assert noisy.mape is not None and noisy.loo_mape is not None
     assert 0.005 < noisy.mape < 0.1
     assert noisy.loo_mape >= noisy.mape  # predicting an unseen point is harder than fitting it
@@ -183,18 +186,18 @@ def test_leave_one_out_on_synthetic_points() -> None:
 
 def test_too_few_points_say_so() -> None:
     profile = load_spec(PI4).profile("tflite-cpu")
-    none = cal.fit_profile([], profile)
+    none = pfit.fit_profile([], profile)
     assert (none.status, none.message, none.params) == ("no fit", "0 points: no fit", None)
-    one = cal.fit_profile(_synthetic_points(profile)[:1], profile)
+    one = pfit.fit_profile(_synthetic_points(profile)[:1], profile)
     assert (one.status, one.message) == ("no fit", "1 point: no fit")
     assert one.residuals[0].catalog_ms > 0 and one.loo_mape is None
-    two = cal.fit_profile(_synthetic_points(profile)[:2], profile)
+    two = pfit.fit_profile(_synthetic_points(profile)[:2], profile)
     assert two.status == "fit" and len(two.free) == 1 and two.loo_mape is None
 
 
 def test_published_fit_runs_for_a_catalog_profile() -> None:
     spec = load_spec("jetson-nano")
-    fit = cal.fit_profile(pub.points("jetson-nano", "tensorrt-gpu", "fit"),
+    fit = pfit.fit_profile(pub.points("jetson-nano", "tensorrt-gpu", "fit"),
                           spec.profile("tensorrt-gpu"))
     assert fit.status == "fit" and fit.n_points == 10 and len(fit.loo) == 10
     assert fit.mape is not None and fit.catalog_mape is not None
@@ -204,7 +207,7 @@ def test_published_fit_runs_for_a_catalog_profile() -> None:
 # calibrate() from edgefit_measure files
 
 
-CAL_TRUTH = cal.Params(
+CAL_TRUTH = lm.Params(
     rates={"fp32": 3.0e9, "int8": 6.0e9},
     efficiency={"fp32": {"depthwise": 0.25}, "int8": {"pointwise": 0.7}},
     layer_overhead_ms=0.015, bandwidth=5.0e9)
@@ -243,7 +246,7 @@ def _measure_json(path: Path, graph: LayerGraph, options: dict[str, str] | None,
 @pytest.fixture()
 def two_files(tmp_path: Path) -> tuple[list[Path], list[LayerGraph]]:
     base = load_spec(PI4).profile("tflite-cpu")
-    truth = cal._apply_params(base, CAL_TRUTH, CAL_FREE, "synthetic truth", "derived")
+    truth = lm.apply_params(base, CAL_TRUTH, CAL_FREE, "synthetic truth", "derived")
     g1 = _graph("mnv2_96", pub.mobilenet_v2(1.0, 96).layers, {3, 7, 20})
     g2 = _graph("resnet18_64", pub.resnet(18, 64).layers, {0, 4})
     opts2 = {name: "int8" for name in g2.layer_names[:-1]}  # classifier left in fp32
@@ -282,9 +285,9 @@ def test_calibrate_writes_parameters_points_and_residuals(
     assert [h["file"] for h in res["leave_one_file_out"]] == ["a.measure.json",
                                                               "b.measure.json"]
     # the loader reads back what was written
-    again = cal.load_calibration(PI4, out)
+    again = cfile.load_calibration(PI4, out)
     assert again == result
-    assert cal.load_calibration("jetson-nano", out) is None
+    assert cfile.load_calibration("jetson-nano", out) is None
 
 
 def test_apply_calibration_changes_rates_with_provenance(
@@ -293,7 +296,7 @@ def test_apply_calibration_changes_rates_with_provenance(
     result = cal.calibrate(PI4, files, graphs, out_dir=tmp_path)
     spec = load_spec(PI4)
     before = spec.profile("tflite-cpu")
-    after = cal.apply_calibration(before, result)
+    after = cfile.apply_calibration(before, result)
     assert after.kernels["fp32"].macs_per_s.value == pytest.approx(3.0e9, rel=1e-3)
     assert before.kernels["fp32"].macs_per_s.value == pytest.approx(1.55e9)  # untouched
     prov = after.kernels["fp32"].macs_per_s.provenance
@@ -303,7 +306,7 @@ def test_apply_calibration_changes_rates_with_provenance(
     assert after.run_overhead is not None and after.run_overhead.measured
     assert after.kernels["fp32"].op_efficiency["depthwise"].measured
     # the planner's cost table, built from the calibrated spec, reproduces the measurements
-    cspec = cal.calibrated_spec(spec, result)
+    cspec = cfile.calibrated_spec(spec, result)
     table = build_cost_table(graphs[0], cspec, "tflite-cpu")
     assert "calibrated: fitted on" in table.provenance["latency"]
     measured = json.loads(files[0].read_text())["layers"]
@@ -349,13 +352,13 @@ def test_bad_measure_inputs_name_the_file(
 
 
 def test_bad_calibration_file_names_the_file(tmp_path: Path) -> None:
-    path = cal.calibration_path(PI4, tmp_path)
+    path = cfile.calibration_path(PI4, tmp_path)
     path.write_text("format: edgefit-calibration\nformat_version: 9\n")
     with pytest.raises(SpecError, match=f"{PI4}.calibration.yaml.*format_version 9"):
-        cal.load_calibration(PI4, tmp_path)
+        cfile.load_calibration(PI4, tmp_path)
     path.write_text("format: edgefit-calibration\nformat_version: 1\ndevice: x\n")
     with pytest.raises(SpecError, match=f"{PI4}.calibration.yaml"):
-        cal.load_calibration(PI4, tmp_path)
+        cfile.load_calibration(PI4, tmp_path)
 
 
 def test_calibrate_reads_a_real_measure_file(tmp_path: Path) -> None:
@@ -391,7 +394,7 @@ def test_calibrate_reads_a_real_measure_file(tmp_path: Path) -> None:
     assert graphs[0].layer_names == ["conv1", "conv2", "fc"]
     # this machine's microsecond timings of a toy model say nothing a fit can use: keep the
     # file exactly as edgefit_measure wrote it, but put known per-layer times in it
-    truth = cal._apply_params(load_spec(PI4).profile("tflite-cpu"), CAL_TRUTH, CAL_FREE,
+    truth = lm.apply_params(load_spec(PI4).profile("tflite-cpu"), CAL_TRUTH, CAL_FREE,
                               "synthetic truth", "derived")
     charged = cal.charged_ops(graphs[0])
     for layer in graphs[0].layers:
@@ -420,12 +423,12 @@ def test_a_published_fit_is_used_only_where_it_predicts_unseen_points(path: Path
     every value it changes says it was fitted, on which points."""
     spec = load_spec(path.stem)
     for name in spec.profiles:
-        fit = cal.published_fit(spec, name)
-        fitted = cal.published_spec(spec, name)
+        fit = pfit.published_fit(spec, name)
+        fitted = pfit.published_spec(spec, name)
         if fit is None:
             assert fitted == spec
             continue
-        assert len(fit.loo) >= cal.MIN_LOO_POINTS
+        assert len(fit.loo) >= pfit.MIN_LOO_POINTS
         assert fit.loo_mape is not None and fit.catalog_mape is not None
         assert fit.loo_mape < fit.catalog_mape
         assert {n: p for n, p in fitted.profiles.items() if n != name} == {
@@ -439,6 +442,6 @@ def test_a_published_fit_is_used_only_where_it_predicts_unseen_points(path: Path
 def test_the_gpu_profiles_with_enough_points_are_fitted() -> None:
     """Which profiles qualify is a fact of published_points.yaml: the Jetson Nano's TensorRT
     profile (10 points) does; the Arduino's (0 / 1 points) cannot."""
-    assert cal.published_fit(load_spec("jetson-nano"), "tensorrt-gpu") is not None
+    assert pfit.published_fit(load_spec("jetson-nano"), "tensorrt-gpu") is not None
     arduino = load_spec("arduino-nano-33-ble")
-    assert all(cal.published_fit(arduino, p) is None for p in arduino.profiles)
+    assert all(pfit.published_fit(arduino, p) is None for p in arduino.profiles)

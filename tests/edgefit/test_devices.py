@@ -8,8 +8,8 @@ import pytest
 from rich.console import Console
 
 import edgefit.report as report
-from cost_models.calibrate import fit_profile
 from cost_models.published import points
+from cost_models.published_fit import fit_profile
 from device_specs.catalog import load_spec
 
 

@@ -104,7 +104,7 @@ def test_host_target_uses_measured_latency(lenet5_plan_factory) -> None:
 
 
 def test_plan_states_how_far_latency_is_trusted(lenet5_plan_factory) -> None:
-    from cost_models.calibrate import published_fit
+    from cost_models.published_fit import published_fit
     from device_specs.catalog import load_spec
 
     nano, _ = lenet5_plan_factory(target="jetson-nano", latency="30ms")
