@@ -41,6 +41,7 @@ def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
     pins = {**{n: lp.option for n, lp in plan.layers.items() if lp.pinned and lp.option},
             **dict(pins or {})}
     excluded = set(exclude)
+    _check_exclusions(plan, excluded)
     for layer, option in pins.items():
         if layer not in plan.layers:
             raise PlanError(f"--pin {layer}={option}: no layer {layer!r}; layers: "
@@ -84,6 +85,21 @@ def _step_extra(plan: Plan) -> tuple[dict[tuple[str, str], float], ...]:
     if not any(step.workspace for step in plan.ram_steps):
         return ()
     return tuple({(ly, o): b for ly, o, b in step.workspace} for step in plan.ram_steps)
+
+
+def _check_exclusions(plan: Plan, excluded: set[str]) -> None:
+    """Every name in `excluded` is one `_excluded` understands: an option or precision of this
+    plan, or a technique edgefit knows (a typo would otherwise exclude nothing, silently)."""
+    from techniques.registry import REGISTRY
+
+    options = [alt.option for lp in plan.layers.values() for alt in lp.alternatives]
+    known = dict.fromkeys([*(o.split("+", 1)[0] for o in options), *REGISTRY, *options])
+    unknown = sorted(excluded - set(known))
+    if unknown:
+        names = list(known)
+        raise PlanError(f"--exclude {unknown[0][:60]!r}: not an option, precision or technique "
+                        f"of this plan; known: {', '.join(names[:12])}"
+                        f"{f', ... ({len(names)} in all)' if len(names) > 12 else ''}")
 
 
 def _excluded(alt: Alternative, excluded: set[str]) -> bool:

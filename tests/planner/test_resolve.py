@@ -56,6 +56,16 @@ def test_exclude_by_option_and_by_technique(plan: Plan) -> None:
     assert any("+w" in o for o in narrow.options().values())
 
 
+def test_an_unknown_exclusion_is_an_error_not_ignored(plan: Plan) -> None:
+    """`--exclude telepathy` used to exclude nothing, silently (issue #16)."""
+    with pytest.raises(PlanError, match=r"--exclude 'telepathy': not an option, precision or "
+                                        r"technique of this plan; known: ") as info:
+        problem_from_plan(plan, exclude=["int8", "telepathy"])
+    assert {"fp32", "int8", "quantize"} <= set(str(info.value).split("known: ")[1].split(", "))
+    # every technique edgefit knows is a name, offered in this plan or not
+    problem_from_plan(plan, exclude=["share", "prune_nm"])
+
+
 def test_bad_pins() -> None:
     with pytest.raises(PlanError, match="LAYER=OPTION"):
         parse_pins(["fc1"])
