@@ -58,7 +58,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -130,6 +130,9 @@ DEFAULT_WARMUP = 20
 ROUNDS = 10
 DEFAULT_PROFILE_RUNS = 50
 DEFAULT_PROFILE_WARMUP = 10
+MAX_FEED_BYTES = 1 << 30
+"""The largest random input edgefit-measure makes (1 GiB): a model declaring a bigger input is
+refused (a hostile or mistaken shape would otherwise allocate terabytes)."""
 SEED = 0
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -602,6 +605,13 @@ def input_specs(sess: Any) -> list[dict[str, Any]]:
         dtype = _NP_TYPES.get(inp.type)
         if dtype is None:
             raise MeasureError(f"input {inp.name!r} has type {inp.type}, which is not supported")
+        size = np.dtype(dtype).itemsize
+        for d in shape:
+            size *= d
+            if size > MAX_FEED_BYTES:
+                raise MeasureError(f"input {inp.name!r} has shape {shape}: over "
+                                   f"{MAX_FEED_BYTES >> 30} GiB for one run, more than "
+                                   "edgefit-measure allocates")
         specs.append({"name": inp.name, "shape": shape, "declared_shape": list(inp.shape or []),
                       "dtype": np.dtype(dtype).name})
     return specs
@@ -1134,8 +1144,15 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
         raise
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="edgefit_measure.py",
         description="Measure an ONNX model with onnxruntime: end-to-end latency, per-node "
         "times mapped to edgefit layers, peak memory. Writes one JSON file.",
@@ -1181,9 +1198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else Path(f"{model.stem}.measure.json")
     try:
         write_json_atomic(out, result)
-    except OSError as exc:
+    except OSError as exc:  # an --out that cannot be written: bad input
         print(f"error: cannot write {out}: {_first_line(exc)}", file=sys.stderr)
-        return 1
+        return 2
     lat = result["latency_ms"]
     unmapped = len(result["unmapped"]["nodes"])
     print(f"{model.name}: median {lat['median']:.4g} ms (p10 {lat['p10']:.4g}, p90 "
