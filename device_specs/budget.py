@@ -18,6 +18,27 @@ BUDGET_SCHEMA_VERSION = 1
 Margin = Annotated[float, Field(ge=0.0, lt=1.0)]
 """The safety margin on limits (a fraction): the same bounds in a budget and in a plan."""
 
+MAX_INPUT_DIMS = 8
+MAX_INPUT_ELEMENTS = 1 << 26
+"""One sample's input: at most 8 dimensions and 2**26 (67M) values (256 MiB as float32); a
+larger shape is bad input, not something to allocate."""
+
+
+def input_shape_problem(dims: list[int] | tuple[int, ...]) -> str | None:
+    """Why `dims` is not one sample's input shape, or None."""
+    if not dims or len(dims) > MAX_INPUT_DIMS:
+        return f"give 1 to {MAX_INPUT_DIMS} dimensions, e.g. [1, 28, 28]"
+    if any(isinstance(d, bool) or not isinstance(d, int) or d <= 0 for d in dims):
+        return "every dimension must be a positive integer, e.g. [1, 28, 28]"
+    total = 1
+    for d in dims:
+        total *= d
+        if total > MAX_INPUT_ELEMENTS:
+            return (f"{' x '.join(str(d)[:12] for d in dims)} is more than {MAX_INPUT_ELEMENTS} "
+                    "values, the largest sample edgefit accepts")
+    return None
+
+
 LIMIT_FAMILIES: dict[str, units.Family] = {
     "latency": units.TIME,
     "flash": units.BYTES,
@@ -80,11 +101,16 @@ class Budget(Strict):
     input_shape: list[int] | None = Field(
         default=None, description="one sample's input shape for module:factory, e.g. [1, 28, 28]")
 
+    allow_factory: bool = Field(
+        default=False, description="only in ./edgefit.yaml (the project's own file): `model:` "
+        "may be a module:factory, which edgefit then imports and runs; a budget file elsewhere "
+        "may not say so (a factory comes from --model)")
+
     @field_validator("input_shape")
     @classmethod
     def _positive_dims(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not value or any(d <= 0 for d in value)):
-            raise ValueError("every dimension must be a positive integer, e.g. [1, 28, 28]")
+        if value is not None and (problem := input_shape_problem(value)) is not None:
+            raise ValueError(problem)
         return value
     data: str | None = Field(default=None, description="built-in data set name or a data file")
     margin: Margin = Field(default=0.0, description="safety margin on limits")

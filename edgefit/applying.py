@@ -4,6 +4,11 @@ The report has three parts that are never mixed: (1) the target's *predicted* co
 plan; (2) accuracy on the held-out split, measured; (3) on this machine, the host cost model's
 prediction next to an onnxruntime measurement: a check of the cost model, not target numbers.
 The steps themselves are :mod:`executors.apply`'s.
+
+The artifacts are one set: built in a fresh folder beside ``out_dir`` and swapped into place
+(edgefit_common.atomic_dir), with the plan that made them. The model comes from the plan (a
+built-in name, a .pt2 or .onnx file) or, for a module:factory, from the command line only
+(workloads.refs): a plan file never makes edgefit import code.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from cost_models.graph import LayerGraph
 from cost_models.host_probe import host_spec
 from cost_models.options import plain_option
 from edgefit.planning import build_problem, calibration_split, lowrank_factors
+from edgefit_common.atomic_dir import check_replaceable, fresh_dir
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_write_text
 from executors import measure
@@ -30,15 +36,33 @@ from techniques.option import Offer, Option
 from techniques.quantize import onnx_option
 from workloads.data import data_hash
 from workloads.models import LoadedModel, load_model_ref, weights_sha256
+from workloads.refs import ModelSource
+
+ARTIFACT_NAMES = ("model.onnx", "model.fp32.onnx", "model.float.onnx", "model.flash.bin",
+                  "report.json", "plan.json")
+"""What `apply` writes: a folder holding only these (or edgefit's marker) may be replaced."""
 
 
-def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
+def plan_source(plan: Plan, model: str | None = None, weights: str | None = None
+                ) -> ModelSource:
+    """The model to apply `plan` to (workloads.refs.source_for_apply): torch-free, so a plan
+    naming a factory is refused before anything is imported."""
+    from workloads.refs import source_for_apply
+
+    m = plan.model
+    return source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights)
+
+
+def apply_plan(plan: Plan, out_dir: Path, source: ModelSource | None = None) -> dict[str, Any]:
+    """Apply `plan` to its model (or `source`, what the command line named) into `out_dir`,
+    which is replaced as a whole by the new set of artifacts."""
     if not plan.feasible:
         raise PlanError(f"the plan's status is {plan.status}: there is nothing to apply")
-    ref = plan.model.name if plan.model.kind == "zoo" else plan.model.path
-    if ref is None:
-        raise PlanError("the plan does not say where its model file is (model.path)")
-    loaded = load_model_ref(ref)
+    source = source or plan_source(plan)
+    check_replaceable(out_dir, ARTIFACT_NAMES)
+    with source.allowed():
+        loaded = load_model_ref(source.ref, source.weights, source.input_shape)
+    check_weights(plan, loaded)
     data_name = plan.data or loaded.dataset
     if data_name is None:
         raise PlanError("the plan names no data set: accuracy cannot be evaluated "
@@ -48,11 +72,34 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
     _, test = load_dataset(data_name)
     calib = calibration_split(data_name)
     assert calib is not None
-    check_pinned(plan, loaded, data_hash(*calib))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_calibration(plan, data_hash(*calib))
+    with fresh_dir(out_dir) as work:
+        report = _apply_into(plan, loaded, data_name, calib[0], test, work)
+        report = _moved(report, work, out_dir)
+        report["report_path"] = str(out_dir / "report.json")
+        atomic_write_text(work / "report.json", json.dumps(report, indent=2) + "\n")
+        plan.save(work / "plan.json")
+    return report
+
+
+def _moved(value: Any, work: Path, out_dir: Path) -> Any:
+    """`value` with every path inside `work` (a unique temporary name) renamed into `out_dir`,
+    where the set lands."""
+    if isinstance(value, str):
+        return value.replace(str(work), str(out_dir))
+    if isinstance(value, dict):
+        return {k: _moved(v, work, out_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, work, out_dir) for v in value]
+    return value
+
+
+def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.ndarray,
+                test: Any, out_dir: Path) -> dict[str, Any]:
+    """Build, verify and measure into `out_dir` (the fresh folder): the report, unsaved."""
     onnx_opts = {name: onnx_option(lp.techniques) for name, lp in plan.layers.items()}
     build = build_onnx if loaded.kind == "onnx" else build_torch
-    built = build(plan, loaded, onnx_opts, calib[0], test, out_dir)
+    built = build(plan, loaded, onnx_opts, calib_x, test, out_dir)
     image = out_dir / "model.flash.bin"
     write_flash_image(image, built.flash_layers)
     runnable, fp32_onnx = built.runnable, built.fp32_onnx
@@ -92,20 +139,27 @@ def apply_plan(plan: Plan, out_dir: Path) -> dict[str, Any]:
         "verification": verification,
     }
     report["checks"] = _checks(report, plan)
-    report_path = out_dir / "report.json"
-    report["report_path"] = str(report_path)
-    atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     return report
 
 
 def check_pinned(plan: Plan, loaded: LoadedModel, calibration_sha256: str) -> None:
     """The plan was costed on these weights and this calibration data (PlanError otherwise: a
     plan's costs say nothing about other weights, even with the same layer names)."""
+    check_weights(plan, loaded)
+    check_calibration(plan, calibration_sha256)
+
+
+def check_weights(plan: Plan, loaded: LoadedModel) -> None:
+    """The plan was costed on these weights (checked first: before any data is read)."""
     got = weights_sha256(loaded)
     if got != plan.model.weights_sha256:
         raise PlanError(f"the plan was costed on other weights of {plan.model.name} (sha256 "
                         f"{plan.model.weights_sha256[:12]}..., this model's {got[:12]}...); "
                         "re-plan for these weights")
+
+
+def check_calibration(plan: Plan, calibration_sha256: str) -> None:
+    """The plan's accuracy costs were measured on this calibration data."""
     if plan.calibration_sha256 not in (None, calibration_sha256):
         raise PlanError(f"the plan's accuracy costs were measured on other calibration data "
                         f"than {plan.data!r} gives here (sha256 {plan.calibration_sha256[:12]}"

@@ -1,4 +1,9 @@
-"""Merge a budget file (or ./edgefit.yaml) with command-line flags into one Budget."""
+"""Merge a budget file (or ./edgefit.yaml) with command-line flags into one Budget.
+
+A module:factory model is code: it is accepted from --model, or from ./edgefit.yaml (the
+project's own file in the current directory) when that file says ``allow_factory: true`` --
+never from another budget file (workloads.refs).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,14 @@ from device_specs.budget import (
     Budget,
     Limits,
     find_project_file,
+    input_shape_problem,
     load_budget,
 )
 from edgefit_common import units
 from edgefit_common.errors import SpecError
+from edgefit_common.fsutil import shown
 from edgefit_common.yamlio import validate
+from workloads.refs import is_factory_ref, is_well_formed_factory
 
 DEFAULT_MODEL = "lenet5-mnist"  # workloads.zoo.DEFAULT_MODEL, repeated so this stays torch-free
 
@@ -25,6 +33,7 @@ class ResolvedBudget:
     budget: Budget
     source: str  # which file (if any) the budget came from
     model_origin: str
+    factory: str | None = None  # a module:factory the user allowed to run (--model, edgefit.yaml)
 
 
 def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
@@ -32,13 +41,19 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                    data: str | None, margin: str | None, period: str | None = None,
                    input_shape: str | None = None,
                    limits: dict[str, str | None]) -> ResolvedBudget:
+    project = find_project_file(cwd) if budget_file is None else None
     if budget_file is not None:
         base, source = load_budget(budget_file), str(budget_file)
-    elif (project := find_project_file(cwd)) is not None:
+    elif project is not None:
         base, source = load_budget(project), str(project)
     else:
         base, source = None, "command line"
+    own_file = _is_project_file(cwd, budget_file if budget_file is not None else project)
+    if base is not None and base.allow_factory and not own_file:
+        raise SpecError(f"{shown(source)}: allow_factory is honoured only in ./edgefit.yaml "
+                        "(the current directory's project file); pass a factory as --model")
     fields: dict[str, Any] = base.model_dump(mode="json") if base else {}
+    fields.pop("allow_factory", None)
     fields.setdefault("limits", {})
     given = _check_flags(limits)
     fields["limits"] = {**{k: v for k, v in fields["limits"].items() if v is not None}, **given}
@@ -66,18 +81,45 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
     else:
         fields["model"] = DEFAULT_MODEL
         origin = "built-in default workload (LeNet-5 on MNIST; no edgefit.yaml here)"
+    factory = _allowed_factory(fields["model"], model is not None,
+                               own_file and base is not None and base.allow_factory, source)
     budget = validate(fields, Budget, path="command line" if base is None else source)
-    return ResolvedBudget(budget, source, origin)
+    return ResolvedBudget(budget, source, origin, factory)
+
+
+def _is_project_file(cwd: Path, path: Path | None) -> bool:
+    """Whether `path` is ./edgefit.yaml of the current directory (the user's own project)."""
+    if path is None:
+        return False
+    try:
+        return Path(cwd, path).resolve() == (cwd / "edgefit.yaml").resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop
+        return False
+
+
+def _allowed_factory(ref: str, from_flag: bool, opted_in: bool, source: str) -> str | None:
+    """The factory the user allowed to run, None for any other model; a factory named only by
+    a file that did not opt in is refused before anything is imported."""
+    if not is_factory_ref(ref):
+        return None
+    if not (from_flag or opted_in):
+        raise SpecError(f"{shown(source)}: model {shown(ref, 80)!r} is a module:factory, i.e. "
+                        "code, which edgefit never runs because a file names it; pass it as "
+                        f"--model {shown(ref, 80)} (or set allow_factory: true in ./edgefit.yaml)")
+    if not is_well_formed_factory(ref):
+        raise SpecError(f"--model {shown(ref, 80)!r}: write a factory as package.module:function")
+    return ref
 
 
 def _parse_shape(text: str) -> list[int]:
-    try:
-        dims = [int(d) for d in text.lower().replace(",", "x").split("x")]
-    except ValueError:
-        raise SpecError(f"--input-shape {text!r}: write the dimensions of one sample, "
-                        "e.g. 1x28x28") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise SpecError(f"--input-shape {text!r}: every dimension must be positive")
+    """`1x28x28` (or `1,28,28`): ASCII digits only, within device_specs.budget's bounds."""
+    parts = text.lower().replace(",", "x").split("x")
+    if len(text) > 100 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
+        raise SpecError(f"--input-shape {shown(text, 60)!r}: write the dimensions of one sample "
+                        "in digits 0-9, e.g. 1x28x28")
+    dims = [int(p) for p in parts]
+    if (problem := input_shape_problem(dims)) is not None:
+        raise SpecError(f"--input-shape {shown(text, 60)!r}: {problem}")
     return dims
 
 

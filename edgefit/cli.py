@@ -1,7 +1,10 @@
 """Command line: `plan ...` and `edgefit plan|apply|devices|schemas`.
 
 Nothing here imports torch at module level, so `plan --help` starts fast; each command imports
-what it needs. Every EdgefitError becomes one line on stderr and exit code 2.
+what it needs. Exit codes mean one thing each (``EXIT_*`` below), and stderr gets one line: an
+EdgefitError, a usage error or a file the OS refused is bad input (2); Ctrl-C is 130 (temporary
+files removed on the way out); anything else is an internal error (3), its traceback written to
+a log file under the cache folder that the one line names.
 """
 
 from __future__ import annotations
@@ -17,9 +20,14 @@ from edgefit_common.errors import EdgefitError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgefit: device budget -> per-layer compression plan -> measured model.")
 
-EXIT_BAD_INPUT = 2
+EXIT_OK = 0
 EXIT_INFEASIBLE = 1
 EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+INTERRUPTED = "interrupted (temporary files removed; nothing half-written)"
 
 Opt = typer.Option
 
@@ -82,19 +90,24 @@ def plan_cmd(
         limits={"latency": max_latency, "flash": max_flash, "ram": max_ram,
                 "energy": max_energy, "accuracy_drop": max_accuracy_drop},
     )
-    from edgefit.planning import make_plan
-    from edgefit.report import print_plan
     from planner.resolve import parse_pins
     from planner.result import SolverOptions
+    from workloads.refs import factory_allowed
 
     metrics = _pareto_metrics(pareto) if pareto else None
     loop_settings = _loop_settings(loop, objective, resolved.budget.limits.accuracy_drop)
-    plan, ctx = make_plan(resolved.budget, resolved.model_origin,
-                        SolverOptions(time_limit_s=time_limit, relative_gap=gap),
-                        pins=parse_pins(pin or []), exclude=tuple(exclude or ()),
-                        backend=_backend(solver), search=_search(search, trials, study),
-                        finetune_epochs=_epochs(finetune),
-                        quantization_aware=_qat(qat, finetune))
+    options = _solver_options(SolverOptions, time_limit, gap)
+    pins, backend = parse_pins(pin or []), _backend(solver)
+    search_settings = _search(search, trials, study)
+    epochs, quantization_aware = _epochs(finetune), _qat(qat, finetune)
+    from edgefit.planning import make_plan
+    from edgefit.report import print_plan
+
+    with factory_allowed(resolved.factory):  # only a factory the user named (--model)
+        plan, ctx = make_plan(resolved.budget, resolved.model_origin, options, pins=pins,
+                              exclude=tuple(exclude or ()), backend=backend,
+                              search=search_settings, finetune_epochs=epochs,
+                              quantization_aware=quantization_aware)
     plan.save(out)
     print_plan(plan, out)
     if metrics:
@@ -103,10 +116,22 @@ def plan_cmd(
         write_pareto(plan, ctx.problem, metrics, out)
     if not plan.feasible:
         raise typer.Exit(EXIT_INFEASIBLE)
+    source = _plan_model(plan, resolved)
     if loop_settings is not None:
-        _loop(plan, out, report_dir, loop_settings)
+        _loop(plan, out, report_dir, loop_settings, source)
     elif apply:
-        _apply(out, report_dir)
+        _apply_plan(plan, report_dir, source)  # the plan just solved, never --out re-read
+
+
+def _plan_model(plan: Any, resolved: Any) -> Any:
+    """What `plan --apply` / `--loop` apply to: the factory the user named, else the plan's."""
+    from workloads.refs import ModelSource, source_for_apply
+
+    m = plan.model
+    if resolved.factory is not None:
+        return ModelSource(resolved.factory, resolved.budget.weights, tuple(m.input_shape),
+                           trusted_factory=True)
+    return source_for_apply(m.kind, m.name, m.path, m.input_shape)
 
 
 def _loop_settings(rounds: int, objective: str, accuracy_drop: float | None) -> Any:
@@ -123,12 +148,12 @@ def _loop_settings(rounds: int, objective: str, accuracy_drop: float | None) -> 
     return settings
 
 
-def _loop(plan: Any, out: Path, report_dir: Path, settings: Any) -> None:
+def _loop(plan: Any, out: Path, report_dir: Path, settings: Any, source: Any) -> None:
     """The closed loop writes its best plan over --out and every round under report_dir."""
     from edgefit.loop import apply_evaluator, closed_loop
     from edgefit.report import print_loop
 
-    result = closed_loop(plan, apply_evaluator(report_dir), settings)
+    result = closed_loop(plan, apply_evaluator(report_dir, source), settings)
     path = report_dir / "loop.json"
     result.save(path)
     if result.best_plan is not None:
@@ -164,7 +189,7 @@ def resolve_cmd(
     limits = merge_limits(plan.limits, {"latency": max_latency, "flash": max_flash,
                                         "ram": max_ram, "energy": max_energy})
     new = resolve(plan, pins=parse_pins(pin or []), exclude=exclude or (), limits=limits,
-                  options=SolverOptions(time_limit_s=time_limit, relative_gap=gap),
+                  options=_solver_options(SolverOptions, time_limit, gap),
                   backend=_backend(solver))
     target = out or plan_file
     new.save(target)
@@ -180,6 +205,11 @@ def review_cmd(
                                         "(adds a measured-flash column)")] = None,
 ) -> None:
     """Inspect, edit and re-solve a plan in the terminal (keyboard first; ? for help)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        from edgefit_common.errors import SpecError
+
+        raise SpecError("edgefit review needs a terminal (stdin and stdout are not one); use "
+                        "`edgefit resolve PLAN --pin LAYER=OPTION ...` in scripts")
     from edgefit.review.app import run_review
 
     code = run_review(plan_file, report)
@@ -190,20 +220,32 @@ def review_cmd(
 @app.command("apply")
 def apply_cmd(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by `plan`")],
-    out_dir: Annotated[Path, Opt("--out", help="artifact directory")] = Path("out"),
+    out_dir: Annotated[Path, Opt("--out", help="artifact directory (replaced as a whole: the "
+                                 "plan, models, flash image and report of this run)")
+                       ] = Path("out"),
+    model: Annotated[str | None, Opt(help="the model to apply the plan to; needed for a "
+                                     "module:factory model, which a plan file never imports "
+                                     "(the plan's weights hash is checked)")] = None,
+    weights: Annotated[str | None, Opt(help="state_dict for --model module:factory")] = None,
 ) -> None:
     """Apply a plan: compressed ONNX + packed flash image + measured report."""
-    _apply(plan_file, out_dir)
-
-
-def _apply(plan_file: Path, out_dir: Path) -> None:
-    from edgefit.applying import apply_plan
     from planner.plan import Plan
+    from workloads.refs import source_for_apply
 
-    plan = Plan.load(plan_file)
+    plan = Plan.load(plan_file)  # checked before torch is imported
+    m = plan.model
+    source = source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights)
+    _apply_plan(plan, out_dir, source)
+
+
+def _apply_plan(plan: Any, out_dir: Path, source: Any) -> None:
+    from edgefit.applying import ARTIFACT_NAMES, apply_plan
+    from edgefit_common.atomic_dir import check_replaceable
+
+    check_replaceable(out_dir, ARTIFACT_NAMES)  # before any model is loaded
     from edgefit.report import print_report
 
-    report = apply_plan(plan, out_dir)
+    report = apply_plan(plan, out_dir, source)
     print_report(report)
     if not all(check["ok"] for check in report["checks"]):
         raise typer.Exit(EXIT_CHECK_FAILED)
@@ -293,11 +335,25 @@ def _search(name: str, trials: int, study: Path | None) -> Any:
         return None
     if name != "bayes":
         raise SpecError(f"--search {name!r}: choose solver or bayes")
-    if trials < 1:
-        raise SpecError(f"--trials {trials}: must be at least 1")
+    if not 1 <= trials <= 100_000:
+        raise SpecError(f"--trials {trials}: between 1 and 100000")
     from edgefit.planning import SearchSettings
 
     return SearchSettings(trials=trials, study=study)
+
+
+def _solver_options(options: Any, time_limit: float, gap: float) -> Any:
+    """SolverOptions from --time-limit (seconds, up to a day) and --gap (0 to 1)."""
+    import math
+
+    from edgefit_common.errors import SpecError
+
+    if not (math.isfinite(time_limit) and 0 < time_limit <= 86_400):
+        raise SpecError(f"--time-limit {time_limit:g}: seconds, above 0 and at most 86400 "
+                        "(one day)")
+    if not (math.isfinite(gap) and 0 <= gap <= 1):
+        raise SpecError(f"--gap {gap:g}: a fraction from 0 (prove optimal) to 1")
+    return options(time_limit_s=time_limit, relative_gap=gap)
 
 
 def _epochs(n: int) -> int:
@@ -326,28 +382,88 @@ def _backend(name: str) -> str:
 
 
 def _run(command: typer.Typer, argv: list[str] | None = None) -> int:
+    """Run a command; every way out is an exit code and at most one line on stderr."""
     try:
         code = command(args=argv, standalone_mode=False)  # returns the code of a typer.Exit
+        if code == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent Exit(130)
+            return _say(INTERRUPTED, EXIT_INTERRUPTED)
         if isinstance(code, int):
             return code
     except EdgefitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return EXIT_BAD_INPUT
+        return _say(f"error: {exc}", EXIT_BAD_INPUT)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except SystemExit as exc:  # click's own usage errors
+    except SystemExit as exc:  # --help, and click's own exits
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return 130
+        return _say(INTERRUPTED, EXIT_INTERRUPTED)
+    except typer.Abort:  # end of input where a prompt waited
+        return _say("error: aborted: no input", EXIT_BAD_INPUT)
     except typer.TyperException as exc:  # usage errors of typer's vendored click
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            typer.echo(f"error: {exc}", err=True)
-        return EXIT_BAD_INPUT
+        return _say(_usage_line(exc), EXIT_BAD_INPUT)
+    except OSError as exc:
+        if exc.filename is not None:  # a path the user gave that the OS refused
+            return _say(f"error: {_os_error_line(exc)}", EXIT_BAD_INPUT)
+        return _internal(exc)
+    except Exception as exc:
+        return _internal(exc)
     return 0
+
+
+def _say(line: str, code: int) -> int:
+    from edgefit_common.fsutil import shown
+
+    typer.echo(shown(" ".join(line.split()), 1000), err=True)
+    return code
+
+
+def _usage_line(exc: Exception) -> str:
+    fmt = getattr(exc, "format_message", None)
+    message = fmt() if fmt is not None else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "edgefit"
+    return f"error: {message} (see '{path} --help')"
+
+
+def _os_error_line(exc: OSError) -> str:
+    from edgefit_common.fsutil import shown
+
+    problem = (exc.strerror or type(exc).__name__).lower()
+    return f"{shown(exc.filename)}: {problem}"
+
+
+def _internal(exc: BaseException) -> int:
+    """Exit 3: one line naming the problem and the log file that holds the traceback."""
+    log = write_crash_log(exc)
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    where = f"the traceback is in {log}" if log else "no log file could be written"
+    return _say(f"internal error ({type(exc).__name__}{': ' + first if first else ''}); "
+                f"{where}; please report it", EXIT_INTERNAL)
+
+
+def write_crash_log(exc: BaseException) -> str | None:
+    """The traceback of `exc` in a new file under the cache folder (or the temporary folder);
+    its path, or None when neither can be written."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    from edgefit import __version__
+    from edgefit_common.paths import cache_dir
+
+    text = (f"edgefit {__version__}\nargv: {sys.argv!r}\n\n"
+            + "".join(traceback.format_exception(exc)))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (cache_dir() / "logs", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"edgefit-error-{stamp}-{os.getpid()}.log"
+            path.write_text(text, encoding="utf-8")
+            return str(path)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

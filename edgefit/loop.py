@@ -36,6 +36,7 @@ from planner.plan import Plan
 from planner.problem import Problem
 from planner.resolve import LIMIT_METRIC, problem_from_plan, with_result
 from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
+from workloads.refs import ModelSource
 
 OBJECTIVES = tuple(LIMIT_METRIC)  # latency, flash, ram, energy
 LOOP_REPORT_VERSION = 1
@@ -324,16 +325,15 @@ def _plan_for(plan: Plan, problem: Problem, cand: _Candidate) -> Plan:
     return with_result(plan, problem, result)
 
 
-def apply_evaluator(out_dir: Path) -> Evaluate:
-    """Each round: write its plan, apply it into out_dir/round-N, read back what was measured."""
+def apply_evaluator(out_dir: Path, source: ModelSource | None = None) -> Evaluate:
+    """Each round: apply its plan into out_dir/round-N (the plan, the artifacts and the report
+    as one set), read back what was measured. `source`: the model the command line named (a
+    module:factory), else each plan's own."""
 
     def run(plan: Plan, number: int) -> Measurement:
         from edgefit.applying import apply_plan
 
-        round_dir = out_dir / f"round-{number}"
-        round_dir.mkdir(parents=True, exist_ok=True)
-        plan.save(round_dir / "plan.json")
-        report = apply_plan(plan, round_dir)
+        report = apply_plan(plan, out_dir / f"round-{number}", source)
         return measurement_from_report(plan, report)
 
     return run

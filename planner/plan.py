@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from device_specs.budget import Limits, Margin
+from device_specs.budget import Limits, Margin, input_shape_problem
 from edgefit_common import units
 from edgefit_common.errors import PlanError, SpecError
 from edgefit_common.fsutil import atomic_write_text, shown
@@ -53,6 +53,17 @@ SignedBytes = Annotated[float, _bounded(units.BYTES, signed=True)]
 MilliJoules = Annotated[float, _bounded(units.ENERGY)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0)]
+
+
+def _sample_shape(dims: list[int]) -> list[int]:
+    """One sample's input shape within a budget's bounds (apply allocates it)."""
+    problem = input_shape_problem(dims)
+    if problem is not None:
+        raise ValueError(problem)
+    return dims
+
+
+SampleShape = Annotated[list[int], AfterValidator(_sample_shape)]
 
 
 class _Strict(BaseModel):
@@ -158,7 +169,7 @@ class ModelRef(_Strict):
     name: str
     kind: Literal["zoo", "pt2", "factory", "onnx"]
     path: str | None = None
-    input_shape: list[int]
+    input_shape: SampleShape
     origin: str = Field(description="where the model choice came from: flag, budget file, "
                         "edgefit.yaml, or the built-in default")
     weights_sha256: str = Field(
@@ -261,7 +272,27 @@ class Plan(_Strict):
         except ValidationError as exc:
             raise SpecError(describe(exc, shown(path), None, cls)) from None
         plan.check_options(path)
+        plan.check_references(path)
         return plan
+
+    def check_references(self, path: Path | str) -> None:
+        """Every layer a RAM step, a workspace or pair term or a channel group names is one of
+        the plan's layers (a hand-edited plan would otherwise fail deep in the solver)."""
+        from planner.problem import owner_layer
+
+        named: list[tuple[str, str]] = []
+        for i, step in enumerate(self.ram_steps):
+            named.append((f"ram_steps[{i}].owner", step.owner))
+            named += [(f"ram_steps[{i}].live", owner_layer(o)) for o, _ in step.live]
+            named += [(f"ram_steps[{i}].workspace", ly) for ly, _, _ in step.workspace]
+            named += [(f"ram_steps[{i}].pairs", ly) for a, _, b, _, _ in step.pairs
+                      for ly in (a, b)]
+        for i, group in enumerate(self.channel_groups):
+            named += [(f"channel_groups[{i}]", ly) for ly in (*group.layers, *group.consumers)]
+        for where, layer in named:
+            if layer not in self.layers:
+                raise SpecError(f"{shown(path)}: {where} names layer {shown(layer, 60)!r}, "
+                                "which is not one of the plan's layers")
 
     def check_options(self, path: Path | str) -> None:
         """Every layer's chosen option is one of its alternatives (when it lists them)."""

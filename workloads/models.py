@@ -1,20 +1,29 @@
 """Resolve a model reference: a built-in name, a torch.export .pt2, or module:factory + weights.
 
-Checkpoints load with weights_only=True; a pickle that needs code is refused, never unpickled.
+Checkpoints load with weights_only=True; a pickle that needs code is refused, never unpickled,
+also inside a .pt2 archive (torch.export.load itself would fall back to full unpickling). A
+module:factory is imported only when the command line allowed it (workloads.refs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import logging
 import pickle
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from edgefit_common.errors import ModelLoadError
+from edgefit_common.fsutil import shown
+from workloads.refs import check_factory_allowed, is_factory_ref
 from workloads.zoo import PRETRAINED, ZOO
 
 
@@ -59,11 +68,12 @@ def load_model_ref(ref: str, weights: str | None = None,
             "loaded with weights_only=True)")
     if path.suffix == ".onnx":
         return _load_onnx(path)
-    if ":" in ref and not path.exists():
+    if is_factory_ref(ref):
+        check_factory_allowed(ref)  # before anything is imported
         return _load_factory(ref, weights, input_shape)
     known = ", ".join(sorted([*ZOO, *PRETRAINED]))
-    raise ModelLoadError(f"{ref}: not a built-in model ({known}), an existing .pt2 file, or "
-                         "'module:factory'")
+    raise ModelLoadError(f"{shown(ref, 80)}: not a built-in model ({known}), an existing .pt2 "
+                         "file, or 'module:factory'")
 
 
 def _load_onnx(path: Path) -> LoadedModel:
@@ -87,16 +97,57 @@ def _load_pt2(path: Path) -> LoadedModel:
     if not path.is_file():
         raise ModelLoadError(f"{path}: model file not found")
     try:
-        program = torch.export.load(str(path))
+        with _weights_only_unpickling():
+            program = torch.export.load(str(path))
     except Exception as exc:  # torch raises many kinds for a bad archive
-        raise ModelLoadError(f"{path}: not a readable torch.export archive: "
-                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                             ) from None
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        if isinstance(exc, pickle.UnpicklingError):
+            text = "it holds a pickle that needs code to load (refused)"
+        raise ModelLoadError(f"{shown(path)}: not a readable torch.export archive: "
+                             f"{text or type(exc).__name__}") from None
     example = program.example_inputs[0] if program.example_inputs else ()
     if not example or not isinstance(example[0], torch.Tensor):
         raise ModelLoadError(f"{path}: the archive has no example input to read its shape from")
     module = _planning_form(remodularize(program.module(check_guards=False)))  # guards: batch 1
     return LoadedModel(path.stem, "pt2", module, tuple(example[0].shape[1:]), None, str(path))
+
+
+def _refuse_pickle(*_: Any, **__: Any) -> Any:
+    raise pickle.UnpicklingError("refused: a pickled object in a .pt2 archive")
+
+
+@contextlib.contextmanager
+def _weights_only_unpickling() -> Iterator[None]:
+    """Within the block every ``torch.load`` is ``weights_only=True`` and the .pt2 reader's plain
+    ``pickle.loads`` / TorchScript object loader refuse: torch.export.load falls back to
+    ``weights_only=False`` for the example inputs and unpickles 'pickled' weights and opaque
+    constants, so a hostile archive would otherwise run code. Its warnings and log lines are
+    silenced (a rejection is one line)."""
+    from torch.export.pt2_archive import _package
+
+    real_load, real_pickle, real_obj = torch.load, _package.pickle, torch._C._pickle_load_obj
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        kwargs["weights_only"] = True
+        return real_load(*args, **kwargs)
+
+    class _NoPickle:
+        loads = staticmethod(_refuse_pickle)
+        load = staticmethod(_refuse_pickle)
+        UnpicklingError = pickle.UnpicklingError
+
+    silenced = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    torch.load, _package.pickle = load, _NoPickle  # type: ignore[assignment]
+    torch._C._pickle_load_obj = _refuse_pickle
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        torch.load, _package.pickle = real_load, real_pickle  # type: ignore[assignment]
+        torch._C._pickle_load_obj = real_obj
+        logging.disable(silenced)
 
 
 def remodularize(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -237,6 +288,13 @@ def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
 
 def _load_factory(ref: str, weights: str | None,
                   input_shape: tuple[int, ...] | None) -> LoadedModel:
+    """The user's own code (the command line allowed it): imported and called, after its
+    weights and input shape are checked."""
+    state = load_state_dict(Path(weights)) if weights is not None else None
+    if input_shape is None:
+        raise ModelLoadError(
+            f"{ref}: give the input shape of one sample (--input-shape 1x28x28, or "
+            "input_shape: [1, 28, 28] in the budget file)")
     module_name, _, factory_name = ref.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), factory_name)
@@ -245,12 +303,13 @@ def _load_factory(ref: str, weights: str | None,
     model = factory()
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, not a Module")
-    if weights is not None:
-        model.load_state_dict(load_state_dict(Path(weights)))
-    if input_shape is None:
-        raise ModelLoadError(
-            f"{ref}: give the input shape of one sample (--input-shape 1x28x28, or "
-            "input_shape: [1, 28, 28] in the budget file)")
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ModelLoadError(f"{shown(weights or '')}: does not fit {ref}: {first[:200]}"
+                                 ) from None
     return LoadedModel(factory_name, "factory", _planning_form(model), tuple(input_shape),
                        None, ref)
 
@@ -266,7 +325,9 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelLoadError(f"{path}: weights file not found")
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # e.g. "pickle protocol 4": the error says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError:
         raise ModelLoadError(f"{path}: refused: the file needs arbitrary code to unpickle; save "
                              "a plain state_dict (torch.save(model.state_dict(), ...))") from None

@@ -10,6 +10,7 @@ import torch
 from cost_models.capture import capture
 from edgefit_common.errors import ModelLoadError
 from workloads.models import load_model_ref
+from workloads.refs import factory_allowed
 from workloads.zoo import LeNet5
 
 
@@ -31,15 +32,30 @@ def test_factory_with_state_dict(tmp_path: Path) -> None:
     model = LeNet5()
     weights = tmp_path / "w.pt"
     torch.save(model.state_dict(), weights)
-    loaded = load_model_ref("workloads.zoo:LeNet5", str(weights), (1, 28, 28))
+    with factory_allowed("workloads.zoo:LeNet5"):  # as the CLI does for --model
+        loaded = load_model_ref("workloads.zoo:LeNet5", str(weights), (1, 28, 28))
     assert torch.equal(loaded.module.conv1.weight, model.conv1.weight)
 
 
 def test_factory_needs_shape_and_importable(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="input shape"):
+    with factory_allowed("workloads.zoo:LeNet5"), pytest.raises(ModelLoadError,
+                                                                match="input shape"):
         load_model_ref("workloads.zoo:LeNet5")
-    with pytest.raises(ModelLoadError, match="cannot import"):
+    with factory_allowed("nosuchpkg.mod:make"), pytest.raises(ModelLoadError,
+                                                              match="cannot import"):
         load_model_ref("nosuchpkg.mod:make", None, (1, 28, 28))
+
+
+def test_a_factory_is_imported_only_where_the_command_line_allowed_it() -> None:
+    with pytest.raises(ModelLoadError, match="refused: a module:factory model is code"):
+        load_model_ref("os:abort", None, (1, 28, 28))
+    with factory_allowed("workloads.zoo:LeNet5"), pytest.raises(ModelLoadError,
+                                                                match="refused"):
+        load_model_ref("os:abort", None, (1, 28, 28))  # another factory than the one allowed
+    with factory_allowed("workloads.zoo:LeNet5"):
+        pass
+    with pytest.raises(ModelLoadError, match="refused"):  # nothing stays allowed
+        load_model_ref("workloads.zoo:LeNet5", None, (1, 28, 28))
 
 
 def test_corrupt_pt2_is_a_clear_error(tmp_path: Path) -> None:
