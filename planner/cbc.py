@@ -1,31 +1,34 @@
 """PuLP / CBC backend over the same Problem as CP-SAT: data -> variables -> constraints ->
-objective -> solve -> extract. It uses the same integer data as CP-SAT (costs rounded up and
-limits down at the stated resolution), so both backends answer exactly the same question and
-must agree; used to cross-check CP-SAT and as the `--solver cbc` choice.
+objective -> solve -> extract. It uses the same integer data as CP-SAT, in the same two
+roundings (planner.exact: LOOSE first, SAFE when LOOSE's plan breaks a limit by rounding) and
+the same tie-break costs, so both backends answer exactly the same question and must agree;
+used to cross-check CP-SAT and as the `--solver cbc` choice. Each phase is warm-started (CBC's
+MIP start) from the best plan held, and the answer is the best plan held, checked exactly.
 """
 
 from __future__ import annotations
 
-import time
+import math
+from functools import partial
 
 import pulp
 
-from planner.formulation import (
-    RESOLUTION,
-    coupling_links,
-    pair_coefficients,
-    pair_keys,
-    scaled_down,
-    scaled_up,
-    step_coefficients,
-)
+from planner.cpsat import Run, gap_to, index_hint, separable_optimum
+from planner.exact import LOOSE, Attempt, Pool, Rounding, loss_units, search, tie_break_costs
+from planner.formulation import coupling_links, pair_keys
 from planner.problem import ADDITIVE, Choice, PairKey, Problem
-from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
+from planner.result import SolveResult, SolverOptions
+
+# + 0.5 on an integer bound: room for CBC's tolerance on ~1e9 coefficients (without it CBC can
+# call a plan of exactly that bound infeasible)
+_INTEGER_SLACK = 0.5
 
 
 class _Model:
-    def __init__(self, problem: Problem, limits: dict[str, float], name: str) -> None:
+    def __init__(self, problem: Problem, limits: dict[str, float], name: str,
+                 rounding: Rounding = LOOSE) -> None:
         self.p = problem
+        self.rounding = rounding
         self.m = pulp.LpProblem(name, pulp.LpMinimize)
         self.x = {
             (layer, i): pulp.LpVariable(f"x_{n}_{i}", cat=pulp.LpBinary)
@@ -35,19 +38,19 @@ class _Model:
         for layer in problem.layers:
             self.m += pulp.lpSum(self.x[layer, i]
                                  for i in range(len(problem.choices[layer]))) == 1
-        self._coupling()
+        self.y = self._coupling()
         self.expr = {m: self._additive(m) for m in (*ADDITIVE, "acc_loss")}
         self.z = self._pairs()
         self.steps = self._ram_steps()
         for metric, limit in limits.items():
-            room = scaled_down(limit, metric) - scaled_up(problem.fixed.get(metric, 0.0), metric)
+            room = rounding.room(problem, metric, limit)
             if metric == "ram_bytes":
                 for k, step in enumerate(self.steps):
                     self.m += step <= room, f"ram_{k}"
             else:
                 self.m += self.expr[metric] <= room, f"limit_{metric}"
 
-    def _coupling(self) -> None:
+    def _coupling(self) -> dict[tuple[str, int], pulp.LpVariable]:
         """The same (group, width) variables and links as the CP-SAT model."""
         groups = self.p.groups
         y = {(g, w): pulp.LpVariable(f"y_{n}_{w}", cat=pulp.LpBinary)
@@ -56,10 +59,12 @@ class _Model:
             self.m += pulp.lpSum(y[g, w] for w in widths) == 1
         for (g, w), (layer, idx) in coupling_links(self.p):
             self.m += pulp.lpSum(self.x[layer, i] for i in idx) == y[g, w]
+        return y
 
     def _additive(self, metric: str) -> pulp.LpAffineExpression:
         def value(c: Choice) -> int:
-            return scaled_up(c.acc_loss if metric == "acc_loss" else c.metric(metric), metric)
+            return self.rounding.cost(c.acc_loss if metric == "acc_loss" else c.metric(metric),
+                                      metric)
 
         return pulp.lpSum(value(c) * self.x[layer, i]
                           for layer in self.p.layers
@@ -79,19 +84,36 @@ class _Model:
         weights = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
         steps = []
         for t, step in enumerate(self.p.ram_steps or ((),)):
-            coef = step_coefficients(self.p, t, step)  # the same integers as CP-SAT's
+            coef = self.rounding.step_coefficients(self.p, t, step)  # CP-SAT's integers
             live = pulp.lpSum(k * self.x[key] for key, k in coef.items() if k)
-            pairs = pulp.lpSum(k * self.z[key] for key, k in pair_coefficients(self.p, t))
+            pairs = pulp.lpSum(k * self.z[key]
+                               for key, k in self.rounding.pair_coefficients(self.p, t))
             steps.append(live + pairs + weights)
         return steps
 
-    def solve(self, options: SolverOptions) -> str:
-        solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=options.time_limit_s,
-                                   gapRel=options.relative_gap or None)
+    def warm_start(self, picks: dict[str, int] | None) -> bool:
+        """CBC's MIP start from a plan (x, the groups' widths, the pair terms); False: none."""
+        if not picks or len(picks) != len(self.p.layers):
+            return False
+        for (layer, i), var in self.x.items():
+            var.setInitialValue(int(picks[layer] == i))
+        members = self.p.members()
+        for (g, w), var in self.y.items():
+            first = members[g][0]
+            var.setInitialValue(int(self.p.choices[first][picks[first]].width(g) == w))
+        for (a, ia, b, ib), var in self.z.items():
+            var.setInitialValue(int(picks[a] in ia and picks[b] in ib))
+        return True
+
+    def solve(self, options: SolverOptions, start: dict[str, int] | None = None) -> str:
+        warm = self.warm_start(start)
+        solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(options.time_limit_s, 0.01),
+                                   gapRel=options.relative_gap or None, warmStart=warm)
         self.m.solve(solver)
         # LpStatus says "Optimal" even after a time-out; sol_status tells them apart
         if self.m.sol_status == pulp.LpSolutionOptimal:
-            return "OPTIMAL"
+            # within gapRel, when one is asked: not a proof
+            return "FEASIBLE" if options.relative_gap else "OPTIMAL"
         if self.m.sol_status == pulp.LpSolutionIntegerFeasible:
             return "FEASIBLE"
         if self.m.status == pulp.LpStatusInfeasible:
@@ -104,69 +126,63 @@ class _Model:
                 for layer in self.p.layers}
 
 
+def _attempt(problem: Problem, run: Run, rounding: Rounding, hint: dict[str, int] | None,
+             cuts: tuple[dict[str, int], ...] = ()) -> Attempt:
+    """The accuracy phase on `rounding`'s integers without the plans `cuts`; its bound is the
+    optimum when proven."""
+    model = _Model(problem, problem.limits, "acc", rounding)
+    for cut in cuts:
+        model.m += pulp.lpSum(model.x[key] for key in cut.items()) <= len(cut) - 1
+    model.m += model.expr["acc_loss"]
+    status = model.solve(run.search_options(), hint)
+    if status not in ("OPTIMAL", "FEASIBLE"):
+        return Attempt(status)
+    picks = model.picks()
+    return Attempt(status, picks, loss_units(problem, picks) if status == "OPTIMAL" else None)
+
+
 def solve(problem: Problem, options: SolverOptions | None = None,
           hint: dict[str, str] | None = None, explain_infeasible: bool = True) -> SolveResult:
     """Minimise accuracy loss, then latency + flash normalised, as the CP-SAT backend does."""
     from planner import lp
-    from planner.cpsat import separable_optimum
 
-    del hint  # CBC through PuLP takes no warm start here
-    options = options or SolverOptions()
-    start = time.perf_counter()
-    considered = sum(len(c) for c in problem.choices.values())
+    run = Run(problem, options or SolverOptions(), backend="cbc")
     loose = separable_optimum(problem)  # no limit binds: the exact answer without a model
     if loose is not None:
-        return _result(problem, loose, True, start, considered)
+        return run.result(loose, "OPTIMAL", 0.0)
+    given = index_hint(problem, hint)
     # the LP relaxation proves an infeasible budget at once (CBC alone may time out on it)
-    status = ("INFEASIBLE" if lp.relax(problem).value is None and lp.proven_infeasible(problem)
-              else None)
-    if status is None:
-        first = _Model(problem, problem.limits, "acc")
-        first.m += first.expr["acc_loss"]
-        status = first.solve(options)
-    if status not in ("OPTIMAL", "FEASIBLE"):
-        from planner.cpsat import explain
-
-        if not explain_infeasible:
-            return SolveResult(status=status, backend="cbc", resolution=dict(RESOLUTION),
-                               wall_time_s=time.perf_counter() - start,
-                               options_considered=considered)
+    relaxation = lp.relax(problem)
+    if relaxation.value is None and lp.proven_infeasible(problem):
+        return run.no_plan("INFEASIBLE", explain_infeasible, given)
+    pool = Pool(problem)
+    pool.offer(given, "the warm start")
+    outcome = search(problem, partial(_attempt, problem, run), pool.best)
+    pool.offer(outcome.picks, "the search")
+    if pool.best is None or pool.loss is None:
         # the explanation is the same question for either backend; CP-SAT answers it
-        return explain(problem, status, options, start, considered, backend="cbc")
-    best = round(pulp.value(first.expr["acc_loss"]) or 0.0)  # integer loss units
+        return run.no_plan(outcome.status, explain_infeasible, given, outcome.note)
+    proven = outcome.bound is not None and pool.loss <= outcome.bound
+    note = "" if proven else outcome.note
+    tie_note = _tie_break_phase(problem, run, pool)
+    lp_bound = relaxation.value if relaxation.value is not None else -math.inf
+    gap = 0.0 if proven else gap_to(pool.loss, lp_bound)
+    return run.result(pool.best, "OPTIMAL" if proven else "FEASIBLE", gap,
+                      "; ".join(n for n in (note, tie_note) if n), bool(note))
+
+
+def _tie_break_phase(problem: Problem, run: Run, pool: Pool) -> str:
+    """CP-SAT's tie-break costs among plans as accurate as the best held, warm-started from it,
+    in the tie-break's slice; a note when not proven."""
+    assert pool.best is not None
     second = _Model(problem, problem.limits, "cost")
-    # + 0.5: the same integer bound, with room for CBC's tolerance on ~1e9 coefficients (without
-    # it CBC can call the first solve's own optimum infeasible)
-    second.m += second.expr["acc_loss"] <= best + 0.5
-    second.m += _tie_break(second)
-    status2 = second.solve(options)
-    picks = second.picks() if status2 in ("OPTIMAL", "FEASIBLE") else first.picks()
-    return _result(problem, picks, status == "OPTIMAL" and status2 == "OPTIMAL", start,
-                   considered)
-
-
-def _result(problem: Problem, picks: dict[str, int], exact: bool, start: float,
-            considered: int) -> SolveResult:
-    totals = problem.totals(picks)
-    return SolveResult(
-        status="OPTIMAL" if exact else "FEASIBLE",
-        picks={layer: problem.choices[layer][i].option for layer, i in picks.items()},
-        totals=totals,
-        binding=tuple(m for m, lim in problem.limits.items()
-                      if totals[m] >= BINDING_FRACTION * lim),
-        wall_time_s=time.perf_counter() - start,
-        backend="cbc",
-        resolution=dict(RESOLUTION),
-        options_considered=considered,
-        gap=0.0 if exact else None,
-    )
-
-
-def _tie_break(model: _Model) -> pulp.LpAffineExpression:
-    def worst(metric: str) -> float:
-        return max(1e-12, sum(max(c.metric(metric) for c in model.p.choices[layer])
-                              for layer in model.p.layers))
-    lat_ref, flash_ref = worst("latency_ms"), worst("flash_bytes")
-    return pulp.lpSum((c.latency_ms / lat_ref + c.flash_bytes / flash_ref) * model.x[layer, i]
-                      for layer in model.p.layers
-                      for i, c in enumerate(model.p.choices[layer]))
+    second.m += second.expr["acc_loss"] <= (pool.loss or 0) + _INTEGER_SLACK
+    second.m += pulp.lpSum(cost * second.x[key] for key, cost in tie_break_costs(problem).items())
+    status = second.solve(run.tie_break_options(), pool.best)
+    if status in ("OPTIMAL", "FEASIBLE"):
+        found = second.picks()
+        pool.offer(found, "the tie-break")
+        if status == "OPTIMAL" and pool.key(found) == pool.key(pool.best):
+            return ""
+    return ("the tie-break (latency + flash among equally accurate plans) is not proven "
+            "optimal: its time slice ran out")

@@ -1,4 +1,6 @@
-"""The LP relaxation of the planning model (GLOP), on the same integer data as CP-SAT.
+"""The LP relaxation of the planning model (GLOP), on the integer data CP-SAT searches first:
+the LOOSE rounding (planner.exact: costs down, limits up), so its bound and its infeasibility
+proofs hold for the costs as measured, not only for the rounded ones.
 
 What it is for: a lower bound on the accuracy loss, a fast test that a budget is infeasible
 (the relaxation of the elastic model already needs slack), and an incumbent found by fixing
@@ -15,14 +17,8 @@ from typing import Any
 
 from ortools.linear_solver import pywraplp
 
-from planner.formulation import (
-    coupling_links,
-    pair_coefficients,
-    pair_keys,
-    scaled_down,
-    scaled_up,
-    step_coefficients,
-)
+from planner.exact import LOOSE, SAFE, Rounding
+from planner.formulation import coupling_links, pair_keys
 from planner.problem import ADDITIVE, Choice, Problem, owner_layer
 
 # Elastic-LP slack (relative to each limit) above which the budget counts as proven infeasible:
@@ -38,9 +34,10 @@ class Relaxation:
     x: dict[tuple[str, int], float]  # LP value of every (layer, option index)
 
 
-def _lp(problem: Problem, elastic: bool) -> tuple[Any, dict[tuple[str, int], Any], dict[str, Any],
-                                                  dict[str, Any]]:
-    """GLOP model: x in [0, 1], one per layer, coupling, limits (+ relative slack)."""
+def _lp(problem: Problem, elastic: bool, rounding: Rounding = SAFE
+        ) -> tuple[Any, dict[tuple[str, int], Any], dict[str, Any], dict[str, Any]]:
+    """GLOP model: x in [0, 1], one per layer, coupling, limits (+ relative slack), on the
+    integers of `rounding`."""
     s = pywraplp.Solver.CreateSolver("GLOP")
     x = {(ly, i): s.NumVar(0.0, 1.0, "") for ly in problem.layers
          for i in range(len(problem.choices[ly]))}
@@ -52,20 +49,20 @@ def _lp(problem: Problem, elastic: bool) -> tuple[Any, dict[tuple[str, int], Any
         s.Add(sum(y[g, w] for w in ws) == 1)
     for (g, w), (ly, idx) in coupling_links(problem):
         s.Add(sum(x[ly, i] for i in idx) == y[g, w])
-    expr = {m: sum(scaled_up(_value(c, m), m) * x[ly, i] for ly in problem.layers
+    expr = {m: sum(rounding.cost(_value(c, m), m) * x[ly, i] for ly in problem.layers
                    for i, c in enumerate(problem.choices[ly])) for m in (*ADDITIVE, "acc_loss")}
     z = {key: s.NumVar(0.0, 1.0, "") for key in pair_keys(problem)}
     for (a, ia, b, ib), var in z.items():
         s.Add(var >= sum(x[a, i] for i in ia) + sum(x[b, j] for j in ib) - 1)
     slack = {m: s.NumVar(0.0, s.infinity(), "") for m in problem.limits} if elastic else {}
     for m, limit in problem.limits.items():
-        room = scaled_down(limit, m) - scaled_up(problem.fixed.get(m, 0.0), m)
+        room = rounding.room(problem, m, limit)
         extra = slack[m] * max(abs(room), 1) if elastic else 0
         if m == "ram_bytes":
             weights = expr["flash_bytes"] if problem.weights_in_ram else 0
             for t, step in enumerate(problem.ram_steps or ((),)):
-                coef = step_coefficients(problem, t, step)
-                pairs = sum(k * z[key] for key, k in pair_coefficients(problem, t))
+                coef = rounding.step_coefficients(problem, t, step)
+                pairs = sum(k * z[key] for key, k in rounding.pair_coefficients(problem, t))
                 s.Add(sum(k * x[key] for key, k in coef.items() if k) + pairs + weights
                       <= room + extra)
         else:
@@ -81,11 +78,13 @@ _GLOP_STATUS = {pywraplp.Solver.OPTIMAL: "OPTIMAL", pywraplp.Solver.INFEASIBLE: 
                 pywraplp.Solver.UNBOUNDED: "UNBOUNDED", pywraplp.Solver.FEASIBLE: "FEASIBLE"}
 
 
-def relax(problem: Problem, metric: str = "acc_loss") -> Relaxation:
-    """The LP minimum of an additive metric (or acc_loss) under every limit."""
-    s, x, expr, _ = _lp(problem, elastic=False)
+def relax(problem: Problem, metric: str = "acc_loss", rounding: Rounding = LOOSE
+          ) -> Relaxation:
+    """The LP minimum of an additive metric (or acc_loss) under every limit. On LOOSE data
+    (the default) its value is a lower bound for the costs as measured (planner.exact)."""
+    s, x, expr, _ = _lp(problem, elastic=False, rounding=rounding)
     # GLOP gives up (ABNORMAL) on objective coefficients of ~1e9 loss units: scale them to <= 1
-    scale = max((abs(scaled_up(_value(c, metric), metric)) for cs in problem.choices.values()
+    scale = max((abs(rounding.cost(_value(c, metric), metric)) for cs in problem.choices.values()
                  for c in cs), default=1) or 1
     s.Minimize(expr[metric] * (1.0 / scale))
     status = _GLOP_STATUS.get(s.Solve(), "UNKNOWN")
@@ -95,12 +94,13 @@ def relax(problem: Problem, metric: str = "acc_loss") -> Relaxation:
                       {k: v.solution_value() for k, v in x.items()})
 
 
-def proven_infeasible(problem: Problem) -> bool:
+def proven_infeasible(problem: Problem, rounding: Rounding = LOOSE) -> bool:
     """True when even the LP relaxation needs some limit loosened by more than the margin:
-    then no integer plan exists. False proves nothing."""
+    then no integer plan exists (on LOOSE data, the default: none for the costs as measured).
+    False proves nothing."""
     if not problem.limits:
         return False
-    s, _, _, slack = _lp(problem, elastic=True)
+    s, _, _, slack = _lp(problem, elastic=True, rounding=rounding)
     s.Minimize(sum(slack.values()))
     if s.Solve() != pywraplp.Solver.OPTIMAL:
         return False

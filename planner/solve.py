@@ -16,7 +16,8 @@ def solve(problem: Problem, options: SolverOptions | None = None,
           presolve: bool = True, explain: bool = True,
           explain_infeasible: bool = True) -> SolveResult:
     """explain: also find the binding limits (one more solve per limit, each within the time
-    limit); the time limit applies to each solve, not to the whole call.
+    limit); the time limit applies to the solve (both its phases) and to each of those
+    re-solves, not to the whole call.
     explain_infeasible: on an infeasible budget, also say what each limit would need (False:
     the bare status, e.g. to time the proof alone)."""
     considered = sum(len(c) for c in problem.choices.values())
@@ -43,10 +44,13 @@ def solve(problem: Problem, options: SolverOptions | None = None,
 def with_sensitivity(problem: Problem, result: SolveResult,
                      options: SolverOptions | None) -> SolveResult:
     """A limit *binds* when loosening it by 10 % would buy a more accurate plan; record what
-    that plan's accuracy cost would be, for each binding limit."""
-    from planner.cpsat import sensitivity
+    that plan's accuracy cost would be, for each binding limit. Each re-solve is warm-started
+    from the plan; one that times out without an answer leaves its limit unknown
+    (binding_unknown), never "not binding"."""
+    from planner.cpsat import binding_limits
 
-    looser = sensitivity(problem, tuple(problem.limits), options)
-    current = result.totals["acc_loss"]
-    binding = {m: v for m, v in looser.items() if v < current - 1e-12}
-    return dataclasses.replace(result, binding=tuple(binding), sensitivity=binding)
+    picks = {ly: next(i for i, c in enumerate(problem.choices[ly]) if c.option == option)
+             for ly, option in result.picks.items()}
+    binding, unknown = binding_limits(problem, picks, options)
+    return dataclasses.replace(result, binding=tuple(binding), sensitivity=binding,
+                               binding_unknown=unknown)
