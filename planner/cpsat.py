@@ -45,6 +45,7 @@ from planner.result import (
     SolveResult,
     SolverOptions,
 )
+from planner.sigint import solve_cpsat
 
 _tie_break_costs = tie_break_costs  # the tests' name for it
 
@@ -167,7 +168,7 @@ class _Model:
         solver.parameters.max_time_in_seconds = max(options.time_limit_s, 1e-3)
         solver.parameters.num_workers = max(1, options.workers)
         solver.parameters.relative_gap_limit = options.relative_gap
-        return solver.solve(self.m), solver
+        return solve_cpsat(solver, self.m), solver  # Ctrl-C stops it and raises
 
     def picks(self, solver: cp_model.CpSolver) -> dict[str, int]:
         return {ly: next(i for i in range(len(self.p.choices[ly])) if solver.value(self.x[ly, i]))
