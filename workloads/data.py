@@ -120,7 +120,9 @@ def data_root() -> Path:
 def _require_file(path: Path, hint: str = "") -> None:
     """Fail with one line naming the missing file, instead of a FileNotFoundError traceback."""
     if not path.is_file():
-        what = "is a directory, expected a file" if path.is_dir() else "no such file"
+        what = ("is a directory, expected a file" if path.is_dir() else
+                "is not a regular file (a FIFO, device or socket)" if path.exists() else
+                "no such file")
         raise DataError(f"{path}: {what}" + (f"; {hint}" if hint else ""))
 
 
@@ -360,6 +362,7 @@ def load_npz(
     raw_head = _read_head(path)
     if raw_head[:2] != b"PK":
         raise DataError(f"{path}: not an .npz (zip) archive; save one with numpy.savez")
+    _check_npz_sizes(path, (x_key, y_key))
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
@@ -386,6 +389,38 @@ def load_npz(
             raise DataError(f"{path}: member {key!r} is not a .npy array")
     x = _to_nchw(x, path)
     return _make(name or path.stem, x, y, path, classes, source=str(path))
+
+
+MAX_NPZ_ARRAY_BYTES = 4 << 30
+"""The largest array an .npz member may declare (4 GiB): numpy allocates what a member's header
+says before reading it, so a few bytes could otherwise ask for terabytes."""
+
+
+def _check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
+    """Each member's declared size (its .npy header, read without its data) within the cap."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            for key in keys:
+                if f"{key}.npy" not in names:
+                    continue  # np.load names the missing member
+                with archive.open(f"{key}.npy") as member:
+                    version = np.lib.format.read_magic(member)
+                    if version not in ((1, 0), (2, 0), (3, 0)):
+                        raise ValueError(f"unknown .npy version {version}")
+                    read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+                    shape, _, dtype = read_header(member)
+                size = int(np.dtype(dtype).itemsize)
+                for n in shape:
+                    size *= int(n)
+                if size > MAX_NPZ_ARRAY_BYTES:
+                    raise DataError(f"{path}: member {key!r} declares {shape} x {dtype}, over "
+                                    f"the {MAX_NPZ_ARRAY_BYTES >> 30} GiB edgefit reads")
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: corrupt .npz archive ({type(exc).__name__}: "
+                        f"{str(exc)[:120]})") from None
 
 
 def _read_head(path: Path, n: int = 8) -> bytes:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import importlib
 import logging
+import os
 import pickle
 import warnings
 from collections.abc import Iterator
@@ -76,6 +77,13 @@ def load_model_ref(ref: str, weights: str | None = None,
                          "file, or 'module:factory'")
 
 
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        problem = ("not a regular file (a folder, FIFO, device or socket)"
+                   if os.path.lexists(path) else "model file not found")
+        raise ModelLoadError(f"{shown(path)}: {problem}")
+
+
 def _load_onnx(path: Path) -> LoadedModel:
     """Prepare a copy whose planned nodes have unique names (the plan's keys)."""
     import hashlib
@@ -83,19 +91,17 @@ def _load_onnx(path: Path) -> LoadedModel:
     from edgefit_common.paths import cache_dir
     from workloads.onnx_model import input_shape_of, prepare_onnx
 
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: model file not found")
+    _require_file(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     prepared = cache_dir() / "onnx" / f"{path.stem}-{digest}.onnx"
     if not prepared.exists():
         prepare_onnx(path, prepared)
-    return LoadedModel(path.stem, "onnx", None, input_shape_of(prepared), None,
-                       str(path.resolve()), onnx_path=prepared)
+    return LoadedModel(path.stem, "onnx", None, _checked_shape(path, input_shape_of(prepared)),
+                       None, str(path.resolve()), onnx_path=prepared)
 
 
 def _load_pt2(path: Path) -> LoadedModel:
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: model file not found")
+    _require_file(path)
     try:
         with _weights_only_unpickling():
             program = torch.export.load(str(path))
@@ -108,8 +114,19 @@ def _load_pt2(path: Path) -> LoadedModel:
     example = program.example_inputs[0] if program.example_inputs else ()
     if not example or not isinstance(example[0], torch.Tensor):
         raise ModelLoadError(f"{path}: the archive has no example input to read its shape from")
+    shape = _checked_shape(path, tuple(example[0].shape[1:]))
     module = _planning_form(remodularize(program.module(check_guards=False)))  # guards: batch 1
-    return LoadedModel(path.stem, "pt2", module, tuple(example[0].shape[1:]), None, str(path))
+    return LoadedModel(path.stem, "pt2", module, shape, None, str(path))
+
+
+def _checked_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A model file's declared sample shape within a budget's bounds (edgefit allocates it)."""
+    from device_specs.budget import input_shape_problem
+
+    problem = input_shape_problem(tuple(int(d) for d in shape))
+    if problem is not None:
+        raise ModelLoadError(f"{shown(path)}: its input, one sample of {tuple(shape)}: {problem}")
+    return tuple(shape)
 
 
 def _refuse_pickle(*_: Any, **__: Any) -> Any:
