@@ -24,7 +24,7 @@ from cost_models.graph import LayerGraph
 from cost_models.host_probe import host_spec
 from cost_models.options import plain_option
 from edgefit.planning import build_problem, calibration_split, lowrank_factors
-from edgefit_common.atomic_dir import check_replaceable, fresh_dir
+from edgefit_common.atomic_dir import APPLY_NAMES, check_replaceable, fresh_dir
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_write_text
 from executors import measure
@@ -38,8 +38,7 @@ from workloads.data import data_hash
 from workloads.models import LoadedModel, load_model_ref, weights_sha256
 from workloads.refs import ModelSource
 
-ARTIFACT_NAMES = ("model.onnx", "model.fp32.onnx", "model.float.onnx", "model.flash.bin",
-                  "report.json", "plan.json")
+ARTIFACT_NAMES = APPLY_NAMES
 """What `apply` writes: a folder holding only these (or edgefit's marker) may be replaced."""
 
 

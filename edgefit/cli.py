@@ -239,10 +239,10 @@ def apply_cmd(
 
 
 def _apply_plan(plan: Any, out_dir: Path, source: Any) -> None:
-    from edgefit.applying import ARTIFACT_NAMES, apply_plan
-    from edgefit_common.atomic_dir import check_replaceable
+    from edgefit_common.atomic_dir import APPLY_NAMES, check_replaceable
 
-    check_replaceable(out_dir, ARTIFACT_NAMES)  # before any model is loaded
+    check_replaceable(out_dir, APPLY_NAMES)  # before torch is imported or a model loaded
+    from edgefit.applying import apply_plan
     from edgefit.report import print_report
 
     report = apply_plan(plan, out_dir, source)

@@ -26,6 +26,11 @@ from edgefit_common.fsutil import shown
 MARKER = ".edgefit-artifacts"
 """Written into every set: the folder is edgefit's to replace."""
 
+APPLY_NAMES = ("model.onnx", "model.fp32.onnx", "model.float.onnx", "model.flash.bin",
+               "report.json", "plan.json")
+"""What `edgefit apply` writes (here, torch-free, so a bad --out is refused before any model is
+loaded): a folder holding only these, or edgefit's marker, may be replaced."""
+
 
 def check_replaceable(target: Path, known_names: Iterable[str], what: str = "--out") -> None:
     """SpecError (one line) unless `target` is missing, an empty folder, a folder edgefit wrote

@@ -222,3 +222,29 @@ def test_edgefit_yaml_may_opt_in_to_its_own_factory(cwd: Path,
     assert _run(_plan_app, ["--budget", "sub/budget.yaml"]) == EXIT_BAD_INPUT
     assert "allow_factory is honoured only in ./edgefit.yaml" in one_line(capfd)
     assert not (cwd / "plan.json").exists()
+
+
+@pytest.mark.parametrize("edit", ["factory", "out-is-a-file", "option", "weights-flag"])
+def test_apply_refuses_before_importing_torch(edit: str, tmp_path: Path) -> None:
+    """A bad plan or --out is refused as fast as `resolve` refuses it: no torch."""
+    import subprocess
+    import sys
+
+    plan = json.loads(REVIEW_PLAN.read_text())
+    argv = ["apply", "plan.json", "--out", "out"]
+    if edit == "factory":
+        plan["model"].update(kind="factory", path="os:abort")
+    elif edit == "out-is-a-file":
+        (tmp_path / "out").write_text("mine")
+    elif edit == "option":
+        plan["layers"]["conv1"]["option"] = "telepathy"
+    else:
+        argv += ["--weights", "w.pt"]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    code = ("import sys\nfrom edgefit.cli import _run, app\n"
+            f"code = _run(app, {argv!r})\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(code)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == EXIT_BAD_INPUT, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
