@@ -248,3 +248,38 @@ def test_apply_refuses_before_importing_torch(edit: str, tmp_path: Path) -> None
                          text=True, timeout=60)
     assert out.returncode == EXIT_BAD_INPUT, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_real_ctrl_c_is_130_with_one_line_and_nothing_written(tmp_path: Path) -> None:
+    """SIGINT to the real `plan` script in the middle of a long search."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+    from torch import nn
+
+    script = Path(sys.executable).with_name("plan")
+    if not script.exists():
+        pytest.skip(f"{script} is not installed")
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 1, 4, 4),)),
+                      str(tmp_path / "tiny.pt2"))
+    proc = subprocess.Popen(
+        [str(script), "--target", "esp32-s3", "--max-latency", "30ms", "--model", "tiny.pt2",
+         "--search", "bayes", "--trials", "100000"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "EDGEFIT_CACHE":
+                                                str(tmp_path / "cache")},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(8)  # torch imported, the model captured, the search under way
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert err.strip().splitlines() == [
+        "interrupted (temporary files removed; nothing half-written)"], err
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["tiny.pt2"]
