@@ -39,9 +39,9 @@ bench: data
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/fit_catalog.py
 	$(PY) benchmarks/cost_model_accuracy.py
-	$(PY) benchmarks/techniques.py
-	$(PY) benchmarks/techniques.py --models mobilenetv2-fashion --out docs/bench-techniques-mobilenet.md
-	$(PY) benchmarks/techniques.py --models minilm-l6 --out docs/bench-techniques-minilm.md
+	$(PY) benchmarks/compare_techniques.py
+	$(PY) benchmarks/compare_techniques.py --models mobilenetv2-fashion --out docs/bench-techniques-mobilenet.md
+	$(PY) benchmarks/compare_techniques.py --models minilm-l6 --out docs/bench-techniques-minilm.md
 	$(PY) benchmarks/qat.py
 	$(PY) benchmarks/int4_matmulnbits.py --threads 1 --rounds 30 --iters 200
 	$(PY) benchmarks/int8_qlinear.py

@@ -14,7 +14,7 @@ from techniques.lowrank import LowRankConfig
 from techniques.prune import UnstructuredPruneConfig
 from techniques.quantize import QuantizeConfig
 
-BENCH = Path(__file__).parents[2] / "benchmarks" / "techniques.py"
+BENCH = Path(__file__).parents[2] / "benchmarks" / "compare_techniques.py"
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,19 @@ def probe(layers: dict[str, list[tuple[str, dict[str, int]]]],
     """A stand-in for a probe plan: layers' alternatives (option, widths) and channel groups
     (name, channels, widths offered)."""
     return SimpleNamespace(
-        layers={n: SimpleNamespace(alternatives=[SimpleNamespace(option=o, widths=w)
-                                                 for o, w in alts]) for n, alts in layers.items()},
+        layers={n: SimpleNamespace(alternatives=[_alt(o, w) for o, w in alts])
+                for n, alts in layers.items()},
         channel_groups=[SimpleNamespace(name=g, channels=c, widths=ws) for g, c, ws in groups])
+
+
+# what the test's option names stand for (the plan's alternatives carry the configs themselves)
+_TAGS = {"s": "prune_unstructured", "r": "lowrank", "k": "share", "n": "prune_nm"}
+
+
+def _alt(option: str, widths: dict[str, int]) -> SimpleNamespace:
+    kernel, *tags = option.split("+")
+    return SimpleNamespace(option=option, widths=widths, kernel=kernel, techniques=[
+        SimpleNamespace(technique=_TAGS[t[0]]) for t in tags if t[0] in _TAGS])
 
 
 def test_pins_fall_back_to_the_precision_then_fp32(tech: ModuleType) -> None:

@@ -4,8 +4,8 @@ size ratio of the packed flash image, latency ratio measured on this machine wit
 (fp32 export measured in the same run), accuracy change on the held-out split (for an encoder:
 cosine similarity of its embeddings to the uncompressed model's).
 Layers too small for sparse storage or factorisation keep the dense option of the same precision.
-Run: .venv/bin/python benchmarks/techniques.py  (the three zoo models; docs/bench-techniques.md)
-     .venv/bin/python benchmarks/techniques.py --models mobilenetv2-fashion \
+Run: .venv/bin/python benchmarks/compare_techniques.py  (the zoo models; docs/bench-techniques.md)
+     .venv/bin/python benchmarks/compare_techniques.py --models mobilenetv2-fashion \
          --out docs/bench-techniques-mobilenet.md   (and minilm-l6 -> bench-techniques-minilm.md)
 """
 
@@ -453,7 +453,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def document(argv: Sequence[str], args: argparse.Namespace, chosen: list[Workload],
              rows: dict[str, list[str]], wall_s: float) -> str:
-    command = shlex.join([".venv/bin/python", "benchmarks/techniques.py", *argv])
+    command = shlex.join([".venv/bin/python", "benchmarks/compare_techniques.py", *argv])
     missing = [w.name for w in chosen if w.name not in rows]
     return "\n".join([
         "# Techniques, measured", "",
