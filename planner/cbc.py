@@ -1,7 +1,9 @@
 """PuLP / CBC backend over the same Problem as CP-SAT: data -> variables -> constraints ->
-objective -> solve -> extract. It uses the same integer data as CP-SAT, in the same two
-roundings (planner.exact: LOOSE first, SAFE when LOOSE's plan breaks a limit by rounding) and
-the same tie-break costs, so both backends answer exactly the same question and must agree;
+objective -> solve -> extract. It uses the same two roundings of the data as CP-SAT
+(planner.exact: LOOSE first, SAFE when LOOSE's plan breaks a limit by rounding), at coarser
+latency and energy units (CBC_UNITS_PER_TOTAL: its tolerances are absolute), and the same
+tie-break costs, so both backends answer the same question about the measured costs and must
+agree;
 used to cross-check CP-SAT and as the `--solver cbc` choice. Each phase is warm-started (CBC's
 MIP start) from the best plan held, and the answer is the best plan held, checked exactly.
 """
@@ -14,7 +16,16 @@ from functools import partial
 import pulp
 
 from planner.cpsat import Run, gap_to, index_hint, separable_optimum
-from planner.exact import LOOSE, Attempt, Pool, Rounding, loss_units, search, tie_break_costs
+from planner.exact import (
+    CBC_UNITS_PER_TOTAL,
+    LOOSE,
+    Attempt,
+    Pool,
+    Rounding,
+    loss_units,
+    search,
+    tie_break_costs,
+)
 from planner.formulation import coupling_links, pair_keys
 from planner.problem import ADDITIVE, Choice, PairKey, Problem
 from planner.result import SolveResult, SolverOptions
@@ -28,7 +39,7 @@ class _Model:
     def __init__(self, problem: Problem, limits: dict[str, float], name: str,
                  rounding: Rounding = LOOSE) -> None:
         self.p = problem
-        self.rounding = rounding
+        self.rounding = rounding.at(problem, CBC_UNITS_PER_TOTAL)
         self.m = pulp.LpProblem(name, pulp.LpMinimize)
         self.x = {
             (layer, i): pulp.LpVariable(f"x_{n}_{i}", cat=pulp.LpBinary)
@@ -43,7 +54,7 @@ class _Model:
         self.z = self._pairs()
         self.steps = self._ram_steps()
         for metric, limit in limits.items():
-            room = rounding.room(problem, metric, limit)
+            room = self.rounding.room(problem, metric, limit)
             if metric == "ram_bytes":
                 for k, step in enumerate(self.steps):
                     self.m += step <= room, f"ram_{k}"
@@ -107,8 +118,22 @@ class _Model:
 
     def solve(self, options: SolverOptions, start: dict[str, int] | None = None) -> str:
         warm = self.warm_start(start)
+        status = self._run(options, warm)
+        if status == "INFEASIBLE":
+            # CBC 2.10's integer preprocessing can call a feasible model with ~1e9
+            # coefficients infeasible (seen on a 3-layer model): confirm without it. Without
+            # it CBC proves a truly infeasible model so ("tightenPrimalBounds") and then
+            # crashes writing the solution file: the verdict stands.
+            try:
+                status = self._run(options, warm, ["preprocess off"])
+            except pulp.PulpSolverError:
+                status = "INFEASIBLE"
+        return status
+
+    def _run(self, options: SolverOptions, warm: bool, extra: list[str] | None = None) -> str:
         solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(options.time_limit_s, 0.01),
-                                   gapRel=options.relative_gap or None, warmStart=warm)
+                                   gapRel=options.relative_gap or None, warmStart=warm,
+                                   options=extra or [])
         self.m.solve(solver)
         # LpStatus says "Optimal" even after a time-out; sol_status tells them apart
         if self.m.sol_status == pulp.LpSolutionOptimal:
@@ -146,7 +171,7 @@ def solve(problem: Problem, options: SolverOptions | None = None,
     """Minimise accuracy loss, then latency + flash normalised, as the CP-SAT backend does."""
     from planner import lp
 
-    run = Run(problem, options or SolverOptions(), backend="cbc")
+    run = Run(problem, options or SolverOptions(), backend="cbc", units=CBC_UNITS_PER_TOTAL)
     loose = separable_optimum(problem)  # no limit binds: the exact answer without a model
     if loose is not None:
         return run.result(loose, "OPTIMAL", 0.0)

@@ -1,6 +1,6 @@
 """CP-SAT backend: data -> variables -> constraints -> objective -> solve -> extract.
 
-Quantities are scaled to integers at a stated resolution (planner.formulation.RESOLUTION) in
+Quantities are scaled to integers at the instance's resolution (planner.exact.resolution_for) in
 one of two roundings (planner.exact): LOOSE (costs down, limits up), a relaxation whose
 infeasibility and bounds hold for the costs as measured, searched first; SAFE (costs up,
 limits down), a restriction whose plans always hold, searched only when LOOSE's plan breaks a
@@ -23,6 +23,7 @@ from ortools.sat.python import cp_model
 from planner.exact import (
     LOOSE,
     SAFE,
+    UNITS_PER_TOTAL,
     Attempt,
     Outcome,
     Pool,
@@ -32,10 +33,11 @@ from planner.exact import (
     exact_totals,
     holds,
     loss_units,
+    resolution_for,
     search,
     tie_break_costs,
 )
-from planner.formulation import RESOLUTION, coupling_links, pair_keys, scaled_down, scaled_up
+from planner.formulation import coupling_links, pair_keys, scaled_up
 from planner.problem import ADDITIVE, PairKey, Problem
 from planner.result import (
     BINDING_FRACTION,
@@ -57,7 +59,7 @@ class _Model:
                  elastic: bool = False, rounding: Rounding = SAFE) -> None:
         self.p = problem
         self.elastic = elastic
-        self.rounding = rounding
+        self.rounding = rounding.at(problem)
         self.slack: dict[str, cp_model.IntVar] = {}
         self.m = cp_model.CpModel()
         self.x = {
@@ -131,12 +133,13 @@ class _Model:
     def _upper_bound(self, metric: str) -> int:
         """No plan can exceed this value of `metric` (in solver units)."""
         if metric == "ram_bytes":
-            weights = sum(max(scaled_up(c.flash_bytes, "ram_bytes") for c in self.p.choices[ly])
+            weights = sum(max(self.rounding.up(c.flash_bytes, "flash_bytes")
+                              for c in self.p.choices[ly])
                           for ly in self.p.layers) if self.p.weights_in_ram else 0
             live = max((_step_upper(self.p, t, step)
                         for t, step in enumerate(self.p.ram_steps or ((),))), default=0)
             return weights + live + 1
-        return sum(max(scaled_up(c.metric(metric), metric) for c in self.p.choices[ly])
+        return sum(max(self.rounding.up(c.metric(metric), metric) for c in self.p.choices[ly])
                    for ly in self.p.layers) + 1
 
     def peak_ram_var(self) -> cp_model.IntVar:
@@ -240,9 +243,10 @@ def separable_optimum(problem: Problem) -> dict[str, int] | None:
 class Run:
     """One solve call: its clock (one deadline for both phases) and how it reports."""
 
-    def __init__(self, problem: Problem, options: SolverOptions, backend: str = "cp-sat"
-                 ) -> None:
+    def __init__(self, problem: Problem, options: SolverOptions, backend: str = "cp-sat",
+                 units: float = UNITS_PER_TOTAL) -> None:
         self.problem, self.options, self.backend = problem, options, backend
+        self.resolution = resolution_for(problem, units)  # the search's units, as reported
         self.start = time.perf_counter()
         self.end = self.start + options.time_limit_s
         self.considered = sum(len(c) for c in problem.choices.values())
@@ -276,7 +280,7 @@ class Run:
             binding=tuple(m for m, lim in p.limits.items() if totals[m] >= BINDING_FRACTION * lim),
             wall_time_s=time.perf_counter() - self.start,
             backend=self.backend,
-            resolution=dict(RESOLUTION),
+            resolution=self.resolution,
             options_considered=self.considered,
             gap=gap if gap is None or math.isfinite(gap) else None,
             exact_check=DOWNGRADED if downgraded else VERIFIED,
@@ -286,7 +290,7 @@ class Run:
     def bare(self, status: str, note: str = "", downgraded: bool = False) -> SolveResult:
         return SolveResult(status=status, backend=self.backend,
                            wall_time_s=time.perf_counter() - self.start,
-                           resolution=dict(RESOLUTION), options_considered=self.considered,
+                           resolution=self.resolution, options_considered=self.considered,
                            exact_check=DOWNGRADED if downgraded else VERIFIED, note=note)
 
     def no_plan(self, status: str, explain_infeasible: bool, hint: dict[str, int] | None,
@@ -369,7 +373,8 @@ def _lp_start(problem: Problem, options: SolverOptions) -> tuple[float, dict[str
     relaxation = lp.relax(problem)
     if relaxation.value is None:
         return (math.inf if lp.proven_infeasible(problem) else -math.inf), None
-    quick = dataclasses.replace(options, time_limit_s=min(options.time_limit_s, 1.0))
+    # each LP-and-fix search: a tenth of the limit, at most 1 s
+    quick = dataclasses.replace(options, time_limit_s=min(0.1 * options.time_limit_s, 1.0))
     pool = Pool(problem)
     for widen in (False, True):  # the split layers only, then with their neighbours freed
         if pool.best is not None and gap_to(pool.loss or 0, relaxation.value) <= max(
@@ -466,12 +471,13 @@ def joint_relaxation(problem: Problem, options: SolverOptions | None = None
     options = options or SolverOptions()
     model = _Model(problem, problem.limits, elastic=True)
     # weight each slack by 1 / its limit, so 1 % of latency costs as much as 1 % of flash
-    weights = {m: max(1, round(1e6 / max(scaled_down(v, m), 1))) for m, v in problem.limits.items()}
+    res = model.rounding.resolution
+    weights = {m: max(1, round(1e6 / max(v / res[m], 1))) for m, v in problem.limits.items()}
     model.m.minimize(sum(weights[m] * model.slack[m] for m in model.slack))
     status, solver = model.solve(options)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return {}, _STATUS[status]
-    slack = {m: solver.value(var) * RESOLUTION[m] for m, var in model.slack.items()}
+    slack = {m: solver.value(var) * res[m] for m, var in model.slack.items()}
     return slack, "OPTIMAL" if _proven(status, solver) else "FEASIBLE"
 
 
@@ -525,7 +531,7 @@ def explain(problem: Problem, status: str, options: SolverOptions, start: float,
         joint_relaxation_status=joint_status,
         backend=backend,
         wall_time_s=time.perf_counter() - start,
-        resolution=dict(RESOLUTION),
+        resolution=resolution_for(problem),
         options_considered=considered,
         relaxations=tuple(relaxations),
         minimum=minimum,

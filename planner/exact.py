@@ -1,8 +1,10 @@
 """Exact where it matters: the solvers' integers against the costs as measured (issue #18).
 
 The exact backends (CP-SAT, CBC, the LP) work on integers: every cost is scaled to its metric's
-resolution (planner.formulation.RESOLUTION: latency 0.1 us, energy 1 nJ, bytes) and rounded.
-Two roundings of the same data:
+unit and rounded. Bytes stay bytes; latency and energy get a unit per instance, fine enough that
+the largest total any plan reaches is about 1e9 units (resolution_for; never coarser than
+planner.formulation.RESOLUTION's 0.1 us and 1 nJ), which makes a limit within the rounding rare
+but not impossible. Two roundings of the same data:
 
 - SAFE (costs up, limits down; planner.formulation's): a restriction. Every plan it accepts
   meets the limits as measured, but it misses every plan whose totals sit within the rounding
@@ -25,56 +27,82 @@ of decimal costs (0.1 + 0.2 ms meets a 0.3 ms limit).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from planner.formulation import (
-    RESOLUTION,
-    pair_coefficients,
-    scaled_down,
-    scaled_up,
-    step_coefficients,
-)
+from planner.formulation import RESOLUTION, scaled_up
 from planner.problem import ADDITIVE, Choice, PairKey, Problem, owner_layer
 
 EXACT_TOL = 1e-9  # absolute, in each metric's own unit: Problem.feasible's tolerance
 _UNIT_TOL = 1e-9  # of one integer unit: float noise of value / resolution
+# Latency and energy are floats: their unit is chosen per instance, so that the largest total
+# any plan can reach is about this many units (a band of n x 1e-9 of it; CP-SAT's 64-bit sums
+# stay far from overflow). Never coarser than planner.formulation.RESOLUTION. Bytes stay bytes
+# and the accuracy cost 1e-9 (the objective: only a tie can hide in its rounding).
+UNITS_PER_TOTAL = 1e9
+# CBC's tolerances are absolute (an integer within 1e-6 counts as integral): with ~1e8
+# coefficients it calls feasible models infeasible, so its unit is coarser.
+CBC_UNITS_PER_TOTAL = 1e6
+PER_INSTANCE = ("latency_ms", "energy_mj")
+_MAX_ROOM = 2**60  # a limit beyond every plan's reach, clamped inside int64
+
+
+def resolution_for(problem: Problem, units: float = UNITS_PER_TOTAL) -> dict[str, float]:
+    """The solver's unit of each metric for this problem (see UNITS_PER_TOTAL)."""
+    out = dict(RESOLUTION)
+    for m in PER_INSTANCE:
+        worst = abs(problem.fixed.get(m, 0.0)) + sum(max(abs(c.metric(m)) for c in cs)
+                                                      for cs in problem.choices.values())
+        if worst > 0:
+            out[m] = min(RESOLUTION[m], 10.0 ** math.floor(math.log10(worst / units)))
+    return out
 
 
 @dataclass(frozen=True)
 class Rounding:
-    """How real costs and limits become the solver's integers (SAFE or LOOSE)."""
+    """How real costs and limits become the solver's integers (SAFE or LOOSE), at a resolution
+    (`at(problem)`: the instance's own; by default planner.formulation.RESOLUTION)."""
 
     loose: bool
     name: str
+    resolution: Mapping[str, float] = field(default_factory=lambda: dict(RESOLUTION))
+
+    def at(self, problem: Problem, units: float = UNITS_PER_TOTAL) -> Rounding:
+        return dataclasses.replace(self, resolution=resolution_for(problem, units))
 
     def cost(self, value: float, metric: str) -> int:
         """One option's cost in integer units (the accuracy cost: always rounded up)."""
+        q = value / self.resolution[metric]
         if not self.loose or metric == "acc_loss":
-            return scaled_up(value, metric)
-        return math.floor(value / RESOLUTION[metric] + _UNIT_TOL)
+            return math.ceil(q - _UNIT_TOL)
+        return math.floor(q + _UNIT_TOL)
+
+    def up(self, value: float, metric: str) -> int:
+        """`value` in units, rounded up whatever the direction (bounds on totals)."""
+        return math.ceil(value / self.resolution[metric] - _UNIT_TOL)
 
     def room(self, problem: Problem, metric: str, limit: float) -> int:
         """The limit minus the fixed part, in integer units."""
+        r = self.resolution[metric]
         fixed = problem.fixed.get(metric, 0.0)
         if not self.loose:
-            return scaled_down(limit, metric) - scaled_up(fixed, metric)
-        r = RESOLUTION[metric]
+            room = math.floor(limit / r + _UNIT_TOL) - math.ceil(fixed / r - _UNIT_TOL)
+            return min(room, _MAX_ROOM)
         q = (limit - fixed) / r
         # every LOOSE cost can sit _UNIT_TOL above its exact value; float noise on top
         terms = 3 * len(problem.layers) + sum(len(s) for s in problem.step_pairs) + 2
-        return math.floor(q + EXACT_TOL / r + _UNIT_TOL * terms + 1e-12 * max(1.0, abs(q)))
+        return min(_MAX_ROOM, math.floor(q + EXACT_TOL / r + _UNIT_TOL * terms
+                                         + 1e-12 * max(1.0, abs(q))))
 
     def nbytes(self, value: float) -> int:
         return math.floor(value + _UNIT_TOL) if self.loose else math.ceil(value - _UNIT_TOL)
 
     def step_coefficients(self, problem: Problem, t: int, step: tuple[tuple[str, int], ...]
                           ) -> dict[tuple[str, int], int]:
-        """planner.formulation.step_coefficients in this rounding."""
-        if not self.loose:
-            return step_coefficients(problem, t, step)
+        """planner.formulation.step_coefficients in this rounding (bytes: resolution 1)."""
         per_owner: dict[str, int] = defaultdict(int)
         for owner, n in step:
             per_owner[owner] += n
@@ -88,8 +116,6 @@ class Rounding:
         return coef
 
     def pair_coefficients(self, problem: Problem, t: int) -> list[tuple[PairKey, int]]:
-        if not self.loose:
-            return list(pair_coefficients(problem, t))
         return [(key, self.nbytes(b)) for key, b in problem.pair_terms(t)]
 
 

@@ -37,7 +37,8 @@ class Relaxation:
 def _lp(problem: Problem, elastic: bool, rounding: Rounding = SAFE
         ) -> tuple[Any, dict[tuple[str, int], Any], dict[str, Any], dict[str, Any]]:
     """GLOP model: x in [0, 1], one per layer, coupling, limits (+ relative slack), on the
-    integers of `rounding`."""
+    integers of `rounding` at the instance's resolution."""
+    rounding = rounding.at(problem)
     s = pywraplp.Solver.CreateSolver("GLOP")
     x = {(ly, i): s.NumVar(0.0, 1.0, "") for ly in problem.layers
          for i in range(len(problem.choices[ly]))}
@@ -82,6 +83,7 @@ def relax(problem: Problem, metric: str = "acc_loss", rounding: Rounding = LOOSE
           ) -> Relaxation:
     """The LP minimum of an additive metric (or acc_loss) under every limit. On LOOSE data
     (the default) its value is a lower bound for the costs as measured (planner.exact)."""
+    rounding = rounding.at(problem)
     s, x, expr, _ = _lp(problem, elastic=False, rounding=rounding)
     # GLOP gives up (ABNORMAL) on objective coefficients of ~1e9 loss units: scale them to <= 1
     scale = max((abs(rounding.cost(_value(c, metric), metric)) for cs in problem.choices.values()

@@ -15,7 +15,17 @@ from ortools.sat.python import cp_model
 
 from planner import cbc, cpsat, exact
 from planner.bruteforce import brute_force
-from planner.exact import LOOSE, SAFE, Attempt, Pool, Rounding, breaks, exact_totals, holds
+from planner.exact import (
+    LOOSE,
+    SAFE,
+    Attempt,
+    Pool,
+    Rounding,
+    breaks,
+    exact_totals,
+    holds,
+    resolution_for,
+)
 from planner.problem import Choice, PairTerm, Problem
 from planner.result import DOWNGRADED, VERIFIED, SolverOptions
 from planner.solve import solve, with_sensitivity
@@ -32,7 +42,8 @@ def assignments(problem: Problem) -> list[dict[str, int]]:
 
 
 def integer_feasible(problem: Problem, picks: dict[str, int], rounding: Rounding) -> bool:
-    """The plan meets every limit on `rounding`'s integers, as the backends' models read them."""
+    """The plan meets every limit on `rounding`'s integers, as the backends' models read them
+    (`rounding` at the resolution it carries: .at(problem) for the backends' own)."""
     chosen = {ly: problem.choices[ly][i] for ly, i in picks.items()}
     if problem.coupling_violations(chosen):
         return False
@@ -74,9 +85,9 @@ def fine_problem(seed: int) -> Problem:
     base = Problem(layers, choices, {}, {"ram_bytes": 64.5, "flash_bytes": 10.25}, steps,
                    seed % 2 == 0, extra, pairs)
     anchor = exact_totals(base, {ly: rng.randrange(len(choices[ly])) for ly in layers})
-    offsets = {"latency_ms": 1e-4, "energy_mj": 1e-6, "flash_bytes": 1.0, "ram_bytes": 1.0}
+    offsets = resolution_for(base)
     limits = {m: anchor[m] + rng.choice([-2.0, -0.6, -0.2, 0.0, 0.3]) * offsets[m] * n
-              for m in rng.sample(sorted(offsets), rng.randint(1, 3))}
+              for m in rng.sample(sorted(set(offsets) - {"acc_loss"}), rng.randint(1, 3))}
     return base.with_limits(limits)
 
 
@@ -87,19 +98,23 @@ FINE = [fine_problem(s) for s in range(60)]
 def test_loose_is_a_relaxation_and_safe_a_restriction(k: int) -> None:
     """Every plan that holds exactly is LOOSE-feasible; every SAFE-feasible plan holds."""
     problem = FINE[k]
+    loose, safe = LOOSE.at(problem), SAFE.at(problem)
     for picks in assignments(problem):
         if holds(problem, picks):
-            assert integer_feasible(problem, picks, LOOSE), picks
-        if integer_feasible(problem, picks, SAFE):
+            assert integer_feasible(problem, picks, loose), picks
+        if integer_feasible(problem, picks, safe):
             assert holds(problem, picks), picks
 
 
-def test_the_fine_instances_are_ones_where_rounding_decides() -> None:
-    """Rounding costs up and limits down (the old model) gets at least some of them wrong."""
+@pytest.mark.parametrize("rounding", ["fixed", "instance"])
+def test_the_fine_instances_are_ones_where_rounding_decides(rounding: str) -> None:
+    """Rounding costs up and limits down gets at least some of them wrong, at the fixed
+    resolution (the old model) and at the instance's finer one."""
     wrong = 0
     for problem in FINE:
         reference = brute_force(problem)
-        safe = [p for p in assignments(problem) if integer_feasible(problem, p, SAFE)]
+        up = SAFE if rounding == "fixed" else SAFE.at(problem)
+        safe = [p for p in assignments(problem) if integer_feasible(problem, p, up)]
         safe_best = min((exact_totals(problem, p)["acc_loss"] for p in safe), default=None)
         wrong += (reference is None) != (safe_best is None) or bool(
             reference and safe_best is not None and safe_best > reference[0] + 1e-9)
@@ -129,25 +144,33 @@ def test_claims_hold_for_the_measured_costs(k: int, backend: str) -> None:
         assert r.status in ("INFEASIBLE", "UNKNOWN")
 
 
-def ladder(limit: float, n: int = 6, int4: bool = True, twin: bool = False) -> Problem:
-    """n layers; all at int8 cost n x 1.00005 ms: at the 0.1 us resolution each rounds by half
-    a unit, so a limit near n x 1.00005 ms is within the rounding of the all-int8 plan.
-    twin: a second int8 kernel 1.00004 ms, so 2^n plans sit in that band, not one."""
-    opts = [Choice("fp32", 2.0, 400, 0.2, 4, 0.0), Choice("int8", 1.00005, 100, 0.1, 1, 1.0)]
+# The latency unit of every ladder instance (its worst total is 6 x 2 ms).
+UNIT = 1e-8
+
+
+def ladder(units: float, n: int = 6, int4: bool = True, twin: bool = False) -> Problem:
+    """n layers; int8 costs 1 ms + half a latency unit, so all at int8 costs n ms + 3 units,
+    and a limit of n ms + `units` units near that is within the rounding of the all-int8 plan.
+    twin: a second int8 kernel at 1 ms + 0.4 units, so 2^n plans sit in that band, not one."""
+    opts = [Choice("fp32", 2.0, 400, 0.2, 4, 0.0),
+            Choice("int8", 1 + 0.5 * UNIT, 100, 0.1, 1, 1.0)]
     if twin:
-        opts.append(Choice("int8b", 1.00004, 101, 0.1, 1, 1.0 + 1e-6))
+        opts.append(Choice("int8b", 1 + 0.4 * UNIT, 101, 0.1, 1, 1.0 + 1e-6))
     if int4:
         opts.append(Choice("int4", 0.5, 50, 0.05, 1, 3.0))
     layers = tuple(f"l{i}" for i in range(n))
-    return Problem(layers, {ly: tuple(opts) for ly in layers}, {"latency_ms": limit})
+    problem = Problem(layers, {ly: tuple(opts) for ly in layers},
+                      {"latency_ms": n + units * UNIT})
+    assert resolution_for(problem)["latency_ms"] == UNIT
+    return problem
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_limit_met_exactly_is_not_lost_to_rounding(backend: str) -> None:
-    """All int8 costs 6.0003 ms, the limit: rounded up per layer it would cost 6.0006 ms, and
-    the old model answered OPTIMAL with two more loss units (an int4)."""
-    problem = ladder(6.0003)
-    assert not integer_feasible(problem, dict.fromkeys(problem.layers, 1), SAFE)
+    """All int8 costs the limit, 6 ms + 3 units: rounded up per layer it would cost 6 ms + 6
+    units, and rounding up (the old model) answers OPTIMAL with two more loss units."""
+    problem = ladder(3)
+    assert not integer_feasible(problem, dict.fromkeys(problem.layers, 1), SAFE.at(problem))
     r = solve(problem, backend=backend)
     assert r.status == "OPTIMAL" and r.exact_check == VERIFIED and not r.note
     assert r.totals["acc_loss"] == pytest.approx(6.0) == brute_force(problem)[0]  # type: ignore[index]
@@ -156,10 +179,10 @@ def test_a_limit_met_exactly_is_not_lost_to_rounding(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_limit_just_below_is_not_met_by_rounding(backend: str) -> None:
-    """6.0002 ms: all int8 rounds down under it but breaks it exactly; that plan is cut off
-    and the next one (five int8, one int4) is the optimum, proven."""
-    problem = ladder(6.0002)
-    assert integer_feasible(problem, dict.fromkeys(problem.layers, 1), LOOSE)
+    """6 ms + 2 units: all int8 rounds down under it but breaks it exactly; that plan is cut
+    off and the next one (five int8, one int4) is the optimum, proven."""
+    problem = ladder(2)
+    assert integer_feasible(problem, dict.fromkeys(problem.layers, 1), LOOSE.at(problem))
     r = solve(problem, backend=backend)
     assert r.status == "OPTIMAL" and r.exact_check == VERIFIED
     assert r.totals["acc_loss"] == pytest.approx(8.0) == brute_force(problem)[0]  # type: ignore[index]
@@ -168,26 +191,26 @@ def test_a_limit_just_below_is_not_met_by_rounding(backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_infeasible_by_less_than_the_rounding_is_proven_when_few_plans_are_close(
         backend: str) -> None:
-    """Without int4 the only plan near 6.0002 ms is all int8, 0.1 us over: INFEASIBLE, for
-    the measured costs (the band holds one plan, cut off)."""
-    r = solve(ladder(6.0002, int4=False), backend=backend)
+    """Without int4 the only plan near 6 ms + 2 units is all int8, one unit over: INFEASIBLE,
+    for the measured costs (the band holds one plan, cut off)."""
+    r = solve(ladder(2, int4=False), backend=backend)
     assert r.status == "INFEASIBLE" and r.exact_check == VERIFIED
     assert r.relaxations[0].status == "OPTIMAL"
-    assert r.relaxations[0].best_reachable == pytest.approx(6.0003)
+    assert r.relaxations[0].best_reachable == pytest.approx(6 + 3 * UNIT, abs=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_many_plans_within_the_rounding_downgrade_the_claim(backend: str) -> None:
-    """With two int8 kernels, 64 plans sit within the rounding of 6.0002 ms, all over it:
+    """With two int8 kernels, 64 plans sit within the rounding of 6 ms + 2 units, all over it:
     the answer is a plan that holds, FEASIBLE, saying the rounding may hide a better one (brute
     force agrees it is the best); without int4, UNKNOWN, never INFEASIBLE."""
-    problem = ladder(6.0002, twin=True)
+    problem = ladder(2, twin=True)
     r = solve(problem, backend=backend)
     assert r.status == "FEASIBLE" and r.exact_check == DOWNGRADED
     assert "latency_ms" in r.note and "rounding" in r.note
     assert r.gap is not None and r.gap > 0
     assert r.totals["acc_loss"] == pytest.approx(brute_force(problem)[0])  # type: ignore[index]
-    bare = solve(ladder(6.0002, int4=False, twin=True), backend=backend,
+    bare = solve(ladder(2, int4=False, twin=True), backend=backend,
                  explain_infeasible=False)
     assert bare.status == "UNKNOWN" and bare.exact_check == DOWNGRADED
     assert "only the rounding decides" in bare.note
@@ -398,9 +421,9 @@ def test_the_pool_keeps_the_best_plan_that_holds() -> None:
 def test_search_cuts_plans_broken_by_rounding_then_falls_back() -> None:
     """exact.search on a stub backend: LOOSE plans that break are cut off one by one; after
     MAX_CUTS, SAFE's plan is the answer, downgraded."""
-    problem = ladder(3.0001, n=3)
-    broken = dict.fromkeys(problem.layers, 1)  # 3.00015 ms
-    good = {"l0": 1, "l1": 1, "l2": 2}  # int4 on one layer
+    problem = ladder(1)
+    broken = dict.fromkeys(problem.layers, 1)  # 6 ms + 3 units
+    good = {**broken, "l5": 2}  # int4 on one layer
     assert breaks(problem, broken) and holds(problem, good)
     calls: list[tuple[str, int]] = []
 
@@ -412,3 +435,19 @@ def test_search_cuts_plans_broken_by_rounding_then_falls_back() -> None:
     assert out.status == "FEASIBLE" and out.picks == good and out.downgraded
     assert [n for _, n in calls] == [*range(exact.MAX_CUTS + 1), 0]
     assert calls[-1][0] == SAFE.name
+
+
+def test_latency_and_energy_units_are_the_instances_own() -> None:
+    """Fine enough that the largest total is about 1e9 units (1e6 for CBC, whose tolerances
+    are absolute), never coarser than the fixed resolution; the result states the units."""
+    from planner.exact import CBC_UNITS_PER_TOTAL
+    from planner.formulation import RESOLUTION
+
+    problem = ladder(3)
+    assert resolution_for(problem)["latency_ms"] == UNIT < RESOLUTION["latency_ms"]
+    assert resolution_for(problem, CBC_UNITS_PER_TOTAL)["latency_ms"] == 1e-5
+    assert solve(problem).resolution["latency_ms"] == UNIT
+    assert solve(problem, backend="cbc").resolution["latency_ms"] == 1e-5
+    slow = Problem(("a",), {"a": (Choice("x", 1e6, 1, 1e9, 1, 0.0),)}, {})
+    assert resolution_for(slow)["latency_ms"] == RESOLUTION["latency_ms"]
+    assert resolution_for(slow)["energy_mj"] == RESOLUTION["energy_mj"]
