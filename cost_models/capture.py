@@ -94,6 +94,8 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
             continue
         if not node.users:  # dead code, e.g. torch.export's guard function
             continue
+        if "tensor_meta" not in node.meta and node.op != "get_attr":
+            continue  # no tensor at all: x.shape, x.shape[0], x.size(1) (sizes, not buffers)
         if node.op == "get_attr":
             raise ModelLoadError(f"{name}: parameters used outside modules ({node.target}) "
                                  "are not supported yet")

@@ -52,25 +52,35 @@ def plan_source(plan: Plan, model: str | None = None, weights: str | None = None
     return source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights)
 
 
-def apply_plan(plan: Plan, out_dir: Path, source: ModelSource | None = None) -> dict[str, Any]:
-    """Apply `plan` to its model (or `source`, what the command line named) into `out_dir`,
-    which is replaced as a whole by the new set of artifacts."""
+def apply_plan(plan: Plan, out_dir: Path, source: ModelSource | None = None,
+               loaded: LoadedModel | None = None,
+               data: tuple[tuple[np.ndarray, np.ndarray], Any] | None = None) -> dict[str, Any]:
+    """Apply `plan` to its model (or `source`, what the command line named; or `loaded`, a
+    model the caller holds) into `out_dir`, which is replaced as a whole by the new set of
+    artifacts. `data`: (the calibration sample, the held-out Dataset) when the caller has
+    them in memory; else the plan's data set."""
     if not plan.feasible:
         raise PlanError(f"the plan's status is {plan.status}: there is nothing to apply")
-    source = source or plan_source(plan)
     check_replaceable(out_dir, ARTIFACT_NAMES)
-    with source.allowed():
-        loaded = load_model_ref(source.ref, source.weights, source.input_shape)
+    if loaded is None:
+        source = source or plan_source(plan)
+        with source.allowed():
+            loaded = load_model_ref(source.ref, source.weights, source.input_shape)
     check_weights(plan, loaded)
     data_name = plan.data or loaded.dataset
-    if data_name is None:
-        raise PlanError("the plan names no data set: accuracy cannot be evaluated "
-                        "(plan with --data)")
-    from workloads.data import load_dataset  # looked up per call (tests substitute it)
+    if data is not None:
+        calib, test = data
+        data_name = data_name or test.name
+    else:
+        if data_name is None:
+            raise PlanError("the plan names no data set: accuracy cannot be evaluated "
+                            "(plan with --data)")
+        from workloads.data import load_dataset  # looked up per call (tests substitute it)
 
-    _, test = load_dataset(data_name)
-    calib = calibration_split(data_name)
-    assert calib is not None
+        _, test = load_dataset(data_name)
+        found = calibration_split(data_name)
+        assert found is not None
+        calib = found
     check_calibration(plan, data_hash(*calib))
     with fresh_dir(out_dir) as work:
         report = _apply_into(plan, loaded, data_name, calib[0], test, work)

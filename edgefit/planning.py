@@ -214,14 +214,34 @@ def _stored_bytes(layer: str, source: Any, configs: list[Any]) -> int:
         None if bias is None else bias.detach().numpy(), sparse=True, share=share))
 
 
+MIN_CALIBRATION = 32
+"""Fewer samples than this cannot rank options (the KL of a handful of outputs is noise)."""
+
+
 def calibration_split(dataset: str | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
     if dataset is None:
         return None
     from workloads.data import load_dataset
 
     train, _ = load_dataset(dataset)
-    idx = np.random.default_rng(seed).choice(len(train.y), CALIBRATION_SIZE, replace=False)
-    return train.x[idx], train.y[idx]
+    return calibration_sample(train.x, train.y, seed)
+
+
+def calibration_sample(x: np.ndarray, y: np.ndarray, seed: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """CALIBRATION_SIZE samples drawn without replacement (seeded: the same arrays give the
+    same sample, hence the same calibration hash), or all of them when there are fewer; fewer
+    than MIN_CALIBRATION is a DataError."""
+    from edgefit_common.errors import DataError
+
+    if len(x) != len(y):
+        raise DataError(f"{len(x)} calibration inputs but {len(y)} labels")
+    if len(x) < MIN_CALIBRATION:
+        raise DataError(f"{len(x)} calibration samples; at least {MIN_CALIBRATION} are needed "
+                        f"({CALIBRATION_SIZE} are used when there are that many)")
+    n = min(CALIBRATION_SIZE, len(x))
+    idx = np.random.default_rng(seed).choice(len(x), n, replace=False)
+    return x[idx], y[idx]
 
 
 @dataclass(frozen=True)
@@ -370,11 +390,14 @@ def width_accuracy(graph: LayerGraph, options: Mapping[str, Mapping[str, Option]
 def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None = None,
               pins: dict[str, str] | None = None, exclude: tuple[str, ...] = (),
               backend: str = "cpsat", search: SearchSettings | None = None,
-              finetune_epochs: int = 0, quantization_aware: bool = False
+              finetune_epochs: int = 0, quantization_aware: bool = False,
+              loaded: LoadedModel | None = None,
+              calibration: tuple[np.ndarray, np.ndarray] | None = None
               ) -> tuple[plan_schema.Plan, PlanContext]:
     """pins: layer -> option fixed before solving; exclude: options no layer may take;
     quantization_aware: the fine-tuning (needs finetune_epochs) trains through the
-    quantisation."""
+    quantisation. loaded / calibration: the model and calibration sample when the caller has
+    them in memory (the Python API) instead of naming them in the budget."""
     from workloads.models import load_model_ref
 
     if quantization_aware and not finetune_epochs:
@@ -386,12 +409,14 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                         f"known: {', '.join(spec.profiles)}")
     spec = _calibrated(spec, profile)
     kernels = spec.profile(profile).kernels
-    if budget.model is None:
-        raise SpecError("no model given (use --model or `model:` in the budget file)")
-    loaded = load_model_ref(budget.model, budget.weights,
-                            tuple(budget.input_shape) if budget.input_shape else None)
+    if loaded is None:
+        if budget.model is None:
+            raise SpecError("no model given (use --model or `model:` in the budget file)")
+        loaded = load_model_ref(budget.model, budget.weights,
+                                tuple(budget.input_shape) if budget.input_shape else None)
     graph = _capture(loaded)
-    calib = calibration_split(budget.data or loaded.dataset)
+    calib = calibration if calibration is not None else calibration_split(
+        budget.data or loaded.dataset)
     groups: list[ChannelGroupSpec] = []
     prune_kl: dict[tuple[str, str], float] = {}
     # channel pruning only with data: its accuracy cost is measured, never assumed zero

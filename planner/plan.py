@@ -167,7 +167,8 @@ class ChannelGroup(_Strict):
 
 class ModelRef(_Strict):
     name: str
-    kind: Literal["zoo", "pt2", "factory", "onnx"]
+    kind: Literal["zoo", "pt2", "factory", "onnx", "module"] = Field(
+        description="module: a torch module handed to the Python API (apply it the same way)")
     path: str | None = None
     input_shape: SampleShape
     origin: str = Field(description="where the model choice came from: flag, budget file, "

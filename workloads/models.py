@@ -115,7 +115,7 @@ def _load_pt2(path: Path) -> LoadedModel:
     if not example or not isinstance(example[0], torch.Tensor):
         raise ModelLoadError(f"{path}: the archive has no example input to read its shape from")
     shape = _checked_shape(path, tuple(example[0].shape[1:]))
-    module = _planning_form(remodularize(program.module(check_guards=False)))  # guards: batch 1
+    module = planning_form(remodularize(program.module(check_guards=False)))  # guards: batch 1
     return LoadedModel(path.stem, "pt2", module, shape, None, str(path))
 
 
@@ -327,11 +327,11 @@ def _load_factory(ref: str, weights: str | None,
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ModelLoadError(f"{shown(weights or '')}: does not fit {ref}: {first[:200]}"
                                  ) from None
-    return LoadedModel(factory_name, "factory", _planning_form(model), tuple(input_shape),
+    return LoadedModel(factory_name, "factory", planning_form(model), tuple(input_shape),
                        None, ref)
 
 
-def _planning_form(model: nn.Module) -> nn.Module:
+def planning_form(model: nn.Module) -> nn.Module:
     """Eval mode, BatchNorm folded into its conv (exact): the model edgefit plans and exports."""
     from workloads.fuse import fuse_bn, has_batchnorm
 

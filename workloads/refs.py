@@ -95,6 +95,10 @@ def source_for_apply(kind: str, name: str, path: str | None, input_shape: list[i
         return ModelSource(model, weights, shape, trusted_factory=is_factory_ref(model))
     if weights is not None:
         raise PlanError("--weights needs --model (the module:factory the weights are for)")
+    if kind == "module":
+        raise PlanError("the plan was made from a torch module object in Python (edgefit.plan); "
+                        "apply it from Python, edgefit.apply(plan, model=...), or save the "
+                        "module with torch.export and plan the .pt2")
     ref = name if kind == "zoo" else path
     if kind == "factory" or (ref is not None and is_factory_ref(ref)):
         shown_ref = shown(path or name, 80)

@@ -100,3 +100,10 @@ def test_duty_cycle_energy(lenet5: LayerGraph) -> None:
     totals = problem.totals(picks)
     assert totals["energy_mj"] == pytest.approx(
         p_idle * 1000.0 + (p_active - p_idle) * totals["latency_ms"])
+
+
+def test_shape_arithmetic_in_forward_is_not_a_tensor(user_net) -> None:
+    """``x.reshape(x.shape[0], -1)``: the size nodes hold no buffer and are skipped."""
+    graph = capture(user_net, (1, 28, 28), "usernet")
+    assert graph.layer_names == ["conv0", "conv1", "fc"]
+    assert all(t.numel > 0 for t in graph.tensors.values())
