@@ -111,7 +111,9 @@ def search(problem: Problem, trials: int, timeout_s: float | None,
     start = time.perf_counter()
     if trials < 0:
         raise ValueError(f"trials must be >= 0, got {trials}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # ERROR: a trial that fails (a Ctrl-C, a bug) re-raises from optimize; Optuna's own warning
+    # would print its traceback on stderr first
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     names = {ly: [c.option for c in problem.choices[ly]] for ly in problem.layers}
     for ly, opts in names.items():
         if len(set(opts)) != len(opts):
