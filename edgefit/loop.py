@@ -224,18 +224,18 @@ class _State:
 
     def _predicted_drop(self, cand: _Candidate) -> float | None:
         """The measured drop interpolated at this plan's predicted accuracy cost: piecewise
-        linear through (0, 0) and the measured rounds, proportional beyond the largest."""
+        linear through (0, 0) and the measured rounds, made monotone (a larger cost never
+        predicts a smaller drop; never below 0); None beyond the largest measured cost (never
+        extrapolated: a round there must be measured, not predicted)."""
         points = sorted((c.totals["acc_loss"], r.measured.drop_pp) for c, r in self.measured
                         if r.measured is not None and c.totals["acc_loss"] > 0)
         cost = cand.totals["acc_loss"]
         if cost <= 0:
             return 0.0
-        if not points:
+        if not points or cost > points[-1][0]:
             return None
-        top_cost, top_drop = points[-1]
-        if cost >= top_cost:
-            return top_drop * cost / top_cost
-        xs, ys = zip(*[(0.0, 0.0), *points], strict=True)
+        xs = [0.0, *(c for c, _ in points)]
+        ys = np.maximum.accumulate([0.0, *(d for _, d in points)])
         return float(np.interp(cost, xs, ys))
 
     def _fits_costs(self, cand: _Candidate) -> bool:
