@@ -373,8 +373,8 @@ def _lp_start(problem: Problem, options: SolverOptions) -> tuple[float, dict[str
     relaxation = lp.relax(problem)
     if relaxation.value is None:
         return (math.inf if lp.proven_infeasible(problem) else -math.inf), None
-    # each LP-and-fix search: a tenth of the limit, at most 1 s
-    quick = dataclasses.replace(options, time_limit_s=min(0.1 * options.time_limit_s, 1.0))
+    # each of the two LP-and-fix searches: a twentieth of the limit, at most 1 s
+    quick = dataclasses.replace(options, time_limit_s=min(0.05 * options.time_limit_s, 1.0))
     pool = Pool(problem)
     for widen in (False, True):  # the split layers only, then with their neighbours freed
         if pool.best is not None and gap_to(pool.loss or 0, relaxation.value) <= max(
