@@ -451,3 +451,21 @@ def test_latency_and_energy_units_are_the_instances_own() -> None:
     slow = Problem(("a",), {"a": (Choice("x", 1e6, 1, 1e9, 1, 0.0),)}, {})
     assert resolution_for(slow)["latency_ms"] == RESOLUTION["latency_ms"]
     assert resolution_for(slow)["energy_mj"] == RESOLUTION["energy_mj"]
+
+
+def test_cbc_phases_are_warm_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both CBC phases get a MIP start: the search from the caller's plan, the tie-break from
+    the best plan held."""
+    problem = _binding_instance()
+    starts: list[dict[str, int] | None] = []
+    real = cbc._Model.warm_start
+
+    def spy(self, picks):  # type: ignore[no-untyped-def]
+        starts.append(picks)
+        return real(self, picks)
+
+    monkeypatch.setattr(cbc._Model, "warm_start", spy)
+    best = _feasible_plans(problem)[0]
+    r = solve(problem, hint=_names(problem, best), backend="cbc", explain=False)
+    assert r.status == "OPTIMAL"
+    assert len(starts) >= 2 and all(s is not None and holds(problem, s) for s in starts)
