@@ -18,7 +18,10 @@ from torch import nn
 
 from cost_models.channels import ChannelGroupSpec
 from cost_models.estimate import AccuracyEstimate
+from edgefit_common.progress import task, track
 from techniques.fakequant import quantized_copy
+
+SENSITIVITY = "sensitivity (layer x option)"
 
 
 def _log_probs(model: nn.Module, x: np.ndarray) -> torch.Tensor:
@@ -36,15 +39,16 @@ def measured_output_kl(model: nn.Module, options: Mapping[str, Mapping[str, Sequ
         return embedding_cosine_loss(model, options, x)
     reference = _log_probs(model, x)
     out: dict[tuple[str, str], float] = {}
-    for layer, layer_options in options.items():
-        for option, configs in layer_options.items():
-            if not configs:
-                out[layer, option] = 0.0
-                continue
-            q = quantized_copy(model, {layer: configs}, x)
-            kl = nn.functional.kl_div(_log_probs(q, x), reference, log_target=True,
-                                      reduction="batchmean")
-            out[layer, option] = max(0.0, float(kl))
+    pairs = [(layer, option, configs) for layer, row in options.items()
+             for option, configs in row.items()]
+    for layer, option, configs in track(pairs, SENSITIVITY):
+        if not configs:
+            out[layer, option] = 0.0
+            continue
+        q = quantized_copy(model, {layer: configs}, x)
+        kl = nn.functional.kl_div(_log_probs(q, x), reference, log_target=True,
+                                  reduction="batchmean")
+        out[layer, option] = max(0.0, float(kl))
     return AccuracyEstimate(
         out,
         unit="KL to fp32 outputs (nats)",
@@ -74,16 +78,13 @@ def embedding_cosine_loss(model: nn.Module, options: Mapping[str, Mapping[str, S
     reference = _embeddings(model, x)
     out: dict[tuple[str, str], float] = {}
     split = getattr(model, "split_at", None)  # run only what follows the layer, if it can
-    for layer, layer_options in options.items():
-        part, inputs = split(layer, x) if split is not None else (model, x)
-        for option, configs in layer_options.items():
-            if not configs:
-                out[layer, option] = 0.0
-                continue
-            q = quantized_copy(part, {layer: configs}, inputs[:ENCODER_CALIBRATION])
-            got = _embeddings(q, inputs)
-            cos = nn.functional.cosine_similarity(got.double(), reference.double(), dim=1).mean()
-            out[layer, option] = max(0.0, 1.0 - float(cos))
+    with task(SENSITIVITY, sum(len(row) for row in options.values())) as bar:
+        for layer, layer_options in options.items():
+            part, inputs = split(layer, x) if split is not None else (model, x)
+            for option, configs in layer_options.items():
+                out[layer, option] = (_cosine_loss(part, layer, configs, inputs, reference)
+                                      if configs else 0.0)
+                bar.advance()
     return AccuracyEstimate(
         out,
         unit="1 - cosine similarity to fp32 embeddings",
@@ -92,6 +93,14 @@ def embedding_cosine_loss(model: nn.Module, options: Mapping[str, Mapping[str, S
                    f"{min(len(x), ENCODER_CALIBRATION)} of them), one layer compressed at a time; "
                    "plan totals add them (interactions not modelled)",
     )
+
+
+def _cosine_loss(part: nn.Module, layer: str, configs: Sequence[Any], inputs: Any,
+                 reference: torch.Tensor) -> float:
+    q = quantized_copy(part, {layer: configs}, inputs[:ENCODER_CALIBRATION])
+    got = _embeddings(q, inputs)
+    cos = nn.functional.cosine_similarity(got.double(), reference.double(), dim=1).mean()
+    return max(0.0, 1.0 - float(cos))
 
 
 def channel_pruning_kl(model: nn.Module, groups: Sequence[ChannelGroupSpec],
@@ -105,16 +114,16 @@ def channel_pruning_kl(model: nn.Module, groups: Sequence[ChannelGroupSpec],
 
     reference = _log_probs(model, x)
     out: dict[tuple[str, int], float | None] = {}
-    for g in groups:
-        for width in g.widths[:-1]:
-            pruned = copy.deepcopy(model)
-            try:
-                prune_channels(pruned, dict.fromkeys(g.layers, g.prune_config(width)),
-                               example_input)
-                kl = nn.functional.kl_div(_log_probs(pruned, x), reference, log_target=True,
-                                          reduction="batchmean")
-            except Exception:  # Torch-Pruning raises many types; the width is just not offered
-                out[g.name, width] = None
-                continue
-            out[g.name, width] = max(0.0, float(kl))
+    cuts = [(g, width) for g in groups for width in g.widths[:-1]]
+    for g, width in track(cuts, "channel pruning sensitivity (group x width)"):
+        pruned = copy.deepcopy(model)
+        try:
+            prune_channels(pruned, dict.fromkeys(g.layers, g.prune_config(width)),
+                           example_input)
+            kl = nn.functional.kl_div(_log_probs(pruned, x), reference, log_target=True,
+                                      reduction="batchmean")
+        except Exception:  # Torch-Pruning raises many types; the width is just not offered
+            out[g.name, width] = None
+            continue
+        out[g.name, width] = max(0.0, float(kl))
     return out

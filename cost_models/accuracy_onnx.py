@@ -21,6 +21,7 @@ import numpy as np
 
 from cost_models.estimate import AccuracyEstimate
 from edgefit_common.errors import DataError, PlanError
+from edgefit_common.progress import track
 from techniques.onnx.writer import ONNX_OPTIONS as OPTIONS
 from techniques.onnx.writer import ort_session_options, quantize_onnx
 
@@ -128,22 +129,22 @@ def onnx_output_kl(
     reference = onnx_predict(prepared, x)
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict[tuple[str, str], float] = {}
-    for i, layer in enumerate(layers):
-        for option in options:
-            if option == "fp32":
-                out[layer, option] = 0.0
-                continue
-            tmp = workdir / f"kl_{os.getpid()}_{i}_{option}.onnx"
-            try:
-                quantize_onnx(prepared, tmp, {layer: option}, x[:CALIBRATION_SAMPLES])
-                logits = _run(_session(tmp), x, f"{prepared} with {layer} at {option}")
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-            try:
-                out[layer, option] = mean_kl(reference, logits)
-            except PlanError as exc:
-                raise PlanError(f"{prepared}: layer {layer!r} at {option}: {exc}") from None
+    pairs = [(i, layer, option) for i, layer in enumerate(layers) for option in options]
+    for i, layer, option in track(pairs, "sensitivity (layer x option)"):
+        if option == "fp32":
+            out[layer, option] = 0.0
+            continue
+        tmp = workdir / f"kl_{os.getpid()}_{i}_{option}.onnx"
+        try:
+            quantize_onnx(prepared, tmp, {layer: option}, x[:CALIBRATION_SAMPLES])
+            logits = _run(_session(tmp), x, f"{prepared} with {layer} at {option}")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        try:
+            out[layer, option] = mean_kl(reference, logits)
+        except PlanError as exc:
+            raise PlanError(f"{prepared}: layer {layer!r} at {option}: {exc}") from None
     return AccuracyEstimate(
         out,
         unit=UNIT,

@@ -300,26 +300,23 @@ def profile_host(
     if not todo:
         return result
 
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from contextlib import nullcontext
 
     from cost_models.export import export_fp32
+    from edgefit_common.progress import Task, task
 
-    bar = Progress(TextColumn("[bold]profile[/] {task.description}"), BarColumn(),
-                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True, disable=not progress)
-    with tempfile.TemporaryDirectory(prefix="edgefit-profile-") as tmp, bar:
-        task = bar.add_task("export fp32", total=1 + 2 * len(todo))
+    steps = task("profile: export fp32", 1 + 2 * len(todo)) if progress else nullcontext(Task())
+    with tempfile.TemporaryDirectory(prefix="edgefit-profile-") as tmp, steps as bar:
         fp32 = Path(tmp) / "model.fp32.onnx"
         export_fp32(model, input_shape, fp32)
         _check_layer_names(fp32, graph)
         overhead = em.calibrate(threads, opt_level)
-        bar.advance(task)
+        bar.advance()
         for option in todo:
-            bar.update(task, description=f"build {option}")
+            bar.update(description=f"profile: build {option}")
             path = _build(option, fp32, Path(tmp), layers, calibration)
-            bar.advance(task)
-            bar.update(task, description=f"measure {option}")
+            bar.advance()
+            bar.update(description=f"profile: measure {option}")
             overrides = step_owner_overrides(em.read_graph(path), graph)
             try:
                 m = em.measure(path, runs, warmup, threads, opt_level, profile_runs=profile_runs,
@@ -327,7 +324,7 @@ def profile_host(
             except em.MeasureError as exc:
                 raise PlanError(f"profiling {graph.model} at {option}: {exc}") from None
             profiled_models += 1
-            bar.advance(task)
+            bar.advance()
             result.update(_store(m, option, graph, fp, sigs, cache))
     return result
 

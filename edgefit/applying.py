@@ -27,6 +27,7 @@ from edgefit.planning import build_problem, calibration_split, lowrank_factors
 from edgefit_common.atomic_dir import APPLY_NAMES, check_replaceable, fresh_dir
 from edgefit_common.errors import PlanError
 from edgefit_common.fsutil import atomic_write_text
+from edgefit_common.progress import task
 from executors import measure
 from executors.apply import build_onnx, build_torch, verify_artifacts
 from planner.plan import Plan
@@ -64,7 +65,7 @@ def apply_plan(plan: Plan, out_dir: Path, source: ModelSource | None = None,
     check_replaceable(out_dir, ARTIFACT_NAMES)
     if loaded is None:
         source = source or plan_source(plan)
-        with source.allowed():
+        with source.allowed(), task(f"load model {source.ref}"):
             loaded = load_model_ref(source.ref, source.weights, source.input_shape)
     check_weights(plan, loaded)
     data_name = plan.data or loaded.dataset
@@ -77,8 +78,9 @@ def apply_plan(plan: Plan, out_dir: Path, source: ModelSource | None = None,
                             "(plan with --data)")
         from workloads.data import load_dataset  # looked up per call (tests substitute it)
 
-        _, test = load_dataset(data_name)
-        found = calibration_split(data_name)
+        with task(f"load data {data_name}"):
+            _, test = load_dataset(data_name)
+            found = calibration_split(data_name)
         assert found is not None
         calib = found
     check_calibration(plan, data_hash(*calib))
@@ -108,14 +110,18 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
     """Build, verify and measure into `out_dir` (the fresh folder): the report, unsaved."""
     onnx_opts = {name: onnx_option(lp.techniques) for name, lp in plan.layers.items()}
     build = build_onnx if loaded.kind == "onnx" else build_torch
-    built = build(plan, loaded, onnx_opts, calib_x, test, out_dir)
+    with task("apply: compress, export and evaluate the model"):
+        built = build(plan, loaded, onnx_opts, calib_x, test, out_dir)
     image = out_dir / "model.flash.bin"
-    write_flash_image(image, built.flash_layers)
+    with task("apply: write the flash image"):
+        write_flash_image(image, built.flash_layers)
     runnable, fp32_onnx = built.runnable, built.fp32_onnx
 
-    verification = verify_artifacts(plan, runnable, image, onnx_opts)
-    host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
-                      built.narrow, built.base_graph)
+    with task("apply: verify the files"):
+        verification = verify_artifacts(plan, runnable, image, onnx_opts)
+    with task("apply: host check (onnxruntime timing)"):
+        host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
+                          built.narrow, built.base_graph)
     limit_pp = plan.limits.accuracy_drop
     drop_pp = 100.0 * (built.fp32_accuracy - built.accuracy)
     report = {

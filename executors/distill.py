@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from edgefit_common.progress import track
 from techniques.distill import DistillConfig
 
 if TYPE_CHECKING:
@@ -113,11 +114,11 @@ def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
     kl_before = best
     losses: list[float] = []
     epochs_run = 0
-    for epoch in range(1, config.epochs + 1):
+    for epoch in track(range(1, config.epochs + 1), "fine-tuning epochs"):
         net.train()
         order = rng.permutation(len(train.y))
         total = 0.0
-        for i in range(0, len(order), config.batch_size):
+        for i in track(range(0, len(order), config.batch_size), f"epoch {epoch} batches"):
             idx = order[i : i + config.batch_size]
             x = torch.from_numpy(train.x[idx])
             y = torch.from_numpy(train.y[idx])

@@ -28,6 +28,7 @@ from typing import Any
 
 import optuna
 
+from edgefit_common.progress import task
 from planner.problem import METRICS, Problem
 from planner.result import SolveResult
 
@@ -141,7 +142,9 @@ def search(problem: Problem, trials: int, timeout_s: float | None,
         return totals["acc_loss"]
 
     if trials:
-        study.optimize(objective, n_trials=trials, timeout=timeout_s, gc_after_trial=False)
+        with task("Optuna trials", trials) as bar:
+            study.optimize(objective, n_trials=trials, timeout=timeout_s, gc_after_trial=False,
+                           callbacks=[lambda _study, _trial: bar.advance()])
     return _best(problem, study.get_trials(deepcopy=False), index, time.perf_counter() - start)
 
 

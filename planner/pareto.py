@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgefit_common.fsutil import atomic_path
+from edgefit_common.progress import track
 from planner.cpsat import minimize_metric
 from planner.problem import Problem
 from planner.result import SolverOptions
@@ -60,7 +61,7 @@ def sweep(problem: Problem, metrics: list[str], points: int = 12,
         hint = own.picks
         found.append(FrontPoint({m: problem.limits.get(m, own.totals[m]) for m in metrics},
                                 own.totals, own.picks))
-    for combo in combos:
+    for combo in track(combos, "Pareto points"):
         limits = {**problem.limits, **dict(zip(metrics, combo, strict=True))}
         p = problem.with_limits(limits)  # keeps every other field (RAM workspace too)
         r = solve(p, options, hint=hint)

@@ -102,15 +102,14 @@ def fresh_model(entry: ZooEntry, seed: int = 0) -> nn.Module:
 
 def _train(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_size: int,
            shift_px: int, seed: int, label: str) -> nn.Module:
-    from rich.progress import Progress
+    from edgefit_common.progress import task
 
     rng = np.random.default_rng(seed)
     steps = (len(data.y) + batch_size - 1) // batch_size
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)
     loss_fn = nn.CrossEntropyLoss()
-    with Progress(transient=True) as progress:
-        task = progress.add_task(label, total=epochs * steps)
+    with task(label, epochs * steps) as bar:
         for _ in range(epochs):
             model.train()
             order = rng.permutation(len(data.y))
@@ -123,7 +122,7 @@ def _train(model: nn.Module, data: Dataset, *, epochs: int, lr: float, batch_siz
                 loss_fn(model(x), y).backward()
                 opt.step()
                 sched.step()
-                progress.advance(task)
+                bar.advance()
     return model.eval()
 
 
