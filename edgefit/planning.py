@@ -460,7 +460,8 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
 
         base = base.model_copy(update={"finetune": DistillConfig(
             epochs=finetune_epochs, quantization_aware=quantization_aware)})
-    problem = ctx.solved = problem_from_plan(base, pins, exclude)  # the one Problem
+    base = base.model_copy(update={"excluded": sorted(set(exclude))})  # kept by re-solves
+    problem = ctx.solved = problem_from_plan(base, pins)  # the one Problem
     ctx.result = (_bayes(problem, search, options) if search is not None
                   else solve(problem, options, backend=backend))
     return with_result(base, problem, ctx.result, pins), ctx

@@ -244,6 +244,9 @@ class Plan(_Strict):
     weights_in_ram: bool = False
     channel_groups: list[ChannelGroup] = Field(
         default_factory=list, description="coupled channel groups (alternatives name them)")
+    excluded: list[str] = Field(
+        default_factory=list, description="options, kernels or techniques no layer may take "
+        "(plan --exclude, resolve --exclude, the review TUI); every re-solve keeps them")
 
     @property
     def feasible(self) -> bool:

@@ -36,11 +36,11 @@ def solver_limits(limits: Limits, margin: float = 0.0) -> dict[str, float]:
 def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
                       exclude: Iterable[str] = ()) -> Problem:
     """The problem behind `plan`, with `pins` (layer -> option), and without the options that
-    `exclude` names (by option name, e.g. int4, or by technique, e.g. quantize) except where
-    a pin asks for them."""
+    the plan's own exclusions and `exclude` name (by option name, by kernel, e.g. int4, or by
+    technique, e.g. quantize) except where a pin asks for them."""
     pins = {**{n: lp.option for n, lp in plan.layers.items() if lp.pinned and lp.option},
             **dict(pins or {})}
-    excluded = set(exclude)
+    excluded = set(plan.excluded) | set(exclude)
     _check_exclusions(plan, excluded)
     for layer, option in pins.items():
         if layer not in plan.layers:
@@ -179,7 +179,8 @@ def resolve(plan: Plan, *, pins: Mapping[str, str] | None = None, exclude: Itera
     the plan's current choices)."""
     if limits is not None:
         plan = plan.model_copy(update={"limits": limits})
-    problem = problem_from_plan(plan, pins, exclude)
+    plan = plan.model_copy(update={"excluded": sorted(set(plan.excluded) | set(exclude))})
+    problem = problem_from_plan(plan, pins)
     hint = {n: lp.option for n, lp in plan.layers.items() if lp.option}
     result = solve(problem, options, hint=hint, backend=backend)
     return with_result(plan, problem, result, pins)

@@ -41,6 +41,7 @@ from textual.widgets import (
 )
 from textual.worker import get_current_worker
 
+from device_specs.budget import Limits
 from edgefit.review import model as m
 from edgefit.review.screens import ConfirmQuitScreen, DiffScreen, HelpScreen, PromptScreen
 from edgefit_common.errors import EdgefitError, SpecError
@@ -128,6 +129,8 @@ class ReviewApp(App[int]):
         Binding("u", "unpin", "Unpin", tooltip="let the solver choose this layer again"),
         Binding("x", "exclude", "Exclude",
                 tooltip="exclude an option or technique everywhere (asks), then re-solve"),
+        Binding("L", "limit", "Limit", show=False,
+                tooltip="change a limit (asks: latency=40ms, ram=none), then re-solve"),
         Binding("r", "resolve", "Re-solve",
                 tooltip="solve again with the pins and exclusions (runs in the background)"),
         Binding("z", "undo", "Undo", tooltip="undo the last edit or re-solve"),
@@ -156,7 +159,7 @@ class ReviewApp(App[int]):
         self.report: Mapping[str, Any] | None = report
         self.time_limit_s = time_limit_s
         self.apply_command = apply_command or default_apply_command
-        self.excluded: tuple[str, ...] = ()
+        self.excluded: tuple[str, ...] = tuple(plan.excluded)  # saved with the plan
         self.unsolved = False  # hand edits not re-solved yet
         self.saved_plan = plan
         self.undo_stack: list[Snapshot] = []
@@ -591,11 +594,11 @@ class ReviewApp(App[int]):
         if self._busy():
             return
         known = m.known_exclusions(self.plan)
-        hint = (f"an option or technique no layer may take: {', '.join(known)}. "
-                f"Excluded now: {', '.join(self.excluded) or 'none'} (naming one again "
-                "allows it again). Re-solves right away.")
-        self.push_screen(PromptScreen("exclude everywhere", hint, placeholder="e.g. int4"),
-                         self._exclude_answer)
+        hint = (f"an option, kernel or technique no layer may take ({len(known)} known: type "
+                f"to narrow them). Excluded now: {', '.join(self.excluded) or 'none'} (naming "
+                "one again allows it again). Re-solves right away.")
+        self.push_screen(PromptScreen("exclude everywhere", hint, placeholder="e.g. int4",
+                                      choices=known), self._exclude_answer)
 
     def _exclude_answer(self, value: str | None) -> None:
         if not value:
@@ -611,6 +614,26 @@ class ReviewApp(App[int]):
         else:
             excluded = (*self.excluded, value)
         self.start_resolve(excluded)
+
+    def action_limit(self) -> None:
+        if self._busy():
+            return
+        now = ", ".join(f"{k} {v}" for k, v in self.plan.limits.model_dump().items()
+                        if v is not None) or "none"
+        hint = (f"NAME=VALUE with a unit: latency, flash, ram, energy, accuracy_drop (e.g. "
+                f"latency=40ms, ram=none removes it). Now: {now}. Re-solves right away.")
+        self.push_screen(PromptScreen("change a limit", hint, placeholder="e.g. latency=40ms"),
+                         self._limit_answer)
+
+    def _limit_answer(self, value: str | None) -> None:
+        if not value:
+            return
+        try:
+            limits = m.with_limit(self.plan.limits, value)
+        except EdgefitError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.start_resolve(self.excluded, limits)
 
     def action_undo(self) -> None:
         if not self.undo_stack or self._busy():
@@ -633,19 +656,22 @@ class ReviewApp(App[int]):
             return
         self.start_resolve(self.excluded)
 
-    def start_resolve(self, excluded: tuple[str, ...]) -> None:
+    def start_resolve(self, excluded: tuple[str, ...], limits: Limits | None = None) -> None:
         self.solving = True
         self._fill_status()
         self.refresh_bindings()
-        self._solve_worker(self.plan, excluded)
+        self._solve_worker(self.plan, excluded, limits)
 
     @work(thread=True, exclusive=True, group="solve", exit_on_error=False)
-    def _solve_worker(self, plan: Plan, excluded: tuple[str, ...]) -> None:
+    def _solve_worker(self, plan: Plan, excluded: tuple[str, ...],
+                      limits: Limits | None = None) -> None:
         try:
             from planner.resolve import resolve
             from planner.result import SolverOptions
 
-            new = resolve(plan, pins=m.pins(plan), exclude=excluded,
+            # the exclusions are the plan's own (saved with it): the set here replaces them
+            new = resolve(plan.model_copy(update={"excluded": list(excluded)}),
+                          pins=m.pins(plan), limits=limits,
                           options=SolverOptions(time_limit_s=self.time_limit_s))
             new = m.keep_pinned_options(plan, new)
         except EdgefitError as exc:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from device_specs.budget import Limits
 from edgefit_common.units import fmt_bytes, fmt_mj, fmt_ms
 from planner.plan import Alternative, Costs, LayerPlan, Plan
 from planner.presolve import dominates
@@ -134,19 +135,42 @@ def keep_pinned_options(before: Plan, after: Plan) -> Plan:
 
 
 def known_exclusions(plan: Plan) -> list[str]:
-    """Every name `exclude` understands for this plan: option names and technique names."""
+    """Every name `exclude` understands for this plan: kernels, option names and techniques."""
     names: dict[str, None] = {}
     for lp in plan.layers.values():
         for alt in lp.alternatives:
+            names[alt.kernel] = None
             names[alt.option] = None
             for t in alt.techniques:
                 names[t.technique] = None
     return list(names)
 
 
+def with_limit(limits: Limits, text: str) -> Limits:
+    """`limits` with one changed from "name=value" ("latency=40ms"; "ram=none" removes it);
+    a SpecError naming the problem otherwise."""
+    from edgefit_common.errors import SpecError
+
+    name, sep, value = (part.strip() for part in text.partition("="))
+    known = list(Limits.model_fields)
+    if not sep or name not in known:
+        raise SpecError(f"write NAME=VALUE with NAME one of {', '.join(known)}, e.g. "
+                        "latency=40ms")
+    current = {k: v for k, v in limits.model_dump().items() if v is not None}
+    if value.lower() in ("none", "off", ""):
+        current.pop(name, None)
+    else:
+        current[name] = value
+    try:
+        return Limits.model_validate(current)
+    except ValueError as exc:
+        raise SpecError(f"{name}: {str(exc).splitlines()[-1].strip()}") from None
+
+
 def is_excluded(alt: Alternative, excluded: Iterable[str]) -> bool:
     ex = set(excluded)
-    return alt.option in ex or any(t.technique in ex for t in alt.techniques)
+    return (alt.option in ex or alt.kernel in ex
+            or any(t.technique in ex for t in alt.techniques))
 
 
 # ---------------------------------------------------------------------------------------------

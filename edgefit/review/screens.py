@@ -135,13 +135,16 @@ class PromptScreen(ModalScreen[str | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
+    SHOWN_CHOICES = 12
+
     def __init__(self, title: str, hint: str = "", value: str = "",
-                 placeholder: str = "") -> None:
+                 placeholder: str = "", choices: list[str] | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.hint = hint
         self.value = value
         self.placeholder = placeholder
+        self.choices = choices or []
 
     def compose(self) -> ComposeResult:
         with Vertical(id="prompt-box") as box:
@@ -150,6 +153,20 @@ class PromptScreen(ModalScreen[str | None]):
             yield Input(value=self.value, placeholder=self.placeholder, id="prompt-input")
             if self.hint:
                 yield Static(self.hint, id="prompt-hint", markup=False)
+            if self.choices:
+                yield Static(self.matching(self.value), id="prompt-choices", markup=False)
+
+    def matching(self, typed: str) -> str:
+        """The choices containing what was typed (the first few, and how many match)."""
+        found = [c for c in self.choices if typed.strip() in c]
+        shown = ", ".join(found[: self.SHOWN_CHOICES])
+        more = len(found) - self.SHOWN_CHOICES
+        return f"{shown}{f' (+{more} more)' if more > 0 else ''}" if found else "no match"
+
+    @on(Input.Changed, "#prompt-input")
+    def _changed(self, event: Input.Changed) -> None:
+        if self.choices:
+            self.query_one("#prompt-choices", Static).update(self.matching(event.value))
 
     @on(Input.Submitted, "#prompt-input")
     def _submitted(self, event: Input.Submitted) -> None:

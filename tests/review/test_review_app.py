@@ -242,6 +242,36 @@ async def test_exclude_an_option_everywhere(plan_file: Path) -> None:
         assert "int8" in app.plan.options().values()
 
 
+async def test_exclusions_and_limits_are_saved_with_the_plan(plan_file: Path) -> None:
+    app = make_app(plan_file)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("x")
+        await pilot.pause()
+        before = str(app.screen.query_one("#prompt-choices", Static).content)
+        await pilot.press(*"t4")
+        await pilot.pause()
+        shown = str(app.screen.query_one("#prompt-choices", Static).content)
+        assert "fp32" in before and "int4" in shown and "fp32" not in shown, "narrows as typed"
+        await pilot.press("enter")  # "t4" is no name: nothing excluded
+        await pilot.press("x", *"int4", "enter")
+        await settle(app, pilot)
+        assert app.excluded == ("int4",)
+        await pilot.press("L", *"latency=2s", "enter")
+        await settle(app, pilot)
+        assert app.plan.limits.latency == 2000.0 and app.plan.feasible
+        await pilot.press("L", *"latency=fast", "enter")  # bad input: a notice, no change
+        await settle(app, pilot)
+        assert app.plan.limits.latency == 2000.0
+        await pilot.press("s")
+        await pilot.pause()
+    saved = Plan.load(plan_file)
+    assert saved.excluded == ["int4"] and saved.limits.latency == 2000.0
+    assert "int4" not in saved.options().values()
+    again = make_app(plan_file)
+    assert again.excluded == ("int4",)
+
+
 async def test_diff_lists_changed_layers_and_totals(plan_file: Path) -> None:
     app = make_app(plan_file)
     async with app.run_test(size=SIZE) as pilot:
