@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 
 from device_specs.schema import DeviceSpec
-from edgefit_common.errors import UnknownTargetError
+from edgefit_common.errors import UnknownTargetError, did_you_mean
 from edgefit_common.fsutil import shown
 from edgefit_common.yamlio import load_model
 
@@ -61,6 +61,6 @@ def load_spec(target: str) -> DeviceSpec:
     if Path(target).suffix.lower() in SPEC_SUFFIXES:
         return _load_file(Path(os.path.abspath(target)))
     raise UnknownTargetError(
-        f"unknown target '{shown(target)}'; known targets: {', '.join(catalog_names())} "
-        "(or a path to a device spec .yaml / .yml file)"
+        f"unknown target '{shown(target)}'{did_you_mean(target, catalog_names())}; known "
+        f"targets: {', '.join(catalog_names())} (or a path to a device spec .yaml / .yml file)"
     )

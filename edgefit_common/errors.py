@@ -1,5 +1,9 @@
 """Every error edgefit raises on purpose. The CLI turns these into one line on stderr + exit 2."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+
 
 class EdgefitError(Exception):
     """Base class: a problem with the user's input or environment, reported without a traceback."""
@@ -28,3 +32,12 @@ class DataError(EdgefitError):
 class PlanError(EdgefitError):
     """A plan that does not fit the model or cannot be applied."""
 
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices` to a mistyped `word` (difflib), or
+    an empty string when none is close: to follow the word in a one-line error."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -92,6 +92,25 @@ def _not_regular(mode: int) -> str | None:
     return None if stat.S_ISREG(mode) else "not a regular file"
 
 
+def file_problem(path: Path | str, what: str = "file", folder: bool = False) -> str | None:
+    """Why `path` cannot be read as a `what` (one line naming it: not found, a FIFO or device,
+    a symbolic link loop, permission denied), or None. ``folder``: a directory is what is
+    wanted. Reads nothing: a check made before anything slow starts."""
+    name = shown(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return f"{name}: {what} not found"
+    except OSError as exc:
+        return f"{name}: cannot read {what}: {_os_problem(exc)}"
+    except ValueError:  # an embedded NUL byte in the name
+        return f"{name}: not a valid file name"
+    if folder:
+        return None if stat.S_ISDIR(st.st_mode) else f"{name}: {what} is not a folder"
+    kind = _not_regular(st.st_mode)
+    return None if kind is None else f"{name}: {what} is {kind}, not a regular file"
+
+
 def read_bytes(path: Path, what: str = "file", max_bytes: int = MAX_JSON_BYTES) -> bytes:
     """The bytes of regular file `path` (at most `max_bytes`), or a one-line SpecError naming it:
     missing, a directory / FIFO / device / socket, a symbolic link loop, permission denied, too

@@ -841,6 +841,28 @@ def load_dataset(name_or_path: str | os.PathLike[str]) -> tuple[Dataset, Dataset
     )
 
 
+def check_dataset_ref(name_or_path: str) -> None:
+    """DataError for a --data that cannot load, found without reading it: an unknown name
+    (with the closest one), a missing or irregular .npz, a missing image folder. What the
+    files hold is checked when they load (:func:`load_dataset`)."""
+    from edgefit_common.errors import did_you_mean
+    from edgefit_common.fsutil import file_problem, shown
+
+    names = sorted([*DATASETS, *TEXT_DATASETS])
+    if name_or_path in names:
+        return
+    if Path(name_or_path).suffix.lower() == ".npz":
+        problem = file_problem(name_or_path, "data file")
+    elif os.path.isdir(name_or_path):
+        problem = None
+    else:
+        problem = (f"unknown dataset {shown(name_or_path, 80)!r}"
+                   f"{did_you_mean(name_or_path, names)}: known names are {', '.join(names)}; "
+                   "or give a path to an .npz file or a folder of <class>/*.png")
+    if problem is not None:
+        raise DataError(problem)
+
+
 def data_hash(x: np.ndarray, y: np.ndarray | None = None) -> str:
     """sha256 of the arrays (dtype, shape, bytes): what a plan's accuracy costs were measured on."""
     h = hashlib.sha256()

@@ -16,11 +16,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from edgefit_common.errors import ModelLoadError, PlanError
-from edgefit_common.fsutil import shown
+from edgefit_common.errors import ModelLoadError, PlanError, did_you_mean
+from edgefit_common.fsutil import file_problem, shown
 
 MODEL_FILE_SUFFIXES = (".pt2", ".onnx", ".pt", ".pth", ".pkl", ".ckpt", ".bin")
 """Suffixes that make a reference a file (a model or a refused pickle), never a factory."""
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt", ".bin")
+
+BUILT_IN_MODELS = ("fashion-cnn", "lenet300-mnist", "lenet5-mnist", "minilm-l6")
+"""workloads.zoo's ZOO and PRETRAINED names, repeated here torch-free (a test keeps them equal)."""
 
 _FACTORY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*",
                       re.ASCII)
@@ -43,6 +48,32 @@ def is_factory_ref(ref: str) -> bool:
 def is_well_formed_factory(ref: str) -> bool:
     """`package.module:factory` with ASCII identifiers only."""
     return _FACTORY.fullmatch(ref) is not None
+
+
+def check_model_ref(ref: str, weights: str | None = None) -> None:
+    """ModelLoadError for a model reference that cannot load, found without torch: an unknown
+    built-in name (with the closest one), a pickled checkpoint, a .pt2 / .onnx file or a
+    factory's weights file that is missing or not a regular file. What the files hold is
+    checked when they load (workloads.models)."""
+    if ref in BUILT_IN_MODELS:
+        return
+    path = PurePath(ref)
+    if path.suffix in PICKLE_SUFFIXES:
+        raise ModelLoadError(
+            f"{shown(ref, 80)}: a pickled checkpoint is not a model edgefit loads; give a "
+            "torch.export '.pt2' file, or 'package.module:factory' with this file as weights (a "
+            "state_dict, loaded with weights_only=True)")
+    if path.suffix in (".pt2", ".onnx"):
+        if (problem := file_problem(ref, "model file")) is not None:
+            raise ModelLoadError(problem)
+        return
+    if is_factory_ref(ref):
+        if weights is not None and (problem := file_problem(weights, "weights file")):
+            raise ModelLoadError(problem)
+        return
+    raise ModelLoadError(f"{shown(ref, 80)}{did_you_mean(ref, BUILT_IN_MODELS)}: not a built-in "
+                         f"model ({', '.join(BUILT_IN_MODELS)}), an existing .pt2 or .onnx file, "
+                         "or 'module:factory'")
 
 
 @contextlib.contextmanager
