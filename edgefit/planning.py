@@ -24,6 +24,7 @@ from device_specs.budget import Budget
 from device_specs.schema import DeviceSpec, Kernel, NMSparsity
 from edgefit_common import __version__
 from edgefit_common.errors import PlanError, SpecError
+from edgefit_common.progress import task, track
 from planner import plan as plan_schema
 from planner.problem import INPUT_SUFFIX, Choice, PairTerm, Problem
 from planner.resolve import problem_from_plan, with_result
@@ -155,13 +156,12 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
 
     out = {}
     modules = dict(module.named_modules())
-    for layer, opts in options.items():
-        for name, configs in opts.items():
-            if not sized_by_weights(configs):
-                continue
-            shape = (shapes or {}).get((layer, name))
-            source = modules[layer] if shape is None else kept_slice(modules[layer], shape)
-            out[layer, name] = _stored_bytes(layer, source, configs)
+    todo = [(layer, name, configs) for layer, opts in options.items()
+            for name, configs in opts.items() if sized_by_weights(configs)]
+    for layer, name, configs in track(todo, "flash bytes of sparse and shared options"):
+        shape = (shapes or {}).get((layer, name))
+        source = modules[layer] if shape is None else kept_slice(modules[layer], shape)
+        out[layer, name] = _stored_bytes(layer, source, configs)
     return out
 
 
@@ -188,7 +188,7 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
             if cut and option.has("share"):
                 todo.setdefault(cut, []).append((layer, name, option.to_list()))
     out = {}
-    for cut, wanted in todo.items():
+    for cut, wanted in track(todo.items(), "flash bytes of shared, channel-pruned options"):
         prune = {member: by_name[g].prune_config(w) for g, w in cut
                  for member in by_name[g].layers}
         narrow = dict(prune_channels(copy.deepcopy(module), prune, input_shape).named_modules())
@@ -412,11 +412,15 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     if loaded is None:
         if budget.model is None:
             raise SpecError("no model given (use --model or `model:` in the budget file)")
-        loaded = load_model_ref(budget.model, budget.weights,
-                                tuple(budget.input_shape) if budget.input_shape else None)
-    graph = _capture(loaded)
-    calib = calibration if calibration is not None else calibration_split(
-        budget.data or loaded.dataset)
+        with task(f"load model {budget.model}"):
+            loaded = load_model_ref(budget.model, budget.weights,
+                                    tuple(budget.input_shape) if budget.input_shape else None)
+    with task(f"capture {loaded.name}"):
+        graph = _capture(loaded)
+    calib = calibration
+    if calib is None and (data_name := budget.data or loaded.dataset) is not None:
+        with task(f"load data {data_name}"):
+            calib = calibration_split(data_name)
     groups: list[ChannelGroupSpec] = []
     prune_kl: dict[tuple[str, str], float] = {}
     # channel pruning only with data: its accuracy cost is measured, never assumed zero
@@ -462,8 +466,9 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
             epochs=finetune_epochs, quantization_aware=quantization_aware)})
     base = base.model_copy(update={"excluded": sorted(set(exclude))})  # kept by re-solves
     problem = ctx.solved = problem_from_plan(base, pins)  # the one Problem
-    ctx.result = (_bayes(problem, search, options) if search is not None
-                  else solve(problem, options, backend=backend))
+    with task(f"solve ({'optuna' if search is not None else backend})"):
+        ctx.result = (_bayes(problem, search, options) if search is not None
+                      else solve(problem, options, backend=backend))
     return with_result(base, problem, ctx.result, pins), ctx
 
 
