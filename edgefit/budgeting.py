@@ -34,6 +34,7 @@ class ResolvedBudget:
     source: str  # which file (if any) the budget came from
     model_origin: str
     factory: str | None = None  # a module:factory the user allowed to run (--model, edgefit.yaml)
+    target_origin: str = "command line"  # where the target came from: the flag or a file
 
 
 def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
@@ -84,7 +85,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
     factory = _allowed_factory(fields["model"], model is not None,
                                own_file and base is not None and base.allow_factory, source)
     budget = validate(fields, Budget, path="command line" if base is None else source)
-    return ResolvedBudget(budget, source, origin, factory)
+    return ResolvedBudget(budget, source, origin, factory,
+                          "--target flag" if target is not None else source)
 
 
 def _is_project_file(cwd: Path, path: Path | None) -> bool:

@@ -14,10 +14,41 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from edgefit_common.errors import EdgefitError
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        from edgefit_common import __version__
+
+        typer.echo(f"edgefit {__version__}")
+        raise typer.Exit(0)
+
+
+class _Command(TyperCommand):
+    """-h is --help, and help shows no `<bool>` after --help."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Group(TyperGroup):
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+HELP_NAMES = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  cls=_Group, context_settings=HELP_NAMES,
                   help="edgefit: device budget -> per-layer compression plan -> measured model.")
 
 EXIT_OK = 0
@@ -32,7 +63,25 @@ INTERRUPTED = "interrupted (temporary files removed; nothing half-written)"
 Opt = typer.Option
 
 
-@app.command("plan")
+def Flag(*names: str, help: str) -> Any:
+    """An on/off flag: `--apply`, not `--apply <bool>` in the help."""
+    return Opt(*names, help=help, metavar="")
+
+
+Quiet = Annotated[bool, Flag("--quiet", "-q", help="no progress and no header: the results "
+                             "and errors only")]
+Verbose = Annotated[bool, Flag("--verbose", "-v", help="progress (on stderr) with a line for "
+                               "every step and its time")]
+Version = Annotated[bool, Opt("--version", callback=_show_version, is_eager=True, metavar="",
+                              help="print edgefit's version and exit")]
+
+
+@app.callback()
+def _edgefit(version: Version = False) -> None:
+    """edgefit: device budget -> per-layer compression plan -> measured model."""
+
+
+@app.command("plan", cls=_Command)
 def plan_cmd(
     target: Annotated[str | None, Opt(help="device: catalog name (see `edgefit devices`) or "
                                        "spec .yaml")] = None,
@@ -42,18 +91,22 @@ def plan_cmd(
     max_energy: Annotated[str | None, Opt(help="per inference, e.g. 5mJ")] = None,
     max_accuracy_drop: Annotated[str | None, Opt(help="percentage points, e.g. 1pp (checked "
                                                  "after apply)")] = None,
-    model: Annotated[str | None, Opt(help="built-in name, .pt2 file, or module:factory")] = None,
+    model: Annotated[str | None, Opt(help="built-in name (lenet5-mnist, ...), a torch.export "
+                                     ".pt2 file, an .onnx file, or package.module:factory "
+                                     "(with --weights, --input-shape)")] = None,
     weights: Annotated[str | None, Opt(help="state_dict for module:factory")] = None,
     input_shape: Annotated[str | None, Opt(help="one sample's shape for module:factory, "
                                            "e.g. 1x28x28")] = None,
-    data: Annotated[str | None, Opt(help="data set name or file")] = None,
+    data: Annotated[str | None, Opt(help="data set: mnist, fashion-mnist, an .npz file or a "
+                                    "folder of <class>/*.png")] = None,
     profile: Annotated[str | None, Opt(help="device profile (runtime); default: the "
                                         "spec's")] = None,
     budget: Annotated[Path | None, Opt(help="budget YAML; flags override its fields")] = None,
     margin: Annotated[str | None, Opt(help="safety margin on every limit, e.g. 10%")] = None,
     period: Annotated[str | None, Opt(help="time between inferences, e.g. 1s (energy then "
                                       "includes the idle floor)")] = None,
-    out: Annotated[Path, Opt(help="where to write the plan")] = Path("plan.json"),
+    out: Annotated[Path, Opt(help="the plan FILE to write (for `edgefit apply`, --out is a "
+                             "folder)")] = Path("plan.json"),
     time_limit: Annotated[float, Opt(help="solver time limit, seconds")] = 10.0,
     gap: Annotated[float, Opt(help="stop at this relative optimality gap (0 = prove "
                               "optimal)")] = 0.0,
@@ -71,19 +124,28 @@ def plan_cmd(
                                       "latency,flash: writes CSV + PNG beside --out")] = None,
     finetune: Annotated[int, Opt(help="epochs of distillation against the uncompressed model "
                                  "after pruning (0: none)")] = 0,
-    qat: Annotated[bool, Opt("--qat", help="with --finetune: quantisation-aware fine-tuning "
-                             "(trains through the planned quantisation; runs on "
-                             "quantisation-only plans too)")] = False,
-    apply: Annotated[bool, Opt("--apply", help="apply the plan right away")] = False,
+    qat: Annotated[bool, Flag("--qat", help="with --finetune: quantisation-aware fine-tuning "
+                              "(trains through the planned quantisation; runs on "
+                              "quantisation-only plans too)")] = False,
+    apply: Annotated[bool, Flag("--apply", help="apply the plan right away (artifacts in "
+                                "--report-dir)")] = False,
     loop: Annotated[int, Opt(help="closed loop: up to N rounds of solve -> apply -> measure, "
                              "needs --max-accuracy-drop (0: off)")] = 0,
     objective: Annotated[str, Opt(help="--loop: the cost to minimise under the accuracy "
                                   "limit: latency, flash, ram or energy")] = "latency",
-    report_dir: Annotated[Path, Opt(help="where --apply writes artifacts")] = Path("out"),
+    report_dir: Annotated[Path, Opt(help="the FOLDER --apply and --loop write artifacts to "
+                                    "(replaced as a whole)")] = Path("out"),
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    json_out: Annotated[bool, Flag("--json", help="a JSON summary on stdout (status, totals, "
+                                   "options per layer, binding limits, files written; with "
+                                   "--apply its checks) instead of the tables")] = False,
+    version: Version = False,
 ) -> None:
     """Plan per-layer compression that meets the limits on TARGET; writes plan.json."""
     from edgefit.budgeting import resolve_budget
 
+    _check_quiet(quiet, verbose)
     resolved = resolve_budget(
         Path.cwd(), budget_file=budget, target=target, profile=profile, model=model,
         weights=weights, data=data, margin=margin, period=period, input_shape=input_shape,
@@ -92,35 +154,107 @@ def plan_cmd(
     )
     from planner.resolve import parse_pins
     from planner.result import SolverOptions
-    from workloads.refs import factory_allowed
 
     metrics = _pareto_metrics(pareto) if pareto else None
     loop_settings = _loop_settings(loop, objective, resolved.budget.limits.accuracy_drop)
     options = _solver_options(SolverOptions, time_limit, gap)
     pins, backend = parse_pins(pin or []), _backend(solver)
-    search_settings = _search(search, trials, study)
+    search_args = _search(search, trials, study)
     epochs, quantization_aware = _epochs(finetune), _qat(qat, finetune)
-    from edgefit.planning import make_plan
-    from edgefit.report import print_plan
+    with _feedback(quiet, verbose):
+        from edgefit.precheck import check_plan_inputs
 
-    with factory_allowed(resolved.factory):  # only a factory the user named (--model)
-        plan, ctx = make_plan(resolved.budget, resolved.model_origin, options, pins=pins,
-                              exclude=tuple(exclude or ()), backend=backend,
-                              search=search_settings, finetune_epochs=epochs,
-                              quantization_aware=quantization_aware)
-    plan.save(out)
-    print_plan(plan, out)
+        checked = check_plan_inputs(resolved.budget, exclude or ())  # before torch
+        if not quiet:
+            _print_header(resolved, checked, epochs, quantization_aware, apply or bool(loop),
+                          to_stderr=json_out)
+        plan, ctx = _make_plan(resolved, options, pins, tuple(exclude or ()), backend,
+                               search_args, epochs, quantization_aware)
+        plan.save(out)
+        summary, code = _after_plan(plan, ctx, resolved, out, metrics, json_out, quiet)
+        if plan.feasible and loop_settings is not None:
+            summary["loop"], code = _loop(plan, out, report_dir, loop_settings,
+                                          _plan_model(plan, resolved), json_out)
+        elif plan.feasible and apply:  # the plan just solved, never --out re-read
+            from edgefit.report import apply_summary
+
+            report, code = _apply_plan(plan, report_dir, _plan_model(plan, resolved), json_out)
+            summary["apply"] = apply_summary(report) if json_out else None
+    if json_out:
+        _print_json(summary)
+    if code:
+        raise typer.Exit(code)
+
+
+def _after_plan(plan: Any, ctx: Any, resolved: Any, out: Path, metrics: list[str] | None,
+                json_out: bool, quiet: bool) -> tuple[dict[str, Any], int]:
+    """The plan's tables (unless --json) and its Pareto front: the --json summary so far (the
+    files written) and the exit code (1: infeasible)."""
+    from edgefit.report import plan_summary, print_plan, silent_console, write_pareto
+
+    if not json_out:
+        print_plan(plan, out, header=quiet)  # the header came first, unless -q
+    written = [out]
     if metrics:
-        from edgefit.report import write_pareto
+        written += write_pareto(plan, ctx.problem, metrics, out,
+                                console=silent_console() if json_out else None)
+    code = EXIT_OK if plan.feasible else EXIT_INFEASIBLE
+    return plan_summary(plan, written, resolved.target_origin), code
 
-        write_pareto(plan, ctx.problem, metrics, out)
-    if not plan.feasible:
-        raise typer.Exit(EXIT_INFEASIBLE)
-    source = _plan_model(plan, resolved)
-    if loop_settings is not None:
-        _loop(plan, out, report_dir, loop_settings, source)
-    elif apply:
-        _apply_plan(plan, report_dir, source)  # the plan just solved, never --out re-read
+
+def _make_plan(resolved: Any, options: Any, pins: dict[str, str], exclude: tuple[str, ...],
+               backend: str, search_args: tuple[int, Path | None] | None, epochs: int,
+               quantization_aware: bool) -> Any:
+    """make_plan with the factory the user named allowed to run (torch is imported here)."""
+    from edgefit_common.progress import task
+    from workloads.refs import factory_allowed
+
+    with task("start (import torch)"):
+        from edgefit.planning import SearchSettings, make_plan
+    search = SearchSettings(*search_args) if search_args is not None else None
+    with factory_allowed(resolved.factory):  # only a factory the user named (--model)
+        return make_plan(resolved.budget, resolved.model_origin, options, pins=pins,
+                         exclude=exclude, backend=backend, search=search,
+                         finetune_epochs=epochs, quantization_aware=quantization_aware)
+
+
+def _check_quiet(quiet: bool, verbose: bool) -> None:
+    if quiet and verbose:
+        from edgefit_common.errors import SpecError
+
+        raise SpecError("-q / --quiet and -v / --verbose: choose one")
+
+
+def _feedback(quiet: bool, verbose: bool) -> Any:
+    """Progress on stderr for the block (edgefit.feedback): a bar on a terminal, occasional
+    lines otherwise, nothing with -q."""
+    from edgefit.feedback import reporter_for
+    from edgefit_common.progress import reporting
+
+    return reporting(reporter_for(quiet, verbose))
+
+
+def _print_header(resolved: Any, checked: Any, epochs: int, qat: bool, applies: bool,
+                  to_stderr: bool = False) -> None:
+    """The model and the target, and where each came from, before anything slow; and when
+    fine-tuning runs (at apply, not while planning)."""
+    from edgefit.report import header_lines, make_console
+
+    con = make_console(stderr=to_stderr)
+    lines = header_lines(resolved.budget.model, resolved.model_origin, checked.spec.name,
+                         checked.profile, resolved.target_origin)
+    if epochs:
+        when = "after this plan, by --apply" if applies else "by `edgefit apply` on this plan"
+        lines.append(f"finetune: {epochs} epoch{'s' if epochs > 1 else ''} of "
+                     f"{'quantisation-aware ' if qat else ''}distillation, run {when}")
+    for line in lines:
+        con.print(line)
+
+
+def _print_json(summary: dict[str, Any]) -> None:
+    import json
+
+    typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 def _plan_model(plan: Any, resolved: Any) -> Any:
@@ -148,22 +282,34 @@ def _loop_settings(rounds: int, objective: str, accuracy_drop: float | None) -> 
     return settings
 
 
-def _loop(plan: Any, out: Path, report_dir: Path, settings: Any, source: Any) -> None:
-    """The closed loop writes its best plan over --out and every round under report_dir."""
+def _loop(plan: Any, out: Path, report_dir: Path, settings: Any, source: Any,
+          json_out: bool = False) -> tuple[dict[str, Any], int]:
+    """The closed loop writes its best plan over --out and every round under report_dir; its
+    summary for --json and the exit code."""
     from edgefit.loop import apply_evaluator, closed_loop
-    from edgefit.report import print_loop
+    from edgefit.report import loop_summary, print_loop
+    from edgefit_common.progress import task
 
-    result = closed_loop(plan, apply_evaluator(report_dir, source), settings)
+    evaluate = apply_evaluator(report_dir, source)
+    with task("closed loop rounds", settings.rounds) as rounds:
+        def counted(candidate: Any, number: int) -> Any:
+            try:
+                return evaluate(candidate, number)
+            finally:
+                rounds.advance()
+
+        result = closed_loop(plan, counted, settings)
     path = report_dir / "loop.json"
     result.save(path)
     if result.best_plan is not None:
         result.best_plan.save(out)
-    print_loop(result, path)
-    if result.status != "met":
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    if not json_out:
+        print_loop(result, path)
+    code = EXIT_OK if result.status == "met" else EXIT_CHECK_FAILED
+    return loop_summary(result, path, out if result.best_plan is not None else None), code
 
 
-@app.command("resolve")
+@app.command("resolve", cls=_Command)
 def resolve_cmd(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by `plan`")],
     pin: Annotated[list[str] | None, Opt(help="LAYER=OPTION (repeatable)")] = None,
@@ -173,32 +319,54 @@ def resolve_cmd(
     max_flash: Annotated[str | None, Opt(help="new flash limit")] = None,
     max_ram: Annotated[str | None, Opt(help="new peak-RAM limit")] = None,
     max_energy: Annotated[str | None, Opt(help="new energy limit")] = None,
-    out: Annotated[Path | None, Opt(help="where to write (default: overwrite PLAN_FILE)")] = None,
+    out: Annotated[Path | None, Opt(help="the plan FILE to write (default: PLAN_FILE's name "
+                                        "with .resolved before .json, beside it)")] = None,
+    in_place: Annotated[bool, Flag("--in-place", help="overwrite PLAN_FILE instead")] = False,
     time_limit: Annotated[float, Opt(help="solver time limit, seconds")] = 10.0,
     gap: Annotated[float, Opt(help="relative optimality gap")] = 0.0,
     solver: Annotated[str, Opt(help="cpsat or cbc")] = "cpsat",
+    json_out: Annotated[bool, Flag("--json", help="a JSON summary on stdout (status, totals, "
+                                   "options per layer, binding limits, the file written) "
+                                   "instead of the tables")] = False,
 ) -> None:
-    """Solve a plan again from plan.json alone (no model needed): pins, exclusions, limits."""
+    """Solve a plan again from plan.json alone (no model needed): pins, exclusions, limits.
+
+    Writes PLAN.resolved.json beside PLAN_FILE (--out FILE elsewhere, --in-place over it)."""
     from edgefit.budgeting import merge_limits
-    from edgefit.report import print_plan
+    from edgefit.report import plan_summary, print_plan
     from planner.plan import Plan
     from planner.resolve import parse_pins, resolve
     from planner.result import SolverOptions
 
+    target = _resolved_path(plan_file, out, in_place)
     plan = Plan.load(plan_file)
     limits = merge_limits(plan.limits, {"latency": max_latency, "flash": max_flash,
                                         "ram": max_ram, "energy": max_energy})
     new = resolve(plan, pins=parse_pins(pin or []), exclude=exclude or (), limits=limits,
                   options=_solver_options(SolverOptions, time_limit, gap),
                   backend=_backend(solver))
-    target = out or plan_file
     new.save(target)
-    print_plan(new, target)
+    if json_out:
+        _print_json(plan_summary(new, [target], None, command="resolve"))
+    else:
+        print_plan(new, target)
     if not new.feasible:
         raise typer.Exit(EXIT_INFEASIBLE)
 
 
-@app.command("review")
+def _resolved_path(plan_file: Path, out: Path | None, in_place: bool) -> Path:
+    """Where `edgefit resolve` writes: --out, PLAN_FILE itself with --in-place, else beside it
+    (plan.json -> plan.resolved.json): the input is never overwritten unasked."""
+    if out is not None and in_place:
+        from edgefit_common.errors import SpecError
+
+        raise SpecError("--out and --in-place: choose one")
+    if in_place:
+        return plan_file
+    return out or plan_file.with_name(f"{plan_file.stem}.resolved{plan_file.suffix or '.json'}")
+
+
+@app.command("review", cls=_Command)
 def review_cmd(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by `plan`")],
     report: Annotated[Path | None, Opt(help="report.json written by `edgefit apply` "
@@ -217,42 +385,60 @@ def review_cmd(
         raise typer.Exit(code)
 
 
-@app.command("apply")
+@app.command("apply", cls=_Command)
 def apply_cmd(
     plan_file: Annotated[Path, typer.Argument(help="plan.json written by `plan`")],
-    out_dir: Annotated[Path, Opt("--out", help="artifact directory (replaced as a whole: the "
-                                 "plan, models, flash image and report of this run)")
-                       ] = Path("out"),
+    out_dir: Annotated[Path, Opt("--out", help="the artifact FOLDER (replaced as a whole: the "
+                                 "plan, models, flash image and report of this run; for "
+                                 "`plan`, --out is the plan file)")] = Path("out"),
     model: Annotated[str | None, Opt(help="the model to apply the plan to; needed for a "
                                      "module:factory model, which a plan file never imports "
                                      "(the plan's weights hash is checked)")] = None,
     weights: Annotated[str | None, Opt(help="state_dict for --model module:factory")] = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+    json_out: Annotated[bool, Flag("--json", help="a JSON summary on stdout (checks, accuracy, "
+                                   "artifacts, predicted costs) instead of the report")] = False,
 ) -> None:
     """Apply a plan: compressed ONNX + packed flash image + measured report."""
     from planner.plan import Plan
     from workloads.refs import source_for_apply
 
+    _check_quiet(quiet, verbose)
     plan = Plan.load(plan_file)  # checked before torch is imported
     m = plan.model
     source = source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights)
-    _apply_plan(plan, out_dir, source)
+    with _feedback(quiet, verbose):
+        report, code = _apply_plan(plan, out_dir, source, json_out)
+    if json_out:
+        from edgefit.report import apply_summary
+
+        _print_json(apply_summary(report))
+    if code:
+        raise typer.Exit(code)
 
 
-def _apply_plan(plan: Any, out_dir: Path, source: Any) -> None:
+def _apply_plan(plan: Any, out_dir: Path, source: Any, json_out: bool = False
+                ) -> tuple[dict[str, Any], int]:
+    """Apply and print the report (unless --json); the report and the exit code."""
     from edgefit_common.atomic_dir import APPLY_NAMES, check_replaceable
 
     check_replaceable(out_dir, APPLY_NAMES)  # before torch is imported or a model loaded
-    from edgefit.applying import apply_plan
+    from edgefit_common.progress import task
+
+    with task("start (import torch)"):
+        from edgefit.applying import apply_plan
     from edgefit.report import print_report
 
     report = apply_plan(plan, out_dir, source)
-    print_report(report)
-    if not all(check["ok"] for check in report["checks"]):
-        raise typer.Exit(EXIT_CHECK_FAILED)
+    if not json_out:
+        print_report(report)
+    ok = all(check["ok"] for check in report["checks"])
+    return report, EXIT_OK if ok else EXIT_CHECK_FAILED
 
 
-@app.command("measure", context_settings={"allow_extra_args": True,
-                                          "ignore_unknown_options": True})
+@app.command("measure", cls=_Command, context_settings={
+    "allow_extra_args": True, "ignore_unknown_options": True, **HELP_NAMES})
 def measure_cmd(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="an .onnx file")],
@@ -268,7 +454,7 @@ def measure_cmd(
     raise typer.Exit(edgefit_measure.main([model, *ctx.args]))
 
 
-@app.command("calibrate")
+@app.command("calibrate", cls=_Command)
 def calibrate_cmd(
     files: Annotated[list[Path], typer.Argument(help="JSON files written by `edgefit measure` "
                                                 "on the device")],
@@ -297,7 +483,7 @@ def calibrate_cmd(
     typer.echo(f"wrote {calibration_path(result.device, out_dir)}")
 
 
-@app.command("devices")
+@app.command("devices", cls=_Command)
 def devices_cmd() -> None:
     """List the device catalog with its key figures."""
     from edgefit.report import print_devices
@@ -305,7 +491,7 @@ def devices_cmd() -> None:
     print_devices()
 
 
-@app.command("schemas")
+@app.command("schemas", cls=_Command)
 def schemas_cmd(
     out_dir: Annotated[Path, Opt("--out", help="directory for the JSON Schemas")] = Path("docs"),
 ) -> None:
@@ -328,7 +514,9 @@ def _pareto_metrics(text: str) -> list[str]:
     return [PARETO_METRICS[n] for n in names]
 
 
-def _search(name: str, trials: int, study: Path | None) -> Any:
+def _search(name: str, trials: int, study: Path | None) -> tuple[int, Path | None] | None:
+    """(trials, study) of --search bayes (SearchSettings once torch may be imported); None for
+    the exact solver."""
     from edgefit_common.errors import SpecError
 
     if name == "solver":
@@ -337,9 +525,7 @@ def _search(name: str, trials: int, study: Path | None) -> Any:
         raise SpecError(f"--search {name!r}: choose solver or bayes")
     if not 1 <= trials <= 100_000:
         raise SpecError(f"--trials {trials}: between 1 and 100000")
-    from edgefit.planning import SearchSettings
-
-    return SearchSettings(trials=trials, study=study)
+    return trials, study
 
 
 def _solver_options(options: Any, time_limit: float, gap: float) -> Any:
@@ -470,8 +656,9 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(_run(app, argv))
 
 
-_plan_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-_plan_app.command()(plan_cmd)
+_plan_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                        context_settings=HELP_NAMES)
+_plan_app.command(cls=_Command)(plan_cmd)
 
 
 def plan_main(argv: list[str] | None = None) -> None:

@@ -25,18 +25,42 @@ LIMIT_ROWS = (  # budget field, plan metric, formatter
 
 
 def _console() -> Console:
+    return make_console()
+
+
+def make_console(stderr: bool = False) -> Console:
     # markup off: model paths, limits and check marks contain square brackets
-    return Console(width=120, highlight=False, markup=False)
+    return Console(width=120, highlight=False, markup=False, stderr=stderr)
+
+
+def silent_console() -> Console:
+    """A console that prints nothing (the tables of a --json run)."""
+    import io
+
+    return Console(file=io.StringIO(), width=120, highlight=False, markup=False)
+
+
+def header_lines(model: str | None, model_origin: str, device: str, profile: str,
+                 target_origin: str | None) -> list[str]:
+    """`model: NAME [where it came from]` and `target: DEVICE / PROFILE [where from]`."""
+    target = f"target: {device} / {profile}"
+    return [f"model:  {model}  [{model_origin}]",
+            target + (f"  [{target_origin}]" if target_origin else "")]
 
 
 def _int(n: float) -> str:
     return f"{int(n):,}"
 
 
-def print_plan(plan: Plan, path: Path, console: Console | None = None) -> None:
+def print_plan(plan: Plan, path: Path, console: Console | None = None,
+               header: bool = True) -> None:
+    """The plan as tables; `header`: its model and target first (`plan` prints those before
+    it starts, so it passes False)."""
     con = console or _console()
-    con.print(f"model:  {plan.model.name}  [{plan.model.origin}]")
-    con.print(f"target: {plan.target.device} / {plan.target.profile}")
+    if header:
+        for line in header_lines(plan.model.name, plan.model.origin, plan.target.device,
+                                 plan.target.profile, None):
+            con.print(line)
     if not plan.feasible:
         _print_infeasible(plan, con)
         con.print(f"wrote {path} (status {plan.status})")
@@ -157,6 +181,10 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
               f"{fmt_bytes(files['planned_flash_bytes'])}, "
               f"{'match' if files['flash_match'] else 'MISMATCH'})")
     con.print(f"verified from the files: {report['verification']['summary']}")
+    from executors.tflite import summary_lines  # the .tflite, for a runtime that loads one
+
+    for line in summary_lines(report.get("tflite")):
+        con.print(line, soft_wrap=True)
     for check in report["checks"]:
         mark = "ok  " if check["ok"] else "FAIL"
         con.print(f"  [{mark}] {check['check']}: {check['detail']}")
@@ -294,3 +322,57 @@ def write_pareto(plan: Plan, problem: Problem, metrics: list[str], out: Path,
     con.print(table)
     con.print(f"wrote {csv_path} and {png_path}")
     return [csv_path, png_path]
+
+
+_LIMIT_KEYS = {"latency": "latency_ms", "flash": "flash_bytes", "ram": "ram_bytes",
+               "energy": "energy_mj", "accuracy_drop": "accuracy_drop_pp"}
+
+
+def plan_summary(plan: Plan, written: list[Path], target_origin: str | None,
+                 command: str = "plan") -> dict[str, Any]:
+    """What `plan --json` prints: status, totals against limits, the option of every layer,
+    the binding limits and the files written (units in the key names)."""
+    sv = plan.solver
+    return {
+        "command": command,
+        "status": plan.status,
+        "feasible": plan.feasible,
+        "model": {"name": plan.model.name, "kind": plan.model.kind, "path": plan.model.path,
+                  "origin": plan.model.origin},
+        "target": {"device": plan.target.device, "profile": plan.target.profile,
+                   "origin": target_origin},
+        "limits": {_LIMIT_KEYS[k]: v for k, v in plan.limits.given().items()},
+        "margin": plan.margin,
+        "totals": plan.totals.model_dump() if plan.totals is not None else None,
+        "accuracy_unit": plan.accuracy_unit,
+        "binding": list(plan.binding),
+        "options": plan.options(),
+        "solver": {"backend": sv.backend, "status": sv.status, "gap": sv.gap,
+                   "wall_time_s": sv.wall_time_s, "options_considered": sv.options_considered},
+        "explanation": plan.explanation.model_dump() if plan.explanation is not None else None,
+        "written": [str(p) for p in written],
+    }
+
+
+def apply_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What `apply --json` prints: every check, the measured accuracy, the artifacts and the
+    target's predicted costs (the full report is in report.json)."""
+    predicted = {k: v for k, v in report["target_predicted"].items() if k != "provenance"}
+    return {
+        "command": "apply",
+        "ok": all(check["ok"] for check in report["checks"]),
+        "checks": report["checks"],
+        "accuracy": report["accuracy"],
+        "artifacts": report["artifacts"],
+        "predicted": predicted,
+        "verification": report["verification"].get("summary"),
+        "report": report["report_path"],
+    }
+
+
+def loop_summary(result: Any, path: Path, best_plan: Path | None) -> dict[str, Any]:
+    """The closed loop for `plan --loop --json` (every round is in loop.json)."""
+    return {"status": result.status, "summary": result.summary, "objective": result.objective,
+            "accuracy_limit_pp": result.accuracy_limit_pp, "rounds": len(result.rounds),
+            "best_round": result.best_round, "report": str(path),
+            "best_plan": None if best_plan is None else str(best_plan)}
