@@ -426,7 +426,7 @@ def _apply_plan(plan: Any, out_dir: Path, source: Any, json_out: bool = False
     check_replaceable(out_dir, APPLY_NAMES)  # before torch is imported or a model loaded
     from edgefit_common.progress import task
 
-    with task("start (import torch)"):
+    with task("start apply (import its modules)"):
         from edgefit.applying import apply_plan
     from edgefit.report import print_report
 
