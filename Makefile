@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# the TFLite tool virtualenv: litert-torch & co. cannot share .venv (scripts/tflite-tool.txt);
+# apply runs scripts/tflite_tool.py with it to write and check model.tflite
+TFLITE_VENV  := .venv-tflite
+TFLITE_STAMP := $(TFLITE_VENV)/.installed
 
-.PHONY: demo test bench data venv lint schemas clean
+.PHONY: demo test bench data venv tflite-venv lint schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,15 +20,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+$(TFLITE_STAMP): scripts/tflite-tool.txt
+	@start=$$(date +%s); \
+	$(PYTHON) -m venv $(TFLITE_VENV) && \
+	$(TFLITE_VENV)/bin/pip install -q -r scripts/tflite-tool.txt && \
+	echo "$(TFLITE_VENV): installed in $$(( $$(date +%s) - start )) s"
+	touch $(TFLITE_STAMP)
+
+tflite-venv: $(TFLITE_STAMP)
+
 # idempotent and quick when everything is present, so it runs every time
 data: $(STAMP)
 	PYTHON=$(PY) bash scripts/fetch_data.sh
 
-demo: data
+demo: data $(TFLITE_STAMP)
 	PYTHON=$(PY) bash scripts/demo.sh
 
 # empty temporary caches every run (a new user's machine), wall time printed at the end
-test: data
+test: data $(TFLITE_STAMP)
 	VENV=$(VENV) bash scripts/test.sh
 
 lint: $(STAMP)
@@ -52,4 +65,4 @@ bench: data
 	$(PY) benchmarks/solver_scale.py --time-limit 10 --instances builtin --out docs/bench-solver-builtin.md
 
 clean:
-	rm -rf $(VENV) out plan.json
+	rm -rf $(VENV) $(TFLITE_VENV) out plan.json

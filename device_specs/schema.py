@@ -113,6 +113,26 @@ class NMSparsity(Strict):
         return self
 
 
+class OpNames(Sourced):
+    """Operator names of a runtime, with their provenance."""
+
+    value: list[str]  # type: ignore[assignment]
+
+
+class TfliteFormat(Strict):
+    """The runtime loads TensorFlow Lite flatbuffers: `apply` also writes model.tflite, each
+    layer in its planned precision (int8 / int4 weights with int8 activations, int8 weights with
+    int16 activations, float), converted and checked with the tool virtualenv (.venv-tflite)."""
+
+    micro: bool = Field(description="TensorFlow Lite Micro: the model is compiled into the "
+                        "firmware (apply also writes model_data.cc, a C array) and runs in a "
+                        "tensor arena, measured with tflite-micro on this machine")
+    int4_weight_ops: OpNames | None = Field(
+        default=None, description="TFLite builtin operators (CONV_2D, FULLY_CONNECTED, ...) the "
+        "runtime runs with int4 weights; unset: none (a plan with an int4 layer on another "
+        "operator is refused for the .tflite, with the reason)")
+
+
 class Profile(Strict):
     """Board x runtime x threads: what actually runs the model."""
 
@@ -169,6 +189,9 @@ class Profile(Strict):
     nm_sparsity: NMSparsity | None = Field(
         default=None, description="N:M sparse kernels (unset: zeros are computed like any "
         "weight, so N:M pruning is not offered)")
+    tflite: TfliteFormat | None = Field(
+        default=None, description="The runtime loads .tflite files (TFLite, TFLite Micro): "
+        "apply writes model.tflite too (unset: ONNX and the flash image only)")
 
     @model_validator(mode="after")
     def _whole_block(self) -> Profile:

@@ -30,6 +30,7 @@ from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.progress import task
 from executors import measure
 from executors.apply import build_onnx, build_torch, verify_artifacts
+from executors.tflite import tflite_artifact, tflite_check
 from planner.plan import Plan
 from techniques.flash_image import payload_bytes, write_flash_image
 from techniques.lowrank import lowrank_config
@@ -119,6 +120,8 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
 
     with task("apply: verify the files"):
         verification = verify_artifacts(plan, runnable, image, onnx_opts)
+    with task("apply: model.tflite (convert, quantise per layer, read back, run)"):
+        tflite = tflite_artifact(plan, built, calib_x, test, out_dir)
     with task("apply: host check (onnxruntime timing)"):
         host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
                           built.narrow, built.base_graph)
@@ -153,7 +156,9 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
         },
         "verification": verification,
     }
-    report["checks"] = _checks(report, plan)
+    if tflite is not None:  # the target's runtime loads .tflite files
+        report["tflite"] = tflite
+    report["checks"] = _checks(report, plan) + tflite_check(tflite)
     return report
 
 

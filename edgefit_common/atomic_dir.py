@@ -27,7 +27,7 @@ MARKER = ".edgefit-artifacts"
 """Written into every set: the folder is edgefit's to replace."""
 
 APPLY_NAMES = ("model.onnx", "model.fp32.onnx", "model.float.onnx", "model.flash.bin",
-               "report.json", "plan.json")
+               "model.tflite", "model_data.cc", "report.json", "plan.json")
 """What `edgefit apply` writes (here, torch-free, so a bad --out is refused before any model is
 loaded): a folder holding only these, or edgefit's marker, may be replaced."""
 

@@ -77,6 +77,8 @@ class Built:
     finetune: dict[str, Any] | None = None
     base_graph: LayerGraph | None = None  # the uncompressed geometry (when channels shrink)
     narrow: Any = None  # the torch model after channel pruning (before per-layer techniques)
+    float_model: Any = None  # torch, every technique applied but quantisation (the .tflite's)
+    compressed: Any = None  # torch, with the plan's quantisation simulated (fake-quant)
 
 
 def build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
@@ -146,7 +148,7 @@ def build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
         f"(fake-quant, activation scales from {len(calib_x)} training images)"
         + (tuned or "; no fine-tuning"),
         _onnx_fidelity(runnable, compressed, test.x[:256], module), finetune_report,
-        base_graph, narrow)
+        base_graph, narrow, pruned, compressed)
 
 
 def pruned_like(module: nn.Module, other: nn.Module) -> bool:

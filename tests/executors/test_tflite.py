@@ -1,0 +1,229 @@
+"""model.tflite for TFLite / TFLM profiles (issue #17): LeNet-5 on the Arduino Nano 33 BLE, each
+layer in its planned precision, read back from the file, run with ai-edge-litert and TFLM.
+
+The tests that convert need the tool virtualenv (.venv-tflite, built by `make test`); they skip,
+saying so, only when it is absent."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from executors import tflite
+from techniques.quantize import quantize_config
+
+NO_TOOL = tflite.tool_python() is None
+needs_tool = pytest.mark.skipif(
+    NO_TOOL, reason=f"the TFLite tool virtualenv is absent ({tflite.TOOL_VENV}: `make "
+    "tflite-venv` builds it; `make test` does)")
+DEMO_LIMITS = {"latency": "60ms", "flash": "1MB", "ram": "256KB", "accuracy_drop": "1pp"}
+LENET = ("conv1", "conv2", "fc1", "fc2", "fc3")
+
+
+def _want(weights: int | None, activations: int | None = 8) -> dict[str, int | None]:
+    return {"weights": weights, "activations": None if weights is None else activations}
+
+
+def _op(op: str, weight_type: str, act: str, scales: int, shape: list[int],
+        dim: int | None = 0) -> dict:
+    return {"op": op, "activation_in": act, "outputs": [act],
+            "weight": {"type": weight_type, "bits": tflite.BITS.get(weight_type.lower()),
+                       "shape": shape, "scales": scales, "quantized_dimension": dim,
+                       "bytes": 0}}
+
+
+# ------------------------------------------------------------------ without the tool
+
+
+def test_the_capability_is_a_profile_field() -> None:
+    from device_specs.catalog import load_spec
+
+    nano = load_spec("arduino-nano-33-ble").profile("tflm-cmsis-nn")
+    assert nano.tflite is not None and nano.tflite.micro
+    assert nano.tflite.int4_weight_ops is not None
+    assert nano.tflite.int4_weight_ops.value == ["CONV_2D"]
+    assert nano.tflite.int4_weight_ops.measured
+    pi = load_spec("raspberry-pi-4").profile("tflite-cpu")
+    assert pi.tflite is not None and not pi.tflite.micro
+    assert load_spec("jetson-nano").profile().tflite is None
+
+
+def test_layer_request_per_precision(lenet5_plan_factory) -> None:
+    plan, _ = lenet5_plan_factory(**DEMO_LIMITS)
+    layers = tflite.layer_request(plan)
+    assert list(layers) == list(plan.layers)
+    for name, lp in plan.layers.items():
+        cfg = quantize_config(lp.techniques)
+        want = _want(None) if cfg is None else _want(int(cfg.weights[3:]))
+        assert layers[name] == want, name
+
+
+def test_a_form_without_a_tflite_kernel_is_refused(lenet5_plan_factory) -> None:
+    from techniques.quantize import QuantizeConfig
+
+    plan, _ = lenet5_plan_factory(**DEMO_LIMITS)
+    fp16 = plan.layers["fc1"].model_copy(update={"techniques": [
+        QuantizeConfig(weights="fp16", activations="fp16")]})
+    odd = plan.model_copy(update={"layers": {**plan.layers, "fc1": fp16}})
+    with pytest.raises(tflite.Refused, match=r"^fc1: fp16 weights with fp16 activations"):
+        tflite.layer_request(odd)
+
+
+def test_check_layer_reads_types_bits_and_scales() -> None:
+    int8 = _op("CONV_2D", "INT8", "INT8", 16, [16, 5, 5, 6])
+    assert tflite.check_layer("conv2", _want(8), [int8]) == []
+    assert tflite.check_layer("fc1", _want(None), [
+        _op("FULLY_CONNECTED", "FLOAT32", "FLOAT32", 0, [120, 400], None)]) == []
+    # ai-edge-quantizer leaves a layer float when it has no int4 form for its op: caught
+    left_float = _op("DEPTHWISE_CONV_2D", "FLOAT32", "FLOAT32", 0, [1, 5, 5, 6], None)
+    found = tflite.check_layer("conv1", _want(4), [left_float])
+    assert any("planned int4 weights, the file holds FLOAT32" in p for p in found)
+    assert any("planned INT8 activations" in p for p in found)
+    per_tensor = _op("CONV_2D", "INT4", "INT8", 1, [16, 5, 5, 6])
+    assert tflite.check_layer("conv2", _want(4), [per_tensor]) == [
+        "conv2 (CONV_2D): 1 weight scales, not one per output channel"]
+    assert tflite.check_layer("fc2", _want(8), []) == [
+        "fc2: no operator of model.tflite holds its weights"]
+    assert tflite.check_layer("fc2", _want(None), [int8])[0].startswith(
+        "fc2 (CONV_2D): planned float")
+
+
+def test_c_array_round_trip_and_compiles(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 3 + b"\x00\x01"
+    src = tmp_path / "model.tflite"
+    src.write_bytes(data)
+    tflite.write_c_array(src, tmp_path / "model_data.cc")
+    assert tflite.read_c_array(tmp_path / "model_data.cc") == data
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        return
+    main = tmp_path / "main.cc"
+    main.write_text("extern const unsigned char g_model[]; extern const unsigned int g_model_len;"
+                    "\nint main() { return (g_model_len == 770 && g_model[769] == 1 &&"
+                    " reinterpret_cast<unsigned long>(g_model) % 16 == 0) ? 0 : 1; }\n")
+    exe = tmp_path / "a.out"
+    subprocess.run([cxx, "-std=c++11", str(tmp_path / "model_data.cc"), str(main), "-o",
+                    str(exe)], check=True, capture_output=True)
+    assert subprocess.run([str(exe)]).returncode == 0
+
+
+def test_absent_tool_is_said_not_failed(lenet5_plan_factory, monkeypatch, tmp_path) -> None:
+    plan, _ = lenet5_plan_factory(**DEMO_LIMITS)
+    monkeypatch.setenv(tflite.TOOL_PYTHON_ENV, str(tmp_path / "no-python"))
+    monkeypatch.delenv(tflite.SWITCH_ENV, raising=False)
+    section = tflite.tflite_artifact(plan, None, np.zeros(1), None, tmp_path)  # type: ignore
+    assert section is not None and section["ok"] is None and not section["written"]
+    assert "tool virtualenv" in section["summary"]
+    assert tflite.tflite_check(section) == []
+    jetson, _ = lenet5_plan_factory("jetson-nano", latency="30ms")
+    assert tflite.tflite_artifact(jetson, None, np.zeros(1), None, tmp_path) is None  # type: ignore
+
+
+# ------------------------------------------------------------------ with the tool
+
+
+@pytest.fixture(scope="module")
+def applied(lenet5_plan_factory, tmp_path_factory: pytest.TempPathFactory):
+    """The demo's budget on the Nano 33 BLE, applied with the .tflite on."""
+    from edgefit.applying import apply_plan
+
+    plan, _ = lenet5_plan_factory(**DEMO_LIMITS)
+    out = tmp_path_factory.mktemp("tflite-apply")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(tflite.SWITCH_ENV, raising=False)
+        report = apply_plan(plan, out)
+    return plan, report, out
+
+
+@needs_tool
+def test_apply_writes_tflite_and_c_array(applied) -> None:
+    plan, report, out = applied
+    section = report["tflite"]
+    assert section["written"] and section["ok"], section["summary"]
+    data = (out / "model.tflite").read_bytes()
+    assert data[4:8] == b"TFL3" and section["bytes"] == len(data)
+    assert tflite.read_c_array(out / "model_data.cc") == data
+    assert {c["check"]: c["ok"] for c in report["checks"]}[
+        "model.tflite stored as planned (read back from the file)"]
+
+
+@needs_tool
+def test_each_layer_is_stored_in_its_planned_precision(applied) -> None:
+    plan, report, _ = applied
+    rows = report["tflite"]["layers"]
+    assert list(rows) == list(plan.layers)
+    floats = [n for n, lp in plan.layers.items() if lp.option == "fp32"]
+    assert report["tflite"]["float_layers"] == floats
+    assert floats and len(floats) < len(LENET), "the demo plan mixes int8 and float layers"
+    for name, lp in plan.layers.items():
+        (op,) = rows[name]["ops"]
+        kind = "FLOAT32" if quantize_config(lp.techniques) is None else "INT8"
+        assert (op["weights"], op["activations_in"], op["outputs"]) == (kind, kind, [kind]), name
+        assert rows[name]["stored_as_planned"]  # int8: one weight scale per output channel
+
+
+@needs_tool
+def test_tflite_outputs_agree_with_torch_and_onnx(applied) -> None:
+    _, report, _ = applied
+    out = report["tflite"]["outputs"]
+    assert out["samples"] == report["accuracy"]["test_size"]
+    assert abs(out["accuracy"] - report["accuracy"]["compressed"]) <= 0.005
+    assert out["vs_torch"]["top1_agreement"] >= 0.99
+    assert out["vs_onnx"]["top1_agreement"] >= 0.99
+    assert out["vs_torch"]["max_abs_error"] < 5.0  # logits not clipped (min/max ranges)
+
+
+@needs_tool
+def test_tflm_runs_it_and_its_arena_is_reported(applied) -> None:
+    plan, report, _ = applied
+    tflm = report["tflite"]["tflm"]
+    assert tflm["ran"], tflm
+    assert 0 < tflm["arena_bytes"] <= 64 * 1024
+    assert tflm["allocations"]["total"] <= tflm["arena_bytes"]
+    assert tflm["planned_ram_bytes"] == plan.totals.ram_bytes
+    assert tflm["vs_litert"]["top1_agreement"] >= 0.99
+    size = report["tflite"]["flash"]
+    assert size["tflite_bytes"] > 0 and size["planned_model_flash_bytes"] > 0
+
+
+@pytest.fixture(scope="module")
+def lenet_float(tmp_path_factory):
+    from device_specs.catalog import load_spec
+    from edgefit.planning import calibration_split
+    from workloads.models import load_model_ref
+
+    calib = calibration_split("mnist")
+    assert calib is not None
+    profile = load_spec("arduino-nano-33-ble").profile("tflm-cmsis-nn")
+    return load_model_ref("lenet5-mnist").torch_module(), calib[0], profile
+
+
+@needs_tool
+def test_int4_weights_where_the_runtime_has_them(lenet_float, tmp_path: Path) -> None:
+    model, calib_x, profile = lenet_float
+    layers = {"conv1": _want(8), "conv2": _want(4), "fc1": _want(None), "fc2": _want(8),
+              "fc3": _want(8)}
+    path = tmp_path / "model.tflite"
+    tflite.convert(layers, model, calib_x, path, profile, tmp_path)
+    facts = tflite.inspect(path, list(layers), calib_x[:50], True, tmp_path)
+    rows, problems = tflite.check_file(layers, facts)
+    assert problems == []
+    assert rows["conv2"]["ops"][0]["weights"] == "INT4" and rows["conv2"]["ops"][0]["bits"] == 4
+    assert rows["fc1"]["ops"][0]["weights"] == "FLOAT32"
+    assert facts["tflm"]["ran"], facts["tflm"]
+
+
+@needs_tool
+def test_int4_where_the_runtime_has_none_is_refused_in_one_line(lenet_float, tmp_path) -> None:
+    model, calib_x, profile = lenet_float
+    layers = {name: _want(8) for name in LENET} | {"fc1": _want(4)}
+    with pytest.raises(tflite.Refused) as info:
+        tflite.convert(layers, model, calib_x, tmp_path / "model.tflite", profile, tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("fc1: int4 weights, but it converts to FULLY_CONNECTED")
+    assert "CONV_2D" in message and not (tmp_path / "model.tflite").exists()
