@@ -10,6 +10,12 @@ from onnx import helper, numpy_helper
 from techniques.onnx.graph import Graph, layer_node, unique_name
 
 _FLOAT_OR_W8A8 = frozenset({"fp32", "fp16", "int8"})
+INT2_OUT_MULTIPLE = 4
+"""onnxruntime 1.32's 2-bit MatMulNBits gives wrong outputs when a layer's output features are
+not a multiple of 4 (measured against DequantizeLinear + MatMul with the fusion off, K = 64:
+N = 2, 6, 10 off by 57-300 % of the largest output; N = 4 ... 48 in steps of 4 exact), so
+such an int2 Gemm stays Gemm(transB=1), which the fusion leaves alone
+(tests/techniques/onnx/test_boundaries.py)."""
 _RELU_ZERO = "edgefit_relu_zero"
 
 
@@ -31,12 +37,25 @@ def matmulnbits_form(
             continue
         g = Graph(model.graph)
         node = layer_node(g, layer, where)
+        if option == "int2" and _out_features(g, node) % INT2_OUT_MULTIPLE:
+            continue
         if node.op_type == "Gemm" and _gemm_to_matmul(g, node):
             g = Graph(model.graph)
             node = layer_node(g, layer, where)
         if node.op_type == "MatMul" and _per_axis_dq(g, node.input[1]) is not None:
             _relu_to_max(g, node)
     return model
+
+
+def _out_features(g: Graph, node: onnx.NodeProto) -> int:
+    """N of a Gemm / MatMul layer from its (dequantised) weight's stored shape."""
+    dq = g.producer.get(node.input[1])
+    name = dq.input[0] if dq is not None and dq.op_type == "DequantizeLinear" else node.input[1]
+    init = g.inits.get(name)
+    if init is None or len(init.dims) != 2:
+        return 0
+    trans_b = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+    return int(init.dims[0] if trans_b else init.dims[1])
 
 
 def _per_axis_dq(g: Graph, name: str) -> tuple[onnx.NodeProto, onnx.TensorProto] | None:
