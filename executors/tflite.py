@@ -310,8 +310,9 @@ def _build(plan: Plan, built: Built, calib_x: np.ndarray, test: Dataset, out_dir
         "convert_s": conv["convert_s"], "quantize_s": conv["quantize_s"],
         "tool_s": conv["tool_s"], "versions": conv["versions"],
         "layers": rows, "float_layers": floats, "problems": problems, "ok": not problems,
-        "summary": (f"every layer stored as planned in model.tflite ({len(floats)} float: "
-                    f"{', '.join(floats) or 'none'})" if not problems else "; ".join(problems)),
+        "summary": ("every layer stored as planned in model.tflite ("
+                    + (f"float: {', '.join(floats)}" if floats else "none float") + ")"
+                    if not problems else "; ".join(problems)),
         "flash": {"tflite_bytes": size, "planned_model_flash_bytes": planned,
                   "ratio": size / planned if planned else None,
                   "note": "the plan predicts edgefit's packed image (model.flash.bin), not the "

@@ -142,8 +142,8 @@ def check_runnable(model: Any, owner: list[str | None], layers: dict[str, Any],
             raise Refused(
                 f"{layer}: int4 weights, but it converts to {code} and {runtime} runs int4 "
                 f"weights only in {', '.join(int4_ops) or 'no op'} (the device file's "
-                f"tflite.int4_weight_ops); re-plan without int4 there (edgefit resolve "
-                f"plan.json --pin {layer}=int8)")
+                f"tflite.int4_weight_ops); re-plan without int4 on {layer} (edgefit resolve "
+                "plan.json --exclude int4, or --pin it to another option)")
     missing = sorted(set(layers) - {f["layer"] for f in found})
     if missing:
         raise Refused(f"{missing[0]}: no operator of the converted .tflite holds its weights "

@@ -123,6 +123,33 @@ def test_absent_tool_is_said_not_failed(lenet5_plan_factory, monkeypatch, tmp_pa
     assert tflite.tflite_artifact(jetson, None, np.zeros(1), None, tmp_path) is None  # type: ignore
 
 
+def _tool_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tflite_tool", tflite.TOOL)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tensor_names_map_to_planned_layers() -> None:
+    """litert-torch names tensors RootClass/Class_attr/...; factor modules (fc_1.0) belong to
+    their layer, nested paths to the deepest planned layer."""
+    layer_of = _tool_module().layer_of
+    layers = ["features.0", "features.2.conv_a", "fc_1", "conv_a"]
+    root = "__main__.Net"
+    seq = "torch.nn.modules.container.Sequential"
+    conv = "torch.nn.modules.conv.Conv2d"
+    assert layer_of(f"{root}/{seq}_features/{conv}_0;", layers) == "features.0"
+    assert layer_of(f"{root}/{seq}_features/__main__.Blk_2/{conv}_conv_a;", layers) == \
+        "features.2.conv_a"
+    assert layer_of(f"{root}/{conv}_conv_a;1", layers) == "conv_a"
+    assert layer_of(f"{root}/{seq}_fc_1/torch.nn.modules.linear.Linear_1;1", layers) == "fc_1"
+    assert layer_of(f"{root}/{seq}_features/{conv}_1;", layers) is None
+    assert layer_of("arith.constant", layers) is None
+
+
 # ------------------------------------------------------------------ with the tool
 
 
