@@ -79,6 +79,8 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None,
                       fmt_ms(p.latency_ms), fmt_bytes(p.flash_bytes),
                       fmt_bytes(p.ram_bytes or 0), f"{p.acc_loss:.2e}")
     con.print(table)
+    if sv.note:
+        con.print(f"solver: {sv.note}", soft_wrap=True)
     con.print(f"acc cost: {plan.accuracy_unit}; latency/flash/peak RAM: predicted for the target")
     con.print(_limits_table(plan))
     con.print("how these costs were obtained:")
@@ -106,7 +108,9 @@ def _limits_table(plan: Plan) -> Table:
         value = getattr(plan.totals, metric)
         if field in given:
             limit = given[field]
-            status = "binds (+10 % would buy accuracy)" if metric in plan.binding else "ok"
+            status = ("binds (+10 % would buy accuracy)" if metric in plan.binding else
+                      "binding unknown (its check timed out)" if metric in plan.binding_unknown
+                      else "ok")
             table.add_row(field, fmt(value), fmt(limit), f"{100 * (1 - value / limit):.1f} %",
                           status)
         else:
@@ -121,6 +125,8 @@ def _limits_table(plan: Plan) -> Table:
 
 
 def _print_infeasible(plan: Plan, con: Console) -> None:
+    if plan.solver.note:
+        con.print(f"solver: {plan.solver.note}", soft_wrap=True)
     if plan.explanation is None:  # e.g. hand-edited in `review` past a limit, not re-solved
         con.print(f"The plan's status is {plan.status}: re-solve it (`edgefit resolve`) for an "
                   "explanation.", style="bold")
@@ -346,9 +352,11 @@ def plan_summary(plan: Plan, written: list[Path], target_origin: str | None,
         "totals": plan.totals.model_dump() if plan.totals is not None else None,
         "accuracy_unit": plan.accuracy_unit,
         "binding": list(plan.binding),
+        "binding_unknown": list(plan.binding_unknown),
         "options": plan.options(),
         "solver": {"backend": sv.backend, "status": sv.status, "gap": sv.gap,
-                   "wall_time_s": sv.wall_time_s, "options_considered": sv.options_considered},
+                   "wall_time_s": sv.wall_time_s, "options_considered": sv.options_considered,
+                   "exact_check": sv.exact_check, "note": sv.note},
         "explanation": plan.explanation.model_dump() if plan.explanation is not None else None,
         "written": [str(p) for p in written],
     }

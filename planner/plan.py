@@ -194,12 +194,19 @@ class SolverInfo(_Strict):
     gap: Finite | None = Field(default=None, description="relative gap of the accuracy "
                               "objective (0 = proven optimal; null = unknown)")
     resolution: dict[str, Finite]
+    exact_check: str = Field(default="", description="verified: the claim (optimal, "
+                             "infeasible, within limits) holds for the unrounded costs; "
+                             "downgraded: it held only for the solver's rounded costs, so "
+                             "the status was lowered (see note); empty: not checked")
+    note: str = Field(default="", description="why a claim was downgraded, what is unproven")
 
 
 class Relaxation(_Strict):
     limit: str
     asked: Finite
     best_reachable: Finite | None
+    status: str = Field(default="OPTIMAL", description="of the solve that found "
+                        "best_reachable: OPTIMAL (proven), FEASIBLE, INFEASIBLE or UNKNOWN")
 
 
 class Explanation(_Strict):
@@ -207,6 +214,8 @@ class Explanation(_Strict):
     minimum: dict[str, Finite]
     joint_relaxation: dict[str, Finite] = Field(
         default_factory=dict, description="smallest joint loosening: limit -> amount to add")
+    joint_relaxation_status: str = Field(default="", description="of the joint loosening's "
+                                         "solve (UNKNOWN: it timed out)")
 
 
 class Plan(_Strict):
@@ -225,6 +234,9 @@ class Plan(_Strict):
     fixed: dict[str, Bytes] = Field(description="runtime footprint: flash_bytes, ram_bytes")
     totals: Costs | None
     binding: list[str] = Field(default_factory=list)
+    binding_unknown: list[str] = Field(
+        default_factory=list, description="limits whose 10 %-looser re-solve timed out "
+        "without a better plan or a proof: neither binding nor not binding")
     sensitivity: dict[str, Finite] = Field(
         default_factory=dict,
         description="binding limit -> accuracy cost if that limit were 10 % looser")

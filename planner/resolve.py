@@ -148,17 +148,20 @@ def with_result(plan: Plan, problem: Problem, result: SolveResult,
                         energy_mj=t["energy_mj"], acc_loss=t["acc_loss"],
                         ram_bytes=t["ram_bytes"]) if result.feasible else None,
         "binding": list(result.binding),
+        "binding_unknown": list(result.binding_unknown),
         "sensitivity": dict(result.sensitivity),
         "solver": SolverInfo(backend=result.backend, status=result.status,
                              wall_time_s=result.wall_time_s,
                              options_considered=result.options_considered,
                              dominated_removed=result.dominated_removed, gap=result.gap,
-                             resolution=result.resolution),
+                             resolution=result.resolution, exact_check=result.exact_check,
+                             note=result.note),
         "explanation": None if result.feasible else Explanation(
             relaxations=[Relaxation(limit=r.limit, asked=r.asked,
-                                    best_reachable=r.best_reachable)
+                                    best_reachable=r.best_reachable, status=r.status)
                          for r in result.relaxations],
-            minimum=result.minimum, joint_relaxation=result.joint_relaxation),
+            minimum=result.minimum, joint_relaxation=result.joint_relaxation,
+            joint_relaxation_status=result.joint_relaxation_status),
     })
 
 
