@@ -567,8 +567,28 @@ def _backend(name: str) -> str:
     return name
 
 
+def _non_ascii_number(argv: list[str]) -> str | None:
+    """A flag value that is a number written with digits other than 0-9 ('３', '１e3'): typer
+    would read it as that number; edgefit's parser refuses it, so the flags do too."""
+    import unicodedata
+
+    for token in argv:
+        value = token.partition("=")[2] if token.startswith("--") and "=" in token else token
+        if any(ch.isdigit() and not ch.isascii() for ch in value):
+            try:
+                float(unicodedata.normalize("NFKC", value))
+            except ValueError:
+                continue
+            return value
+    return None
+
+
 def _run(command: typer.Typer, argv: list[str] | None = None) -> int:
     """Run a command; every way out is an exit code and at most one line on stderr."""
+    bad = _non_ascii_number(sys.argv[1:] if argv is None else argv)
+    if bad is not None:
+        return _say(f"error: {bad!r} has digits other than 0-9; write numbers in ASCII",
+                    EXIT_BAD_INPUT)
     try:
         code = command(args=argv, standalone_mode=False)  # returns the code of a typer.Exit
         if code == EXIT_INTERRUPTED:  # typer turns KeyboardInterrupt into a silent Exit(130)
