@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -103,17 +102,9 @@ class Rounding:
     def step_coefficients(self, problem: Problem, t: int, step: tuple[tuple[str, int], ...]
                           ) -> dict[tuple[str, int], int]:
         """planner.formulation.step_coefficients in this rounding (bytes: resolution 1)."""
-        per_owner: dict[str, int] = defaultdict(int)
-        for owner, n in step:
-            per_owner[owner] += n
-        coef: dict[tuple[str, int], int] = defaultdict(int)
-        for owner, n in per_owner.items():
-            layer = owner_layer(owner)
-            for i, c in enumerate(problem.choices[layer]):
-                coef[layer, i] += self.nbytes(n * c.entry_bytes(owner))
-        for layer, i, extra in problem.extra_terms(t):
-            coef[layer, i] += self.nbytes(extra)
-        return coef
+        from planner.formulation import step_coefficients
+
+        return step_coefficients(problem, t, step, self.nbytes)
 
     def pair_coefficients(self, problem: Problem, t: int) -> list[tuple[PairKey, int]]:
         return [(key, self.nbytes(b)) for key, b in problem.pair_terms(t)]

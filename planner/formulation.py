@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 
 from planner.problem import PairKey, Problem, owner_layer
 
@@ -36,10 +37,16 @@ def coupling_links(problem: Problem) -> list[tuple[tuple[str, int], tuple[str, l
     return links
 
 
-def step_coefficients(problem: Problem, t: int, step: tuple[tuple[str, int], ...]
+def _bytes_up(value: float) -> int:
+    return math.ceil(value - 1e-9)
+
+
+def step_coefficients(problem: Problem, t: int, step: tuple[tuple[str, int], ...],
+                      rounded: Callable[[float], int] = _bytes_up
                       ) -> dict[tuple[str, int], int]:
-    """Integer bytes each x[layer, i] adds at RAM step t: its live tensors (rounded up per
-    owner) plus its workspace (rounded up), merged so each x appears once."""
+    """Integer bytes each x[layer, i] adds at RAM step t: its live tensors (rounded per owner)
+    plus its workspace, merged so each x appears once. `rounded`: up by default (a safe
+    restriction); planner.exact passes its own direction."""
     per_owner: dict[str, int] = defaultdict(int)
     for owner, n in step:
         per_owner[owner] += n
@@ -47,9 +54,9 @@ def step_coefficients(problem: Problem, t: int, step: tuple[tuple[str, int], ...
     for owner, n in per_owner.items():
         layer = owner_layer(owner)
         for i, c in enumerate(problem.choices[layer]):
-            coef[layer, i] += math.ceil(n * c.entry_bytes(owner) - 1e-9)
+            coef[layer, i] += rounded(n * c.entry_bytes(owner))
     for layer, i, nbytes in problem.extra_terms(t):
-        coef[layer, i] += math.ceil(nbytes - 1e-9)
+        coef[layer, i] += rounded(nbytes)
     return coef
 
 
