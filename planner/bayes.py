@@ -20,10 +20,13 @@ each trial carries its totals in its user attributes. Without storage the study 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -142,10 +145,41 @@ def search(problem: Problem, trials: int, timeout_s: float | None,
         return totals["acc_loss"]
 
     if trials:
-        with task("Optuna trials", trials) as bar:
+        with task("Optuna trials", trials) as bar, _ctrl_c_between_trials() as stop_if_asked:
             study.optimize(objective, n_trials=trials, timeout=timeout_s, gc_after_trial=False,
-                           callbacks=[lambda _study, _trial: bar.advance()])
+                           callbacks=[lambda _study, _trial: bar.advance(), stop_if_asked])
     return _best(problem, study.get_trials(deepcopy=False), index, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_trials() -> Iterator[Callable[[optuna.Study, Any], None]]:
+    """Ctrl-C stops the study after the running trial, then raises KeyboardInterrupt.
+
+    Optuna 5.0 turns a KeyboardInterrupt that lands while it records a trial into an
+    UnboundLocalError (`updated_state` in `_run_trial`), so the signal is only noted here and
+    the yielded callback stops the study between trials."""
+    interrupted = False
+
+    def stop_if_asked(study: optuna.Study, _trial: Any) -> None:
+        if interrupted:
+            study.stop()
+
+    if (threading.current_thread() is not threading.main_thread()
+            or not callable(signal.getsignal(signal.SIGINT))):  # ignored or the default action
+        yield stop_if_asked
+        return
+
+    def note(_signum: int, _frame: object) -> None:
+        nonlocal interrupted
+        interrupted = True
+
+    previous = signal.signal(signal.SIGINT, note)
+    try:
+        yield stop_if_asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _best(problem: Problem, done: Sequence[optuna.trial.FrozenTrial],

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from edgefit_common.interrupt import stop_on_sigint
 
 ROOT = Path(__file__).parents[2]
@@ -80,3 +82,36 @@ def test_stop_on_sigint_is_a_no_op_outside_the_main_thread() -> None:
     after = signal.set_wakeup_fd(-1)
     signal.set_wakeup_fd(after)
     assert after == before, "the wake-up fd is restored"
+
+
+
+def test_ctrl_c_while_optuna_records_a_trial_is_a_keyboard_interrupt(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Optuna 5.0 turns a KeyboardInterrupt raised while it records a trial into an
+    UnboundLocalError (`updated_state`; a fresh-clone CI failure of the CLI's Ctrl-C test).
+    Here the SIGINT lands exactly there, on the third trial: planner.bayes must still raise
+    KeyboardInterrupt, after stopping between trials."""
+    import optuna.study._optimize as optimize_module
+
+    from planner import bayes
+    from planner.problem import Choice, Problem
+
+    layers = tuple(f"l{i}" for i in range(6))
+    choices = {ly: tuple(Choice(option=f"o{k}", latency_ms=1.0 + k, flash_bytes=100.0 * (4 - k),
+                                energy_mj=0.0, act_bytes=1.0, acc_loss=0.01 * k)
+                         for k in range(4)) for ly in layers}
+    problem = Problem(layers=layers, choices=choices, limits={"latency_ms": 12.0})
+    told = optimize_module._tell_with_warning
+    calls: list[int] = []
+
+    def tell_with_a_ctrl_c(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return told(*args, **kwargs)
+
+    monkeypatch.setattr(optimize_module, "_tell_with_warning", tell_with_a_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        bayes.search(problem, trials=50, timeout_s=None)
+    assert len(calls) == 3, "the study stopped after the interrupted trial"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
