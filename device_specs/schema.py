@@ -23,6 +23,15 @@ SPEC_SCHEMA_VERSION = 1
 Precision = Literal["fp32", "fp16", "int8", "int6", "int4", "int3", "int2"]
 ActivationPrecision = Literal["fp32", "fp16", "int8", "int16"]
 OpClass = Literal["conv", "pointwise", "depthwise", "linear", "matmul", "elementwise"]
+# The processor core that runs the model's kernels (its features: device_specs/cores.yaml). Clock
+# scaling of a per-cycle rate is only meaningful within one core type.
+Core = Literal["cortex-m0plus", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55",
+               "cortex-m85", "xtensa-lx7", "cortex-a53", "cortex-a57", "cortex-a72",
+               "cortex-a76", "cortex-a78ae", "x86-64"]
+# Runtimes whose kernels share a cost structure: the MCU latency model is fitted per family
+# (cost_models/mcu_fit.py on the MLPerf Tiny rows of cost_models/mcu_published.yaml).
+RuntimeFamily = Literal["tflm-reference", "tflm-cmsis-nn", "tflm-esp-nn", "microtvm",
+                        "microtvm-cmsis-nn", "x-cube-ai", "vendor-engine"]
 BITS: dict[str, int] = {"fp32": 32, "fp16": 16, "int16": 16, "int8": 8, "int6": 6, "int4": 4,
                         "int3": 3, "int2": 2}
 
@@ -139,6 +148,9 @@ class Profile(Strict):
     description: str
     processor: Literal["cpu", "gpu", "npu", "mcu"]
     runtime: str
+    runtime_family: RuntimeFamily | None = Field(
+        default=None, description="The family of the MCU latency model (cost_models/mcu_fit.py) "
+        "this runtime belongs to; unset for non-MCU runtimes")
     threads: int = Field(ge=1)
     runtime_flash: Bytes
     runtime_ram: Bytes
@@ -212,6 +224,9 @@ class DeviceSpec(Strict):
     board: str
     kind: Literal["mcu", "sbc", "accelerator", "host"]
     cpu: str
+    core: Core | None = Field(default=None, description="The core type (device_specs/cores.yaml "
+                              "gives its DSP / SIMD / Helium / FPU / dual-issue features); "
+                              "required for an MCU")
     cores: Count
     clock: Hertz
     ram: Bytes
@@ -227,6 +242,8 @@ class DeviceSpec(Strict):
 
     @model_validator(mode="after")
     def _default_exists(self) -> DeviceSpec:
+        if self.kind == "mcu" and self.core is None:
+            raise ValueError("an MCU needs core: (its per-cycle rates depend on the core type)")
         if self.default_profile not in self.profiles:
             raise ValueError(
                 f"default_profile {self.default_profile!r} is not one of {sorted(self.profiles)}"
