@@ -51,6 +51,16 @@ class MeasurePoint(Strict):
     onnxruntime: str | None = None
     threads: int | None = None
     timestamp: str | None = None
+    kind: Literal["edgefit-measure", "edgefit-timing"] = "edgefit-measure"
+    machine: str | None = None  # platform.machine() of a measure file
+    core: str | None = None
+    board: str | None = None
+    runtime: str | None = None  # a timing file's runtime (free text) and family
+    runtime_family: str | None = None
+    end_to_end_runs: int | None = None
+    energy_mj: float | None = None  # recorded, not fitted
+    machine_check: str | None = Field(default=None, description="match / unknown / mismatch "
+                                      "(allowed) and why")
 
 
 class LayerResidual(Strict):
@@ -70,6 +80,10 @@ class EndToEndResidual(Strict):
     measured_ms: float
     predicted_ms: float
     error: float
+    catalog_predicted_ms: float | None = Field(default=None, description="the device spec's "
+                                               "prediction before this calibration")
+    fitted: bool = Field(default=True, description="false: a check on a point the fit did "
+                         "not use")
 
 
 class HeldOutFile(Strict):
@@ -98,6 +112,9 @@ class CalibrationResult(Strict):
     parameters: CalibratedParameters
     points: list[MeasurePoint]
     residuals: Residuals
+    machine_warnings: list[str] = Field(
+        default_factory=list, description="timings from another or an unidentified machine "
+        "(calibrate --allow-other-machine, or a CPU it could not identify)")
 
     def params(self, profile: Profile) -> Params:
         base = Params.of_profile(profile)
@@ -111,8 +128,23 @@ class CalibrationResult(Strict):
                       self.parameters.run_overhead_ms)
 
     def provenance(self) -> str:
-        files = ", ".join(f"{Path(p.file).name} sha256:{p.sha256[:12]}" for p in self.points)
+        text = self._fitted_on()
+        if self.machine_warnings:
+            text += ("; WARNING: timings from another or an unidentified machine ("
+                     f"{self.machine_warnings[0]})")
+        return text
+
+    def _fitted_on(self) -> str:
+        named = {f"{Path(p.file).name} sha256:{p.sha256[:12]}": None for p in self.points}
+        files = ", ".join(named)  # a timing file with several models is listed once
         s = self.residuals.summary
+        if "rate_scale" in self.parameters.fitted:
+            loo = s.get("end_to_end_loo_mape")
+            return (f"calibrated: one rate scale fitted on {len(self.points)} end-to-end "
+                    f"timing{'s' if len(self.points) != 1 else ''} ({files}) on "
+                    f"{self.created[:10]}; leave-one-out end-to-end MAPE "
+                    + (f"{100 * float(loo):.1f} %" if isinstance(loo, float) else
+                       "unknown (fewer than 2 points)"))
         mape = s.get("layer_mape")
         n = sum(p.fitted_layers for p in self.points)
         return (f"calibrated: fitted on {n} layers of {len(self.points)} measure file"

@@ -457,27 +457,40 @@ def measure_cmd(
 @app.command("calibrate", cls=_Command)
 def calibrate_cmd(
     files: Annotated[list[Path], typer.Argument(help="JSON files written by `edgefit measure` "
-                                                "on the device")],
+                                                "on the device, and/or timing files (.json / "
+                                                ".csv, docs/calibrate.md) from any runtime")],
     device: Annotated[str, Opt(help="catalog name of the device they were measured on")],
-    model: Annotated[list[Path], Opt(help="the fp32 ONNX each file was made from (one for "
-                                     "all, or one per file)")],
+    model: Annotated[list[Path] | None, Opt(help="the fp32 ONNX each measure file was made "
+                                            "from (one for all, or one per measure file); "
+                                            "timing files name their own models")] = None,
     profile: Annotated[str | None, Opt(help="device profile; default: the spec's")] = None,
     out_dir: Annotated[Path | None, Opt("--out", help="where the calibration goes "
                                         "(default: edgefit's cache)")] = None,
     min_layer_us: Annotated[float, Opt(help="ignore layers faster than this (profiler "
                                        "granularity)")] = 5.0,
+    allow_other_machine: Annotated[bool, Opt(
+        "--allow-other-machine", help="calibrate even when a file was timed on another CPU "
+        "than the device's (warned, and recorded in the calibration)")] = False,
 ) -> None:
     """Fit DEVICE's cost-model parameters to measurements; `plan` then uses them and says so."""
     from cost_models.calibrate import calibrate, graphs_from_onnx, summary_lines
     from cost_models.calibration_file import calibration_path
+    from edgefit.calibrating import sort_inputs, timed_runs
     from edgefit_common.errors import SpecError
 
-    if len(model) not in (1, len(files)):
-        raise SpecError(f"--model: give one model for all files or one per file "
-                        f"({len(files)}), not {len(model)}")
-    models = model * len(files) if len(model) == 1 else model
-    result = calibrate(device, files, graphs_from_onnx(models), profile=profile,
-                       out_dir=out_dir, min_layer_us=min_layer_us)
+    inputs = sort_inputs(files)
+    measured, models = inputs.measure_files, model or []
+    if measured and len(models) not in (1, len(measured)):
+        raise SpecError(f"--model: give one model for all measure files or one per file "
+                        f"({len(measured)}), not {len(models)}")
+    if models and not measured:
+        raise SpecError("--model is for edgefit-measure files; timing files name their models")
+    graphs = graphs_from_onnx(models * len(measured) if len(models) == 1 else models)
+    result = calibrate(device, measured, graphs, timed=timed_runs(inputs.timing_files),
+                       profile=profile, out_dir=out_dir, min_layer_us=min_layer_us,
+                       allow_other_machine=allow_other_machine)
+    for warning in result.machine_warnings:
+        typer.echo(f"WARNING: {warning}", err=True)
     for line in summary_lines(result):
         typer.echo(line)
     typer.echo(f"wrote {calibration_path(result.device, out_dir)}")

@@ -1,4 +1,4 @@
-"""Export the JSON Schemas of the three file formats users write or read."""
+"""Export the JSON Schemas of the file formats users write or read."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from cost_models.timing_file import TimingFile
 from device_specs.budget import Budget
 from device_specs.schema import DeviceSpec
 from planner.plan import Plan, atomic_write_text
@@ -15,6 +16,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "plan.schema.json": Plan,
     "budget.schema.json": Budget,
     "device-spec.schema.json": DeviceSpec,
+    "timing.schema.json": TimingFile,
 }
 
 

@@ -21,6 +21,10 @@ class UnknownTargetError(EdgefitError):
     """A target name that is neither in the catalog nor a path to a spec file."""
 
 
+class MachineMismatchError(SpecError):
+    """Timings taken on another machine than the device they would calibrate."""
+
+
 class ModelLoadError(EdgefitError):
     """A model file that is missing, unreadable, unsafe (pickle) or of an unknown kind."""
 

@@ -21,7 +21,7 @@ from cost_models.analytical import build_cost_table, layer_flash_bytes, layer_la
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from device_specs.catalog import catalog_files, load_spec
 from device_specs.schema import Profile
-from edgefit_common.errors import SpecError
+from edgefit_common.errors import MachineMismatchError, SpecError
 
 PI4 = "raspberry-pi-4"
 
@@ -406,7 +406,14 @@ def test_calibrate_reads_a_real_measure_file(tmp_path: Path) -> None:
     measure_file = tmp_path / "m.measure.json"
     edgefit_measure.write_json_atomic(measure_file, result)
 
-    out = cal.calibrate(PI4, [measure_file], graphs, out_dir=tmp_path, min_layer_us=0.0)
+    # this machine is not a Raspberry Pi 4: refused, unless allowed (and then recorded)
+    if result["host"]["machine"] in ("x86_64", "AMD64"):
+        with pytest.raises(MachineMismatchError, match="m.measure.json: timed on another"):
+            cal.calibrate(PI4, [measure_file], graphs, out_dir=tmp_path, min_layer_us=0.0)
+        assert not (tmp_path / f"{PI4}.calibration.yaml").exists()
+    out = cal.calibrate(PI4, [measure_file], graphs, out_dir=tmp_path, min_layer_us=0.0,
+                        allow_other_machine=True)
+    assert out.points[0].machine_check is not None
     assert [r.layer for r in out.residuals.layers] == ["conv1", "conv2", "fc"]
     assert max(abs(r.error) for r in out.residuals.layers) < 0.05  # 3 points, <= 2 free
     assert out.points[0].sha256 == cal._sha256(measure_file) and out.points[0].layers == 3

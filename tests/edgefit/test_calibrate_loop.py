@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -27,16 +28,31 @@ def test_measure_calibrate_then_plan(tmp_path: Path, monkeypatch: pytest.MonkeyP
     import edgefit_common.paths
 
     monkeypatch.setattr(edgefit_common.paths, "cache_dir", lambda: tmp_path)
-    code = _run(app, ["calibrate", *files, "--device", "raspberry-pi-4", "--model",
-                      str(onnx_path), "--min-layer-us", "0"])
+    args = ["calibrate", *files, "--device", "raspberry-pi-4", "--model", str(onnx_path),
+            "--min-layer-us", "0"]
+    # this machine is not a Raspberry Pi 4 (issue #17: it used to calibrate the Pi anyway)
+    on_arm = "Raspberry Pi 4" in json.loads(Path(files[0]).read_text())["host"]["cpu_model"]
+    if not on_arm:
+        assert _run(app, args) == 2
+        err = capsys.readouterr().err
+        assert "timed on another machine than raspberry-pi-4" in err and err.count("\n") == 1
+        assert not (tmp_path / "raspberry-pi-4.calibration.yaml").exists()
+        args.append("--allow-other-machine")
+    code = _run(app, args)
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "raspberry-pi-4.calibration.yaml").is_file()
     plan, _ = lenet5_plan_factory(target="raspberry-pi-4", latency="1s")
     assert "calibrated" in plan.provenance["latency"]
+    assert ("WARNING: timings from another" in plan.provenance["latency"]) == (not on_arm)
 
 
 def test_calibrate_rejects_mismatched_models(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    code = _run(app, ["calibrate", "a.json", "b.json", "c.json", "--device", "raspberry-pi-4",
+    files = []
+    for name in ("a.json", "b.json", "c.json"):
+        (tmp_path / name).write_text(json.dumps({"format": "edgefit-measure"}))
+        files.append(str(tmp_path / name))
+    code = _run(app, ["calibrate", *files, "--device", "raspberry-pi-4",
                       "--model", "x.onnx", "--model", "y.onnx"])
-    assert code == 2 and "one model for all files or one per file" in capsys.readouterr().err
+    assert code == 2
+    assert "one model for all measure files or one per file" in capsys.readouterr().err

@@ -48,3 +48,16 @@ def test_a_broken_budget_fails() -> None:
     validator = _validator("budget.schema.json")
     assert not validator.is_valid({"target": "host", "limits": {"latency": [1, 2]}})
     assert not validator.is_valid({"target": "host", "telepathy": 1})
+
+
+def test_the_timing_examples_validate() -> None:
+    """examples/timing: the JSON file as it is, the CSV file in its JSON form."""
+    from cost_models.timing_file import csv_to_dict
+
+    validator = _validator("timing.schema.json")
+    examples = ROOT / "examples" / "timing"
+    validator.validate(json.loads((examples / "stm32f746-hale.json").read_text()))
+    csv_path = examples / "stm32f746-plumerai.csv"
+    validator.validate(csv_to_dict(csv_path.read_text(), csv_path))
+    assert not validator.is_valid({"format": "edgefit-timing", "format_version": 1,
+                                   "runtime": "TFLM", "models": []})  # no cpu, no models
