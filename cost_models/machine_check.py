@@ -7,7 +7,7 @@ Three answers (:func:`machine_verdict`):
 * ``match``: the same core type (``cortex-a72`` in both), or the file names the device or its
   board, or the CPU text is the spec's word for word (the ``host`` device);
 * ``mismatch``: a provable difference -- another architecture (``x86_64`` timings for an Arm
-  board: the case that gave a Raspberry Pi 4 profile 78.3 GMAC/s fp32 from this machine), other
+  board: this machine's onnxruntime timings calibrating a Raspberry Pi 4, issue #17), other
   core types, another catalog name, or another catalog device's board named in the text;
 * ``unknown``: nothing to compare (e.g. ``ARMv7 Processor rev 3 (v7l)`` from a 32-bit
   Raspberry Pi OS): calibrate warns loudly and records the warning.

@@ -468,7 +468,7 @@ def calibrate_cmd(
                                         "(default: edgefit's cache)")] = None,
     min_layer_us: Annotated[float, Opt(help="ignore layers faster than this (profiler "
                                        "granularity)")] = 5.0,
-    allow_other_machine: Annotated[bool, Opt(
+    allow_other_machine: Annotated[bool, Flag(
         "--allow-other-machine", help="calibrate even when a file was timed on another CPU "
         "than the device's (warned, and recorded in the calibration)")] = False,
 ) -> None:
