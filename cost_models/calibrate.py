@@ -57,6 +57,7 @@ from edgefit_common.jsonio import read_json
 
 MEASURE_FORMAT = "edgefit-measure"
 MEASURE_FORMAT_VERSION = 1
+MIN_RATE_SHARE = 0.1  # a rate scale is fitted only where the rates are >= 10 % of some point
 JUDGED_LAYER_US = 20.0  # per-layer errors below this are reported, not judged (profiler floor)
 
 
@@ -306,7 +307,10 @@ def _fit_scale(units: Sequence[_Unit], prof: Profile) -> tuple[float, list[str]]
     start = np.array([float(np.median(-residual(np.zeros(1))))])  # log(pred / measured)
     theta, _ = levenberg_marquardt(residual, start, np.array([-THETA_RANGE]),
                                    np.array([THETA_RANGE]))
-    if abs(theta[0]) >= THETA_RANGE - 1e-6:
+    # d log(prediction) / d log(scale): about -1 where the rates are the time, about 0 where
+    # overheads or memory-bound layers are (then the scale moves nothing: not identified)
+    slope = (residual(theta + 1e-4) - residual(theta)) / 1e-4
+    if abs(theta[0]) >= THETA_RANGE - 1e-6 or float(np.max(np.abs(slope))) < MIN_RATE_SHARE:
         return None
     return float(np.exp(theta[0])), options
 
@@ -472,9 +476,10 @@ def _scale_fit(units: list[_Unit], prof: Profile) -> dict[str, Any]:
     """End-to-end timings only: the one scale on the rates they determine."""
     got = _fit_scale(units, prof)
     if got is None:
-        raise SpecError("calibrate: the profile's fixed costs (per-layer and run overhead, "
-                        "memory-bound layers) alone are far from the end-to-end timings; one "
-                        "rate scale cannot fit them: give per-layer times (layers_ms)")
+        raise SpecError("calibrate: under the profile, overheads and memory-bound layers make "
+                        "up almost all of these models' time (or alone exceed it), so one scale "
+                        "on the kernel rates cannot fit the end-to-end timings: give per-layer "
+                        "times (layers_ms)")
     scale, options = got
     params = _scaled(Params.of_profile(prof), options, scale)
     e2e = [_e2e_residual(u, prof, params, fitted=True) for u in units]

@@ -452,3 +452,27 @@ def test_the_gpu_profiles_with_enough_points_are_fitted() -> None:
     assert pfit.published_fit(load_spec("jetson-nano"), "tensorrt-gpu") is not None
     arduino = load_spec("arduino-nano-33-ble")
     assert all(pfit.published_fit(arduino, p) is None for p in arduino.profiles)
+
+
+def test_a_rate_scale_is_fitted_only_where_the_rates_are_the_time(tmp_path: Path) -> None:
+    """End-to-end timings only: one scale on the timed kernel's rate, refused (None) where
+    the profile's overheads make up the time and the scale would move nothing."""
+    from cost_models.timing_file import TimedModel, TimingFile
+    from device_specs.quantities import Millis
+
+    prof = load_spec("stm32f746-disco").profile("tflm-cmsis-nn")
+    graph = _graph("mnv1", pub.mobilenet_v1(0.25, 96).layers, set())
+    timing = TimingFile(cpu="Arm Cortex-M7", runtime="TFLM", models=[
+        TimedModel(model="m.onnx", option="int8", latency_ms=40.0)])
+    path = tmp_path / "t.json"
+    path.write_text(timing.model_dump_json())
+    run = cal.TimedRun(path, timing, timing.models[0], graph,
+                       {n: "int8" for n in graph.layer_names}, "m.onnx")
+    unit = cal._timed_unit(run, 5.0)
+    got = cal._fit_scale([unit], prof)
+    assert got is not None and got[1] == ["int8"]
+    fitted = cal._scaled(lm.Params.of_profile(prof), ["int8"], got[0])
+    assert cal._predict_end_to_end(unit, prof, fitted) == pytest.approx(40.0, rel=1e-4)
+    busy = prof.model_copy(update={"layer_overhead": Millis.model_validate(
+        {"value": "20ms", "unverified": "test: overheads dominate"})})
+    assert cal._fit_scale([unit], busy) is None
