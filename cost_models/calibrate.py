@@ -457,8 +457,8 @@ def _layer_fit(units: list[_Unit], checks: list[_Unit], prof: Profile,
     e2e += [_e2e_residual(u, prof, params, fitted=False) for u in checks]
     held_out = _leave_one_file_out(units, prof) if len(units) >= 2 else []
     options = sorted({f.split(":")[1] for f in solved.free if f.startswith("rate:")})
-    checked = f"; {len(checks)} models timed end to end only, predicted as checks" if checks \
-        else ""
+    checked = (f"; {len(checks)} model{'s' if len(checks) != 1 else ''} timed end to end "
+               "only, predicted as checks") if checks else ""
     return {
         "method": "least squares on log per-layer latency (Levenberg-Marquardt, log parameters) "
                   "of the analytical roofline (cost_models.analytical); run_overhead = median "

@@ -147,25 +147,58 @@ def test_per_layer_timings_fit_as_measure_files_do(
     assert [r.layer for r in result.residuals.layers] == ["conv1", "conv2", "fc"]
     assert max(abs(r.error) for r in result.residuals.layers) < 0.02
     assert result.parameters.run_overhead_ms == pytest.approx(0.05, abs=0.02)
+    # a second model timed end to end only is a check on the layer fit, not fitted
+    copy = tmp_path / "tiny2.onnx"
+    copy.write_bytes(tiny_onnx.read_bytes())
+    with path.open("a") as fh:
+        fh.write(f"tiny2.onnx,,{2 * sum(truth.values())},int8,,,\n")
+    assert _run(app, ["calibrate", str(path), "--device", STM, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "3 layers fitted" in text and "1 model timed end to end only" in text
+    assert "t.csv:tiny2.onnx: measured" in text and "[not fitted (check)]" in text
+    result = read_calibration(out / f"{STM}.calibration.yaml")
+    check = result.residuals.end_to_end[-1]
+    assert not check.fitted and check.error == pytest.approx(0.5 - 1, abs=0.03)
+
+
+def test_an_unidentified_cpu_is_calibrated_with_a_loud_warning(
+        tmp_path: Path, tiny_onnx: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _timing(tmp_path / "t.json", cpu="our custom board", latency_ms=5.0)
+    doc = json.loads(path.read_text())
+    doc.pop("board")
+    path.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    assert _run(app, ["calibrate", str(path), "--device", STM, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("WARNING: t.json:tiny.onnx: cannot tell whether cpu 'our custom "
+                          "board' is stm32f746-disco's CPU")
+    assert read_calibration(out / f"{STM}.calibration.yaml").machine_warnings
 
 
 def test_a_plan_names_every_layers_kernel(tmp_path: Path, lenet5_plan_factory,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     plan, _ = lenet5_plan_factory(target="arduino-nano-33-ble", latency="1s")
     plan.save(tmp_path / "plan.json")
+    # an edgefit apply folder: its model.tflite is read through the plan.json beside it
+    (tmp_path / "applied").mkdir()
+    plan.save(tmp_path / "applied" / "plan.json")
+    (tmp_path / "applied" / "model.tflite").write_bytes(b"TFL3")
     path = tmp_path / "t.json"
     path.write_text(json.dumps({
         "format": "edgefit-timing", "format_version": 1, "cpu": "nRF52840 (Arm Cortex-M4F)",
-        "runtime": "TFLM", "models": [{"model": "plan.json", "latency_ms": 50.0}]}))
+        "runtime": "TFLM", "models": [{"model": "plan.json", "latency_ms": 50.0},
+                                      {"model": "applied/model.tflite", "latency_ms": 60.0}]}))
     out = tmp_path / "out"
     code = _run(app, ["calibrate", str(path), "--device", "arduino-nano-33-ble",
                       "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     result = read_calibration(out / "arduino-nano-33-ble.calibration.yaml")
     kernels = {layer.kernel for layer in plan.layers.values()}
-    assert set(result.points[0].options) == kernels
+    for point in result.points:
+        assert set(point.options) == kernels and point.layers == len(plan.layers)
     assert set(result.parameters.kernels) == kernels
-    assert result.points[0].layers == len(plan.layers)
+    assert "1 parameter from 2 end-to-end points" in result.message
+    assert len(result.residuals.leave_one_file_out) == 2
 
 
 def test_a_timing_from_another_cpu_is_refused(tmp_path: Path, tiny_onnx: Path,
