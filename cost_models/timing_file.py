@@ -148,6 +148,7 @@ def timing_from_json(data: Any, path: Path) -> TimingFile:
 
 def csv_to_dict(text: str, path: Path) -> dict[str, Any]:
     """The JSON form of a CSV timing file (then validated as JSON is)."""
+    text = text.removeprefix("\ufeff")  # spreadsheets save CSV with a byte-order mark
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     reader = csv.DictReader(io.StringIO("\n".join(lines)), skipinitialspace=True)
     header = [h.strip() for h in reader.fieldnames or []]

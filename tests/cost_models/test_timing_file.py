@@ -44,6 +44,9 @@ def test_csv_spells_the_same_content(tmp_path: Path) -> None:
     as_json = tmp_path / "t.json"
     as_json.write_text(json.dumps(_doc()))
     assert tf.read_timing_file(path) == tf.read_timing_file(as_json)
+    bom = tmp_path / "bom.csv"  # as a spreadsheet saves it
+    bom.write_text("\ufeff" + path.read_text(), encoding="utf-8")
+    assert tf.read_timing_file(bom) == tf.read_timing_file(as_json)
 
 
 def test_the_examples_read() -> None:
