@@ -349,6 +349,16 @@ def _cases() -> list[Case]:
     add(Case("calibrate /dev/zero", ("edgefit", "calibrate", "/dev/zero", "--device",
                                      "esp32-s3", "--model", "m.onnx"), 2, "/dev/zero",
              lambda d: onnx_matmul(d / "m.onnx", [1, 4])))
+    add(Case("calibrate a timing CSV with an infinite latency",
+             ("edgefit", "calibrate", "t.csv", "--device", "esp32-s3"), 2, "t.csv",
+             write("t.csv", "model,latency_ms,cpu,runtime\nm.onnx,inf,Xtensa LX7,TFLM\n")))
+    add(Case("calibrate a timing file naming a text file as its model",
+             ("edgefit", "calibrate", "t.json", "--device", "esp32-s3"), 2,
+             "not an .onnx, .pt2, .tflite or plan.json",
+             each(write("notes.txt", "not a model"),
+                  write("t.json", '{"format": "edgefit-timing", "format_version": 1, "cpu": '
+                        '"LX7", "runtime": "r", "models": [{"model": "notes.txt", '
+                        '"latency_ms": 1}]}'))))
 
     for name, content in (("empty.pt2", b""), ("empty.onnx", b"")):
         add(Case(f"--model {name}", ("plan", *OK, "--model", name), 2, name,
