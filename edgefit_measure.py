@@ -973,6 +973,37 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+# Arm's core part numbers ("CPU part" in /proc/cpuinfo, implementer 0x41), from the Linux
+# kernel's arch/arm64/include/asm/cputype.h: they name the core where the model name does not
+# (a 32-bit Raspberry Pi OS says "ARMv7 Processor rev 3 (v7l)"); edgefit calibrate compares the
+# core with the device's.
+ARM_CORE_PARTS = {0xD03: "cortex-a53", 0xD04: "cortex-a35", 0xD05: "cortex-a55",
+                  0xD07: "cortex-a57", 0xD08: "cortex-a72", 0xD09: "cortex-a73",
+                  0xD0A: "cortex-a75", 0xD0B: "cortex-a76", 0xD0C: "neoverse-n1",
+                  0xD0D: "cortex-a77", 0xD41: "cortex-a78", 0xD42: "cortex-a78ae",
+                  0xD44: "cortex-x1", 0xD46: "cortex-a510", 0xD47: "cortex-a710"}
+
+
+def cpu_core(cpuinfo: str | None = None) -> str | None:
+    """The Arm core type from /proc/cpuinfo's first "CPU implementer" / "CPU part" (None: not
+    an Arm core this table names, or no /proc/cpuinfo)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return None
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    try:
+        if int(fields.get("cpu implementer", ""), 16) != 0x41:
+            return None
+        return ARM_CORE_PARTS.get(int(fields.get("cpu part", ""), 16))
+    except ValueError:
+        return None
+
+
 def host_info(providers: Sequence[str] | None = None) -> dict[str, Any]:
     ort = _ort()
     usable = None
@@ -980,6 +1011,7 @@ def host_info(providers: Sequence[str] | None = None) -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     return {
         "cpu_model": cpu_model(),
+        "cpu_core": cpu_core(),
         "cores": os.cpu_count() or 1,
         "usable_cores": usable,
         "machine": platform.machine(),

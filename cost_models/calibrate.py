@@ -161,8 +161,10 @@ def _file_points(path: Path, data: dict[str, Any], graph: LayerGraph,
     record = {"kind": "edgefit-measure", "model": str(data["model"].get("path", "")),
               "model_bytes": data["model"].get("bytes"), "cpu_model": host.get("cpu_model"),
               "onnxruntime": host.get("onnxruntime"), "threads": settings.get("threads"),
-              "timestamp": data.get("timestamp"), "machine": host.get("machine")}
-    evidence = MachineEvidence(cpu=host.get("cpu_model"), machine=host.get("machine"))
+              "timestamp": data.get("timestamp"), "machine": host.get("machine"),
+              "core": host.get("cpu_core")}
+    evidence = MachineEvidence(cpu=host.get("cpu_model"), core=host.get("cpu_core"),
+                               machine=host.get("machine"))
     return _Unit(path, path.name, graph, pts, mask, pts,
                  float(data["latency_ms"]["median"]), evidence, record)
 

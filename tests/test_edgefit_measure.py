@@ -330,3 +330,16 @@ def test_session_config_keeps_int8_kernels_where_u8s8_saturates() -> None:
     config = em.session_config()
     assert (em.QDQ_INT8_ALLOWED in config) == (not em.u8s8_exact())
     assert {k: v for k, v in config.items() if k != em.QDQ_INT8_ALLOWED} == em.SESSION_CONFIG
+
+
+def test_cpu_core_names_an_arm_core_from_cpuinfo() -> None:
+    """A 32-bit Raspberry Pi OS names no core in 'model name'; the part number does (0xd08:
+    Cortex-A72, arch/arm64/include/asm/cputype.h)."""
+    import edgefit_measure
+
+    pi4 = ("processor\t: 0\nmodel name\t: ARMv7 Processor rev 3 (v7l)\n"
+           "CPU implementer\t: 0x41\nCPU architecture: 7\nCPU part\t: 0xd08\n")
+    assert edgefit_measure.cpu_core(pi4) == "cortex-a72"
+    assert edgefit_measure.cpu_core(pi4.replace("0xd08", "0xd0b")) == "cortex-a76"
+    assert edgefit_measure.cpu_core(pi4.replace("0x41", "0x51")) is None  # not Arm's own
+    assert edgefit_measure.cpu_core("model name\t: AMD EPYC 7B13\n") is None

@@ -31,6 +31,11 @@ def test_cores_are_read_from_free_text() -> None:
                                        machine="aarch64"), "mismatch"),
     ("raspberry-pi-4", MachineEvidence(cpu="ARMv7 Processor rev 3 (v7l)", machine="armv7l"),
      "unknown"),
+    # ... unless edgefit_measure read the core from /proc/cpuinfo's part number
+    ("raspberry-pi-4", MachineEvidence(cpu="ARMv7 Processor rev 3 (v7l)", core="cortex-a72",
+                                       machine="armv7l"), "match"),
+    ("raspberry-pi-4", MachineEvidence(cpu="ARMv7 Processor rev 3 (v7l)", core="cortex-a53",
+                                       machine="armv7l"), "mismatch"),
     ("raspberry-pi-4", MachineEvidence(cpu="Cortex-A72"), "match"),
     ("stm32f746-disco", MachineEvidence(cpu="Arm Cortex-M7 @ 216 MHz"), "match"),
     ("stm32f746-disco", MachineEvidence(cpu="STM32F746", core="m7"), "match"),
