@@ -9,8 +9,9 @@ Three answers (:func:`machine_verdict`):
 * ``mismatch``: a provable difference -- another architecture (``x86_64`` timings for an Arm
   board: this machine's onnxruntime timings calibrating a Raspberry Pi 4, issue #17), other
   core types, another catalog name, or another catalog device's board named in the text;
-* ``unknown``: nothing to compare (e.g. ``ARMv7 Processor rev 3 (v7l)`` from a 32-bit
-  Raspberry Pi OS): calibrate warns loudly and records the warning.
+* ``unknown``: nothing to compare (e.g. ``ARMv7 Processor rev 3 (v7l)`` from an older
+  measure file on a 32-bit Raspberry Pi OS, without ``host.cpu_core``): calibrate warns
+  loudly and records the warning.
 
 Core types are read from free text by pattern (Cortex-A/M/R/X, Neoverse, Xtensa LX): no table
 of boards in code.
