@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cost_models.fit import Params
+from cost_models.mcu_report import report_lines as mcu_report_lines
 from cost_models.published import (
     POINTS_FILE,
     PublishedPoint,
@@ -235,6 +236,9 @@ def report(rows: list[Row]) -> str:
               "## Rows of devices.md not used", "",
               "| device | row | source | reason |", "|---|---|---|---|"]
     lines += [f"| {e.device} | {e.row} | {e.source} | {e.reason} |" for e in data.excluded]
+    # the MCU fit per runtime family (MLPerf Tiny rows): its own section, also printed by
+    # scripts/fit_mcu.py
+    lines += ["", *mcu_report_lines()]
     return "\n".join(lines) + "\n"
 
 
