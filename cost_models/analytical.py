@@ -261,7 +261,8 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
     memory = RuntimeMemory.of_profile(profile)
     if layer_options is None:
         layer_options = graph_options(graph, profile.kernels,
-                                      OfferContext(nm=profile.nm_sparsity), coupling)
+                                      OfferContext(nm=profile.nm_sparsity), coupling,
+                                      tflite=profile.tflite)
     for layer in graph.layers:
         row = []
         for opt in layer_options[layer.name]:

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from cost_models.channels import LayerCoupling, width_tag
 from cost_models.graph import Layer, LayerGraph
-from device_specs.schema import Kernel
+from device_specs.schema import Kernel, TfliteFormat
 from techniques.lowrank import LowRankConfig
 from techniques.option import Offer, OfferContext, Option
 from techniques.prune import NMPruneConfig, nm_applicable
@@ -25,7 +25,8 @@ the layer cannot be factorised there, or the fraction saves nothing)."""
 
 def layer_options(kernels: Mapping[str, Kernel], layer: Layer,
                   ctx: OfferContext | None = None, coupling: LayerCoupling | None = None,
-                  ranks: RankResolver | None = None) -> list[Option]:
+                  ranks: RankResolver | None = None,
+                  tflite: TfliteFormat | None = None) -> list[Option]:
     """Every kernel as it is, then each technique's offers (technique by technique, level by
     level, kernel by kernel); with coupled channel groups each option at every width
     combination too (an N:M option only where the kept input width is still a multiple of m).
@@ -33,6 +34,7 @@ def layer_options(kernels: Mapping[str, Kernel], layer: Layer,
     forms only (:func:`gather_options`)."""
     if layer.op_type == "Embedding":
         return gather_options(kernels)
+    kernels = runnable_kernels(kernels, layer, tflite)
     options = _offered(kernels, layer, ctx or OfferContext())
     if coupling is not None and coupling.groups:
         options = _with_widths(options, coupling, layer)
@@ -42,10 +44,34 @@ def layer_options(kernels: Mapping[str, Kernel], layer: Layer,
 def graph_options(graph: LayerGraph, kernels: Mapping[str, Kernel],
                   ctx: OfferContext | None = None,
                   coupling: Mapping[str, LayerCoupling] | None = None,
-                  ranks: RankResolver | None = None) -> dict[str, list[Option]]:
+                  ranks: RankResolver | None = None,
+                  tflite: TfliteFormat | None = None) -> dict[str, list[Option]]:
     """layer -> its options (:func:`layer_options`), in execution order."""
     return {layer.name: layer_options(kernels, layer, ctx, (coupling or {}).get(layer.name),
-                                      ranks) for layer in graph.layers}
+                                      ranks, tflite) for layer in graph.layers}
+
+
+def tflite_op(layer: Layer) -> str:
+    """The TFLite builtin operator a layer converts to: a Linear is FULLY_CONNECTED; a conv
+    with one input channel per group (depthwise, or a single-channel input) DEPTHWISE_CONV_2D
+    (what litert-torch writes); other convs CONV_2D."""
+    if layer.op_type == "Linear":
+        return "FULLY_CONNECTED"
+    shape = layer.weight_shape
+    if layer.op_class == "depthwise" or (len(shape) == 4 and shape[1] == 1):
+        return "DEPTHWISE_CONV_2D"
+    return "CONV_2D"
+
+
+def runnable_kernels(kernels: Mapping[str, Kernel], layer: Layer,
+                     tflite: TfliteFormat | None) -> Mapping[str, Kernel]:
+    """The kernels a TFLite runtime can run this layer on: int4 weights only on its
+    `int4_weight_ops` (the profile's data; apply refuses the rest for the .tflite)."""
+    if tflite is None:
+        return kernels
+    int4_ops = set(tflite.int4_weight_ops.value if tflite.int4_weight_ops else ())
+    return {name: k for name, k in kernels.items()
+            if k.weights != "int4" or tflite_op(layer) in int4_ops}
 
 
 def plain_option(name: str, kernel: Kernel, offer: Offer | None = None,

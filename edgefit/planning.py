@@ -21,7 +21,7 @@ from cost_models.ram_terms import blocked_entries, boundary_terms, option_worksp
 from cost_models.runtime_memory import RuntimeMemory
 from cost_models.table import CostTable
 from device_specs.budget import Budget
-from device_specs.schema import DeviceSpec, Kernel, NMSparsity
+from device_specs.schema import DeviceSpec, Kernel, NMSparsity, TfliteFormat
 from edgefit_common import __version__
 from edgefit_common.errors import PlanError, SpecError
 from edgefit_common.progress import task, track
@@ -64,8 +64,8 @@ class PlanContext:
 
 def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
                   coupling: Mapping[str, LayerCoupling] | None = None,
-                  nm_sparsity: NMSparsity | None = None, weights: bool | None = None
-                  ) -> dict[str, dict[str, Option]]:
+                  nm_sparsity: NMSparsity | None = None, weights: bool | None = None,
+                  tflite: TfliteFormat | None = None) -> dict[str, dict[str, Option]]:
     """layer -> option name -> option, enumerated once for the whole plan. Sparse and
     weight-shared options need the torch weights (their stored size is computed from them), so
     ONNX-only models get the kernel options only. Low-rank options need the module (their ranks
@@ -76,7 +76,8 @@ def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
     ctx = OfferContext(weights=module is not None if weights is None else weights,
                        nm=nm_sparsity)
     options = graph_options(graph, kernels, ctx, coupling,
-                            _rank_resolver(module) if _factorisable_model(module) else None)
+                            _rank_resolver(module) if _factorisable_model(module) else None,
+                            tflite)
     return {layer: {o.name: o for o in row} for layer, row in options.items()}
 
 
@@ -429,7 +430,7 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                                           calib[0])
     coupling = layer_couplings(groups)
     offered = layer_options(graph, kernels, loaded.module, coupling,
-                            spec.profile(profile).nm_sparsity)
+                            spec.profile(profile).nm_sparsity, tflite=spec.profile(profile).tflite)
     configs, shapes = configs_of(offered), pruned_shapes(graph, offered)
     if calib is not None:
         estimate = _estimate_accuracy(loaded, graph, kernels, configs_of(offered, True), calib[0])

@@ -86,3 +86,19 @@ def test_asymmetric_kernel_stores_uint_codes_and_its_costs_match_the_image(tmp_p
     with pytest.raises(pydantic.ValidationError, match="weight-only kernel"):
         Kernel.model_validate({"weights": "int8", "activations": "int8", "symmetric": False,
                                "macs_per_s": {"value": "1GMAC/s", "unverified": "test"}})
+
+
+def test_tflite_profiles_offer_int4_only_on_the_operators_their_runtime_runs() -> None:
+    """arduino-nano-33-ble's TFLM profile runs int4 weights in CONV_2D only (its tflite field):
+    a Linear (FULLY_CONNECTED) and a one-input-channel conv (DEPTHWISE_CONV_2D) get no int4."""
+    graph = capture(LeNet5(), (1, 28, 28))
+    profile = load_spec("arduino-nano-33-ble").profile()
+    assert profile.tflite is not None and "int4" in profile.kernels
+
+    def kernels_of(name: str) -> set[str]:
+        return {o.kernel for o in layer_options(profile.kernels, graph.layer(name),
+                                                tflite=profile.tflite)}
+
+    assert "int4" in kernels_of("conv2")
+    assert "int4" not in kernels_of("conv1") and "int4" not in kernels_of("fc1")
+    assert "int4" in {o.kernel for o in layer_options(profile.kernels, graph.layer("fc1"))}

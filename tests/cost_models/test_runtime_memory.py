@@ -61,6 +61,7 @@ def spec_with(fields: dict[str, Any], base: str = "raspberry-pi-4") -> DeviceSpe
     prof["kernels"] = {"fp32": {"weights": "fp32", "activations": "fp32", "macs_per_s": rate},
                        "int8": {"weights": "int8", "activations": "int8", "macs_per_s": rate},
                        "int4": {"weights": "int4", "activations": "fp32", "macs_per_s": rate}}
+    prof.pop("tflite", None)  # an onnxruntime host: its int4 runs on every layer
     prof.update(fields)
     return DeviceSpec.model_validate(data)
 

@@ -25,14 +25,20 @@ def svg_text(svg: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", svg)).replace("\xa0", " ")
 
 
+async def settled(pilot, app: ReviewApp, screen_text) -> None:
+    """Wait until the footer is drawn: it fills in after the first frame, on a loaded machine
+    several frames later (both a main-screen and an infeasible-screen flake in fresh-clone runs)."""
+    await pilot.pause()
+    for _ in range(60):
+        if "Re-solve" in screen_text(app):
+            return
+        await pilot.pause(0.05)
+
+
 async def test_main_screen(plan_file: Path, report: dict, screen_text, text_snapshot) -> None:
     app = ReviewApp(Plan.load(plan_file), plan_file, report)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        for _ in range(40):  # the footer fills in after the first frame; on a loaded machine later
-            if "Re-solve" in screen_text(app):
-                break
-            await pilot.pause(0.05)
+        await settled(pilot, app, screen_text)
         text_snapshot("main", screen_text(app))
         svg = app.export_screenshot()
     assert svg.startswith("<svg")
@@ -45,7 +51,7 @@ async def test_main_screen(plan_file: Path, report: dict, screen_text, text_snap
 async def test_help_screen(plan_file: Path, screen_text, text_snapshot) -> None:
     app = ReviewApp(Plan.load(plan_file), plan_file)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await settled(pilot, app, screen_text)
         await pilot.press("question_mark")
         await pilot.pause()
         text_snapshot("help", screen_text(app))
@@ -57,7 +63,7 @@ async def test_help_screen(plan_file: Path, screen_text, text_snapshot) -> None:
 async def test_infeasible_screen(infeasible_file: Path, screen_text, text_snapshot) -> None:
     app = ReviewApp(Plan.load(infeasible_file), infeasible_file)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await settled(pilot, app, screen_text)
         text_snapshot("infeasible", screen_text(app))
         drawn = svg_text(app.export_screenshot())
     assert "INFEASIBLE" in drawn and "cannot" in drawn
