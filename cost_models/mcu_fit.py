@@ -27,6 +27,12 @@ difference is part of that error). tflm-cmsis-nn has no row: its parameters are 
 microtvm-cmsis-nn (the same CMSIS-NN kernels) and it has no held-out error.
 
 scipy's bounded least squares on log(predicted / published).
+
+For a plan: ``mcu_family_error(profile.runtime_family)`` is the held-out error to print,
+``mcu_family_fit(...).error_basis`` says which hold-out it is, ``.fitted_on(spec.core)`` whether
+the board's core type was in the fit (else the rate was clock-scaled across core types).
+Torch-free: the models' features are stored in the data file (a test checks them against the
+capture).
 """
 
 from __future__ import annotations
@@ -278,6 +284,13 @@ class FamilyFit:
     lobo_mape: float | None  # None: not possible (one board) or no rows
     assumed_from: str | None = None  # the family whose parameters stand in (no rows)
     sources: tuple[str, ...] = ()
+
+    def fitted_on(self, core: str | None) -> bool:
+        """Whether rows on this core type are in the fit (a profile on another core carries
+        the family's rate clock-scaled across core types: its error is not established)."""
+        fits = family_fits()
+        cores = fits[self.assumed_from].cores if self.assumed_from else self.cores
+        return core is not None and core in cores
 
     @property
     def held_out_error(self) -> float | None:

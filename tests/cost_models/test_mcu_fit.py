@@ -113,6 +113,9 @@ def test_family_error_api() -> None:
     tflm = mcu_family_fit("tflm-cmsis-nn")
     assert tflm is not None and tflm.assumed_from == "microtvm-cmsis-nn"
     assert mcu_family_fit("tflm-esp-nn") is None and mcu_family_error("tflm-esp-nn") is None
+    # which cores the error was established on: a Cortex-M7 x-cube-ai profile is clock-scaled
+    assert xcube.fitted_on("cortex-m4") and not xcube.fitted_on("cortex-m7")
+    assert tflm.fitted_on("cortex-m33") and not tflm.fitted_on("xtensa-lx7")
 
 
 def test_the_chosen_form_is_the_best_held_out_of_those_compared() -> None:
