@@ -361,8 +361,17 @@ def main() -> int:
                   e2e_again, points, memory,
                   cached, time.perf_counter() - start, (load_start, os.getloadavg()[0]))
     print(text)
-    atomic_write_text(Path(__file__).parents[1] / "docs" / "cost-model-accuracy.md", text)
+    doc = Path(__file__).parents[1] / "docs" / "cost-model-accuracy.md"
+    atomic_write_text(doc, text + kept_sections(doc))
     return 0
+
+
+def kept_sections(doc: Path) -> str:
+    """Sections other benchmarks write into the same file (benchmarks/tflm_arena.py: the TFLM
+    arena), kept as they are: from the first ``<!-- section:`` marker on."""
+    old = doc.read_text() if doc.exists() else ""
+    i = old.find("<!-- section:")
+    return "" if i < 0 else "\n" + old[i:]
 
 
 def _pruned_memory_row(arch: Architecture, model: torch.nn.Module, spec: object,

@@ -29,6 +29,8 @@ class RuntimeMemory:
     int8_conv_paths: tuple[int, int, int, int, int] | None = None
     # Profile.weight_only_matmul_scratch: (k_block, block_bytes, align_bytes, extra_bytes)
     matmul_scratch: tuple[int, int, int, int] | None = None
+    # Profile.tflite.micro: activations live in TFLM's arena (cost_models.tflm_ram)
+    tflm_arena: bool = False
 
     @classmethod
     def of_profile(cls, profile: Profile) -> RuntimeMemory:
@@ -46,7 +48,8 @@ class RuntimeMemory:
             conv_workspace_bytes=int(profile.conv_workspace_bytes.value)
             if profile.conv_workspace_bytes else 0,
             int8_conv_paths=_int8_paths(profile),
-            matmul_scratch=_matmul_scratch(profile))
+            matmul_scratch=_matmul_scratch(profile),
+            tflm_arena=bool(profile.tflite is not None and profile.tflite.micro))
 
     def rounded(self, nbytes: float) -> float:
         """Bytes the runtime's allocator really takes for a buffer of nbytes."""

@@ -263,6 +263,8 @@ def problem_terms(graph: LayerGraph, table: CostTable) -> ProblemTerms:
     # the flash image's magic, length and header framing (each layer's entry is in its cost)
     image = float(image_overhead_bytes()) if all(ly.weight_shape for ly in graph.layers) else 0.0
     mem = table.memory
+    if mem.tflm_arena:
+        return _tflm_problem_terms(graph, table, unplanned, image)
     blocked = blocked_entries(graph, mem)
     ram_steps = tuple(
         tuple((_ram_owner(graph, t, before_first),
@@ -281,6 +283,26 @@ def problem_terms(graph: LayerGraph, table: CostTable) -> ProblemTerms:
         step_extra=_step_workspace(graph, table),
         step_pairs=_step_pairs(graph, table),
     )
+
+
+def _tflm_problem_terms(graph: LayerGraph, table: CostTable, unplanned: float, image: float
+                        ) -> ProblemTerms:
+    """A TFLM profile's terms: the converted graph's tensors as TFLM's arena holds them and its
+    persistent tail (cost_models.tflm_ram; the profile's runtime_ram stays the RAM outside the
+    arena)."""
+    from cost_models.tflm_ram import tflm_terms
+
+    terms = tflm_terms(graph, table, INPUT_SUFFIX)
+    return ProblemTerms(
+        fixed={"flash_bytes": table.runtime_flash_bytes + unplanned + image,
+               "ram_bytes": table.runtime_ram_bytes + terms.fixed_ram_bytes
+               + (unplanned if table.weights_in_ram else 0),
+               "latency_ms": table.run_overhead_ms,
+               "energy_mj": table.run_overhead_ms * table.power_w + table.idle_energy_mj,
+               "unplanned_weight_bytes": unplanned, "image_overhead_bytes": image,
+               "tflm_tail_bytes": terms.fixed_ram_bytes},
+        ram_steps=terms.ram_steps, weights_in_ram=table.weights_in_ram,
+        step_extra=terms.step_extra, step_pairs=())
 
 
 def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float]) -> Problem:

@@ -243,17 +243,36 @@ def _outputs(built: Built, test: Dataset, facts: dict[str, Any]) -> dict[str, An
            "vs_onnx": agreement(lite, onnx_outputs(built.runnable, test.x))}
 
 
-def _tflm(plan: Plan, facts: dict[str, Any]) -> dict[str, Any] | None:
-    """TFLM's arena (the smallest it allocates and runs the model in) next to the plan's RAM."""
+def element_bytes(layers: dict[str, dict[str, int | None]]) -> dict[str, float]:
+    """Bytes per activation element of each layer in the .tflite (float layers: 4)."""
+    return {n: (w["activations"] or 32) / 8 for n, w in layers.items()}
+
+
+def predicted_arena(graph: Any, layers: dict[str, dict[str, int | None]]) -> dict[str, int]:
+    """TFLM's arena for the plan, from the layer graph alone (cost_models.tflm_arena: the
+    greedy planner replayed on the converted graph + the persistent tail)."""
+    from cost_models.tflm_arena import predict_arena
+
+    pred = predict_arena(graph, element_bytes(layers))
+    return {"head_bytes": pred.head_bytes, "tail_bytes": pred.tail_bytes,
+            "total_bytes": pred.total_bytes, "liveness_bytes": pred.liveness_bytes}
+
+
+def _tflm(plan: Plan, facts: dict[str, Any], predicted: dict[str, int] | None
+          ) -> dict[str, Any] | None:
+    """TFLM's arena (the smallest it allocates and runs the model in) next to the plan's RAM
+    and the arena model's figure."""
     tflm = facts.get("tflm")
     if tflm is None:
         return None
     ram = plan.totals.ram_bytes if plan.totals else None
-    runtime_ram = plan.fixed.get("ram_bytes")
+    # the plan's fixed RAM holds the profile's runtime_ram and (TFLM profiles) the arena's tail
+    runtime_ram = plan.fixed.get("ram_bytes", 0.0) - plan.fixed.get("tflm_tail_bytes", 0.0)
     out = {**tflm, "runtime": f"tflite-micro {facts['versions']['tflite-micro']} (reference "
            "kernels, on this machine)",
            "planned_ram_bytes": ram, "planned_runtime_ram_bytes": runtime_ram,
-           "planned_activation_bytes": None if ram is None else ram - (runtime_ram or 0.0)}
+           "planned_activation_bytes": None if ram is None else ram - runtime_ram,
+           "predicted_arena": predicted}
     if "tflm_outputs" in facts:
         out["vs_litert"] = agreement(facts["tflm_outputs"], facts["litert_outputs"])
     return out
@@ -302,6 +321,7 @@ def _build(plan: Plan, built: Built, calib_x: np.ndarray, test: Dataset, out_dir
     planned = (sum(lp.cost.flash_bytes for lp in plan.layers.values())
                + plan.fixed.get("image_overhead_bytes", 0.0))
     size = path.stat().st_size
+    predicted_size, arena = _predictions(built.graph, layers, micro)
     floats = [n for n, w in layers.items() if w["weights"] is None]
     return {
         "written": True, "path": str(path), "bytes": size,
@@ -315,12 +335,25 @@ def _build(plan: Plan, built: Built, calib_x: np.ndarray, test: Dataset, out_dir
                     if not problems else "; ".join(problems)),
         "flash": {"tflite_bytes": size, "planned_model_flash_bytes": planned,
                   "ratio": size / planned if planned else None,
-                  "note": "the plan predicts edgefit's packed image (model.flash.bin), not the "
-                          ".tflite (flatbuffer framing, names, quantisation parameters): no "
-                          "exactness claim"},
+                  "predicted_tflite_bytes": predicted_size,
+                  "note": "the plan's model flash is edgefit's packed image (model.flash.bin); "
+                          "predicted_tflite_bytes is cost_models.tflite_size from the layer "
+                          "graph and each layer's bit width (constants and quantisation "
+                          "parameters exact, the flatbuffer's framing fitted)"},
         "outputs": _outputs(built, test, facts),
-        "tflm": _tflm(plan, facts),
+        "tflm": _tflm(plan, facts, arena),
     }
+
+
+def _predictions(graph: Any, layers: dict[str, dict[str, int | None]], micro: bool
+                 ) -> tuple[int, dict[str, int] | None]:
+    """The .tflite's bytes and (TFLM) the arena, predicted from the layer graph."""
+    from cost_models.tflite_size import predict_tflite_bytes
+
+    bits = {n: w["weights"] for n, w in layers.items()}
+    acts = {n: w["activations"] or 32 for n, w in layers.items()}
+    size = predict_tflite_bytes(graph, bits, acts).total_bytes
+    return size, predicted_arena(graph, layers) if micro else None
 
 
 def tflite_check(section: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -346,8 +379,10 @@ def summary_lines(section: dict[str, Any] | None) -> list[str]:
         f"ai-edge-quantizer {section['versions']['ai-edge-quantizer']}; the tool run "
         f"{section['tool_s']:.0f} s)",
         f"  verified from the file: {section['summary']}",
-        f"  size {flash['tflite_bytes']:,} B vs the plan's model flash (its packed image) "
-        f"{flash['planned_model_flash_bytes']:,.0f} B: x{flash['ratio']:.2f} (not predicted)",
+        f"  size {flash['tflite_bytes']:,} B; predicted {flash['predicted_tflite_bytes']:,} B "
+        f"({100 * (flash['predicted_tflite_bytes'] / flash['tflite_bytes'] - 1):+.1f} %, "
+        "cost_models.tflite_size); the plan's model flash (its packed image) "
+        f"{flash['planned_model_flash_bytes']:,.0f} B: x{flash['ratio']:.2f}",
         f"  {out['runtime']} on {out['samples']} held-out samples: accuracy "
         f"{100 * out['accuracy']:.2f} %; vs the torch model (fake-quant) top-1 agreement "
         f"{100 * out['vs_torch']['top1_agreement']:.2f} %, max |error| "
@@ -356,12 +391,17 @@ def summary_lines(section: dict[str, Any] | None) -> list[str]:
     tflm = section.get("tflm")
     if tflm and tflm.get("ran"):
         alloc = tflm["allocations"]
+        pred = tflm.get("predicted_arena")
         lines.append(
             f"  TFLM arena {tflm['arena_bytes']:,} B measured (the smallest it runs in; "
             f"tensors {alloc.get('head', 0):,} B + persistent {alloc.get('tail', 0):,} B; "
             f"{tflm['runtime']}) vs the plan's peak RAM {tflm['planned_ram_bytes']:,.0f} B "
-            f"(activations {tflm['planned_activation_bytes']:,.0f} B + runtime "
-            f"{tflm['planned_runtime_ram_bytes']:,.0f} B); TFLM vs LiteRT top-1 agreement "
+            f"(arena {tflm['planned_activation_bytes']:,.0f} B + runtime outside it "
+            f"{tflm['planned_runtime_ram_bytes']:,.0f} B)"
+            + (f"; arena model {pred['total_bytes']:,} B ({pred['head_bytes']:,} + "
+               f"{pred['tail_bytes']:,}; "
+               f"{100 * (pred['total_bytes'] / tflm['arena_bytes'] - 1):+.1f} %)" if pred else "")
+            + f"; TFLM vs LiteRT top-1 agreement "
             f"{100 * tflm['vs_litert']['top1_agreement']:.2f} % on "
             f"{tflm['vs_litert']['samples']} samples")
     elif tflm:

@@ -200,6 +200,61 @@ def pack(model: Any) -> bytes:
     return bytes(builder.Output())
 
 
+BUFFER_ALIGN = 16  # the schema's Buffer.data (force_align: 16)
+
+
+def _pack_buffer(self: Any, builder: Any) -> int:
+    """BufferT.Pack with the data 16-byte aligned (the generated Pack aligns to 1)."""
+    s = _schema()
+    data = None
+    if self.data is not None:
+        raw = bytes(bytearray(self.data))
+        builder.StartVector(1, len(raw), BUFFER_ALIGN)
+        builder.head -= len(raw)
+        builder.Bytes[builder.head:builder.head + len(raw)] = raw
+        data = builder.EndVector(len(raw))
+    s.BufferStart(builder)
+    if data is not None:
+        s.BufferAddData(builder, data)
+    return int(s.BufferEnd(builder))
+
+
+def short_names(model: Any) -> None:
+    """Every tensor named ``edgefit[<layer>]:t<index>`` (or ``t<index>`` outside the planned
+    layers): the layer prefix the read-back needs, without litert-torch's module paths (up to
+    15 % of a small model's file, e.g. 7.6 KB of the MLPerf Tiny DS-CNN's 51 KB, bytes an MCU
+    would flash for nothing), so the file's size follows from the graph
+    (cost_models.tflite_size)."""
+    for i, tensor in enumerate(model.subgraphs[0].tensors):
+        m = re.match(r"edgefit\[[^\]]*\]:", _text(tensor.name))
+        tensor.name = ((m.group(0) if m else "") + f"t{i}").encode()
+
+
+def inline_buffers(flat: bytes) -> bytes:
+    """The model with every constant inside the flatbuffer, 16-byte aligned, and short names.
+
+    ai-edge-quantizer 0.10.0 writes some constants after the flatbuffer (Buffer.offset / size,
+    the >2 GB layout); tflite-micro 0.dev20261023182759 does not read those: it takes such a
+    weight for a tensor to plan, gives it uninitialised arena bytes and runs on garbage
+    (LeNet-300-100: TFLM agreed with LiteRT on 2 of 8 samples, and its arena grew by the
+    weights' 266 KB)."""
+    model = _schema().ModelT.InitFromPackedBuf(flat, 0)
+    short_names(model)
+    cls = type(model.buffers[0]) if model.buffers else None
+    for b in model.buffers:
+        if b.offset and b.offset > 1 and b.data is None:
+            b.data = np.frombuffer(flat[b.offset:b.offset + b.size], dtype=np.uint8)
+        b.offset, b.size = 0, 0
+    if cls is None:
+        return pack(model)
+    saved = cls.Pack
+    cls.Pack = _pack_buffer
+    try:
+        return pack(model)
+    finally:
+        cls.Pack = saved
+
+
 def convert(req: dict[str, Any]) -> dict[str, Any]:
     import litert_torch
     import torch
@@ -214,7 +269,7 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
     owner = owners(model, list(layers))
     weighted = check_runnable(model, owner, layers, req["int4_weight_ops"], req["runtime"])
     name_by_layer(model, owner)
-    flat = quantize(pack(model), recipe(layers), calib)
+    flat = inline_buffers(quantize(pack(model), recipe(layers), calib))
     out = Path(req["out"])
     tmp = out.with_name(out.name + ".part")
     tmp.write_bytes(flat)
@@ -311,7 +366,7 @@ def _tflm(data: bytes, arena: int) -> Any:
     return runtime.Interpreter.from_bytes(data, arena_size=arena)
 
 
-def _allocates(data: bytes, arena: int, x: np.ndarray, spec: Any) -> bool:
+def _runs_in(data: bytes, arena: int, x: np.ndarray, spec: Any) -> bool:
     try:
         interp = _tflm(data, arena)
         interp.set_input(_to_input(x, spec), 0)
@@ -319,6 +374,26 @@ def _allocates(data: bytes, arena: int, x: np.ndarray, spec: Any) -> bool:
     except (RuntimeError, ValueError):
         return False
     return True
+
+
+def _allocates(data: bytes, arena: int, x: np.ndarray, spec: Any) -> bool:
+    """Whether TFLM allocates and runs the model in ``arena`` bytes, tried in a forked child:
+    tflite-micro 0.dev20261023182759 can abort on its failure path when the arena is too small
+    ("All temp buffers must be freed before calling ResetTempAllocations()", SIGSEGV on the
+    MLPerf Tiny autoencoder at 15,000 B), which counts as not fitting."""
+    if not hasattr(os, "fork"):
+        return _runs_in(data, arena, x, spec)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: its exit status is the answer
+        ok = False
+        try:
+            ok = _runs_in(data, arena, x, spec)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def smallest_arena(data: bytes, x: np.ndarray, spec: Any) -> int | None:
@@ -335,7 +410,7 @@ def smallest_arena(data: bytes, x: np.ndarray, spec: Any) -> int | None:
     return hi
 
 
-def allocations(interp: Any) -> dict[str, int]:
+def allocations(interp: Any) -> dict[str, Any]:
     """The recording allocator's figures (it prints them on stderr: captured from the fd)."""
     with tempfile.TemporaryFile(mode="w+") as buf:
         sys.stderr.flush()
@@ -348,12 +423,45 @@ def allocations(interp: Any) -> dict[str, int]:
             os.close(saved)
         buf.seek(0)
         text = buf.read()
-    out = {}
+    out: dict[str, Any] = {}
     for key in ("total", "head", "tail"):
         m = re.search(rf"Arena allocation {key} (\d+) bytes", text)
         if m:
             out[key] = int(m.group(1))
+    # the tail by kind: "'<kind>' used N bytes with alignment overhead (requested R bytes for
+    # K ..."
+    out["kinds"] = {m.group(1): {"used": int(m.group(2)), "requested": int(m.group(3)),
+                                 "count": int(m.group(4))}
+                    for m in re.finditer(r"'([^']+)' used (\d+) bytes with alignment overhead "
+                                         r"\(requested (\d+) bytes for (\d+)", text)}
     return out
+
+
+ELEMENT_BYTES = {"FLOAT32": 4, "INT32": 4, "INT16": 2, "INT8": 1, "UINT8": 1, "INT64": 8,
+                 "BOOL": 1, "FLOAT16": 2}
+
+
+def tflm_graph(model: Any) -> dict[str, Any]:
+    """What TFLM's memory planner sees: per tensor its bytes and whether it is a constant (a
+    buffer with data: not planned), per op its code and tensor indices; graph inputs, outputs.
+    edgefit replays TFLM's greedy planner on it (cost_models.tflm_arena)."""
+    s = _schema()
+    types, names = _names(s.TensorType), _names(s.BuiltinOperator)
+    sg = model.subgraphs[0]
+    tensors = []
+    for t in sg.tensors:
+        numel = int(np.prod(t.shape)) if t.shape is not None else 1
+        data = model.buffers[t.buffer].data if t.buffer < len(model.buffers) else None
+        q = t.quantization
+        tensors.append({"bytes": numel * ELEMENT_BYTES.get(types[t.type], 1),
+                        "type": types[t.type], "shape": [int(d) for d in (t.shape if t.shape
+                                                                         is not None else [])],
+                        "const": data is not None and len(data) > 0,
+                        "scales": 0 if q is None or q.scale is None else len(q.scale)})
+    return {"tensors": tensors,
+            "ops": [{"op": _opcode(model, op, names), "inputs": [int(i) for i in op.inputs],
+                     "outputs": [int(i) for i in op.outputs]} for op in sg.operators],
+            "inputs": [int(i) for i in sg.inputs], "outputs": [int(i) for i in sg.outputs]}
 
 
 def run_tflm(data: bytes, x: np.ndarray, io: tuple[Any, Any]) -> dict[str, Any]:
@@ -385,7 +493,7 @@ def inspect(req: dict[str, Any]) -> dict[str, Any]:
     return {"bytes": len(data), "ops": read_ops(model, req["layers"]),
             "inputs": _io(model, "inputs"), "outputs": _io(model, "outputs"),
             "buffer_bytes": sum(len(b.data) for b in model.buffers if b.data is not None),
-            "tflm": tflm, "versions": versions()}
+            "tflm": tflm, "tflm_graph": tflm_graph(model), "versions": versions()}
 
 
 def main(argv: list[str]) -> int:

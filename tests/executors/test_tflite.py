@@ -215,6 +215,13 @@ def test_tflm_runs_it_and_its_arena_is_reported(applied) -> None:
     assert tflm["vs_litert"]["top1_agreement"] >= 0.99
     size = report["tflite"]["flash"]
     assert size["tflite_bytes"] > 0 and size["planned_model_flash_bytes"] > 0
+    # the arena model and the size predictor (cost_models.tflm_arena, tflite_size) against
+    # the arena TFLM measured and the file written
+    pred = tflm["predicted_arena"]
+    assert abs(pred["total_bytes"] / tflm["arena_bytes"] - 1) <= 0.10, (pred, tflm)
+    assert abs(size["predicted_tflite_bytes"] / size["tflite_bytes"] - 1) <= 0.03, size
+    lines = tflite.summary_lines(report["tflite"])
+    assert any("arena model" in line for line in lines)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,64 @@
+"""The planner's RAM for TFLM profiles (cost_models.tflm_ram): linear terms that reproduce the
+TFLM arena model (cost_models.tflm_arena) where TFLM's greedy plan has no fragmentation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cost_models.analytical import build_cost_table
+from cost_models.capture import capture
+from cost_models.tflm_arena import per_channel_bytes, predict_arena
+from device_specs.catalog import load_spec
+from edgefit.planning import build_problem
+from workloads.zoo import LeNet5
+
+
+@pytest.fixture(scope="module")
+def lenet5():
+    torch.manual_seed(0)
+    graph = capture(LeNet5().eval(), (1, 28, 28), "lenet5")
+    spec = load_spec("arduino-nano-33-ble")
+    table = build_cost_table(graph, spec, "tflm-cmsis-nn")
+    return graph, table, build_problem(graph, table, {})
+
+
+def _uniform(problem, option: str) -> dict:
+    return {ly: next(c for c in problem.choices[ly] if c.option == option)
+            for ly in problem.layers}
+
+
+def test_all_int8_peak_is_the_arena_model(lenet5) -> None:
+    """All int8: the planner's peak beyond the profile's runtime_ram is the arena model's
+    (head = liveness peak on LeNet-5, + the tail), 10,544 B (TFLM measured 10,592 B)."""
+    graph, table, problem = lenet5
+    assert table.memory.tflm_arena
+    ram = problem.peak_ram(_uniform(problem, "int8")) - table.runtime_ram_bytes
+    pred = predict_arena(graph, dict.fromkeys(graph.layer_names, 1.0))
+    assert ram == pred.total_bytes == 10544
+
+
+def test_per_channel_arrays_are_per_option(lenet5) -> None:
+    """An integer option carries its per-channel multiplier and shift arrays at every step; a
+    float option none (float kernels keep no per-channel quantisation)."""
+    graph, table, problem = lenet5
+    conv2 = graph.layer("conv2")
+    for step in problem.step_extra:
+        assert step[("conv2", "int8")] >= per_channel_bytes(conv2.out_channels)
+        assert ("conv2", "fp32") not in step
+    assert problem.fixed["tflm_tail_bytes"] > 0
+    assert problem.fixed["ram_bytes"] == table.runtime_ram_bytes + problem.fixed["tflm_tail_bytes"]
+
+
+def test_fragmentation_is_outside_the_linear_model() -> None:
+    """ResNet-8 (MLPerf Tiny ic): TFLM's greedy plan is larger than the liveness peak, which
+    the solver's steps cannot see: the planner's figure is the lower bound."""
+    from workloads.mlperf_tiny import tiny_model
+
+    graph = capture(tiny_model("ic"), (3, 32, 32), "ic")
+    table = build_cost_table(graph, load_spec("arduino-nano-33-ble"), "tflm-cmsis-nn")
+    problem = build_problem(graph, table, {})
+    ram = problem.peak_ram(_uniform(problem, "int8")) - table.runtime_ram_bytes
+    pred = predict_arena(graph, dict.fromkeys(graph.layer_names, 1.0))
+    assert pred.plan_bytes > pred.liveness_bytes
+    assert ram == pred.liveness_bytes + pred.tail_bytes < pred.total_bytes
