@@ -290,6 +290,43 @@ def summary(rows: list[Row]) -> list[str]:
         f"worst {100 * max(image):.1f} %, mean {100 * sum(image) / len(image):.1f} %)."]
 
 
+def caveats(rows: list[Row]) -> list[str]:
+    """What the numbers above do not cover, with this run's figures where there are some."""
+    pub = [r for r in rows if r.bench.published in PUBLISHED_ARENA_KB]
+    gap = ", ".join(f"{r.bench.published} "
+                    f"{_pct(r.measured / 1024, PUBLISHED_ARENA_KB[r.bench.published or ''])}"
+                    for r in pub)
+    frag = [r for r in rows if r.planner < r.predicted.total_bytes]
+    return [
+        "Not covered, or covered only in part:",
+        "",
+        "* **Fragmentation in the solver.** The solver's RAM is linear: per step of the layer "
+        "graph, the converted tensors alive at its busiest TFLite operator. TFLM's greedy plan "
+        "can exceed that liveness peak; the solver does not see it (planner below the arena "
+        "model on " + (", ".join(f"{r.bench.name.split()[0]} "
+                                 f"{_pct(r.planner, r.predicted.total_bytes)}" for r in frag)
+                       or "no model") + "). No post-solve exact check is added: `apply` "
+        "prints the arena model (greedy plan included) next to the measured arena. A plan "
+        "near its RAM limit on a model with residual branches should keep that margin.",
+        "* **Kernels.** tflite-micro's Python package runs the reference kernels, which ask for "
+        "no scratch buffers here (every measured head equals the greedy plan of the file's "
+        "tensors). CMSIS-NN kernels on a board request im2col / depthwise scratch in the arena: "
+        "not modelled, not measurable on this machine.",
+        "* **32-bit MCUs.** The tail's constants are an x86-64 build's (64-bit pointers: "
+        "TfLiteEvalTensor 24 B, NodeAndRegistration 64 B); a Cortex-M build's structs are "
+        "smaller. The measured arenas exceed S-MLTK's published ones by " + (gap or "-") +
+        " (also another converter: S-MLTK's .tflite files are TensorFlow's).",
+        "* **Mixed precision.** Every row is all int8. A plan mixing int8 and float layers "
+        "gets QUANTIZE / DEQUANTIZE tensors at the boundaries that the converted graph does "
+        "not add (the planner charges each tensor at its owner's bytes per element only); "
+        "a float layer has no per-channel arrays (modelled) and smaller op data (not).",
+        "* **Module lists.** workloads.mlperf_tiny's DS-CNN, MobileNetV1 and autoencoder hold "
+        "their layers in nn.ModuleList; apply's tensor-name-to-layer mapping (executors.tflite, "
+        "scripts/tflite_tool.py layer_of) does not find them after litert-torch's conversion "
+        "(\"depthwise.0: no operator of the converted .tflite holds its weights\"), so this "
+        "bench converts the same modules and weights held in an nn.Sequential (`Chain`)."]
+
+
 def report(rows: list[Row], versions: str) -> str:
     return "\n".join([
         SECTION_START,
@@ -318,6 +355,8 @@ def report(rows: list[Row], versions: str) -> str:
         "",
         *summary(rows)[:2],
         "",
+        *caveats(rows),
+        "",
         "### model.tflite size (bytes): predicted vs written",
         "",
         "Predicted = `cost_models.tflite_size` from the layer graph and each layer's bit width: "
@@ -332,6 +371,12 @@ def report(rows: list[Row], versions: str) -> str:
         summary(rows)[2],
         "",
         *fit_frame(rows),
+        "",
+        "The planner still counts the EDGEFIT1 image as a .tflite profile's model flash: the "
+        "predictor is the more accurate figure for model.tflite, but `apply` checks each "
+        "layer's planned flash bytes exactly against model.flash.bin, so switching needs "
+        "that check to read the .tflite instead (not done). `apply` prints the predicted "
+        "size next to the written file.",
         SECTION_END])
 
 
