@@ -7,7 +7,7 @@ never from another budget file (workloads.refs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from device_specs.budget import (
     input_shape_problem,
     load_budget,
 )
+from device_specs.scenario import Scenario, battery_energy, load_scenario
 from edgefit_common import units
 from edgefit_common.errors import SpecError
 from edgefit_common.fsutil import shown
@@ -35,16 +36,25 @@ class ResolvedBudget:
     model_origin: str
     factory: str | None = None  # a module:factory the user allowed to run (--model, edgefit.yaml)
     target_origin: str = "command line"  # where the target came from: the flag or a file
+    scenario: Scenario | None = None  # --scenario: the catalog scenario the budget started from
+    origins: dict[str, str] = field(default_factory=dict)  # limit / period -> file, scenario, flag
 
 
 def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                    profile: str | None, model: str | None, weights: str | None,
                    data: str | None, margin: str | None, period: str | None = None,
                    input_shape: str | None = None,
-                   limits: dict[str, str | None]) -> ResolvedBudget:
-    project = find_project_file(cwd) if budget_file is None else None
+                   limits: dict[str, str | None],
+                   scenario: str | None = None) -> ResolvedBudget:
+    if scenario is not None and budget_file is not None:
+        raise SpecError("--scenario and --budget: choose one (flags override either)")
+    scn = load_scenario(scenario) if scenario is not None else None
+    # a scenario stands in for the budget file: ./edgefit.yaml is not read beside it
+    project = find_project_file(cwd) if budget_file is None and scn is None else None
     if budget_file is not None:
         base, source = load_budget(budget_file), str(budget_file)
+    elif scn is not None:
+        base, source = None, f"scenario {scn.name}"
     elif project is not None:
         base, source = load_budget(project), str(project)
     else:
@@ -54,6 +64,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
         raise SpecError(f"{shown(source)}: allow_factory is honoured only in ./edgefit.yaml "
                         "(the current directory's project file); pass a factory as --model")
     fields: dict[str, Any] = base.model_dump(mode="json") if base else {}
+    if scn is not None:
+        fields = scn.budget_fields()
     fields.pop("allow_factory", None)
     fields.setdefault("limits", {})
     given = _check_flags(limits)
@@ -67,14 +79,21 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
     if input_shape is not None:
         fields["input_shape"] = _parse_shape(input_shape)
     if period is not None:
-        units.parse(period, units.TIME, field="--period")
+        period_ms = units.parse(period, units.TIME, field="--period")
         fields["period"] = period
+        if scn is not None and scn.battery is not None and "energy" not in given:
+            # the battery's energy per inference depends on the period: derive it again
+            energy = battery_energy(scn.battery, period_ms).energy_per_inference_limit_mj
+            fields["limits"]["energy"] = f"{energy!r}mJ"
     if not fields.get("target"):
         raise SpecError("no target: pass --target (see `edgefit devices`) or set `target:` in a "
                         "budget file / edgefit.yaml")
     if not fields["limits"]:
         raise SpecError("no limits: pass at least one of --max-latency, --max-flash, --max-ram, "
                         "--max-energy, --max-accuracy-drop")
+    if scn is not None and model is None:
+        raise SpecError(f"scenario {scn.name}: pass --model (its example run: --model "
+                        f"{scn.example_model}{_shape_flag(scn)}; see `edgefit scenarios`)")
     if model is not None:
         origin = "--model flag"
     elif fields.get("model"):
@@ -86,7 +105,23 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                                own_file and base is not None and base.allow_factory, source)
     budget = validate(fields, Budget, path="command line" if base is None else source)
     return ResolvedBudget(budget, source, origin, factory,
-                          "--target flag" if target is not None else source)
+                          "--target flag" if target is not None else source, scn,
+                          _origins(budget, given, period is not None, source))
+
+
+def _origins(budget: Budget, flags: dict[str, str], period_flag: bool,
+             source: str) -> dict[str, str]:
+    """Where each limit (and the period) came from: its flag, else the file or scenario."""
+    found = {k: f"--max-{k.replace('_', '-')} flag" if k in flags else source
+             for k in budget.limits.given()}
+    if budget.period is not None:
+        found["period"] = "--period flag" if period_flag else source
+    return found
+
+
+def _shape_flag(scn: Scenario) -> str:
+    shape = scn.example_input_shape
+    return f" --input-shape {'x'.join(str(d) for d in shape)}" if shape else ""
 
 
 def _is_project_file(cwd: Path, path: Path | None) -> bool:

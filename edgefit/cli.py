@@ -102,6 +102,9 @@ def plan_cmd(
     profile: Annotated[str | None, Opt(help="device profile (runtime); default: the "
                                         "spec's")] = None,
     budget: Annotated[Path | None, Opt(help="budget YAML; flags override its fields")] = None,
+    scenario: Annotated[str | None, Opt(help="an application scenario (see `edgefit "
+                                        "scenarios`): its target, limits and accuracy rule; "
+                                        "flags override them")] = None,
     margin: Annotated[str | None, Opt(help="safety margin on every limit, e.g. 10%")] = None,
     period: Annotated[str | None, Opt(help="time between inferences, e.g. 1s (energy then "
                                       "includes the idle floor)")] = None,
@@ -151,6 +154,7 @@ def plan_cmd(
         weights=weights, data=data, margin=margin, period=period, input_shape=input_shape,
         limits={"latency": max_latency, "flash": max_flash, "ram": max_ram,
                 "energy": max_energy, "accuracy_drop": max_accuracy_drop},
+        scenario=scenario,
     )
     from planner.resolve import parse_pins
     from planner.result import SolverOptions
@@ -172,6 +176,7 @@ def plan_cmd(
                                search_args, epochs, quantization_aware)
         plan.save(out)
         summary, code = _after_plan(plan, ctx, resolved, out, metrics, json_out, quiet)
+        _scenario_after_plan(plan, resolved, summary, json_out)
         if plan.feasible and loop_settings is not None:
             summary["loop"], code = _loop(plan, out, report_dir, loop_settings,
                                           _plan_model(plan, resolved), json_out)
@@ -200,6 +205,21 @@ def _after_plan(plan: Any, ctx: Any, resolved: Any, out: Path, metrics: list[str
                                 console=silent_console() if json_out else None)
     code = EXIT_OK if plan.feasible else EXIT_INFEASIBLE
     return plan_summary(plan, written, resolved.target_origin), code
+
+
+def _scenario_after_plan(plan: Any, resolved: Any, summary: dict[str, Any],
+                         json_out: bool) -> None:
+    """--scenario: the scenario and where each limit came from in the --json summary, and a
+    battery scenario's lifetime at the plan's energy (printed, and in the summary)."""
+    if resolved.scenario is None:
+        return
+    from edgefit.scenarios_view import lifetime_line, scenario_record
+
+    line = lifetime_line(resolved, plan)
+    summary["scenario"] = {**scenario_record(resolved.scenario), "origins": resolved.origins,
+                           "lifetime": line}
+    if line is not None and not json_out:
+        typer.echo(line)
 
 
 def _make_plan(resolved: Any, options: Any, pins: dict[str, str], exclude: tuple[str, ...],
@@ -247,8 +267,12 @@ def _print_header(resolved: Any, checked: Any, epochs: int, qat: bool, applies: 
         when = "after this plan, by --apply" if applies else "by `edgefit apply` on this plan"
         lines.append(f"finetune: {epochs} epoch{'s' if epochs > 1 else ''} of "
                      f"{'quantisation-aware ' if qat else ''}distillation, run {when}")
+    from edgefit.scenarios_view import header_lines as scenario_lines
+
     for line in lines:
         con.print(line)
+    for line in scenario_lines(resolved):
+        con.print(line, soft_wrap=True, highlight=False)
 
 
 def _print_json(summary: dict[str, Any]) -> None:
@@ -502,6 +526,20 @@ def devices_cmd() -> None:
     from edgefit.report import print_devices
 
     print_devices()
+
+
+@app.command("scenarios", cls=_Command)
+def scenarios_cmd(
+    json_out: Annotated[bool, Flag("--json", help="every scenario with its limits, their "
+                                   "provenance and the battery arithmetic, as JSON")] = False,
+) -> None:
+    """List the application scenarios (`plan --scenario NAME`) with their limits and sources."""
+    from edgefit.scenarios_view import all_records, print_scenarios
+
+    if json_out:
+        _print_json({"scenarios": all_records()})
+    else:
+        print_scenarios()
 
 
 @app.command("schemas", cls=_Command)
