@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from cost_models.timing_file import TimingFile
 from device_specs.budget import Budget
+from device_specs.scenario import Scenario
 from device_specs.schema import DeviceSpec
 from planner.plan import Plan, atomic_write_text
 
@@ -17,6 +18,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "budget.schema.json": Budget,
     "device-spec.schema.json": DeviceSpec,
     "timing.schema.json": TimingFile,
+    "scenario.schema.json": Scenario,
 }
 
 

@@ -122,3 +122,16 @@ def test_a_minimum_accuracy_becomes_a_drop_from_the_reference() -> None:
 
 def test_scenario_schema_is_strict() -> None:
     assert Scenario.model_config.get("extra") == "forbid"
+
+
+@pytest.mark.parametrize("path", scenario_files(), ids=lambda p: p.stem)
+def test_scenario_files_validate_against_the_published_json_schema(path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parents[2] / "docs" / "schemas"
+                         / "scenario.schema.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    validator.validate(yaml.safe_load(path.read_text()))
+    assert not validator.is_valid({**yaml.safe_load(path.read_text()), "colour": "red"})
