@@ -693,6 +693,7 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
         provenance={**table.provenance, "accuracy": accuracy_provenance},
         accuracy_unit=table.accuracy,
         latency_band=band.fraction,
+        latency_backed=band.backed,
         uncertainty={"latency": band.text,
                      "flash": "exact: the packed image's bytes are computed from the weights "
                               "and checked on the file by apply",

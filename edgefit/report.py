@@ -111,6 +111,8 @@ def _limits_table(plan: Plan) -> Table:
             status = ("binds (+10 % would buy accuracy)" if metric in plan.binding else
                       "binding unknown (its check timed out)" if metric in plan.binding_unknown
                       else "ok")
+            if metric == "latency_ms" and plan.latency_backed is False:
+                status += "; no published measurement of this board backs the model"
             table.add_row(field, fmt(value), fmt(limit), f"{100 * (1 - value / limit):.1f} %",
                           status)
         else:

@@ -250,6 +250,10 @@ class Plan(_Strict):
         default=None, description="distillation after pruning, before quantisation (apply)")
     latency_band: Finite | None = Field(
         default=None, description="typical relative error of the latency model (null: unknown)")
+    latency_backed: bool | None = Field(
+        default=None, description="a published measurement of this board and runtime backs the "
+        "latency model (false: its parameters are assumed, clock-scaled or borrowed from "
+        "another runtime; null: not judged)")
     uncertainty: dict[str, str] = Field(
         default_factory=dict, description="per cost: how far the prediction is trusted, and why")
     ram_steps: list[RamStep] = Field(default_factory=list)

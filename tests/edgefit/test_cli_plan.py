@@ -38,6 +38,12 @@ def test_plan_arduino_500ms_with_model_flag(tmp_path: Path) -> None:
     for column in ("layer", "params", "MACs", "option", "latency", "flash", "peak RAM"):
         assert column in out.stdout
     assert "totals against limits" in out.stdout
+    # issue #17 item 5: how far the MCU latency model is trusted, in the table and as a margin
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["latency_backed"] is False and plan["latency_band"] > 0
+    assert "no published measurement of this board backs the model" in out.stdout
+    assert "not backed by a published measurement" in out.stdout
+    assert f"--margin {100 * plan['latency_band']:.0f}%" in out.stdout
 
 
 def test_plan_arduino_4kb_flash_is_explained(tmp_path: Path) -> None:
