@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from cost_models.estimate import AccuracyEstimate
+from cost_models.output_fidelity import describe, total_divergence, unit
 from edgefit_common.errors import DataError, PlanError
 from edgefit_common.progress import track
 from techniques.onnx.writer import ONNX_OPTIONS as OPTIONS
@@ -43,7 +44,8 @@ def _session(path: Path) -> Any:
         raise PlanError(f"onnxruntime cannot load {path}: {first}") from None
 
 
-def _run(sess: Any, x: np.ndarray, where: str) -> np.ndarray:
+def _run_all(sess: Any, x: np.ndarray, where: str) -> list[np.ndarray]:
+    """Every output of the model for every sample of ``x`` (float32, each (N, ...))."""
     inp = sess.get_inputs()[0]
     shape = list(inp.shape)
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -62,19 +64,33 @@ def _run(sess: Any, x: np.ndarray, where: str) -> np.ndarray:
         raise DataError(f"no samples to run {where} on")
     fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
     step = fixed or PREDICT_BATCH
-    chunks: list[np.ndarray] = []
+    chunks: list[list[np.ndarray]] = []
     try:
         for start in range(0, len(x), step):
             chunk = x[start : start + step]
             n = len(chunk)
             if fixed is not None and n < fixed:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - n, axis=0)])
-            out = np.asarray(sess.run(None, {inp.name: chunk})[0], dtype=np.float32)
-            chunks.append(out[:n])
+            outs = sess.run(None, {inp.name: chunk})
+            chunks.append([np.asarray(o, dtype=np.float32)[:n] for o in outs])
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PlanError(f"onnxruntime failed to run {where}: {first}") from None
-    return np.concatenate(chunks)
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def _run(sess: Any, x: np.ndarray, where: str) -> np.ndarray:
+    return _run_all(sess, x, where)[0]
+
+
+def output_names(path: Path) -> list[str]:
+    return [o.name for o in _session(Path(path)).get_outputs()]
+
+
+def onnx_predict_all(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    """Every output of the model for every sample of ``x``, in the graph's output order."""
+    path = Path(path)
+    return _run_all(_session(path), x, str(path))
 
 
 def onnx_predict(path: Path, x: np.ndarray) -> np.ndarray:
@@ -126,7 +142,7 @@ def onnx_output_kl(
     if unknown:
         raise PlanError(f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(OPTIONS)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    reference = onnx_predict(prepared, x)
+    reference = onnx_predict_all(prepared, x)
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict[tuple[str, str], float] = {}
     pairs = [(i, layer, option) for i, layer in enumerate(layers) for option in options]
@@ -137,23 +153,26 @@ def onnx_output_kl(
         tmp = workdir / f"kl_{os.getpid()}_{i}_{option}.onnx"
         try:
             quantize_onnx(prepared, tmp, {layer: option}, x[:CALIBRATION_SAMPLES])
-            logits = _run(_session(tmp), x, f"{prepared} with {layer} at {option}")
+            got = _run_all(_session(tmp), x, f"{prepared} with {layer} at {option}")
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         try:
-            out[layer, option] = mean_kl(reference, logits)
+            out[layer, option] = total_divergence(reference, got)
         except PlanError as exc:
             raise PlanError(f"{prepared}: layer {layer!r} at {option}: {exc}") from None
+    compared = ("mean KL divergence of the outputs" if len(reference) == 1 else
+                describe(reference, output_names(prepared)) + " (every output counts)")
     return AccuracyEstimate(
         out,
-        unit=UNIT,
-        provenance=f"measured at ONNX level (onnxruntime, CPU): mean KL divergence of the "
-        f"outputs from the fp32 model's on {len(x)} calibration images, one layer "
+        unit=unit(reference),
+        provenance=f"measured at ONNX level (onnxruntime, CPU): {compared} from the fp32 "
+        f"model's on {len(x)} calibration images, one layer "
         "quantised at a time (int8 ranges from the first "
         f"{min(len(x), CALIBRATION_SAMPLES)}); plan totals add them (interactions "
         "not modelled)",
     )
 
 
-__all__ = ["UNIT", "mean_kl", "onnx_accuracy", "onnx_output_kl", "onnx_predict"]
+__all__ = ["UNIT", "mean_kl", "onnx_accuracy", "onnx_output_kl", "onnx_predict",
+           "onnx_predict_all", "output_names"]

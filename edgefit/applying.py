@@ -125,6 +125,8 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
     with task("apply: host check (onnxruntime timing)"):
         host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
                           built.narrow, built.base_graph)
+    with task("apply: every output against the fp32 model"):
+        outputs = output_check(fp32_onnx, runnable, test.x)
     limit_pp = plan.limits.accuracy_drop
     drop_pp = 100.0 * (built.fp32_accuracy - built.accuracy)
     report = {
@@ -144,6 +146,7 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
             "limit_met": None if limit_pp is None else drop_pp <= limit_pp,
             "onnx_vs_torch": built.fidelity,
             "finetune": built.finetune,
+            "outputs": outputs,
         },
         "host_check": host,
         "artifacts": {
@@ -200,7 +203,35 @@ def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
     if acc["limit_pp"] is not None:
         checks.append({"check": f"accuracy drop <= {acc['limit_pp']:g} pp",
                        "ok": bool(acc["limit_met"]), "detail": f"{acc['drop_pp']:.2f} pp"})
+    if acc.get("outputs"):
+        checks.append(_outputs_check(acc["outputs"]))
     return checks
+
+
+def output_check(fp32_onnx: Path, runnable: Path, x: np.ndarray) -> list[dict[str, Any]] | None:
+    """Each output of the runnable model against the fp32 model's on the test inputs, for a
+    model with several outputs (the accuracy above reads the first; issue #21 item 0)."""
+    from cost_models.accuracy_onnx import onnx_predict_all, output_names
+    from cost_models.output_fidelity import fidelity
+
+    names = output_names(fp32_onnx)
+    if len(names) < 2:
+        return None
+    return fidelity(onnx_predict_all(fp32_onnx, x), onnx_predict_all(runnable, x), names)
+
+
+def _outputs_check(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from cost_models.output_fidelity import AGREEMENT_WARN, REL_SQ_ERROR_WARN
+
+    detail = "; ".join(
+        f"{r['output']}: " + (f"top-1 agreement {100 * r['top1_agreement']:.2f} %"
+                              if r["kind"] == "class" else
+                              f"relative squared error {r['rel_sq_error']:.3g}")
+        for r in rows)
+    return {"check": f"every output follows the fp32 model's (class outputs: top-1 agreement "
+                     f">= {100 * AGREEMENT_WARN:g} %; others: relative squared error <= "
+                     f"{REL_SQ_ERROR_WARN:g})",
+            "ok": all(r["ok"] for r in rows), "detail": detail}
 
 
 def _host_options(plan: Plan, graph: LayerGraph, narrow: Any

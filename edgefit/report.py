@@ -168,6 +168,14 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     if acc.get("limit_pp") is not None:
         line += f"; limit {acc['limit_pp']:g} pp: {'met' if acc['limit_met'] else 'NOT met'}"
     con.print(line)
+    if acc.get("outputs"):
+        con.print(f"   the accuracy reads the first of {len(acc['outputs'])} outputs; each output "
+                  "against the fp32 model's: " + "; ".join(
+                      f"{r['output']} " + (f"top-1 agreement {100 * r['top1_agreement']:.2f} %"
+                                          if r["kind"] == "class" else
+                                          f"relative squared error {r['rel_sq_error']:.3g}")
+                      + ("" if r["ok"] else " (FAR OFF)") for r in acc["outputs"]),
+                  soft_wrap=True)
     host = report["host_check"]
     table = Table(title=f"3. cost-model check on THIS machine ({host['cpu']}), not the target",
                   title_justify="left")

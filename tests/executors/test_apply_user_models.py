@@ -75,3 +75,39 @@ def test_pt2_model_takes_low_rank_options(trained_lenet5: torch.nn.Module,
     storage = inspect_onnx(tmp_path / "out" / "model.onnx")
     assert {"fc1.0", "fc1.1", "conv2.0", "conv2.1", "conv2.2"} <= set(storage)
     assert storage["conv2.1"].option == "int8"
+
+
+class _WithFaceHead(torch.nn.Module):
+    """The trained LeNet-5's logits (output 0) and a second, probability head (output 1)."""
+
+    def __init__(self, base: torch.nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self.face = torch.nn.Linear(784, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base(x), torch.softmax(self.face(torch.flatten(x, 1)), dim=1)
+
+
+def test_a_multi_output_onnx_model_is_planned_and_judged_on_every_output(
+        trained_lenet5: torch.nn.Module, tmp_path: Path) -> None:
+    """Issue #21 item 0: the second head's layer has an accuracy cost in the plan, and apply
+    compares every output with the fp32 model's (a check, and a line in the report)."""
+    torch.manual_seed(0)
+    model = _WithFaceHead(trained_lenet5).eval()
+    path = tmp_path / "two_heads.onnx"
+    _export_onnx(model, path)
+    budget = Budget(target="arduino-nano-33-ble", limits={"latency": "45ms"}, model=str(path),
+                    data="mnist")
+    plan, _ = make_plan(budget, "test")
+    assert plan.feasible
+    assert "every output counts" in plan.provenance["accuracy"]
+    face = next(name for name, lp in plan.layers.items() if lp.macs == 784 * 2)
+    costs = {a.option: a.acc_loss for a in plan.layers[face].alternatives}
+    assert costs["fp32"] == 0.0 and max(costs.values()) > 0.0, costs
+    report = apply_plan(plan, tmp_path / "out")
+    rows = report["accuracy"]["outputs"]
+    assert [r["kind"] for r in rows] == ["values", "class"]
+    assert all(r.get("top1_agreement", r.get("rel_sq_error", 0.0)) >= 0.0 for r in rows)
+    check = next(c for c in report["checks"] if c["check"].startswith("every output"))
+    assert check["ok"] == all(r["ok"] for r in rows)
