@@ -60,6 +60,15 @@ class Bench:
     input_shape: tuple[int, ...]
     published: str | None = None  # key in mcu-published.md
     held_out: bool = False
+    mix: tuple[tuple[str, int], ...] = ()  # (layer, weight bits: 8 or 32) where not all int8
+
+    @property
+    def key(self) -> str:
+        return self.name.split()[0] + ("-" + "-".join(str(b) for _, b in self.mix)
+                                       if self.mix else "")
+
+    def bits(self, layers: list[str]) -> dict[str, int]:
+        return {n: dict(self.mix).get(n, 8) for n in layers}
 
 
 def _tiny(key: str) -> Callable[[], nn.Module]:
@@ -125,7 +134,14 @@ def benches() -> list[Bench]:
                   tuple(m.input_shape), k) for k, m in TINY_MODELS.items()]
     held = [Bench("mobilenetv2-small (untrained weights)", _mobilenet, (1, 28, 28),
                   held_out=True)]
-    return zoo + tiny + held
+    # mixed precision: the demo's plan (conv1 int8, the rest fp32) and its reverse
+    mixed = [Bench("lenet5-mnist mixed: conv1 int8, the rest fp32 (make demo's plan)",
+                   _trained("lenet5-mnist"), (1, 28, 28),
+                   mix=(("conv1", 8), ("conv2", 32), ("fc1", 32), ("fc2", 32), ("fc3", 32))),
+             Bench("lenet5-mnist mixed: conv1 fp32, conv2 / fc1 / fc3 int8, fc2 fp32",
+                   _trained("lenet5-mnist"), (1, 28, 28), held_out=True,
+                   mix=(("conv1", 32), ("conv2", 8), ("fc1", 8), ("fc2", 32), ("fc3", 8)))]
+    return zoo + tiny + held + mixed
 
 
 @dataclass
@@ -148,11 +164,13 @@ class Row:
     names: int  # the tensors' names as apply writes them (computed)
 
 
-def _problem_peak(graph: Any, table: Any, tflm: bool) -> tuple[float, float]:
-    """(peak RAM beyond the profile's runtime_ram, the EDGEFIT1 image bytes) of all-int8."""
+def _problem_peak(graph: Any, table: Any, tflm: bool, bits: dict[str, int]
+                  ) -> tuple[float, float]:
+    """(peak RAM beyond the profile's runtime_ram, the EDGEFIT1 image bytes) of the plan."""
     table = replace(table, memory=replace(table.memory, tflm_arena=tflm))
     problem = build_problem(graph, table, {})
-    chosen = {ly: next(c for c in problem.choices[ly] if c.option == "int8")
+    chosen = {ly: next(c for c in problem.choices[ly]
+                       if c.option == ("int8" if bits[ly] == 8 else "fp32"))
               for ly in problem.layers}
     image = sum(c.flash_bytes for c in chosen.values()) + problem.fixed["image_overhead_bytes"]
     return problem.peak_ram(chosen) - table.runtime_ram_bytes, image
@@ -162,7 +180,8 @@ def _convert_and_run(bench: Bench, model: nn.Module, graph: Any, tmp: Path) -> d
     """The all-int8 .tflite as apply writes it, run by tflite-micro: its graph, TFLM's arena
     and allocations, its size."""
     layers: dict[str, dict[str, int | None]] = {
-        n: {"weights": 8, "activations": 8} for n in graph.layer_names}
+        n: {"weights": 8, "activations": 8} if b == 8 else {"weights": None, "activations": None}
+        for n, b in bench.bits(graph.layer_names).items()}
     x = np.random.default_rng(0).random((16, *bench.input_shape), dtype=np.float32)
     path = tmp / "model.tflite"
     convert(layers, model, x, path, target_spec(TARGET).profile(PROFILE), tmp)
@@ -179,11 +198,13 @@ def measure(bench: Bench, tmp: Path, facts_dir: Path | None = None, reuse: bool 
     graph = capture(model, bench.input_shape, bench.name)
     spec = target_spec(TARGET)
     table = build_cost_table(graph, spec, PROFILE)
-    before, image = _problem_peak(graph, table, False)
-    planner, _ = _problem_peak(graph, table, True)
-    prediction = tflm_arena.predict_arena(graph, dict.fromkeys(graph.layer_names, 1.0))
-    size = predict_tflite_bytes(graph, dict.fromkeys(graph.layer_names, 8))
-    saved = None if facts_dir is None else facts_dir / f"{bench.name.split()[0]}.json"
+    bits = bench.bits(graph.layer_names)
+    before, image = _problem_peak(graph, table, False, bits)
+    planner, _ = _problem_peak(graph, table, True, bits)
+    prediction = tflm_arena.predict_arena(graph, {n: b / 8 for n, b in bits.items()})
+    size = predict_tflite_bytes(graph, {n: None if b == 32 else 8 for n, b in bits.items()},
+                                {n: b for n, b in bits.items()})
+    saved = None if facts_dir is None else facts_dir / f"{bench.key}.json"
     if reuse and saved is not None and saved.exists():
         known = json.loads(saved.read_text())
     else:
@@ -194,7 +215,7 @@ def measure(bench: Bench, tmp: Path, facts_dir: Path | None = None, reuse: bool 
     tflm, fg = known["tflm"], known["graph"]
     buffers = tflm_arena.file_buffers(fg)
     alloc = tflm["allocations"]
-    conv = tflm_arena.converted_graph(graph)
+    conv = tflm_arena.converted_graph(graph, [n for n, b in bits.items() if b == 8])
     return Row(bench, tflm["arena_bytes"], alloc["head"], alloc["tail"], alloc["kinds"],
                before, planner, prediction, tflm_arena.arena_head_bytes(buffers),
                tflm_arena.liveness_peak_bytes(buffers), known["bytes"], size, image,
@@ -261,7 +282,7 @@ def fit_frame(rows: list[Row]) -> list[str]:
         keep = [j for j in range(len(fit)) if j != i]
         c = np.linalg.lstsq(a[keep], y[keep], rcond=None)[0]
         total = fixed[i] + float(a[i] @ c)
-        loo.append(f"{r.bench.name.split()[0]} {_pct(total, r.tflite_bytes)} "
+        loo.append(f"{r.bench.key} {_pct(total, r.tflite_bytes)} "
                    f"({total - r.tflite_bytes:+,.0f} B)")
     out[0] += "; ".join(loo) + "."
     return out
@@ -282,7 +303,7 @@ def summary(rows: list[Row]) -> list[str]:
         f"{sum(e <= 0.10 for e in before)} of {len(rows)} within 10 %, worst "
         f"{100 * max(before):.1f} %.",
         "Greedy fragmentation (TFLM's plan above the liveness peak on the file's own graph): "
-        + (", ".join(f"{r.bench.name.split()[0]} {_pct(r.file_head, r.file_liveness)}"
+        + (", ".join(f"{r.bench.key} {_pct(r.file_head, r.file_liveness)}"
                      for r in frag) or "none") + f"; {len(rows) - len(frag)} of {len(rows)} "
         "models have none.",
         f".tflite size predicted vs written: worst {100 * max(size):.1f} %, mean "
@@ -303,7 +324,7 @@ def caveats(rows: list[Row]) -> list[str]:
         "* **Fragmentation in the solver.** The solver's RAM is linear: per step of the layer "
         "graph, the converted tensors alive at its busiest TFLite operator. TFLM's greedy plan "
         "can exceed that liveness peak; the solver does not see it (planner below the arena "
-        "model on " + (", ".join(f"{r.bench.name.split()[0]} "
+        "model on " + (", ".join(f"{r.bench.key} "
                                  f"{_pct(r.planner, r.predicted.total_bytes)}" for r in frag)
                        or "no model") + "). No post-solve exact check is added: `apply` "
         "prints the arena model (greedy plan included) next to the measured arena. A plan "
@@ -316,10 +337,12 @@ def caveats(rows: list[Row]) -> list[str]:
         "TfLiteEvalTensor 24 B, NodeAndRegistration 64 B); a Cortex-M build's structs are "
         "smaller. The measured arenas exceed S-MLTK's published ones by " + (gap or "-") +
         " (also another converter: S-MLTK's .tflite files are TensorFlow's).",
-        "* **Mixed precision.** Every row is all int8. A plan mixing int8 and float layers "
-        "gets QUANTIZE / DEQUANTIZE tensors at the boundaries that the converted graph does "
-        "not add (the planner charges each tensor at its owner's bytes per element only); "
-        "a float layer has no per-channel arrays (modelled) and smaller op data (not).",
+        "* **Mixed precision.** Two mixed LeNet-5 plans only. The arena model adds the "
+        "quantiser's DEQUANTIZE / QUANTIZE copies at precision boundaries; the solver adds a "
+        "DEQUANTIZE copy as a pair term (both choices) and no QUANTIZE copy (smaller than the "
+        "float source it already charges), and keeps the all-integer graph's tail (a float "
+        "fully connected layer's missing per-channel arrays are per option; its op data and "
+        "the boundary operators are not). int16 activations and int4 weights: not measured.",
         "* **Module lists.** workloads.mlperf_tiny's DS-CNN, MobileNetV1 and autoencoder hold "
         "their layers in nn.ModuleList; apply's tensor-name-to-layer mapping (executors.tflite, "
         "scripts/tflite_tool.py layer_of) does not find them after litert-torch's conversion "
@@ -334,7 +357,8 @@ def report(rows: list[Row], versions: str) -> str:
         "",
         "Made by `.venv/bin/python benchmarks/tflm_arena.py --docs` (needs `.venv-tflite`); every "
         "number in this section is from that run. Each model all int8 (weights per channel, "
-        "activations per tensor) on the Arduino Nano 33 BLE's `tflm-cmsis-nn` profile, "
+        "activations per tensor; the two LeNet-5 'mixed' rows keep the layers named fp32 "
+        "float) on the Arduino Nano 33 BLE's `tflm-cmsis-nn` profile, "
         "written as `apply` writes model.tflite "
         f"({versions}). Measured = the smallest arena "
         "(16-byte steps) in which tflite-micro allocates and runs the model (reference kernels, "

@@ -282,4 +282,11 @@ def _memory_provenance(profile: Profile) -> str:
                     f"{mm.k_block.value:g}) x {mm.block_bytes.value:g} B, "
                     f"{mm.align_bytes.value:g} B) + {mm.extra_bytes.value:g} B "
                     f"({mm.k_block.provenance})")
+    if profile.tflite is not None and profile.tflite.micro:
+        used.append("TFLite Micro's arena (cost_models.tflm_ram): the tensors of the converted "
+                    ".tflite graph per step in 16-byte units, the persistent tail (per tensor, "
+                    "operator and op data: measured with tflite-micro 0.dev20261023182759 on "
+                    "x86-64), each integer option's per-channel arrays; TFLM's greedy "
+                    "fragmentation is not in the solver (apply prints the arena model with it); "
+                    "CMSIS-NN scratch not modelled")
     return "; runtime layout: " + "; ".join(used) if used else ""

@@ -24,12 +24,12 @@ from typing import Any
 from cost_models.tflm_arena import ConvertedGraph, converted_graph
 
 QUANT_PARAM_BYTES = 4 + 8  # float32 scale + int64 zero point, per channel
-# the framing beyond the names: least squares on the seven fit-set files of
+# the framing beyond the names: least squares on the eight fit-set files of
 # benchmarks/tflm_arena.py (litert-torch 0.10.0, ai-edge-quantizer 0.10.0, apply's repacking;
 # it prints the fit and each model left out: within 0.5 % of the file)
-FRAME_BYTES = 415.0
-FRAME_PER_TENSOR_BYTES = 75.7
-FRAME_PER_OP_BYTES = 103.8
+FRAME_BYTES = 390.0
+FRAME_PER_TENSOR_BYTES = 97.0
+FRAME_PER_OP_BYTES = 48.1
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ def predict_tflite_bytes(graph: Any, weight_bits: Mapping[str, int | None],
                          activation_bits: Mapping[str, int] | None = None) -> TfliteSize:
     """The model.tflite of a layer graph with each layer's weight bits (None: float)."""
     acts = activation_bits or {}
-    conv = converted_graph(graph)
+    conv = converted_graph(graph, [n for n in graph.layer_names
+                                   if weight_bits.get(n, 8) is not None])
     constants = graph_constant_bytes(conv)
     params = 0
     for layer in graph.layers:

@@ -159,14 +159,17 @@ def file_buffers(tflm_graph: dict[str, Any]) -> list[Buffer]:
 # (benchmarks/tflm_arena.py prints each kind): bytes per item, as allocated (16-byte aligned).
 EVAL_TENSOR_BYTES = 24  # 'TfLiteEvalTensor data': one per tensor of the graph, constants too
 NODE_BYTES = 64  # 'NodeAndRegistration struct': one per operator
-IO_TENSOR_BYTES = 64 + 16  # 'Persistent TfLiteTensor' (+ its quantization) per model input/output
-# 'Persistent buffer data': each kernel's op data (Init / Prepare), requested bytes. Conv,
-# depthwise and fully connected also take two int32 arrays per output channel (the per-channel
-# output multiplier and shift). Solved from the six models' totals and allocation counts
+IO_TENSOR_BYTES = 64  # 'Persistent TfLiteTensor data': per model input and output
+IO_QUANT_BYTES = 32  # '... quantization data': per integer model input / output
+# 'Persistent buffer data': each kernel's op data (Init / Prepare), requested bytes. Conv and
+# depthwise also take two int32 arrays per output channel (the per-channel output multiplier
+# and shift), float or not; fully connected only when integer (LeNet-5 with conv1 int8 and
+# the rest float: 15 allocations, 696 B; DEQUANTIZE's op data from that file). Solved
+# from the six models' totals and allocation counts
 # (pooling: one OpDataPooling whether max or average, consistent only with 80 B for OpDataConv).
 OP_DATA_BYTES = {"CONV_2D": 80, "DEPTHWISE_CONV_2D": 80, "FULLY_CONNECTED": 72,
                  "MAX_POOL_2D": 32, "AVERAGE_POOL_2D": 32, "MEAN": 32, "PAD": 56, "ADD": 60,
-                 "QUANTIZE": 48, "RESHAPE": 0, "TRANSPOSE": 0}
+                 "QUANTIZE": 48, "DEQUANTIZE": 32, "RESHAPE": 0, "TRANSPOSE": 0}
 OTHER_OP_DATA_BYTES = 64  # an operator this table does not list (assumed)
 PER_CHANNEL_ARRAYS = 2  # multiplier + shift, int32 each
 # what the recording allocator does not itemise (the allocator's own objects, subgraph and
@@ -203,6 +206,7 @@ class TfliteOp:
     step: int  # the layer-graph step it comes from
     layer: str | None = None  # the planned layer whose weights it holds
     channels: int = 0  # output channels (per-channel quantisation arrays)
+    integer: bool = True  # its layer runs integer kernels (else float)
 
 
 @dataclass
@@ -237,8 +241,9 @@ class _Converter:
     with more than one pixel is TRANSPOSE + RESHAPE (a 1 x 1 one feeds FULLY_CONNECTED as it
     is); the output stays int8."""
 
-    def __init__(self, graph: Any) -> None:
+    def __init__(self, graph: Any, integer: Iterable[str] | None = None) -> None:
         self.g = graph
+        self.integer = set(graph.layer_names if integer is None else integer)
         self.out = ConvertedGraph()
         self.where: dict[str, int] = {}
         self.nhwc: dict[int, bool] = {}
@@ -253,7 +258,8 @@ class _Converter:
     def op(self, code: str, src: tuple[int, ...], dst: int, step: int,
            const: tuple[object, ...] | None = None, layer: str | None = None,
            channels: int = 0) -> None:
-        self.out.ops.append(TfliteOp(code, src, (dst,), step, layer, channels))
+        self.out.ops.append(TfliteOp(code, src, (dst,), step, layer, channels,
+                                     layer is None or layer in self.integer))
         if const is not None:
             self.out.constants.setdefault(const, layer or self.out.tensors[dst].owner)
 
@@ -264,9 +270,11 @@ class _Converter:
                 shape = tuple(t.shape) or tuple(self.g.input_shape)
                 x = self.tensor(t.numel, None, False, shape)
                 self.out.inputs.append(x)
-                q = self.tensor(t.numel, t.owner, False, shape)
-                self.op("QUANTIZE", (x,), q, 0)
-                self.where[name] = q
+                if t.owner in self.integer:
+                    q = self.tensor(t.numel, t.owner, False, shape)
+                    self.op("QUANTIZE", (x,), q, 0)
+                    x = q
+                self.where[name] = x
         for i, st in enumerate(self.g.steps):
             self.step(i, st)
         self.out.outputs = [self.where[o] for o in self.g.outputs if o in self.where]
@@ -277,9 +285,13 @@ class _Converter:
         t = self.g.tensors[st.output]
         shape = tuple(t.shape)
         if st.kind == "layer" and st.owner is not None:
+            if not ins:  # reads only what the graph does not track (a parameter): a fresh input
+                layer = self.g.layer(st.owner)
+                ins = [self.tensor(layer.input_numel, st.owner, False, ())]
             self.layer(i, st, ins[0], shape)
-        elif st.kind == "alias" and st.op in _FUSED:
-            self.where[st.output] = ins[0]
+        elif st.kind == "alias" and (st.op in _FUSED or not ins):
+            if ins:
+                self.where[st.output] = ins[0]
         elif st.kind == "alias":
             self.where[st.output] = self.flatten(i, ins[0], t.numel, t.owner, shape)
         else:
@@ -304,9 +316,20 @@ class _Converter:
         self.op("RESHAPE", (src,), out, i, ("shape", 1, *shape))
         return out
 
+    def boundary(self, i: int, src: int, layer: str) -> int:
+        """ai-edge-quantizer's DEQUANTIZE before a float layer reading integer codes, QUANTIZE
+        before an integer layer reading floats (the copy belongs to the reading layer)."""
+        owner = self.out.tensors[src].owner
+        if (owner is not None and owner in self.integer) == (layer in self.integer):
+            return src
+        t = self.tensor(self.out.tensors[src].numel, layer, self.nhwc[src], self.shape[src])
+        self.op("QUANTIZE" if layer in self.integer else "DEQUANTIZE", (src,), t, i)
+        return t
+
     def layer(self, i: int, st: Any, src: int, shape: tuple[int, ...]) -> None:
         layer = self.g.layer(st.owner)
         t = self.g.tensors[st.output]
+        src = self.boundary(i, src, layer.name)
         if len(layer.weight_shape) == 4 and len(self.shape[src]) == 3:
             src = self.to_nhwc(i, src)
             src = self.pad(i, src, layer, shape)
@@ -352,9 +375,10 @@ def _padding(size: int, out: int, k: int) -> tuple[int, bool]:
     return p, stride == 1 and 2 * p == k - 1
 
 
-def converted_graph(graph: Any) -> ConvertedGraph:
-    """The TFLite graph of a layer graph (cost_models.graph.LayerGraph), all layers integer."""
-    return _Converter(graph).run()
+def converted_graph(graph: Any, integer: Iterable[str] | None = None) -> ConvertedGraph:
+    """The TFLite graph of a layer graph (cost_models.graph.LayerGraph); ``integer``: the
+    layers quantised (default all), the others float."""
+    return _Converter(graph, integer).run()
 
 
 def tensor_bytes(conv: ConvertedGraph, element_bytes: Mapping[str, float]) -> list[int]:
@@ -370,6 +394,11 @@ def converted_buffers(conv: ConvertedGraph, element_bytes: Mapping[str, float]) 
                      conv.inputs, conv.outputs)
 
 
+def has_arrays(code: str, integer: bool) -> bool:
+    """Whether an operator's kernel allocates per-channel multiplier / shift arrays."""
+    return code in ("CONV_2D", "DEPTHWISE_CONV_2D") or (code == "FULLY_CONNECTED" and integer)
+
+
 def per_channel_bytes(channels: int) -> int:
     """A conv / depthwise / fully connected kernel's per-channel multiplier and shift arrays."""
     return PER_CHANNEL_ARRAYS * aligned(4 * channels)
@@ -381,12 +410,14 @@ def tail_bytes(conv: ConvertedGraph, channels: Mapping[str, int] | None = None) 
     kept = channels or {}
     op_data = sum(aligned(OP_DATA_BYTES.get(o.code, OTHER_OP_DATA_BYTES)) for o in conv.ops)
     arrays = sum(per_channel_bytes(kept.get(o.layer, o.channels)) for o in conv.ops
-                 if o.code in WEIGHTED_OPS and o.layer is not None)
+                 if o.layer is not None and has_arrays(o.code, o.integer))
+    outs = {t for o in conv.ops for t in o.outputs if o.integer and o.code != "DEQUANTIZE"}
     n_t, n_ops = conv.tensor_count, len(conv.ops)
     other = (UNITEMISED_BYTES + UNITEMISED_PER_TENSOR_BYTES * n_t
              + UNITEMISED_PER_OP_BYTES * n_ops)
     return aligned(round(EVAL_TENSOR_BYTES * n_t + NODE_BYTES * n_ops
                          + IO_TENSOR_BYTES * (len(conv.inputs) + len(conv.outputs))
+                         + IO_QUANT_BYTES * sum(t in outs for t in conv.outputs)
                          + op_data + arrays + other))
 
 
@@ -398,6 +429,9 @@ def prepare_temp_bytes(op: TfliteOp, channels: int | None = None) -> int:
     """The head an operator's Prepare holds in temporary tensors (see TEMP_TENSOR_BYTES): a
     weighted op opens its input, weights (per-channel quantisation), bias and output; any
     other op its inputs and outputs (per-tensor quantisation)."""
+    if not op.integer:  # float tensors carry no quantisation
+        return TEMP_TENSOR_BYTES * (4 if op.code in WEIGHTED_OPS
+                                    else len(op.inputs) + len(op.outputs))
     if op.code in WEIGHTED_OPS:
         c = op.channels if channels is None else channels
         return (4 * TEMP_TENSOR_BYTES + 2 * per_tensor_quant_temp()
@@ -425,7 +459,8 @@ def predict_arena(graph: Any, element_bytes: Mapping[str, float],
                   channels: Mapping[str, int] | None = None) -> ArenaPrediction:
     """TFLM's arena for a layer graph whose layers store activations at ``element_bytes``
     bytes per element (1: int8), from the layer graph alone."""
-    conv = converted_graph(graph)
+    conv = converted_graph(graph, [n for n in graph.layer_names
+                                   if element_bytes.get(n, 1.0) < 4.0])
     buffers = converted_buffers(conv, element_bytes)
     kept = channels or {}
     prepare = max((prepare_temp_bytes(o, kept.get(o.layer or "")) for o in conv.ops), default=0)

@@ -28,12 +28,14 @@ from cost_models.tflm_arena import (
     ConvertedGraph,
     aligned,
     converted_graph,
+    has_arrays,
     per_channel_bytes,
     prepare_temp_bytes,
     tail_bytes,
 )
 
 Entry = tuple[str, int]
+PairCopy = tuple[str, tuple[str, ...], str, tuple[str, ...], float]
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class TflmTerms:
     fixed_ram_bytes: float  # the tail without any option's per-channel arrays
     ram_steps: tuple[tuple[Entry, ...], ...]
     step_extra: tuple[dict[tuple[str, str], float], ...]
+    step_pairs: tuple[tuple[PairCopy, ...], ...]  # precision-boundary copies
 
 
 def _scopes(conv: ConvertedGraph) -> list[tuple[int, int]]:
@@ -88,12 +91,15 @@ def _input_derived(conv: ConvertedGraph) -> set[int]:
     return {t for op in conv.ops[:first_layer_op] for t in op.outputs}
 
 
-def _kept_channels(layer_channels: int, cost: OptionCost) -> int | None:
-    """An integer (int8-activation) option's kept output channels; None: a float option (no
-    per-channel arrays)."""
-    if not cost.int8_activations or cost.float_output:
-        return None
-    return max(1, round(layer_channels * cost.act_bytes))
+def _integer(cost: OptionCost) -> bool:
+    """An option whose layer runs integer kernels in the .tflite (int8 activations)."""
+    return cost.int8_activations and not cost.float_output
+
+
+def _kept_channels(layer_channels: int, cost: OptionCost) -> int:
+    """An option's kept output channels (act_bytes is bytes per element x the kept fraction:
+    1 per int8 element, else taken as fp32's 4)."""
+    return max(1, round(layer_channels * cost.act_bytes / (1.0 if _integer(cost) else 4.0)))
 
 
 def tflm_terms(graph: LayerGraph, table: CostTable, input_suffix: str) -> TflmTerms:
@@ -123,7 +129,9 @@ def tflm_terms(graph: LayerGraph, table: CostTable, input_suffix: str) -> TflmTe
         ram_steps.append(tuple(entries))
         extra.append(step)
     _prepare_terms(graph, table, conv, scopes, extra)
-    return TflmTerms(float(tail_bytes(conv, _no_arrays(conv))), tuple(ram_steps), tuple(extra))
+    pairs = boundary_terms(graph, table, conv, at)
+    return TflmTerms(float(tail_bytes(conv, _no_arrays(conv))), tuple(ram_steps), tuple(extra),
+                     tuple(tuple(p) for p in pairs))
 
 
 def _prepare_terms(graph: LayerGraph, table: CostTable, conv: ConvertedGraph,
@@ -138,9 +146,9 @@ def _prepare_terms(graph: LayerGraph, table: CostTable, conv: ConvertedGraph,
             continue
         live = _live_int8(conv, scopes, i + 1)
         for c in table.options[op.layer]:
-            kept = _kept_channels(graph.layer(op.layer).out_channels, c)
-            if kept is None:
+            if not _integer(c):
                 continue
+            kept = _kept_channels(graph.layer(op.layer).out_channels, c)
             excess = prepare_temp_bytes(op, kept) - live
             if excess > 0:
                 key = (op.layer, c.option)
@@ -156,14 +164,49 @@ def _array_terms(graph: LayerGraph, table: CostTable, conv: ConvertedGraph
     """(layer, option) -> its per-channel multiplier and shift arrays (every step: the tail
     lives as long as the interpreter). tail_bytes counts a zero-channel layer's arrays as
     2 x 0 B, so the fixed part plus these is the tail of the chosen plan."""
-    layers = {op.layer for op in conv.ops if op.layer is not None}
+    codes = {op.layer: op.code for op in conv.ops if op.layer is not None}
     out: dict[tuple[str, str], float] = {}
     for name in graph.layer_names:
-        if name not in layers:
+        if name not in codes:
             continue
         channels = graph.layer(name).out_channels
         for c in table.options[name]:
-            kept = _kept_channels(channels, c)
-            if kept is not None:
-                out[name, c.option] = float(per_channel_bytes(kept))
+            if has_arrays(codes[name], _integer(c)):
+                out[name, c.option] = float(per_channel_bytes(_kept_channels(channels, c)))
+    return out
+
+
+def boundary_terms(graph: LayerGraph, table: CostTable, conv: ConvertedGraph,
+                   at: list[int]) -> list[list[PairCopy]]:
+    """Per layer-graph step, the copy ai-edge-quantizer adds where a float layer reads an
+    integer layer's codes (tflm_arena._Converter.boundary: DEQUANTIZE's fp32 copy); it exists
+    only for that pair of choices (planner.Problem.step_pairs). Charged at the consumer's step
+    when that step's scope is the consumer's operator. (An integer layer reading floats reads
+    QUANTIZE's int8 copy, smaller than the float source the step charges: not added.)"""
+    out: list[list[PairCopy]] = [[] for _ in at]
+    producer_of = {t: op for op in conv.ops for t in op.outputs}
+    for i, op in enumerate(conv.ops):
+        if op.layer is None or op.layer not in table.options:
+            continue
+        src = op.inputs[0]
+        while src in producer_of and producer_of[src].layer is None and \
+                producer_of[src].code in ("PAD", "RESHAPE", "TRANSPOSE"):
+            src = producer_of[src].inputs[0]  # the layer's own layout ops read the same copy
+        owner = conv.tensors[src].owner
+        if owner is None or owner == op.layer or owner not in table.options:
+            continue
+        numel = conv.tensors[src].numel
+        ints = tuple(c.option for c in table.options[owner] if _integer(c))
+        to_float = tuple(c.option for c in table.options[op.layer] if not _integer(c))
+        step = op.step
+        if at[step] != i + 1:
+            continue
+        # the copy is live at the consumer's operator, its source (read by the DEQUANTIZE /
+        # QUANTIZE just before) no longer, though the step charges it: net of the source for
+        # a DEQUANTIZE (+3 B per element); a QUANTIZE's int8 copy is smaller than the float
+        # source the step already charges (a negative pair term would let the solver claim
+        # it without the pair), so none
+        if ints and to_float:
+            out[step].append((owner, ints, op.layer, to_float,
+                              float(aligned(4 * numel) - aligned(numel))))
     return out

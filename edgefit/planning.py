@@ -302,7 +302,9 @@ def _tflm_problem_terms(graph: LayerGraph, table: CostTable, unplanned: float, i
                "unplanned_weight_bytes": unplanned, "image_overhead_bytes": image,
                "tflm_tail_bytes": terms.fixed_ram_bytes},
         ram_steps=terms.ram_steps, weights_in_ram=table.weights_in_ram,
-        step_extra=terms.step_extra, step_pairs=())
+        step_extra=terms.step_extra,
+        step_pairs=tuple(tuple(PairTerm(*p) for p in step) for step in terms.step_pairs)
+        if any(terms.step_pairs) else ())
 
 
 def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float]) -> Problem:
