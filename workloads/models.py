@@ -116,7 +116,25 @@ def _load_pt2(path: Path) -> LoadedModel:
         raise ModelLoadError(f"{path}: the archive has no example input to read its shape from")
     shape = _checked_shape(path, tuple(example[0].shape[1:]))
     module = planning_form(remodularize(program.module(check_guards=False)))  # guards: batch 1
+    one_output(module, shape, shown(path))
     return LoadedModel(path.stem, "pt2", module, shape, None, str(path))
+
+
+def one_output(module: nn.Module, shape: tuple[int, ...], where: str) -> None:
+    """A torch model is planned and judged on one output tensor; a model with several would
+    be judged on none of them correctly (ModelLoadError with the way out: ONNX judges every
+    output, issue #21 item 0)."""
+    with torch.no_grad():
+        out = module(torch.zeros(1, *shape))
+    while isinstance(out, tuple | list) and len(out) == 1:
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        n = len(out) if isinstance(out, tuple | list | dict) else 0
+        what = f"{n} outputs" if n else f"a {type(out).__name__}"
+        raise ModelLoadError(
+            f"{where}: the model returns {what}; a torch model is planned on one output tensor. "
+            "Export it to ONNX (torch.onnx.export) and plan the .onnx, where every output is "
+            "judged, or wrap it to return one tensor")
 
 
 def _checked_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -327,8 +345,9 @@ def _load_factory(ref: str, weights: str | None,
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise ModelLoadError(f"{shown(weights or '')}: does not fit {ref}: {first[:200]}"
                                  ) from None
-    return LoadedModel(factory_name, "factory", planning_form(model), tuple(input_shape),
-                       None, ref)
+    planned = planning_form(model)
+    one_output(planned, tuple(input_shape), ref)
+    return LoadedModel(factory_name, "factory", planned, tuple(input_shape), None, ref)
 
 
 def planning_form(model: nn.Module) -> nn.Module:

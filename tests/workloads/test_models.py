@@ -63,3 +63,25 @@ def test_corrupt_pt2_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not a zip")
     with pytest.raises(ModelLoadError, match="bad.pt2: not a readable torch.export archive"):
         load_model_ref(str(bad))
+
+
+class _TwoHeads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 10)
+        self.face = torch.nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fc(x), torch.softmax(self.face(x), dim=1)
+
+
+def test_a_multi_output_torch_model_is_refused_with_the_onnx_way_out(tmp_path: Path) -> None:
+    """It used to crash in the sensitivity pass (a tuple has no log_softmax): issue #21 item 0."""
+    path = tmp_path / "heads.pt2"
+    torch.export.save(torch.export.export(_TwoHeads().eval(), (torch.zeros(1, 16),)), str(path))
+    with pytest.raises(ModelLoadError, match="returns 2 outputs.*ONNX"):
+        load_model_ref(str(path))
+    from edgefit.api import _loaded
+
+    with pytest.raises(ModelLoadError, match="returns 2 outputs"):
+        _loaded(_TwoHeads(), (16,), None)
