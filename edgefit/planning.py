@@ -285,6 +285,14 @@ def problem_terms(graph: LayerGraph, table: CostTable) -> ProblemTerms:
     )
 
 
+TFLM_RAM_UNCERTAINTY = (
+    "TFLite Micro's arena (cost_models.tflm_ram): within 3.5 % of tflite-micro's measured "
+    "arena on 10 models (docs/cost-model-accuracy.md), below it by TFLM's greedy "
+    "fragmentation where residual branches fragment it (-3.5 % on ResNet-8; apply prints the "
+    "exact arena model); CMSIS-NN scratch and 32-bit struct sizes not modelled; the "
+    "runtime's RAM outside the arena as the spec says")
+
+
 def _tflm_problem_terms(graph: LayerGraph, table: CostTable, unplanned: float, image: float
                         ) -> ProblemTerms:
     """A TFLM profile's terms: the converted graph's tensors as TFLM's arena holds them and its
@@ -699,8 +707,9 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
         uncertainty={"latency": band.text,
                      "flash": "exact: the packed image's bytes are computed from the weights "
                               "and checked on the file by apply",
-                     "ram": "activation liveness model; the runtime's own RAM as the spec "
-                            "says (see its provenance)"},
+                     "ram": (TFLM_RAM_UNCERTAINTY if table.memory.tflm_arena else
+                             "activation liveness model; the runtime's own RAM as the spec "
+                             "says (see its provenance)")},
         ram_steps=ram_steps,
         weights_in_ram=terms.weights_in_ram,
         channel_groups=[plan_schema.ChannelGroup(
