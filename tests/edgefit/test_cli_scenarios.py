@@ -60,6 +60,11 @@ def test_scenarios_table_names_every_scenario_and_its_example() -> None:
     (["--scenario", "kws-cortex-m4"], "pass --model (its example run: --model "
      "workloads.mlperf_tiny:DSCNN --input-shape 1x49x10"),
     (["--scenario", "kws-cortex-m4", "--budget", "b.yaml", *FACTORY], "choose one"),
+    # a name is a catalog file's stem, never a path (nor a file's name with its suffix)
+    (["--scenario", "../scenarios/kws-cortex-m4", *FACTORY], "unknown scenario"),
+    (["--scenario", "kws-cortex-m4.yaml", *FACTORY], "unknown scenario"),
+    (["--scenario", "", *FACTORY], "unknown scenario"),
+    (["--scenario", "x" * 5000, *FACTORY], "unknown scenario"),
 ])
 def test_bad_scenario_use_is_one_line_and_exit_2(cwd: Path, capfd: pytest.CaptureFixture[str],
                                                  argv: list[str], words: str) -> None:
