@@ -111,3 +111,29 @@ def test_a_multi_output_onnx_model_is_planned_and_judged_on_every_output(
     assert all(r.get("top1_agreement", r.get("rel_sq_error", 0.0)) >= 0.0 for r in rows)
     check = next(c for c in report["checks"] if c["check"].startswith("every output"))
     assert check["ok"] == all(r["ok"] for r in rows)
+
+
+@pytest.mark.parametrize("head", ["logits", "face"])
+def test_apply_fails_when_either_output_degrades(head: str, trained_lenet5: torch.nn.Module,
+                                                 tmp_path: Path) -> None:
+    """The done-when of issue #21 item 0: the second output's head (or the first's) at int2
+    weights, everything else fp32; apply's every-output check fails and names that output."""
+    torch.manual_seed(0)
+    model = _WithFaceHead(trained_lenet5).eval()
+    with torch.no_grad():
+        model.face.weight.mul_(20.0)  # confident faces: 2-bit weights flip them
+    path = tmp_path / "two_heads.onnx"
+    _export_onnx(model, path)
+    budget = Budget(target="host", limits={"latency": "1s"}, model=str(path), data="mnist")
+    plan, _ = make_plan(budget, "test")
+    face = next(name for name, lp in plan.layers.items() if lp.macs == 784 * 2)
+    degrade = [face] if head == "face" else [n for n in plan.layers if n != face]
+    pins = {n: ("int2" if n in degrade else "fp32") for n in plan.layers}
+    plan, _ = make_plan(budget, "test", pins=pins)
+    report = apply_plan(plan, tmp_path / "out")
+    rows = report["accuracy"]["outputs"]
+    bad = 0 if head == "logits" else 1  # the graph's output order
+    assert not rows[bad]["ok"], rows
+    assert rows[1 - bad]["ok"], rows
+    check = next(c for c in report["checks"] if c["check"].startswith("every output"))
+    assert not check["ok"]
