@@ -111,6 +111,20 @@ def _run_tool(command: str, request: dict[str, Any], tmp: Path) -> dict[str, Any
     return dict(json.loads(res.read_text()))
 
 
+def weight_numel(model: Any, layers: dict[str, Any]) -> dict[str, int]:
+    """Each planned layer's weight element count in ``model`` (the tool maps a converted op to
+    its layer by order and size where litert-torch's tensor name does not say)."""
+    out = {}
+    for name in layers:
+        try:
+            weight = getattr(model.get_submodule(name), "weight", None)
+        except AttributeError:  # a factorised layer: its factors are named by the path
+            continue
+        if weight is not None:
+            out[name] = int(weight.numel())
+    return out
+
+
 def convert(layers: dict[str, dict[str, int | None]], float_model: Any, calib_x: np.ndarray,
             out: Path, profile: Profile, tmp: Path) -> dict[str, Any]:
     """``float_model`` (torch, every technique applied but quantisation) as a torch.export
@@ -127,7 +141,8 @@ def convert(layers: dict[str, dict[str, int | None]], float_model: Any, calib_x:
     start = time.perf_counter()
     result = _run_tool("convert", {
         "model": str(program_path), "calibration": str(tmp / "calibration.npy"),
-        "out": str(out), "layers": layers, "runtime": profile.runtime,
+        "out": str(out), "layers": layers, "weight_numel": weight_numel(float_model, layers),
+        "runtime": profile.runtime,
         "int4_weight_ops": fmt.int4_weight_ops.value if fmt.int4_weight_ops else []}, tmp)
     result["tool_s"] = time.perf_counter() - start
     return result

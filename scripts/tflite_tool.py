@@ -85,18 +85,48 @@ def layer_of(tensor_name: str, layers: list[str]) -> str | None:
     return best
 
 
-def owners(model: Any, layers: list[str]) -> list[str | None]:
-    """The layer each op of the main graph belongs to: a weighted op its weights' layer; any
-    other op the layer of its first owned input (an int8 layer's pool stays int8), else (ops
-    before the first layer) of its first owned consumer."""
+def by_order(weighted: list[tuple[int, int]], named: dict[int, str | None],
+             numel: dict[str, int], layers: list[str]) -> dict[int, str]:
+    """Weighted ops whose name matched no layer (litert-torch drops the ModuleList from the
+    path of modules iterated with ``zip``: ``depthwise.0`` and ``pointwise.0`` both become
+    ``Conv2d_0``), each given the first layer, in execution order, that no op holds yet and
+    whose weights have the op's element count. ``weighted``: (op index, weight elements) in
+    graph order."""
+    taken = {layer for layer in named.values() if layer}
+    out: dict[int, str] = {}
+    for i, elements in weighted:
+        if named.get(i):
+            continue
+        layer = next((ly for ly in layers if ly not in taken and numel.get(ly) == elements),
+                     None)
+        if layer is not None:
+            taken.add(layer)
+            out[i] = layer
+    return out
+
+
+def owners(model: Any, layers: list[str], numel: dict[str, int] | None = None
+           ) -> list[str | None]:
+    """The layer each op of the main graph belongs to: a weighted op its weights' layer (by
+    name, else by order and size: :func:`by_order`); any other op the layer of its first owned
+    input (an int8 layer's pool stays int8), else (ops before the first layer) of its first
+    owned consumer."""
     names = _names(_schema().BuiltinOperator)
     sg = model.subgraphs[0]
     producer = {t: i for i, op in enumerate(sg.operators) for t in op.outputs}
     owner: list[str | None] = [None] * len(sg.operators)
+    weighted: list[tuple[int, int]] = []
+    named: dict[int, str | None] = {}
     for i, op in enumerate(sg.operators):
         code = _opcode(model, op, names)
         if code in WEIGHTED:
-            owner[i] = layer_of(_text(sg.tensors[op.inputs[WEIGHTED[code]]].name), layers)
+            weight = sg.tensors[op.inputs[WEIGHTED[code]]]
+            named[i] = layer_of(_text(weight.name), layers)
+            weighted.append((i, int(np.prod(weight.shape))))
+    named.update(by_order(weighted, named, numel or {}, layers))
+    for i, op in enumerate(sg.operators):
+        if i in named:
+            owner[i] = named[i]
         else:
             owner[i] = next((owner[producer[t]] for t in op.inputs
                              if t in producer and owner[producer[t]]), None)
@@ -266,7 +296,7 @@ def convert(req: dict[str, Any]) -> dict[str, Any]:
     converted = time.perf_counter()
     model = _schema().ModelT.InitFromPackedBuf(bytes(edge.model_content()), 0)
     layers = req["layers"]
-    owner = owners(model, list(layers))
+    owner = owners(model, list(layers), req.get("weight_numel"))
     weighted = check_runnable(model, owner, layers, req["int4_weight_ops"], req["runtime"])
     name_by_layer(model, owner)
     flat = inline_buffers(quantize(pack(model), recipe(layers), calib))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from executors import tflite
 from techniques.quantize import quantize_config
@@ -150,7 +151,56 @@ def test_tensor_names_map_to_planned_layers() -> None:
     assert layer_of("arith.constant", layers) is None
 
 
+def test_ops_the_names_do_not_place_are_mapped_by_order_and_size() -> None:
+    """litert-torch names the modules of two ModuleLists iterated with zip both Conv2d_0: the
+    first unplaced layer in execution order with the op's weight size takes it."""
+    by_order = _tool_module().by_order
+    layers = ["stem", "depthwise.0", "pointwise.0", "depthwise.1", "pointwise.1", "fc"]
+    numel = {"stem": 72, "depthwise.0": 72, "pointwise.0": 64, "depthwise.1": 72,
+             "pointwise.1": 64, "fc": 80}
+    weighted = [(0, 72), (2, 72), (3, 64), (5, 72), (6, 64), (9, 80)]
+    named = {0: "stem", 2: None, 3: None, 5: None, 6: None, 9: "fc"}
+    assert by_order(weighted, named, numel, layers) == {
+        2: "depthwise.0", 3: "pointwise.0", 5: "depthwise.1", 6: "pointwise.1"}
+    # a size no free layer has stays unplaced (check_runnable then names the missing layer)
+    assert by_order([(2, 99)], {2: None}, numel, layers) == {}
+
+
+class _ZipNet(torch.nn.Module):
+    """Depthwise and pointwise convs in two ModuleLists iterated with zip (DS-CNN's pattern)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(1, 8, 3, padding=1)
+        self.depthwise = torch.nn.ModuleList(
+            [torch.nn.Conv2d(8, 8, 3, padding=1, groups=8) for _ in range(2)])
+        self.pointwise = torch.nn.ModuleList([torch.nn.Conv2d(8, 8, 1) for _ in range(2)])
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        for dw, pw in zip(self.depthwise, self.pointwise, strict=True):
+            x = torch.relu(pw(torch.relu(dw(x))))
+        return self.fc(x.mean((2, 3)))
+
+
 # ------------------------------------------------------------------ with the tool
+
+
+@needs_tool
+def test_module_lists_iterated_with_zip_convert_layer_by_layer(lenet_float, tmp_path) -> None:
+    _, calib_x, profile = lenet_float
+    torch.manual_seed(0)
+    model = _ZipNet().eval()
+    names = ["stem", "depthwise.0", "pointwise.0", "depthwise.1", "pointwise.1", "fc"]
+    layers = {name: _want(8) for name in names} | {"pointwise.1": _want(None)}
+    path = tmp_path / "model.tflite"
+    tflite.convert(layers, model, calib_x[:32], path, profile, tmp_path)
+    facts = tflite.inspect(path, names, calib_x[:16], False, tmp_path)
+    rows, problems = tflite.check_file(layers, facts)
+    assert problems == [], problems
+    assert rows["pointwise.1"]["ops"][0]["weights"] == "FLOAT32"
+    assert rows["pointwise.0"]["ops"][0]["weights"] == "INT8"
 
 
 @pytest.fixture(scope="module")
