@@ -287,7 +287,9 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
         idle_energy_mj=idle_w * period_ms if period_ms else 0.0,
         runtime_ram_bytes=int(profile.runtime_ram.value),
         weights_in_ram=profile.weights_in_ram,
-        provenance=_provenance(spec, profile, profile_name, period_ms),
+        provenance={**_provenance(spec, profile, profile_name, period_ms),
+                    # what edgefit converted in the user's ONNX file (opset, folding...)
+                    **({"model": graph.meta["prepared"]} if graph.meta.get("prepared") else {})},
         accuracy=accuracy,
         memory=memory,
     )

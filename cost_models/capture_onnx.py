@@ -47,6 +47,7 @@ from workloads.onnx_model import (
     load_checked,
     node_attr,
     prepare_onnx,
+    prepared_notes,
 )
 
 ALIAS_OPS = frozenset(
@@ -234,7 +235,8 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
     return LayerGraph(
         name, input_shape, layers, steps, tensors,
         tuple(t for t in graph_outputs if t in tensors),
-        meta={"capture": "onnx shape inference"},
+        meta={"capture": "onnx shape inference",
+              **({"prepared": "; ".join(notes)} if (notes := prepared_notes(model)) else {})},
     )  # fmt: skip
 
 

@@ -68,7 +68,7 @@ def load_model_ref(ref: str, weights: str | None = None,
             "'.pt2' file, or 'package.module:factory' with this file as weights (a state_dict, "
             "loaded with weights_only=True)")
     if path.suffix == ".onnx":
-        return _load_onnx(path)
+        return _load_onnx(path, input_shape)
     if is_factory_ref(ref):
         check_factory_allowed(ref)  # before anything is imported
         return _load_factory(ref, weights, input_shape)
@@ -84,18 +84,18 @@ def _require_file(path: Path) -> None:
         raise ModelLoadError(f"{shown(path)}: {problem}")
 
 
-def _load_onnx(path: Path) -> LoadedModel:
-    """Prepare a copy whose planned nodes have unique names (the plan's keys)."""
-    import hashlib
-
+def _load_onnx(path: Path, input_shape: tuple[int, ...] | None = None) -> LoadedModel:
+    """Prepare a copy whose planned nodes have unique names (the plan's keys), converted where
+    the file needs it (workloads.onnx_convert); `input_shape` fixes symbolic sample dims."""
     from edgefit_common.paths import cache_dir
-    from workloads.onnx_model import input_shape_of, prepare_onnx
+    from workloads.onnx_model import PREPARE_VERSION, input_shape_of, prepare_onnx
 
     _require_file(path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    prepared = cache_dir() / "onnx" / f"{path.stem}-{digest}.onnx"
+    shape_tag = "" if input_shape is None else "-" + "x".join(map(str, input_shape))
+    prepared = cache_dir() / "onnx" / f"{path.stem}-{digest}-p{PREPARE_VERSION}{shape_tag}.onnx"
     if not prepared.exists():
-        prepare_onnx(path, prepared)
+        prepare_onnx(path, prepared, input_shape)
     return LoadedModel(path.stem, "onnx", None, _checked_shape(path, input_shape_of(prepared)),
                        None, str(path.resolve()), onnx_path=prepared)
 

@@ -13,8 +13,18 @@ from onnx import TensorProto
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from edgefit_common.errors import ModelLoadError
-from formats.onnx_io import LAYERS_KEY, WEIGHTED_OPS, save_atomic, set_meta
+from formats.onnx_io import LAYERS_KEY, WEIGHTED_OPS, get_meta, save_atomic, set_meta
+from workloads.onnx_convert import (
+    fix_sample_dims,
+    fold_constants,
+    folding_reason,
+    lift_constant_weights,
+    symbolic_dims_problem,
+    upgrade_opset,
+)
 
+PREPARE_VERSION = 2  # in the cache key of prepared copies: bump when preparation changes
+PREPARED_KEY = "edgefit.prepared"  # JSON list: what prepare_onnx converted
 _MAX_PROTO_BYTES = 2**31 - 1
 
 
@@ -58,13 +68,18 @@ def _graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in inits]
 
 
-def check_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
+def check_input(model: onnx.ModelProto, where: str,
+                allow_symbolic: bool = False) -> onnx.ValueInfoProto:
+    """The model's one float32 data input; `allow_symbolic`: before --input-shape fixed its
+    symbolic sample dims (prepare_onnx), else they are refused naming the flag."""
     inputs = _graph_inputs(model)
     if len(inputs) != 1:
         names = ", ".join(repr(i.name) for i in inputs) or "none"
         raise ModelLoadError(
             f"{where}: the model has {len(inputs)} graph inputs ({names}); edgefit plans "
-            "single-input models"
+            "models with one float32 input tensor (the calibration data is one array per "
+            "sample): give the other inputs fixed values as initializers of the same name "
+            "(edgefit treats them as constants), or export a wrapper that holds them"
         )
     inp = inputs[0]
     if not inp.type.HasField("tensor_type"):
@@ -86,9 +101,11 @@ def check_input(model: onnx.ModelProto, where: str) -> onnx.ValueInfoProto:
         raise ModelLoadError(
             f"{where}: graph input {inp.name!r} has batch dimension {dims[0].dim_value}"
         )
+    if not allow_symbolic and (problem := symbolic_dims_problem(inp, where)) is not None:
+        raise ModelLoadError(problem)
     for axis, d in enumerate(dims[1:], start=1):
-        if not d.HasField("dim_value") or d.dim_value <= 0:
-            shown = d.dim_value if d.HasField("dim_value") else repr(d.dim_param or "unknown")
+        if d.HasField("dim_value") and d.dim_value <= 0:
+            shown = d.dim_value
             raise ModelLoadError(
                 f"{where}: graph input {inp.name!r} axis {axis} is {shown}; edgefit needs a "
                 "fixed positive size for every non-batch dimension"
@@ -154,31 +171,67 @@ def _name_layers(model: onnx.ModelProto) -> list[str]:
     return [names[i] for i in layer_idx]
 
 
-def prepare_onnx(src: Path, dst: Path) -> list[str]:
-    """Validate ``src``, name its layer nodes, write the plannable copy to ``dst``.
+def prepare_onnx(src: Path, dst: Path, input_shape: tuple[int, ...] | None = None) -> list[str]:
+    """Validate ``src``, convert what edgefit can (:mod:`workloads.onnx_convert`), name its
+    layer nodes, write the plannable copy to ``dst``.
 
     Raises ``ModelLoadError`` (one line, naming ``src``) for a missing file, a file that is not
     an ONNX protobuf, a model ``onnx.checker`` rejects, external data that cannot be loaded
     (e.g. a location outside the model's folder), more than one graph input, a graph input that
-    is not float32 or has a non-positive / unknown non-batch dimension, and a model with no
-    layer to plan. Every layer node gets a unique non-empty name (existing names are kept), the
-    ``edgefit.layers`` metadata lists them in graph order, and the copy (external data inlined)
-    is written atomically. Returns the layer names. The batch dimension is left as it is.
+    is not float32 or has a non-positive dimension, symbolic sample dimensions without
+    ``input_shape`` (one sample's shape, from --input-shape) or an ``input_shape`` that does not
+    fit, an opset the converter cannot upgrade, folding that changes the outputs, and a model
+    with no layer to plan. Converted: symbolic sample dims (from ``input_shape``), opset < 13,
+    Constant-node weights, shapes that need constant folding (the batch is then fixed to 1);
+    the ``edgefit.prepared`` metadata lists what was done. Every layer node gets a unique
+    non-empty name (existing names are kept), the ``edgefit.layers`` metadata lists them in
+    graph order, and the copy (external data inlined) is written atomically. Returns the layer
+    names. A symbolic batch dimension is otherwise left as it is.
     """
     src, dst = Path(src), Path(dst)
     where = str(src)
     model = load_checked(src)
+    name = check_input(model, where, allow_symbolic=True).name
+    model, notes = upgrade_opset(model, where)
+    notes += fix_sample_dims(model, _input(model, name), input_shape, where)
     check_input(model, where)
+    model, lifted = lift_constant_weights(model)
+    notes += lifted
+    if (reason := folding_reason(model, name)) is not None:
+        model, folded = fold_constants(model, name, reason, where)
+        notes += folded
+    if lifted or reason is not None:
+        try:
+            onnx.checker.check_model(model)
+        except Exception as exc:
+            raise ModelLoadError(f"{where}: the converted model is not valid ONNX: "
+                                 f"{first_line(exc)}") from None
+        check_input(model, where)
     layers = _name_layers(model)
     if not layers:
         raise ModelLoadError(
             f"{where}: no Conv/Gemm/MatMul node with a float32 initializer weight to plan"
         )
     set_meta(model, LAYERS_KEY, json.dumps(layers))
+    set_meta(model, PREPARED_KEY, json.dumps(notes))
     if model.ByteSize() > _MAX_PROTO_BYTES:
         raise ModelLoadError(f"{where}: the model is larger than 2 GB, which is not supported")
     save_atomic(model, dst)
     return layers
+
+
+def _input(model: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
+    return next(i for i in model.graph.input if i.name == name)
+
+
+def prepared_notes(model: onnx.ModelProto) -> list[str]:
+    """What prepare_onnx converted (the ``edgefit.prepared`` metadata; [] when nothing)."""
+    raw = get_meta(model, PREPARED_KEY)
+    try:
+        notes = json.loads(raw) if raw else []
+    except json.JSONDecodeError:
+        return []
+    return [str(n) for n in notes] if isinstance(notes, list) else []
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,5 +245,5 @@ def input_shape_of(path: Path) -> tuple[int, ...]:
     return tuple(int(d.dim_value) for d in inp.type.tensor_type.shape.dim[1:])
 
 
-__all__ = ["check_input", "first_line", "input_shape_of", "is_layer", "load_checked",
-           "node_attr", "prepare_onnx"]
+__all__ = ["PREPARED_KEY", "PREPARE_VERSION", "check_input", "first_line", "input_shape_of",
+           "is_layer", "load_checked", "node_attr", "prepare_onnx", "prepared_notes"]
