@@ -95,8 +95,9 @@ def plan_cmd(
                                      ".pt2 file, an .onnx file, or package.module:factory "
                                      "(with --weights, --input-shape)")] = None,
     weights: Annotated[str | None, Opt(help="state_dict for module:factory")] = None,
-    input_shape: Annotated[str | None, Opt(help="one sample's shape for module:factory, "
-                                           "e.g. 1x28x28")] = None,
+    input_shape: Annotated[str | None, Opt(help="one sample's shape (no batch), e.g. "
+                                           "1x28x28: for module:factory, and to fix an .onnx "
+                                           "input's symbolic sizes")] = None,
     data: Annotated[str | None, Opt(help="data set: mnist, fashion-mnist, an .npz file or a "
                                     "folder of <class>/*.png")] = None,
     profile: Annotated[str | None, Opt(help="device profile (runtime); default: the "
