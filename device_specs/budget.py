@@ -85,6 +85,27 @@ class Limits(Strict):
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
+class Preprocess(Strict):
+    """Per-channel normalisation the model was trained with: x' = (x - mean) / std, channel
+    axis 1, applied to the data set's [0, 1] inputs before planning, calibration and apply
+    (one value: every channel)."""
+
+    mean: list[float] = Field(min_length=1, description="per channel (or one for all)")
+    std: list[float] = Field(min_length=1, description="per channel (or one for all), > 0")
+
+    @field_validator("std")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(not v > 0 for v in value):
+            raise ValueError("every std must be > 0")
+        return value
+
+    def model_post_init(self, _context: Any) -> None:
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values, std {len(self.std)}: give one "
+                             "per channel for both (or one each)")
+
+
 class Budget(Strict):
     """What the user asks for. CLI flags override the fields of a budget file."""
 
@@ -113,6 +134,9 @@ class Budget(Strict):
             raise ValueError(problem)
         return value
     data: str | None = Field(default=None, description="built-in data set name or a data file")
+    preprocess: Preprocess | None = Field(
+        default=None, description="normalisation the model expects on the data's [0, 1] inputs "
+        "(mean/std per channel); recorded in the plan, applied by plan and apply")
     margin: Margin = Field(default=0.0, description="safety margin on limits")
     period: float | None = Field(
         default=None, description="time between inferences (duty cycle), e.g. '1s': energy "

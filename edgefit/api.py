@@ -20,14 +20,14 @@ and ``test_data`` held out for the accuracy it reports. Errors are edgefit's typ
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from device_specs.budget import Budget, Limits
+from device_specs.budget import Budget, Limits, Preprocess
 from edgefit_common.errors import DataError, SpecError
 
 if TYPE_CHECKING:
@@ -63,15 +63,21 @@ def plan(model: nn.Module | str | Path, target: str, *,
          data: Any = None, input_shape: Iterable[int] | None = None,
          profile: str | None = None, margin: float = 0.0,
          pins: Mapping[str, str] | None = None, exclude: Iterable[str] = (),
-         finetune_epochs: int = 0) -> Plan:
+         finetune_epochs: int = 0,
+         preprocess: tuple[Iterable[float], Iterable[float]] | None = None) -> Plan:
     """A plan for `model` on `target` (a catalog name, "host" or a device YAML) under `limits`
     ({"latency": "30ms", "flash": "1MB", "ram": "256KB", "energy": "5mJ",
     "accuracy_drop": "1pp"}). Without `data` no accuracy cost is measured (every option looks
-    free to the solver; the plan's provenance says so)."""
+    free to the solver; the plan's provenance says so). `preprocess`: (mean, std) per channel,
+    the normalisation the model was trained with, applied to `data` ([0, 1] inputs) before
+    every measurement; the plan records it and `apply` applies it too."""
     from edgefit.planning import calibration_sample, make_plan
 
     budget = Budget(target=target, limits=_limits(limits), profile=profile, margin=margin,
                     data=data if isinstance(data, str) else None,
+                    preprocess=None if preprocess is None else Preprocess(
+                        mean=[float(v) for v in preprocess[0]],
+                        std=[float(v) for v in preprocess[1]]),
                     model=str(model) if isinstance(model, str | Path) else None)
     loaded = _loaded(model, input_shape, data)
     calibration = None
@@ -84,10 +90,13 @@ def plan(model: nn.Module | str | Path, target: str, *,
 
 
 def apply(plan: Plan, model: nn.Module | str | Path | None = None, *, data: Any = None,
-          test_data: Any = None, out: str | Path = "edgefit-out") -> ApplyResult:
+          test_data: Any = None, out: str | Path = "edgefit-out",
+          metric: Callable[[np.ndarray, np.ndarray], float] | None = None) -> ApplyResult:
     """Apply `plan` to `model` (the one it was planned for: its weights hash is checked) into
     the folder `out` (replaced as a whole): the runnable ONNX, the packed flash image, every
-    check read back from them, accuracy on `test_data` and the host measurements."""
+    check read back from them, accuracy on `test_data` and the host measurements.
+    `metric(labels, outputs) -> score in [0, 1]` replaces top-1 accuracy (the fp32 and the
+    runnable ONNX both scored by it); the plan's normalisation is applied to the data."""
     from edgefit.applying import apply_plan
     from edgefit.planning import calibration_sample
 
@@ -99,7 +108,7 @@ def apply(plan: Plan, model: nn.Module | str | Path | None = None, *, data: Any 
                             "reported on held-out samples, never on the calibration data")
         calib = calibration_sample(*_arrays(data, "data"))
         arrays = (calib, _dataset(test_data))
-    report = apply_plan(plan, Path(out), loaded=loaded, data=arrays)
+    report = apply_plan(plan, Path(out), loaded=loaded, data=arrays, metric=metric)
     return ApplyResult(report, Path(out))
 
 

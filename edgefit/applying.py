@@ -14,6 +14,8 @@ built-in name, a .pt2 or .onnx file) or, for a module:factory, from the command 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from cost_models.host_probe import host_spec
 from cost_models.options import plain_option
 from edgefit.planning import build_problem, calibration_split, lowrank_factors
 from edgefit_common.atomic_dir import APPLY_NAMES, check_replaceable, fresh_dir
-from edgefit_common.errors import PlanError
+from edgefit_common.errors import DataError, PlanError
 from edgefit_common.fsutil import atomic_write_text
 from edgefit_common.progress import task
 from executors import measure
@@ -54,13 +56,18 @@ def plan_source(plan: Plan, model: str | None = None, weights: str | None = None
     return source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights)
 
 
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
 def apply_plan(plan: Plan, out_dir: Path, source: ModelSource | None = None,
                loaded: LoadedModel | None = None,
-               data: tuple[tuple[np.ndarray, np.ndarray], Any] | None = None) -> dict[str, Any]:
+               data: tuple[tuple[np.ndarray, np.ndarray], Any] | None = None,
+               metric: Metric | None = None) -> dict[str, Any]:
     """Apply `plan` to its model (or `source`, what the command line named; or `loaded`, a
     model the caller holds) into `out_dir`, which is replaced as a whole by the new set of
     artifacts. `data`: (the calibration sample, the held-out Dataset) when the caller has
-    them in memory; else the plan's data set."""
+    them in memory; else the plan's data set. `metric(labels, outputs) -> score in [0, 1]`
+    replaces top-1 accuracy (both models run as ONNX files)."""
     if not plan.feasible:
         raise PlanError(f"the plan's status is {plan.status}: there is nothing to apply")
     check_replaceable(out_dir, ARTIFACT_NAMES)
@@ -84,9 +91,14 @@ def apply_plan(plan: Plan, out_dir: Path, source: ModelSource | None = None,
             found = calibration_split(data_name)
         assert found is not None
         calib = found
+    if plan.preprocess is not None:  # the normalisation the plan measured its costs with
+        from workloads.data import normalize, normalized
+
+        calib = (normalize(calib[0], plan.preprocess.mean, plan.preprocess.std), calib[1])
+        test = normalized(test, plan.preprocess)
     check_calibration(plan, data_hash(*calib))
     with fresh_dir(out_dir) as work:
-        report = _apply_into(plan, loaded, data_name, calib[0], test, work)
+        report = _apply_into(plan, loaded, data_name, calib[0], test, work, metric)
         report = _moved(report, work, out_dir)
         report["report_path"] = str(out_dir / "report.json")
         atomic_write_text(work / "report.json", json.dumps(report, indent=2) + "\n")
@@ -107,12 +119,14 @@ def _moved(value: Any, work: Path, out_dir: Path) -> Any:
 
 
 def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.ndarray,
-                test: Any, out_dir: Path) -> dict[str, Any]:
+                test: Any, out_dir: Path, metric: Metric | None = None) -> dict[str, Any]:
     """Build, verify and measure into `out_dir` (the fresh folder): the report, unsaved."""
     onnx_opts = {name: onnx_option(lp.techniques) for name, lp in plan.layers.items()}
     build = build_onnx if loaded.kind == "onnx" else build_torch
     with task("apply: compress, export and evaluate the model"):
         built = build(plan, loaded, onnx_opts, calib_x, test, out_dir)
+    if metric is not None:
+        built = _with_metric(built, metric, test)
     image = out_dir / "model.flash.bin"
     with task("apply: write the flash image"):
         write_flash_image(image, built.flash_layers)
@@ -206,6 +220,28 @@ def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
     if acc.get("outputs"):
         checks.append(_outputs_check(acc["outputs"]))
     return checks
+
+
+def _with_metric(built: Any, metric: Metric, test: Any) -> Any:
+    """The accuracy figures by the caller's metric on the fp32 and the runnable ONNX."""
+    import dataclasses
+
+    from cost_models.accuracy_onnx import onnx_predict
+
+    scores = []
+    for path in (built.fp32_onnx, built.runnable):
+        try:
+            score = float(metric(test.y, onnx_predict(path, test.x)))
+        except Exception as exc:  # the caller's code: its failure is bad input, said in a line
+            raise DataError(f"metric {getattr(metric, '__name__', 'given')} failed: "
+                            f"{type(exc).__name__}: {str(exc)[:200]}") from None
+        if not math.isfinite(score):
+            raise DataError(f"metric {getattr(metric, '__name__', 'given')} returned {score}")
+        scores.append(score)
+    name = getattr(metric, "__name__", type(metric).__name__)
+    return dataclasses.replace(built, fp32_accuracy=scores[0], accuracy=scores[1],
+                               how=f"metric {name}(labels, outputs) on the fp32 ONNX and the "
+                                   "runnable ONNX, run by onnxruntime")
 
 
 def output_check(fp32_onnx: Path, runnable: Path, x: np.ndarray) -> list[dict[str, Any]] | None:

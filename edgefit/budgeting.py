@@ -7,6 +7,7 @@ never from another budget file (workloads.refs).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                    data: str | None, margin: str | None, period: str | None = None,
                    input_shape: str | None = None,
                    limits: dict[str, str | None],
-                   scenario: str | None = None) -> ResolvedBudget:
+                   scenario: str | None = None, mean: str | None = None,
+                   std: str | None = None) -> ResolvedBudget:
     if scenario is not None and budget_file is not None:
         raise SpecError("--scenario and --budget: choose one (flags override either)")
     scn = load_scenario(scenario) if scenario is not None else None
@@ -78,6 +80,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
         fields["margin"] = _parse_margin(margin)
     if input_shape is not None:
         fields["input_shape"] = _parse_shape(input_shape)
+    if mean is not None or std is not None:
+        fields["preprocess"] = _parse_preprocess(mean, std)
     if period is not None:
         period_ms = units.parse(period, units.TIME, field="--period")
         fields["period"] = period
@@ -158,6 +162,31 @@ def _parse_shape(text: str) -> list[int]:
     if (problem := input_shape_problem(dims)) is not None:
         raise SpecError(f"--input-shape {shown(text, 60)!r}: {problem}")
     return dims
+
+
+def _parse_preprocess(mean: str | None, std: str | None) -> dict[str, list[float]]:
+    """--mean / --std: one number, or one per channel separated by commas; both or neither."""
+    if mean is None or std is None:
+        raise SpecError("--mean and --std go together (the normalisation the model was trained "
+                        "with, e.g. --mean 0.1307 --std 0.3081)")
+    values = {}
+    for flag, text in (("--mean", mean), ("--std", std)):
+        parts = [p.strip() for p in text.split(",")]
+        try:
+            if len(text) > 200 or not all(p.isascii() and p for p in parts):
+                raise ValueError
+            values[flag] = [float(p) for p in parts]
+        except ValueError:
+            raise SpecError(f"{flag} {shown(text, 60)!r}: one number, or one per channel "
+                            "separated by commas, e.g. 0.485,0.456,0.406") from None
+        if not all(math.isfinite(v) for v in values[flag]):
+            raise SpecError(f"{flag} {shown(text, 60)!r}: finite numbers only")
+    if len(values["--mean"]) != len(values["--std"]):
+        raise SpecError(f"--mean has {len(values['--mean'])} values, --std "
+                        f"{len(values['--std'])}: give the same number (one per channel, or one)")
+    if any(v <= 0 for v in values["--std"]):
+        raise SpecError(f"--std {shown(std, 60)!r}: every value must be > 0")
+    return {"mean": values["--mean"], "std": values["--std"]}
 
 
 def _parse_margin(text: str) -> float:

