@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
+import contextvars
 import datetime as _dt
 import functools
 import json
@@ -58,6 +59,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 import numpy as np
@@ -134,6 +136,9 @@ MAX_FEED_BYTES = 1 << 30
 """The largest random input edgefit-measure makes (1 GiB): a model declaring a bigger input is
 refused (a hostile or mistaken shape would otherwise allocate terabytes)."""
 SEED = 0
+# symbolic dimension name -> size (--input-shape): every session overrides them, feeds use them
+DIM_SIZES: contextvars.ContextVar[Mapping[str, int]] = contextvars.ContextVar(
+    "DIM_SIZES", default=MappingProxyType({}))
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 _QUANT_CHAIN_OPS = ("QuantizeLinear", "DequantizeLinear", "Cast")
@@ -572,6 +577,8 @@ def session_options(
         so.profile_file_prefix = profile_prefix
     if optimized_path is not None:
         so.optimized_model_filepath = optimized_path
+    for name, size in DIM_SIZES.get().items():
+        so.add_free_dimension_override_by_name(name, size)
     return so
 
 
@@ -598,10 +605,13 @@ _NP_TYPES = {
 
 
 def input_specs(sess: Any) -> list[dict[str, Any]]:
-    """Name, concrete shape (symbolic dims -> 1) and numpy dtype name of each input."""
+    """Name, concrete shape (symbolic dims -> their --input-shape size, else 1) and numpy
+    dtype name of each input."""
+    sizes = DIM_SIZES.get()
     specs = []
     for inp in sess.get_inputs():
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in (inp.shape or [])]
+        shape = [d if isinstance(d, int) and d > 0 else sizes.get(str(d), 1)
+                 for d in (inp.shape or [])]
         dtype = _NP_TYPES.get(inp.type)
         if dtype is None:
             raise MeasureError(f"input {inp.name!r} has type {inp.type}, which is not supported")
@@ -1205,7 +1215,45 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="result file (default MODEL_STEM.measure.json in the current "
                         "directory; '-' for stdout)")
+    p.add_argument("--input-shape", default=None,
+                   help="one sample's shape (no batch), e.g. 1x28x28: sizes for the first "
+                        "input's symbolic dimensions (a symbolic batch is timed at 1)")
     return p
+
+
+def dim_sizes(path: Path, sample_shape: str | None,
+              providers: Sequence[str] | None) -> dict[str, int]:
+    """{symbolic dim name: size} for the first input from ``sample_shape`` ('1x28x28');
+    MeasureError naming the flag when its non-batch dims are symbolic and no shape is given,
+    or when the shape does not fit."""
+    sess = open_session(path, session_options(1, "basic"), providers)
+    inp = sess.get_inputs()[0]
+    dims = list(inp.shape or [])
+    del sess
+    loose = [(axis, str(d)) for axis, d in enumerate(dims[1:], start=1)
+             if not (isinstance(d, int) and d > 0)]
+    if sample_shape is None:
+        if loose:
+            named = ", ".join(f"{name!r} (axis {axis})" for axis, name in loose)
+            raise MeasureError(f"input {inp.name!r} has symbolic dimensions {named}; pass "
+                               "--input-shape with one sample's shape (no batch), e.g. 1x28x28")
+        return {}
+    try:
+        sizes = [int(v) for v in sample_shape.lower().split("x")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(v <= 0 for v in sizes) or len(sizes) != len(dims) - 1:
+        raise MeasureError(f"--input-shape {sample_shape!r}: input {inp.name!r} ({dims}) needs "
+                           f"{len(dims) - 1} positive sizes joined by 'x' (no batch)")
+    fixed: dict[str, int] = {}
+    for axis, (d, size) in enumerate(zip(dims[1:], sizes, strict=True), start=1):
+        if isinstance(d, int) and d > 0:
+            if d != size:
+                raise MeasureError(f"--input-shape {sample_shape}: axis {axis} of input "
+                                   f"{inp.name!r} is fixed at {d}")
+        else:
+            fixed[str(d)] = size
+    return fixed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1218,8 +1266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     model = Path(args.model)
     try:
-        result = measure(model, args.runs, args.warmup, args.threads, args.opt_level,
-                         profile_runs=args.profile_runs, providers=providers)
+        _check_model_file(model)
+        token = DIM_SIZES.set(MappingProxyType(dim_sizes(model, args.input_shape, providers)))
+        try:
+            result = measure(model, args.runs, args.warmup, args.threads, args.opt_level,
+                             profile_runs=args.profile_runs, providers=providers)
+        finally:
+            DIM_SIZES.reset(token)
     except MeasureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
