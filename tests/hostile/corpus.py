@@ -159,7 +159,7 @@ def onnx_with_input(path: Path, dims: list[int]) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-def onnx_matmul(path: Path, dims: list[int]) -> None:
+def onnx_matmul(path: Path, dims: list[int | str]) -> None:
     """An ONNX model with one plannable layer (MatMul by a 4 x 4 weight) on input `dims`."""
     import onnx
     from onnx import TensorProto, helper
@@ -342,6 +342,15 @@ def _cases() -> list[Case]:
     add(Case("plan an onnx with a huge input", ("plan", *OK, "--model", "huge.onnx"), 2,
              "the largest sample", lambda d: onnx_matmul(d / "huge.onnx", [1, 100000, 100000, 4]),
              torch=True))
+    add(Case("plan an onnx with symbolic sample dims", ("plan", *OK, "--model", "sym.onnx"), 2,
+             "pass --input-shape", lambda d: onnx_matmul(d / "sym.onnx", ["N", "T", 4]),
+             torch=True))
+    add(Case("plan an onnx with a huge --input-shape",
+             ("plan", *OK, "--model", "sym.onnx", "--input-shape", "100000000x4"), 2,
+             "the largest sample", lambda d: onnx_matmul(d / "sym.onnx", ["N", "T", 4]),
+             torch=True))
+    add(Case("measure an onnx with symbolic sample dims", ("edgefit", "measure", "sym.onnx"), 2,
+             "pass --input-shape", lambda d: onnx_matmul(d / "sym.onnx", ["N", "T", 4])))
     add(Case("calibrate a measure file with NaN", ("edgefit", "calibrate", "m.json", "--device",
                                                    "esp32-s3", "--model", "m.onnx"), 2,
              "m.json", each(write("m.json", '{"latency_ms": NaN}'),
