@@ -270,3 +270,24 @@ def test_the_cli_passes_input_shape_to_an_onnx_model(files: dict[str, Path],
     assert plan["model"]["input_shape"] == [1, 32, 32]
     assert plan["provenance"]["model"] == ("symbolic input dims fixed from --input-shape "
                                            "(h=32, w=32)")
+
+
+@pytest.mark.parametrize("name", ["hw", "fold"])
+def test_a_converted_onnx_plan_applies_from_its_plan_file(name: str, files: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """apply reloads the model from what plan.json records (path, input shape) and converts it
+    the same way: every layer is written as planned and the checks pass."""
+    from edgefit.applying import apply_plan
+    from edgefit.budgeting import Budget
+    from edgefit.planning import make_plan
+
+    budget = Budget(target="arduino-nano-33-ble", model=str(files[name]), data="mnist",
+                    input_shape=[1, 28, 28] if name == "hw" else None,
+                    limits={"latency": "500ms", "flash": "100900B" if name == "hw" else "110KB"})
+    plan, _ = make_plan(budget, "test")
+    assert plan.feasible and plan.model.input_shape == [1, 28, 28]
+    assert "int8" in plan.options().values()  # the flash limit makes it quantise
+    report = apply_plan(plan, tmp_path / "out")
+    assert all(c["ok"] for c in report["checks"]), report["checks"]
+    storage = inspect_onnx(tmp_path / "out" / "model.onnx")
+    assert {n: storage[n].option for n in LAYERS} == plan.options()
