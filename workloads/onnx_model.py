@@ -211,6 +211,7 @@ def prepare_onnx(src: Path, dst: Path, input_shape: tuple[int, ...] | None = Non
     if not layers:
         raise ModelLoadError(
             f"{where}: no Conv/Gemm/MatMul node with a float32 initializer weight to plan"
+            f"{_no_layers_hint(model)}"
         )
     set_meta(model, LAYERS_KEY, json.dumps(layers))
     set_meta(model, PREPARED_KEY, json.dumps(notes))
@@ -218,6 +219,25 @@ def prepare_onnx(src: Path, dst: Path, input_shape: tuple[int, ...] | None = Non
         raise ModelLoadError(f"{where}: the model is larger than 2 GB, which is not supported")
     save_atomic(model, dst)
     return layers
+
+
+_QUANTISED_OPS = frozenset({"DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                            "MatMulInteger", "MatMulNBits"})
+
+
+def _no_layers_hint(model: onnx.ModelProto) -> str:
+    """The likely reason a model has no plannable layer, and what to do (or "")."""
+    ops = {n.op_type for n in model.graph.node}
+    if ops & _QUANTISED_OPS:
+        found = ", ".join(sorted(ops & _QUANTISED_OPS))
+        return f" ({found}: the model is already quantised; plan its float32 export)"
+    inits = {i.name: i for i in model.graph.initializer}
+    types = {TensorProto.DataType.Name(inits[n.input[1]].data_type).lower()
+             for n in model.graph.node
+             if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in inits}
+    if types - {"float"}:
+        return f" (layer weights are {', '.join(sorted(types))}; export the model in float32)"
+    return ""
 
 
 def _input(model: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:

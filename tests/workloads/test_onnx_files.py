@@ -291,3 +291,32 @@ def test_a_converted_onnx_plan_applies_from_its_plan_file(name: str, files: dict
     assert all(c["ok"] for c in report["checks"]), report["checks"]
     storage = inspect_onnx(tmp_path / "out" / "model.onnx")
     assert {n: storage[n].option for n in LAYERS} == plan.options()
+
+
+@pytest.mark.parametrize("kind,needle", [
+    ("float16", "(layer weights are float16; export the model in float32)"),
+    ("quantised", "(DequantizeLinear: the model is already quantised; plan its float32 export)"),
+])
+def test_no_layer_to_plan_says_why(kind: str, needle: str, tmp_path: Path) -> None:
+    from onnx import TensorProto
+
+    if kind == "float16":
+        w = numpy_helper.from_array(np.ones((4, 4), np.float16), "w")
+        nodes = [helper.make_node("Cast", ["x"], ["xw"], to=TensorProto.FLOAT16),
+                 helper.make_node("MatMul", ["xw", "w"], ["y"])]
+        out_type = TensorProto.FLOAT16
+        inits = [w]
+    else:
+        inits = [numpy_helper.from_array(np.ones((4, 4), np.int8), "wq"),
+                 numpy_helper.from_array(np.array(0.1, np.float32), "scale")]
+        nodes = [helper.make_node("DequantizeLinear", ["wq", "scale"], ["w"]),
+                 helper.make_node("MatMul", ["x", "w"], ["y"])]
+        out_type = TensorProto.FLOAT
+    graph = helper.make_graph(nodes, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", out_type, [1, 4])], inits)
+    path = tmp_path / f"{kind}.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ModelLoadError) as err:
+        _prepare(path, tmp_path)
+    assert needle in str(err.value) and "\n" not in str(err.value)
