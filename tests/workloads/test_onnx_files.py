@@ -320,3 +320,24 @@ def test_no_layer_to_plan_says_why(kind: str, needle: str, tmp_path: Path) -> No
     with pytest.raises(ModelLoadError) as err:
         _prepare(path, tmp_path)
     assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_weight_computed_from_constants_is_folded(tmp_path: Path) -> None:
+    """MatMul(x, Transpose(W)) (how some exporters write a Linear) becomes MatMul(x, W^T)."""
+    from onnx import TensorProto
+
+    w = np.arange(12, dtype=np.float32).reshape(3, 4) / 10  # (out, in): transposed at run time
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+         helper.make_node("MatMul", ["x", "wt"], ["y"], name="fc")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "transposed.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    prepared, layers, notes = _prepare(path, tmp_path)
+    assert layers == ["fc"]
+    assert notes[0].startswith("the weight of 'fc' is computed from constants: batch fixed to 1")
+    folded = onnx.load(str(prepared))
+    assert "Transpose" not in {n.op_type for n in folded.graph.node}
+    _same_outputs(path, prepared, (1, 4))
