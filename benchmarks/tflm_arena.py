@@ -344,10 +344,10 @@ def caveats(rows: list[Row]) -> list[str]:
         "fully connected layer's missing per-channel arrays are per option; its op data and "
         "the boundary operators are not). int16 activations and int4 weights: not measured.",
         "* **Module lists.** workloads.mlperf_tiny's DS-CNN, MobileNetV1 and autoencoder hold "
-        "their layers in nn.ModuleList; apply's tensor-name-to-layer mapping (executors.tflite, "
-        "scripts/tflite_tool.py layer_of) does not find them after litert-torch's conversion "
-        "(\"depthwise.0: no operator of the converted .tflite holds its weights\"), so this "
-        "bench converts the same modules and weights held in an nn.Sequential (`Chain`)."]
+        "their layers in nn.ModuleList iterated with zip, whose tensors litert-torch names "
+        "without the list (depthwise.0 and pointwise.0 both Conv2d_0); apply now places such "
+        "ops by order and weight size (scripts/tflite_tool.py by_order), and this bench still "
+        "converts the same modules and weights held in an nn.Sequential (`Chain`)."]
 
 
 def report(rows: list[Row], versions: str) -> str:
@@ -396,11 +396,11 @@ def report(rows: list[Row], versions: str) -> str:
         "",
         *fit_frame(rows),
         "",
-        "The planner still counts the EDGEFIT1 image as a .tflite profile's model flash: the "
-        "predictor is the more accurate figure for model.tflite, but `apply` checks each "
-        "layer's planned flash bytes exactly against model.flash.bin, so switching needs "
-        "that check to read the .tflite instead (not done). `apply` prints the predicted "
-        "size next to the written file.",
+        "For a TFLite profile and a torch model the planner counts this prediction as the "
+        "model's flash (each layer's constants and quantisation parameters per option, the "
+        "all-integer graph's framing as a constant; sparse and shared options are stored "
+        "dense in a .tflite, so they save no flash there); `apply` checks model.tflite against "
+        "it (2 %) and model.flash.bin against each option's image bytes (exact).",
         SECTION_END])
 
 

@@ -192,13 +192,36 @@ def _charged_ops(graph: LayerGraph) -> dict[str, list[tuple[Step, int]]]:
     return out
 
 
+def tflite_layer_bytes(layer: Layer, kernel: Kernel) -> int:
+    """The layer's weights, bias and per-channel quantisation parameters in model.tflite
+    (cost_models.tflite_size): dense at the kernel's bit width (a .tflite stores no sparsity
+    and no codebook: sparse and shared weights take their dense size)."""
+    from cost_models.tflite_size import layer_tflite_bytes
+
+    floats = ("fp32", "fp16")
+    bits = None if kernel.weights in floats else BITS[kernel.weights]
+    acts = 8 if kernel.activations in floats else BITS[kernel.activations]
+    return layer_tflite_bytes(layer.weight_numel, layer.out_channels, bits, acts)
+
+
+def tflite_option_bytes(layer: Layer, opt: Option, kernel: Kernel,
+                        factors: Sequence[Layer] | None) -> int:
+    """An option's bytes in model.tflite: its factors' (low rank) or its geometry's at the
+    option's widths (channel pruning), dense."""
+    if factors is not None:
+        return sum(tflite_layer_bytes(f, kernel) for f in factors)
+    geom = pruned_layer(layer, opt) if opt.weight_fraction < 1.0 else layer
+    return tflite_layer_bytes(geom, kernel)
+
+
 def _option_cost(layer: Layer, opt: Option, kernel: Kernel, profile: Profile,
                  memory: RuntimeMemory, charged: list[tuple[Step, int]], layer_power_w: float,
                  acc_loss: float, sparse_bytes: int | None,
-                 factors: Sequence[Layer] | None) -> OptionCost:
-    """One option's row of the cost table."""
-    flash, latency = option_costs(layer, opt, kernel, profile, charged, sparse_bytes,
+                 factors: Sequence[Layer] | None, tflite: bool = False) -> OptionCost:
+    """One option's row of the cost table (tflite: flash_bytes are model.tflite's)."""
+    image, latency = option_costs(layer, opt, kernel, profile, charged, sparse_bytes,
                                   factors)
+    flash = tflite_option_bytes(layer, opt, kernel, factors) if tflite else image
     float_out = not opt.gather and int8_float_output(layer, kernel, memory)
     return OptionCost(
         option=opt.name,
@@ -225,6 +248,7 @@ def _option_cost(layer: Layer, opt: Option, kernel: Kernel, profile: Profile,
         int8_activations=kernel.activations == "int8",
         latency_of=opt.kernel if opt.name != opt.kernel and opt.weight_fraction >= 1.0
         and not opt.gather else "",
+        image_bytes=image,
     )
 
 
@@ -235,9 +259,14 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                      period_ms: float | None = None,
                      factored: Mapping[tuple[str, str], Sequence[Layer]] | None = None,
                      coupling: Mapping[str, LayerCoupling] | None = None,
-                     layer_options: Mapping[str, Sequence[Option]] | None = None) -> CostTable:
+                     layer_options: Mapping[str, Sequence[Option]] | None = None,
+                     flash_format: str = "image") -> CostTable:
     """layer_options: each layer's options (cost_models.options.graph_options); default: the
     profile's kernels and every technique offer, no low rank (its ranks need the weights).
+
+    flash_format: "image" -- flash_bytes are the layers' bytes in edgefit's packed image
+    (exact); "tflite" -- in the model.tflite apply writes for a TFLite profile (the file the
+    device loads; cost_models.tflite_size), each option's image bytes kept beside them.
 
     sparse_flash: exact stored bytes of each (layer, sparse or weight-shared option),
     computed from the weights; such options without an entry are not offered (e.g. ONNX-only
@@ -275,7 +304,8 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
                                     layer_power_w,
                                     (acc_loss or {}).get((layer.name, opt.name), 0.0),
                                     (sparse_flash or {}).get((layer.name, opt.name)),
-                                    (factored or {}).get((layer.name, opt.name))))
+                                    (factored or {}).get((layer.name, opt.name)),
+                                    flash_format == "tflite"))
         options[layer.name] = _with_latency_of(row)
     return CostTable(
         device=spec.name,
@@ -288,11 +318,36 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
         runtime_ram_bytes=int(profile.runtime_ram.value),
         weights_in_ram=profile.weights_in_ram,
         provenance={**_provenance(spec, profile, profile_name, period_ms),
+                    **({"flash": TFLITE_FLASH_PROVENANCE + f"; runtime "
+                                 f"{profile.runtime_flash.value:.0f} B "
+                                 f"({profile.runtime_flash.provenance})"}
+                       if flash_format == "tflite" else {}),
                     # what edgefit converted in the user's ONNX file (opset, folding...)
                     **({"model": graph.meta["prepared"]} if graph.meta.get("prepared") else {})},
         accuracy=accuracy,
         memory=memory,
+        flash_format=flash_format,
+        tflite_frame_bytes=tflite_frame_bytes(graph) if flash_format == "tflite" else 0.0,
     )
+
+
+TFLITE_FLASH_PROVENANCE = (
+    "bytes of the model.tflite apply writes (cost_models.tflite_size): each layer's weights "
+    "at its bit width, bias and per-channel quantisation parameters (exact; stored dense: a "
+    ".tflite keeps no sparsity or codebook, so sparse and shared options save no flash here) "
+    "+ the all-integer graph's framing (fitted: within 0.5 % of the written files, "
+    "docs/cost-model-accuracy.md); apply checks the file")
+
+
+def tflite_frame_bytes(graph: LayerGraph) -> float:
+    """model.tflite beyond its layers' weights: the converted graph's own constants and its
+    framing (tables, names, alignment), for the all-integer graph (a float layer among int8
+    ones adds its QUANTIZE / DEQUANTIZE ops, ~0.2 KB each, which the solver does not see)."""
+    from cost_models.tflite_size import frame_bytes, graph_constant_bytes
+    from cost_models.tflm_arena import converted_graph
+
+    conv = converted_graph(graph, graph.layer_names)
+    return graph_constant_bytes(conv) + frame_bytes(conv)
 
 
 def _with_latency_of(row: list[OptionCost]) -> list[OptionCost]:

@@ -12,7 +12,7 @@ from cost_models.runtime_memory import RuntimeMemory
 class OptionCost:
     option: str
     latency_ms: float
-    flash_bytes: int  # weights + scales + bias as stored
+    flash_bytes: int  # weights + scales + bias as the deployed file stores them
     energy_mj: float
     act_bytes: float  # bytes per activation element of tensors this layer owns (x kept
     # fraction of its output channels)
@@ -36,6 +36,9 @@ class OptionCost:
     float_output: bool = False
     # the kernel's activations are int8 codes (Kernel.activations; never read from a name)
     int8_activations: bool = False
+    # the layer's bytes in edgefit's packed flash image (model.flash.bin); None: flash_bytes
+    # (they differ where the deployed file is a .tflite: CostTable.flash_format)
+    image_bytes: int | None = None
 
 
 @dataclass
@@ -50,6 +53,10 @@ class CostTable:
     weights_in_ram: bool
     idle_energy_mj: float = 0.0  # P_idle x period, when a duty cycle is given
     provenance: dict[str, str] = field(default_factory=dict)
+    # what flash_bytes count: "image" (model.flash.bin, exact) or "tflite" (model.tflite, the
+    # file a TFLite runtime loads: cost_models.tflite_size), whose framing is frame_bytes
+    flash_format: str = "image"
+    tflite_frame_bytes: float = 0.0
     accuracy: str = "none"  # which estimator produced acc_loss, and its unit
     memory: RuntimeMemory = field(default_factory=RuntimeMemory)
 

@@ -343,10 +343,17 @@ def measurement_from_report(plan: Plan, report: dict[str, Any]) -> Measurement:
     """Only what was measured for the target: the stored image's bytes always; latency only
     when the target is this machine (elsewhere it stays a prediction)."""
     acc = report["accuracy"]
-    # the runtime and unplanned weights as planned, plus the whole stored image (header too)
-    costs = {"flash_bytes": plan.fixed.get("flash_bytes", 0.0)
-             - plan.fixed.get("image_overhead_bytes", 0.0)
-             + float(report["artifacts"]["flash_image_bytes"])}
+    # the runtime and unplanned weights as planned, plus the whole deployed file: the stored
+    # image (header too), or the model.tflite when the plan counts it and apply wrote it
+    tflite = report.get("tflite") or {}
+    costs: dict[str, float] = {}
+    if "tflite_frame_bytes" not in plan.fixed:
+        costs["flash_bytes"] = (plan.fixed.get("flash_bytes", 0.0)
+                                - plan.fixed.get("image_overhead_bytes", 0.0)
+                                + float(report["artifacts"]["flash_image_bytes"]))
+    elif tflite.get("written"):  # the plan counts model.tflite: measured when apply wrote it
+        costs["flash_bytes"] = (plan.fixed.get("flash_bytes", 0.0)
+                                - plan.fixed["tflite_frame_bytes"] + float(tflite["bytes"]))
     if plan.target.device == "host":
         row = report["host_check"]["rows"][0]
         if row.get("measured") is not None:

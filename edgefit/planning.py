@@ -262,9 +262,11 @@ def problem_terms(graph: LayerGraph, table: CostTable) -> ProblemTerms:
     unplanned = float(graph.meta.get("unplanned_weight_bytes", 0))
     # the flash image's magic, length and header framing (each layer's entry is in its cost)
     image = float(image_overhead_bytes()) if all(ly.weight_shape for ly in graph.layers) else 0.0
+    # the deployed file's bytes beyond its layers': the image's framing, or the .tflite's
+    frame = table.tflite_frame_bytes if table.flash_format == "tflite" else image
     mem = table.memory
     if mem.tflm_arena:
-        return _tflm_problem_terms(graph, table, unplanned, image)
+        return _tflm_problem_terms(graph, table, unplanned, image, frame)
     blocked = blocked_entries(graph, mem)
     ram_steps = tuple(
         tuple((_ram_owner(graph, t, before_first),
@@ -273,11 +275,12 @@ def problem_terms(graph: LayerGraph, table: CostTable) -> ProblemTerms:
         for i, live in enumerate(held_tensors(graph, mem))
     )
     return ProblemTerms(
-        fixed={"flash_bytes": table.runtime_flash_bytes + unplanned + image,
+        fixed={"flash_bytes": table.runtime_flash_bytes + unplanned + frame,
                "ram_bytes": table.runtime_ram_bytes + (unplanned if table.weights_in_ram else 0),
                "latency_ms": table.run_overhead_ms,
                "energy_mj": table.run_overhead_ms * table.power_w + table.idle_energy_mj,
-               "unplanned_weight_bytes": unplanned, "image_overhead_bytes": image},
+               "unplanned_weight_bytes": unplanned, "image_overhead_bytes": image,
+               **_tflite_fixed(table)},
         ram_steps=ram_steps,
         weights_in_ram=table.weights_in_ram,
         step_extra=_step_workspace(graph, table),
@@ -293,8 +296,13 @@ TFLM_RAM_UNCERTAINTY = (
     "runtime's RAM outside the arena as the spec says")
 
 
-def _tflm_problem_terms(graph: LayerGraph, table: CostTable, unplanned: float, image: float
-                        ) -> ProblemTerms:
+def _tflite_fixed(table: CostTable) -> dict[str, float]:
+    return ({"tflite_frame_bytes": table.tflite_frame_bytes}
+            if table.flash_format == "tflite" else {})
+
+
+def _tflm_problem_terms(graph: LayerGraph, table: CostTable, unplanned: float, image: float,
+                        frame: float) -> ProblemTerms:
     """A TFLM profile's terms: the converted graph's tensors as TFLM's arena holds them and its
     persistent tail (cost_models.tflm_ram; the profile's runtime_ram stays the RAM outside the
     arena)."""
@@ -302,13 +310,13 @@ def _tflm_problem_terms(graph: LayerGraph, table: CostTable, unplanned: float, i
 
     terms = tflm_terms(graph, table, INPUT_SUFFIX)
     return ProblemTerms(
-        fixed={"flash_bytes": table.runtime_flash_bytes + unplanned + image,
+        fixed={"flash_bytes": table.runtime_flash_bytes + unplanned + frame,
                "ram_bytes": table.runtime_ram_bytes + terms.fixed_ram_bytes
                + (unplanned if table.weights_in_ram else 0),
                "latency_ms": table.run_overhead_ms,
                "energy_mj": table.run_overhead_ms * table.power_w + table.idle_energy_mj,
                "unplanned_weight_bytes": unplanned, "image_overhead_bytes": image,
-               "tflm_tail_bytes": terms.fixed_ram_bytes},
+               "tflm_tail_bytes": terms.fixed_ram_bytes, **_tflite_fixed(table)},
         ram_steps=terms.ram_steps, weights_in_ram=table.weights_in_ram,
         step_extra=terms.step_extra,
         step_pairs=tuple(tuple(PairTerm(*p) for p in step) for step in terms.step_pairs)
@@ -488,8 +496,12 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
             for layer, opts in configs.items()}, shapes), **sparse}
     factored = (lowrank_factors(loaded.module, graph, configs, shapes)
                 if loaded.module is not None else {})
+    # a TFLite profile's flash is the model.tflite apply writes from a torch model (an
+    # ONNX-only model gets no .tflite: its deployed bytes stay the packed image's)
+    tflite = spec.profile(profile).tflite is not None and loaded.module is not None
     table = build_cost_table(graph, spec, profile, acc, unit, sparse, budget.period, factored,
-                             layer_options={ly: list(row.values()) for ly, row in offered.items()})
+                             layer_options={ly: list(row.values()) for ly, row in offered.items()},
+                             flash_format="tflite" if tflite else "image")
     if spec.kind == "host" and loaded.module is not None and calib is not None:
         table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem_terms(graph, table),
@@ -668,7 +680,9 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
                 techniques=options[layer.name][c.option].to_list(),
                 latency_ms=c.latency_ms, flash_bytes=c.flash_bytes, energy_mj=c.energy_mj,
                 acc_loss=c.acc_loss, act_bytes=c.act_bytes, widths=dict(c.widths),
-                in_act_bytes=c.in_act_bytes) for c in table.options[layer.name]],
+                in_act_bytes=c.in_act_bytes,
+                image_bytes=c.image_bytes if table.flash_format == "tflite" else None)
+                for c in table.options[layer.name]],
         )
         for layer in ctx.graph.layers
     }
@@ -710,8 +724,13 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
         latency_band=band.fraction,
         latency_backed=band.backed,
         uncertainty={"latency": band.text,
-                     "flash": "exact: the packed image's bytes are computed from the weights "
-                              "and checked on the file by apply",
+                     "flash": ("model.tflite's bytes: constants and quantisation parameters "
+                               "exact, the flatbuffer's framing fitted (within 0.5 % of the "
+                               "written files; float layers among integer ones add ~0.2 KB of "
+                               "boundary ops each, not in the solver); apply checks the file"
+                               if table.flash_format == "tflite" else
+                               "exact: the packed image's bytes are computed from the weights "
+                               "and checked on the file by apply"),
                      "ram": (TFLM_RAM_UNCERTAINTY if table.memory.tflm_arena else
                              "activation liveness model; the runtime's own RAM as the spec "
                              "says (see its provenance)")},

@@ -357,7 +357,7 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
             "image_storage": f.storage if f else None,
             "image_zero_fraction": f.zero_fraction if f else None,
             "image_bytes": (f.weight_bytes + f.bias_bytes + f.header_bytes) if f else None,
-            "planned_bytes": lp.cost.flash_bytes,
+            "planned_bytes": lp.image_bytes,
             "distinct_values": f.distinct_values if f else None,
         }
         rows.append(row)
@@ -371,10 +371,10 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
             problems.append(f"{name}: flash image stores {f.option if f else 'nothing'}, plan "
                             f"says {weights}")
         elif not _layer_bytes_match(f.weight_bytes + f.bias_bytes + f.header_bytes,
-                                    lp.cost.flash_bytes, sized_by_weights(lp.techniques)):
+                                    lp.image_bytes, sized_by_weights(lp.techniques)):
             problems.append(f"{name}: image holds {f.weight_bytes + f.bias_bytes} B + a "
                             f"{f.header_bytes} B header entry, plan predicted "
-                            f"{lp.cost.flash_bytes:.0f} B")
+                            f"{lp.image_bytes:.0f} B")
         for cfg in lp.techniques if f is not None else ():  # each technique's own check
             check = technique(cfg).verify_image
             if check is not None:
@@ -384,7 +384,7 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
     channels, channel_problems = check_channels_in_onnx(plan, in_onnx)
     problems += channel_problems
     # layer costs hold their blobs and header entries; the plan's fixed part the framing
-    planned = (sum(lp.cost.flash_bytes for lp in plan.layers.values())
+    planned = (sum(lp.image_bytes for lp in plan.layers.values())
                + plan.fixed.get("image_overhead_bytes", 0.0))
     actual = image.stat().st_size
     tolerance = max(FLASH_TOLERANCE_FRACTION * planned, FLASH_TOLERANCE_BYTES)
@@ -429,7 +429,7 @@ def _verify_factored(name: str, lp: Any, runnable: Path, in_onnx: dict[str, Any]
                  f"{in_image[n].option if n in in_image else 'nothing'}, plan says {weights}"
                  for n in nodes if n not in in_image or in_image[n].option != weights]
     row: dict[str, Any] = {"layer": name, "planned": lp.option, "factors": nodes,
-                           "planned_bytes": lp.cost.flash_bytes, "planned_rank": cfg.rank,
+                           "planned_bytes": lp.image_bytes, "planned_rank": cfg.rank,
                            "planned_rank_in": cfg.rank_in}
     if problems:
         return row, problems
@@ -442,9 +442,9 @@ def _verify_factored(name: str, lp: Any, runnable: Path, in_onnx: dict[str, Any]
                 "image_dtype": in_image[nodes[0]].dtype, "image_bytes": stored,
                 "onnx_rank": ranks["onnx"]["rank"], "onnx_rank_in": ranks["onnx"]["rank_in"],
                 "image_rank": ranks["image"]["rank"], "image_rank_in": ranks["image"]["rank_in"]})
-    if stored != lp.cost.flash_bytes:
+    if stored != lp.image_bytes:
         problems.append(f"{name}: image holds {stored} B in its factors, plan predicted "
-                        f"{lp.cost.flash_bytes:.0f} B")
+                        f"{lp.image_bytes:.0f} B")
     for where, found in ranks.items():
         checked = confirm_ranks(dict(found), cfg)
         if not checked.get("ok", True):

@@ -54,6 +54,11 @@ class ToolFailed(Exception):
     """The tool virtualenv's conversion or run failed (its last line)."""
 
 
+# apply's check of the plan's .tflite flash: the framing is fitted (within 0.5 % on the bench,
+# docs/cost-model-accuracy.md), and float layers among integer ones add boundary ops
+TFLITE_TOLERANCE_FRACTION = 0.02
+TFLITE_TOLERANCE_BYTES = 1024
+
 def tool_python() -> Path | None:
     """The tool virtualenv's python ($EDGEFIT_TFLITE_PYTHON, else .venv-tflite), if present."""
     env = os.environ.get(TOOL_PYTHON_ENV)
@@ -64,7 +69,8 @@ def tool_python() -> Path | None:
 def target_profile(plan: Plan) -> Profile:
     from cost_models.host_probe import target_spec
 
-    return target_spec(plan.target.device).profile(plan.target.profile)
+    # a plan made for a device file names it: its profile, not a catalog board's
+    return target_spec(plan.target.spec_path or plan.target.device).profile(plan.target.profile)
 
 
 def layer_request(plan: Plan) -> dict[str, dict[str, int | None]]:
@@ -333,9 +339,16 @@ def _build(plan: Plan, built: Built, calib_x: np.ndarray, test: Dataset, out_dir
         write_c_array(path, c_array)
         if read_c_array(c_array) != path.read_bytes():
             problems.append("model_data.cc does not hold model.tflite's bytes")
+    # the plan's model flash: the .tflite when it planned one (flash_format tflite), else its
+    # packed image
+    counts_tflite = "tflite_frame_bytes" in plan.fixed
     planned = (sum(lp.cost.flash_bytes for lp in plan.layers.values())
-               + plan.fixed.get("image_overhead_bytes", 0.0))
+               + plan.fixed.get("tflite_frame_bytes" if counts_tflite else
+                                "image_overhead_bytes", 0.0))
     size = path.stat().st_size
+    if counts_tflite and abs(size - planned) > max(TFLITE_TOLERANCE_FRACTION * planned,
+                                                   TFLITE_TOLERANCE_BYTES):
+        problems.append(f"model.tflite is {size:,} B, the plan predicted {planned:,.0f} B")
     predicted_size, arena = _predictions(built.graph, layers, micro)
     floats = [n for n, w in layers.items() if w["weights"] is None]
     return {
@@ -349,12 +362,15 @@ def _build(plan: Plan, built: Built, calib_x: np.ndarray, test: Dataset, out_dir
                     + (f"float: {', '.join(floats)}" if floats else "none float") + ")"
                     if not problems else "; ".join(problems)),
         "flash": {"tflite_bytes": size, "planned_model_flash_bytes": planned,
+                  "planned_counts": "model.tflite" if counts_tflite else "model.flash.bin",
                   "ratio": size / planned if planned else None,
                   "predicted_tflite_bytes": predicted_size,
-                  "note": "the plan's model flash is edgefit's packed image (model.flash.bin); "
-                          "predicted_tflite_bytes is cost_models.tflite_size from the layer "
-                          "graph and each layer's bit width (constants and quantisation "
-                          "parameters exact, the flatbuffer's framing fitted)"},
+                  "note": ("the plan's model flash is this .tflite: each layer's constants and "
+                           "quantisation parameters (exact) + the all-integer graph's framing "
+                           "(fitted; a float layer's QUANTIZE/DEQUANTIZE ops are not in it); "
+                           if counts_tflite else "the plan's model flash is edgefit's packed "
+                           "image (model.flash.bin); ")
+                  + "predicted_tflite_bytes is cost_models.tflite_size for the planned mix"},
         "outputs": _outputs(built, test, facts),
         "tflm": _tflm(plan, facts, arena),
     }
@@ -396,8 +412,10 @@ def summary_lines(section: dict[str, Any] | None) -> list[str]:
         f"  verified from the file: {section['summary']}",
         f"  size {flash['tflite_bytes']:,} B; predicted {flash['predicted_tflite_bytes']:,} B "
         f"({100 * (flash['predicted_tflite_bytes'] / flash['tflite_bytes'] - 1):+.1f} %, "
-        "cost_models.tflite_size); the plan's model flash (its packed image) "
-        f"{flash['planned_model_flash_bytes']:,.0f} B: x{flash['ratio']:.2f}",
+        "cost_models.tflite_size); the plan's model flash "
+        + ("(this .tflite) " if flash.get("planned_counts") == "model.tflite" else
+           "(its packed image) ")
+        + f"{flash['planned_model_flash_bytes']:,.0f} B: x{flash['ratio']:.2f}",
         f"  {out['runtime']} on {out['samples']} held-out samples: accuracy "
         f"{100 * out['accuracy']:.2f} %; vs the torch model (fake-quant) top-1 agreement "
         f"{100 * out['vs_torch']['top1_agreement']:.2f} %, max |error| "

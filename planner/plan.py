@@ -102,6 +102,9 @@ class Alternative(_Strict):
         default_factory=dict, description="coupled channel group -> kept channels this option "
         "assumes (the group of its output channels and of its input channels); every layer of a "
         "group takes the same width")
+    image_bytes: Bytes | None = Field(
+        default=None, description="its bytes in edgefit's packed image (model.flash.bin) when "
+        "flash_bytes count another file (model.tflite for a TFLite profile); null: flash_bytes")
 
 
 class LayerPlan(_Strict):
@@ -129,6 +132,15 @@ class LayerPlan(_Strict):
         if self.predicted is None:
             raise PlanError("this layer has no chosen option (the plan is infeasible)")
         return self.predicted
+
+    @property
+    def image_bytes(self) -> float:
+        """The chosen option's bytes in model.flash.bin (its flash_bytes unless they count a
+        .tflite)."""
+        chosen = next((a for a in self.alternatives if a.option == self.option), None)
+        if chosen is not None and chosen.image_bytes is not None:
+            return chosen.image_bytes
+        return self.cost.flash_bytes
 
     def alternative(self, option: str) -> Alternative:
         for alt in self.alternatives:

@@ -15,6 +15,24 @@ from device_specs.budget import Budget
 
 
 @pytest.fixture(scope="session")
+def image_target(tmp_path_factory) -> str:
+    """The Arduino Nano 33 BLE's device file without its `tflite` fields: the same board and
+    rates, deployed as edgefit's packed image (model.flash.bin), where sparse and shared
+    weights save flash (a .tflite stores them dense)."""
+    import yaml
+
+    from device_specs.catalog import CATALOG_DIR
+
+    data = yaml.safe_load((CATALOG_DIR / "arduino-nano-33-ble.yaml").read_text())
+    data["name"] = "arduino-nano-33-ble-image"
+    for profile in data["profiles"].values():
+        profile.pop("tflite", None)
+    path = tmp_path_factory.mktemp("image-target") / "arduino-nano-33-ble-image.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def lenet5_plan_factory():
     """Make a plan for the trained LeNet-5 under the given budget fields."""
     from edgefit.planning import make_plan

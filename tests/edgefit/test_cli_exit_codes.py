@@ -109,7 +109,7 @@ def test_ctrl_c_during_apply_is_130_and_leaves_the_earlier_set(
     (cwd / "out" / "report.json").write_text('{"an": "earlier run"}')
 
     def interrupted(plan: Plan, loaded: Any, data: str, calib: Any, test: Any,
-                    work: Path) -> dict[str, Any]:
+                    work: Path, metric: Any = None) -> dict[str, Any]:
         (work / "model.onnx").write_bytes(b"half a model")
         raise KeyboardInterrupt
 
@@ -130,7 +130,7 @@ def test_apply_writes_one_set_with_its_plan_and_final_paths(
     (cwd / "out" / "model.float.onnx").write_bytes(b"an earlier run's file")
 
     def build(plan: Plan, loaded: Any, data: str, calib: Any, test: Any,
-              work: Path) -> dict[str, Any]:
+              work: Path, metric: Any = None) -> dict[str, Any]:
         (work / "model.onnx").write_bytes(b"onnx")
         return {"artifacts": {"onnx": str(work / "model.onnx")},
                 "checks": [{"check": "x", "ok": True, "detail": f"read {work}/model.onnx"}]}

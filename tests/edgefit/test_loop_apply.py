@@ -10,8 +10,10 @@ from edgefit.loop import LoopSettings, apply_evaluator, closed_loop
 
 
 @pytest.fixture(scope="module")
-def looped(lenet5_plan_factory, tmp_path_factory: pytest.TempPathFactory):
-    plan, _ = lenet5_plan_factory(latency="60ms", accuracy_drop="0.5pp")
+def looped(lenet5_plan_factory, image_target, tmp_path_factory: pytest.TempPathFactory):
+    # the Nano as a packed-image target: the suite writes no .tflite (EDGEFIT_TFLITE=off), and
+    # the image is what apply then measures flash on
+    plan, _ = lenet5_plan_factory(target=image_target, latency="60ms", accuracy_drop="0.5pp")
     out = tmp_path_factory.mktemp("loop")
     result = closed_loop(plan, apply_evaluator(out), LoopSettings(rounds=2, objective="flash"))
     return plan, result, out

@@ -55,7 +55,7 @@ def test_user_model_plan_and_apply(kind: str, trained_lenet5: torch.nn.Module,
     for name, lp in plan.layers.items():
         assert storage[name].option == onnx_option(lp.techniques)
         assert stored[name].weight_bytes + stored[name].bias_bytes + stored[name].header_bytes == \
-            lp.cost.flash_bytes
+            lp.image_bytes
 
 
 def test_pt2_model_takes_low_rank_options(trained_lenet5: torch.nn.Module,

@@ -16,18 +16,19 @@ import dataclasses
 
 import pytest
 
-BUDGET = {"target": "arduino-nano-33-ble", "model": "lenet5-mnist",
-          "limits": {"latency": "60ms", "flash": "125KB"}}
+BUDGET = {"model": "lenet5-mnist", "limits": {"latency": "60ms", "flash": "125KB"}}
 
 
 @pytest.fixture(scope="module")
-def finetune_plan():
-    """The issue's plan (fine-tuning on), and 3000 training images to fine-tune on quickly."""
+def finetune_plan(image_target):
+    """The issue's plan (fine-tuning on), and 3000 training images to fine-tune on quickly; the
+    Nano as a packed-image target (shared weights save flash there, not in a .tflite)."""
     from device_specs.budget import Budget
     from edgefit.planning import make_plan
     from workloads.data import load_dataset
 
-    plan, _ = make_plan(Budget.model_validate(BUDGET), "test", finetune_epochs=1)
+    plan, _ = make_plan(Budget.model_validate({**BUDGET, "target": image_target}), "test",
+                        finetune_epochs=1)
     assert plan.finetune is not None and plan.finetune.epochs == 1
     train, _ = load_dataset("mnist")
     return plan, dataclasses.replace(train, x=train.x[:3000], y=train.y[:3000])

@@ -229,7 +229,7 @@ def test_apply_stores_and_verifies_the_shared_layers(shared_applied) -> None:
         assert stored[name].storage.startswith("shared") and stored[name].bits == 4
         assert stored[name].codebook is not None and stored[name].codebook.size <= 16
         assert stored[name].weight_bytes + stored[name].bias_bytes + stored[name].header_bytes == \
-            lp.cost.flash_bytes
+            lp.image_bytes
         assert rows[name]["onnx_distinct_nonzero"] <= 16
         assert rows[name]["image_distinct_nonzero"] == stored[name].codebook.size
     assert stored["fc1"].zero_fraction >= 0.75

@@ -229,6 +229,32 @@ def test_apply_writes_tflite_and_c_array(applied) -> None:
 
 
 @needs_tool
+def test_the_plans_flash_is_the_tflite_it_writes(applied) -> None:
+    """A TFLite profile's model flash is model.tflite's predicted size (issue #17): within the
+    2 % apply checks, and model.flash.bin still matches each option's image bytes exactly."""
+    plan, report, _ = applied
+    flash = report["tflite"]["flash"]
+    assert flash["planned_counts"] == "model.tflite"
+    assert abs(flash["tflite_bytes"] / flash["planned_model_flash_bytes"] - 1) < 0.02
+    assert report["verification"]["flash_match"] and report["verification"]["ok"]
+    assert report["artifacts"]["flash_image_bytes"] == round(
+        sum(lp.image_bytes for lp in plan.layers.values()) + plan.fixed["image_overhead_bytes"])
+
+
+def test_on_a_tflite_profile_sparse_and_shared_options_save_no_flash(lenet5_plan_factory
+                                                                    ) -> None:
+    """A .tflite stores weights dense at their bit width: a sparse or weight-shared option has
+    its dense option's flash there (its smaller packed-image bytes kept as image_bytes)."""
+    plan, _ = lenet5_plan_factory(latency="60ms")
+    assert "tflite_frame_bytes" in plan.fixed
+    alts = {a.option: a for a in plan.layers["fc1"].alternatives}
+    for name, dense in (("int8+s50", "int8"), ("fp32+k4", "fp32")):
+        assert alts[name].flash_bytes == alts[dense].flash_bytes, name
+        assert alts[name].image_bytes is not None
+        assert alts[name].image_bytes < alts[dense].image_bytes, name  # type: ignore[operator]
+
+
+@needs_tool
 def test_each_layer_is_stored_in_its_planned_precision(applied) -> None:
     plan, report, _ = applied
     rows = report["tflite"]["layers"]

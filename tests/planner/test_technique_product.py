@@ -112,8 +112,10 @@ def test_combined_costs_compose(planned) -> None:
     acc = {c.option: c.acc_loss for c in row.values()}
     # zeros on a dense MCU kernel: the narrow layer's latency, fewer bytes than the narrow dense
     assert row["int8+s50+w12"].latency_ms == pytest.approx(row["int8+w12"].latency_ms)
-    assert row["int8+s50+w12"].flash_bytes < row["int8+w12"].flash_bytes
-    assert row["int8+s50+w12"].flash_bytes < row["int8+s50"].flash_bytes
+    # (in the packed image: the Nano's model.tflite stores zeros dense, same flash as narrow)
+    assert row["int8+s50+w12"].image_bytes < row["int8+w12"].image_bytes  # type: ignore[operator]
+    assert row["int8+s50+w12"].image_bytes < row["int8+s50"].image_bytes  # type: ignore[operator]
+    assert row["int8+s50+w12"].flash_bytes == row["int8+w12"].flash_bytes
     # factors of the narrow layer: fewer MACs than either alone
     assert row["int8+r50+w12"].latency_ms < min(row["int8+r50"].latency_ms,
                                                 row["int8+w12"].latency_ms)

@@ -318,12 +318,12 @@ def test_apply_verifies_the_rank_and_bytes_from_the_files(lowrank_applied) -> No
         cfg = L.lowrank_config(plan.layers[name].techniques)
         assert cfg is not None
         assert rows[name]["onnx_rank"] == rows[name]["image_rank"] == cfg.rank
-        assert rows[name]["image_bytes"] == plan.layers[name].cost.flash_bytes
+        assert rows[name]["image_bytes"] == plan.layers[name].image_bytes
     stored = {s.name: s for s in read_flash_image(out / "model.flash.bin")}
     assert {"conv2.0", "conv2.1", "conv2.2", "fc1.0", "fc1.1"} <= set(stored)
     assert "conv2" not in stored and stored["fc1.0"].option == "int8"
     assert stored["conv2.1"].option == "int4"  # the Tucker core (TFLM runs int4 on CONV_2D)
-    planned = sum(lp.cost.flash_bytes for lp in plan.layers.values())
+    planned = sum(lp.image_bytes for lp in plan.layers.values())
     size = (out / "model.flash.bin").stat().st_size
     assert abs(size - planned) <= max(0.02 * planned, 1024)
     fidelity = report["accuracy"]["onnx_vs_torch"]
