@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TFLITE_VENV  := .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed
 
-.PHONY: demo test bench data venv tflite-venv lint schemas clean
+.PHONY: demo test bench data venv tflite-venv lint schemas readme clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ lint: $(STAMP)
 
 schemas: $(STAMP)
 	$(VENV)/bin/edgefit schemas --out docs/schemas
+
+# the README's example outputs, from real runs (scripts/readme_examples.py)
+readme: $(STAMP)
+	$(VENV)/bin/python scripts/readme_examples.py
 
 bench: data
 	$(PY) benchmarks/run.py

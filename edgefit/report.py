@@ -268,8 +268,12 @@ def evidence_text(device: str, profile_name: str, profile: Profile) -> str:
     n = len(points(device, profile_name, "fit"))
     aside = len(points(device, profile_name, "aside"))
     extra = f"; {aside} more kept aside as a test" if aside else ""
+    family = (_family_evidence(device, profile.runtime_family)
+              if n < 3 and profile.runtime_family is not None else "")
+    extra += family
     if n == 0:
-        return "no published points: analytical constants only" + extra
+        return ("no published points of this board" if family else
+                "no published points: analytical constants only") + extra
     if n == 1:
         return "1 point: no fit error" + extra
     if n == 2:
@@ -281,19 +285,41 @@ def evidence_text(device: str, profile_name: str, profile: Profile) -> str:
             f"({len(fit.loo)} of {n} predicted)" + extra)
 
 
+def _family_evidence(device: str, family: str) -> str:
+    """The MCU runtime family's MLPerf Tiny fit (cost_models.mcu_fit), in a few words."""
+    from cost_models.mcu_fit import mcu_family_fit
+    from cost_models.uncertainty import mcu_band
+    from device_specs.catalog import load_spec
+
+    fit = mcu_family_fit(family)
+    if fit is None:
+        return ""
+    if fit.held_out_error is None:
+        stand_in = mcu_family_fit(fit.assumed_from or "")
+        err = None if stand_in is None else stand_in.held_out_error
+        return (f"; {family}: no MLPerf Tiny row, parameters assumed from {fit.assumed_from}"
+                + ("" if err is None else f" (±{100 * err:.0f} % held out there)"))
+    band = mcu_band(load_spec(device), family)
+    where = "this board in them" if band is not None and band.backed else "clock-scaled"
+    basis = "board" if fit.lobo_mape is not None else "model"
+    return (f"; {family} fit: ±{100 * fit.held_out_error:.0f} % leave-one-{basis}-out on "
+            f"{fit.n_rows} MLPerf Tiny rows ({where})")
+
+
 def published_evidence(spec: DeviceSpec) -> dict[str, str]:
     """evidence_text per profile of a catalog device. Cached under cache_dir(), keyed by the
     points file, the device's YAML and the fitting code: the leave-one-out fits take seconds."""
     import hashlib
     import json
 
-    from cost_models import fit, published, published_fit
+    from cost_models import fit, mcu_fit, published, published_fit
     from device_specs.catalog import CATALOG_DIR
     from edgefit_common.fsutil import atomic_write_text
     from edgefit_common.paths import cache_dir
 
     sources = [published.POINTS_FILE, CATALOG_DIR / f"{spec.name}.yaml",
-               Path(fit.__file__), Path(published_fit.__file__)]  # the fitting code
+               Path(fit.__file__), Path(published_fit.__file__),  # the fitting code
+               Path(mcu_fit.__file__), mcu_fit.DATA_FILE, Path(__file__)]
     digest = hashlib.sha256(b"\0".join(p.read_bytes() if p.is_file() else b"" for p in sources))
     path = cache_dir() / "device-evidence" / f"{spec.name}.{digest.hexdigest()[:16]}.json"
     try:

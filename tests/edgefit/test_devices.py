@@ -25,9 +25,14 @@ def _text(device: str, profile: str) -> str:
 def test_no_points_and_one_point_say_so() -> None:
     assert not points("arduino-nano-33-ble", "tflm-cmsis-nn")
     assert _text("arduino-nano-33-ble", "tflm-cmsis-nn") == (
-        "no published points: analytical constants only")
+        "no published points of this board; tflm-cmsis-nn: no MLPerf Tiny row, "
+        "parameters assumed from microtvm-cmsis-nn (±20 % held out there)")
     assert len(points("arduino-nano-33-ble", "tflm-reference", "fit")) == 1
-    assert _text("arduino-nano-33-ble", "tflm-reference") == "1 point: no fit error"
+    assert _text("arduino-nano-33-ble", "tflm-reference") == (
+        "1 point: no fit error; tflm-reference fit: ±28 % leave-one-model-out on 4 MLPerf Tiny "
+        "rows (clock-scaled)")
+    assert _text("stm32l4r5-nucleo", "x-cube-ai").endswith(
+        "x-cube-ai fit: ±33 % leave-one-model-out on 8 MLPerf Tiny rows (this board in them)")
 
 
 def test_two_points_claim_no_leave_one_out() -> None:
@@ -55,8 +60,8 @@ def test_table_has_every_profile_and_is_cached(monkeypatch: pytest.MonkeyPatch) 
     con = Console(record=True, width=400)
     report.print_devices(con)
     out = con.export_text()
-    assert "tflm-cmsis-nn: no published points: analytical constants only" in out
-    assert "tflm-reference: 1 point: no fit error" in out
+    assert "tflm-cmsis-nn: no published points of this board; tflm-cmsis-nn: no MLPerf" in out
+    assert "tflm-reference: 1 point: no fit error; tflm-reference fit" in out
     assert "edgetpu: 2 points: fitted, too few for a leave-one-out error" in out
     assert "probed on this machine" in out
     calls: list[str] = []
