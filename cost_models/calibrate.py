@@ -54,6 +54,7 @@ from cost_models.timing_file import TimedModel, TimingFile
 from device_specs.schema import DeviceSpec, Profile
 from edgefit_common.errors import EdgefitError, MachineMismatchError, SpecError
 from edgefit_common.jsonio import read_json
+from edgefit_common.yamlio import check_format
 
 MEASURE_FORMAT = "edgefit-measure"
 MEASURE_FORMAT_VERSION = 1
@@ -73,12 +74,7 @@ def read_measure_file(path: Path) -> dict[str, Any]:
     """An edgefit_measure JSON result, checked for its format; SpecError naming the file."""
     path = Path(path)
     data = read_json(path, "measure file")
-    if not isinstance(data, dict) or data.get("format") != MEASURE_FORMAT:
-        raise SpecError(f"{path}: not an edgefit-measure result (format "
-                        f"{data.get('format') if isinstance(data, dict) else None!r})")
-    if data.get("format_version") != MEASURE_FORMAT_VERSION:
-        raise SpecError(f"{path}: format_version {data.get('format_version')!r} is not "
-                        f"supported (this edgefit reads {MEASURE_FORMAT_VERSION})")
+    check_format(data, path, MEASURE_FORMAT, MEASURE_FORMAT_VERSION, "an edgefit-measure result")
     for key in ("layers", "latency_ms", "model"):
         if not isinstance(data.get(key), dict):
             raise SpecError(f"{path}: missing or malformed {key!r}")

@@ -18,7 +18,7 @@ from device_specs.quantities import Strict
 from device_specs.schema import DeviceSpec, Profile
 from edgefit_common.errors import SpecError
 from edgefit_common.fsutil import atomic_write_text
-from edgefit_common.yamlio import validate
+from edgefit_common.yamlio import check_format, validate
 
 CALIBRATION_FORMAT = "edgefit-calibration"
 CALIBRATION_FORMAT_VERSION = 1
@@ -184,12 +184,8 @@ def read_calibration(path: Path) -> CalibrationResult:
     data, root = read_yaml(path)
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping at the top level")
-    if data.get("format") != CALIBRATION_FORMAT:
-        raise SpecError(f"{path}: not an edgefit calibration file (format "
-                        f"{data.get('format')!r})")
-    if data.get("format_version") != CALIBRATION_FORMAT_VERSION:
-        raise SpecError(f"{path}: format_version {data.get('format_version')!r} is not "
-                        f"supported (this edgefit reads {CALIBRATION_FORMAT_VERSION})")
+    check_format(data, path, CALIBRATION_FORMAT, CALIBRATION_FORMAT_VERSION,
+                 "an edgefit calibration file")
     return validate(data, CalibrationResult, path=path, root=root)
 
 

@@ -38,7 +38,7 @@ from device_specs.schema import RuntimeFamily
 from edgefit_common.errors import SpecError
 from edgefit_common.fsutil import read_text
 from edgefit_common.jsonio import loads_json
-from edgefit_common.yamlio import validate
+from edgefit_common.yamlio import check_format, validate
 
 TIMING_FORMAT = "edgefit-timing"
 TIMING_FORMAT_VERSION = 1
@@ -137,12 +137,7 @@ def read_timing_file(path: Path) -> TimingFile:
 
 
 def timing_from_json(data: Any, path: Path) -> TimingFile:
-    if not isinstance(data, dict) or data.get("format") != TIMING_FORMAT:
-        raise SpecError(f"{path}: not an edgefit-timing file (format "
-                        f"{data.get('format') if isinstance(data, dict) else None!r})")
-    if data.get("format_version") != TIMING_FORMAT_VERSION:
-        raise SpecError(f"{path}: format_version {data.get('format_version')!r} is not "
-                        f"supported (this edgefit reads {TIMING_FORMAT_VERSION})")
+    check_format(data, path, TIMING_FORMAT, TIMING_FORMAT_VERSION, "an edgefit-timing file")
     return validate(data, TimingFile, path=path)
 
 

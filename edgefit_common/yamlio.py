@@ -163,6 +163,18 @@ def load_model(path: Path, model: type[M], what: str = "file") -> M:
     return validate(data, model, path=path, root=root)
 
 
+def check_format(data: Any, path: Path | str, fmt: str, version: int, what: str) -> None:
+    """A file edgefit wrote (or a user wrote in edgefit's format) names its format and version:
+    SpecError naming the file when it is another kind of file (`what`: e.g. "an edgefit-timing
+    file") or a version this edgefit does not read."""
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise SpecError(f"{path}: not {what} (format "
+                        f"{data.get('format') if isinstance(data, dict) else None!r})")
+    if data.get("format_version") != version:
+        raise SpecError(f"{path}: format_version {data.get('format_version')!r} is not "
+                        f"supported (this edgefit reads {version})")
+
+
 def validate(data: dict[str, Any], model: type[M], *, path: Path | str,
              root: yaml.Node | None = None) -> M:
     try:
