@@ -142,7 +142,8 @@ def onnx_output_kl(
     if unknown:
         raise PlanError(f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(OPTIONS)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    reference = onnx_predict_all(prepared, x)
+    sess = _session(prepared)
+    reference = _run_all(sess, x, str(prepared))
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict[tuple[str, str], float] = {}
     pairs = [(i, layer, option) for i, layer in enumerate(layers) for option in options]
@@ -161,8 +162,9 @@ def onnx_output_kl(
             out[layer, option] = total_divergence(reference, got)
         except PlanError as exc:
             raise PlanError(f"{prepared}: layer {layer!r} at {option}: {exc}") from None
+    names = [o.name for o in sess.get_outputs()]
     compared = ("mean KL divergence of the outputs" if len(reference) == 1 else
-                describe(reference, output_names(prepared)) + " (every output counts)")
+                describe(reference, names) + " (every output counts)")
     return AccuracyEstimate(
         out,
         unit=unit(reference),

@@ -24,6 +24,8 @@ from cost_models.runtime_memory import (
     kernel_scratch_bytes,
 )
 from cost_models.table import CostTable, OptionCost
+from cost_models.tflite_size import frame_bytes, graph_constant_bytes, layer_tflite_bytes
+from cost_models.tflm_arena import converted_graph
 from device_specs.schema import BITS, DeviceSpec, Kernel, Profile
 from edgefit_common.units import fmt_rate
 from formats.quant_math import (
@@ -196,8 +198,6 @@ def tflite_layer_bytes(layer: Layer, kernel: Kernel) -> int:
     """The layer's weights, bias and per-channel quantisation parameters in model.tflite
     (cost_models.tflite_size): dense at the kernel's bit width (a .tflite stores no sparsity
     and no codebook: sparse and shared weights take their dense size)."""
-    from cost_models.tflite_size import layer_tflite_bytes
-
     floats = ("fp32", "fp16")
     bits = None if kernel.weights in floats else BITS[kernel.weights]
     acts = 8 if kernel.activations in floats else BITS[kernel.activations]
@@ -343,9 +343,6 @@ def tflite_frame_bytes(graph: LayerGraph) -> float:
     """model.tflite beyond its layers' weights: the converted graph's own constants and its
     framing (tables, names, alignment), for the all-integer graph (a float layer among int8
     ones adds its QUANTIZE / DEQUANTIZE ops, ~0.2 KB each, which the solver does not see)."""
-    from cost_models.tflite_size import frame_bytes, graph_constant_bytes
-    from cost_models.tflm_arena import converted_graph
-
     conv = converted_graph(graph, graph.layer_names)
     return graph_constant_bytes(conv) + frame_bytes(conv)
 

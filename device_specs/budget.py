@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema, field_serializer, field_validator
+from pydantic import Field, WithJsonSchema, field_serializer, field_validator, model_validator
 
 from device_specs.catalog import target_relative_to
 from device_specs.quantities import Strict
@@ -100,10 +100,12 @@ class Preprocess(Strict):
             raise ValueError("every std must be > 0")
         return value
 
-    def model_post_init(self, _context: Any) -> None:
+    @model_validator(mode="after")
+    def _same_length(self) -> Preprocess:
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean has {len(self.mean)} values, std {len(self.std)}: give one "
                              "per channel for both (or one each)")
+        return self
 
 
 class Budget(Strict):
