@@ -18,6 +18,9 @@ BUDGET_SCHEMA_VERSION = 1
 Margin = Annotated[float, Field(ge=0.0, lt=1.0)]
 """The safety margin on limits (a fraction): the same bounds in a budget and in a plan."""
 
+MAX_AB_SLOTS = 8
+"""Model slots in flash (A/B updates use 2); more than a handful is a typo."""
+
 MAX_INPUT_DIMS = 8
 MAX_INPUT_ELEMENTS = 1 << 26
 """One sample's input: at most 8 dimensions and 2**26 (67M) values (256 MiB as float32); a
@@ -45,6 +48,7 @@ LIMIT_FAMILIES: dict[str, units.Family] = {
     "ram": units.BYTES,
     "energy": units.ENERGY,
     "accuracy_drop": units.ACCURACY,
+    "update_time": units.TIME,
 }
 
 
@@ -63,8 +67,12 @@ class Limits(Strict):
     accuracy_drop: LimitValue = Field(
         default=None, description="percentage points, e.g. '1pp' ('1%' is read as points)"
     )
+    update_time: LimitValue = Field(
+        default=None, description="delivering the compressed model over the budget's `link`, "
+        "e.g. '30s' (device_specs/links.yaml)")
 
-    @field_validator("latency", "flash", "ram", "energy", "accuracy_drop", mode="before")
+    @field_validator("latency", "flash", "ram", "energy", "accuracy_drop", "update_time",
+                     mode="before")
     @classmethod
     def _parse(cls, value: Any, info: Any) -> float | None:
         if value is None:
@@ -74,7 +82,7 @@ class Limits(Strict):
         except UnitError as exc:
             raise ValueError(str(exc).split(": ", 1)[1]) from None
 
-    @field_serializer("latency", "flash", "ram", "energy", "accuracy_drop")
+    @field_serializer("latency", "flash", "ram", "energy", "accuracy_drop", "update_time")
     def _dump(self, value: float | None, info: Any) -> str | None:
         if value is None:
             return None
@@ -153,6 +161,31 @@ class Budget(Strict):
             return units.parse(value, units.TIME, field="period")
         except UnitError as exc:
             raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+    link: str | None = Field(
+        default=None, description="the link model updates travel over (device_specs/links.yaml, "
+        "e.g. ble-1m): the plan reports the update time, and `limits.update_time` limits it")
+    ab_slots: int = Field(
+        default=1, ge=1, le=MAX_AB_SLOTS, description="model images the flash holds at once "
+        "(2: an A/B update keeps the running model while the new one arrives); the flash limit "
+        "then holds the runtime plus ab_slots x the model image")
+
+    @field_validator("link")
+    @classmethod
+    def _known_link(cls, value: str | None) -> str | None:
+        from device_specs.links import link_names
+
+        if value is not None and value not in link_names():
+            raise ValueError(f"unknown link {value[:60]!r}; known links: "
+                             f"{', '.join(link_names())}")
+        return value
+
+    @model_validator(mode="after")
+    def _update_time_needs_link(self) -> Budget:
+        if self.limits.update_time is not None and self.link is None:
+            raise ValueError("an update-time limit needs a link to time it on: pass --link NAME "
+                             "(or `link:` in the budget file); see device_specs/links.yaml")
+        return self
 
     @field_serializer("period")
     def _dump_period(self, value: float | None) -> str | None:

@@ -47,7 +47,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                    input_shape: str | None = None,
                    limits: dict[str, str | None],
                    scenario: str | None = None, mean: str | None = None,
-                   std: str | None = None) -> ResolvedBudget:
+                   std: str | None = None, link: str | None = None,
+                   ab_slots: int | None = None) -> ResolvedBudget:
     if scenario is not None and budget_file is not None:
         raise SpecError("--scenario and --budget: choose one (flags override either)")
     scn = load_scenario(scenario) if scenario is not None else None
@@ -76,6 +77,7 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                        ("weights", weights), ("data", data)):
         if value is not None:
             fields[key] = value
+    _delivery_flags(fields, link, ab_slots)
     if margin is not None:
         fields["margin"] = _parse_margin(margin)
     if input_shape is not None:
@@ -94,7 +96,7 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                         "budget file / edgefit.yaml")
     if not fields["limits"]:
         raise SpecError("no limits: pass at least one of --max-latency, --max-flash, --max-ram, "
-                        "--max-energy, --max-accuracy-drop")
+                        "--max-energy, --max-accuracy-drop, --max-update-time")
     if scn is not None and model is None:
         raise SpecError(f"scenario {scn.name}: pass --model (its example run: --model "
                         f"{scn.example_model}{_shape_flag(scn)}; see `edgefit scenarios`)")
@@ -111,6 +113,24 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
     return ResolvedBudget(budget, source, origin, factory,
                           "--target flag" if target is not None else source, scn,
                           _origins(budget, given, period is not None, source))
+
+
+def _delivery_flags(fields: dict[str, Any], link: str | None, ab_slots: int | None) -> None:
+    """--link and --ab-slots into `fields` (over the file's), each checked with one line."""
+    from device_specs.budget import MAX_AB_SLOTS
+    from device_specs.links import load_link
+
+    if link is not None:
+        load_link(link)  # an unknown name: SpecError naming the known links
+        fields["link"] = link
+    if ab_slots is not None:
+        if not 1 <= ab_slots <= MAX_AB_SLOTS:
+            raise SpecError(f"--ab-slots {ab_slots}: give 1 to {MAX_AB_SLOTS} model images "
+                            "(2 for A/B updates)")
+        fields["ab_slots"] = ab_slots
+    if fields["limits"].get("update_time") is not None and not fields.get("link"):
+        raise SpecError("--max-update-time needs --link NAME, the link the update travels over "
+                        "(see device_specs/links.yaml)")
 
 
 def _origins(budget: Budget, flags: dict[str, str], period_flag: bool,

@@ -91,6 +91,12 @@ def plan_cmd(
     max_energy: Annotated[str | None, Opt(help="per inference, e.g. 5mJ")] = None,
     max_accuracy_drop: Annotated[str | None, Opt(help="percentage points, e.g. 1pp (checked "
                                                  "after apply)")] = None,
+    max_update_time: Annotated[str | None, Opt(help="delivering the compressed model over "
+                                               "--link, e.g. 30s")] = None,
+    link: Annotated[str | None, Opt(help="the link updates travel over (ble-1m, ble-2m, "
+                                    "lora-eu868-sf7, lte-m, ...: device_specs/links.yaml)")] = None,
+    ab_slots: Annotated[int | None, Opt(help="model images the flash holds (2: A/B "
+                                        "updates); the flash limit counts each")] = None,
     model: Annotated[str | None, Opt(help="built-in name (lenet5-mnist, ...), a torch.export "
                                      ".pt2 file, an .onnx file, or package.module:factory "
                                      "(with --weights, --input-shape)")] = None,
@@ -158,8 +164,9 @@ def plan_cmd(
         Path.cwd(), budget_file=budget, target=target, profile=profile, model=model,
         weights=weights, data=data, margin=margin, period=period, input_shape=input_shape,
         limits={"latency": max_latency, "flash": max_flash, "ram": max_ram,
-                "energy": max_energy, "accuracy_drop": max_accuracy_drop},
-        scenario=scenario, mean=mean, std=std,
+                "energy": max_energy, "accuracy_drop": max_accuracy_drop,
+                "update_time": max_update_time},
+        scenario=scenario, mean=mean, std=std, link=link, ab_slots=ab_slots,
     )
     from planner.resolve import parse_pins
     from planner.result import SolverOptions
@@ -556,6 +563,39 @@ def schemas_cmd(
 
     for path in write_schemas(out_dir):
         typer.echo(f"wrote {path}")
+
+
+cache_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        pretty_exceptions_enable=False, cls=_Group, context_settings=HELP_NAMES,
+                        help="The measurement rows plans reuse (content-addressed, in "
+                        "$EDGEFIT_CACHE/rows.sqlite): count, export, merge.")
+app.add_typer(cache_app, name="cache")
+CacheFile = Annotated[Path, typer.Argument(help="a JSON file of rows (edgefit cache export)",
+                                           metavar="FILE")]
+
+
+@cache_app.command("info", cls=_Command)
+def cache_info_cmd() -> None:
+    """Rows per kind and the cache file's size."""
+    from edgefit.cache_cmd import print_info
+
+    print_info()
+
+
+@cache_app.command("export", cls=_Command)
+def cache_export_cmd(file: CacheFile) -> None:
+    """Write every row to FILE (merge it into another machine's cache)."""
+    from edgefit.cache_cmd import export
+
+    export(file)
+
+
+@cache_app.command("merge", cls=_Command)
+def cache_merge_cmd(file: CacheFile) -> None:
+    """Add the rows of FILE (idempotent: merging twice, or in any order, gives the same rows)."""
+    from edgefit.cache_cmd import merge
+
+    merge(file)
 
 
 def _pareto_metrics(text: str) -> list[str]:

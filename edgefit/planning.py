@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,17 +152,26 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
     group, so the values its codebook and Huffman-coded indices are fitted to differ, and so
     does the size (:func:`shared_channel_flash_bytes` counts those on the weights apply
     stores)."""
+    from cost_models.cached_rows import cached, module_hash, stored_bytes_key
     from techniques.prune import kept_slice
 
-    out = {}
     modules = dict(module.named_modules())
-    todo = [(layer, name, configs) for layer, opts in options.items()
-            for name, configs in opts.items() if sized_by_weights(configs)]
-    for layer, name, configs in track(todo, "flash bytes of sparse and shared options"):
-        shape = (shapes or {}).get((layer, name))
-        source = modules[layer] if shape is None else kept_slice(modules[layer], shape)
-        out[layer, name] = _stored_bytes(layer, source, configs)
-    return out
+    todo = {(layer, name): configs for layer, opts in options.items()
+            for name, configs in opts.items() if sized_by_weights(configs)}
+    weights = {layer: module_hash(modules[layer]) for layer, _ in todo}
+    keys = {(layer, name): stored_bytes_key(
+        weights[layer], layer, list((shapes or {}).get((layer, name), ())), configs,
+        (sparse_flash_bytes, _stored_bytes))
+        for (layer, name), configs in todo.items()}
+
+    def count(missing: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        out = {}
+        for layer, name in track(missing, "flash bytes of sparse and shared options"):
+            shape = (shapes or {}).get((layer, name))
+            source = modules[layer] if shape is None else kept_slice(modules[layer], shape)
+            out[layer, name] = _stored_bytes(layer, source, todo[layer, name])
+        return out
+    return {k: int(v) for k, v in cached("stored-bytes", keys, count).items()}
 
 
 def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
@@ -179,23 +187,42 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
     combination of those widths serves every option and layer that prunes exactly them."""
     import copy
 
+    from cost_models.cached_rows import cached, module_hash, stored_bytes_key
     from techniques.prune import prune_channels
 
     by_name = {g.name: g for g in groups}
-    todo: dict[tuple[tuple[str, int], ...], list[tuple[str, str, list[Any]]]] = {}
+    cuts: dict[tuple[str, str], tuple[tuple[str, int], ...]] = {}
     for layer, opts in options.items():
         for name, option in opts.items():
             cut = tuple(sorted((g, w) for g, w in option.widths if w < by_name[g].channels))
             if cut and option.has("share"):
-                todo.setdefault(cut, []).append((layer, name, option.to_list()))
-    out = {}
-    for cut, wanted in track(todo.items(), "flash bytes of shared, channel-pruned options"):
-        prune = {member: by_name[g].prune_config(w) for g, w in cut
-                 for member in by_name[g].layers}
-        narrow = dict(prune_channels(copy.deepcopy(module), prune, input_shape).named_modules())
-        for layer, name, configs in wanted:
-            out[layer, name] = _stored_bytes(layer, narrow[layer], configs)
-    return out
+                cuts[layer, name] = cut
+    weights = module_hash(module) if cuts else ""
+    keys = {(layer, name): stored_bytes_key(
+        weights, layer, [list(input_shape), [[*_group_key(by_name[g]), w] for g, w in cut]],
+        options[layer][name].to_list(),
+        (shared_channel_flash_bytes, _stored_bytes))
+        for (layer, name), cut in cuts.items()}
+
+    def count(missing: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        todo: dict[tuple[tuple[str, int], ...], list[tuple[str, str]]] = {}
+        for item in missing:
+            todo.setdefault(cuts[item], []).append(item)
+        out = {}
+        for cut, wanted in track(todo.items(), "flash bytes of shared, channel-pruned options"):
+            prune = {member: by_name[g].prune_config(w) for g, w in cut
+                     for member in by_name[g].layers}
+            narrow = dict(prune_channels(copy.deepcopy(module), prune,
+                                         input_shape).named_modules())
+            for layer, name in wanted:
+                out[layer, name] = _stored_bytes(layer, narrow[layer],
+                                                 options[layer][name].to_list())
+        return out
+    return {k: int(v) for k, v in cached("stored-bytes", keys, count).items()}
+
+
+def _group_key(g: ChannelGroupSpec) -> list[Any]:
+    return [g.name, g.channels, g.multiple, list(g.layers), list(g.consumers)]
 
 
 def _stored_bytes(layer: str, source: Any, configs: list[Any]) -> int:
@@ -389,7 +416,7 @@ def channel_groups(loaded: LoadedModel, multiple: int, x: np.ndarray
                    ) -> tuple[list[ChannelGroupSpec], dict[tuple[str, str], float]]:
     """The model's coupled channel groups with the widths Torch-Pruning really produced, and
     each pruned width's measured accuracy cost, keyed (group, "w<width>")."""
-    from cost_models.accuracy import channel_pruning_kl
+    from cost_models.cached_rows import cached_channel_pruning_kl
     from cost_models.channels import channel_group_specs
     from techniques.prune import coupling
 
@@ -401,7 +428,7 @@ def channel_groups(loaded: LoadedModel, multiple: int, x: np.ndarray
     # an embedding table takes no channel options (its width is not pruned): no group of it
     tables = {n for n, m in module.named_modules() if type(m).__name__ == "Embedding"}
     groups = [g for g in groups if not tables & {*g.layers, *g.consumers}]
-    kl = channel_pruning_kl(module, groups, loaded.input_shape, x)
+    kl = cached_channel_pruning_kl(module, groups, loaded.input_shape, x)  # one row a width
     kept = [dataclasses.replace(g, widths=tuple(
         w for w in g.widths if w == g.channels or kl.get((g.name, w)) is not None))
         for g in groups]
@@ -514,6 +541,11 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         base = base.model_copy(update={"finetune": DistillConfig(
             epochs=finetune_epochs, quantization_aware=quantization_aware)})
     base = base.model_copy(update={"excluded": sorted(set(exclude))})  # kept by re-solves
+    if budget.link is not None or budget.ab_slots > 1:  # A/B slots, the update's link
+        from edgefit.delivery import with_delivery
+
+        with task("delivery: transfer bytes per option (zstd ratios)"):
+            base = with_delivery(base, budget, table.runtime_flash_bytes, loaded.module)
     problem = ctx.solved = problem_from_plan(base, pins)  # the one Problem
     with task(f"solve ({'optuna' if search is not None else backend})"):
         ctx.result = (_bayes(problem, search, options) if search is not None
@@ -619,29 +651,13 @@ def _capture(loaded: LoadedModel) -> LayerGraph:
 
 def _cached_output_kl(module: Any, options: dict[str, dict[str, list[Any]]],
                       x: np.ndarray) -> AccuracyEstimate:
-    """measured_output_kl, cached by weights + images + options + the code that simulates the
-    techniques (a change to any of them is a miss): re-planning the same model is cheap."""
-    import inspect
+    """measured_output_kl, one cached row per (layer, technique configs), keyed by weights +
+    images + layer + configs + the code that simulates the techniques (a change to any of
+    them is a miss; the option set is not in the key): only pairs never measured are measured,
+    and a plan is the same whichever rows came from the cache (cost_models.cached_rows)."""
+    from cost_models.cached_rows import cached_output_kl
 
-    from cost_models import accuracy
-    from cost_models.sensitivity import SensitivityCache, cache_key
-    from formats import quant_math
-    from techniques import fakequant, lowrank, prune
-
-    code = "".join(inspect.getsource(m) for m in (accuracy, fakequant, quant_math, prune,
-                                                    lowrank))
-    key = cache_key("output-kl", module, x, None, options,
-                    {"code": hashlib.sha256(code.encode()).hexdigest()[:16]})
-    cache = SensitivityCache()
-    doc = cache.get(key)
-    if doc is not None:
-        loss = {(r["layer"], r["option"]): float(r["value"]) for r in doc["rows"]}
-        return AccuracyEstimate(loss, doc["unit"], doc["provenance"]
-                                + " (cached from an identical earlier measurement)")
-    est = accuracy.measured_output_kl(module, options, x)
-    cache.put(key, {"unit": est.unit, "provenance": est.provenance,
-                    "rows": [{"layer": ly, "option": o, "value": v}
-                             for (ly, o), v in est.loss.items()]})
+    est: AccuracyEstimate = cached_output_kl(module, options, x)
     return est
 
 

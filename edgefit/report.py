@@ -84,6 +84,8 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None,
     con.print(f"acc cost: {plan.accuracy_unit}; latency/flash/peak RAM: predicted for the target")
     con.print(_limits_table(plan))
     con.print("how these costs were obtained:")
+    for line in delivery_lines(plan):
+        con.print(line, soft_wrap=True)
     for key, text in plan.provenance.items():
         con.print(f"  {key}: {text}", soft_wrap=True)
     for key, text in plan.uncertainty.items():
@@ -106,6 +108,12 @@ def _limits_table(plan: Plan) -> Table:
         table.add_column(col, justify="right" if col not in ("limit", "") else "left")
     for field, metric, fmt in LIMIT_ROWS:
         value = getattr(plan.totals, metric)
+        if metric == "flash_bytes" and plan.delivery is not None and plan.delivery.ab_slots > 1:
+            field = f"flash ({plan.delivery.ab_slots} model slots)"
+            value = plan.delivery.flash_with_slots(value)
+            limit_value = given.get("flash")
+            if limit_value is not None:
+                given = {**given, field: limit_value}
         if field in given:
             limit = given[field]
             status = ("binds (+10 % would buy accuracy)" if metric in plan.binding else
@@ -118,12 +126,82 @@ def _limits_table(plan: Plan) -> Table:
         else:
             table.add_row(field, fmt(value), "-", "-", "no limit")
     for metric, loss in plan.sensitivity.items():
-        table.add_row(f"{_FIELD[metric]} +10 %", f"acc cost {loss:.3g}",
+        label = _FIELD.get(metric, "update time" if metric == "transfer_bytes" else metric)
+        table.add_row(f"{label} +10 %", f"acc cost {loss:.3g}",
                       f"now {plan.totals.acc_loss:.3g}", "-", "value of more")
     if "accuracy_drop" in given:
         table.add_row("accuracy drop", "measured by apply", f"{given['accuracy_drop']:g}pp",
                       "-", "checked after apply")
+    _update_row(plan, table)
     return table
+
+
+def _update_row(plan: Plan, table: Table) -> None:
+    """The update over the plan's link: its time (transfer bytes / the link's rate)."""
+    d, totals = plan.delivery, plan.totals
+    if d is None or totals is None or totals.transfer_bytes is None:
+        return
+    used = d.update_time_ms(totals.transfer_bytes)
+    assert used is not None
+    limit = plan.limits.update_time
+    status = ("no limit" if limit is None else
+              "binds (+10 % would buy accuracy)" if "transfer_bytes" in plan.binding else "ok")
+    table.add_row(f"update over {d.link}", f"{fmt_ms(used)} ({fmt_bytes(totals.transfer_bytes)})",
+                  "-" if limit is None else fmt_ms(limit),
+                  "-" if limit is None else f"{100 * (1 - used / limit):.1f} %", status)
+
+
+def delivery_lines(plan: Plan) -> list[str]:
+    """How the update and the slots were costed (printed under the limits table)."""
+    d = plan.delivery
+    if d is None:
+        return []
+    lines = []
+    if d.ab_slots > 1:
+        lines.append(f"  flash: {d.ab_slots} model slots (A/B update): runtime "
+                     f"{fmt_bytes(d.runtime_flash_bytes)} once + {d.ab_slots} x the model image")
+    if d.link is not None:
+        lines.append(f"  update over {d.link}: {d.link_provenance}; "
+                     f"{d.link_bytes_per_s:,.2f} B/s of artifact (device_specs/links.yaml)")
+        lines.append(f"  transfer bytes: {d.transfer}")
+    return lines
+
+
+def _slotted(plan: Plan, metric: str) -> bool:
+    return (metric == "flash_bytes" and plan.delivery is not None
+            and plan.delivery.ab_slots > 1)
+
+
+def _delivery_relaxation(plan: Plan, metric: str, asked: float,
+                         best: float | None) -> str:
+    """An infeasible plan's update or A/B flash limit in the user's terms: seconds over the
+    named link, or the flash of every slot (the solver's own numbers are one image's)."""
+    d = plan.delivery
+    assert d is not None
+    minimum = plan.explanation.minimum.get(metric) if plan.explanation else None
+    if metric == "transfer_bytes":
+        assert d.link_bytes_per_s is not None
+        rate = f"{fmt_bytes(d.link_bytes_per_s)}/s"
+        limit = plan.limits.update_time
+        text = f"  update over {d.link}: "
+        if best is None:
+            text += "relaxing only this limit does not help"
+        else:
+            text += (f"needs >= {fmt_ms(best / d.link_bytes_per_s * 1e3)} ({fmt_bytes(best)} at "
+                     f"{rate}) with the other limits kept")
+        if minimum is not None:
+            text += (f"; the smallest model needs {fmt_ms(minimum / d.link_bytes_per_s * 1e3)} "
+                     f"({fmt_bytes(minimum)} at {rate})")
+        return text + f"; limit {fmt_ms(limit) if limit is not None else '-'}"
+    slots = f"flash ({d.ab_slots} model slots)" if d.ab_slots > 1 else "flash"
+    text = f"  {slots}: "
+    if best is None:
+        text += "relaxing only this limit does not help"
+    else:
+        text += f"needs {fmt_bytes(d.flash_with_slots(best))} with the other limits kept"
+    if minimum is not None:
+        text += f"; the smallest model needs {fmt_bytes(d.flash_with_slots(minimum))}"
+    return text + f"; limit {fmt_bytes(plan.limits.flash or 0)}"
 
 
 def _print_infeasible(plan: Plan, con: Console) -> None:
@@ -136,6 +214,10 @@ def _print_infeasible(plan: Plan, con: Console) -> None:
     fmts = {metric: fmt for _, metric, fmt in LIMIT_ROWS}
     con.print("The budget cannot be met. What is reachable instead:", style="bold")
     for r in plan.explanation.relaxations:
+        if r.limit in ("transfer_bytes", "flash_bytes") and plan.delivery is not None:
+            con.print(_delivery_relaxation(plan, r.limit, r.asked, r.best_reachable),
+                      soft_wrap=True)
+            continue
         fmt = fmts[r.limit]
         name = r.limit.split("_")[0]
         if r.best_reachable is None:
@@ -143,12 +225,15 @@ def _print_infeasible(plan: Plan, con: Console) -> None:
         else:
             con.print(f"  {name}: needs {fmt(r.best_reachable)} instead of {fmt(r.asked)} "
                       "(with the other limits kept)")
-    joint = {m: v for m, v in plan.explanation.joint_relaxation.items() if v > 0}
+    joint = {m: v for m, v in plan.explanation.joint_relaxation.items()
+             if v > 0 and m in _FIELD and not _slotted(plan, m)}
     if joint:
         parts = [f"{fmts[m](plan.limits.given()[_FIELD[m]] + v)} {_FIELD[m]} (+{fmts[m](v)})"
                  for m, v in joint.items()]
         con.print("  smallest joint relaxation: " + " and ".join(parts))
     for metric, value in plan.explanation.minimum.items():
+        if metric in ("transfer_bytes", "flash_bytes") and plan.delivery is not None:
+            continue  # said above, in the delivery's terms
         con.print(f"  smallest {metric.split('_')[0]} this model reaches on "
                   f"{plan.target.device}: {fmts[metric](value)} (runtime included)")
 
@@ -367,7 +452,8 @@ def write_pareto(plan: Plan, problem: Problem, metrics: list[str], out: Path,
 
 
 _LIMIT_KEYS = {"latency": "latency_ms", "flash": "flash_bytes", "ram": "ram_bytes",
-               "energy": "energy_mj", "accuracy_drop": "accuracy_drop_pp"}
+               "energy": "energy_mj", "accuracy_drop": "accuracy_drop_pp",
+               "update_time": "update_time_ms"}
 
 
 def plan_summary(plan: Plan, written: list[Path], target_origin: str | None,

@@ -10,8 +10,9 @@ from device_specs.scenario import Scenario, battery_energy, load_scenario, scena
 from edgefit_common import units
 
 _FAMILY = {"latency": units.TIME, "flash": units.BYTES, "ram": units.BYTES,
-           "energy": units.ENERGY, "accuracy_drop": units.ACCURACY}
-_SHOWN_UNIT = {"latency": "ms", "flash": None, "ram": None, "energy": "mJ", "accuracy_drop": "pp"}
+           "energy": units.ENERGY, "accuracy_drop": units.ACCURACY, "update_time": units.TIME}
+_SHOWN_UNIT = {"latency": "ms", "flash": None, "ram": None, "energy": "mJ", "accuracy_drop": "pp",
+               "update_time": "s"}
 
 
 def fmt_limit(key: str, value: float) -> str:

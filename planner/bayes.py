@@ -54,6 +54,9 @@ def fingerprint(problem: Problem) -> str:
     }
     if problem.step_extra:  # only then, so fingerprints of problems without it stay the same
         data["step_extra"] = [sorted([*k, v] for k, v in s.items()) for s in problem.step_extra]
+    if any(c.transfer_bytes for cs in problem.choices.values() for c in cs):  # likewise
+        data["transfer"] = {ly: [c.transfer_bytes for c in problem.choices[ly]]
+                            for ly in problem.layers}
     if problem.step_pairs:  # likewise
         data["step_pairs"] = [[[t.a, list(t.a_options), t.b, list(t.b_options), t.nbytes]
                                for t in terms] for terms in problem.step_pairs]

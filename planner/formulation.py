@@ -11,7 +11,7 @@ from collections.abc import Callable
 from planner.problem import PairKey, Problem, owner_layer
 
 RESOLUTION = {"latency_ms": 1e-4, "flash_bytes": 1.0, "ram_bytes": 1.0, "energy_mj": 1e-6,
-              "acc_loss": 1e-9}
+              "acc_loss": 1e-9, "transfer_bytes": 1.0}
 
 
 def scaled_up(value: float, metric: str) -> int:

@@ -80,6 +80,8 @@ class Costs(_Strict):
     ram_bytes: Bytes | None = Field(
         default=None, description="peak RAM: of the whole run (totals) or while the layer runs"
     )
+    transfer_bytes: Bytes | None = Field(
+        default=None, description="compressed bytes an update sends (null: no link planned)")
 
 
 class Alternative(_Strict):
@@ -105,6 +107,9 @@ class Alternative(_Strict):
     image_bytes: Bytes | None = Field(
         default=None, description="its bytes in edgefit's packed image (model.flash.bin) when "
         "flash_bytes count another file (model.tflite for a TFLite profile); null: flash_bytes")
+    transfer_bytes: Bytes | None = Field(
+        default=None, description="its share of the compressed artifact an update sends "
+        "(Plan.delivery says how it was estimated); null: no link planned")
 
 
 class LayerPlan(_Strict):
@@ -213,6 +218,30 @@ class SolverInfo(_Strict):
     note: str = Field(default="", description="why a claim was downgraded, what is unproven")
 
 
+class Delivery(_Strict):
+    """How the model reaches the device: A/B slots in flash and the link an update travels
+    over (device_specs/links.yaml), as the plan was costed."""
+
+    ab_slots: int = Field(default=1, ge=1, description="model images the flash holds at once")
+    runtime_flash_bytes: Bytes = Field(
+        description="flash outside the model image (the runtime): held once, whatever the slots")
+    link: str | None = Field(default=None, description="the link's name; null: none planned")
+    link_bytes_per_s: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="artifact bytes delivered per second of wall time: "
+        "throughput x duty cycle / (1 + overhead)")
+    link_provenance: str = Field(default="", description="the link's numbers and sources")
+    transfer: str = Field(default="", description="how transfer_bytes were obtained")
+
+    def update_time_ms(self, transfer_bytes: float) -> float | None:
+        if self.link_bytes_per_s is None:
+            return None
+        return transfer_bytes / self.link_bytes_per_s * 1e3
+
+    def flash_with_slots(self, flash_bytes: float) -> float:
+        """Total flash with every slot holding a model image as large as this plan's."""
+        return self.runtime_flash_bytes + self.ab_slots * (flash_bytes - self.runtime_flash_bytes)
+
+
 class Relaxation(_Strict):
     limit: str
     asked: Finite
@@ -278,6 +307,8 @@ class Plan(_Strict):
     excluded: list[str] = Field(
         default_factory=list, description="options, kernels or techniques no layer may take "
         "(plan --exclude, resolve --exclude, the review TUI); every re-solve keeps them")
+    delivery: Delivery | None = Field(
+        default=None, description="A/B slots and the update link (null: one slot, no link)")
 
     @property
     def feasible(self) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 
 from planner.problem import INPUT_SUFFIX, Choice, Problem
 
-_KEYS = ("latency_ms", "flash_bytes", "energy_mj", "acc_loss", "act_bytes")
+_KEYS = ("latency_ms", "flash_bytes", "energy_mj", "acc_loss", "act_bytes", "transfer_bytes")
 
 
 def _vector(c: Choice) -> tuple[float, ...]:

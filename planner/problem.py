@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 # The limits the planner knows, with the unit each is expressed in inside the solver's data.
-METRICS = ("latency_ms", "flash_bytes", "ram_bytes", "energy_mj")
-ADDITIVE = ("latency_ms", "flash_bytes", "energy_mj")
+# transfer_bytes: the compressed model image an update sends (its limit is the update time over
+# a link, device_specs.links, turned into bytes by planner.resolve.delivery_limits)
+METRICS = ("latency_ms", "flash_bytes", "ram_bytes", "energy_mj", "transfer_bytes")
+ADDITIVE = ("latency_ms", "flash_bytes", "energy_mj", "transfer_bytes")
 # A RAM-step owner "<layer>:input" is the model input, stored in that (first) layer's element
 # type but never shrunk by its channel pruning (Choice.in_act_bytes).
 INPUT_SUFFIX = ":input"
@@ -35,6 +37,8 @@ class Choice:
     widths: tuple[tuple[str, int], ...] = ()
     # bytes per element of the model input when this (first) layer owns it; None: act_bytes
     in_act_bytes: float | None = None
+    # its share of the compressed artifact an update sends (0 when no link is planned)
+    transfer_bytes: float = 0.0
 
     def metric(self, name: str) -> float:
         return float(getattr(self, name))

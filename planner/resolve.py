@@ -33,6 +33,24 @@ def solver_limits(limits: Limits, margin: float = 0.0) -> dict[str, float]:
             for k, v in limits.given().items() if k in LIMIT_METRIC}
 
 
+def delivery_limits(plan: Plan, limits: dict[str, float]) -> dict[str, float]:
+    """`limits` (solver units, margin applied) with the plan's delivery in them: an update-time
+    limit becomes a limit on the artifact's bytes (time x the link's bytes per second), and
+    with A/B slots the flash limit L must hold the runtime R plus k model images M:
+    R + k M <= L, i.e. R + M <= R + (L - R) / k, the single-image total the solver sums."""
+    d = plan.delivery
+    out = {k: v for k, v in limits.items() if k != "update_time_ms"}
+    if d is None:
+        return out
+    update_ms = plan.limits.update_time
+    if update_ms is not None and d.link_bytes_per_s is not None:
+        out["transfer_bytes"] = update_ms / 1e3 * d.link_bytes_per_s * (1.0 - plan.margin)
+    if d.ab_slots > 1 and "flash_bytes" in out:
+        r = d.runtime_flash_bytes
+        out["flash_bytes"] = r + (out["flash_bytes"] - r) / d.ab_slots
+    return out
+
+
 def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
                       exclude: Iterable[str] = ()) -> Problem:
     """The problem behind `plan`, with `pins` (layer -> option), and without the options that
@@ -58,12 +76,12 @@ def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
                             "option")
         choices[name] = tuple(Choice(a.option, a.latency_ms, a.flash_bytes, a.energy_mj,
                                      a.act_bytes, a.acc_loss, tuple(sorted(a.widths.items())),
-                                     a.in_act_bytes)
+                                     a.in_act_bytes, a.transfer_bytes or 0.0)
                               for a in alts)
     return Problem(
         layers=tuple(plan.layers),
         choices=choices,
-        limits=solver_limits(plan.limits, plan.margin),
+        limits=delivery_limits(plan, solver_limits(plan.limits, plan.margin)),
         fixed={**plan.fixed},
         ram_steps=tuple(tuple((o, n) for o, n in step.live) for step in plan.ram_steps),
         weights_in_ram=plan.weights_in_ram,
@@ -138,7 +156,7 @@ def with_result(plan: Plan, problem: Problem, result: SolveResult,
             "option": alt.option, "techniques": alt.techniques, "pinned": pinned,
             "predicted": Costs(latency_ms=alt.latency_ms, flash_bytes=alt.flash_bytes,
                                energy_mj=alt.energy_mj, acc_loss=alt.acc_loss,
-                               ram_bytes=ram[name]),
+                               ram_bytes=ram[name], transfer_bytes=alt.transfer_bytes),
         })
     t = result.totals
     return plan.model_copy(update={
@@ -146,7 +164,8 @@ def with_result(plan: Plan, problem: Problem, result: SolveResult,
         "layers": layers,
         "totals": Costs(latency_ms=t["latency_ms"], flash_bytes=t["flash_bytes"],
                         energy_mj=t["energy_mj"], acc_loss=t["acc_loss"],
-                        ram_bytes=t["ram_bytes"]) if result.feasible else None,
+                        ram_bytes=t["ram_bytes"], transfer_bytes=_transfer_total(plan, t))
+        if result.feasible else None,
         "binding": list(result.binding),
         "binding_unknown": list(result.binding_unknown),
         "sensitivity": dict(result.sensitivity),
@@ -163,6 +182,13 @@ def with_result(plan: Plan, problem: Problem, result: SolveResult,
             minimum=result.minimum, joint_relaxation=result.joint_relaxation,
             joint_relaxation_status=result.joint_relaxation_status),
     })
+
+
+def _transfer_total(plan: Plan, totals: Mapping[str, float]) -> float | None:
+    """The artifact's bytes when the plan has a link (None otherwise)."""
+    if plan.delivery is None or plan.delivery.link is None:
+        return None
+    return totals.get("transfer_bytes")
 
 
 def _per_layer_ram(plan: Plan, problem: Problem, result: SolveResult) -> dict[str, float]:
