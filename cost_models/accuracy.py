@@ -49,13 +49,23 @@ def measured_output_kl(model: nn.Module, options: Mapping[str, Mapping[str, Sequ
         kl = nn.functional.kl_div(_log_probs(q, x), reference, log_target=True,
                                   reduction="batchmean")
         out[layer, option] = max(0.0, float(kl))
-    return AccuracyEstimate(
-        out,
-        unit="KL to fp32 outputs (nats)",
-        provenance=f"measured: mean KL divergence of the outputs from the fp32 model's on "
-                   f"{len(x)} calibration images, one layer compressed at a time; plan totals add "
-                   "them (interactions not modelled)",
-    )
+    return AccuracyEstimate(out, *output_kl_description(model, len(x)))
+
+
+def output_kl_description(model: nn.Module, samples: int) -> tuple[str, str]:
+    """(unit, provenance) of measured_output_kl on `samples` inputs: a plan whose rows all came
+    from the cache (cost_models.cached_rows) says exactly what one measured afresh says."""
+    if getattr(model, "output_kind", "logits") == "embedding":
+        n = min(samples, ENCODER_SAMPLES)
+        return ("1 - cosine similarity to fp32 embeddings",
+                f"measured: 1 - mean cosine similarity of the embeddings to the fp32 model's "
+                f"on {n} calibration sentences (int8 activation ranges from "
+                f"{min(n, ENCODER_CALIBRATION)} of them), one layer compressed at a time; "
+                "plan totals add them (interactions not modelled)")
+    return ("KL to fp32 outputs (nats)",
+            f"measured: mean KL divergence of the outputs from the fp32 model's on "
+            f"{samples} calibration images, one layer compressed at a time; plan totals add "
+            "them (interactions not modelled)")
 
 
 # sentences per (layer, option), and of those the ones that calibrate int8 activation ranges:
@@ -85,14 +95,7 @@ def embedding_cosine_loss(model: nn.Module, options: Mapping[str, Mapping[str, S
                 out[layer, option] = (_cosine_loss(part, layer, configs, inputs, reference)
                                       if configs else 0.0)
                 bar.advance()
-    return AccuracyEstimate(
-        out,
-        unit="1 - cosine similarity to fp32 embeddings",
-        provenance=f"measured: 1 - mean cosine similarity of the embeddings to the fp32 model's "
-                   f"on {len(x)} calibration sentences (int8 activation ranges from "
-                   f"{min(len(x), ENCODER_CALIBRATION)} of them), one layer compressed at a time; "
-                   "plan totals add them (interactions not modelled)",
-    )
+    return AccuracyEstimate(out, *output_kl_description(model, len(x)))
 
 
 def _cosine_loss(part: nn.Module, layer: str, configs: Sequence[Any], inputs: Any,

@@ -1,5 +1,6 @@
 """The per-layer KL estimate is cached: the same model, images and options are not measured
-twice, and any change to them is a miss."""
+twice, and any change to them is a miss (one row per (layer, configs): cost_models.cached_rows;
+tests/edgefit/test_cache_reuse.py plans with cold, warm and merged caches)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,7 @@ def test_second_estimate_comes_from_the_cache(tiny, monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(accuracy, "measured_output_kl", fail)
     second = planning._cached_output_kl(model, options, x)
-    assert second.loss == first.loss
-    assert "cached" in second.provenance
+    assert second == first  # numbers, unit and provenance: a plan cannot tell the difference
 
 
 def test_changed_weights_are_a_miss(tiny) -> None:
@@ -43,5 +43,4 @@ def test_changed_weights_are_a_miss(tiny) -> None:
     with torch.no_grad():
         model[1].weight.mul_(3.0)
     second = planning._cached_output_kl(model, options, x)
-    assert "cached" not in second.provenance
     assert second.loss != first.loss

@@ -1,0 +1,185 @@
+"""Planning's measurements, one cached row each (cost_models.row_cache), so none runs twice.
+
+Each row's key hashes what its number depends on and nothing else:
+
+- ``output-kl``: the accuracy cost of one (layer, technique configs): the model's weights (the
+  output of the whole model moves, so all of them), the calibration images, the output kind,
+  the layer, the configs, the code that simulates the techniques;
+- ``prune-kl``: the KL of one coupled channel group pruned to one width: weights, images, the
+  example input's shape, the group, the width, the pruning code;
+- ``stored-bytes``: the flash image's bytes of one (layer, configs): the weights the bytes are
+  counted on (the layer's own, or the whole model's where Torch-Pruning ranks channels over a
+  group), the layer, its kept shape or widths, the configs, the code that packs them.
+
+The option set a row was asked for with is in no key: a (layer, config) measured while
+planning one profile is a hit for every other profile, budget and option set. Rows are read
+before the work and written after it, one short transaction each (the cache's one writer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import cache
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cost_models.row_cache import RowCache, row_key
+
+ROWS_VERSION = 1  # bump when a stored number would change for the same inputs
+K = TypeVar("K", bound=Hashable)
+
+# the code each kind of row runs: an edit to any of these is a miss, never a stale number
+KL_CODE = ("cost_models.accuracy", "techniques.fakequant", "techniques.quantize",
+           "techniques.prune", "techniques.lowrank", "techniques.share", "formats.quant_math")
+BYTES_CODE = ("techniques.flash_image", "techniques.fakequant", "techniques.quantize",
+              "techniques.prune", "techniques.share", "formats.quant_math",
+              "formats.sparse_format", "formats.entropy")
+
+
+@cache
+def code_version(modules: tuple[str, ...], functions: tuple[Callable[..., Any], ...] = ()
+                 ) -> str:
+    """sha256 (16 hex) of the source of these modules and of these functions (of a module
+    whose other edits must not be a miss; a wrapper made with functools.wraps is unwrapped)."""
+    import importlib
+
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(inspect.getsource(importlib.import_module(name)).encode())
+    for fn in functions:
+        h.update(inspect.getsource(fn).encode())
+    return h.hexdigest()[:16]
+
+
+def config_docs(configs: Sequence[Any]) -> list[Any]:
+    """A technique config list as JSON (what plan.json stores)."""
+    out = []
+    for c in configs:
+        dump = getattr(c, "model_dump", None)
+        out.append(dump(mode="json") if callable(dump) else repr(c))
+    return out
+
+
+def cached(kind: str, keys: Mapping[K, str], compute: Callable[[list[K]], Mapping[K, Any]],
+           cache_: RowCache | None = None) -> dict[K, Any]:
+    """Every item's value: the cached rows, and ``compute`` of the missing items only (stored)."""
+    with _opened(cache_) as rows:
+        values = rows.get_many(kind, keys.values())
+    # one item per missing key: two options with the same configs are measured once
+    missing: list[K] = []
+    seen: set[str] = set()
+    for item, key in keys.items():
+        if key not in values and key not in seen:
+            seen.add(key)
+            missing.append(item)
+    fresh = dict(compute(missing)) if missing else {}
+    if fresh:
+        fresh_rows = {keys[item]: value for item, value in fresh.items()}
+        with _opened(cache_) as rows:
+            rows.put_many(kind, fresh_rows)
+        values.update(fresh_rows)
+    return {item: values[key] for item, key in keys.items()}
+
+
+class _opened:
+    """The given cache, left open; or the default one, closed on the way out."""
+
+    def __init__(self, given: RowCache | None) -> None:
+        self.given, self.own = given, None if given is not None else RowCache()
+
+    def __enter__(self) -> RowCache:
+        return self.given if self.given is not None else self.own  # type: ignore[return-value]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.own is not None:
+            self.own.close()
+
+
+# --------------------------------------------------------------------------- accuracy
+
+
+def cached_output_kl(module: Any, options: Mapping[str, Mapping[str, Sequence[Any]]],
+                     x: np.ndarray, cache_: RowCache | None = None) -> Any:
+    """cost_models.accuracy.measured_output_kl, one row per (layer, configs): only the pairs
+    no earlier plan measured are measured. The same numbers and text as measuring all."""
+    from cost_models import accuracy
+    from cost_models.estimate import AccuracyEstimate
+    from workloads.data import data_hash
+    from workloads.models import weights_hash
+
+    base = (ROWS_VERSION, weights_hash(module), data_hash(x),
+            getattr(module, "output_kind", "logits"), code_version(KL_CODE))
+    keys = {(layer, option): row_key(*base, layer, config_docs(configs))
+            for layer, row in options.items() for option, configs in row.items() if configs}
+
+    def measure(missing: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+        todo: dict[str, dict[str, Sequence[Any]]] = {}
+        for layer, option in missing:
+            todo.setdefault(layer, {})[option] = options[layer][option]
+        return accuracy.measured_output_kl(module, todo, x).loss
+
+    values = cached("output-kl", keys, measure, cache_)
+    loss = {(layer, option): float(values[layer, option]) if configs else 0.0
+            for layer, row in options.items() for option, configs in row.items()}
+    unit, provenance = accuracy.output_kl_description(module, len(x))
+    return AccuracyEstimate(loss, unit, provenance)
+
+
+def cached_channel_pruning_kl(module: Any, groups: Sequence[Any], example_input: Any,
+                              x: np.ndarray, cache_: RowCache | None = None
+                              ) -> dict[tuple[str, int], float | None]:
+    """cost_models.accuracy.channel_pruning_kl, one row per (group, width) (None: refused)."""
+    from cost_models import accuracy
+    from workloads.data import data_hash
+    from workloads.models import weights_hash
+
+    base = (ROWS_VERSION, weights_hash(module), data_hash(x), list(example_input),
+            code_version(KL_CODE))
+    by_name = {g.name: g for g in groups}
+    keys = {(g.name, width): row_key(*base, _group_doc(g), width)
+            for g in groups for width in g.widths[:-1]}
+
+    def measure(missing: list[tuple[str, int]]) -> dict[tuple[str, int], float | None]:
+        names = list(dict.fromkeys(name for name, _ in missing))
+        todo = [_with_widths(by_name[n], {w for g, w in missing if g == n}) for n in names]
+        return accuracy.channel_pruning_kl(module, todo, example_input, x)
+
+    return cached("prune-kl", keys, measure, cache_)
+
+
+def _group_doc(g: Any) -> dict[str, Any]:
+    return {"name": g.name, "channels": g.channels, "multiple": g.multiple,
+            "layers": list(g.layers), "consumers": list(g.consumers),
+            "depthwise": list(g.depthwise)}
+
+
+def _with_widths(g: Any, widths: set[int]) -> Any:
+    """The group offering only these cut widths (channel_pruning_kl measures widths[:-1])."""
+    import dataclasses
+
+    return dataclasses.replace(g, widths=(*sorted(widths), g.channels))
+
+
+# --------------------------------------------------------------------------- stored bytes
+
+
+def module_hash(module: Any) -> str:
+    """A layer's own weights (type, state_dict): what its stored bytes are counted on."""
+    from workloads.models import weights_hash
+
+    return f"{type(module).__name__}:{weights_hash(module)}"
+
+
+def stored_bytes_key(weights: str, layer: str, cut: Any, configs: Sequence[Any],
+                     functions: tuple[Callable[..., Any], ...]) -> str:
+    """The key of one (layer, configs)'s stored bytes counted on ``weights`` (a hash) at ``cut``
+    (the kept shape or the group widths), by BYTES_CODE and ``functions``."""
+    return row_key(ROWS_VERSION, weights, layer, cut, config_docs(configs),
+                   code_version(BYTES_CODE, functions))
+
+
+__all__ = ["cached", "cached_channel_pruning_kl", "cached_output_kl", "code_version",
+           "config_docs", "module_hash", "stored_bytes_key"]
