@@ -15,6 +15,7 @@ plans like the flash limit.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -73,11 +74,18 @@ class Link(Strict):
         return [(k, v) for k, v in named if v is not None]
 
     def provenance(self) -> str:
-        """One line: the formula's inputs and where the throughput comes from."""
-        duty = f", duty cycle {self.duty:g}" if self.duty_cycle is not None else ""
-        return (f"{self.throughput.value:,.1f} B/s application throughput "
-                f"({self.throughput.provenance.split(' (')[0][:80]}), overhead "
-                f"{self.overhead.value:g}{duty}")
+        """One line: the formula's inputs, each with its kind of provenance and sources."""
+        duty = (f", duty cycle {self.duty:g} ({_kind(self.duty_cycle)})"
+                if self.duty_cycle is not None else "")
+        return (f"throughput {self.throughput.value:,.0f} B/s ({_kind(self.throughput)}), "
+                f"overhead {100 * self.overhead.value:g} % ({_kind(self.overhead)}){duty}")
+
+
+def _kind(quantity: Sourced) -> str:
+    """`derived from S-BTCORE`, `source S-CATM`, `unverified`: the kind and the source keys."""
+    kind, _, text = quantity.provenance.partition(": ")
+    keys = sorted(set(re.findall(r"\bS-[A-Z0-9]+", text)))
+    return kind + (f" {', '.join(keys)}" if keys else "")
 
 
 class LinkCatalog(Strict):

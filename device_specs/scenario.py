@@ -72,6 +72,8 @@ class ScenarioLimits(Strict):
     ram: Bytes | None = Field(default=None, description="peak RAM of model + runtime")
     energy: MilliJoules | None = Field(default=None, description="per inference; a battery "
                                        "scenario derives it instead (battery:)")
+    update_time: Millis | None = Field(default=None, description="delivering the compressed "
+                                       "model over the scenario's `link`")
 
     def given(self) -> dict[str, Sourced]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -188,6 +190,10 @@ class Scenario(Strict):
     limits: ScenarioLimits = Field(default_factory=ScenarioLimits)
     accuracy: AccuracyRule | None = None
     battery: Battery | None = None
+    link: str | None = Field(default=None, description="the link model updates travel over "
+                             "(device_specs/links.yaml); needed by limits.update_time")
+    ab_slots: int = Field(default=1, ge=1, le=8, description="model images the flash holds "
+                          "(2: A/B updates)")
     example_model: str = Field(description="the --model of the example run (built-in name or "
                                "module:factory with --input-shape)")
     example_input_shape: list[int] | None = Field(
@@ -206,6 +212,13 @@ class Scenario(Strict):
                 raise ValueError("battery: needs period: (the time between inferences)")
             if self.limits.energy is not None:
                 raise ValueError("battery: derives the energy limit; remove limits.energy")
+        if self.limits.update_time is not None and self.link is None:
+            raise ValueError("limits.update_time needs link: (device_specs/links.yaml)")
+        if self.link is not None:
+            from device_specs.links import link_names
+
+            if self.link not in link_names():
+                raise ValueError(f"unknown link {self.link!r}; known: {', '.join(link_names())}")
         if not self.limits.given() and self.accuracy is None and self.battery is None:
             raise ValueError("a scenario needs at least one limit, an accuracy rule or a battery")
         self._check_sources()
@@ -285,6 +298,10 @@ class Scenario(Strict):
             fields["profile"] = self.profile
         if self.period is not None:
             fields["period"] = f"{self.period.value!r}ms"
+        if self.link is not None:
+            fields["link"] = self.link
+        if self.ab_slots != 1:
+            fields["ab_slots"] = self.ab_slots
         return fields
 
 
@@ -292,7 +309,8 @@ def _kind(quantity: Sourced) -> str:
     return quantity.provenance.split(":", 1)[0]
 
 
-LIMIT_UNITS = {"latency": "ms", "flash": "B", "ram": "B", "energy": "mJ", "accuracy_drop": "pp"}
+LIMIT_UNITS = {"latency": "ms", "flash": "B", "ram": "B", "energy": "mJ", "accuracy_drop": "pp",
+               "update_time": "ms"}
 """The canonical unit of each limit (device_specs.budget.LIMIT_FAMILIES)."""
 
 

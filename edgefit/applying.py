@@ -175,7 +175,12 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
     }
     if tflite is not None:  # the target's runtime loads .tflite files
         report["tflite"] = tflite
-    report["checks"] = _checks(report, plan) + tflite_check(tflite)
+    from edgefit.delivery import delivery_check, measured_delivery
+
+    delivery = measured_delivery(plan, image, tflite)
+    if delivery is not None:  # the update over the plan's link, on the file written
+        report["delivery"] = delivery
+    report["checks"] = _checks(report, plan) + tflite_check(tflite) + delivery_check(delivery)
     return report
 
 

@@ -121,7 +121,10 @@ def _delivery_flags(fields: dict[str, Any], link: str | None, ab_slots: int | No
     from device_specs.links import load_link
 
     if link is not None:
-        load_link(link)  # an unknown name: SpecError naming the known links
+        try:
+            load_link(link)
+        except SpecError as exc:
+            raise SpecError(f"--link: {exc}") from None
         fields["link"] = link
     if ab_slots is not None:
         if not 1 <= ab_slots <= MAX_AB_SLOTS:

@@ -355,6 +355,8 @@ def resolve_cmd(
     max_flash: Annotated[str | None, Opt(help="new flash limit")] = None,
     max_ram: Annotated[str | None, Opt(help="new peak-RAM limit")] = None,
     max_energy: Annotated[str | None, Opt(help="new energy limit")] = None,
+    max_update_time: Annotated[str | None, Opt(help="new update-time limit (over the link "
+                                               "the plan was made with)")] = None,
     out: Annotated[Path | None, Opt(help="the plan FILE to write (default: PLAN_FILE's name "
                                         "with .resolved before .json, beside it)")] = None,
     in_place: Annotated[bool, Flag("--in-place", help="overwrite PLAN_FILE instead")] = False,
@@ -376,8 +378,14 @@ def resolve_cmd(
 
     target = _resolved_path(plan_file, out, in_place)
     plan = Plan.load(plan_file)
+    if max_update_time is not None and (plan.delivery is None or plan.delivery.link is None):
+        from edgefit_common.errors import SpecError
+
+        raise SpecError(f"--max-update-time: {plan_file} was planned without a link; re-plan "
+                        "with --link NAME (its transfer bytes are costed then)")
     limits = merge_limits(plan.limits, {"latency": max_latency, "flash": max_flash,
-                                        "ram": max_ram, "energy": max_energy})
+                                        "ram": max_ram, "energy": max_energy,
+                                        "update_time": max_update_time})
     new = resolve(plan, pins=parse_pins(pin or []), exclude=exclude or (), limits=limits,
                   options=_solver_options(SolverOptions, time_limit, gap),
                   backend=_backend(solver))

@@ -111,3 +111,14 @@ def measured_delivery(plan: Plan, image: Path, tflite: Mapping[str, Any] | None
             "update_time_ms": update_ms, "limit_ms": limit_ms,
             "limit_met": None if limit_ms is None else update_ms <= limit_ms,
             "how": "measured: zstd level 19 of the file apply wrote"}
+
+
+def delivery_check(delivery: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """apply's pass/fail line for the update-time limit (none without a limit)."""
+    if delivery is None or delivery["limit_ms"] is None:
+        return []
+    return [{"check": f"update over {delivery['link']} within {delivery['limit_ms'] / 1e3:g} s "
+             "(zstd of the file written)", "ok": bool(delivery["limit_met"]),
+             "detail": f"{delivery['zstd_bytes']:,} B compressed ({delivery['file_bytes']:,} B "
+                       f"file) -> {delivery['update_time_ms'] / 1e3:.3g} s; planned "
+                       f"{(delivery['planned_transfer_bytes'] or 0):,.0f} B (estimated)"}]

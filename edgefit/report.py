@@ -286,6 +286,10 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
 
     for line in summary_lines(report.get("tflite")):
         con.print(line, soft_wrap=True)
+    if (d := report.get("delivery")) is not None:
+        con.print(f"update over {d['link']}: {Path(d['file']).name} {d['file_bytes']:,} B, zstd "
+                  f"{d['zstd_bytes']:,} B -> {fmt_ms(d['update_time_ms'])} ({d['how']}; the "
+                  f"plan estimated {(d['planned_transfer_bytes'] or 0):,.0f} B)", soft_wrap=True)
     for check in report["checks"]:
         mark = "ok  " if check["ok"] else "FAIL"
         con.print(f"  [{mark}] {check['check']}: {check['detail']}")
@@ -480,8 +484,23 @@ def plan_summary(plan: Plan, written: list[Path], target_origin: str | None,
                    "wall_time_s": sv.wall_time_s, "options_considered": sv.options_considered,
                    "exact_check": sv.exact_check, "note": sv.note},
         "explanation": plan.explanation.model_dump() if plan.explanation is not None else None,
+        "delivery": _delivery_summary(plan),
         "written": [str(p) for p in written],
     }
+
+
+def _delivery_summary(plan: Plan) -> dict[str, Any] | None:
+    """The slots and the update over the link for `--json` (None: the plan has neither)."""
+    d = plan.delivery
+    if d is None:
+        return None
+    out: dict[str, Any] = d.model_dump()
+    if plan.totals is not None:
+        out["flash_bytes_all_slots"] = d.flash_with_slots(plan.totals.flash_bytes)
+        if plan.totals.transfer_bytes is not None:
+            out["transfer_bytes"] = plan.totals.transfer_bytes
+            out["update_time_ms"] = d.update_time_ms(plan.totals.transfer_bytes)
+    return out
 
 
 def apply_summary(report: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,8 @@ def scenario_record(scn: Scenario) -> dict[str, Any]:
     limits = scn.limit_values()
     provenance = scn.limit_provenance()
     keys = {"latency": "latency_ms", "flash": "flash_bytes", "ram": "ram_bytes",
-            "energy": "energy_mj", "accuracy_drop": "accuracy_drop_pp"}
+            "energy": "energy_mj", "accuracy_drop": "accuracy_drop_pp",
+            "update_time": "update_time_ms"}
     record: dict[str, Any] = {
         "name": scn.name, "title": scn.title, "target": scn.target,
         "target_note": scn.target_note, "profile": scn.profile,
@@ -39,6 +40,7 @@ def scenario_record(scn: Scenario) -> dict[str, Any]:
         "limits": {keys[k]: {"value": v, "provenance": provenance[k]} for k, v in limits.items()},
         "accuracy_metric": scn.accuracy.metric if scn.accuracy else None,
         "example": example_command(scn), "sources": scn.sources,
+        "link": scn.link, "ab_slots": scn.ab_slots,
     }
     if (energy := scn.battery_energy()) is not None and scn.battery is not None:
         record["battery"] = {"description": scn.battery.description,

@@ -103,3 +103,37 @@ def test_budget_delivery_fields() -> None:
         Budget(target="arduino-nano-33-ble", ab_slots=0)
     with pytest.raises(ValidationError, match="update_time"):
         Budget(target="arduino-nano-33-ble", limits={"update_time": "-3s"}, link="ble-1m")
+
+
+def _scenario_with(tmp_path: Path, **extra: object) -> Path:
+    from device_specs.scenario import SCENARIOS_DIR
+
+    data = yaml.safe_load((SCENARIOS_DIR / "kws-cortex-m4.yaml").read_text())
+    limits = extra.pop("limits", {})
+    data["limits"] = {**data["limits"], **limits}  # type: ignore[dict-item]
+    data.update(extra)
+    path = tmp_path / "kws-cortex-m4.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_a_scenario_may_plan_its_delivery(tmp_path: Path) -> None:
+    from device_specs.scenario import load_scenario_file
+    from edgefit_common.yamlio import validate
+
+    path = _scenario_with(tmp_path, link="ble-2m", ab_slots=2, limits={
+        "update_time": {"value": "30s", "unverified": "a product choice"}})
+    scn = load_scenario_file(path)
+    budget = validate(scn.budget_fields(), Budget, path=str(path))
+    assert budget.link == "ble-2m" and budget.ab_slots == 2
+    assert budget.limits.update_time == 30_000.0
+    assert scn.limit_provenance()["update_time"].startswith("unverified")
+
+
+def test_a_scenario_update_time_without_a_link_is_refused(tmp_path: Path) -> None:
+    from device_specs.scenario import load_scenario_file
+
+    path = _scenario_with(tmp_path, limits={
+        "update_time": {"value": "30s", "unverified": "a product choice"}})
+    with pytest.raises(SpecError, match="needs link"):
+        load_scenario_file(path)

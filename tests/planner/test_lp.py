@@ -95,4 +95,4 @@ def test_vectorised_presolve_matches_pairwise_dominance(seed: int) -> None:
     plain, _ = remove_dominated(dataclasses.replace(problem, step_extra=()))
     assert [c.option for c in plain.choices["a"]] == [
         c.option for c in opts if not any(dominates(o, c) for o in opts)]
-    assert len(_vector(opts[0])) == 6
+    assert len(_vector(opts[0])) == 7  # latency, flash, energy, acc, act, transfer, input act
