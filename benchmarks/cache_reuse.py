@@ -73,14 +73,14 @@ def metered() -> Iterator[Meter]:
     kl, prune_kl = saved_accuracy["measured_output_kl"], saved_accuracy["channel_pruning_kl"]
     stored = saved_planning["_stored_bytes"]
 
-    def counted_kl(model: Any, options: Any, x: Any) -> Any:
+    def counted_kl(model: Any, options: Any, x: Any, **kwargs: Any) -> Any:
         meter.pairs += [(layer, _config_text(configs)) for layer, row in options.items()
                         for configs in row.values() if configs]
-        return kl(model, options, x)
+        return kl(model, options, x, **kwargs)
 
-    def counted_prune_kl(model: Any, groups: Any, example: Any, x: Any) -> Any:
+    def counted_prune_kl(model: Any, groups: Any, example: Any, x: Any, **kwargs: Any) -> Any:
         meter.cuts += sum(len(g.widths) - 1 for g in groups)
-        return prune_kl(model, groups, example, x)
+        return prune_kl(model, groups, example, x, **kwargs)
 
     @functools.wraps(stored)
     def counted_stored(*args: Any, **kwargs: Any) -> Any:

@@ -9,7 +9,7 @@ not drowned by sampling noise, so int4 > int8 > fp16 holds where it should. A la
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from edgefit_common.progress import task, track
 from techniques.fakequant import quantized_copy
 
 SENSITIVITY = "sensitivity (layer x option)"
+OnValue = Callable[[Any, Any], None]  # (the pair measured, its value)
 
 
 def _log_probs(model: nn.Module, x: np.ndarray) -> torch.Tensor:
@@ -30,13 +31,15 @@ def _log_probs(model: nn.Module, x: np.ndarray) -> torch.Tensor:
 
 
 def measured_output_kl(model: nn.Module, options: Mapping[str, Mapping[str, Sequence[Any]]],
-                       x: np.ndarray) -> AccuracyEstimate:
+                       x: np.ndarray, on_value: OnValue | None = None) -> AccuracyEstimate:
     """KL(fp32 || compressed) with only that layer at that option (fp32 elsewhere).
 
     options: layer -> option name -> the option's technique configs (empty: fp32). An encoder
-    (``output_kind == "embedding"``) is judged by its embeddings instead (embedding_cosine_loss)."""
+    (``output_kind == "embedding"``) is judged by its embeddings instead (embedding_cosine_loss).
+    on_value((layer, option), value) is called as each compressed pair is measured (the cache
+    stores them as they come: an interrupted pass keeps what it measured)."""
     if getattr(model, "output_kind", "logits") == "embedding":
-        return embedding_cosine_loss(model, options, x)
+        return embedding_cosine_loss(model, options, x, on_value)
     reference = _log_probs(model, x)
     out: dict[tuple[str, str], float] = {}
     pairs = [(layer, option, configs) for layer, row in options.items()
@@ -49,6 +52,8 @@ def measured_output_kl(model: nn.Module, options: Mapping[str, Mapping[str, Sequ
         kl = nn.functional.kl_div(_log_probs(q, x), reference, log_target=True,
                                   reduction="batchmean")
         out[layer, option] = max(0.0, float(kl))
+        if on_value is not None:
+            on_value((layer, option), out[layer, option])
     return AccuracyEstimate(out, *output_kl_description(model, len(x)))
 
 
@@ -80,7 +85,7 @@ def _embeddings(model: nn.Module, x: np.ndarray) -> torch.Tensor:
 
 
 def embedding_cosine_loss(model: nn.Module, options: Mapping[str, Mapping[str, Sequence[Any]]],
-                          x: np.ndarray) -> AccuracyEstimate:
+                          x: np.ndarray, on_value: OnValue | None = None) -> AccuracyEstimate:
     """1 - mean cosine similarity of the embeddings to the fp32 model's, one layer compressed
     at a time. Classes do not exist for a sentence encoder; what a user of its embeddings
     loses is the direction of each embedding vector, which cosine measures directly."""
@@ -94,6 +99,8 @@ def embedding_cosine_loss(model: nn.Module, options: Mapping[str, Mapping[str, S
             for option, configs in layer_options.items():
                 out[layer, option] = (_cosine_loss(part, layer, configs, inputs, reference)
                                       if configs else 0.0)
+                if configs and on_value is not None:
+                    on_value((layer, option), out[layer, option])
                 bar.advance()
     return AccuracyEstimate(out, *output_kl_description(model, len(x)))
 
@@ -107,10 +114,12 @@ def _cosine_loss(part: nn.Module, layer: str, configs: Sequence[Any], inputs: An
 
 
 def channel_pruning_kl(model: nn.Module, groups: Sequence[ChannelGroupSpec],
-                       example_input: Any, x: np.ndarray) -> dict[tuple[str, int], float | None]:
+                       example_input: Any, x: np.ndarray, on_value: OnValue | None = None
+                       ) -> dict[tuple[str, int], float | None]:
     """KL(fp32 || pruned) per (group, kept width), each group really pruned alone
     (techniques.prune.prune_channels on a copy; fp32 elsewhere). None: Torch-Pruning refused
-    that group or width, so the planner must not offer it."""
+    that group or width, so the planner must not offer it. on_value((group, width), value)
+    is called as each is measured."""
     import copy
 
     from techniques.prune import prune_channels
@@ -120,13 +129,15 @@ def channel_pruning_kl(model: nn.Module, groups: Sequence[ChannelGroupSpec],
     cuts = [(g, width) for g in groups for width in g.widths[:-1]]
     for g, width in track(cuts, "channel pruning sensitivity (group x width)"):
         pruned = copy.deepcopy(model)
+        value: float | None
         try:
             prune_channels(pruned, dict.fromkeys(g.layers, g.prune_config(width)),
                            example_input)
-            kl = nn.functional.kl_div(_log_probs(pruned, x), reference, log_target=True,
-                                      reduction="batchmean")
+            value = max(0.0, float(nn.functional.kl_div(
+                _log_probs(pruned, x), reference, log_target=True, reduction="batchmean")))
         except Exception:  # Torch-Pruning raises many types; the width is just not offered
-            out[g.name, width] = None
-            continue
-        out[g.name, width] = max(0.0, float(kl))
+            value = None
+        out[g.name, width] = value
+        if on_value is not None:
+            on_value((g.name, width), out[g.name, width])
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from functools import cache
 from typing import Any, TypeVar
@@ -63,9 +64,16 @@ def config_docs(configs: Sequence[Any]) -> list[Any]:
     return out
 
 
-def cached(kind: str, keys: Mapping[K, str], compute: Callable[[list[K]], Mapping[K, Any]],
+Emit = Callable[[Any, Any], None]  # (item, value): one row measured
+
+
+def cached(kind: str, keys: Mapping[K, str],
+           compute: Callable[[list[K], Emit], Mapping[K, Any]],
            cache_: RowCache | None = None) -> dict[K, Any]:
-    """Every item's value: the cached rows, and ``compute`` of the missing items only (stored)."""
+    """Every item's value: the cached rows, and ``compute(missing, emit)`` of the missing items
+    only. Rows are stored as ``compute`` emits them (batched: one transaction every
+    FLUSH_EVERY_S) and whatever it returns at the end; an interrupted ``compute`` keeps the rows
+    it emitted, so the next run resumes from them."""
     with _opened(cache_) as rows:
         values = rows.get_many(kind, keys.values())
     # one item per missing key: two options with the same configs are measured once
@@ -75,13 +83,48 @@ def cached(kind: str, keys: Mapping[K, str], compute: Callable[[list[K]], Mappin
         if key not in values and key not in seen:
             seen.add(key)
             missing.append(item)
-    fresh = dict(compute(missing)) if missing else {}
-    if fresh:
-        fresh_rows = {keys[item]: value for item, value in fresh.items()}
-        with _opened(cache_) as rows:
-            rows.put_many(kind, fresh_rows)
-        values.update(fresh_rows)
+    if missing:
+        with _Writer(kind, keys, cache_) as writer:
+            fresh = dict(compute(missing, writer.emit))
+            for item, value in fresh.items():
+                writer.emit(item, value)
+        values.update({keys[item]: value for item, value in fresh.items()})
     return {item: values[key] for item, key in keys.items()}
+
+
+FLUSH_EVERY_S = 5.0
+
+
+class _Writer:
+    """Rows as they are measured, written in short batched transactions, the rest on exit
+    (also on an exception or Ctrl-C: what was measured is kept)."""
+
+    def __init__(self, kind: str, keys: Mapping[Any, str], given: RowCache | None) -> None:
+        self.kind, self.keys, self.given = kind, keys, given
+        self.pending: dict[str, Any] = {}
+        self.written: set[str] = set()
+        self.last = time.monotonic()
+
+    def emit(self, item: Any, value: Any) -> None:
+        key = self.keys[item]
+        if key not in self.written:
+            self.pending[key] = value
+        if time.monotonic() - self.last >= FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            with _opened(self.given) as rows:
+                rows.put_many(self.kind, self.pending)
+            self.written.update(self.pending)
+            self.pending = {}
+        self.last = time.monotonic()
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
 
 
 class _opened:
@@ -115,11 +158,11 @@ def cached_output_kl(module: Any, options: Mapping[str, Mapping[str, Sequence[An
     keys = {(layer, option): row_key(*base, layer, config_docs(configs))
             for layer, row in options.items() for option, configs in row.items() if configs}
 
-    def measure(missing: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    def measure(missing: list[tuple[str, str]], emit: Emit) -> dict[tuple[str, str], float]:
         todo: dict[str, dict[str, Sequence[Any]]] = {}
         for layer, option in missing:
             todo.setdefault(layer, {})[option] = options[layer][option]
-        return accuracy.measured_output_kl(module, todo, x).loss
+        return accuracy.measured_output_kl(module, todo, x, on_value=emit).loss
 
     values = cached("output-kl", keys, measure, cache_)
     loss = {(layer, option): float(values[layer, option]) if configs else 0.0
@@ -142,10 +185,11 @@ def cached_channel_pruning_kl(module: Any, groups: Sequence[Any], example_input:
     keys = {(g.name, width): row_key(*base, _group_doc(g), width)
             for g in groups for width in g.widths[:-1]}
 
-    def measure(missing: list[tuple[str, int]]) -> dict[tuple[str, int], float | None]:
+    def measure(missing: list[tuple[str, int]], emit: Emit
+                ) -> dict[tuple[str, int], float | None]:
         names = list(dict.fromkeys(name for name, _ in missing))
         todo = [_with_widths(by_name[n], {w for g, w in missing if g == n}) for n in names]
-        return accuracy.channel_pruning_kl(module, todo, example_input, x)
+        return accuracy.channel_pruning_kl(module, todo, example_input, x, on_value=emit)
 
     return cached("prune-kl", keys, measure, cache_)
 
@@ -181,5 +225,5 @@ def stored_bytes_key(weights: str, layer: str, cut: Any, configs: Sequence[Any],
                    code_version(BYTES_CODE, functions))
 
 
-__all__ = ["cached", "cached_channel_pruning_kl", "cached_output_kl", "code_version",
+__all__ = ["Emit", "cached", "cached_channel_pruning_kl", "cached_output_kl", "code_version",
            "config_docs", "module_hash", "stored_bytes_key"]

@@ -152,7 +152,7 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
     group, so the values its codebook and Huffman-coded indices are fitted to differ, and so
     does the size (:func:`shared_channel_flash_bytes` counts those on the weights apply
     stores)."""
-    from cost_models.cached_rows import cached, module_hash, stored_bytes_key
+    from cost_models.cached_rows import Emit, cached, module_hash, stored_bytes_key
     from techniques.prune import kept_slice
 
     modules = dict(module.named_modules())
@@ -164,12 +164,13 @@ def sparse_flash_bytes(module: Any, options: dict[str, dict[str, list[Any]]],
         (sparse_flash_bytes, _stored_bytes))
         for (layer, name), configs in todo.items()}
 
-    def count(missing: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    def count(missing: list[tuple[str, str]], emit: Emit) -> dict[tuple[str, str], int]:
         out = {}
         for layer, name in track(missing, "flash bytes of sparse and shared options"):
             shape = (shapes or {}).get((layer, name))
             source = modules[layer] if shape is None else kept_slice(modules[layer], shape)
             out[layer, name] = _stored_bytes(layer, source, todo[layer, name])
+            emit((layer, name), out[layer, name])
         return out
     return {k: int(v) for k, v in cached("stored-bytes", keys, count).items()}
 
@@ -187,7 +188,7 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
     combination of those widths serves every option and layer that prunes exactly them."""
     import copy
 
-    from cost_models.cached_rows import cached, module_hash, stored_bytes_key
+    from cost_models.cached_rows import Emit, cached, module_hash, stored_bytes_key
     from techniques.prune import prune_channels
 
     by_name = {g.name: g for g in groups}
@@ -204,7 +205,7 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
         (shared_channel_flash_bytes, _stored_bytes))
         for (layer, name), cut in cuts.items()}
 
-    def count(missing: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    def count(missing: list[tuple[str, str]], emit: Emit) -> dict[tuple[str, str], int]:
         todo: dict[tuple[tuple[str, int], ...], list[tuple[str, str]]] = {}
         for item in missing:
             todo.setdefault(cuts[item], []).append(item)
@@ -217,6 +218,7 @@ def shared_channel_flash_bytes(module: Any, input_shape: tuple[int, ...],
             for layer, name in wanted:
                 out[layer, name] = _stored_bytes(layer, narrow[layer],
                                                  options[layer][name].to_list())
+                emit((layer, name), out[layer, name])
         return out
     return {k: int(v) for k, v in cached("stored-bytes", keys, count).items()}
 

@@ -38,9 +38,9 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     asked: list[tuple[str, str]] = []
     measure = accuracy.measured_output_kl
 
-    def spy(model: Any, options: Any, x: Any) -> Any:
+    def spy(model: Any, options: Any, x: Any, **kwargs: Any) -> Any:
         asked.extend((ly, o) for ly, row in options.items() for o in row)
-        return measure(model, options, x)
+        return measure(model, options, x, **kwargs)
 
     monkeypatch.setattr(accuracy, "measured_output_kl", spy)
     return asked
@@ -105,9 +105,9 @@ def test_pruning_kl_is_one_row_per_width(tmp_path: Path, monkeypatch: pytest.Mon
     asked: list[tuple[str, int]] = []
     measure = accuracy.channel_pruning_kl
 
-    def spy(module: Any, groups: Any, example: Any, images: Any) -> Any:
+    def spy(module: Any, groups: Any, example: Any, images: Any, **kwargs: Any) -> Any:
         asked.extend((g.name, w) for g in groups for w in g.widths[:-1])
-        return measure(module, groups, example, images)
+        return measure(module, groups, example, images, **kwargs)
 
     monkeypatch.setattr(accuracy, "channel_pruning_kl", spy)
     narrow = ChannelGroupSpec("conv", 8, 2, (6, 8), ("conv",), ("fc",), ())
@@ -117,3 +117,36 @@ def test_pruning_kl_is_one_row_per_width(tmp_path: Path, monkeypatch: pytest.Mon
     assert asked == [("conv", 6), ("conv", 4)]  # width 6 came from the cache the second time
     assert both["conv", 6] == one["conv", 6]
     assert both == measure(model, [group], (1, 6, 6), x)
+
+
+def test_two_names_for_one_config_are_measured_once(tiny, counted, tmp_path: Path) -> None:
+    model, x = tiny
+    with RowCache(tmp_path / "rows.sqlite") as cache:
+        est = cached_output_kl(model, {"1": {"int8": INT8, "i8": INT8}}, x, cache)
+    assert counted == [("1", "int8")]
+    assert est.loss["1", "int8"] == est.loss["1", "i8"]
+
+
+def test_an_interrupted_pass_keeps_what_it_measured(tiny, counted, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = tiny
+    options = {"1": {"int8": INT8, "int4": INT4}, "3": {"int8": INT8}}
+    real = accuracy.quantized_copy
+    calls = []
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C while the third pair is measured
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(accuracy, "quantized_copy", interrupted)
+    with RowCache(tmp_path / "rows.sqlite") as cache:
+        with pytest.raises(KeyboardInterrupt):
+            cached_output_kl(model, options, x, cache)
+        assert len(cache) == 2
+        monkeypatch.setattr(accuracy, "quantized_copy", real)
+        counted.clear()
+        resumed = cached_output_kl(model, options, x, cache)
+    assert counted == [("3", "int8")]  # only what the interrupted pass had not finished
+    assert resumed.loss == accuracy.measured_output_kl(model, options, x).loss

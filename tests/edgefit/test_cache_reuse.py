@@ -38,13 +38,13 @@ class Work:
         kl, prune_kl, stored = (accuracy.measured_output_kl, accuracy.channel_pruning_kl,
                                 planning._stored_bytes)
 
-        def count_kl(model: Any, options: Any, x: Any) -> Any:
+        def count_kl(model: Any, options: Any, x: Any, **kwargs: Any) -> Any:
             self.pairs += sum(len(row) for row in options.values())
-            return kl(model, options, x)
+            return kl(model, options, x, **kwargs)
 
-        def count_prune(model: Any, groups: Any, example: Any, x: Any) -> Any:
+        def count_prune(model: Any, groups: Any, example: Any, x: Any, **kwargs: Any) -> Any:
             self.widths += sum(len(g.widths) - 1 for g in groups)
-            return prune_kl(model, groups, example, x)
+            return prune_kl(model, groups, example, x, **kwargs)
 
         def count_stored(*args: Any) -> Any:
             self.stored += 1
