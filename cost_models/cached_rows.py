@@ -3,10 +3,11 @@
 Each row's key hashes what its number depends on and nothing else:
 
 - ``output-kl``: the accuracy cost of one (layer, technique configs): the model's weights (the
-  output of the whole model moves, so all of them), the calibration images, the output kind,
-  the layer, the configs, the code that simulates the techniques;
-- ``prune-kl``: the KL of one coupled channel group pruned to one width: weights, images, the
-  example input's shape, the group, the width, the pruning code;
+  output of the whole model moves, so all of them) and its code (:func:`model_code`), the
+  calibration images, the output kind, the layer, the configs, the code that simulates the
+  techniques;
+- ``prune-kl``: the KL of one coupled channel group pruned to one width: weights, model code,
+  images, the example input's shape, the group, the width, the pruning code;
 - ``stored-bytes``: the flash image's bytes of one (layer, configs): the weights the bytes are
   counted on (the layer's own, or the whole model's where Torch-Pruning ranks channels over a
   group), the layer, its kept shape or widths, the configs, the code that packs them.
@@ -52,6 +53,27 @@ def code_version(modules: tuple[str, ...], functions: tuple[Callable[..., Any], 
         h.update(inspect.getsource(importlib.import_module(name)).encode())
     for fn in functions:
         h.update(inspect.getsource(fn).encode())
+    return h.hexdigest()[:16]
+
+
+def model_code(module: Any) -> str:
+    """sha256 (16 hex) of what a model computes besides its weights: its module tree (types and
+    hyperparameters) and the source of every module class not from torch itself, or the
+    generated forward of a traced graph. Two models with the same weights and another
+    forward() are other rows."""
+    h = hashlib.sha256(repr(module).encode())
+    for cls in sorted({type(m) for m in module.modules()}, key=lambda c: c.__qualname__):
+        code = None
+        if not cls.__module__.startswith("torch."):
+            try:
+                code = inspect.getsource(cls)
+            except (OSError, TypeError):  # defined in a notebook or generated
+                code = f"{cls.__module__}.{cls.__qualname__}"
+        h.update((code or cls.__qualname__).encode())
+    for m in module.modules():
+        generated = getattr(m, "code", None)  # a torch.fx GraphModule's forward
+        if isinstance(generated, str):
+            h.update(generated.encode())
     return h.hexdigest()[:16]
 
 
@@ -153,7 +175,7 @@ def cached_output_kl(module: Any, options: Mapping[str, Mapping[str, Sequence[An
     from workloads.data import data_hash
     from workloads.models import weights_hash
 
-    base = (ROWS_VERSION, weights_hash(module), data_hash(x),
+    base = (ROWS_VERSION, weights_hash(module), model_code(module), data_hash(x),
             getattr(module, "output_kind", "logits"), code_version(KL_CODE))
     keys = {(layer, option): row_key(*base, layer, config_docs(configs))
             for layer, row in options.items() for option, configs in row.items() if configs}
@@ -179,8 +201,8 @@ def cached_channel_pruning_kl(module: Any, groups: Sequence[Any], example_input:
     from workloads.data import data_hash
     from workloads.models import weights_hash
 
-    base = (ROWS_VERSION, weights_hash(module), data_hash(x), list(example_input),
-            code_version(KL_CODE))
+    base = (ROWS_VERSION, weights_hash(module), model_code(module), data_hash(x),
+            list(example_input), code_version(KL_CODE))
     by_name = {g.name: g for g in groups}
     keys = {(g.name, width): row_key(*base, _group_doc(g), width)
             for g in groups for width in g.widths[:-1]}
@@ -226,4 +248,4 @@ def stored_bytes_key(weights: str, layer: str, cut: Any, configs: Sequence[Any],
 
 
 __all__ = ["Emit", "cached", "cached_channel_pruning_kl", "cached_output_kl", "code_version",
-           "config_docs", "module_hash", "stored_bytes_key"]
+           "config_docs", "model_code", "module_hash", "stored_bytes_key"]

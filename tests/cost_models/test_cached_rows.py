@@ -150,3 +150,29 @@ def test_an_interrupted_pass_keeps_what_it_measured(tiny, counted, tmp_path: Pat
         resumed = cached_output_kl(model, options, x, cache)
     assert counted == [("3", "int8")]  # only what the interrupted pass had not finished
     assert resumed.loss == accuracy.measured_output_kl(model, options, x).loss
+
+
+class Tanh(nn.Module):
+    """Net's weights with another forward(): the same state_dict, other outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3)
+        self.fc = nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.tanh(self.conv(x)).flatten(1))
+
+
+def test_same_weights_other_forward_is_a_miss(counted, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    relu = Net().eval()
+    tanh = Tanh().eval()
+    tanh.load_state_dict(relu.state_dict())
+    x = np.random.default_rng(1).normal(size=(32, 1, 6, 6)).astype(np.float32)
+    options = {"fc": {"int4": INT4}}
+    with RowCache(tmp_path / "rows.sqlite") as cache:
+        a = cached_output_kl(relu, options, x, cache)
+        b = cached_output_kl(tanh, options, x, cache)
+    assert counted == [("fc", "int4")] * 2
+    assert a.loss != b.loss
