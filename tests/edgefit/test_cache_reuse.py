@@ -140,3 +140,17 @@ def test_a_bad_file_is_one_line_and_exit_2(text: str, tmp_path: Path,
     assert done.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "bad.json" in err
+
+
+def test_cache_commands_do_not_import_torch(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom edgefit.cli import main\n"
+            "try:\n    main(['cache', 'info'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nprint('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "EDGEFIT_CACHE": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert "0 rows" in out.stdout and out.stdout.strip().endswith("ok")
