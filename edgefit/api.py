@@ -64,21 +64,26 @@ def plan(model: nn.Module | str | Path, target: str, *,
          profile: str | None = None, margin: float = 0.0,
          pins: Mapping[str, str] | None = None, exclude: Iterable[str] = (),
          finetune_epochs: int = 0,
-         preprocess: tuple[Iterable[float], Iterable[float]] | None = None) -> Plan:
+         preprocess: tuple[Iterable[float], Iterable[float]] | None = None,
+         link: str | None = None, ab_slots: int = 1) -> Plan:
     """A plan for `model` on `target` (a catalog name, "host" or a device YAML) under `limits`
     ({"latency": "30ms", "flash": "1MB", "ram": "256KB", "energy": "5mJ",
     "accuracy_drop": "1pp"}). Without `data` no accuracy cost is measured (every option looks
     free to the solver; the plan's provenance says so). `preprocess`: (mean, std) per channel,
     the normalisation the model was trained with, applied to `data` ([0, 1] inputs) before
-    every measurement; the plan records it and `apply` applies it too."""
+    every measurement; the plan records it and `apply` applies it too. `link`: the link
+    updates travel over (device_specs/links.yaml; an "update_time" limit needs it), `ab_slots`:
+    model images the flash holds (docs/delivery.md)."""
     from edgefit.planning import calibration_sample, make_plan
 
+    _check_delivery(link, ab_slots, _limits(limits))
     budget = Budget(target=target, limits=_limits(limits), profile=profile, margin=margin,
                     data=data if isinstance(data, str) else None,
                     preprocess=None if preprocess is None else Preprocess(
                         mean=[float(v) for v in preprocess[0]],
                         std=[float(v) for v in preprocess[1]]),
-                    model=str(model) if isinstance(model, str | Path) else None)
+                    model=str(model) if isinstance(model, str | Path) else None,
+                    link=link, ab_slots=ab_slots)
     loaded = _loaded(model, input_shape, data)
     calibration = None
     if data is not None and not isinstance(data, str):
@@ -116,6 +121,19 @@ def _limits(limits: Limits | Mapping[str, str | float] | None) -> Limits:
     if limits is None:
         raise SpecError("give at least one limit, e.g. limits={'latency': '30ms'}")
     return limits if isinstance(limits, Limits) else Limits.model_validate(dict(limits))
+
+
+def _check_delivery(link: str | None, ab_slots: int, limits: Limits) -> None:
+    """The delivery arguments as SpecErrors (one line each), before any work."""
+    from device_specs.budget import MAX_AB_SLOTS
+    from device_specs.links import load_link
+
+    if link is not None:
+        load_link(link)
+    if not (isinstance(ab_slots, int) and 1 <= ab_slots <= MAX_AB_SLOTS):
+        raise SpecError(f"ab_slots={ab_slots!r}: give 1 to {MAX_AB_SLOTS} model images")
+    if limits.update_time is not None and link is None:
+        raise SpecError("an update_time limit needs link= (device_specs/links.yaml)")
 
 
 def _loaded(model: Any, input_shape: Iterable[int] | None, data: Any) -> LoadedModel | None:

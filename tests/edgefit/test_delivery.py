@@ -112,3 +112,25 @@ def test_apply_measures_the_file_it_wrote(ble_plan: Plan, tmp_path: Path) -> Non
     slow = plan.model_copy(update={"limits": Limits(flash="1MB", update_time="1us")})
     (failed,) = delivery_check(measured_delivery(slow, image, None))
     assert not failed["ok"]
+
+
+def test_the_python_api_and_an_example_budget_plan_the_delivery() -> None:
+    import edgefit
+    from device_specs.budget import load_budget
+    from edgefit_common.errors import SpecError
+
+    examples = Path(__file__).parents[2] / "examples" / "budgets"
+    budget = load_budget(examples / "nano33-ble-ota.yaml")
+    assert budget.link == "ble-1m" and budget.ab_slots == 2
+    assert budget.limits.update_time == 500.0
+    with pytest.raises(SpecError, match="needs link"):
+        edgefit.plan("lenet5-mnist", "arduino-nano-33-ble", limits={"update_time": "1s"})
+    with pytest.raises(SpecError, match="ab_slots=0"):
+        edgefit.plan("lenet5-mnist", "arduino-nano-33-ble", limits={"flash": "1MB"},
+                     ab_slots=0)
+    plan = edgefit.plan("lenet5-mnist", "arduino-nano-33-ble",
+                        limits={"flash": "1MB", "update_time": "2s"}, link="ble-2m",
+                        ab_slots=2)
+    assert plan.feasible and plan.delivery is not None
+    assert plan.delivery.link == "ble-2m" and plan.delivery.ab_slots == 2
+    assert plan.totals is not None and plan.totals.transfer_bytes is not None
