@@ -246,3 +246,71 @@ def _table_output(g: Graph, node: onnx.NodeProto) -> str:
         if not users:
             return out
         out = users[-1].output[0]
+
+
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def float_islands(path: Path, tmp: Path) -> list[str]:
+    """Issue #22's float islands, in the graph onnxruntime runs (ORT_ENABLE_ALL, edgefit's
+    session options; the optimised copy is written to directory ``tmp``).
+
+    Nodes of the optimised graph that compute in float between quantised tensors: every
+    activation input dequantised and every reader a QuantizeLinear (``DQ -> op -> Q``), and
+    DequantizeLinear nodes read only by a QuantizeLinear (``DQ -> Q``)."""
+    import onnxruntime as ort
+
+    from techniques.onnx.writer import ort_session_options
+
+    so = ort_session_options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL, 1)
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(Path(tmp) / f"{Path(path).stem}.opt.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    g = onnx.load(so.optimized_model_filepath).graph
+    inits = {i.name for i in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+
+    def only_quantised(node: onnx.NodeProto) -> bool:
+        rs = [r for o in node.output for r in readers.get(o, [])]
+        return bool(rs) and all(r.op_type == "QuantizeLinear" for r in rs) and not any(
+            o in outputs for o in node.output)
+
+    def dequantised(name: str, seen: dict[str, bool]) -> bool:
+        """Whether tensor ``name`` is float computed only from dequantised codes."""
+        if name in seen:
+            return seen[name]
+        src = producer.get(name)
+        seen[name] = src is not None and (src.op_type == "DequantizeLinear" or (
+            src.op_type not in QDQ_OPS and all(dequantised(i, seen) for i in src.input
+                                           if i and i not in inits)))
+        return seen[name]
+
+    def requantised(name: str, seen: dict[str, bool]) -> bool:
+        """Whether every reader of float tensor ``name`` ends in a QuantizeLinear."""
+        if name in seen:
+            return seen[name]
+        rs = readers.get(name, [])
+        seen[name] = name not in outputs and bool(rs) and all(
+            r.op_type == "QuantizeLinear" or (r.op_type not in QDQ_OPS and all(
+                requantised(o, seen) for o in r.output)) for r in rs)
+        return seen[name]
+
+    down: dict[str, bool] = {}
+    up: dict[str, bool] = {}
+    found = []
+    for n in g.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in producer and all(
+                r.op_type == "QuantizeLinear" for r in readers.get(n.output[0], [])) and \
+                readers.get(n.output[0]) and n.output[0] not in outputs:
+            found.append(f"DequantizeLinear -> QuantizeLinear ({n.name})")
+        elif n.op_type not in QDQ_OPS and n.output and all(
+                dequantised(i, down) for i in n.input if i and i not in inits) and any(
+                i and i not in inits for i in n.input) and all(
+                requantised(o, up) for o in n.output):
+            found.append(f"DequantizeLinear -> {n.op_type} -> QuantizeLinear ({n.name})")
+    return found

@@ -1,6 +1,13 @@
 """Static int8: onnxruntime.quantization's QDQ for the int8 / int8a16 layers
 (:func:`quantize_int8`, calibrated on the model's inputs), then edgefit's own QLinearConv /
-QLinearMatMul forms of the int8 layers (:func:`qlinear_form`)."""
+QLinearMatMul forms of the int8 layers (:func:`qlinear_form`).
+
+int8 layers get asymmetric uint8 activations and 7-bit weight codes (onnxruntime's
+reduce_range): ReLU / ReLU6 fold into the quantisation range, max-pooling, reshapes and
+residual adds between int8 layers run on the codes (:func:`_followers`), and onnxruntime's fast
+u8 x s8 kernels are exact on every CPU (issue #22: all-int8 Fashion CNN 9.4x slower than fp32
+on this host with symmetric int8 codes on int8 x int8 kernels; the same graph as onnxruntime's
+own quantiser now, benchmarks/int8_qlinear.py)."""
 
 from __future__ import annotations
 
@@ -82,6 +89,12 @@ def quantize_int8(
     )
 
     input_name, batches = _calibration_batches(model, calibration, where)
+    # int8: asymmetric uint8 activations (a ReLU / ReLU6 after a layer folds into its output
+    # range: no float ReLU between DequantizeLinear and QuantizeLinear) and 7-bit weight codes
+    # (|code| <= WEIGHT_QMAX_U8S8): u8 x s8 kernels then never saturate their int16 pair sums
+    # (x86 without VNNI), so onnxruntime's fast u8 x s8 kernels compute exactly what the file
+    # says on every CPU. int16 (w8a16): symmetric, full 8-bit weights.
+    wide = activations == "int16"
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -114,16 +127,15 @@ def quantize_int8(
                 str(out),
                 _Reader(),
                 quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(WEIGHTED_OPS),
-                nodes_to_quantize=list(layers),
+                op_types_to_quantize=[*WEIGHTED_OPS, *(() if wide else PASS_OPS)],
+                nodes_to_quantize=[*layers, *(() if wide else _followers(quant_input, layers))],
                 per_channel=True,
-                reduce_range=False,
-                activation_type=QuantType.QInt16 if activations == "int16" else QuantType.QInt8,
+                reduce_range=not wide,
+                activation_type=QuantType.QInt16 if wide else QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                               "UseQDQContribOps": activations == "int16"
-                               and default_opset(model) < 21},
+                extra_options={"ActivationSymmetric": wide, "WeightSymmetric": True,
+                               "UseQDQContribOps": wide and default_opset(model) < 21},
             )
         except Exception as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -140,6 +152,63 @@ def quantize_int8(
         if dq is None or dq.op_type != "DequantizeLinear" or init is None:
             raise PlanError(f"onnxruntime left int8 layer {layer!r} of {where} unquantised")
     return result
+
+
+PASS_OPS = ("Relu", "Clip", "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze",
+            "Unsqueeze", "ReduceMean", "GlobalAveragePool", "AveragePool", "Add", "Concat")
+"""Ops onnxruntime runs on 8-bit codes (max-pool and reshapes as they are; QLinearAdd,
+QLinearConcat, QLinearAveragePool) or that fold into the range before them (ReLU, ReLU6)."""
+JOIN_OPS = ("Add", "Concat")
+"""Quantised only when every input is an activation (a residual add, not a MatMul's bias)."""
+
+
+def _followers(path: Path, layers: list[str]) -> list[str]:
+    """PASS_OPS nodes whose every activation input comes from an int8 layer or another such
+    node: quantised with the layers, so onnxruntime's quantiser folds a ReLU / ReLU6 into the
+    layer's output range and the codes pass max-pooling and reshapes without a float round
+    trip (DequantizeLinear -> op -> QuantizeLinear)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    excluded: set[str] = set()
+    while True:
+        found = _pass_chain(graph, set(layers), inits, excluded)
+        # A folded ReLU survives only in the quantiser's range: a reader outside the int8
+        # chain (a float layer, a graph output) would read the unclipped float tensor.
+        keep = set(layers) | set(found)
+        cut = {n for n in found if n not in excluded and _graph_node(graph, n).op_type in
+               FOLDED_OPS and any(o in outputs or any(r.name not in keep for r in
+                                                       readers.get(o, []))
+                                  for o in _graph_node(graph, n).output)}
+        if not cut:
+            return found
+        excluded |= cut
+
+
+FOLDED_OPS = ("Relu", "Clip")
+
+
+def _graph_node(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
+    return next(n for n in graph.node if n.name == name)
+
+
+def _pass_chain(graph: onnx.GraphProto, layers: set[str], inits: set[str],
+                excluded: set[str]) -> list[str]:
+    quantised_tensors = {o for n in graph.node if n.name in layers for o in n.output}
+    found: list[str] = []
+    for node in graph.node:  # topological order: a chain is followed in one pass
+        acts = [i for i in node.input if i and i not in inits]
+        joins_constant = node.op_type in JOIN_OPS and len(acts) != len(
+            [i for i in node.input if i])
+        if (node.op_type in PASS_OPS and node.name and node.name not in excluded and acts
+                and not joins_constant and all(a in quantised_tensors for a in acts)):
+            found.append(node.name)
+            quantised_tensors.update(node.output)
+    return found
 
 
 def _float_activations(model: onnx.ModelProto, layers: list[str]) -> None:
@@ -198,10 +267,12 @@ def qlinear_form(model: onnx.ModelProto, full: dict[str, str],
     kernel, reading the uint8 twin of the int8 input codes (:func:`_uint8_input`).
 
     ``unsigned`` (default: whether this CPU's u8 x s8 kernels are exact,
-    ``edgefit_measure.u8s8_exact``) False: the layers read the int8 codes themselves
-    (s8 x s8 kernels): on x86 without VNNI the u8 x s8 kernels saturate."""
-    if unsigned is None:
-        unsigned = u8s8_exact()
+    ``edgefit_measure.u8s8_exact``): whether a group with full 8-bit weight codes may run on
+    uint8 codes. quantize_int8's own groups have 7-bit codes (|code| <= WEIGHT_QMAX_U8S8) and
+    uint8 activations, exact on every CPU, so they are always written on uint8 codes; a group
+    with 8-bit codes on int8 activations reads the int8 codes where u8 x s8 would saturate,
+    and one on uint8 activations is then left to onnxruntime's fusion."""
+    exact = u8s8_exact() if unsigned is None else unsigned
     g = Graph(model.graph)
     # graph order: a layer reading an earlier rewritten layer takes its uint8 codes as they are
     for layer in [n.name for n in model.graph.node if full.get(n.name) == "int8"]:
@@ -213,6 +284,10 @@ def qlinear_form(model: onnx.ModelProto, full: dict[str, str],
             continue
         x_dq, w_dq, b_dq, q = found
         x_q = g.producer[x_dq.input[0]]
+        # uint8 codes are exact where this CPU's u8 x s8 kernels are, or for 7-bit weights
+        unsigned = exact or _weights_fit_u8s8(g, w_dq)
+        if not unsigned and _is_uint8(g, x_dq.input[2]):
+            continue  # uint8 activations with 8-bit weights: left to onnxruntime's fusion
         y_zp = _uint8_zero_point(g, q.input[2]) if unsigned else q.input[2]
         for r in g.consumers.get(q.output[0], []):  # the output's codes are uint8 too
             r.input[2] = y_zp  # (onnxruntime: T3 = T1)
@@ -234,7 +309,8 @@ def qlinear_form(model: onnx.ModelProto, full: dict[str, str],
             nodes.remove(dead)
         if len(g.consumers.get(x_dq.output[0], [])) == 1 and x_dq.output[0] not in g.outputs:
             nodes.remove(x_dq)
-            if (x_q.op_type == "QuantizeLinear" and unsigned and x_q.output[0] not in g.outputs
+            if (x_q.op_type == "QuantizeLinear" and unsigned and a != x_q.output[0]
+                    and x_q.output[0] not in g.outputs
                     and len(g.consumers.get(x_q.output[0], [])) == 1):
                 nodes.remove(x_q)  # its uint8 twin took its only reader
         g = Graph(model.graph)
@@ -299,6 +375,8 @@ def _uint8_input(g: Graph, x_q: onnx.NodeProto) -> str:
     """The uint8 twin of int8 QuantizeLinear ``x_q`` (zero point + 128: the same codes shifted,
     what onnxruntime's own S8->U8 rewrite feeds its x86 u8s8 kernels; int8 x int8 runs several
     times slower), added once after ``x_q``; its output name."""
+    if _is_uint8(g, x_q.input[2]):
+        return x_q.output[0]  # asymmetric uint8 activations already
     out = f"{x_q.output[0]}_u8"
     if out in g.producer:
         return out
@@ -314,6 +392,8 @@ def _uint8_input(g: Graph, x_q: onnx.NodeProto) -> str:
 
 def _uint8_zero_point(g: Graph, name: str) -> str:
     """Initializer ``<name>_u8``: int8 zero point ``name`` + 128 as uint8 (added once)."""
+    if _is_uint8(g, name):
+        return name
     zp_name = f"{name}_u8"
     if zp_name not in g.inits:
         zp = numpy_helper.to_array(g.inits[name]).astype(np.int16) + 128
@@ -321,3 +401,19 @@ def _uint8_zero_point(g: Graph, name: str) -> str:
         g.graph.initializer.append(g.inits[zp_name])
         g.names.add(zp_name)
     return zp_name
+
+
+WEIGHT_QMAX_U8S8 = 64
+"""The largest |weight code| for which u8 x s8 kernels cannot saturate: VPMADDUBSW adds two
+u8 x s8 products into an int16, 2 x 255 x 64 = 32640 <= 32767 (onnxruntime's reduce_range
+codes, -64..64)."""
+
+
+def _weights_fit_u8s8(g: Graph, w_dq: onnx.NodeProto) -> bool:
+    codes = numpy_helper.to_array(g.inits[w_dq.input[0]])
+    return codes.size == 0 or int(np.abs(codes.astype(np.int16)).max()) <= WEIGHT_QMAX_U8S8
+
+
+def _is_uint8(g: Graph, name: str) -> bool:
+    init = g.inits.get(name)
+    return init is not None and init.data_type == TensorProto.UINT8

@@ -197,7 +197,7 @@ def test_no_whole_table_decode_and_static_int8_layers_alongside(model, ids, fp32
     storage = inspect_onnx(out)
     assert {k: v.option for k, v in storage.items()} == {"word": "int4", "pos": "int8",
                                                         "head": "int8"}
-    assert storage["head"].activation_dtype == "int8"  # the Linear is static w8a8 still
+    assert storage["head"].activation_dtype == "uint8"  # the Linear is static w8a8 still
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta[OPTIONS_KEY]) == options
     fake = quantized_copy(model, {"word": [_config("int4")], "pos": [_config("int8")],

@@ -11,6 +11,7 @@ import torch
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
+from cost_models.output_fidelity import AGREEMENT_WARN
 from edgefit_common.errors import PlanError
 from techniques import lowrank as L
 
@@ -327,7 +328,9 @@ def test_apply_verifies_the_rank_and_bytes_from_the_files(lowrank_applied) -> No
     size = (out / "model.flash.bin").stat().st_size
     assert abs(size - planned) <= max(0.02 * planned, 1024)
     fidelity = report["accuracy"]["onnx_vs_torch"]
-    assert fidelity["top1_agreement"] >= 0.98
+    # apply's own bar (cost_models.output_fidelity.AGREEMENT_WARN): the ONNX int8 layers hold
+    # 7-bit weight codes (exact u8 x s8 kernels) where the torch simulation rounds to 8 bits
+    assert fidelity["top1_agreement"] >= AGREEMENT_WARN
     assert all(c["ok"] for c in report["checks"]), report["checks"]
 
 

@@ -20,7 +20,6 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
-from edgefit_measure import u8s8_exact
 from formats import quant_math as qm
 from techniques.onnx import int8, writer
 from techniques.onnx.inspect import inspect_onnx
@@ -228,8 +227,9 @@ def shared(tmp_path_factory):
 
 def _int8_reference(model: torch.nn.Module, options: dict[str, str], path: Path,
                     x: np.ndarray) -> np.ndarray:
-    """q(x) + k(x) with fake-quant weights; an int8 layer also rounds its input and its MatMul
-    output with the scales in the file (symmetric int8, as QuantizeLinear does)."""
+    """q(x) + k(x) with fake-quant weights; an int8 layer computes with the weight codes and
+    scales in the file and rounds its input and its MatMul output with the file's scales and
+    zero points (as QuantizeLinear does: uint8 codes with a zero point, or int8)."""
     m = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     producer = {o: n for n in m.graph.node for o in n.output}
@@ -237,22 +237,26 @@ def _int8_reference(model: torch.nn.Module, options: dict[str, str], path: Path,
     out = np.zeros((*x.shape[:-1], 32), np.float32)
     for name in ("q", "k"):
         mod = _linear(model, name)
-        w = qm.apply_option(mod.weight.detach().numpy(), options[name])
         b = mod.bias.detach().numpy()
         if options[name] != "int8":
+            w = qm.apply_option(mod.weight.detach().numpy(), options[name])
             out += x @ w.T + b
             continue
         node = next(n for n in m.graph.node if n.name == name)
-        if node.op_type == "QLinearMatMul":  # a_scale and y_scale are the node's inputs
-            s_in, s_out = float(inits[node.input[1]]), float(inits[node.input[6]])
+        if node.op_type == "QLinearMatMul":  # a_scale/zp, b, b_scale, y_scale/zp: inputs
+            x_q, w_q, y_q = node.input[1:3], node.input[3:5], node.input[6:8]
         else:
-            s_in = float(inits[producer[node.input[0]].input[1]])
-            s_out = float(inits[consumers[node.output[0]].input[1]])
+            w_q = producer[node.input[1]].input[0:2]
+            x_q = producer[node.input[0]].input[1:3]
+            y_q = consumers[node.output[0]].input[1:3]
+        w = (inits[w_q[0]].astype(np.float32) * inits[w_q[1]]).T  # (out, in) like torch
 
-        def fq(t: np.ndarray, s: float) -> np.ndarray:
-            return np.clip(np.round(t / s), -128, 127) * s
+        def fq(t: np.ndarray, sz: list[str]) -> np.ndarray:
+            scale, zp = float(inits[sz[0]]), inits[sz[1]]
+            lo, hi = (0, 255) if zp.dtype == np.uint8 else (-128, 127)
+            return (np.clip(np.round(t / scale) + int(zp), lo, hi) - int(zp)) * scale
 
-        out += fq(fq(x, s_in) @ w.T, s_out) + b
+        out += fq(fq(x, x_q) @ w.T, y_q) + b
     return out
 
 
@@ -263,8 +267,8 @@ def test_int4_and_int8_sharing_an_input_load_and_run(shared, q_opt, k_opt):
     quantize_onnx(shared["fp32"], out, options, shared["calib"])
     info = inspect_onnx(out)
     for layer, option in options.items():
-        if option == "int8":  # a 3-D MatMul: written as QLinearMatMul on the uint8 twin
-            assert info[layer].activation_dtype == "int8"
+        if option == "int8":  # a 3-D MatMul: written as QLinearMatMul on uint8 codes
+            assert info[layer].activation_dtype == "uint8"
             assert info[layer].op_type == "QLinearMatMul"
             assert info[layer].input_ops == ("QuantizeLinear",)
         else:  # weight-only / float: reads the float tensor, not the int8 QDQ output
@@ -282,14 +286,14 @@ def test_int4_and_int8_sharing_an_input_load_and_run(shared, q_opt, k_opt):
 def test_int8_layers_sharing_an_input_run_integer_kernels(shared, tmp_path):
     """q and k read one quantised tensor: onnxruntime alone would dequantise both weights every
     run (it fuses DQ -> MatMul -> Q only for a single reader), so both are written as
-    QLinearMatMul on the uint8 twin of the int8 codes (where this CPU's u8 x s8 kernels are
-    exact; the int8 codes elsewhere); same codes, same result."""
+    QLinearMatMul on the uint8 activation codes; the weights are 7-bit codes (-64..64) so that
+    u8 x s8 kernels are exact on every CPU."""
     options = {"q": "int8", "k": "int8"}
     out = shared["dir"] / "int8_int8.onnx"
     quantize_onnx(shared["fp32"], out, options, shared["calib"])
     info = inspect_onnx(out)
     assert {k: (v.op_type, v.option, v.activation_dtype) for k, v in info.items()} == {
-        "q": ("QLinearMatMul", "int8", "int8"), "k": ("QLinearMatMul", "int8", "int8")}
+        "q": ("QLinearMatMul", "int8", "uint8"), "k": ("QLinearMatMul", "int8", "uint8")}
     executed = [n.op_type for n in _optimized_nodes(out, tmp_path)]
     assert executed.count("QLinearMatMul") == 2 and "MatMul" not in executed
     m = onnx.load(str(out))
@@ -297,14 +301,10 @@ def test_int8_layers_sharing_an_input_run_integer_kernels(shared, tmp_path):
     for name in options:
         node = next(n for n in m.graph.node if n.name == name)
         w = _linear(shared["model"], name).weight.detach().numpy()
-        codes, scales = qm.quantize_per_channel(w, 8, axis=0)
-        np.testing.assert_array_equal(inits[node.input[3]], codes.T)
-        np.testing.assert_array_equal(inits[node.input[4]], scales)
-        zp = inits[node.input[2]]
-        if u8s8_exact():  # the uint8 twin of the codes: u8 x s8 kernels are exact here
-            assert zp.dtype == np.uint8 and np.all(zp == 128)
-        else:  # x86 without VNNI: u8 x s8 would saturate, so the int8 codes themselves
-            assert zp.dtype == np.int8 and np.all(zp == 0)
+        codes, scales = inits[node.input[3]].T, inits[node.input[4]]
+        assert codes.dtype == np.int8 and np.abs(codes).max(axis=1).tolist() == [64] * len(w)
+        np.testing.assert_allclose(codes * scales[:, None], w, atol=float(scales.max()) / 2)
+        assert inits[node.input[2]].dtype == np.uint8  # asymmetric uint8 activation codes
     x = shared["x"]
     got = _run(out, x)
     ref = _int8_reference(shared["model"], options, out, x)
@@ -346,19 +346,30 @@ def test_minilm_block_mixing_int4_and_int8(tmp_path):
     assert "MatMulNBits" in {n.op_type for n in _optimized_nodes(out, tmp_path)}
 
 
-@pytest.mark.parametrize("unsigned", [True, False])
-def test_qlinear_forms_against_the_cpus_u8s8_kernels(shared, monkeypatch, unsigned):
-    """The uint8-twin form and the int8 form hold the same codes; the int8 form is exact on
-    every CPU, the uint8 form only where u8 x s8 kernels do not saturate (x86 VNNI, ARM):
-    :func:`u8s8_exact` says which, and quantize_onnx writes the form that is exact here."""
-    monkeypatch.setattr(int8, "u8s8_exact", lambda: unsigned)
+def test_uint8_codes_are_exact_on_this_cpu(shared):
+    """With 7-bit weight codes the uint8 form is exact wherever it runs, whatever
+    :func:`u8s8_exact` says of this CPU (on x86 without VNNI, 8-bit codes would saturate)."""
     options = {"q": "int8", "k": "int8"}
-    out = shared["dir"] / f"int8_int8_{unsigned}.onnx"
+    out = shared["dir"] / "int8_int8_exact.onnx"
     quantize_onnx(shared["fp32"], out, options, shared["calib"])
     got = _run(out, shared["x"])
     ref = _int8_reference(shared["model"], options, out, shared["x"])
-    err = np.abs(got - ref).max() / np.abs(ref).max()
-    if unsigned and not u8s8_exact():
-        assert err > 1e-2, "u8 x s8 saturates on this CPU, yet the uint8 form was exact"
-    else:
-        assert err <= 1e-2
+    assert np.abs(got - ref).max() / np.abs(ref).max() <= 1e-2
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_full_range_weights_rewritten_only_where_exact(shared, exact):
+    """A group whose weight codes use all 8 bits on uint8 activations is written as
+    QLinearMatMul only where u8 x s8 kernels are exact; elsewhere it stays QDQ (onnxruntime's
+    fusion then keeps int8 x int8); a 7-bit group is rewritten on every CPU."""
+    model = onnx.load(str(shared["fp32"]))
+    qdq = int8.quantize_int8(model, ["q", "k"], shared["calib"], "test")
+    g = int8.Graph(qdq.graph)
+    w_name = g.producer[g.by_name["q"].input[1]].input[0]
+    codes = numpy_helper.to_array(g.inits[w_name]).copy()
+    codes.flat[0] = 127
+    g.inits[w_name].CopyFrom(numpy_helper.from_array(codes, w_name))
+    int8.qlinear_form(qdq, {"q": "int8", "k": "int8"}, unsigned=exact)
+    ops = {n.name: n.op_type for n in qdq.graph.node}
+    assert ops["k"] == "QLinearMatMul"
+    assert ops["q"] == ("QLinearMatMul" if exact else "MatMul")

@@ -18,6 +18,7 @@ from edgefit_common.errors import PlanError
 from formats import quant_math as qm
 from formats.onnx_io import LAYERS_KEY, OPTIONS_KEY
 from techniques.onnx.inspect import inspect_onnx
+from techniques.onnx.int8 import WEIGHT_QMAX_U8S8
 from techniques.onnx.names import name_nodes_by_module
 from techniques.onnx.rewrite import WEIGHT_ONLY_OPTIONS
 from techniques.onnx.writer import ort_session_options, quantize_onnx
@@ -89,16 +90,20 @@ def _run(
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
+Act = tuple[float, int, bool]  # scale, zero point, unsigned
+
+
 def _torch_reference(
     model: torch.nn.Module,
     options: dict[str, str],
     x: np.ndarray,
-    act_scales: dict[str, tuple[float, float]] | None = None,
+    acts: dict[str, tuple[Act, Act, np.ndarray]] | None = None,
 ) -> np.ndarray:
     """torch with the same fake quantisation (quant_math on .numpy() weights, torch layout).
 
-    ``act_scales`` {layer: (input scale, output scale)} also fake-quantises an int8 layer's
-    input and output activations (symmetric, zero point 0, saturating like QuantizeLinear).
+    ``acts`` {layer: (input, output, weights)} emulates an int8 layer as the file has it: its
+    stored weights (codes x scales, torch layout) and its input and output activations
+    rounded like QuantizeLinear (scale, zero point, saturating at the uint8 / int8 range).
     """
     ref = copy.deepcopy(model).eval()
     for name, option in options.items():
@@ -109,19 +114,23 @@ def _torch_reference(
                 qm.apply_bias_option(mod.bias.detach().numpy(), option)
             )
 
-    def fq(t: torch.Tensor, s: float) -> torch.Tensor:
-        return torch.clamp(torch.round(t / s), -128, 127) * s
+    def fq(t: torch.Tensor, a: Act) -> torch.Tensor:
+        scale, zp, unsigned = a
+        lo, hi = (0, 255) if unsigned else (-128, 127)
+        return (torch.clamp(torch.round(t / scale) + zp, lo, hi) - zp) * scale
 
-    for name, (s_in, s_out) in (act_scales or {}).items():
+    for name, (a_in, a_out, w) in (acts or {}).items():
         mod = ref.get_submodule(name)
-        mod.register_forward_pre_hook(lambda m, inp, s=s_in: (fq(inp[0], s),))
-        mod.register_forward_hook(lambda m, inp, out, s=s_out: fq(out, s))
+        mod.weight.data = torch.from_numpy(w.reshape(mod.weight.shape))
+        mod.register_forward_pre_hook(lambda m, inp, a=a_in: (fq(inp[0], a),))
+        mod.register_forward_hook(lambda m, inp, out, a=a_out: fq(out, a))
     with torch.no_grad():
         return ref(torch.from_numpy(x)).numpy()
 
 
-def _activation_scales(path: Path, layers: list[str]) -> dict[str, tuple[float, float]]:
-    """(input, output) activation scales of int8 layers, read from the QDQ nodes in the file."""
+def _activation_params(path: Path, layers: list[str]) -> dict[str, tuple[Act, Act, np.ndarray]]:
+    """(input, output) activation quantisation and the dequantised stored weights (torch
+    layout) of int8 layers, read from the file."""
     m = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     producer = {o: n for n in m.graph.node for o in n.output}
@@ -129,15 +138,27 @@ def _activation_scales(path: Path, layers: list[str]) -> dict[str, tuple[float, 
     for n in m.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
+
+    def act(scale: str, zp: str) -> Act:
+        z = inits[zp]
+        return float(inits[scale]), int(z), z.dtype == np.uint8
+
     out = {}
     for n in m.graph.node:
-        if n.name in layers and n.op_type.startswith("QLinear"):  # x_scale, y_scale inputs
-            out[n.name] = (float(inits[n.input[1]]), float(inits[n.input[6]]))
-        elif n.name in layers:
+        if n.name not in layers:
+            continue
+        codes, scales = _weight_codes(path, n.name)
+        assert scales is not None
+        if n.op_type.endswith("MatMul"):  # W^T stored
+            codes = codes.T
+        w = qm.dequantize_per_channel(codes, scales, axis=0)
+        if n.op_type.startswith("QLinear"):  # x_scale/zp, y_scale/zp inputs
+            out[n.name] = (act(*n.input[1:3]), act(*n.input[6:8]), w)
+        else:
             dq = producer[n.input[0]]
             (q,) = consumers[n.output[0]]
             assert dq.op_type == "DequantizeLinear" and q.op_type == "QuantizeLinear"
-            out[n.name] = (float(inits[dq.input[1]]), float(inits[q.input[1]]))
+            out[n.name] = (act(*dq.input[1:3]), act(*q.input[1:3]), w)
     return out
 
 
@@ -229,8 +250,8 @@ def test_inspect_reports_chosen_storage(cnn, key):
         elif option == "int8":
             assert st.distinct_values <= 255
             assert st.scale_bytes == 4 * out_ch + out_ch  # float32 scales + int8 zero points
-            assert st.activation_dtype == "int8"
-            if st.op_type.startswith("QLinear"):  # written by edgefit: reads the uint8 twin
+            assert st.activation_dtype == "uint8"  # asymmetric activation codes
+            if st.op_type.startswith("QLinear"):  # written by edgefit
                 assert st.input_ops == ("QuantizeLinear",)
                 assert set(st.output_ops) == {"DequantizeLinear"}
             else:  # Gemm: onnxruntime fuses its QDQ group into QGemm itself
@@ -248,17 +269,27 @@ def test_inspect_reports_chosen_storage(cnn, key):
 
 @pytest.mark.parametrize("key", ["mixed", "int8", "wonly"])
 def test_stored_values_equal_quant_math(cnn, key):
-    """int8 (written by onnxruntime) and int4 (ours) codes are bit-for-bit quant_math's."""
+    """int4 (ours) codes are bit-for-bit quant_math's; int8 (written by onnxruntime) are its
+    reduce-range codes (-64..64: u8 x s8 kernels exact on every CPU), per channel symmetric
+    with scale max|w| / 64."""
     options = {"mixed": MIXED, "int8": MIXED_INT8, "wonly": WEIGHT_ONLY}[key]
     for layer, option in options.items():
         w = cnn["model"].get_submodule(layer).weight.detach().numpy()
         stored, scales = _weight_codes(cnn[key], layer)
         if inspect_onnx(cnn[key])[layer].op_type.endswith("MatMul"):  # W^T stored
             stored = stored.T
-        if option in ("int4", "int8"):
+        if option == "int4":
             q, s = qm.quantize_per_channel(w, qm.BITS[option], axis=0)
             np.testing.assert_array_equal(stored, q)
             np.testing.assert_array_equal(scales, s)
+        elif option == "int8":
+            absmax = np.abs(w.reshape(len(w), -1)).max(axis=1)
+            np.testing.assert_allclose(scales, absmax / WEIGHT_QMAX_U8S8, rtol=1e-6)
+            s = scales.reshape(-1, *([1] * (w.ndim - 1)))
+            want = np.clip(np.round(w / s), -WEIGHT_QMAX_U8S8, WEIGHT_QMAX_U8S8)
+            np.testing.assert_array_equal(stored, want)
+            assert np.abs(stored).max(axis=tuple(range(1, w.ndim))).tolist() == \
+                [WEIGHT_QMAX_U8S8] * len(w)
         elif option == "fp16":
             assert stored.dtype == np.float16
             np.testing.assert_array_equal(stored, w.astype(np.float16))
@@ -295,7 +326,7 @@ def test_int8_models_match_torch(cnn, key):
         assert np.abs(got - ref).max() <= 0.06 * scale
         int8_layers = [k for k, v in options.items() if v == "int8"]
         emulated = _torch_reference(
-            cnn["model"], options, x, _activation_scales(cnn[key], int8_layers)
+            cnn["model"], options, x, _activation_params(cnn[key], int8_layers)
         )
         assert np.abs(got - emulated).max() <= 0.01 * scale
 
@@ -383,7 +414,7 @@ def test_nested_int8_matmul_and_fp16_add_bias(nested):
     quantize_onnx(nested["fp32"], out, options, nested["calib"])
     info = inspect_onnx(out)
     assert {k: v.option for k, v in info.items()} == options
-    assert info["head"].activation_dtype == "int8"
+    assert info["head"].activation_dtype == "uint8"
     ref = _torch_reference(nested["model"], options, nested["x"])
     got = _run(out, nested["x"])
     assert np.abs(got - ref).max() <= 0.06 * np.abs(ref).max()
@@ -478,7 +509,7 @@ def test_int16_activations_w8a16(cnn, tmp_path):
     info = inspect_onnx(a16)
     assert info["conv2"].option == "int8a16" and info["conv2"].activation_dtype == "int16"
     assert info["conv2"].weight_dtype == "int8"
-    assert info["fc1"].option == "int8" and info["fc1"].activation_dtype == "int8"
+    assert info["fc1"].option == "int8" and info["fc1"].activation_dtype == "uint8"
     err16 = np.abs(_run(a16, cnn["x"]) - ref).max()
     err8 = np.abs(_run(a8, cnn["x"]) - ref).max()
     assert err16 < err8
