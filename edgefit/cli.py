@@ -279,6 +279,11 @@ def _print_header(resolved: Any, checked: Any, epochs: int, qat: bool, applies: 
         when = "after this plan, by --apply" if applies else "by `edgefit apply` on this plan"
         lines.append(f"finetune: {epochs} epoch{'s' if epochs > 1 else ''} of "
                      f"{'quantisation-aware ' if qat else ''}distillation, run {when}")
+    budget = resolved.budget
+    if budget.link is not None or budget.ab_slots > 1:  # docs/delivery.md
+        parts = ([f"update over {budget.link}"] if budget.link else []) + (
+            [f"{budget.ab_slots} model slots in flash"] if budget.ab_slots > 1 else [])
+        lines.append("delivery: " + ", ".join(parts))
     from edgefit.scenarios_view import header_lines as scenario_lines
 
     for line in lines:
