@@ -181,6 +181,7 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
     if delivery is not None:  # the update over the plan's link, on the file written
         report["delivery"] = delivery
     report["checks"] = _checks(report, plan) + tflite_check(tflite) + delivery_check(delivery)
+    report["warnings"] = speed_warnings(report)
     return report
 
 
@@ -224,7 +225,34 @@ def _checks(report: dict[str, Any], plan: Plan) -> list[dict[str, Any]]:
                        "ok": bool(acc["limit_met"]), "detail": f"{acc['drop_pp']:.2f} pp"})
     if acc.get("outputs"):
         checks.append(_outputs_check(acc["outputs"]))
+    host = _host_latency(report)
+    if plan.target.device == "host" and plan.limits.latency is not None and host is not None:
+        # on the host target the measured latency *is* the limit's quantity, not a proxy
+        checks.append({"check": f"host latency <= {plan.limits.latency:g} ms (measured here: "
+                                "the plan's target is this machine)",
+                       "ok": host[0] <= plan.limits.latency,
+                       "detail": f"{host[0]:.4g} ms measured"})
     return checks
+
+
+def _host_latency(report: dict[str, Any]) -> tuple[float, float] | None:
+    """(compressed, fp32 baseline) latency measured by the host check, ms."""
+    rows = {r["quantity"]: r["measured"] for r in report["host_check"]["rows"]}
+    lat, base = rows.get("latency (compressed)"), rows.get("latency (fp32 baseline)")
+    return None if lat is None or base is None else (float(lat), float(base))
+
+
+def speed_warnings(report: dict[str, Any]) -> list[str]:
+    """Lines a user must see even without a latency limit: the compressed model measured
+    slower than the uncompressed one on this machine (issue #22: 'compressed means faster')."""
+    host = _host_latency(report)
+    if host is None or host[0] <= host[1]:
+        return []
+    return [f"the compressed model ran {host[0] / host[1]:.2f}x SLOWER than the fp32 model on "
+            f"this machine ({host[0]:.4g} ms vs {host[1]:.4g} ms measured in the same run): "
+            "its formats have slow kernels in onnxruntime here; on the target the plan's "
+            "prediction stands, but for this CPU exclude the slow formats (--exclude) or set "
+            "--max-latency"]
 
 
 def _with_metric(built: Any, metric: Metric, test: Any) -> Any:

@@ -293,6 +293,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     for check in report["checks"]:
         mark = "ok  " if check["ok"] else "FAIL"
         con.print(f"  [{mark}] {check['check']}: {check['detail']}")
+    for warning in report.get("warnings", []):
+        con.print(f"  [WARN] {warning}", soft_wrap=True)
     con.print(f"report: {report['report_path']}")
 
 
