@@ -368,11 +368,8 @@ def _host_kernels(fp32: float, kernel_common: dict[str, Any], same_rate: str
                   ) -> dict[str, Any]:
     """The host profile's kernels: every precision edgefit writes, at the probed fp32 rate
     until profiled (weight-only forms dequantise to fp32)."""
-    from edgefit_measure import u8s8_exact
-
-    int8_form = ("u8 x s8 integer kernels (exact on this CPU)" if u8s8_exact() else
-                 "s8 x s8 integer kernels: this CPU's u8 x s8 kernels saturate (x86 without "
-                 "VNNI), measured by edgefit_measure.u8s8_exact")
+    int8_form = ("u8 x s8 integer kernels on uint8 activations and 7-bit weight codes "
+                 "(exact on every CPU, also where 8-bit codes saturate: x86 without VNNI)")
     return {
         "fp32": {"weights": "fp32", "activations": "fp32", **kernel_common},
         "fp16": {"weights": "fp16", "activations": "fp32", **kernel_common,

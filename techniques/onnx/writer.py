@@ -70,14 +70,16 @@ from techniques.onnx.rewrite import (
 )
 from techniques.onnx.tables import table_form, table_layers, to_table_form
 
-GRAPH_FORM_VERSION = 7
+GRAPH_FORM_VERSION = 8
 """Bumped when a per-layer graph form changes (its measured latency then changes):
 2: weight-only Linear layers as MatMul (onnxruntime's MatMulNBits), 6/3/2-bit forms;
 3: packed embedding rows decoded by one 2-D MatMul (was a MatMul with a 1-D right side);
 4: static int8 MatMul layers written as QLinearMatMul (uint8 activations, int8 weights);
 5: static int8 Conv layers written as QLinearConv the same way;
 6: where this CPU's u8 x s8 kernels saturate, the QLinear layers read int8 codes (s8 x s8);
-7: int2 Linear layers with output features not a multiple of 4 stay Gemm (MatMulNBits bug)."""
+7: int2 Linear layers with output features not a multiple of 4 stay Gemm (MatMulNBits bug);
+8: static int8 on asymmetric uint8 activations with 7-bit weight codes, ReLU folded, pooling
+   and residual adds between int8 layers quantised (u8 x s8 exact everywhere, issue #22)."""
 ONNX_OPTIONS: tuple[str, ...] = ("fp32", "fp16", "int8", "int8a16", *WEIGHT_ONLY_OPTIONS)
 """The per-layer forms :func:`quantize_onnx` writes."""
 
