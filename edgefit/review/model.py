@@ -38,12 +38,14 @@ MEASURED_TOLERANCE = 0.20  # measured flash this far from predicted is highlight
 
 def choice_of(alt: Alternative) -> Choice:
     return Choice(alt.option, alt.latency_ms, alt.flash_bytes, alt.energy_mj, alt.act_bytes,
-                  alt.acc_loss, tuple(sorted(alt.widths.items())), alt.in_act_bytes)
+                  alt.acc_loss, tuple(sorted(alt.widths.items())), alt.in_act_bytes,
+                  alt.transfer_bytes or 0.0)
 
 
 def _costs(alt: Alternative, ram: float | None) -> Costs:
     return Costs(latency_ms=alt.latency_ms, flash_bytes=alt.flash_bytes,
-                 energy_mj=alt.energy_mj, acc_loss=alt.acc_loss, ram_bytes=ram)
+                 energy_mj=alt.energy_mj, acc_loss=alt.acc_loss, ram_bytes=ram,
+                 transfer_bytes=alt.transfer_bytes)
 
 
 def solver_limits(plan: Plan) -> dict[str, float]:
@@ -79,7 +81,9 @@ def evaluate(plan: Plan) -> Plan:
         "layers": layers,
         "totals": Costs(latency_ms=totals["latency_ms"], flash_bytes=totals["flash_bytes"],
                         energy_mj=totals["energy_mj"], acc_loss=totals["acc_loss"],
-                        ram_bytes=totals["ram_bytes"]),
+                        ram_bytes=totals["ram_bytes"],
+                        transfer_bytes=totals["transfer_bytes"]
+                        if plan.delivery is not None and plan.delivery.link else None),
         "binding": [m for m, lim in problem.limits.items()
                     if totals[m] >= BINDING_FRACTION * lim],
         "status": "FEASIBLE" if feasible else OVER_BUDGET,

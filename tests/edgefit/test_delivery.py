@@ -134,3 +134,18 @@ def test_the_python_api_and_an_example_budget_plan_the_delivery() -> None:
     assert plan.feasible and plan.delivery is not None
     assert plan.delivery.link == "ble-2m" and plan.delivery.ab_slots == 2
     assert plan.totals is not None and plan.totals.transfer_bytes is not None
+
+
+def test_a_hand_edit_in_review_keeps_the_update_and_its_limit(ble_plan: Plan) -> None:
+    from edgefit.review.model import choose
+
+    assert ble_plan.totals is not None and ble_plan.totals.transfer_bytes is not None
+    limit_ms = ble_plan.delivery.update_time_ms(ble_plan.totals.transfer_bytes)  # type: ignore[union-attr]
+    plan = ble_plan.model_copy(update={"limits": Limits(flash="1MB",
+                                                        update_time=f"{limit_ms}ms")})
+    fc1 = plan.layers["fc1"]
+    biggest = max(fc1.alternatives, key=lambda a: a.transfer_bytes or 0.0)
+    edited = choose(plan, "fc1", biggest.option)
+    assert edited.totals is not None and edited.totals.transfer_bytes is not None
+    assert edited.totals.transfer_bytes > ble_plan.totals.transfer_bytes
+    assert edited.status == "OVER_BUDGET"  # the update no longer arrives in time
