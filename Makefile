@@ -62,6 +62,7 @@ bench: data
 	$(PY) benchmarks/qat.py
 	$(PY) benchmarks/int4_matmulnbits.py --threads 1 --rounds 30 --iters 200
 	$(PY) benchmarks/int8_qlinear.py
+	$(PY) benchmarks/peers.py
 	$(PY) benchmarks/deep_compression.py
 	$(PY) benchmarks/accuracy_planning.py
 	$(PY) benchmarks/accuracy_estimators.py --plans 24 --finetuned 3
