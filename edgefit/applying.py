@@ -156,6 +156,7 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
         "accuracy": {
             "data": data_name, "test_size": int(len(test.y)), "fp32": built.fp32_accuracy,
             "compressed": built.accuracy, "drop_pp": drop_pp, "how": built.how,
+            "simulated": built.simulated_accuracy,
             "limit_pp": limit_pp,
             "limit_met": None if limit_pp is None else drop_pp <= limit_pp,
             "onnx_vs_torch": built.fidelity,
