@@ -62,14 +62,16 @@ def test_item4_verdict_names_the_miss(peers: ModuleType) -> None:
 
 def test_the_ladder_halves_nothing_it_was_not_asked_to(peers: ModuleType) -> None:
     settings = peers.Settings()
-    rungs = peers.ladder(60_000, 0.042, settings)
-    assert rungs == [
-        {"flash": "15.0KB", "accuracy_drop": "0.5pp"},
-        {"flash": "15.0KB", "latency": "42.0us", "accuracy_drop": "0.5pp"},
-        {"flash": "4.0KB", "accuracy_drop": "0.5pp"},
-        {"flash": "4.0KB", "latency": "42.0us", "accuracy_drop": "0.5pp"}]
+    rungs = peers.ladder("lenet300-mnist", 60_000, 0.042, settings)
+    assert rungs == [  # 1/4 of the fp32 image, then item 4's 40x at its 0.1 pp
+        {"flash": "15.0KB", "accuracy_drop": "0.1pp"},
+        {"flash": "15.0KB", "latency": "42.0us", "accuracy_drop": "0.1pp"},
+        {"flash": "1.5KB", "accuracy_drop": "0.1pp"},
+        {"flash": "1.5KB", "latency": "42.0us", "accuracy_drop": "0.1pp"}]
     assert peers.flags(rungs[1], 2) == ("--max-flash 15.0KB --max-latency 42.0us "
-                                        "--max-accuracy-drop 0.5pp --finetune 2")
+                                        "--max-accuracy-drop 0.1pp --finetune 2")
+    settings.rungs = (0, 3)
+    assert peers.ladder("fashion-cnn", 60_000, 0.042, settings)[1]["flash"] == "3.0KB"
 
 
 def _tiny() -> Any:
