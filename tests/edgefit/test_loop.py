@@ -130,3 +130,15 @@ def test_loop_report_round_trips_through_json(tmp_path: Path) -> None:
     assert data["status"] == result.status
     assert [r["number"] for r in data["rounds"]] == [r.number for r in result.rounds]
     assert all("measured" in r and "predicted" in r for r in data["rounds"])
+
+
+def test_the_summary_quotes_measured_costs_as_measured() -> None:
+    """Issue #22: a met loop quotes the measured latency (and the prediction beside it); one
+    that fails on a measured cost says so instead of blaming accuracy."""
+    plan = _plan()
+    met = closed_loop(plan, _fake(1.0, latency_scale=0.5), LoopSettings(rounds=1))
+    assert met.status == "met" and "(measured; predicted" in met.summary
+    slow = closed_loop(plan, _fake(1.0, latency_scale=5.0), LoopSettings(rounds=2))
+    assert slow.status == "not met"
+    assert "meets the accuracy limit" in slow.summary and "latency_ms measured" in slow.summary
+    assert "over the" not in slow.summary
