@@ -19,7 +19,8 @@ Accuracy: top-1 of each ONNX file on the model's whole held-out split, run by on
 session the latency was timed on. Latency: onnxruntime CPU, 1 thread, batch 1, default session
 options (what a user gets; ORT_ENABLE_ALL), every session of a model created in one process and
 timed round-robin (each round runs `--iters` calls of each file; a file's figure is the lowest
-of its per-round medians over `--rounds` rounds); ratios are to the fp32 file in the same run.
+of its per-round medians over `--rounds` rounds) once every model's files are built (the builds
+run in `--jobs` worker processes, none during timing); ratios are to the fp32 file, same run.
 Run: .venv/bin/python benchmarks/peers.py            (writes docs/bench-peers.md + .png)
      .venv/bin/python benchmarks/peers.py --quick    (a smoke run: one model, one budget)
 """
@@ -524,24 +525,49 @@ def document(command: str, rows: list[Row], load: tuple[float, float], wall_s: f
 # ---------------------------------------------------------------- main
 
 
-def workload_rows(name: str, settings: Settings) -> tuple[list[Row], list[str]]:
-    """Every row of one model, and what could not be made."""
+def build(name: str, tmp: Path, settings: Settings) -> tuple[list[Candidate], list[str]]:
+    """Every file of one model (the fp32 file first) and what could not be made; run in a
+    worker process of its own (files under tmp)."""
     from edgefit.planning import calibration_split
+    from workloads.zoo import ZOO
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    calib = calibration_split(ZOO[name].dataset)
+    assert calib is not None
+    candidates = peers(name, tmp, calib[0], settings)
+    mine, missing = edgefit_rows(name, tmp, settings)
+    return candidates + mine, missing
+
+
+def workload_rows(name: str, candidates: list[Candidate], settings: Settings) -> list[Row]:
+    """The model's files measured on its held-out split, timed together."""
     from workloads.data import load_dataset
     from workloads.zoo import ZOO
 
     _, test = load_dataset(ZOO[name].dataset)
-    calib = calibration_split(ZOO[name].dataset)
-    assert calib is not None
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        candidates = peers(name, tmp, calib[0], settings)
-        mine, missing = edgefit_rows(name, tmp, settings)
-        settings.log(f"{name}: timing {len(candidates) + len(mine)} files")
-        rows = measure(name, candidates + mine, test.x, test.y, settings.rounds, settings.iters)
+    settings.log(f"{name}: timing {len(candidates)} files")
+    rows = measure(name, candidates, test.x, test.y, settings.rounds, settings.iters)
     for line in table(rows)[2:]:
         settings.log(line)
-    return rows, missing
+    return rows
+
+
+def build_all(models: list[str], tmp: Path, settings: Settings,
+              jobs: int) -> dict[str, tuple[list[Candidate], list[str]]]:
+    """Each model's files, `jobs` models at a time (spawned workers: nothing of torch's is
+    forked); a model whose build fails is logged and left out."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    built: dict[str, tuple[list[Candidate], list[str]]] = {}
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {m: pool.submit(build, m, tmp / m, settings) for m in models}
+        for name, future in futures.items():
+            try:
+                built[name] = future.result()
+            except Exception:  # noqa: BLE001 (one model's failure must not lose the others)
+                settings.log(f"{name}: build failed\n{traceback.format_exc()}")
+    return built
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -551,6 +577,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--jobs", type=int, default=2, help="models built at once (worker "
+                    "processes); every file is timed after all are built, in this process")
     ap.add_argument("--quick", action="store_true", help="smoke run: lenet300-mnist only, one "
                     "budget without fine-tuning, 1 fine-tune epoch on 1000 images, 3 rounds")
     args = ap.parse_args(argv)
@@ -574,15 +602,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join([".venv/bin/python", "benchmarks/peers.py", *argv])
     rows: list[Row] = []
     missing: list[str] = []
+    text = "nothing was measured"
     png = args.out.with_suffix(".png")
-    for name in args.models:
-        got, lost = workload_rows(name, settings)
-        rows += got
-        missing += lost
-        plot(rows, png)  # after each model, so a long run's finished part is never lost
-        text = document(command, rows, (load_start, os.getloadavg()[0]),
-                        time.perf_counter() - start, settings, png.name, missing)
-        atomic_write_text(args.out, text)
+    with tempfile.TemporaryDirectory() as d:
+        built = build_all(args.models, Path(d), settings, max(1, args.jobs))
+        settings.log(f"built in {time.perf_counter() - start:.0f} s; timing")
+        for name in args.models:
+            if name not in built:
+                missing.append(f"{name} (its build failed: see the log)")
+                continue
+            rows += workload_rows(name, built[name][0], settings)
+            missing += built[name][1]
+            plot(rows, png)  # after each model, so a long run's finished part is never lost
+            text = document(command, rows, (load_start, os.getloadavg()[0]),
+                            time.perf_counter() - start, settings, png.name, missing)
+            atomic_write_text(args.out, text)
     print(text)
     return 0
 
