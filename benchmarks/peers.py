@@ -5,8 +5,9 @@ Per built-in model (fashion-cnn, lenet5-mnist, lenet300-mnist; `workloads.train.
   fp32        the trained model exported as edgefit exports it (cost_models.export.export_fp32);
   ORT int8    onnxruntime's quantize_static with its defaults (QDQ, MinMax, int8 per tensor) on
               the fp32 ONNX, calibrated on the same 512 training images edgefit calibrates on;
-  TP50        Torch-Pruning MagnitudePruner (L1 magnitude importance) removing 50 % of the
-              channels of every layer but the classifier, then a short fine-tune, exported fp32;
+  TP50        Torch-Pruning MagnitudePruner (L1 magnitude importance, pruning_ratio 0.5: the
+              name torch_pruning 1.6 gives ch_sparsity) removing 50 % of the channels of every
+              layer but the classifier, then a short fine-tune, exported fp32;
   TP50 + int8 the same fine-tuned model through onnxruntime's quantize_static as above;
   mag90 + int8  torch.nn.utils.prune.global_unstructured (L1) at 90 % over every conv/linear
               weight, fine-tuned with the masks held, then onnxruntime's quantize_static;
