@@ -445,6 +445,11 @@ def _dominance_line(mine: list[Row], others: list[Row]) -> str:
             f"{', '.join(beaten) or 'none'}; not dominated: {', '.join(free) or 'none'}.")
 
 
+X_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+LABEL_OFFSETS = {"fp32": (5, 4), "ORT int8": (5, -11), "TP50": (5, 4), "TP50 + int8": (5, -11),
+                 "mag90 + int8": (5, 6), "edgefit": (5, 4)}
+
+
 def plot(rows: list[Row], path: Path) -> None:
     """ONNX size ratio (log x) vs latency ratio, one panel per model, a marker per tool, each
     point labelled with its Δ pp."""
@@ -465,11 +470,12 @@ def plot(rows: list[Row], path: Path) -> None:
             ax.scatter([r.onnx_ratio for r in pts], [r.latency_ratio for r in pts],
                        marker=markers[tool], s=70 if tool == "edgefit" else 45, label=tool,
                        edgecolors="black", linewidths=0.5, zorder=3)
-            for r in pts:
+            for r in pts:  # int8 peers often share a point: their labels go apart
                 tag = r.recipe.split(":")[0] + " " if tool == "edgefit" else ""
                 ax.annotate(f"{tag}{r.delta_pp:+.2f}", (r.onnx_ratio, r.latency_ratio), fontsize=7,
-                            xytext=(4, 4), textcoords="offset points")
+                            xytext=LABEL_OFFSETS[tool], textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(X_TICKS))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.axhline(1.0, color="grey", lw=0.8, ls="--")
@@ -580,6 +586,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--jobs", type=int, default=2, help="models built at once (worker "
                     "processes); every file is timed after all are built, in this process")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the table "
+                    "in --out (no measuring)")
     ap.add_argument("--quick", action="store_true", help="smoke run: lenet300-mnist only, one "
                     "budget without fine-tuning, 1 fine-tune epoch on 1000 images, 3 rounds")
     args = ap.parse_args(argv)
@@ -597,6 +605,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.models = ["lenet300-mnist"] if args.models == list(WORKLOADS) else args.models
         settings = Settings(rounds=3, iters=30, finetune_epochs=1, finetune_images=1000,
                             plan_finetune=0, rungs=(0,))
+    if args.plot_only:
+        plot(parse_table(args.out.read_text()), args.out.with_suffix(".png"))
+        return 0
     from edgefit_common.fsutil import atomic_write_text
 
     load_start, start = os.getloadavg()[0], time.perf_counter()

@@ -139,3 +139,13 @@ def test_measuring_a_tiny_model_and_its_int8(peers: ModuleType, tmp_path: Path) 
     assert q.onnx_ratio < 1 and q.zipped_ratio < q.onnx_ratio
     assert q.delta_pp == pytest.approx(100 * (q.accuracy - 0.75))
     assert q.latency_us > 0
+
+
+def test_the_plot_is_drawn_from_the_table(peers: ModuleType, tmp_path: Path) -> None:
+    """--plot-only redraws the PNG from the doc's table alone."""
+    rows = [_row(peers, "fp32", 0.0, 1.0, 1.0), _row(peers, "ORT int8", -0.25, 0.258, 0.71),
+            _row(peers, "edgefit", -0.05, 0.066, 0.48, image=0.048, recipe="E1: x")]
+    doc = tmp_path / "bench.md"
+    doc.write_text("\n".join(peers.table(rows)) + "\n")
+    assert peers.main(["--plot-only", "--out", str(doc)]) == 0
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
