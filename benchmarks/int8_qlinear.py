@@ -19,7 +19,7 @@ graph still runs as a float op on a dequantised weight, float islands between qu
 (techniques.onnx.inspect.float_islands: DQ -> float op -> Q and DQ -> Q round trips), the
 output difference of edgefit vs ort-qdq (the same integer arithmetic up to requantisation
 rounding: max |diff| / max |ort-qdq output|) and every int8 file's output vs fp32 (max |diff| /
-max |fp32 output| on the calibration inputs). The variants run round-robin (`--rounds` rounds of
+max |fp32 output| on one calibration input). The variants run round-robin (`--rounds` rounds of
 `--iters` calls each), medians over rounds.
 
 Run: .venv/bin/python benchmarks/int8_qlinear.py  (writes docs/bench-int8-qlinear.md)
