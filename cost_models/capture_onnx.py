@@ -55,7 +55,7 @@ ALIAS_OPS = frozenset(
 )
 
 
-def _inferred_shapes(
+def inferred_shapes(
     model: onnx.ModelProto, input_name: str, where: str
 ) -> tuple[dict[str, list[int | None]], int]:
     """Tensor name -> inferred dims, and the batch those shapes are for (1 unless fixed N)."""
@@ -210,7 +210,7 @@ def capture_onnx(path: Path, name: str) -> LayerGraph:
     layer_names = planned_layers(model, where, ModelLoadError, "run prepare_onnx first")
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    shapes, batch = _inferred_shapes(model, inp.name, where)
+    shapes, batch = inferred_shapes(model, inp.name, where)
     _check_layer_nodes(graph, layer_names, inits, where)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:

@@ -169,10 +169,7 @@ def layer_signatures(model: nn.Module, input_shape: tuple[int, ...],
     finally:
         for h in handles:
             h.remove()
-    charged: dict[str, list[str]] = {name: [] for name in graph.layer_names}
-    for step in graph.steps:
-        if step.kind != "layer" and step.owner in charged:
-            charged[step.owner].append(f"{step.kind}:{step.op}:{graph.tensors[step.output].numel}")
+    charged = _charged(graph)
     sigs = {}
     for name in graph.layer_names:
         mod = modules[name]
@@ -194,6 +191,56 @@ def layer_signatures(model: nn.Module, input_shape: tuple[int, ...],
             method=method(),
         )
     return sigs
+
+
+def onnx_layer_signatures(path: Path, graph: LayerGraph) -> dict[str, LayerSignature]:
+    """:func:`layer_signatures` for a model given as a (prepared) ONNX file: shapes from ONNX
+    shape inference at batch 1, the Conv attributes as the file has them. The op types are the
+    ONNX ones (Conv, Gemm, MatMul), so a row is never shared with a torch layer's."""
+    import onnx
+
+    from cost_models.capture_onnx import inferred_shapes
+
+    model = onnx.load(str(path))
+    inits = {i.name: tuple(int(d) for d in i.dims) for i in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in inits]
+    shapes, _ = inferred_shapes(model, inputs[0], str(path))
+    nodes = {n.name: n for n in model.graph.node}
+    readers: dict[str, list[Any]] = {}
+    for n in model.graph.node:
+        for t in n.input:
+            readers.setdefault(t, []).append(n)
+    charged = _charged(graph)
+    sigs = {}
+    for name in graph.layer_names:
+        node = nodes.get(name)
+        if node is None:
+            raise PlanError(f"layer {name!r} of the graph is not a node of {path}")
+        after = readers.get(node.output[0], [])
+        bias = (len(node.input) > 2 and bool(node.input[2])) or (
+            node.op_type == "MatMul" and len(after) == 1 and after[0].op_type == "Add"
+            and any(t in inits for t in after[0].input))
+        conv: tuple[tuple[str, str], ...] = ()
+        if node.op_type == "Conv":
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            conv = tuple((k, str(attrs.get(k))) for k in
+                         ("kernel_shape", "strides", "pads", "dilations", "group"))
+        sigs[name] = LayerSignature(
+            op_type=node.op_type,
+            input_shape=tuple(d or 1 for d in shapes.get(node.input[0], [])),
+            output_shape=tuple(d or 1 for d in shapes.get(node.output[0], [])),
+            weight_shape=inits.get(node.input[1], ()),
+            bias=bool(bias), conv=conv, charged=tuple(charged[name]), method=method(),
+        )
+    return sigs
+
+
+def _charged(graph: LayerGraph) -> dict[str, list[str]]:
+    charged: dict[str, list[str]] = {name: [] for name in graph.layer_names}
+    for step in graph.steps:
+        if step.kind != "layer" and step.owner in charged:
+            charged[step.owner].append(f"{step.kind}:{step.op}:{graph.tensors[step.output].numel}")
+    return charged
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,7 +304,7 @@ def _build(option: str, fp32: Path, out_dir: Path, layers: Sequence[str],
 
 
 def profile_host(
-    model: nn.Module,
+    model: nn.Module | Path,
     input_shape: tuple[int, ...],
     graph: LayerGraph,
     options: list[str],
@@ -273,6 +320,8 @@ def profile_host(
 ) -> dict[tuple[str, str], Measured]:
     """Measured latency of every (layer, option) on this host; see the module docstring.
 
+    ``model``: a torch module (exported here), or a prepared ONNX file (an ONNX-only model:
+    the file itself is the fp32 model, every option written from it).
     ``calibration``: model inputs (N, *input_shape) for int8 activation ranges (only used when
     ``int8`` is among ``options``). An option whose layers are all cached (by a measurement of
     the current ``edgefit_measure.FORMAT_VERSION``) is not measured; otherwise the uniform model
@@ -286,7 +335,8 @@ def profile_host(
         raise PlanError(f"unknown option(s) {', '.join(unknown)}; allowed: {', '.join(OPTIONS)}")
     layers = graph.layer_names
     fp = host_fingerprint(threads, opt_level)
-    sigs = layer_signatures(model, input_shape, graph)
+    sigs = (onnx_layer_signatures(model, graph) if isinstance(model, Path)
+            else layer_signatures(model, input_shape, graph))
     result: dict[tuple[str, str], Measured] = {}
     todo: list[str] = []
     for option in dict.fromkeys(options):
@@ -308,7 +358,12 @@ def profile_host(
     steps = task("profile: export fp32", 1 + 2 * len(todo)) if progress else nullcontext(Task())
     with tempfile.TemporaryDirectory(prefix="edgefit-profile-") as tmp, steps as bar:
         fp32 = Path(tmp) / "model.fp32.onnx"
-        export_fp32(model, input_shape, fp32)
+        if isinstance(model, Path):
+            import shutil
+
+            shutil.copyfile(model, fp32)
+        else:
+            export_fp32(model, input_shape, fp32)
         _check_layer_names(fp32, graph)
         overhead = em.calibrate(threads, opt_level)
         bar.advance()

@@ -531,7 +531,8 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     table = build_cost_table(graph, spec, profile, acc, unit, sparse, budget.period, factored,
                              layer_options={ly: list(row.values()) for ly, row in offered.items()},
                              flash_format="tflite" if tflite else "image")
-    if spec.kind == "host" and loaded.module is not None and calib is not None:
+    if spec.kind == "host" and calib is not None and (
+            loaded.module is not None or loaded.onnx_path is not None):
         table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem_terms(graph, table),
                       model_origin,
@@ -594,14 +595,16 @@ def _calibrated(spec: DeviceSpec, profile: str) -> DeviceSpec:
 def _measured_host_latency(loaded: LoadedModel, graph: LayerGraph, table: CostTable,
                            options: list[str], x: np.ndarray) -> CostTable:
     """On the host itself latency is measured, not modelled: per layer and option with
-    onnxruntime, cached in SQLite across runs and models."""
+    onnxruntime, cached in SQLite across runs and models -- for a torch model and for an
+    ONNX-only one (its prepared file is the fp32 model every option is written from)."""
     from cost_models.profile_cache import ProfileCache
     from cost_models.profiler import profile_host, with_measured_latency
     from edgefit_common.paths import cache_dir
 
     with ProfileCache(cache_dir() / "profiles.sqlite") as cache:
-        measured = profile_host(loaded.torch_module(), loaded.input_shape, graph, options,
-                                cache, x[:128])
+        model = (Path(loaded.onnx_path) if loaded.kind == "onnx" and loaded.onnx_path
+                 else loaded.torch_module())
+        measured = profile_host(model, loaded.input_shape, graph, options, cache, x[:128])
     return scaled_pruned_latency(with_measured_latency(table, measured, run_overhead=True))
 
 

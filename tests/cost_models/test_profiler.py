@@ -150,7 +150,10 @@ def test_every_layer_and_option_measured(profiled, lenet) -> None:
         assert any(layer in n for n in measured[(layer, "int8")].nodes)
     # pooling is charged to the conv that produced its input, as the graph's step owners say
     assert any("max_pool" in n for n in measured[("conv1", "fp32")].nodes)
-    assert any("Quantize" in n or n.endswith("_q") for n in measured[("fc1", "int8")].nodes)
+    # all-int8 runs integer between layers (issue #22): the one QuantizeLinear, on the model
+    # input, is charged to the first layer, the last layer's DequantizeLinear to the last
+    assert any("Quantize" in n for n in measured[("conv1", "int8")].nodes)
+    assert any("Dequantize" in n for n in measured[("fc3", "int8")].nodes)
 
 
 def test_every_layer_and_the_whole_model_are_timed(profiled, lenet) -> None:
@@ -275,3 +278,31 @@ if __name__ == "__main__":  # the numbers for the notes: python tests/cost_model
     for o in opts:
         for lay in g.layer_names:
             print(f"  {o} {lay}: {', '.join(result[(lay, o)].nodes)}")
+
+
+def test_an_onnx_only_model_is_profiled_from_its_file(lenet, tmp_path: Path) -> None:
+    """Issue #22 item 2: the .onnx route measures every option on the host too (the prepared
+    file is the fp32 model each option is written from), with ONNX signatures of its own."""
+    import warnings
+
+    from cost_models.capture_onnx import capture_onnx, prepare_onnx
+
+    model, _ = lenet
+    raw, prepared = tmp_path / "raw.onnx", tmp_path / "prepared.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, *INPUT_SHAPE),), str(raw), dynamo=True,
+                          external_data=False, verbose=False)
+    prepare_onnx(raw, prepared)
+    graph = capture_onnx(prepared, "lenet5.onnx")
+    cache = ProfileCache(tmp_path / "profiles.sqlite")
+    calib = np.random.default_rng(0).random((8, *INPUT_SHAPE), dtype=np.float32)
+    measured = profiler.profile_host(prepared, INPUT_SHAPE, graph, ["fp32", "int8"], cache,
+                                     calib, progress=False)
+    assert set(measured) == {(layer, o) for layer in graph.layer_names for o in ("fp32", "int8")}
+    assert all(m.source == "measured" and m.latency_ms > 0 for m in measured.values())
+    sigs = profiler.onnx_layer_signatures(prepared, graph)
+    conv = next(s for s in sigs.values() if s.op_type == "Conv")
+    assert conv.input_shape[0] == 1 and len(conv.weight_shape) == 4 and conv.conv
+    assert {s.op_type for s in sigs.values()} <= {"Conv", "Gemm", "MatMul"}
+    cache.close()
