@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -116,6 +117,9 @@ class Preprocess(Strict):
         return self
 
 
+MAX_SPARSITY_LEVELS = 6
+
+
 class Budget(Strict):
     """What the user asks for. CLI flags override the fields of a budget file."""
 
@@ -169,6 +173,23 @@ class Budget(Strict):
         default=1, ge=1, le=MAX_AB_SLOTS, description="model images the flash holds at once "
         "(2: an A/B update keeps the running model while the new one arrives); the flash limit "
         "then holds the runtime plus ab_slots x the model image")
+
+    sparsity_levels: list[float] | None = Field(
+        default=None, description="unstructured sparsity levels offered per layer, percent of "
+        "the weights pruned (default 50, 75); e.g. [50, 75, 90, 95] for Deep Compression "
+        "ratios")
+
+    @field_validator("sparsity_levels")
+    @classmethod
+    def _levels_in_range(cls, value: list[float] | None) -> list[float] | None:
+        if value is None:
+            return None
+        if not value or len(value) > MAX_SPARSITY_LEVELS:
+            raise ValueError(f"give 1 to {MAX_SPARSITY_LEVELS} levels")
+        bad = [v for v in value if not (math.isfinite(v) and 0 < v < 100)]
+        if bad:
+            raise ValueError(f"{bad[0]:g} is not a percentage strictly between 0 and 100")
+        return sorted(set(value))
 
     @field_validator("link")
     @classmethod

@@ -48,7 +48,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                    limits: dict[str, str | None],
                    scenario: str | None = None, mean: str | None = None,
                    std: str | None = None, link: str | None = None,
-                   ab_slots: int | None = None) -> ResolvedBudget:
+                   ab_slots: int | None = None,
+                   sparsity_levels: str | None = None) -> ResolvedBudget:
     if scenario is not None and budget_file is not None:
         raise SpecError("--scenario and --budget: choose one (flags override either)")
     scn = load_scenario(scenario) if scenario is not None else None
@@ -78,6 +79,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
         if value is not None:
             fields[key] = value
     _delivery_flags(fields, link, ab_slots)
+    if sparsity_levels is not None:
+        fields["sparsity_levels"] = _parse_levels(sparsity_levels)
     if margin is not None:
         fields["margin"] = _parse_margin(margin)
     if input_shape is not None:
@@ -113,6 +116,15 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
     return ResolvedBudget(budget, source, origin, factory,
                           "--target flag" if target is not None else source, scn,
                           _origins(budget, given, period is not None, source))
+
+
+def _parse_levels(text: str) -> list[float]:
+    """--sparsity-levels 50,75,90,95 (percent; a trailing % allowed): the Budget checks them."""
+    try:
+        return [float(v.strip().removesuffix("%")) for v in text.split(",")]
+    except ValueError:
+        raise SpecError(f"--sparsity-levels {text[:60]!r}: give percentages separated by "
+                        "commas, e.g. 50,75,90,95") from None
 
 
 def _delivery_flags(fields: dict[str, Any], link: str | None, ab_slots: int | None) -> None:

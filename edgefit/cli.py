@@ -97,6 +97,9 @@ def plan_cmd(
                                     "lora-eu868-sf7, lte-m, ...: device_specs/links.yaml)")] = None,
     ab_slots: Annotated[int | None, Opt(help="model images the flash holds (2: A/B "
                                         "updates); the flash limit counts each")] = None,
+    sparsity_levels: Annotated[str | None, Opt(help="unstructured sparsity levels offered "
+                                               "per layer, percent (default 50,75), e.g. "
+                                               "50,75,90,95")] = None,
     model: Annotated[str | None, Opt(help="built-in name (lenet5-mnist, ...), a torch.export "
                                      ".pt2 file, an .onnx file, or package.module:factory "
                                      "(with --weights, --input-shape)")] = None,
@@ -167,6 +170,7 @@ def plan_cmd(
                 "energy": max_energy, "accuracy_drop": max_accuracy_drop,
                 "update_time": max_update_time},
         scenario=scenario, mean=mean, std=std, link=link, ab_slots=ab_slots,
+        sparsity_levels=sparsity_levels,
     )
     from planner.resolve import parse_pins
     from planner.result import SolverOptions

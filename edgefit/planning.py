@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,9 @@ class PlanContext:
 def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
                   coupling: Mapping[str, LayerCoupling] | None = None,
                   nm_sparsity: NMSparsity | None = None, weights: bool | None = None,
-                  tflite: TfliteFormat | None = None) -> dict[str, dict[str, Option]]:
+                  tflite: TfliteFormat | None = None,
+                  sparsity_levels: Sequence[float] | None = None
+                  ) -> dict[str, dict[str, Option]]:
     """layer -> option name -> option, enumerated once for the whole plan. Sparse and
     weight-shared options need the torch weights (their stored size is computed from them), so
     ONNX-only models get the kernel options only. Low-rank options need the module (their ranks
@@ -72,8 +74,16 @@ def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
     where the factors hold fewer weights and MACs than the layer. ``coupling``: the layers'
     channel groups (channel-pruned widths, cost_models.channels). ``module``: the torch model
     (None for an ONNX model); ``weights``: whether its weights are at hand (default: a module)."""
+    from techniques.share import SHARE_BITS
+
+    # budget percent -> sparsity fraction; sharing takes the same levels for its pruned
+    # variants (Deep Compression: prune, then share the survivors, then Huffman)
+    fractions = tuple(v / 100 for v in sparsity_levels or ())
+    levels = ({"prune_unstructured": fractions,
+               "share": ((SHARE_BITS, 0.0), *((SHARE_BITS, f) for f in fractions))}
+              if fractions else {})
     ctx = OfferContext(weights=module is not None if weights is None else weights,
-                       nm=nm_sparsity)
+                       nm=nm_sparsity, levels=levels)
     options = graph_options(graph, kernels, ctx, coupling,
                             _rank_resolver(module) if _factorisable_model(module) else None,
                             tflite)
@@ -503,7 +513,8 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                                           calib[0])
     coupling = layer_couplings(groups)
     offered = layer_options(graph, kernels, loaded.module, coupling,
-                            spec.profile(profile).nm_sparsity, tflite=spec.profile(profile).tflite)
+                            spec.profile(profile).nm_sparsity, tflite=spec.profile(profile).tflite,
+                            sparsity_levels=budget.sparsity_levels)
     configs, shapes = configs_of(offered), pruned_shapes(graph, offered)
     if calib is not None:
         estimate = _estimate_accuracy(loaded, graph, kernels, configs_of(offered, True), calib[0])

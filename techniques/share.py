@@ -551,7 +551,8 @@ def keep_shared(model: nn.Module, layers: Iterable[str], lr: float,
 # ---------------------------------------------------------------------------------------------
 # offers and the registry entry
 
-SHARE_LEVELS: tuple[tuple[int, float], ...] = ((4, 0.0), (4, 0.75))
+SHARE_BITS = 4  # index bits of the offered codebooks (16 centroids)
+SHARE_LEVELS: tuple[tuple[int, float], ...] = ((SHARE_BITS, 0.0), (SHARE_BITS, 0.75))
 """(index bits, sparsity pruned first) per option, named "k4" / "k4+s75" (a k-means codebook
 of 2**4 values, Huffman-coded indices). The weights are decoded to the kernel's float precision
 at load time, so only kernels with fp32 / fp16 weights take them: flash shrinks, latency is
