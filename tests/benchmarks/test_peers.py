@@ -141,11 +141,20 @@ def test_measuring_a_tiny_model_and_its_int8(peers: ModuleType, tmp_path: Path) 
     assert q.latency_us > 0
 
 
-def test_the_plot_is_drawn_from_the_table(peers: ModuleType, tmp_path: Path) -> None:
-    """--plot-only redraws the PNG from the doc's table alone."""
+def test_the_plot_and_verdicts_are_redrawn_from_the_table(peers: ModuleType,
+                                                          tmp_path: Path) -> None:
+    """--plot-only redraws the PNG and the item-4 section from the doc's table alone; the rest
+    of the doc stays as the run wrote it."""
     rows = [_row(peers, "fp32", 0.0, 1.0, 1.0), _row(peers, "ORT int8", -0.25, 0.258, 0.71),
             _row(peers, "edgefit", -0.05, 0.066, 0.48, image=0.048, recipe="E1: x")]
     doc = tmp_path / "bench.md"
-    doc.write_text("\n".join(peers.table(rows)) + "\n")
+    before = "\n".join(["# run header", "", *peers.table(rows), "", peers.VERDICTS, "",
+                        "- stale line", "", "Left out: nothing.", ""])
+    doc.write_text(before)
     assert peers.main(["--plot-only", "--out", str(doc)]) == 0
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    after = doc.read_text()
+    assert after.startswith(before.split(peers.VERDICTS)[0])
+    assert "stale" not in after and after.endswith("\n\nLeft out: nothing.\n")
+    assert "- **lenet5-mnist**: item-4 target" in after
+    assert "edgefit row (Δ pp, ONNX ×, latency × all no worse): ORT int8;" in after
