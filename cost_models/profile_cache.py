@@ -24,13 +24,14 @@ import datetime as dt
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgefit_common import sqlite_store
+
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
 
 
 class ProfileCacheError(Exception):
@@ -132,11 +133,7 @@ class ProfileCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S,
-                                       isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            with contextlib.suppress(sqlite3.OperationalError):  # e.g. a read-only medium
-                self._db.execute("PRAGMA journal_mode = WAL")
+            self._db = sqlite_store.connect(self.path)
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             raise ProfileCacheError(f"profile cache {self.path}: {exc}") from None
@@ -144,36 +141,19 @@ class ProfileCache:
     # -- schema ----------------------------------------------------------------------------
 
     def _init_schema(self) -> None:
-        with self._write():
-            self._db.execute(_CREATE[0])
-            row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            version = row[0] if row else None
-            if version is not None and version > SCHEMA_VERSION:
-                raise ProfileCacheError(
-                    f"profile cache {self.path} has schema {version}, newer than this edgefit "
-                    f"({SCHEMA_VERSION}); use another cache file or upgrade edgefit"
-                )
-            if version is not None and version < SCHEMA_VERSION:
-                self._db.execute("DROP TABLE IF EXISTS measurements")
-            if version != SCHEMA_VERSION:
-                self._db.execute("DELETE FROM schema_version")
-                self._db.execute("INSERT INTO schema_version (version) VALUES (?)",
-                                 (SCHEMA_VERSION,))
-            self._db.execute(_CREATE[1])
+        def newer(found: int) -> Exception:
+            return ProfileCacheError(f"profile cache {self.path} has schema {found}, newer "
+                                     f"than this edgefit ({SCHEMA_VERSION}); use another "
+                                     "cache file or upgrade edgefit")
+
+        sqlite_store.init_schema(self._db, "measurements", _CREATE[1], SCHEMA_VERSION, newer)
 
     def schema_version(self) -> int:
         row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
         return int(row[0])
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _write(self) -> contextlib.AbstractContextManager[None]:
+        return sqlite_store.write(self._db)
 
     # -- reads -----------------------------------------------------------------------------
 

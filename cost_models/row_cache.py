@@ -25,10 +25,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from edgefit_common import sqlite_store
 from edgefit_common.errors import SpecError
 
 SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
 FILE_NAME = "rows.sqlite"
 EXPORT_FORMAT = "edgefit-cache-rows"
 EXPORT_VERSION = 1
@@ -78,41 +78,21 @@ class RowCache:
         self.path = Path(path) if path is not None else default_path()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S,
-                                       isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            with contextlib.suppress(sqlite3.OperationalError):  # e.g. a read-only medium
-                self._db.execute("PRAGMA journal_mode = WAL")
+            self._db = sqlite_store.connect(self.path)
             self._init_schema()
         except (sqlite3.DatabaseError, OSError) as exc:
             raise RowCacheError(f"row cache {self.path}: {exc}") from None
 
     def _init_schema(self) -> None:
-        with self._write():
-            self._db.execute(_CREATE[0])
-            row = self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            version = row[0] if row else None
-            if version is not None and version > SCHEMA_VERSION:
-                raise RowCacheError(
-                    f"row cache {self.path} has schema {version}, newer than this edgefit "
-                    f"({SCHEMA_VERSION}); use another EDGEFIT_CACHE or upgrade edgefit")
-            if version is not None and version < SCHEMA_VERSION:
-                self._db.execute("DROP TABLE IF EXISTS rows")
-            if version != SCHEMA_VERSION:
-                self._db.execute("DELETE FROM schema_version")
-                self._db.execute("INSERT INTO schema_version (version) VALUES (?)",
-                                 (SCHEMA_VERSION,))
-            self._db.execute(_CREATE[1])
+        def newer(found: int) -> Exception:
+            return RowCacheError(f"row cache {self.path} has schema {found}, newer than "
+                                 f"this edgefit ({SCHEMA_VERSION}); use another "
+                                 "EDGEFIT_CACHE or upgrade edgefit")
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        sqlite_store.init_schema(self._db, "rows", _CREATE[1], SCHEMA_VERSION, newer)
+
+    def _write(self) -> contextlib.AbstractContextManager[None]:
+        return sqlite_store.write(self._db)
 
     # -- reads -----------------------------------------------------------------------------
 
