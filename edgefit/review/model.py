@@ -239,15 +239,26 @@ def limit_usage(plan: Plan) -> list[LimitUsage]:
     if plan.totals is None:
         return []
     given = plan.limits.given()
+    delivery = plan.delivery
     rows = []
     for name, (metric, label, fmt) in LIMIT_METRICS.items():
         used = getattr(plan.totals, metric)
         if used is None:
             continue
+        if name == "flash" and delivery is not None and delivery.ab_slots > 1:
+            # as `plan` prints it: the runtime once plus every model slot
+            used, label = delivery.flash_with_slots(used), f"flash x{delivery.ab_slots}"
         limit = given.get(name)
         rows.append(LimitUsage(name, label, float(used), limit,
                                None if limit is None else limit * (1.0 - plan.margin),
                                metric in plan.binding, fmt))
+    transfer = plan.totals.transfer_bytes
+    if delivery is not None and transfer is not None and (
+            update_ms := delivery.update_time_ms(transfer)) is not None:
+        limit = given.get("update_time")
+        rows.append(LimitUsage("update_time", f"update {delivery.link}", update_ms, limit,
+                               None if limit is None else limit * (1.0 - plan.margin),
+                               "transfer_bytes" in plan.binding, fmt_ms))
     return rows
 
 

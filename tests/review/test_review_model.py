@@ -83,6 +83,26 @@ def test_limit_usage_levels(plan: Plan) -> None:
     assert {u.name: u for u in m.limit_usage(over)}["latency"].level == "over"
 
 
+def test_limit_usage_counts_every_slot_and_the_update(plan: Plan) -> None:
+    """The TUI's limit bars say what `plan` prints for a delivery budget (issue #20): the flash
+    of the runtime once plus every A/B slot, and the update time over the link."""
+    from planner.plan import Delivery
+
+    assert plan.totals is not None
+    flash = plan.totals.flash_bytes
+    delivery = Delivery(ab_slots=2, runtime_flash_bytes=1000.0, link="ble-1m",
+                        link_bytes_per_s=10_000.0)
+    totals = plan.totals.model_copy(update={"transfer_bytes": 5_000.0})
+    both = plan.model_copy(update={"delivery": delivery, "totals": totals,
+                                   "limits": plan.limits.model_copy(update={"update_time": 400.0})})
+    rows = {u.name: u for u in m.limit_usage(both)}
+    assert rows["flash"].used == pytest.approx(1000.0 + 2 * (flash - 1000.0))
+    assert rows["flash"].label == "flash x2"  # the runtime once + 2 model images
+    update = rows["update_time"]
+    assert update.used == pytest.approx(500.0) and update.limit == 400.0
+    assert update.level == "over" and update.label == "update ble-1m"
+
+
 def test_explanation_of_an_infeasible_plan() -> None:
     plan = Plan.load(DATA / "plan-infeasible.json")
     assert m.limit_usage(plan) == []
