@@ -157,7 +157,9 @@ def quantize_int8(
 PASS_OPS = ("Relu", "Clip", "MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze",
             "Unsqueeze", "ReduceMean", "GlobalAveragePool", "AveragePool", "Add", "Concat")
 """Ops onnxruntime runs on 8-bit codes (max-pool and reshapes as they are; QLinearAdd,
-QLinearConcat, QLinearAveragePool) or that fold into the range before them (ReLU, ReLU6)."""
+QLinearConcat, QLinearAveragePool) or that fold into the range before them (ReLU, ReLU6).
+ReduceMean has no integer kernel: it stays DequantizeLinear -> ReduceMean -> QuantizeLinear
+(MobileNetV2's global mean), as it would without being listed."""
 JOIN_OPS = ("Add", "Concat")
 """Quantised only when every input is an activation (a residual add, not a MatMul's bias)."""
 
@@ -174,16 +176,15 @@ def _followers(path: Path, layers: list[str]) -> list[str]:
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
+    by_name = {n.name: n for n in graph.node}
     excluded: set[str] = set()
     while True:
         found = _pass_chain(graph, set(layers), inits, excluded)
+        keep = set(layers) | set(found)
         # A folded ReLU survives only in the quantiser's range: a reader outside the int8
         # chain (a float layer, a graph output) would read the unclipped float tensor.
-        keep = set(layers) | set(found)
-        cut = {n for n in found if n not in excluded and _graph_node(graph, n).op_type in
-               FOLDED_OPS and any(o in outputs or any(r.name not in keep for r in
-                                                       readers.get(o, []))
-                                  for o in _graph_node(graph, n).output)}
+        cut = {n for n in found if by_name[n].op_type in FOLDED_OPS
+               and _read_outside(by_name[n], keep, readers, outputs)}
         if not cut:
             return found
         excluded |= cut
@@ -192,8 +193,11 @@ def _followers(path: Path, layers: list[str]) -> list[str]:
 FOLDED_OPS = ("Relu", "Clip")
 
 
-def _graph_node(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
-    return next(n for n in graph.node if n.name == name)
+def _read_outside(node: onnx.NodeProto, keep: set[str],
+                  readers: dict[str, list[onnx.NodeProto]], outputs: set[str]) -> bool:
+    """Whether a graph output or a node not in ``keep`` reads one of ``node``'s outputs."""
+    return any(o in outputs or any(r.name not in keep for r in readers.get(o, []))
+               for o in node.output)
 
 
 def _pass_chain(graph: onnx.GraphProto, layers: set[str], inits: set[str],
