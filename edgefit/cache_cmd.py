@@ -12,14 +12,7 @@ from pathlib import Path
 import typer
 
 from cost_models.row_cache import RowCache, default_path, export_rows, read_export
-
-
-def _size_text(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return f"{n} B"
+from edgefit_common.units import fmt_bytes
 
 
 def _file_bytes(path: Path) -> int:
@@ -31,7 +24,7 @@ def print_info() -> None:
     path = default_path()
     with RowCache(path) as cache:
         counts = cache.counts()
-    typer.echo(f"{path}: {sum(counts.values())} rows, {_size_text(_file_bytes(path))}")
+    typer.echo(f"{path}: {sum(counts.values())} rows, {fmt_bytes(_file_bytes(path))}")
     for kind, n in counts.items():
         typer.echo(f"  {kind:<14} {n:>8}")
 
