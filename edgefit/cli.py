@@ -500,7 +500,9 @@ def measure_cmd(
 
     The same as `python edgefit_measure.py MODEL ...` — that single file needs only numpy and
     onnxruntime, so it can be copied to a board and run there. Options: --runs, --warmup,
-    --threads, --opt-level, --out (see `edgefit-measure --help`).
+    --threads, --opt-level, --profile-runs, --providers, --out, --input-shape (one sample's
+    shape, e.g. 1x28x28: sizes for the input's symbolic dimensions) (see
+    `edgefit-measure --help`).
     """
     import edgefit_measure
 
