@@ -201,10 +201,11 @@ def _walk(graph: onnx.GraphProto, inp: str, planned: set[str], sizes: _Sizes,
     return tensors, steps, layers
 
 
-def capture_onnx(path: Path, name: str) -> LayerGraph:
-    """The LayerGraph of a model written by :func:`prepare_onnx` (sizes per sample)."""
+def capture_onnx(path: Path, name: str, where: str | None = None) -> LayerGraph:
+    """The LayerGraph of a model written by :func:`prepare_onnx` (sizes per sample).
+    ``where``: the file to name in errors (the user's, not edgefit's prepared copy)."""
     path = Path(path)
-    where = str(path)
+    where = where or str(path)
     model = load_checked(path)
     inp = check_input(model, where)
     layer_names = planned_layers(model, where, ModelLoadError, "run prepare_onnx first")

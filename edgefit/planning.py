@@ -659,7 +659,7 @@ def _capture(loaded: LoadedModel) -> LayerGraph:
         from cost_models.capture_onnx import capture_onnx
 
         assert loaded.onnx_path is not None
-        return capture_onnx(loaded.onnx_path, loaded.name)
+        return capture_onnx(loaded.onnx_path, loaded.name, loaded.path)  # errors: user's file
     from cost_models.capture import capture
 
     return capture(loaded.torch_module(), loaded.input_shape, loaded.name)

@@ -89,6 +89,29 @@ def fix_sample_dims(model: onnx.ModelProto, inp: onnx.ValueInfoProto,
     return [f"symbolic input dims fixed from --input-shape ({fixed})"]
 
 
+def check_sample_dims_fit(original: onnx.ModelProto, fixed: onnx.ModelProto,
+                          input_shape: tuple[int, ...], where: str) -> None:
+    """Refuse sizes from ``--input-shape`` that the model cannot take (ModelLoadError naming
+    the user's file, ``where``): strict ONNX shape inference passes on ``original`` (symbolic
+    dims) and fails on ``fixed`` (those sizes). Without this the mismatch surfaced later, in a
+    message naming edgefit's prepared copy of the file. A model whose shapes strict inference
+    cannot check anyway (custom ops) is left to the later steps."""
+    def problem(model: onnx.ModelProto) -> str | None:
+        try:
+            onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        except Exception as exc:
+            return _first_line(exc).replace("[ShapeInferenceError] ", "")
+        return None
+
+    found = problem(fixed)
+    if found is None or problem(original) is not None:
+        return
+    raise ModelLoadError(
+        f"{where}: --input-shape {'x'.join(map(str, input_shape))} does not fit the model: "
+        f"ONNX shape inference with these sizes fails ({found}); give the sample shape the "
+        "model was built for")
+
+
 def symbolic_dims_problem(inp: onnx.ValueInfoProto, where: str) -> str | None:
     """The one-line refusal for symbolic / unknown non-batch input dims, naming them and the
     flag that fixes them; None when every sample dim is fixed."""

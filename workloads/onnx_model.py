@@ -15,6 +15,7 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 from edgefit_common.errors import ModelLoadError
 from formats.onnx_io import LAYERS_KEY, WEIGHTED_OPS, get_meta, save_atomic, set_meta
 from workloads.onnx_convert import (
+    check_sample_dims_fit,
     fix_sample_dims,
     fold_constants,
     folding_reason,
@@ -193,12 +194,24 @@ def prepare_onnx(src: Path, dst: Path, input_shape: tuple[int, ...] | None = Non
     model = load_checked(src)
     name = check_input(model, where, allow_symbolic=True).name
     model, notes = upgrade_opset(model, where)
-    notes += fix_sample_dims(model, _input(model, name), input_shape, where)
+    original = onnx.ModelProto()
+    original.CopyFrom(model)
+    fixed = fix_sample_dims(model, _input(model, name), input_shape, where)
+    if fixed and input_shape is not None:  # sizes the user gave: checked against the graph
+        check_sample_dims_fit(original, model, input_shape, where)
+    notes += fixed
     check_input(model, where)
     model, lifted = lift_constant_weights(model)
     notes += lifted
     if (reason := folding_reason(model, name)) is not None:
-        model, folded = fold_constants(model, name, reason, where)
+        try:
+            model, folded = fold_constants(model, name, reason, where)
+        except ModelLoadError as exc:
+            if not fixed or input_shape is None:
+                raise
+            raise ModelLoadError(f"{exc} (run at the sizes --input-shape "
+                                 f"{'x'.join(map(str, input_shape))} gave: is that the sample "
+                                 "shape the model was built for?)") from None
         notes += folded
     if lifted or reason is not None:
         try:

@@ -272,6 +272,65 @@ def test_the_cli_passes_input_shape_to_an_onnx_model(files: dict[str, Path],
                                            "(h=32, w=32)")
 
 
+class FixedFeatures(nn.Module):
+    """Conv -> flatten by x.size(0) -> Linear over 4 x 26 x 26 features: exported with
+    symbolic h, w, but it only takes 28 x 28 images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 26 * 26, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        return self.fc(y.view(y.size(0), -1))
+
+
+def _symbolic_hw(src: Path, dst: Path) -> Path:
+    """The file with its input's h and w made symbolic (as a user's edit or exporter may)."""
+    model = onnx.load(str(src))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for axis, symbol in ((2, "h"), (3, "w")):
+        dims[axis].Clear()
+        dims[axis].dim_param = symbol
+    del model.graph.value_info[:]
+    onnx.save(model, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "legacy"])
+def test_an_input_shape_the_model_cannot_take_names_the_users_file(
+        exporter: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Issue #21: sizes that fit the input's symbolic dims but not the graph (the Linear after
+    the flatten wants 2704 features) were refused naming edgefit's prepared copy in its cache;
+    now one line names the user's file and the flag, before anything is cached. The dynamo
+    export's fixed Reshape is caught by shape inference, the legacy export's Shape arithmetic
+    when it is folded."""
+    x = (torch.rand(1, 1, 28, 28),)
+    if exporter == "dynamo":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(FixedFeatures().eval(), x, str(tmp_path / "f.onnx"), dynamo=True,
+                              external_data=False, verbose=False)
+        src = _symbolic_hw(tmp_path / "f.onnx", tmp_path / "fixed.onnx")
+    else:
+        src = _export(FixedFeatures(), x, tmp_path / "fixed.onnx", input_names=["x"],
+                      output_names=["y"],
+                      dynamic_axes={"x": {0: "batch", 2: "h", 3: "w"}, "y": {0: "batch"}})
+    with pytest.raises(ModelLoadError) as err:
+        _prepare(src, tmp_path, (1, 20, 20))
+    assert str(err.value).startswith(f"{src}: ") and "--input-shape 1x20x20" in str(err.value)
+    _prepare(src, tmp_path, (1, 28, 28))  # the sizes it was built for pass
+    code = _run(_plan_app, ["--target", "host", "--max-latency", "1s", "--model", str(src),
+                            "--input-shape", "1x20x20", "--out", str(tmp_path / "p.json")])
+    err_text = capsys.readouterr().err
+    errors = [line for line in err_text.splitlines() if line.startswith("error:")]
+    assert code == 2 and "Traceback" not in err_text
+    assert len(errors) == 1 and str(src) in errors[0], errors
+    assert "--input-shape 1x20x20" in errors[0] and ".prepared" not in errors[0]
+    assert "edgefit/onnx" not in errors[0] and str(tmp_path / "cache") not in errors[0]
+
+
 @pytest.mark.parametrize("name", ["hw", "fold"])
 def test_a_converted_onnx_plan_applies_from_its_plan_file(name: str, files: dict[str, Path],
                                                           tmp_path: Path) -> None:
