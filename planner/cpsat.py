@@ -11,6 +11,7 @@ the answer is the best plan held from any source (the caller's hint, LP-and-fix,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections import defaultdict
@@ -18,7 +19,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from ortools.sat.python import cp_model
+import numpy as np
+from ortools.sat.python import cp_model, cp_model_helper
 
 from planner.exact import (
     LOOSE,
@@ -35,10 +37,11 @@ from planner.exact import (
     loss_units,
     resolution_for,
     search,
+    tie_break_array,
     tie_break_costs,
 )
-from planner.formulation import coupling_links, pair_keys, scaled_up
-from planner.problem import ADDITIVE, PairKey, Problem
+from planner.formulation import RESOLUTION, Arrays, Row, arrays
+from planner.problem import Choice, Problem
 from planner.result import (
     BINDING_FRACTION,
     DOWNGRADED,
@@ -53,115 +56,107 @@ _tie_break_costs = tie_break_costs  # the tests' name for it
 
 
 class _Model:
-    """One CP-SAT model over a Problem: x[layer, i] booleans plus named linear expressions."""
+    """One CP-SAT model over a Problem: a copy of its structure (planner.formulation.Arrays:
+    x per option, y per group width, z per pair term, built once per problem) with this
+    model's limits, objective, cuts and hint written into the proto from arrays."""
 
     def __init__(self, problem: Problem, limits: dict[str, float],
                  elastic: bool = False, rounding: Rounding = SAFE) -> None:
         self.p = problem
-        self.elastic = elastic
+        self.a = arrays(problem)
         self.rounding = rounding.at(problem)
-        self.slack: dict[str, cp_model.IntVar] = {}
-        self.m = cp_model.CpModel()
-        self.x = {
-            (layer, i): self.m.new_bool_var(f"x[{layer},{c.option}]")
-            for layer in problem.layers
-            for i, c in enumerate(problem.choices[layer])
-        }
-        for layer in problem.layers:
-            self.m.add_exactly_one(self.x[layer, i] for i in range(len(problem.choices[layer])))
-        self.y = self._coupling()
-        self.expr = {metric: self._additive(metric) for metric in ADDITIVE}
-        self.expr["acc_loss"] = self._additive("acc_loss")
-        self.z = self._pairs()
-        self.steps = self._ram_steps()
-        self._add_limits(limits)
-
-    def _pairs(self) -> dict[PairKey, cp_model.IntVar]:
-        """z[a,A,b,B] is 1 when a takes an option in A and b one in B (at least: RAM limits
-        push it down to exactly that)."""
-        z = {}
-        for n, key in enumerate(pair_keys(self.p)):
-            a, ia, b, ib = key
-            z[key] = self.m.new_bool_var(f"z[{n}]")
-            self.m.add(z[key] >= sum(self.x[a, i] for i in ia) + sum(self.x[b, j] for j in ib)
-                       - 1)
-        return z
-
-    def _coupling(self) -> dict[tuple[str, int], cp_model.IntVar]:
-        """One boolean per (group, width), exactly one per group; every member's choice follows
-        it, so the group is one decision however many layers share it."""
-        groups = self.p.groups
-        y = {(g, w): self.m.new_bool_var(f"y[{g},{w}]") for g, widths in groups.items()
-             for w in widths}
-        for g, widths in groups.items():
-            self.m.add_exactly_one(y[g, w] for w in widths)
-        for (g, w), (layer, idx) in coupling_links(self.p):
-            self.m.add(sum(self.x[layer, i] for i in idx) == y[g, w])
-        return y
-
-    def _additive(self, metric: str) -> cp_model.LinearExprT:
-        return sum(
-            self.rounding.cost(c.metric(metric) if metric != "acc_loss" else c.acc_loss, metric)
-            * self.x[ly, i]
-            for ly in self.p.layers for i, c in enumerate(self.p.choices[ly])
-        )
-
-    def _ram_steps(self) -> list[cp_model.LinearExprT]:
-        weights: Any = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
-        steps = []
-        for t, step in enumerate(self.p.ram_steps or ((),)):
-            coef = self.rounding.step_coefficients(self.p, t, step)
-            live: Any = sum(k * self.x[key] for key, k in coef.items() if k)
-            pairs: Any = sum(k * self.z[key]
-                             for key, k in self.rounding.pair_coefficients(self.p, t))
-            steps.append(live + pairs + weights)
-        return steps
-
-    def _add_limits(self, limits: dict[str, float]) -> None:
+        self.data = self.rounding.data(problem)
+        self.m = _structure(self.a).clone()
+        self.proto = self.m.proto
+        self.slack: dict[str, int] = {}  # limit -> its slack variable's index (elastic)
         for metric, limit in limits.items():
             room = self.rounding.room(self.p, metric, limit)
-            extra: Any = 0
-            if self.elastic:  # limit + slack: how far it must move for a plan to exist
-                extra = self.slack[metric] = self.m.new_int_var(0, self._upper_bound(metric),
-                                                                f"slack[{metric}]")
-            if metric == "ram_bytes":
-                for step in self.steps:
-                    self.m.add(step <= room + extra)
-            else:
-                self.m.add(self.expr[metric] <= room + extra)
+            extra = None
+            if elastic:  # limit + slack: how far it must move for a plan to exist
+                extra = self.slack[metric] = self.new_var(self._upper_bound(metric))
+            for index, coef in self.rows(metric):
+                if extra is not None:
+                    index, coef = np.append(index, extra), np.append(coef, -1)
+                self.add_row(index, coef, cp_model.INT_MIN, room)
+
+    def new_var(self, upper: int) -> int:
+        self.proto.variables.add().domain.extend((0, upper))
+        return len(self.proto.variables) - 1
+
+    def add_row(self, index: np.ndarray, coef: np.ndarray, lo: int, hi: int) -> None:
+        ct = self.proto.constraints.add()
+        ct.linear.vars.extend(index)
+        ct.linear.coeffs.extend(coef)
+        ct.linear.domain.extend((lo, hi))
+
+    def cost_row(self, metric: str) -> Row:
+        """The metric's total over the x variables (zero costs left out)."""
+        costs = self.data.costs[metric]
+        keep = np.flatnonzero(costs)
+        return keep, costs[keep]
+
+    def rows(self, metric: str) -> list[Row]:
+        """The rows a limit on `metric` bounds: its total, or each RAM step's bytes."""
+        return self.data.ram_rows if metric == "ram_bytes" else [self.cost_row(metric)]
 
     def _upper_bound(self, metric: str) -> int:
         """No plan can exceed this value of `metric` (in solver units)."""
-        if metric == "ram_bytes":
-            weights = sum(max(self.rounding.up(c.flash_bytes, "flash_bytes")
-                              for c in self.p.choices[ly])
-                          for ly in self.p.layers) if self.p.weights_in_ram else 0
-            live = max((_step_upper(self.p, t, step)
-                        for t, step in enumerate(self.p.ram_steps or ((),))), default=0)
-            return weights + live + 1
-        return sum(max(self.rounding.up(c.metric(metric), metric) for c in self.p.choices[ly])
-                   for ly in self.p.layers) + 1
+        def worst(m: str) -> int:
+            units = np.ceil(self.a.values[m] / self.rounding.resolution[m] - 1e-9)
+            return int(np.maximum.reduceat(units, self.a.start[:-1]).astype(np.int64).sum())
 
-    def peak_ram_var(self) -> cp_model.IntVar:
-        peak = self.m.new_int_var(0, self._upper_bound("ram_bytes"), "peak_ram")
-        for step in self.steps:
-            self.m.add(peak >= step)
+        if metric == "ram_bytes":
+            weights = worst("flash_bytes") if self.p.weights_in_ram else 0
+            live = max((_step_upper(self.p, t) for t in range(len(self.data.steps))),
+                       default=0)
+            return weights + live + 1
+        return worst(metric) + 1
+
+    def peak_ram_var(self) -> int:
+        peak = self.new_var(self._upper_bound("ram_bytes"))
+        for index, coef in self.rows("ram_bytes"):
+            self.add_row(np.append(index, peak), np.append(coef, -1), cp_model.INT_MIN, 0)
         return peak
+
+    def minimize(self, terms: Row) -> None:
+        index, coef = terms
+        keep = np.flatnonzero(coef)
+        self.proto.clear_objective()
+        self.proto.objective.vars.extend(index[keep])
+        self.proto.objective.coeffs.extend(coef[keep])
+
+    def at_most(self, terms: Row, units: int) -> None:
+        self.add_row(*terms, cp_model.INT_MIN, units)
+
+    def forbid(self, picks: dict[str, int]) -> None:
+        """A cut: not this plan (at least one layer takes another option)."""
+        index = self.a.flat(picks)
+        self.add_row(index, np.ones(len(index), dtype=np.int64), cp_model.INT_MIN,
+                     len(index) - 1)
 
     def add_hint(self, picks: dict[str, int]) -> None:
         """A warm start: the layers' choices and everything they decide (the groups' widths,
         the pair terms), so a complete plan is one CP-SAT can take as it is."""
-        for layer, chosen in picks.items():
-            for i in range(len(self.p.choices[layer])):
-                self.m.add_hint(self.x[layer, i], i == chosen)
-        members = self.p.members()
-        for (g, w), var in self.y.items():
-            if all(ly in picks for ly in members[g]):
-                first = members[g][0]
-                self.m.add_hint(var, self.p.choices[first][picks[first]].width(g) == w)
-        for (a, ia, b, ib), var in self.z.items():
-            if a in picks and b in picks:
-                self.m.add_hint(var, picks[a] in ia and picks[b] in ib)
+        a = self.a
+        chosen = np.zeros(a.n, dtype=np.int64)
+        chosen[a.flat(picks)] = 1
+        hinted = np.isin(a.layer_of, [a.position[ly] for ly in picks])
+        index, value = [np.flatnonzero(hinted)], [chosen[hinted]]
+        width = {}
+        for g, members in a.members.items():
+            if all(ly in picks for ly in members):
+                width[g] = self.p.choices[members[0]][picks[members[0]]].width(g)
+        y = [(a.n + n, int(width[g] == w)) for n, (g, w) in enumerate(a.group_widths)
+             if g in width]
+        z = [(a.z0 + n, int(picks[ka] in ia and picks[kb] in ib))
+             for n, (ka, ia, kb, ib) in enumerate(a.pair_keys) if ka in picks and kb in picks]
+        for extra in (y, z):
+            if extra:
+                index.append(np.array([k for k, _ in extra], dtype=np.int64))
+                value.append(np.array([v for _, v in extra], dtype=np.int64))
+        self.proto.clear_solution_hint()
+        self.proto.solution_hint.vars.extend(np.concatenate(index))
+        self.proto.solution_hint.values.extend(np.concatenate(value))
 
     def solve(self, options: SolverOptions, hint: dict[str, int] | None = None
               ) -> tuple[Any, cp_model.CpSolver]:
@@ -173,24 +168,67 @@ class _Model:
         solver.parameters.relative_gap_limit = options.relative_gap
         return solve_cpsat(solver, self.m), solver  # Ctrl-C stops it and raises
 
+    def values(self, solver: cp_model.CpSolver) -> np.ndarray:
+        return np.asarray(solver.response_proto.solution, dtype=np.int64)
+
     def picks(self, solver: cp_model.CpSolver) -> dict[str, int]:
-        return {ly: next(i for i in range(len(self.p.choices[ly])) if solver.value(self.x[ly, i]))
-                for ly in self.p.layers}
+        return self.a.picks(self.values(solver)[:self.a.n])
+
+
+def _structure(a: Arrays) -> cp_model.CpModel:
+    """The limit-free CP-SAT model of a problem, built once (each model is a copy): x[k] for
+    every option (exactly one per layer), y for every (group, width) (exactly one per group;
+    each member's options of that width sum to it, so the group is one decision however many
+    layers share it), z for every pair term (z >= x[a, A] + x[b, B] - 1: 1 when both take
+    one of those options, at least; RAM limits push it down to exactly that)."""
+    if "cp-sat" in a.memo:
+        model: cp_model.CpModel = a.memo["cp-sat"]
+        return model
+    model = cp_model.CpModel()
+    proto = model.proto
+    boolean = cp_model_helper.IntegerVariableProto()
+    boolean.domain.extend((0, 1))
+    y0 = a.n
+    z0 = y0 + len(a.group_widths)
+    proto.variables.extend([boolean] * (z0 + len(a.pair_keys)))
+    for lo, hi in itertools.pairwise(a.start.tolist()):
+        proto.constraints.add().exactly_one.literals.extend(range(lo, hi))
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for n, (g, _) in enumerate(a.group_widths):
+        by_group[g].append(y0 + n)
+    for literals in by_group.values():
+        proto.constraints.add().exactly_one.literals.extend(literals)
+    for gw, index in a.coupling:
+        ct = proto.constraints.add().linear
+        ct.vars.extend(index)
+        ct.vars.append(y0 + gw)
+        ct.coeffs.extend([1] * len(index) + [-1])
+        ct.domain.extend((0, 0))
+    for n, (ia, ib) in enumerate(a.pair_x):
+        ct = proto.constraints.add().linear
+        ct.vars.append(z0 + n)
+        ct.vars.extend(np.concatenate((ia, ib)))
+        ct.coeffs.extend([1] + [-1] * (len(ia) + len(ib)))
+        ct.domain.extend((-1, cp_model.INT_MAX))
+    a.memo["cp-sat"] = model
+    return model
 
 
 _STATUS: dict[Any, str] = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE",
            cp_model.INFEASIBLE: "INFEASIBLE", cp_model.MODEL_INVALID: "MODEL_INVALID",
            cp_model.UNKNOWN: "UNKNOWN"}
 
-Objective = Callable[[_Model], Any]
+Objective = Callable[[_Model], Row]
 
 
-def _loss(model: _Model) -> Any:
-    return model.expr["acc_loss"]
+def _loss(model: _Model) -> Row:
+    return model.cost_row("acc_loss")
 
 
-def _metric(metric: str, model: _Model) -> Any:
-    return model.peak_ram_var() if metric == "ram_bytes" else model.expr[metric]
+def _metric(metric: str, model: _Model) -> Row:
+    if metric == "ram_bytes":
+        return np.array([model.peak_ram_var()]), np.ones(1, dtype=np.int64)
+    return model.cost_row(metric)
 
 
 def _attempt(problem: Problem, objective: Objective, budget: Callable[[], SolverOptions],
@@ -200,8 +238,8 @@ def _attempt(problem: Problem, objective: Objective, budget: Callable[[], Solver
     `budget()` gives now."""
     model = _Model(problem, problem.limits, rounding=rounding)
     for cut in cuts:
-        model.m.add(sum(model.x[key] for key in cut.items()) <= len(cut) - 1)
-    model.m.minimize(objective(model))
+        model.forbid(cut)
+    model.minimize(objective(model))
     status, solver = model.solve(budget(), hint)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return Attempt(_STATUS[status])
@@ -209,17 +247,19 @@ def _attempt(problem: Problem, objective: Objective, budget: Callable[[], Solver
                    solver.best_objective_bound)
 
 
-def _step_upper(problem: Problem, t: int, step: tuple[tuple[str, int], ...]) -> int:
-    """No plan puts more integer bytes on RAM step t than this."""
-    worst: dict[str, int] = defaultdict(int)
-    for (layer, _), k in SAFE.step_coefficients(problem, t, step).items():
-        worst[layer] = max(worst[layer], k)
-    return sum(worst.values()) + sum(max(0, k) for _, k in SAFE.pair_coefficients(problem, t))
+def _step_upper(problem: Problem, t: int) -> int:
+    """No plan puts more integer bytes on RAM step t than this (its live tensors, workspace
+    and pair terms; the costs rounded up)."""
+    a = arrays(problem)
+    (index, coef), (_, pair_coef) = SAFE.data(problem).steps[t]
+    worst = np.zeros(len(a.layers), dtype=np.int64)
+    np.maximum.at(worst, a.layer_of[index], coef)
+    return int(worst.sum() + np.maximum(pair_coef, 0).sum())
 
 
-def _tie_break(model: _Model) -> cp_model.LinearExprT:
+def _tie_break(model: _Model) -> Row:
     """Cheaper latency and flash, each normalised by its worst total, for a loose budget."""
-    return sum(cost * model.x[key] for key, cost in tie_break_costs(model.p).items())
+    return np.arange(model.a.n), tie_break_array(model.p)
 
 
 def separable_optimum(problem: Problem) -> dict[str, int] | None:
@@ -230,13 +270,12 @@ def separable_optimum(problem: Problem) -> dict[str, int] | None:
     least-loss option, so the tie-break too is minimised layer by layer. It is the answer
     exactly when that plan meets every limit (in exact arithmetic) and coupling: a loose
     budget decomposes."""
-    costs = tie_break_costs(problem)
-
-    def rank(ly: str, i: int) -> tuple[int, int]:
-        return scaled_up(problem.choices[ly][i].acc_loss, "acc_loss"), costs[ly, i]
-
-    picks = {ly: min(range(len(problem.choices[ly])), key=partial(rank, ly))
-             for ly in problem.layers}
+    a = arrays(problem)
+    loss = np.ceil(a.values["acc_loss"] / RESOLUTION["acc_loss"] - 1e-9)
+    # by layer, then loss, then tie-break cost; a stable sort keeps the first of equal options
+    order = np.lexsort((tie_break_array(problem), loss, a.layer_of))
+    first = order[a.start[:-1]]
+    picks = dict(zip(a.layers, (first - a.start[:-1]).tolist(), strict=True))
     return picks if holds(problem, picks) else None
 
 
@@ -352,8 +391,8 @@ def _tie_break_phase(run: Run, pool: Pool) -> str:
     note when the tie-break is not proven."""
     assert pool.best is not None
     model = _Model(run.problem, run.problem.limits, rounding=LOOSE)
-    model.m.add(model.expr["acc_loss"] <= (pool.loss or 0))
-    model.m.minimize(_tie_break(model))
+    model.at_most(model.cost_row("acc_loss"), pool.loss or 0)
+    model.minimize(_tie_break(model))
     status, solver = model.solve(run.tie_break_options(), pool.best)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         found = model.picks(solver)
@@ -392,15 +431,21 @@ def _fixed_solve(problem: Problem, fixed: Problem | None, options: SolverOptions
     if fixed is None:
         return None
     model = _Model(fixed, fixed.limits)
-    model.m.minimize(model.expr["acc_loss"])
-    local = {ly: fixed.choices[ly].index(problem.choices[ly][i]) for ly, i in (hint or {}).items()
-             if problem.choices[ly][i] in fixed.choices[ly]}
+    model.minimize(model.cost_row("acc_loss"))
+    # option indices between the two: the same Choice objects (found by identity: fast)
+    local = {ly: j for ly, i in (hint or {}).items()
+             if (j := _position(fixed.choices[ly], problem.choices[ly][i])) is not None}
     status, solver = model.solve(options, local or None)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
-    # the restriction's option indices -> the full problem's (the same Choice objects)
-    return {ly: problem.choices[ly].index(fixed.choices[ly][i])
-            for ly, i in model.picks(solver).items()}
+    found = {ly: _position(problem.choices[ly], fixed.choices[ly][i])
+             for ly, i in model.picks(solver).items()}
+    return {ly: i for ly, i in found.items() if i is not None}  # all are: a restriction
+
+
+def _position(options: tuple[Choice, ...], option: Choice) -> int | None:
+    """The index of this very Choice object among `options` (None: not offered)."""
+    return next((i for i, c in enumerate(options) if c is option), None)
 
 
 def _proven(status: Any, solver: cp_model.CpSolver) -> bool:
@@ -473,11 +518,13 @@ def joint_relaxation(problem: Problem, options: SolverOptions | None = None
     # weight each slack by 1 / its limit, so 1 % of latency costs as much as 1 % of flash
     res = model.rounding.resolution
     weights = {m: max(1, round(1e6 / max(v / res[m], 1))) for m, v in problem.limits.items()}
-    model.m.minimize(sum(weights[m] * model.slack[m] for m in model.slack))
+    model.minimize((np.array(list(model.slack.values()), dtype=np.int64),
+                    np.array([weights[m] for m in model.slack], dtype=np.int64)))
     status, solver = model.solve(options)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return {}, _STATUS[status]
-    slack = {m: solver.value(var) * res[m] for m, var in model.slack.items()}
+    values = model.values(solver)
+    slack = {m: int(values[var]) * res[m] for m, var in model.slack.items()}
     return slack, "OPTIMAL" if _proven(status, solver) else "FEASIBLE"
 
 

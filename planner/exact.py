@@ -32,7 +32,9 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from planner.formulation import RESOLUTION, scaled_up
+import numpy as np
+
+from planner.formulation import RESOLUTION, Integers, arrays, scaled_up
 from planner.problem import ADDITIVE, Choice, PairKey, Problem, owner_layer
 
 EXACT_TOL = 1e-9  # absolute, in each metric's own unit: Problem.feasible's tolerance
@@ -53,8 +55,7 @@ def resolution_for(problem: Problem, units: float = UNITS_PER_TOTAL) -> dict[str
     """The solver's unit of each metric for this problem (see UNITS_PER_TOTAL)."""
     out = dict(RESOLUTION)
     for m in PER_INSTANCE:
-        worst = abs(problem.fixed.get(m, 0.0)) + sum(max(abs(c.metric(m)) for c in cs)
-                                                      for cs in problem.choices.values())
+        worst = arrays(problem).worst[m]
         if worst > 0:
             out[m] = min(RESOLUTION[m], 10.0 ** math.floor(math.log10(worst / units)))
     return out
@@ -78,6 +79,25 @@ class Rounding:
         if not self.loose or metric == "acc_loss":
             return math.ceil(q - _UNIT_TOL)
         return math.floor(q + _UNIT_TOL)
+
+    def costs(self, values: np.ndarray, metric: str) -> np.ndarray:
+        """`cost` of every value of an array at once (the same float operations)."""
+        q = values / self.resolution[metric]
+        if not self.loose or metric == "acc_loss":
+            return np.ceil(q - _UNIT_TOL).astype(np.int64)
+        return np.floor(q + _UNIT_TOL).astype(np.int64)
+
+    def nbytes_array(self, values: np.ndarray) -> np.ndarray:
+        """`nbytes` of every value of an array at once."""
+        if self.loose:
+            return np.floor(values + _UNIT_TOL).astype(np.int64)
+        return np.ceil(values - _UNIT_TOL).astype(np.int64)
+
+    def data(self, problem: Problem) -> Integers:
+        """The problem's costs and RAM-step rows in this rounding's integers (cached with its
+        Arrays)."""
+        key = (self.loose, tuple(sorted(self.resolution.items())))
+        return arrays(problem).integers(self.costs, self.nbytes_array, key)
 
     def up(self, value: float, metric: str) -> int:
         """`value` in units, rounded up whatever the direction (bounds on totals)."""
@@ -172,13 +192,22 @@ def loss_units(problem: Problem, picks: dict[str, int]) -> int:
 
 def tie_break_costs(problem: Problem) -> dict[tuple[str, int], int]:
     """Per (layer, option index): its latency + flash, each normalised by its worst total."""
-    def worst(metric: str) -> int:
-        return max(1, sum(max(scaled_up(c.metric(metric), metric) for c in problem.choices[ly])
-                          for ly in problem.layers))
-    lat_ref, flash_ref = worst("latency_ms"), worst("flash_bytes")
-    return {(ly, i): round(1e6 * scaled_up(c.latency_ms, "latency_ms") / lat_ref)
-            + round(1e6 * scaled_up(c.flash_bytes, "flash_bytes") / flash_ref)
-            for ly in problem.layers for i, c in enumerate(problem.choices[ly])}
+    return dict(zip(arrays(problem).keys, tie_break_array(problem).tolist(), strict=True))
+
+
+def tie_break_array(problem: Problem) -> np.ndarray:
+    """tie_break_costs over the flat options (planner.formulation.Arrays), computed once per
+    problem: round(1e6 x units / the worst total's units) for latency and for flash."""
+    a = arrays(problem)
+    if "tie_break" not in a.memo:
+        out = np.zeros(a.n, dtype=np.int64)
+        for metric in ("latency_ms", "flash_bytes"):
+            units = np.ceil(a.values[metric] / RESOLUTION[metric] - _UNIT_TOL)
+            worst = max(1, int(np.maximum.reduceat(units, a.start[:-1]).astype(np.int64).sum()))
+            out += np.round(1e6 * units / worst).astype(np.int64)
+        a.memo["tie_break"] = out
+    tie: np.ndarray = a.memo["tie_break"]
+    return tie
 
 
 class Pool:
@@ -187,12 +216,13 @@ class Pool:
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
-        self._tie = tie_break_costs(problem)
+        self._tie = tie_break_array(problem)
         self.best: dict[str, int] | None = None
         self.source = ""
 
     def key(self, picks: dict[str, int]) -> tuple[int, int]:
-        return loss_units(self.problem, picks), sum(self._tie[k] for k in picks.items())
+        return (loss_units(self.problem, picks),
+                int(self._tie[arrays(self.problem).flat(picks)].sum()))
 
     def offer(self, picks: dict[str, int] | None, source: str) -> bool:
         """Keep `picks` when it holds exactly and beats the best so far; True if kept."""
