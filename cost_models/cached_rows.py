@@ -181,16 +181,43 @@ def cached_output_kl(module: Any, options: Mapping[str, Mapping[str, Sequence[An
             for layer, row in options.items() for option, configs in row.items() if configs}
 
     def measure(missing: list[tuple[str, str]], emit: Emit) -> dict[tuple[str, str], float]:
-        todo: dict[str, dict[str, Sequence[Any]]] = {}
-        for layer, option in missing:
-            todo.setdefault(layer, {})[option] = options[layer][option]
-        return accuracy.measured_output_kl(module, todo, x, on_value=emit).loss
+        # through the seam: in-process one task of every pair (as before), on Ray chunks of
+        # ~10 pairs with the model and images shipped once; the driver writes every row
+        from edgefit_common.execution import current
+
+        executor, got = current(), {}
+
+        def record(pair_value: tuple[tuple[str, str], float]) -> None:
+            got[pair_value[0]] = pair_value[1]
+            emit(*pair_value)
+
+        items = [(layer, option, list(options[layer][option])) for layer, option in missing]
+        executor.map_tasks(output_kl_task, executor.chunks(items), record, shared=(module, x),
+                           label=_pair_label, title=accuracy.SENSITIVITY)
+        return got
 
     values = cached("output-kl", keys, measure, cache_)
     loss = {(layer, option): float(values[layer, option]) if configs else 0.0
             for layer, row in options.items() for option, configs in row.items()}
     unit, provenance = accuracy.output_kl_description(module, len(x))
     return AccuracyEstimate(loss, unit, provenance)
+
+
+def output_kl_task(module: Any, x: np.ndarray, chunk: Sequence[tuple[str, str, list[Any]]],
+                   emit: Callable[[Any], None]) -> None:
+    """One task of the sensitivity pass (edgefit_common.execution): the output KL of each
+    (layer, option, configs) of ``chunk``, emitted as ``((layer, option), value)`` as each is
+    measured. The same function measures in-process and on a Ray worker: the same numbers."""
+    from cost_models import accuracy
+
+    todo: dict[str, dict[str, Sequence[Any]]] = {}
+    for layer, option, configs in chunk:
+        todo.setdefault(layer, {})[option] = configs
+    accuracy.measured_output_kl(module, todo, x, on_value=lambda pair, value: emit((pair, value)))
+
+
+def _pair_label(item: tuple[str, str, Any]) -> str:
+    return f"({item[0]}, {item[1]})"
 
 
 def cached_channel_pruning_kl(module: Any, groups: Sequence[Any], example_input: Any,
@@ -248,4 +275,4 @@ def stored_bytes_key(weights: str, layer: str, cut: Any, configs: Sequence[Any],
 
 
 __all__ = ["Emit", "cached", "cached_channel_pruning_kl", "cached_output_kl", "code_version",
-           "config_docs", "model_code", "module_hash", "stored_bytes_key"]
+           "config_docs", "model_code", "module_hash", "output_kl_task", "stored_bytes_key"]

@@ -152,6 +152,11 @@ def plan_cmd(
                                   "limit: latency, flash, ram or energy")] = "latency",
     report_dir: Annotated[Path, Opt(help="the FOLDER --apply and --loop write artifacts to "
                                     "(replaced as a whole)")] = Path("out"),
+    workers: Annotated[int | None, Opt(help="measure on a local Ray instance of N workers "
+                                       "(bound to 127.0.0.1; docs/scale-out.md)")] = None,
+    cluster: Annotated[str | None, Opt(help="measure on a running Ray cluster: auto, "
+                                       "ray://HOST:PORT or HOST:PORT (default: "
+                                       "$EDGEFIT_CLUSTER, else in this process)")] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: Annotated[bool, Flag("--json", help="a JSON summary on stdout (status, totals, "
@@ -181,6 +186,9 @@ def plan_cmd(
     pins, backend = parse_pins(pin or []), _backend(solver)
     search_args = _search(search, trials, study)
     epochs, quantization_aware = _epochs(finetune), _qat(qat, finetune)
+    from edgefit_common.execution import from_settings, using
+
+    executor = from_settings(cluster, workers)  # checked here; Ray starts on first use
     with _feedback(quiet, verbose):
         from edgefit.precheck import check_plan_inputs
 
@@ -188,8 +196,9 @@ def plan_cmd(
         if not quiet:
             _print_header(resolved, checked, epochs, quantization_aware, apply or bool(loop),
                           to_stderr=json_out)
-        plan, ctx = _make_plan(resolved, options, pins, tuple(exclude or ()), backend,
-                               search_args, epochs, quantization_aware)
+        with using(executor):  # a local Ray instance stops when the plan is made
+            plan, ctx = _make_plan(resolved, options, pins, tuple(exclude or ()), backend,
+                                   search_args, epochs, quantization_aware)
         plan.save(out)
         summary, code = _after_plan(plan, ctx, resolved, out, metrics, json_out, quiet)
         _scenario_after_plan(plan, resolved, summary, json_out)

@@ -37,6 +37,15 @@ class PlanError(EdgefitError):
     """A plan that does not fit the model or cannot be applied."""
 
 
+class ClusterError(EdgefitError):
+    """A --cluster / --workers / EDGEFIT_CLUSTER setting that does not parse, or a Ray cluster
+    that cannot be started or reached (edgefit_common.execution)."""
+
+
+class TaskFailedError(EdgefitError):
+    """A task fanned out on a cluster that still failed after its retries; the message names
+    the work items (e.g. the (layer, option) pairs) it belonged to."""
+
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the closest of `choices` to a mistyped `word` (difflib), or

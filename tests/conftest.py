@@ -88,3 +88,32 @@ def user_net_pt2(user_net, tmp_path_factory):
     path = tmp_path_factory.mktemp("user-pt2") / "usernet.pt2"
     torch.export.save(torch.export.export(user_net, (torch.zeros(1, 1, 28, 28),)), str(path))
     return user_net, path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A two-node Ray cluster on 127.0.0.1 only (docs/scale-out.md): a head and one more node,
+    one CPU each, every server bound to loopback; started when a test first asks for it and
+    stopped when the session ends, with no process of it left behind. Yields the address."""
+    import psutil
+
+    from edgefit_common.ray_executor import LOOPBACK, LOOPBACK_ENV
+
+    os.environ.update(LOOPBACK_ENV)  # before ray is imported: the node address stays 127.0.0.1
+    from ray.cluster_utils import Cluster
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "node_ip_address": LOOPBACK, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
+        cluster.wait_for_nodes()
+        yield cluster.address
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()
+        _, alive = psutil.wait_procs([p for p in psutil.Process().children(recursive=True)
+                                     if p.pid not in before], timeout=30)
+        assert not alive, f"Ray processes left running: {[p.name() for p in alive]}"

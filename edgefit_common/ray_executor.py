@@ -1,0 +1,254 @@
+"""The Ray implementation of edgefit_common.execution's seam (docs/scale-out.md).
+
+Ray is imported when the first task is submitted, never on import of this module, and only
+when a command chose Ray (``--workers``, ``--cluster``, ``EDGEFIT_CLUSTER``).
+
+- **Local** (``workers=N``): ``ray.init(address="local")`` with N CPUs, the node's address
+  127.0.0.1 and no dashboard. Ray replaces 127.0.0.1 by the machine's interface address unless
+  ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before ray is imported; with it, every server
+  binds and dials 127.0.0.1 (its gRPC servers listen on 127.0.0.1 exactly when the node's
+  address is 127.0.0.1). Started here, so :meth:`RayExecutor.close` stops it; a node that
+  came up on another address is refused.
+- **Existing cluster** (``address=auto|ray://HOST:PORT|HOST:PORT``): connected to, never
+  stopped. Its workers must run the same edgefit code: a probe task on each node compares a
+  fingerprint of edgefit's source and the pinned libraries' versions with the driver's.
+
+A submission puts the shared values (the model, the calibration data) into the object store
+once and runs every chunk as one task returning its records (a list). A task that raises or
+whose worker dies is retried ``retries`` times by Ray; then :class:`TaskFailedError` names the
+item it failed on (the first its chunk had not finished) or, if the worker died, the chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edgefit_common.errors import ClusterError, TaskFailedError
+from edgefit_common.execution import CHUNK_ITEMS, Emit, Executor, TaskFn
+from edgefit_common.progress import task
+
+T = TypeVar("T")
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1 as the node's IP
+                "RAY_USAGE_STATS_ENABLED": "0"}  # nothing reported anywhere
+RETRIES = 2
+CONNECT_TIMEOUT_S = 120.0
+PACKAGES = ("edgefit_common", "formats", "techniques", "device_specs", "workloads",
+            "cost_models", "planner", "executors", "edgefit")
+PINNED = ("torch", "numpy", "onnx", "onnxruntime", "torch-pruning", "tensorly", "ray")
+
+
+class ChunkError(Exception):
+    """Raised by a task: its chunk failed on item number ``done`` (the ones before it were
+    measured), with the original exception's type and message."""
+
+    def __init__(self, done: int, message: str) -> None:
+        super().__init__(done, message)
+        self.done, self.message = done, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def run_chunk(fn: TaskFn, chunk: Sequence[Any], *shared: Any) -> list[Any]:
+    """What a Ray task runs: ``fn(*shared, chunk, emit)``, its records as one list."""
+    records: list[Any] = []
+    try:
+        fn(*shared, chunk, records.append)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ChunkError(len(records), f"{type(exc).__name__}: {first}".rstrip(": ")) from exc
+    return records
+
+
+def fingerprint() -> str:
+    """sha256 (16 hex) of edgefit's source files and the pinned libraries' versions: two
+    processes with the same fingerprint compute the same numbers."""
+    from importlib import metadata
+
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode())
+            h.update(path.read_bytes())
+    for name in PINNED:
+        try:
+            h.update(f"{name}=={metadata.version(name)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{name} missing".encode())
+    return h.hexdigest()[:16]
+
+
+def node_fingerprint() -> tuple[str, str]:
+    """(node address, fingerprint) of the worker that runs this."""
+    import ray
+
+    return ray.util.get_node_ip_address(), fingerprint()
+
+
+class RayExecutor(Executor):
+    """Tasks on Ray: a local instance of ``workers`` CPUs on 127.0.0.1, or the cluster at
+    ``address``."""
+
+    name = "ray"
+
+    def __init__(self, *, workers: int | None = None, address: str | None = None,
+                 retries: int = RETRIES) -> None:
+        if (workers is None) == (address is None):
+            raise ValueError("RayExecutor: give workers (local) or address (a cluster)")
+        self.workers, self.address, self.retries = workers, address, retries
+        self._ray: Any = None
+        self._remote: Any = None
+
+    # ------------------------------------------------------------------ the cluster
+
+    def describe(self) -> str:
+        if self._ray is None:
+            where = f"local, {self.workers} workers" if self.address is None else self.address
+            return f"ray ({where}; not started)"
+        nodes = [n for n in self._ray.nodes() if n.get("Alive")]
+        cpus = self._ray.cluster_resources().get("CPU", 0)
+        where = f"local {LOOPBACK}" if self.address is None else self.address
+        return (f"ray ({where}): {len(nodes)} node{'s' * (len(nodes) != 1)}, "
+                f"{cpus:g} CPUs")
+
+    def start(self) -> Any:
+        """The ray module, connected (started on first use)."""
+        if self._ray is None:
+            with task(f"start {self.describe()}"):
+                self._ray = self._connect()
+                try:
+                    self._check_nodes()
+                except BaseException:
+                    self.close()
+                    raise
+        return self._ray
+
+    def _connect(self) -> Any:
+        if self.address is None or _loopback(self.address):
+            os.environ.update(LOOPBACK_ENV)  # read when ray is imported: before that
+        import ray
+
+        if ray.is_initialized():
+            raise ClusterError("a Ray connection is already open in this process")
+        quiet = logging.ERROR  # Ray's start-up lines are not edgefit's output
+        try:
+            if self.address is None:
+                ray.init(address="local", _node_ip_address=LOOPBACK, num_cpus=self.workers,
+                         include_dashboard=False, log_to_driver=False, logging_level=quiet)
+            else:
+                ray.init(address=self.address, log_to_driver=False, logging_level=quiet)
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+            where = "a local Ray instance" if self.address is None else self.address
+            raise ClusterError(f"could not start or reach {where}: {_first_line(exc)}") from exc
+        return ray
+
+    def _check_nodes(self) -> None:
+        """A local instance only on 127.0.0.1; every node of a cluster on this code."""
+        ray = self._ray
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if self.address is None:
+            elsewhere = sorted({n["NodeManagerAddress"] for n in nodes} - {LOOPBACK})
+            if elsewhere:
+                raise ClusterError(f"the local Ray instance came up on {', '.join(elsewhere)},"
+                                   f" not {LOOPBACK} (ray was imported before edgefit set "
+                                   f"{', '.join(LOOPBACK_ENV)})")
+            return
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        probe = ray.remote(node_fingerprint)
+        refs = [probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote() for n in nodes]
+        try:
+            answers = ray.get(refs, timeout=CONNECT_TIMEOUT_S)
+        except ray.exceptions.RayError as exc:
+            raise ClusterError(f"{self.address}: a node could not run edgefit "
+                               f"({_first_line(exc)}); install the same edgefit on every "
+                               "node (docs/scale-out.md)") from exc
+        mine = fingerprint()
+        other = sorted(ip for ip, fp in answers if fp != mine)
+        if other:
+            raise ClusterError(f"{self.address}: node(s) {', '.join(other)} run other edgefit "
+                               "code or library versions than this machine; install the same "
+                               "edgefit and pins on every node (docs/scale-out.md)")
+
+    def close(self) -> None:
+        """Disconnect; a local instance started here is stopped with it."""
+        if self._ray is not None:
+            ray, self._ray, self._remote = self._ray, None, None
+            ray.shutdown()
+
+    # ------------------------------------------------------------------ tasks
+
+    def chunks(self, items: Sequence[T], size: int = CHUNK_ITEMS) -> list[list[T]]:
+        """Chunks of ``size`` items, in order."""
+        return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+    def map_tasks(self, fn: TaskFn, chunks: Sequence[Sequence[Any]],
+                  on_record: Emit, *, shared: Sequence[Any] = (),
+                  label: Callable[[Any], str] = str, title: str = "tasks") -> None:
+        """Every chunk as a task (each retried up to ``retries`` times); records handed to
+        ``on_record`` as each task finishes, in the order tasks finish."""
+        if not chunks:
+            return
+        ray = self.start()
+        if self._remote is None:
+            self._remote = ray.remote(num_cpus=1, max_retries=self.retries,
+                                      retry_exceptions=True)(run_chunk)
+        refs = [ray.put(value) for value in shared]  # shipped once, read by every task
+        pending = {self._remote.remote(fn, list(chunk), *refs): chunk for chunk in chunks}
+        try:
+            with task(f"{title}: {len(chunks)} tasks on {self.describe()}",
+                      len(chunks)) as bar:
+                while pending:
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    for ref in ready:
+                        chunk = pending.pop(ref)
+                        for record in self._records(ref, chunk, label, title):
+                            on_record(record)
+                        bar.advance()
+        finally:
+            for ref in pending:  # an error or Ctrl-C: the rest is not wanted
+                ray.cancel(ref)
+
+    def _records(self, ref: Any, chunk: Sequence[Any], label: Callable[[Any], str],
+                 title: str) -> list[Any]:
+        ray = self._ray
+        try:
+            records: list[Any] = ray.get(ref)
+            return records
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None)
+            attempts = f"{1 + self.retries} attempt{'s' * (self.retries > 0)}"
+            if isinstance(cause, ChunkError) and cause.done < len(chunk):
+                raise TaskFailedError(f"{title}: {label(chunk[cause.done])} failed after "
+                                      f"{attempts} ({cause.message})") from exc
+            items = ", ".join(label(item) for item in chunk)
+            raise TaskFailedError(f"{title}: the task for {items} failed after {attempts} "
+                                  f"({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def _loopback(address: str) -> bool:
+    """Whether a cluster address (``auto``: Ray's own record of the last ``ray start`` on
+    this machine, or RAY_ADDRESS) is on the loopback range."""
+    if address == "auto":
+        recorded = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+        try:
+            address = os.environ.get("RAY_ADDRESS") or recorded.read_text().strip()
+        except OSError:
+            return False
+    host = address.removeprefix("ray://").rpartition(":")[0]
+    return host == "localhost" or host.startswith("127.")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+__all__ = ["LOOPBACK", "ChunkError", "RayExecutor", "fingerprint", "run_chunk"]

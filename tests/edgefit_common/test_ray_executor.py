@@ -1,0 +1,110 @@
+"""The Ray side of edgefit_common.execution on a two-node cluster bound to 127.0.0.1 (the
+``ray_cluster`` fixture of tests/conftest.py): records come back to the driver, a failing task
+is retried and then reported with the item it failed on, LeNet-5's sensitivity pass gives the
+serial run's numbers exactly, and every socket of the cluster is on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgefit_common.errors import TaskFailedError
+from edgefit_common.execution import using
+from edgefit_common.ray_executor import RayExecutor
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
+
+
+@pytest.fixture(scope="module")
+def executor(ray_cluster: str) -> Iterator[RayExecutor]:
+    ex = RayExecutor(address=ray_cluster)
+    ex.start()
+    yield ex
+    ex.close()
+
+
+def squares(offset: int, chunk: list[int], emit: Callable[[Any], None]) -> None:
+    for item in chunk:
+        emit((item, item * item + offset))
+
+
+def flaky(folder: str, chunk: list[str], emit: Callable[[Any], None]) -> None:
+    """Fails on "bad", leaving a line per attempt in folder/attempts."""
+    for item in chunk:
+        if item == "bad":
+            with open(Path(folder) / "attempts", "a") as f:
+                f.write("attempt\n")
+            raise ValueError("boom")
+        emit(item)
+
+
+def test_records_of_every_chunk_reach_the_driver(executor: RayExecutor) -> None:
+    assert "2 nodes, 2 CPUs" in executor.describe()
+    chunks = executor.chunks(list(range(23)), size=10)
+    assert [len(c) for c in chunks] == [10, 10, 3]
+    got: list[tuple[int, int]] = []
+    executor.map_tasks(squares, chunks, got.append, shared=(5,))
+    assert sorted(got) == [(i, i * i + 5) for i in range(23)]
+
+
+def test_a_failing_task_is_retried_then_reported_with_its_item(executor: RayExecutor,
+                                                               tmp_path: Path) -> None:
+    got: list[str] = []
+    with pytest.raises(TaskFailedError, match=r"pairs: <bad> failed after 3 attempts "
+                                              r"\(ValueError: boom\)"):
+        executor.map_tasks(flaky, [["a", "b"], ["c", "bad", "d"]], got.append,
+                           shared=(str(tmp_path),), label=lambda item: f"<{item}>",
+                           title="pairs")
+    assert (tmp_path / "attempts").read_text().count("attempt") == 3  # 1 + 2 retries
+
+
+def test_lenet5_sensitivity_on_two_workers_equals_the_serial_run(executor: RayExecutor,
+                                                                 tmp_path: Path) -> None:
+    from cost_models.cached_rows import cached_output_kl
+    from cost_models.row_cache import RowCache
+    from edgefit.planning import calibration_split
+    from techniques.prune import UnstructuredPruneConfig
+    from techniques.quantize import QuantizeConfig
+    from workloads.models import load_model_ref
+
+    module = load_model_ref("lenet5-mnist").torch_module()
+    split = calibration_split("mnist")
+    assert split is not None
+    x = split[0][:128]
+    int8 = QuantizeConfig(weights="int8", activations="int8")
+    configs = {"int8": [int8], "int4": [QuantizeConfig(weights="int4", activations="fp32")],
+               "s50": [UnstructuredPruneConfig(sparsity=0.5)],
+               "s75+int8": [UnstructuredPruneConfig(sparsity=0.75), int8], "fp32": []}
+    options = {layer: dict(configs) for layer in ("conv1", "conv2", "fc1", "fc3")}
+    with RowCache(tmp_path / "serial.sqlite") as rows:
+        serial = cached_output_kl(module, options, x, rows)
+    with RowCache(tmp_path / "ray.sqlite") as rows, using(executor, close=False):
+        fanned = cached_output_kl(module, options, x, rows)
+        assert len(rows) == 16  # the driver wrote every measured pair (fp32 is not measured)
+    assert fanned == serial
+    assert min(v for (_, o), v in serial.loss.items() if o != "fp32") > 0.0
+
+
+def test_every_socket_of_the_cluster_is_on_loopback(executor: RayExecutor) -> None:
+    import psutil
+
+    me = psutil.Process()
+    sockets = [(p.name(), c) for p in [me, *me.children(recursive=True)]
+               for c in _tcp(p)]
+    listening = [(name, c.laddr.ip) for name, c in sockets if c.status == psutil.CONN_LISTEN]
+    assert {"gcs_server", "raylet"} <= {name for name, _ in listening}
+    assert all(ip in LOOPBACK for _, ip in listening), listening
+    dialled = [(name, c.raddr.ip) for name, c in sockets if c.raddr]
+    assert dialled and all(ip in LOOPBACK for _, ip in dialled), dialled
+
+
+def _tcp(p: Any) -> list[Any]:
+    import psutil
+
+    try:
+        return list(p.net_connections(kind="tcp"))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
