@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 TFLITE_VENV  := .venv-tflite
 TFLITE_STAMP := $(TFLITE_VENV)/.installed
 
-.PHONY: demo test bench data venv tflite-venv lint schemas readme clean
+.PHONY: demo test bench data venv tflite-venv lint schemas readme report clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ schemas: $(STAMP)
 readme: $(STAMP)
 	$(VENV)/bin/python scripts/readme_examples.py
 
+# docs/report.md and its figures, from the benchmarks' committed outputs (never edited by hand)
+report: $(STAMP)
+	$(PY) benchmarks/report.py
+
 bench: data
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/fit_catalog.py
@@ -68,6 +72,7 @@ bench: data
 	$(PY) benchmarks/accuracy_estimators.py --plans 24 --finetuned 3
 	$(PY) benchmarks/solver_scale.py --time-limit 10
 	$(PY) benchmarks/solver_scale.py --time-limit 10 --instances builtin --out docs/bench-solver-builtin.md
+	$(PY) benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) $(TFLITE_VENV) out plan.json

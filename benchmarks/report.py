@@ -1,0 +1,1061 @@
+"""docs/report.md and its figures, rebuilt from the committed benchmark outputs (`make report`).
+
+Run: .venv/bin/python benchmarks/report.py [--out-dir DIR]   (default: docs/)
+
+Nothing in docs/report.md is written by hand. The benchmarks (`make bench`) write markdown
+documents (docs/bench-*.md, docs/cost-model-*.md, docs/accuracy-estimators.md) and the scenario
+examples write their plan output (examples/scenarios/output/*.txt); this script parses their
+tables (markdown-it-py, already installed with rich) and the plan outputs, and quotes cells as
+the benchmark printed them. Every section names the file, the table's line and the command
+that made it. Only the figures compute anything (an accuracy drop from the two accuracies of a
+cell, a value from its cell's leading number), and their captions say what. An input that is
+missing is reported as missing in its section, never filled in. Deterministic: the same inputs
+give the same report and the same PNGs (tests/benchmarks/test_report.py checks both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMAND = ".venv/bin/python benchmarks/report.py"
+MISSING = "missing input:"  # the marker of a source the report could not read
+
+TECHNIQUE_FILES = (  # the techniques benchmark's outputs, in the order their rows are shown
+    "docs/bench-techniques.md", "docs/bench-techniques-nm.md",
+    "docs/bench-techniques-mobilenet.md", "docs/bench-techniques-mobilenet-channels.md",
+    "docs/bench-techniques-minilm.md")
+ESTIMATORS = "docs/accuracy-estimators.md"
+QAT = "docs/bench-qat.md"
+MINILM = "docs/bench-minilm.md"
+SKELETON = "docs/bench-walking-skeleton.md"
+PLANNING = "docs/bench-accuracy-planning.md"
+ACCURACY = "docs/cost-model-accuracy.md"
+FIT = "docs/cost-model-fit.md"
+PEERS = "docs/bench-peers.md"
+SCENARIOS = "examples/scenarios/output"
+SCENARIO_RUN = "examples/scenarios/run.sh"
+COMPARE = "benchmarks/compare_techniques.py"  # its ORDERS list names the order pairs
+
+NUMBER = re.compile(r"(?<![\w.#])(?<!\w-)\d[\d,]*(?:\.\d+)?")
+MADE_BY = re.compile(r"\b(?:Made|Produced|Generated|printed) by\b")
+TERMINATOR = re.compile(r";|\.\s|\.$")
+COVERAGE = re.compile(r"\s*\((\d+/\d+ layers|the layers with an N:M form)\)$")
+
+
+def number_tokens(text: str) -> set[str]:
+    """The numbers a text states, as written (thousands separators kept, trailing commas cut);
+    digits inside names (int8, lenet5, S-TINY05, x86-64, LeNet-5) and issue numbers (#20) are
+    not numbers."""
+    return {m.group().rstrip(",") for m in NUMBER.finditer(text)}
+
+
+# ---------------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class Table:
+    path: str  # repository-relative source file
+    line: int  # 1-based line of the header row
+    command: tuple[str, ...]  # the command(s) the source names for this table; () if none
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+    def column(self, prefix: str) -> int:
+        """Index of the first header that starts with ``prefix``."""
+        for i, name in enumerate(self.header):
+            if name.startswith(prefix):
+                return i
+        raise KeyError(f"{self.path}:{self.line}: no column {prefix!r} in {self.header}")
+
+    def get(self, row: tuple[str, ...], prefix: str) -> str:
+        return row[self.column(prefix)]
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str
+    text: str
+    tables: tuple[Table, ...]
+    commands: tuple[tuple[str, ...], ...]  # every command the file names, in order
+
+    def table(self, first_header: str, containing: str = "") -> Table:
+        """The first table whose header starts with ``first_header`` and has a column starting
+        with ``containing``."""
+        for t in self.tables:
+            if t.header and t.header[0] == first_header and (
+                    not containing or any(h.startswith(containing) for h in t.header)):
+                return t
+        raise KeyError(f"{self.path}: no table ({first_header!r}, {containing!r})")
+
+
+def commands_in(text: str) -> list[str] | None:
+    """The backticked commands of a 'Made by `...`' sentence (None: no such sentence; []: the
+    sentence names its command in the fenced block that follows)."""
+    m = MADE_BY.search(text)
+    if m is None:
+        return None
+    spans: list[str] = []
+    for k, part in enumerate(text[m.end():].split("`")):
+        if k % 2:
+            spans.append(part)
+        elif TERMINATOR.search(part):
+            break
+    return spans
+
+
+def parse_markdown(path: str, text: str) -> Source:
+    """Every table of a markdown file with the command named above it (the nearest preceding
+    'Made by' sentence, or the fenced block after a 'printed by' / 'run of' sentence)."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    tables: list[Table] = []
+    commands: list[tuple[str, ...]] = []
+    command: tuple[str, ...] = ()
+    awaiting_fence = False
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.type == "table_open":
+            table, i = _table(tokens, i, path, command)
+            tables.append(table)
+            continue
+        if tok.type == "fence" and awaiting_fence:
+            command = tuple(line.strip() for line in tok.content.splitlines() if line.strip())
+            commands.append(command)
+            awaiting_fence = False
+        elif tok.type == "inline" and (spans := commands_in(tok.content)) is not None:
+            awaiting_fence = not spans
+            if spans:
+                command = tuple(spans)
+                commands.append(command)
+        i += 1
+    return Source(path, text, tuple(tables), tuple(commands))
+
+
+def _table(tokens: list, start: int, path: str,  # noqa: ANN401 (markdown-it tokens)
+           command: tuple[str, ...]) -> tuple[Table, int]:
+    line = tokens[start].map[0] + 1 if tokens[start].map else 0
+    header: list[str] = []
+    rows: list[list[str]] = []
+    i = start + 1
+    while tokens[i].type != "table_close":
+        tok = tokens[i]
+        if tok.type == "tr_open":
+            rows.append([])
+        elif tok.type == "inline":
+            rows[-1].append(tok.content)
+        i += 1
+    header, *body = rows
+    return Table(path, line, command, tuple(header), tuple(tuple(r) for r in body)), i + 1
+
+
+def read_source(root: Path, rel: str) -> Source | None:
+    path = root / rel
+    if not path.is_file():
+        return None
+    return parse_markdown(rel, path.read_text(encoding="utf-8"))
+
+
+def paragraph(text: str, prefix: str) -> str:
+    """The paragraph (blank-line separated, lines joined) that starts with ``prefix``."""
+    for block in re.split(r"\n\s*\n", text):
+        if block.lstrip().startswith(prefix):
+            return " ".join(line.strip() for line in block.strip().splitlines())
+    return ""
+
+
+def bullets_after(text: str, heading: str) -> list[str]:
+    """The '- ' list items (continuation lines joined) of the section under ``heading``."""
+    lines = text.split(heading, 1)[1].splitlines()[1:] if heading in text else []
+    items: list[str] = []
+    for line in lines:
+        if line.startswith("#"):
+            break
+        if line.startswith("- "):
+            items.append(line[2:].strip())
+        elif line.startswith("  ") and items:
+            items[-1] += " " + line.strip()
+    return items
+
+
+def leading_number(cell: str) -> float | None:
+    """The first number of a cell ('16.8 (-5.1 %)' -> 16.8; '10,592 (5,888 + ...)' -> 10592)."""
+    m = re.search(r"-?\d[\d,]*(?:\.\d+)?", cell)
+    return float(m.group().replace(",", "")) if m else None
+
+
+# ------------------------------------------------------------------------- the techniques
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a techniques table, cells as printed."""
+    model: str
+    label: str  # the technique, without the '(k/n layers)' note
+    size_ratio: str  # '4.0x'
+    latency_ratio: str  # '0.73'
+    before: str  # the fp32 quality ('97.35', '1.0000')
+    after: str  # the compressed quality ('97.30 %', '0.8553 (0.8277)')
+    refused: str  # the benchmark's refusal, '' when the row ran
+    path: str
+
+    def cell(self) -> str:
+        if self.refused:
+            return "refused"
+        return f"{self.size_ratio} · {self.latency_ratio} · {self.after}"
+
+
+def technique_rows(sources: Sequence[Source]) -> list[Row]:
+    rows = []
+    for src in sources:
+        t = src.table("model", "technique")
+        for r in t.rows:
+            label = COVERAGE.sub("", t.get(r, "technique"))
+            image = t.get(r, "flash image")
+            before, _, after = r[-1].partition(" -> ")  # the quality column is the last
+            rows.append(Row(t.get(r, "model"), label, t.get(r, "size ratio"),
+                            t.get(r, "latency ratio"), before, after,
+                            image if image.startswith(("refused", "failed")) else "", src.path))
+    return rows
+
+
+def order_pairs(root: Path) -> list[tuple[str, str]]:
+    """The techniques benchmark's order pairs: consecutive ORDERS entries with the same option
+    and fine-tuning (read from its source, so a pair added there shows up here)."""
+    tree = ast.parse((root / COMPARE).read_text(encoding="utf-8"))
+    orders: list[tuple[str, str, int, str]] = []
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "ORDERS":
+            orders = ast.literal_eval(node.value)  # type: ignore[arg-type]
+    pairs, i = [], 0
+    while i + 1 < len(orders):
+        if orders[i][1:3] == orders[i + 1][1:3]:
+            pairs.append((orders[i][0], orders[i + 1][0]))
+            i += 2
+        else:
+            i += 1
+    return pairs
+
+
+def is_single(label: str) -> bool:
+    return "->" not in label and "distill" not in label
+
+
+FAMILIES = (  # label prefix -> (family, what it stores / changes), from the benchmark's notes
+    ("fp16", "quantisation", "half-precision floats"),
+    ("int8 (w+a)", "quantisation", "int8 weights and activations (integer kernels)"),
+    ("int8 weights", "quantisation", "int8 weights, int16 activations"),
+    ("int", "quantisation", "weights only, symmetric codes bit-packed"),
+    ("uint", "quantisation", "weights only, asymmetric codes with zero points"),
+    ("prune", "unstructured pruning", "zeros stored as bitmask / CSR; onnxruntime has no "
+     "sparse kernels, so size changes, not speed"),
+    ("N:M", "semi-structured pruning", "2 of every 4 weights along the input"),
+    ("low-rank", "factorisation", "each layer as two thin dense layers"),
+    ("share", "weight sharing", "k-means codebook, Huffman-coded indices, decoded to fp32 at "
+     "load time"),
+    ("channels", "structured pruning", "channels removed by Torch-Pruning: a smaller dense "
+     "model"),
+)
+
+
+def family(label: str) -> tuple[str, str]:
+    for prefix, name, what in FAMILIES:
+        if label.startswith(prefix):
+            return name, what
+    return "other", ""
+
+
+# ------------------------------------------------------------------------------ rendering
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+
+def fmt_command(command: Sequence[str]) -> str:
+    if not command:
+        return "(the file names no command)"
+    main = f"`{command[0]}`"
+    if len(command) > 1 and "python" not in command[0]:  # 'make bench' (`python ...run.py`)
+        main += " (" + ", ".join(f"`{c}`" for c in command[1:] if "python" in c) + ")"
+    elif len(command) > 1 and all("python" in c for c in command):  # a fenced block of runs
+        main = "; ".join(f"`{c}`" for c in command)
+    return main
+
+
+def provenance(table: Table, what: str = "table") -> str:
+    return (f"*Source:* `{table.path}` ({what} at line {table.line}), made by "
+            f"{fmt_command(table.command)}.")
+
+
+def md_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows]
+    return out
+
+
+def quote_columns(table: Table, prefixes: Sequence[str],
+                  keep: Callable[[tuple[str, ...]], bool] = lambda r: True) -> list[str]:
+    """The table's rows, only the columns named (by header prefix), cells unchanged."""
+    idx = [table.column(p) for p in prefixes]
+    return md_table([table.header[i] for i in idx],
+                    ([r[i] for i in idx] for r in table.rows if keep(r)))
+
+
+def missing(section: Section, rel: str, why: str = "not found") -> None:
+    section.add(f"**{MISSING} `{rel}` {why}**; this part of the report is empty until the "
+                f"benchmark that writes it is run (`make bench`).", "")
+
+
+# ------------------------------------------------------------------------------- sections
+
+FIGURES = {  # file name (beside report.md) -> what it shows
+    "techniques": "report-techniques.png",
+    "predicted": "report-predicted-vs-measured.png",
+    "classes": "report-classes.png",
+}
+
+
+def taxonomy(rows: list[Row], sources: Sequence[Source]) -> Section:
+    s = Section("What each technique trades, measured")
+    s.add("Every compression technique edgefit plans, applied alone to every layer that can "
+          "take it and measured on this machine. A cell is *size ratio · host latency ratio · "
+          "quality after* (size = the packed flash image against the fp32 image; latency = "
+          "onnxruntime, 1 thread, against the fp32 export in the same run; quality = top-1 "
+          "accuracy on the held-out split, or for the transformer the embeddings' cosine to "
+          "the fp32 model's, the deployed ONNX model's in parentheses). A dash: no row in any "
+          "source table (the benchmark offers no channel pruning on the encoder). The sources' "
+          "'(k/n layers)' notes (how many layers could take the option; the rest keep the "
+          "dense option of the same precision) are left out of the cells.", "")
+    s.add(*md_table(["family", "techniques", "what it stores or changes"],
+                    _family_rows([r.label for r in rows if is_single(r.label)])), "")
+    s.add(*_grid(rows, [lab for lab in dict.fromkeys(r.label for r in rows) if is_single(lab)]))
+    s.add("", f"![size against accuracy drop per technique]({FIGURES['techniques']})", "",
+          "*Figure:* every row of the techniques tables (single techniques, combinations, "
+          "fine-tuned), size ratio against the quality lost (accuracy drop in pp = fp32 "
+          "accuracy minus the row's, computed by this script from the two numbers of the "
+          "cell; for the transformer one minus the torch model's cosine; a negative drop is "
+          "drawn at zero). Labelled: the rows no other row beats on both axes, among those "
+          "that lose little.", "")
+    s.add(*(provenance(src.table("model", "technique")) for src in sources))
+    return s
+
+
+def _family_rows(labels: Iterable[str]) -> list[list[str]]:
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for label in dict.fromkeys(labels):
+        name, what = family(label)
+        grouped.setdefault((name, what), []).append(label)
+    return [[name, ", ".join(ls), what] for (name, what), ls in grouped.items()]
+
+
+def _grid(rows: list[Row], labels: Sequence[str]) -> list[str]:
+    """A technique x model table of cells (the first source's row when two files hold one)."""
+    models = list(dict.fromkeys(r.model for r in rows))
+    cells: dict[tuple[str, str], str] = {}
+    for r in rows:
+        cells.setdefault((r.model, r.label), r.cell())
+    header = ["technique"] + [_model_header(m, rows) for m in models]
+    return md_table(header, ([lab] + [cells.get((m, lab), "-") for m in models]
+                             for lab in labels))
+
+
+def _model_header(model: str, rows: list[Row]) -> str:
+    first = next(r for r in rows if r.model == model and not r.refused)
+    unit = " %" if first.after.endswith("%") else " cosine"
+    return f"{model} (fp32 {first.before}{unit})"
+
+
+def combinations(rows: list[Row], pairs: list[tuple[str, str]], sources: Sequence[Source]
+                 ) -> Section:
+    s = Section("Combinations and fine-tuning, per workload")
+    ordered = {label for pair in pairs for label in pair}
+    labels = [lab for lab in dict.fromkeys(r.label for r in rows)
+              if not is_single(lab) and lab not in ordered]
+    s.add("Techniques applied together in the planner's default order (prune -> factorise -> "
+          "share -> quantise, fine-tuning before quantisation), cells as in the table above. "
+          "'distill 2 ep' is the fine-tuning budget: 2 epochs of distillation from the fp32 "
+          "model; no row is fine-tuned unless it says so. The CNNs are ten-class image "
+          "classifiers (MNIST, Fashion-MNIST); minilm-l6 is the transformer (a pretrained "
+          "sentence encoder), which has no fine-tuning rows.", "")
+    s.add(*_grid(rows, labels), "")
+    s.add(*(provenance(src.table("model", "technique")) for src in sources))
+    return s
+
+
+def order_study(rows: list[Row], pairs: list[tuple[str, str]], sources: Sequence[Source]
+                ) -> Section:
+    s = Section("The combination-and-order study")
+    models = list(dict.fromkeys(r.model for r in rows))
+    by_key = {(r.model, r.label): r for r in reversed(rows)}
+    s.add(f"What exists today: {len(pairs)} pairs of techniques, each applied in both orders "
+          f"to the same plan and measured (the pairs of `{COMPARE}`'s `ORDERS`). It is not "
+          "the study the programme asks for (every pair and triple in both orders where it "
+          "is defined, at matched size): no triples, and sizes are not matched (the two "
+          "orders store different bytes; both are shown). Fine-tuning: none, except the "
+          "rows that say 'distill 2 ep'.", "")
+    for first, second in pairs:
+        s.add(f"**{first}** against **{second}**", "")
+        s.add(*md_table(["model", f"{first}", f"{second}"],
+                        ([m, _order_cell(by_key.get((m, first))),
+                          _order_cell(by_key.get((m, second)))] for m in models)), "")
+    s.add(*(provenance(src.table("model", "technique")) for src in sources
+            if any(r.path == src.path and r.label in {*sum(pairs, ())} for r in rows)))
+    return s
+
+
+def _order_cell(row: Row | None) -> str:
+    if row is None:
+        return "-"
+    if row.refused:
+        return row.refused.replace("|", "/")
+    return row.cell()
+
+
+def class_count(src: Source | None) -> Section:
+    s = Section("Ten classes against two")
+    if src is None:
+        missing(s, ESTIMATORS)
+        return s
+    work = src.table("workload", "classes")
+    ranks = src.table("workload", "estimator")
+    single = src.table("layer", "lenet5-mnist-parity drop")
+    s.add("The same LeNet-5 trained on the same MNIST digits with 10 outputs and with 2 "
+          "(even / odd), the same random plans (no fine-tuning) and single-layer options "
+          "applied to both; how much accuracy compression costs, and how well the planner's "
+          "estimate (summed per-layer KL, `kl`) ranks plans by their real drop.", "")
+    s.add(*quote_columns(work, ["workload", "classes", "fp32 test accuracy", "test images",
+                                "real drop"]), "")
+    s.add(*quote_columns(ranks, ["workload", "estimator", "Spearman vs real acc drop"],
+                         keep=lambda r: r[1] == "kl"), "")
+    s.add(*quote_columns(single, ["layer", "option", "lenet5-mnist drop",
+                                  "lenet5-mnist-parity drop"],
+                         keep=lambda r: not r[2].startswith("0.00 (")
+                         or not r[3].startswith("0.00 (")), "")
+    s.add("(Single-layer rows where both tasks lose 0.00 pp are left out; the source has "
+          "them.)", "", f"![single-layer drop, 10 classes against 2]({FIGURES['classes']})",
+          "", "*Figure:* the single-layer drops of the table above (every row of the source "
+          "table), the number before the parenthesis of each cell.", "")
+    s.add(f"*Source:* `{src.path}`, tables at lines {work.line}, {ranks.line} and "
+          f"{single.line}, made by {fmt_command(work.command)}. Limits the source states: "
+          "one trained model per task, and the two-class task is relabelled MNIST (an easier "
+          "task as well as fewer classes); no second real data set yet.")
+    return s
+
+
+def qat(src: Source | None) -> Section:
+    s = Section("Fine-tuning through the quantisation (QAT) against post-training quantisation")
+    if src is None:
+        missing(s, QAT)
+        return s
+    t = src.table("model", "recipe")
+    s.add(*quote_columns(t, ["model", "recipe", "method", "accuracy %", "vs PTQ", "vs fp32",
+                             "epochs run"]), "", provenance(t))
+    return s
+
+
+def transformer(src: Source | None) -> Section:
+    s = Section("The transformer's embedding tables")
+    if src is None:
+        missing(s, MINILM)
+        return s
+    t = src.table("tables", "Linear")
+    s.add("minilm-l6 (all-MiniLM-L6-v2) with its embedding tables planned like any layer; "
+          "quality = mean cosine of the embeddings to the fp32 model's on held-out "
+          "sentences (a similarity-ranking task metric is not measured yet).", "")
+    s.add(*quote_columns(t, ["tables", "Linear", "flash image B", "cosine (torch",
+                             "cosine (ONNX)"]), "", provenance(t))
+    return s
+
+
+def devices(src: Source | None) -> Section:
+    s = Section("Plans across devices")
+    if src is None:
+        missing(s, SKELETON)
+        return s
+    t = src.table("model", "target")
+    s.add("Plans for a few (model, target board) pairs of the catalog, applied. The "
+          "target's latency, flash and RAM are **predicted** (no board is attached to this "
+          "machine); the host latency of the same plan is predicted and measured here.", "")
+    s.add(*quote_columns(t, ["model", "target", "limits", "options", "target latency",
+                             "accuracy fp32", "host latency pred"]), "", provenance(t))
+    return s
+
+
+def planning(src: Source | None) -> Section:
+    s = Section("Planning under an accuracy limit: solver, closed loop, search, uniform")
+    if src is None:
+        missing(s, PLANNING)
+        return s
+    t = src.table("model", "flash limit")
+    note = paragraph(src.text, "(Computed")
+    s.add("The benchmark's own summary of its table (quoted):", "")
+    s.add(*(f"- {b}" for b in bullets_after(src.text, "## What it says")), "")
+    s.add(*([note, ""] if note else []), provenance(t))
+    return s
+
+
+def predicted_vs_measured(acc: Source | None, fit: Source | None) -> Section:
+    s = Section("Predicted against measured, per device class")
+    s.add("How far the cost models' predictions were from measurements: on this machine's "
+          "CPU (the one device measured here), for MCU latency and memory, and for the "
+          "single-board computers, GPUs and the Edge TPU (published measurements: none of "
+          "these boards is attached here).", "",
+          f"![predicted against measured per device class]({FIGURES['predicted']})", "",
+          "*Figure:* each point is one row of the tables named below (its leading number): "
+          "(a) end-to-end latency on this machine, measured against the measured-per-layer "
+          "model and the analytical roofline; (b) MCU latency, the published MLPerf Tiny "
+          "figure against the leave-one-model-out prediction of its runtime family; (c) "
+          "published latencies of the other boards against the leave-one-out prediction "
+          "(fit rows) or the fitted model (rows kept aside); (d) TFLite Micro's arena "
+          "measured against the arena model and the earlier liveness peak. The dashed line "
+          "is prediction = measurement.", "")
+    if acc is None:
+        missing(s, ACCURACY)
+    else:
+        _host(s, acc)
+        _tflm(s, acc)
+    if fit is None:
+        missing(s, FIT)
+    else:
+        _mcu(s, fit)
+        _boards(s, fit)
+    return s
+
+
+def _host(s: Section, src: Source) -> None:
+    t = src.table("criterion")
+    s.add("**This machine's CPU (x86-64, onnxruntime, 1 thread): measured.**", "")
+    s.add(*quote_columns(t, ["criterion", "target", "measured-per-layer", "analytical"]), "")
+    for prefix in ("Noise floor:", "End to end, mixed plans only"):
+        if text := paragraph(src.text, prefix):
+            s.add(text, "")
+    s.add(provenance(t), "")
+
+
+def _tflm(s: Section, src: Source) -> None:
+    t = src.table("model", "measured arena B")
+    s.add("**MCU memory: TFLite Micro's arena, measured with tflite-micro's x86-64 build "
+          "(reference kernels; no MCU here).**", "")
+    for prefix in ("Arena model vs measured:", ".tflite size predicted vs written:"):
+        if text := paragraph(src.text, prefix):
+            s.add(text, "")
+    s.add(provenance(t), "")
+
+
+def _mcu(s: Section, src: Source) -> None:
+    t = src.table("family", "MAC/cycle")
+    s.add("**MCU latency: published MLPerf Tiny rows, fitted per runtime family (no MCU "
+          "board here).** In-sample and held-out errors as the fit printed them:", "")
+    s.add(*quote_columns(t, ["family", "rows", "boards", "MAC/cycle", "in-sample MAPE",
+                             "leave-one-model-out", "leave-one-board-out"]), "")
+    s.add(provenance(t), "")
+
+
+def _boards(s: Section, src: Source) -> None:
+    t = src.table("device / profile", "fit points")
+    fitted = [r for r in t.rows if t.get(r, "fit points") != "0"]
+    s.add("**Single-board computers, GPUs, Edge TPU: published latencies, roofline fitted "
+          "per (device, profile) (none of these boards here).**", "")
+    s.add(*quote_columns(t, ["device / profile", "fit points", "fit MAPE", "leave-one-out",
+                             "aside points", "aside MAPE"], keep=lambda r: r in fitted), "")
+    empty = [t.get(r, "device / profile") for r in t.rows if r not in fitted]
+    s.add("No published point, so no fit: " + ", ".join(empty) + ".", "", provenance(t), "")
+
+
+def peers(src: Source | None) -> Section:
+    s = Section("edgefit beside its peers")
+    if src is None:
+        missing(s, PEERS)
+        return s
+    t = src.table("model", "tool")
+    s.add("edgefit's host plans beside onnxruntime's own int8 quantiser, Torch-Pruning and "
+          "magnitude pruning on the same models, every file timed in one interleaved run "
+          "on this machine.", "")
+    s.add(*quote_columns(t, ["model", "tool", "recipe / budget", "accuracy", "Δ pp",
+                             "ONNX ×", "zstd ×", "latency ×", "packed image ×"]), "")
+    s.add("The benchmark's verdicts (quoted):", "")
+    s.add(*(f"- {b}" for b in bullets_after(src.text, "## Against issue")), "")
+    s.add("![size x latency x accuracy](bench-peers.png)", "",
+          "*Figure:* drawn by the benchmark itself (`benchmarks/peers.py --plot-only`).", "",
+          provenance(t))
+    return s
+
+
+# ------------------------------------------------------------------------------ scenarios
+
+
+@dataclass(frozen=True)
+class ScenarioRun:
+    path: str
+    command: str  # the plan command, as the output's first line shows it
+    scenario: str
+    target: str
+    status: str  # 'cp-sat OPTIMAL'
+    options: tuple[str, ...]  # the distinct per-layer options, in layer order
+    totals: dict[str, tuple[str, str, str]]  # limit -> (predicted, limit value, headroom)
+    accuracy_cost: str  # how the accuracy cost was obtained ('measured', 'no data')
+    notes: tuple[str, ...]  # the target note and the battery line, as printed
+
+
+def rich_rows(lines: Sequence[str]) -> list[list[str]]:
+    """The body rows of the first rich box table in ``lines`` (continuation lines, whose
+    first cell is empty, joined onto the row above)."""
+    rows: list[list[str]] = []
+    for line in lines:
+        if line.startswith("└"):
+            break
+        if not line.startswith("│"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if cells[0] or not rows:
+            rows.append(cells)
+        else:
+            rows[-1] = [f"{a} {b}".strip() for a, b in zip(rows[-1], cells, strict=False)]
+    return rows
+
+
+def parse_plan_output(path: str, text: str) -> ScenarioRun:
+    lines = text.splitlines()
+    command = lines[0].removeprefix("$ ") if lines else ""
+    scenario = re.search(r"--scenario (\S+)", command)
+    target = next((ln.split(":", 1)[1].split("[")[0].strip() for ln in lines
+                   if ln.startswith("target:")), "")
+    status = next((m.group(1) for ln in lines if (m := re.match(r"plan \((\S+ \w+)", ln))), "")
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("┏")), len(lines))
+    header = [c.strip() for c in lines[start + 1].strip("┃").split("┃")] if start < len(
+        lines) - 1 else []
+    layer_rows = rich_rows(lines[start:])
+    col = header.index("option") if "option" in header else None
+    options = tuple(dict.fromkeys(r[col] for r in layer_rows)) if col is not None else ()
+    after = next((i for i, ln in enumerate(lines) if ln.startswith("totals against")), None)
+    totals = {r[0]: (r[1], r[2], r[3]) for r in rich_rows(lines[after:])} if after else {}
+    how = next((ln.split(":", 2)[1].strip() for ln in lines
+                if ln.startswith("  accuracy: ")), "")
+    notes = tuple(ln.strip() for ln in lines
+                  if ln.startswith(("  target note:", "battery lifetime")))
+    return ScenarioRun(path, command, scenario.group(1) if scenario else "", target, status,
+                       options, totals, how, notes)
+
+
+def read_scenarios(root: Path) -> list[ScenarioRun]:
+    folder = root / SCENARIOS
+    files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+    runs = [parse_plan_output(str(f.relative_to(root)), f.read_text(encoding="utf-8"))
+            for f in files]
+    # a scenario's own run before its variants (battery-sensor before battery-sensor-37mJ)
+    return sorted(runs, key=lambda r: (r.scenario, Path(r.path).stem != r.scenario, r.path))
+
+
+def _limit_cell(run: ScenarioRun, limit: str) -> str:
+    if limit not in run.totals:
+        return "-"
+    predicted, value, headroom = run.totals[limit]
+    if value == "-":
+        return f"{predicted} (no limit)"
+    if predicted.startswith("measured"):
+        return f"limit {value}, checked by apply"
+    return f"{predicted} of {value} ({headroom} headroom)"
+
+
+def scenarios(runs: list[ScenarioRun]) -> Section:
+    s = Section("The application scenarios' answers")
+    if not runs:
+        missing(s, SCENARIOS, "has no plan output")
+        return s
+    s.add("Each scenario of `device_specs/scenarios/` planned for its example model, every "
+          "cost **predicted** by the catalog's cost models for the scenario's target (nothing "
+          "here ran on a board). Cells: predicted of limit (headroom), as `plan` printed "
+          "them; the accuracy rule is a limit that `apply` checks, not run here.", "")
+    header = ["scenario", "target", "plan", "options", "latency", "flash", "ram", "energy",
+              "accuracy drop", "accuracy cost"]
+    s.add(*md_table(header, ([r.scenario + (" (" + Path(r.path).stem + ")"
+                                             if Path(r.path).stem != r.scenario else ""),
+                              r.target, r.status, ", ".join(r.options),
+                              *(_limit_cell(r, k) for k in ("latency", "flash", "ram", "energy",
+                                                            "accuracy drop")),
+                              r.accuracy_cost] for r in runs)), "")
+    s.add("Printed by the same runs:", "")
+    notes = dict.fromkeys((note, Path(r.path).stem) for r in runs for note in r.notes)
+    seen: set[str] = set()
+    for note, stem in notes:  # a note two runs print (the same target's) is quoted once
+        if note not in seen:
+            seen.add(note)
+            s.add(f"- `{stem}`: {note}")
+    s.add("")
+    s.add("An 'accuracy cost' of *no data*: the example model has seeded random weights and "
+          "no data set, so every option's accuracy cost is zero and the options are chosen "
+          "for cost alone; the answer is whether the model fits, not which options it "
+          "should take.", "")
+    s.add(f"*Source:* `{SCENARIO_RUN}` (made by `{SCENARIO_RUN} /tmp/scn/out`, outputs "
+          f"committed under `{SCENARIOS}/`); per scenario, made by:", "")
+    s.add(*(f"- `{r.path}`: `{r.command}`" for r in runs))
+    return s
+
+
+# ---------------------------------------------------------------- limits and provenance
+
+
+def file_provenance(src: Source) -> str:
+    commands = "; ".join(fmt_command(c) for c in dict.fromkeys(src.commands))
+    return f"`{src.path}`, made by {commands or '(the file names no command)'}"
+
+
+def not_shown(runs: list[ScenarioRun], cited: Sequence[Source], absent: list[str]) -> Section:
+    s = Section("What could not be shown on this hardware, and what is missing")
+    phone = [(n, r) for r in runs for n in r.notes if "no phone" in n.lower()]
+    s.add("On this machine (a shared x86-64 VM, CPU only):", "")
+    s.add(f"- **No MCU board.** Every MCU latency here is a prediction from published MLPerf "
+          f"Tiny rows fitted per runtime family, and the TFLM + CMSIS-NN family has no "
+          f"published row, so its rate is an assumption (`{FIT}`). MCU memory was measured "
+          f"with tflite-micro's x86-64 build and reference kernels: 64-bit structs, no "
+          f"CMSIS-NN scratch (`{ACCURACY}`). Energy per inference is never measured: it is "
+          f"derived from board power figures, published or assumed (each scenario output "
+          f"says which).",
+          f"- **No GPU, Edge TPU or single-board computer.** Their latencies are published "
+          f"measurements; a profile with fewer than three points has no held-out error "
+          f"(`{FIT}`). Plans for them are predicted, not run (`{SKELETON}`).",
+          "- **No phone in the device catalog.** The sentence-embeddings scenario runs on the "
+          "closest board the catalog has" + (f" (`{phone[0][1].path}`: {phone[0][0]})"
+                                             if phone else "") + ".",
+          f"- **A shared machine.** Host latencies carry run-to-run noise; the cost-model "
+          f"benchmark states its own noise floor (`{ACCURACY}`).", "")
+    s.add("Not measured yet (the fourth item of issue #20): the combination-and-order "
+          "study over every defined pair and triple at matched size (only the pairs shown "
+          "above exist); distillation into a smaller student network; the Bayesian search "
+          "run against measured accuracy; a task metric for the text model (only embedding "
+          "cosine); the class-count comparison on a second real data set (only relabelled "
+          "MNIST).", "")
+    if absent:
+        s.add("Inputs this build could not read:", "",
+              *(f"- **{MISSING} `{rel}`**" for rel in absent), "")
+    s.add("*Sources:* " + "; ".join(file_provenance(src) for src in cited)
+          + (f"; `{phone[0][1].path}`, made by `{phone[0][1].command}`" if phone else "") + ".")
+    return s
+
+
+def inputs(sources: Sequence[Source], runs: list[ScenarioRun]) -> Section:
+    s = Section("Inputs")
+    s.add("Every file this report was built from and the command(s) it names; regenerate a "
+          "file with its command (`make bench` runs them all), then `make report`.", "")
+    rows = [[f"`{src.path}`", file_provenance(src).split(", made by ", 1)[1]]
+            for src in sources]
+    rows += [[f"`{r.path}`", f"`{r.command}`"] for r in runs]
+    s.add(*md_table(["file", "made by"], rows))
+    return s
+
+
+# -------------------------------------------------------------------------------- figures
+
+
+def _pyplot():  # noqa: ANN202 (matplotlib.pyplot)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 8, "axes.titlesize": 9, "figure.dpi": 100})
+    return plt
+
+
+def _save(fig, path: Path) -> None:  # noqa: ANN001 (a matplotlib Figure)
+    # no Software key: the PNG's bytes depend on the drawing only
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+
+
+FAMILY_COLORS = {"quantisation": "tab:blue", "unstructured pruning": "tab:orange",
+                 "semi-structured pruning": "tab:brown", "factorisation": "tab:green",
+                 "weight sharing": "tab:purple", "structured pruning": "tab:red",
+                 "other": "tab:gray"}
+
+
+def _loss(row: Row) -> float | None:
+    """Quality lost: accuracy drop in pp, or one minus the cosine (the torch model's)."""
+    before, after = leading_number(row.before), leading_number(row.after)
+    if row.refused or before is None or after is None:
+        return None
+    return before - after if row.after.endswith("%") else 1.0 - after
+
+
+def _front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The points no other point beats on both size ratio (higher) and loss (lower)."""
+    return [p for p in points if not any(q[0] >= p[0] and q[1] <= p[1] and q[:2] != p[:2]
+                                         for q in points)]
+
+
+def plot_techniques(rows: list[Row], path: Path) -> None:
+    plt = _pyplot()
+    models = list(dict.fromkeys(r.model for r in rows))
+    cols = 3
+    fig, axes = plt.subplots(-(-len(models) // cols), cols, figsize=(13, 7.6), squeeze=False)
+    for ax, model in zip(axes.flat, models, strict=False):
+        _technique_panel(ax, [r for r in rows if r.model == model], model)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=f)
+               for f, c in FAMILY_COLORS.items() if f != "other"]
+    handles += [plt.Line2D([], [], marker=m, ls="", color="k", mfc="none", label=lab)
+                for m, lab in (("o", "one technique"), ("s", "combination"),
+                               ("^", "fine-tuned (distill 2 ep)"))]
+    fig.legend(handles=handles, loc="lower right", bbox_to_anchor=(0.97, 0.1), fontsize=8,
+               title="colour: the first technique of the row")
+    fig.suptitle("Size against quality lost, every technique row (measured on this machine)")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _short(label: str) -> str:
+    """A plot label: the technique without the words a reader of the table already has."""
+    for long, short in (("int8 weights + int16 activations (w8a16)", "w8a16"),
+                        (" (asymmetric, zero points)", ""), (" weights", ""),
+                        (" k-means", ""), (" of weights", ""), ("distill 2 ep", "distill"),
+                        (" (one threshold)", "")):
+        label = label.replace(long, short)
+    return label
+
+
+def _technique_panel(ax, rows: list[Row], model: str) -> None:  # noqa: ANN001 (an Axes)
+    import matplotlib.ticker as ticker
+
+    cosine = bool(rows) and not rows[0].after.endswith("%")
+    points = []
+    for r in rows:
+        loss, size = _loss(r), leading_number(r.size_ratio)
+        if loss is None or size is None:
+            continue
+        marker = "^" if "distill" in r.label else "o" if is_single(r.label) else "s"
+        ax.scatter(size, max(loss, 0.0), marker=marker, s=22, alpha=0.85,
+                   color=FAMILY_COLORS[family(r.label)[0]])
+        points.append((size, max(loss, 0.0), r.label))
+    small = 0.1 if cosine else 3.0  # label only the front's points that lose little
+    # one label per point: two rows with the same numbers (a recipe and its order row) share it
+    front = list({p[:2]: p for p in sorted(_front(points), reverse=True)
+                  if p[1] <= small}.values())[::-1]
+    for k, (size, loss, label) in enumerate(front):
+        ax.annotate(_short(label), (size, loss), fontsize=6.5, textcoords="offset points",
+                    xytext=(-4, 6 + 9 * (k % 2)), ha="right" if size > 8 else "left")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.FixedLocator([1.5, 2, 3, 4, 6, 8, 10, 15, 20]))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    linthresh, ticks = ((0.01, [0, 0.005, 0.01, 0.03, 0.1, 0.3, 1]) if cosine
+                        else (1.0, [0, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100]))
+    ax.set_yscale("symlog", linthresh=linthresh)
+    ax.set_ylim(0, ticks[-1])
+    ax.yaxis.set_major_locator(ticker.FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlabel("size ratio (fp32 image / this image)")
+    ax.set_ylabel("1 - cosine to fp32 (torch)" if cosine else "accuracy drop (pp)")
+    ax.set_title(model)
+    ax.grid(True, which="major", alpha=0.25)
+
+
+def plot_predicted(acc: Source | None, fit: Source | None, path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 9.5))
+    panels = [(_panel_host, acc), (_panel_mcu, fit), (_panel_boards, fit), (_panel_arena, acc)]
+    for ax, (draw, src) in zip(axes.flat, panels, strict=True):
+        if src is None:
+            ax.text(0.5, 0.5, "missing input", ha="center", transform=ax.transAxes)
+            continue
+        draw(ax, src)
+        lo, hi = ax.get_xlim()
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.plot([lo, hi], [lo, hi], ls="--", color="gray", lw=0.8)
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _pairs(t: Table, xs: str, ys: str, rows: Sequence[tuple[str, ...]] | None = None
+           ) -> tuple[list[float], list[float]]:
+    """The leading numbers of two columns, for ``rows`` (default: every row)."""
+    out = [(leading_number(t.get(r, xs)), leading_number(t.get(r, ys)))
+           for r in (t.rows if rows is None else rows)]
+    pts = [(x, y) for x, y in out if x is not None and y is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _panel_host(ax, src: Source) -> None:  # noqa: ANN001
+    t = src.table("model", "measured-per-layer model (error)")
+    for col, style in (("measured-per-layer", dict(marker="o", color="tab:blue")),
+                       ("analytical", dict(marker="o", mfc="none", color="tab:red"))):
+        x, y = _pairs(t, "measured", col)
+        ax.plot(x, y, ls="", ms=5, label=f"{col} model", **style)  # type: ignore[arg-type]
+    ax.set_title("(a) this machine's CPU: end-to-end latency, measured")
+    ax.set_xlabel("measured (us)")
+    ax.set_ylabel("predicted (us)")
+
+
+def _panel_mcu(ax, src: Source) -> None:  # noqa: ANN001
+    t = src.table("board", "published ms")
+    for runtime in dict.fromkeys(t.get(r, "runtime") for r in t.rows):
+        x, y = _pairs(t, "published ms", "leave-one-model-out",
+                      [r for r in t.rows if t.get(r, "runtime") == runtime])
+        ax.plot(x, y, ls="", marker="o", ms=5, label=runtime)
+    ax.set_title("(b) MCU latency: MLPerf Tiny published vs held-out fit")
+    ax.set_xlabel("published (ms)")
+    ax.set_ylabel("predicted, leave-one-model-out (ms)")
+
+
+def _panel_boards(ax, src: Source) -> None:  # noqa: ANN001
+    t = src.table("device / profile", "measured ms")
+    for device in dict.fromkeys(t.get(r, "device / profile").split(" / ")[0] for r in t.rows):
+        mine = [r for r in t.rows if t.get(r, "device / profile").startswith(device + " /")]
+        x, y = _pairs(t, "measured ms", "leave-one-out",
+                      [r for r in mine if t.get(r, "use") == "fit"])
+        aside = _pairs(t, "measured ms", "fitted ms",
+                       [r for r in mine if t.get(r, "use") == "aside"])
+        if not x and not aside[0]:
+            continue  # no held-out prediction for this board (fewer than three points)
+        color = ax.plot(x, y, ls="", marker="o", ms=5,
+                        label=f"{device} (leave-one-out)")[0].get_color()
+        if aside[0]:
+            ax.plot(*aside, ls="", marker="x", ms=6, color=color, label=f"{device} (kept aside)")
+    ax.set_title("(c) SBCs, GPUs, Edge TPU: published vs predicted")
+    ax.set_xlabel("published (ms)")
+    ax.set_ylabel("predicted (ms)")
+
+
+def _panel_arena(ax, src: Source) -> None:  # noqa: ANN001
+    t = src.table("model", "measured arena B")
+    for col, style in (("arena model", dict(marker="o", color="tab:blue")),
+                       ("edgefit before", dict(marker="o", mfc="none", color="tab:red"))):
+        x, y = _pairs(t, "measured arena", col)
+        ax.plot(x, y, ls="", ms=5, label=col, **style)  # type: ignore[arg-type]
+    ax.set_title("(d) MCU RAM: TFLite Micro arena (x86-64 build)")
+    ax.set_xlabel("measured arena (B)")
+    ax.set_ylabel("predicted (B)")
+
+
+def plot_classes(src: Source | None, path: Path) -> None:
+    if src is None:
+        return
+    t = src.table("layer", "lenet5-mnist-parity drop")
+    labels = [f"{t.get(r, 'layer')} {t.get(r, 'option')}" for r in t.rows]
+    ten = [leading_number(t.get(r, "lenet5-mnist drop")) or 0.0 for r in t.rows]
+    two = [leading_number(t.get(r, "lenet5-mnist-parity drop")) or 0.0 for r in t.rows]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs], ten, width=0.4, label="10 classes (lenet5-mnist)")
+    ax.bar([x + 0.2 for x in xs], two, width=0.4, label="2 classes (lenet5-mnist-parity)")
+    ax.set_xticks(list(xs), labels, rotation=60, ha="right")
+    ax.set_ylabel("accuracy drop (pp), one layer compressed")
+    ax.set_title("The same LeNet-5, 10 outputs against 2: single-layer accuracy drop")
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.25)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------- build
+
+
+@dataclass
+class Report:
+    text: str
+    figures: dict[str, Callable[[Path], None]]  # file name -> draws it at the given path
+    absent: list[str]
+
+
+def build(root: Path = ROOT) -> Report:
+    """The report's markdown and its figures from the inputs under ``root``."""
+    names = (*TECHNIQUE_FILES, ESTIMATORS, QAT, MINILM, SKELETON, PLANNING, ACCURACY, FIT,
+             PEERS)
+    read = {rel: read_source(root, rel) for rel in names}
+    absent = [rel for rel, src in read.items() if src is None]
+    sources = [src for src in read.values() if src is not None]
+    technique_sources = [read[f] for f in TECHNIQUE_FILES if read[f] is not None]
+    rows = technique_rows(technique_sources)  # type: ignore[arg-type]
+    pairs = order_pairs(root)
+    runs = read_scenarios(root)
+    if not runs:
+        absent.append(SCENARIOS)
+    sections = [
+        taxonomy(rows, technique_sources),  # type: ignore[arg-type]
+        combinations(rows, pairs, technique_sources),  # type: ignore[arg-type]
+        order_study(rows, pairs, technique_sources),  # type: ignore[arg-type]
+        class_count(read[ESTIMATORS]), qat(read[QAT]), transformer(read[MINILM]),
+        devices(read[SKELETON]), planning(read[PLANNING]),
+        predicted_vs_measured(read[ACCURACY], read[FIT]), peers(read[PEERS]),
+        scenarios(runs),
+        not_shown(runs, [src for rel in (FIT, ACCURACY, SKELETON)
+                         if (src := read[rel]) is not None], absent),
+        inputs(sources, runs)]
+    figures: dict[str, Callable[[Path], None]] = {
+        FIGURES["techniques"]: lambda p: plot_techniques(rows, p),
+        FIGURES["predicted"]: lambda p: plot_predicted(read[ACCURACY], read[FIT], p),
+    }
+    if read[ESTIMATORS] is not None:
+        figures[FIGURES["classes"]] = lambda p: plot_classes(read[ESTIMATORS], p)
+    return Report(render(sections), figures, absent)
+
+
+def render(sections: Sequence[Section]) -> str:
+    head = [
+        "# edgefit: the research report", "",
+        f"Generated by `make report` (`{COMMAND}`) from the benchmarks' committed outputs; "
+        "do not edit by hand. Every table cell below is quoted from the benchmark output "
+        "named under it (*Source:* file, line, and the command that made it); the figures "
+        "are drawn from the same cells. Three kinds of number appear, and each section says "
+        "which: **measured** on this machine (an x86-64 CPU, onnxruntime), **published** "
+        "(other people's measurements of boards not attached here) and **predicted** (the "
+        "cost models').", "", "Contents:", "",
+        *(f"- [{s.title}](#{_anchor(s.title)})" for s in sections), ""]
+    body = [line for s in sections for line in (f"## {s.title}", "", *s.lines, "")]
+    return "\n".join(head + body).rstrip("\n") + "\n"
+
+
+def _anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def write(report: Report, out_dir: Path) -> list[Path]:
+    from edgefit_common.fsutil import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, draw in report.figures.items():
+        draw(out_dir / name)
+        written.append(out_dir / name)
+    atomic_write_text(out_dir / "report.md", report.text)
+    return [out_dir / "report.md", *written]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "docs",
+                        help="where report.md and its PNGs go (default: docs/)")
+    parser.add_argument("--root", type=Path, default=ROOT, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    report = build(args.root)
+    for path in write(report, args.out_dir):
+        print(f"wrote {path}")
+    for rel in report.absent:
+        print(f"{MISSING} {rel}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
