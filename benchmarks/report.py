@@ -379,6 +379,60 @@ def _model_header(model: str, rows: list[Row]) -> str:
     return f"{model} (fp32 {first.before}{unit})"
 
 
+MAX_DROP_PP = 1.0  # "within 1 pp of fp32": the accuracy rule most scenarios use
+MIN_COSINE = 0.99  # the transformer's counterpart: embeddings within 1 % of fp32's
+
+
+def within(row: Row) -> bool:
+    """Whether a row keeps its quality: drop <= 1 pp, or (encoder) cosine >= 0.99 for the
+    torch model and the deployed ONNX model both."""
+    loss = _loss(row)
+    if loss is None:
+        return False
+    if row.after.endswith("%"):
+        return loss <= MAX_DROP_PP
+    return all(float(v) >= MIN_COSINE for v in re.findall(r"\d\.\d+", row.after))
+
+
+def changes_speed(label: str) -> bool:
+    """Whether a row's model runs a different graph on onnxruntime: pruned and shared weights
+    are stored compressed but run as dense fp32 (no sparse kernels; shared weights are decoded
+    at load), so their latency ratio is run-to-run noise, not a speed-up."""
+    return any(k in label for k in ("fp16", "int", "low-rank", "channels"))
+
+
+def winners(rows: list[Row], sources: Sequence[Source]) -> Section:
+    s = Section("Which technique wins where")
+    s.add(f"Picked by this script from the techniques tables (cells quoted as above: size "
+          f"ratio · host latency ratio · quality after): per workload, among the rows that "
+          f"lose at most {MAX_DROP_PP:g} pp of accuracy (the transformer: whose cosine to the "
+          f"fp32 embeddings stays at least {MIN_COSINE:g}, torch and deployed ONNX alike), the "
+          "row with the smallest flash image and the row with the lowest host latency. The "
+          "latency column considers only rows that change the graph onnxruntime runs "
+          "(quantisation, factorisation, channel pruning): pruned and shared weights run as "
+          "dense fp32 here, so their latency ratios are run-to-run noise on this shared "
+          "machine. Host latency is this machine's onnxruntime; on a board the fastest row "
+          "can differ (the predicted-against-measured section says how far the cost models "
+          "carry).", "")
+    table = []
+    for model in dict.fromkeys(r.model for r in rows):
+        kept = [r for r in rows if r.model == model and within(r)]
+        smallest = _best(kept, lambda r: -(leading_number(r.size_ratio) or 0.0))
+        fastest = _best([r for r in kept if changes_speed(r.label)],
+                        lambda r: leading_number(r.latency_ratio) or float("inf"))
+        table.append([_model_header(model, rows), *(f"{r.label}: {r.cell()}" if r else "none"
+                                                    for r in (smallest, fastest))])
+    s.add(*md_table(["workload", "smallest image", "fastest on this host"], table), "")
+    s.add(*(provenance(src.table("model", "technique")) for src in sources))
+    return s
+
+
+def _best(rows: list[Row], key: Callable[[Row], float]) -> Row | None:
+    """The row with the lowest key; ties go to the row that loses least, then the first."""
+    order = sorted(enumerate(rows), key=lambda ir: (key(ir[1]), _loss(ir[1]) or 0.0, ir[0]))
+    return order[0][1] if order else None
+
+
 def combinations(rows: list[Row], pairs: list[tuple[str, str]], sources: Sequence[Source]
                  ) -> Section:
     s = Section("Combinations and fine-tuning, per workload")
@@ -993,6 +1047,7 @@ def build(root: Path = ROOT) -> Report:
         absent.append(SCENARIOS)
     sections = [
         taxonomy(rows, technique_sources),  # type: ignore[arg-type]
+        winners(rows, technique_sources),  # type: ignore[arg-type]
         combinations(rows, pairs, technique_sources),  # type: ignore[arg-type]
         order_study(rows, pairs, technique_sources),  # type: ignore[arg-type]
         class_count(read[ESTIMATORS]), qat(read[QAT]), transformer(read[MINILM]),

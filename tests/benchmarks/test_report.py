@@ -188,3 +188,19 @@ def test_a_missing_input_is_reported_not_filled_in(rep: ModuleType, tmp_path: Pa
     scenarios = next(s for s in sections(report.text) if s.startswith("The application"))
     assert f"missing input: `{rep.SCENARIOS}`" in scenarios
     assert "missing input: `docs/bench-qat.md`" in report.text.split("## What could not")[1]
+
+
+def test_winners_keep_the_quality_rule_and_ignore_dense_speed_noise(rep: ModuleType) -> None:
+    def row(label: str, size: str, lat: str, before: str, after: str) -> object:
+        return rep.Row("m", label, size, lat, before, after, "", "docs/t.md")
+
+    assert rep.within(row("int8", "4.0x", "0.7", "97.35", "96.40 %"))
+    assert not rep.within(row("int8", "4.0x", "0.7", "97.35", "96.30 %"))
+    assert rep.within(row("int6", "5.2x", "0.8", "1.0000", "0.9907 (0.9907)"))
+    assert not rep.within(row("int8", "4.0x", "0.4", "1.0000", "0.9950 (0.9890)"))
+    rows = [row("prune 75 %", "3.5x", "0.50", "97.35", "97.00 %"),  # noise: runs dense
+            row("int8", "4.0x", "0.70", "97.35", "97.30 %"),
+            row("int4", "7.8x", "0.90", "97.35", "97.35 %"),
+            row("int2", "15.2x", "0.60", "97.35", "26.15 %")]  # loses too much
+    table = "\n".join(rep.winners(rows, []).lines)
+    assert "| int4: 7.8x · 0.90 · 97.35 % | int8: 4.0x · 0.70 · 97.30 % |" in table
