@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,22 +148,10 @@ def onnx_output_kl(
     reference = _run_all(sess, x, str(prepared))
     workdir.mkdir(parents=True, exist_ok=True)
     out: dict[tuple[str, str], float] = {}
-    pairs = [(i, layer, option) for i, layer in enumerate(layers) for option in options]
-    for i, layer, option in track(pairs, "sensitivity (layer x option)"):
-        if option == "fp32":
-            out[layer, option] = 0.0
-            continue
-        tmp = workdir / f"kl_{os.getpid()}_{i}_{option}.onnx"
-        try:
-            quantize_onnx(prepared, tmp, {layer: option}, x[:CALIBRATION_SAMPLES])
-            got = _run_all(_session(tmp), x, f"{prepared} with {layer} at {option}")
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        try:
-            out[layer, option] = total_divergence(reference, got)
-        except PlanError as exc:
-            raise PlanError(f"{prepared}: layer {layer!r} at {option}: {exc}") from None
+    pairs = [(layer, option) for layer in layers for option in options]
+    for layer, option in track(pairs, "sensitivity (layer x option)"):
+        out[layer, option] = (0.0 if option == "fp32" else
+                              _one_layer_kl(prepared, reference, layer, option, (), x, workdir))
     names = [o.name for o in sess.get_outputs()]
     compared = ("mean KL divergence of the outputs" if len(reference) == 1 else
                 describe(reference, names) + " (every output counts)")
@@ -176,5 +166,59 @@ def onnx_output_kl(
     )
 
 
+def _one_layer_kl(prepared: Path, reference: list[np.ndarray], layer: str, form: str,
+                  techniques: Sequence[Any], x: np.ndarray, workdir: Path) -> float:
+    """Divergence from ``reference`` with only ``layer`` changed: its weight initializer after
+    its array ``techniques`` (zeros, a codebook; techniques.onnx.weights), then written in
+    ``form`` by the quantiser; every other layer fp32. The files are deleted after use."""
+    from techniques.onnx.weights import with_weight_techniques
+
+    tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    start, tmp = prepared, workdir / f"kl_{tag}_{form}.onnx"
+    float_copy = workdir / f"kl_{tag}_float.onnx"
+    what = f"{layer} at {form}" + (f" after {', '.join(t.technique for t in techniques)}"
+                                   if techniques else "")
+    try:
+        if techniques:
+            with_weight_techniques(prepared, float_copy, {layer: techniques})
+            start = float_copy
+        quantize_onnx(start, tmp, {layer: form}, x[:CALIBRATION_SAMPLES])
+        got = _run_all(_session(tmp), x, f"{prepared} with {what}")
+    finally:
+        for path in (tmp, float_copy):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    try:
+        return total_divergence(reference, got)
+    except PlanError as exc:
+        raise PlanError(f"{prepared}: layer {what}: {exc}") from None
+
+
+def onnx_technique_kl(prepared: Path, variants: Mapping[tuple[str, str], Sequence[Any]],
+                      x: np.ndarray, workdir: Path,
+                      on_value: Callable[[tuple[str, str], float], None] | None = None
+                      ) -> dict[tuple[str, str], float]:
+    """The same divergence as :func:`onnx_output_kl` for options whose configs hold array
+    techniques (unstructured pruning, weight sharing): per (layer, option), the layer's
+    initializer pruned / shared as the configs say, then quantised to its kernel's form
+    (techniques.quantize.onnx_option), every other layer fp32. ``on_value`` gets each value as
+    it is measured (the row cache)."""
+    from techniques.onnx.weights import array_techniques
+    from techniques.quantize import onnx_option
+
+    prepared, workdir = Path(prepared), Path(workdir)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    reference = _run_all(_session(prepared), x, str(prepared))
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for (layer, option), configs in track(list(variants.items()),
+                                          "sensitivity of sparse and shared options"):
+        out[layer, option] = _one_layer_kl(prepared, reference, layer, onnx_option(configs),
+                                           array_techniques(configs), x, workdir)
+        if on_value is not None:
+            on_value((layer, option), out[layer, option])
+    return out
+
+
 __all__ = ["UNIT", "mean_kl", "onnx_accuracy", "onnx_output_kl", "onnx_predict",
-           "onnx_predict_all", "output_names"]
+           "onnx_predict_all", "onnx_technique_kl", "output_names"]

@@ -87,8 +87,8 @@ def plain_option(name: str, kernel: Kernel, offer: Offer | None = None,
 def _offered(kernels: Mapping[str, Kernel], layer: Layer, ctx: OfferContext) -> list[Option]:
     out = [plain_option(name, k) for name, k in kernels.items()]
     for technique in REGISTRY.values():
-        if technique.offer is None:
-            continue
+        if technique.offer is None or (not ctx.modules and technique.apply_weights is None):
+            continue  # not offered per kernel, or (an ONNX-only model) torch only
         offers = [(name, k, technique.offer(layer, name, k, ctx)) for name, k in kernels.items()]
         for level in range(max((len(o) for _, _, o in offers), default=0)):
             out += [plain_option(name, k, o[level]) for name, k, o in offers if level < len(o)]

@@ -68,8 +68,9 @@ def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
                   sparsity_levels: Sequence[float] | None = None
                   ) -> dict[str, dict[str, Option]]:
     """layer -> option name -> option, enumerated once for the whole plan. Sparse and
-    weight-shared options need the torch weights (their stored size is computed from them), so
-    ONNX-only models get the kernel options only. Low-rank options need the module (their ranks
+    weight-shared options need the weights (their stored size is computed from them): a torch
+    model's, or an ONNX file's initializers (``weights=True`` with no module: then only the
+    techniques with an array form are offered). Low-rank options need the module (their ranks
     follow the layer's shape, after channel pruning where the option prunes) and are kept only
     where the factors hold fewer weights and MACs than the layer. ``coupling``: the layers'
     channel groups (channel-pruned widths, cost_models.channels). ``module``: the torch model
@@ -83,7 +84,7 @@ def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
                "share": ((SHARE_BITS, 0.0), *((SHARE_BITS, f) for f in fractions))}
               if fractions else {})
     ctx = OfferContext(weights=module is not None if weights is None else weights,
-                       nm=nm_sparsity, levels=levels)
+                       modules=module is not None, nm=nm_sparsity, levels=levels)
     options = graph_options(graph, kernels, ctx, coupling,
                             _rank_resolver(module) if _factorisable_model(module) else None,
                             tflite)
@@ -513,7 +514,9 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                                           calib[0])
     coupling = layer_couplings(groups)
     offered = layer_options(graph, kernels, loaded.module, coupling,
-                            spec.profile(profile).nm_sparsity, tflite=spec.profile(profile).tflite,
+                            spec.profile(profile).nm_sparsity,
+                            weights=loaded.module is not None or loaded.onnx_path is not None,
+                            tflite=spec.profile(profile).tflite,
                             sparsity_levels=budget.sparsity_levels)
     configs, shapes = configs_of(offered), pruned_shapes(graph, offered)
     if calib is not None:
@@ -534,6 +537,10 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         sparse = {**sparse_flash_bytes(loaded.module, {
             layer: {o: c for o, c in opts.items() if (layer, o) not in sparse}
             for layer, opts in configs.items()}, shapes), **sparse}
+    elif loaded.onnx_path is not None:  # the initializers pruned / shared, counted the same way
+        from cost_models.onnx_techniques import onnx_stored_bytes
+
+        sparse = onnx_stored_bytes(Path(loaded.onnx_path), configs)
     factored = (lowrank_factors(loaded.module, graph, configs, shapes)
                 if loaded.module is not None else {})
     # a TFLite profile's flash is the model.tflite apply writes from a torch model (an
@@ -542,6 +549,11 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     table = build_cost_table(graph, spec, profile, acc, unit, sparse, budget.period, factored,
                              layer_options={ly: list(row.values()) for ly, row in offered.items()},
                              flash_format="tflite" if tflite else "image")
+    if loaded.kind == "onnx":  # say which techniques the ONNX route offers
+        from cost_models.onnx_techniques import route_note
+
+        table = dataclasses.replace(table, provenance={**table.provenance,
+                                                       "techniques": route_note(offered)})
     if spec.kind == "host" and calib is not None and (
             loaded.module is not None or loaded.onnx_path is not None):
         table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
@@ -695,7 +707,11 @@ def _estimate_accuracy(loaded: LoadedModel, graph: LayerGraph, kernels: dict[str
                              Path(tmp))
     loss = {(layer, name): est.loss[layer, form] for layer in graph.layer_names
             for name, form in forms.items()}
-    return AccuracyEstimate(loss, est.unit, est.provenance)
+    from cost_models.onnx_techniques import PROVENANCE, onnx_technique_accuracy
+
+    techniques = onnx_technique_accuracy(Path(loaded.onnx_path), options, x)  # sparse, shared
+    return AccuracyEstimate({**loss, **techniques}, est.unit,
+                            est.provenance + (PROVENANCE if techniques else ""))
 
 
 def base_plan(ctx: PlanContext, accuracy_provenance: str,

@@ -32,12 +32,14 @@ from techniques.lowrank import (
     onnx_ranks,
 )
 from techniques.onnx.inspect import inspect_onnx
+from techniques.onnx.weights import flash_layer, layer_arrays, with_weight_techniques
 from techniques.onnx.writer import quantize_onnx
 from techniques.option import sized_by_weights
 from techniques.prune import (
     ChannelPruneConfig,
     NMPruneConfig,
     UnstructuredPruneConfig,
+    check_onnx_zeros,
     prune_channels,
 )
 from techniques.quantize import weight_precision
@@ -168,55 +170,42 @@ def pruned_like(module: nn.Module, other: nn.Module) -> bool:
 
 def build_onnx(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
                 calib_x: np.ndarray, test: Dataset, out_dir: Path) -> Built:
-    """ONNX-only model: quantised at the ONNX level, accuracy measured with onnxruntime."""
+    """ONNX-only model: pruned / weight-shared on its initializers and quantised at the ONNX
+    level (model.float.onnx, then model.onnx), accuracy measured with onnxruntime."""
     from cost_models.accuracy_onnx import onnx_accuracy
     from cost_models.capture_onnx import capture_onnx
 
     assert loaded.onnx_path is not None
-    graph = capture_onnx(loaded.onnx_path, loaded.name)
+    graph = capture_onnx(loaded.onnx_path, loaded.name, loaded.path)
     if list(plan.layers) != graph.layer_names:
         raise PlanError("the plan's layers do not match the model's; re-run `plan`")
     if lowrank_layers(plan):
         raise PlanError(f"layers {', '.join(lowrank_layers(plan))}: lowrank factorises torch "
                         "models only; this model is ONNX only")
     fp32_onnx, runnable = out_dir / "model.fp32.onnx", out_dir / "model.onnx"
+    float_onnx = out_dir / "model.float.onnx"
     shutil.copyfile(loaded.onnx_path, fp32_onnx)
-    quantize_onnx(fp32_onnx, runnable, onnx_opts, calib_x[:128])
+    # the initializers pruned / shared as planned (model.float.onnx), then quantised
+    changed = with_weight_techniques(fp32_onnx, float_onnx, {
+        name: lp.techniques for name, lp in plan.layers.items()})
+    quantize_onnx(float_onnx if changed else fp32_onnx, runnable, onnx_opts, calib_x[:128])
+    if not changed:
+        float_onnx.unlink()
     return Built(
-        graph, fp32_onnx, runnable, onnx_flash_layers(fp32_onnx, plan),
+        graph, fp32_onnx, runnable, onnx_flash_layers(float_onnx if changed else fp32_onnx, plan),
         onnx_accuracy(fp32_onnx, test.x, test.y), onnx_accuracy(runnable, test.x, test.y),
-        "the quantised ONNX itself run by onnxruntime (int8 activation ranges from "
-        f"{min(128, len(calib_x))} training images)", None)
+        "the shipped model.onnx itself run by onnxruntime on the held-out split (int8 "
+        f"activation ranges from {min(128, len(calib_x))} training images"
+        + (f"; {len(changed)} layer(s) pruned / weight-shared on their initializers first, "
+           "model.float.onnx" if changed else "") + ")", None)
 
 
 def onnx_flash_layers(path: Path, plan: Plan) -> list[FlashLayer]:
-    """Weights (torch layout: output channels first) and biases of the planned ONNX nodes."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    nodes = {n.name: n for n in model.graph.node}
-    consumers: dict[str, list[Any]] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            consumers.setdefault(t, []).append(n)
-    layers = []
-    for name, lp in plan.layers.items():
-        node = nodes[name]
-        w = inits[node.input[1]].astype(np.float32)
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        if node.op_type == "MatMul" or (node.op_type == "Gemm" and not trans_b):
-            w = w.T
-        bias = inits.get(node.input[2]) if len(node.input) > 2 else None
-        if node.op_type == "MatMul":
-            add = consumers.get(node.output[0], [])
-            if len(add) == 1 and add[0].op_type == "Add":
-                bias = next((inits[t] for t in add[0].input if t in inits), None)
-        weights = weight_precision(lp.techniques)
-        layers.append(FlashLayer(name, weights, np.ascontiguousarray(w),
-                                 None if bias is None else bias.astype(np.float32).reshape(-1)))
-    return layers
+    """The planned ONNX nodes as the flash image stores them: weights (torch layout: output
+    channels first, as read from ``path``, already pruned / shared) and biases in their
+    kernel's form, sparse when pruned, on a codebook when shared."""
+    arrays = layer_arrays(path, list(plan.layers))
+    return [flash_layer(name, lp.techniques, *arrays[name]) for name, lp in plan.layers.items()]
 
 
 def _flash_layers(model: nn.Module, plan: Plan) -> list[FlashLayer]:
@@ -309,6 +298,28 @@ def _verify_onnx_shared(name: str, cfg: WeightSharingConfig, in_onnx: dict[str, 
     return []
 
 
+def pruned_layers(plan: Plan) -> dict[str, UnstructuredPruneConfig]:
+    """{layer: its UnstructuredPruneConfig} of the plan's magnitude-pruned (unfactorised)
+    layers."""
+    out = {}
+    for name, lp in plan.layers.items():
+        cfg = next((t for t in lp.techniques if isinstance(t, UnstructuredPruneConfig)), None)
+        if cfg is not None and not lowrank_config(lp.techniques):
+            out[name] = cfg
+    return out
+
+
+def _verify_onnx_zeros(name: str, cfg: UnstructuredPruneConfig, in_onnx: dict[str, Any],
+                       row: dict[str, Any]) -> list[str]:
+    """A pruned layer's weight in the runnable ONNX: at least the planned zeros."""
+    row["onnx_zero_fraction"] = in_onnx["sparsity"]
+    if not in_onnx["ok"]:
+        return [f"{name}: ONNX weight holds {in_onnx['zeros']} zeros "
+                f"({100 * in_onnx['sparsity']:.1f} %), plan prunes "
+                f"{100 * cfg.sparsity:.0f} % ({in_onnx['expected_zeros']})"]
+    return []
+
+
 def _layer_bytes_match(stored: float, planned: float, by_weights: bool) -> bool:
     """Exact where the size follows from the shape; within the promised 2 % where it depends
     on the weights' values (zeros, a codebook's entropy-coded indices), which fine-tuning
@@ -343,6 +354,8 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
     factored = lowrank_layers(plan)
     shared = shared_layers(plan)
     onnx_shared = check_onnx_shared(runnable, shared) if shared else {}
+    pruned = pruned_layers(plan)
+    onnx_zeros = check_onnx_zeros(runnable, pruned) if pruned else {}
     for name, lp in plan.layers.items():
         if name in factored:
             row, found = _verify_factored(name, lp, runnable, in_onnx, in_image, onnx_opts[name])
@@ -383,6 +396,8 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
                 problems += check(name, cfg, f, row)
         if name in shared:
             problems += _verify_onnx_shared(name, shared[name], onnx_shared[name], row)
+        if name in pruned:
+            problems += _verify_onnx_zeros(name, pruned[name], onnx_zeros[name], row)
     channels, channel_problems = check_channels_in_onnx(plan, in_onnx)
     problems += channel_problems
     # layer costs hold their blobs and header entries; the plan's fixed part the framing

@@ -43,13 +43,16 @@ class Offer:
 class OfferContext:
     """What the enumeration knows besides the layer and the kernel.
 
-    weights: the real weights are at hand (a torch model): sparse and shared sizes are counted
-    from them, so only then are those options offered. ranks: low-rank options can be resolved
-    to ranks (the layer is a module that can be swapped for its factors). levels: per
-    technique name, the levels to offer instead of its defaults (``()``: none). nm: the
-    profile's N:M sparse kernels."""
+    weights: the real weights are at hand (a torch model, or an ONNX file's initializers):
+    sparse and shared sizes are counted from them, so only then are those options offered.
+    modules: the layers are torch modules; False (a model given only as ONNX): only techniques
+    with an array form (Technique.apply_weights) are offered, the others need the module.
+    ranks: low-rank options can be resolved to ranks (the layer is a module that can be swapped
+    for its factors). levels: per technique name, the levels to offer instead of its defaults
+    (``()``: none). nm: the profile's N:M sparse kernels."""
 
     weights: bool = True
+    modules: bool = True
     ranks: bool = True
     levels: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     nm: NMSparsity | None = None
@@ -146,7 +149,10 @@ class Technique:
     shared checks -- stored form, bytes, ONNX node -- are all it needs). sized_by_weights:
     the stored size depends on the weights' values (zeros, a codebook), so the planner counts
     it on the real weights (the flash image writer's exact bytes) and offers it only when they
-    are at hand."""
+    are at hand. apply_weights: ``(weight array, config) -> new array``, its numpy form on a
+    weight with the output channels first (as torch holds it) -- the same values apply_layer
+    writes; what a model given only as ONNX gets on its initializers (None: torch only, not
+    offered for ONNX-only models)."""
 
     name: str
     config: type
@@ -154,6 +160,7 @@ class Technique:
     apply_layer: Callable[[Any, Any, str], Any] | None = None
     verify_image: Callable[[str, Any, Any, dict[str, Any]], list[str]] | None = None
     sized_by_weights: bool = False
+    apply_weights: Callable[[Any, Any], Any] | None = None
 
 
 def sized_by_weights(configs: Any) -> bool:

@@ -209,6 +209,17 @@ def check_unstructured(obj: Any, config: UnstructuredPruneConfig | None = None) 
     return found
 
 
+def check_onnx_zeros(path: Any, configs: Mapping[str, UnstructuredPruneConfig]
+                     ) -> dict[str, dict[str, Any]]:
+    """Read each pruned layer's weight back from an ONNX file (the initializer its node reads,
+    through any Cast / DequantizeLinear; integer codes at their zero point count as zeros):
+    :func:`check_unstructured`, so ``ok`` says the runnable model really holds the zeros."""
+    from techniques.onnx.weights import stored_weights
+
+    values = stored_weights(path, list(configs))
+    return {layer: check_unstructured(values[layer], cfg) for layer, cfg in configs.items()}
+
+
 def check_nm(obj: Any, config: NMPruneConfig) -> dict[str, Any]:
     """Read a weight back and verify the N:M pattern group by group."""
     w = _weight_array(obj)
@@ -358,18 +369,33 @@ def _write_mask(module: nn.Module, keep: np.ndarray) -> nn.Module:
     return module
 
 
+def keep_mask(w: np.ndarray, config: UnstructuredPruneConfig | NMPruneConfig) -> np.ndarray:
+    """The weights a pruning config keeps (unstructured: by magnitude; N:M: per group)."""
+    if isinstance(config, NMPruneConfig):
+        return nm_keep_mask(w, config.n, config.m)
+    return magnitude_keep_mask(w, config.sparsity)
+
+
+def pruned_weights(w: np.ndarray, config: UnstructuredPruneConfig | NMPruneConfig
+                   ) -> np.ndarray:
+    """``w`` (output channels first) with the pruned weights zeroed: the values the torch
+    executors below write (the same mask, multiplied in), for an ONNX initializer."""
+    a = np.asarray(w)
+    return a * keep_mask(a, config).astype(a.dtype)
+
+
 def prune_unstructured(module: nn.Module, config: UnstructuredPruneConfig) -> nn.Module:
     """Zero the smallest weights of ``module`` in place (see the module docstring); returns it."""
     _strip_torch_prune(module)
     w = _weight_param(module)
-    return _write_mask(module, magnitude_keep_mask(w.detach().cpu().numpy(), config.sparsity))
+    return _write_mask(module, keep_mask(w.detach().cpu().numpy(), config))
 
 
 def prune_nm(module: nn.Module, config: NMPruneConfig) -> nn.Module:
     """Keep the n largest of every m input-dimension weights of ``module`` (in place)."""
     _strip_torch_prune(module)
     w = _weight_param(module)
-    return _write_mask(module, nm_keep_mask(w.detach().cpu().numpy(), config.n, config.m))
+    return _write_mask(module, keep_mask(w.detach().cpu().numpy(), config))
 
 
 class KeepZeros:
@@ -761,9 +787,10 @@ def _verify_pattern(name: str, config: NMPruneConfig, stored: Any, row: dict[str
 
 
 UNSTRUCTURED = Technique("prune_unstructured", UnstructuredPruneConfig, offer_unstructured,
-                         _apply_layer(prune_unstructured), _verify_zeros, sized_by_weights=True)
+                         _apply_layer(prune_unstructured), _verify_zeros, sized_by_weights=True,
+                         apply_weights=pruned_weights)
 NM = Technique("prune_nm", NMPruneConfig, offer_nm, _apply_layer(prune_nm), _verify_pattern,
-               sized_by_weights=True)
+               sized_by_weights=True, apply_weights=pruned_weights)
 CHANNELS = Technique("prune_channels", ChannelPruneConfig)  # model-level: prune_channels
 
 __all__ = [
@@ -777,10 +804,12 @@ __all__ = [
     "channel_fractions",
     "check_channels",
     "check_nm",
+    "check_onnx_zeros",
     "check_unstructured",
     "cost_delta",
     "coupled_groups",
     "coupling",
+    "keep_mask",
     "keep_zeros",
     "kept_channels",
     "global_sparsities",
@@ -792,5 +821,6 @@ __all__ = [
     "prune_nm",
     "prune_unstructured",
     "pruned_count",
+    "pruned_weights",
     "unstructured_cost_delta",
 ]

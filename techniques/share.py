@@ -204,18 +204,10 @@ def check_onnx_shared(path: Any, configs: Mapping[str, WeightSharingConfig]
     """Read each shared layer's weight back from an ONNX file (the initializer its node reads,
     through any Cast / DequantizeLinear): :func:`check_shared` of the stored values, so
     ``ok`` says the runnable model really holds at most ``2**bits`` distinct nonzero values."""
-    from techniques.onnx.graph import Graph, layer_node, load_model, trace, weight_input
-    from techniques.onnx.inspect import init_values
+    from techniques.onnx.weights import stored_weights
 
-    model = load_model(path)
-    g = Graph(model.graph)
-    out = {}
-    for layer, cfg in configs.items():
-        init, _ = trace(g, weight_input(layer_node(g, layer, str(path))))
-        if init is None:
-            raise PlanError(f"{path}: weight of layer {layer!r} is not stored as an initializer")
-        out[layer] = check_shared(init_values(init), cfg)
-    return out
+    values = stored_weights(path, list(configs))
+    return {layer: check_shared(values[layer], cfg) for layer, cfg in configs.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -612,8 +604,13 @@ def _verify_image(name: str, config: WeightSharingConfig, stored: Any, row: dict
     return []
 
 
+def shared_weights(w: np.ndarray, config: WeightSharingConfig) -> np.ndarray:
+    """``w`` on its codebook (:func:`share_weights`' first part): an ONNX initializer's form."""
+    return share_weights(w, config)[0]
+
+
 SHARE = Technique("share", WeightSharingConfig, offer, _apply_layer, _verify_image,
-                  sized_by_weights=True)
+                  sized_by_weights=True, apply_weights=shared_weights)
 
 __all__ = [
     "KeepShared",
@@ -631,4 +628,5 @@ __all__ = [
     "share_module",
     "share_weights",
     "shared_weight_bytes",
+    "shared_weights",
 ]
