@@ -15,6 +15,7 @@ from cost_models.channels import ChannelGroupSpec, LayerCoupling, layer_coupling
 from cost_models.estimate import AccuracyEstimate
 from cost_models.graph import Layer, LayerGraph
 from cost_models.host_probe import target_spec
+from cost_models.micro_latency import scaled_pruned_latency
 from cost_models.options import RankResolver, graph_options, plain_option, pruned_shape
 from cost_models.ram_terms import blocked_entries, boundary_terms, option_workspace
 from cost_models.runtime_memory import RuntimeMemory
@@ -556,7 +557,7 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                                                        "techniques": route_note(offered)})
     if spec.kind == "host" and calib is not None and (
             loaded.module is not None or loaded.onnx_path is not None):
-        table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0])
+        table = _measured_host_latency(loaded, graph, table, list(kernels), calib[0], offered)
     ctx = PlanContext(budget, spec, profile, loaded, graph, table, problem_terms(graph, table),
                       model_origin,
                       groups, None if calib is None else data_hash(*calib))
@@ -616,10 +617,13 @@ def _calibrated(spec: DeviceSpec, profile: str) -> DeviceSpec:
 
 
 def _measured_host_latency(loaded: LoadedModel, graph: LayerGraph, table: CostTable,
-                           options: list[str], x: np.ndarray) -> CostTable:
+                           options: list[str], x: np.ndarray,
+                           offered: Mapping[str, Mapping[str, Option]]) -> CostTable:
     """On the host itself latency is measured, not modelled: per layer and option with
     onnxruntime, cached in SQLite across runs and models -- for a torch model and for an
-    ONNX-only one (its prepared file is the fp32 model every option is written from)."""
+    ONNX-only one (its prepared file is the fp32 model every option is written from); low-rank
+    and channel-pruned options by one-layer models (cost_models.micro_latency)."""
+    from cost_models.micro_latency import measure_host_variants
     from cost_models.profile_cache import ProfileCache
     from cost_models.profiler import profile_host, with_measured_latency
     from edgefit_common.paths import cache_dir
@@ -628,37 +632,10 @@ def _measured_host_latency(loaded: LoadedModel, graph: LayerGraph, table: CostTa
         model = (Path(loaded.onnx_path) if loaded.kind == "onnx" and loaded.onnx_path
                  else loaded.torch_module())
         measured = profile_host(model, loaded.input_shape, graph, options, cache, x[:128])
-    return scaled_pruned_latency(with_measured_latency(table, measured, run_overhead=True))
-
-
-def scaled_pruned_latency(table: CostTable) -> CostTable:
-    """Latency of the options not measured, from the measured ones: a full-width storage
-    technique takes its kernel's measured latency x the model's ratio to it (1 where the dense
-    kernel computes the zeros or decodes shared weights at load time; the factors' ratio for
-    low rank); a channel-pruned option takes its full-width option's latency x its kept MAC
-    fraction. The provenance says so."""
-    if not any(c.latency_of or (c.base and c.base != c.option)
-               for row in table.options.values() for c in row):
-        return table
-    options = {}
-    for layer, row in table.options.items():
-        plain = {c.option: c for c in row}
-        full = {c.option: dataclasses.replace(
-            c, latency_ms=plain[c.latency_of].latency_ms * c.latency_ratio,
-            energy_mj=plain[c.latency_of].energy_mj * c.latency_ratio)
-            if c.latency_of in plain else c for c in row}
-        options[layer] = [dataclasses.replace(
-            c, latency_ms=full[c.base].latency_ms * c.mac_fraction,
-            energy_mj=full[c.base].energy_mj * c.mac_fraction)
-            if c.base and c.base != c.option and c.base in full else full[c.option] for c in row]
-    provenance = {**table.provenance, "latency": table.provenance.get("latency", "") +
-                  "; sparse and weight-shared options: their kernel's measured latency (dense "
-                  "kernels compute the zeros; shared weights are decoded at load time); "
-                  "low-rank options: their kernel's measured latency x the analytical ratio of "
-                  "the factors' latency to the dense layer's; channel-pruned options: their "
-                  "full-width option's latency x the kept fraction of the layer's MACs (none "
-                  "of these measured)"}
-    return dataclasses.replace(table, options=options, provenance=provenance)
+        table = scaled_pruned_latency(with_measured_latency(table, measured, run_overhead=True))
+        if isinstance(model, Path):  # an ONNX-only model offers no shape-changing option
+            return table
+        return measure_host_variants(model, loaded.input_shape, graph, table, offered, cache)
 
 
 def _logits_model(loaded: LoadedModel) -> bool:
