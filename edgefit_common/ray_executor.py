@@ -238,7 +238,8 @@ def _loopback(address: str) -> bool:
     """Whether a cluster address (``auto``: Ray's own record of the last ``ray start`` on
     this machine, or RAY_ADDRESS) is on the loopback range."""
     if address == "auto":
-        recorded = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+        tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"  # as Ray's
+        recorded = Path(tmp) / "ray" / "ray_current_cluster"
         try:
             address = os.environ.get("RAY_ADDRESS") or recorded.read_text().strip()
         except OSError:

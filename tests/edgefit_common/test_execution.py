@@ -114,3 +114,18 @@ def test_plan_help_and_an_in_process_sensitivity_pass_import_no_ray(tmp_path) ->
             "assert ('1', 'int8') in est.loss\n"
             "assert 'ray' not in sys.modules, 'ray imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_loopback_addresses_are_recognised(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgefit_common.ray_executor import _loopback
+
+    assert _loopback("127.0.0.1:6379") and _loopback("ray://localhost:10001")
+    assert not _loopback("10.0.0.5:6379") and not _loopback("ray://head.example:10001")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert not _loopback("auto")  # no cluster recorded
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:6379\n")
+    assert _loopback("auto")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert not _loopback("auto")
