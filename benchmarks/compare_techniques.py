@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shlex
 import sys
 import tempfile
@@ -306,6 +307,11 @@ HEADERS = {  # metric -> the table's header (the quality column differs)
 }
 
 
+def header(metric: str) -> list[str]:
+    return ["model", "technique", "flash image", "size ratio", "host latency (fp32 -> this)",
+            "latency ratio", HEADERS[metric]]
+
+
 def recipes(w: Workload) -> list[tuple[str, str, int, str]]:
     """The workload's rows: label, option, fine-tune epochs, change."""
     rows = [(*r, "") for r in RECIPES] + ORDERS
@@ -323,17 +329,44 @@ def quality(w: Workload, acc: dict[str, Any]) -> str:
 
 
 def row(w: Workload, label: str, r: dict[str, Any], base_bytes: int, covered: str) -> str:
+    return "| " + " | ".join(cells(w, label, r, base_bytes, covered)) + " |"
+
+
+def cells(w: Workload, label: str, r: dict[str, Any], base_bytes: int,
+          covered: str) -> list[str]:
+    """The row's table cells, as printed (the markdown row and the JSON sidecar share them)."""
     for outcome in ("refused", "failed"):
         if outcome in r:
             text = r[outcome].replace("|", "/").replace("\n", " ")
-            return f"| {w.name} | {label} | {outcome}: {text} | | | | |"
-    lat = {x["quantity"]: x for x in r["host_check"]["rows"]}
-    comp, fp32 = (lat["latency (compressed)"]["measured"],
-                  lat["latency (fp32 baseline)"]["measured"])
+            return [w.name, label, f"{outcome}: {text}", "", "", "", ""]
+    fp32, comp = latencies_ms(r)
     size = r["artifacts"]["flash_image_bytes"]
-    return (f"| {w.name} | {label}{covered} | {size:,} B | {base_bytes / size:.1f}x | "
-            f"{fp32 * 1e3:.1f} -> {comp * 1e3:.1f} us | {comp / fp32:.2f} | "
-            f"{quality(w, r['accuracy'])} |")
+    return [w.name, f"{label}{covered}", f"{size:,} B", f"{base_bytes / size:.1f}x",
+            f"{fp32 * 1e3:.1f} -> {comp * 1e3:.1f} us", f"{comp / fp32:.2f}",
+            quality(w, r["accuracy"])]
+
+
+def latencies_ms(r: dict[str, Any]) -> tuple[float, float]:
+    """The fp32 baseline's and the compressed model's host latency (ms), apply's host check."""
+    lat = {x["quantity"]: x for x in r["host_check"]["rows"]}
+    return lat["latency (fp32 baseline)"]["measured"], lat["latency (compressed)"]["measured"]
+
+
+def record(w: Workload, label: str, r: dict[str, Any], base_bytes: int,
+           covered: str) -> dict[str, Any]:
+    """The row for the JSON sidecar: its printed cells and the unrounded values behind them."""
+    out: dict[str, Any] = {"model": w.name, "metric": w.metric,
+                           "cells": cells(w, label, r, base_bytes, covered)}
+    if "refused" in r or "failed" in r:
+        return out
+    fp32, comp = latencies_ms(r)
+    acc = r["accuracy"]
+    out["values"] = {
+        "flash_image_bytes": r["artifacts"]["flash_image_bytes"],
+        "fp32_flash_image_bytes": base_bytes, "host_latency_fp32_ms": fp32,
+        "host_latency_ms": comp, "quality_fp32": acc["fp32"], "quality": acc["compressed"],
+        "quality_deployed_onnx": (acc.get("onnx_vs_torch") or {}).get("cosine_to_fp32")}
+    return out
 
 
 def coverage(probe: Any, option: str) -> str:
@@ -349,8 +382,10 @@ def coverage(probe: Any, option: str) -> str:
     return "" if took == len(offered) else f" ({took}/{len(offered)} layers)"
 
 
-def table_rows(w: Workload, tmp: Path, only: Sequence[str] = ()) -> list[str]:
-    """The workload's rows (``only``: those whose label contains one of these substrings)."""
+def table_rows(w: Workload, tmp: Path, only: Sequence[str] = (),
+               records: list[dict[str, Any]] | None = None) -> list[str]:
+    """The workload's rows (``only``: those whose label contains one of these substrings);
+    each row's record is appended to ``records`` (the JSON sidecar's rows)."""
     probe = probe_plan(w)
     base = run(w, probe, "fp32", 0, tmp / f"{w.name}-fp32")
     base_bytes = base["artifacts"]["flash_image_bytes"]
@@ -363,6 +398,8 @@ def table_rows(w: Workload, tmp: Path, only: Sequence[str] = ()) -> list[str]:
         if key not in done:
             done[key] = safe_run(w, probe, option, ft, tmp / f"{w.name}-{i}", change)
         rows.append(row(w, label, done[key], base_bytes, coverage(probe, option)))
+        if records is not None:
+            records.append(record(w, label, done[key], base_bytes, coverage(probe, option)))
         print(rows[-1], flush=True)
     return rows
 
@@ -371,8 +408,7 @@ def tables(rows: dict[str, list[str]], chosen: list[Workload]) -> list[str]:
     """One table per quality metric (top-1 accuracy, embedding cosine), models in run order."""
     out: list[str] = []
     for metric in dict.fromkeys(w.metric for w in chosen):
-        out += [f"| model | technique | flash image | size ratio | host latency (fp32 -> this) | "
-                f"latency ratio | {HEADERS[metric]} |", "|---|---|---|---|---|---|---|"]
+        out += ["| " + " | ".join(header(metric)) + " |", "|---|---|---|---|---|---|---|"]
         out += [r for w in chosen if w.metric == metric for r in rows[w.name]]
         out.append("")
     return out
@@ -466,6 +502,15 @@ def document(argv: Sequence[str], args: argparse.Namespace, chosen: list[Workloa
         f"Wall time {wall_s:.0f} s.", ""])
 
 
+def sidecar(argv: Sequence[str], chosen: list[Workload], records: list[dict[str, Any]]) -> str:
+    """The JSON beside the markdown (benchmarks/report.py reads it): the command, each quality
+    metric's header and every row's cells as printed, with the values behind them."""
+    command = shlex.join([".venv/bin/python", "benchmarks/compare_techniques.py", *argv])
+    headers = {m: header(m) for m in dict.fromkeys(w.metric for w in chosen)}
+    return json.dumps({"command": command, "headers": headers, "rows": records},
+                      indent=1, ensure_ascii=False) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
@@ -473,12 +518,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     measure_once_per_model()
     chosen = [workload(m) for m in args.models]
     rows: dict[str, list[str]] = {}
+    records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for w in chosen:
-            rows[w.name] = table_rows(w, Path(tmp), args.only)
+            rows[w.name] = table_rows(w, Path(tmp), args.only, records)
             # written after each model, so a long run's finished tables are never lost
             text = document(argv, args, chosen, rows, time.perf_counter() - start)
             atomic_write_text(args.out, text)
+            atomic_write_text(args.out.with_suffix(".json"), sidecar(argv, chosen, records))
     print(text)
     return 0
 

@@ -6,17 +6,22 @@ Nothing in docs/report.md is written by hand. The benchmarks (`make bench`) writ
 documents (docs/bench-*.md, docs/cost-model-*.md, docs/accuracy-estimators.md) and the scenario
 examples write their plan output (examples/scenarios/output/*.txt); this script parses their
 tables (markdown-it-py, already installed with rich) and the plan outputs, and quotes cells as
-the benchmark printed them. Every section names the file, the table's line and the command
-that made it. Only the figures compute anything (an accuracy drop from the two accuracies of a
-cell, a value from its cell's leading number), and their captions say what. An input that is
-missing is reported as missing in its section, never filled in. Deterministic: the same inputs
-give the same report and the same PNGs (tests/benchmarks/test_report.py checks both).
+the benchmark printed them. The techniques benchmark also writes a JSON sidecar beside its
+markdown (the printed cells and the values behind them); where one exists it is read instead
+of the markdown table (the committed runs predate it). Every section names the file, the
+table's line and the command that made it. Nothing is computed into a number the report
+prints: the figures compute (an accuracy drop from the two accuracies of a cell, a value from
+its cell's leading number) and 'Which technique wins where' picks rows, and both say so. An
+input that is missing is reported as missing in its section, never filled in. Deterministic:
+the same inputs give the same report and the same PNGs (tests/benchmarks/test_report.py checks
+both).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import json
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -164,6 +169,21 @@ def read_source(root: Path, rel: str) -> Source | None:
     return parse_markdown(rel, path.read_text(encoding="utf-8"))
 
 
+def read_techniques(root: Path, rel: str) -> Source | None:
+    """A techniques benchmark output: the rows of its JSON sidecar (``.json`` beside the
+    markdown, the cells as printed) when the run wrote one, else the markdown's table."""
+    json_rel = str(Path(rel).with_suffix(".json"))
+    if not (root / json_rel).is_file():
+        return read_source(root, rel)
+    text = (root / json_rel).read_text(encoding="utf-8")
+    data = json.loads(text)
+    command = (data["command"],)
+    tables = tuple(Table(json_rel, 0, command, tuple(header), tuple(
+        tuple(r["cells"]) for r in data["rows"] if r["metric"] == metric))
+        for metric, header in data["headers"].items())
+    return Source(json_rel, text, tables, (command,))
+
+
 def paragraph(text: str, prefix: str) -> str:
     """The paragraph (blank-line separated, lines joined) that starts with ``prefix``."""
     for block in re.split(r"\n\s*\n", text):
@@ -297,6 +317,9 @@ def fmt_command(command: Sequence[str]) -> str:
 
 
 def provenance(table: Table, what: str = "table") -> str:
+    if table.path.endswith(".json"):
+        return (f"*Source:* `{table.path}` (the benchmark's JSON sidecar: the rows it "
+                f"printed), made by {fmt_command(table.command)}.")
     return (f"*Source:* `{table.path}` ({what} at line {table.line}), made by "
             f"{fmt_command(table.command)}.")
 
@@ -1036,7 +1059,8 @@ def build(root: Path = ROOT) -> Report:
     """The report's markdown and its figures from the inputs under ``root``."""
     names = (*TECHNIQUE_FILES, ESTIMATORS, QAT, MINILM, SKELETON, PLANNING, ACCURACY, FIT,
              PEERS)
-    read = {rel: read_source(root, rel) for rel in names}
+    read = {rel: (read_techniques if rel in TECHNIQUE_FILES else read_source)(root, rel)
+            for rel in names}
     absent = [rel for rel, src in read.items() if src is None]
     sources = [src for src in read.values() if src is not None]
     technique_sources = [read[f] for f in TECHNIQUE_FILES if read[f] is not None]

@@ -6,6 +6,7 @@ the benchmarks write; a missing input is reported as missing."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import sys
@@ -204,3 +205,20 @@ def test_winners_keep_the_quality_rule_and_ignore_dense_speed_noise(rep: ModuleT
             row("int2", "15.2x", "0.60", "97.35", "26.15 %")]  # loses too much
     table = "\n".join(rep.winners(rows, []).lines)
     assert "| int4: 7.8x · 0.90 · 97.35 % | int8: 4.0x · 0.70 · 97.30 % |" in table
+
+
+def test_a_techniques_sidecar_is_read_instead_of_the_markdown(rep: ModuleType,
+                                                              tmp_path: Path) -> None:
+    for rel in [*rep.TECHNIQUE_FILES, rep.COMPARE]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    table = rep.read_source(ROOT, rep.TECHNIQUE_FILES[0]).table("model", "technique")
+    rows = [{"model": r[0], "metric": "accuracy", "cells": list(r)} for r in table.rows]
+    rows[0]["cells"][3] = "9.9x"  # the fp16 row's size ratio: only the sidecar says this
+    sidecar = tmp_path / "docs" / "bench-techniques.json"
+    sidecar.write_text(json.dumps({"command": "python bench --x", "rows": rows,
+                                   "headers": {"accuracy": list(table.header)}}))
+    text = rep.build(tmp_path).text
+    assert "| fp16 | 9.9x · 1.00 · 97.35 % |" in text
+    assert "*Source:* `docs/bench-techniques.json` (the benchmark's JSON sidecar" in text
+    assert "made by `python bench --x`" in text

@@ -179,3 +179,25 @@ def test_only_pinnable_options_are_estimated(tech: ModuleType,
     for _ in range(2):
         assert planning.channel_groups(loaded, 8, np.zeros(1)) == ([], {})
     assert grouped == [8]  # the second call is the memo
+
+
+def test_the_markdown_row_and_the_sidecar_share_the_cells(tech: ModuleType) -> None:
+    import json
+
+    w = tech.Workload("lenet300-mnist", "lenet300-mnist", None, "accuracy", True)
+    r = {"host_check": {"rows": [{"quantity": "latency (compressed)", "measured": 0.0168},
+                                 {"quantity": "latency (fp32 baseline)", "measured": 0.023}]},
+         "artifacts": {"flash_image_bytes": 269_849},
+         "accuracy": {"fp32": 0.9735, "compressed": 0.973}}
+    line = tech.row(w, "int8 (w+a)", r, 1_079_396, "")
+    assert line == ("| lenet300-mnist | int8 (w+a) | 269,849 B | 4.0x | 23.0 -> 16.8 us | 0.73 "
+                    "| 97.35 -> 97.30 % |")
+    rec = tech.record(w, "int8 (w+a)", r, 1_079_396, "")
+    assert "| " + " | ".join(rec["cells"]) + " |" == line
+    assert rec["values"]["host_latency_ms"] == 0.0168 and rec["values"]["quality"] == 0.973
+    refused = tech.record(w, "x", {"refused": "no | way"}, 1, "")
+    assert refused["cells"][2] == "refused: no / way" and "values" not in refused
+    data = json.loads(tech.sidecar(["--models", "lenet300-mnist"], [w], [rec]))
+    assert data["command"].endswith("compare_techniques.py --models lenet300-mnist")
+    assert data["headers"]["accuracy"][-1] == "accuracy fp32 -> this"
+    assert data["rows"] == [rec]
