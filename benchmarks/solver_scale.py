@@ -648,6 +648,69 @@ def run_instance(name: str, problem: Problem, options: SolverOptions, backends: 
     return out
 
 
+# ---------------------------------------------------------------- build time (issue #18 item 3)
+
+_IN_SOLVERS = [0.0]  # CPU-s spent inside CP-SAT's and GLOP's own solve calls
+
+
+def _counted(solve_fn: Callable[..., object]) -> Callable[..., object]:
+    def wrapper(*args: object, **kwargs: object) -> object:
+        start = time.process_time()
+        try:
+            return solve_fn(*args, **kwargs)
+        finally:
+            _IN_SOLVERS[0] += time.process_time() - start
+    return wrapper
+
+
+def _count_solver_time() -> None:
+    """Wrap the solver calls a solve makes (CP-SAT through planner.cpsat.solve_cpsat; GLOP
+    through pywraplp or model_builder, whichever this planner uses): what is left of a solve
+    call's CPU time is edgefit's own Python, model building first of all. CBC runs in a child
+    process, so none of its search is in this process's CPU time."""
+    import importlib
+
+    import planner.cpsat
+
+    planner.cpsat.solve_cpsat = _counted(planner.cpsat.solve_cpsat)  # type: ignore[assignment]
+    for module, cls, name in (("ortools.linear_solver.pywraplp", "Solver", "Solve"), (
+            "ortools.linear_solver.python.model_builder_helper", "ModelSolverHelper", "solve")):
+        owner = getattr(importlib.import_module(module), cls)
+        setattr(owner, name, _counted(getattr(owner, name)))
+
+
+def build_time(names: list[str], fractions: list[float], options: SolverOptions,
+               backends: list[str]) -> list[str]:
+    """Per instance, budget and backend: the CPU-s of presolve and of one solve call outside
+    the solvers' own calls (model building, LP assembly, checks), and inside them."""
+    import planner
+    from planner import cbc, cpsat
+
+    _count_solver_time()
+    lines = [f"planner from {Path(planner.__file__).parent}"]
+    print(lines[0], flush=True)
+    for name in names:
+        problem = SYNTHETIC[name]()
+        for fraction in fractions:
+            inst = with_budget(problem, fraction)
+            start = time.process_time()
+            reduced, _ = remove_dominated(inst)
+            presolve = time.process_time() - start
+            for backend in backends:
+                module = cpsat if backend == "cpsat" else cbc
+                _IN_SOLVERS[0] = 0.0
+                start, wall = time.process_time(), time.perf_counter()
+                r = module.solve(reduced, options, explain_infeasible=False)
+                total = time.process_time() - start
+                lines.append(
+                    f"{name} {fraction:g} {backend}: presolve {presolve:.2f} CPU-s; solve call "
+                    f"{total:.2f} CPU-s, of which outside the solvers {total - _IN_SOLVERS[0]:.2f}"
+                    f", in CP-SAT/GLOP {_IN_SOLVERS[0]:.2f}; wall {time.perf_counter() - wall:.2f}"
+                    f" s; {r.status}, accuracy cost {r.totals.get('acc_loss')}")
+                print(lines[-1], flush=True)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--time-limit", type=float, default=10.0)
@@ -657,7 +720,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"({', '.join(SYNTHETIC)}), builtin (the built-in models on catalog "
                     "targets), or a comma list of built-in model names")
     ap.add_argument("--out", default="docs/bench-solver-scale.md")
+    ap.add_argument("--build-time", default="",
+                    help="only time model building: a comma list of fractions of the budget "
+                    "range (e.g. 0.5,0.2) on --instances (synthetic names); prints, writes "
+                    "nothing")
+    ap.add_argument("--baseline", default="",
+                    help="with --build-time: first run the same timing with the planner "
+                    "package of this directory (e.g. an older checkout), in a subprocess")
     args = ap.parse_args(argv)
+    if args.build_time:
+        return _build_time_main(args)
     load_start = os.getloadavg()[0]
     options = SolverOptions(time_limit_s=args.time_limit)
     results: list[Result] = []
@@ -681,6 +753,32 @@ def main(argv: list[str] | None = None) -> int:
 
     atomic_write_text(Path(__file__).parents[1] / args.out, text)
     return 0
+
+
+def _build_time_main(args: argparse.Namespace) -> int:
+    names = list(SYNTHETIC) if args.instances == "synthetic" else args.instances.split(",")
+    if args.baseline:
+        import subprocess
+
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(args.baseline).resolve()), str(Path(__file__).parents[1])])}
+        subprocess.run([sys.executable, __file__, *_without_baseline(sys.argv[1:])],
+                       env=env, check=True)
+    build_time(names, [float(f) for f in args.build_time.split(",")],
+               SolverOptions(time_limit_s=args.time_limit), args.backends.split(","))
+    return 0
+
+
+def _without_baseline(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--baseline":
+            skip = True
+        elif not a.startswith("--baseline="):
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":

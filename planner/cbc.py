@@ -10,9 +10,11 @@ MIP start) from the best plan held, and the answer is the best plan held, checke
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import partial
 
+import numpy as np
 import pulp
 
 from planner.cpsat import Run, gap_to, index_hint, separable_optimum
@@ -24,10 +26,10 @@ from planner.exact import (
     Rounding,
     loss_units,
     search,
-    tie_break_costs,
+    tie_break_array,
 )
-from planner.formulation import coupling_links, pair_keys
-from planner.problem import ADDITIVE, Choice, PairKey, Problem
+from planner.formulation import arrays
+from planner.problem import Problem
 from planner.result import SolveResult, SolverOptions
 
 # + 0.5 on an integer bound: room for CBC's tolerance on ~1e9 coefficients (without it CBC can
@@ -36,84 +38,85 @@ _INTEGER_SLACK = 0.5
 
 
 class _Model:
+    """The PuLP model of a problem under its limits in one rounding, assembled from
+    planner.formulation.Arrays (variables in CP-SAT's layout: x per option, y per group
+    width, z per pair term) and kept for every phase of a solve (`for_phase`): each phase
+    only sets its objective and its own constraints (cuts, the tie-break's accuracy bound)."""
+
     def __init__(self, problem: Problem, limits: dict[str, float], name: str,
                  rounding: Rounding = LOOSE) -> None:
         self.p = problem
+        self.a = a = arrays(problem)
         self.rounding = rounding.at(problem, CBC_UNITS_PER_TOTAL)
+        self.data = self.rounding.data(problem)
         self.m = pulp.LpProblem(name, pulp.LpMinimize)
-        self.x = {
-            (layer, i): pulp.LpVariable(f"x_{n}_{i}", cat=pulp.LpBinary)
-            for n, layer in enumerate(problem.layers)
-            for i in range(len(problem.choices[layer]))
-        }
-        for layer in problem.layers:
-            self.m += pulp.lpSum(self.x[layer, i]
-                                 for i in range(len(problem.choices[layer]))) == 1
-        self.y = self._coupling()
-        self.expr = {m: self._additive(m) for m in (*ADDITIVE, "acc_loss")}
-        self.z = self._pairs()
-        self.steps = self._ram_steps()
+        self.vars = [pulp.LpVariable(f"x_{k}", cat=pulp.LpBinary) for k in range(a.n)]
+        self.vars += [pulp.LpVariable(f"y_{n}", cat=pulp.LpBinary)
+                      for n in range(len(a.group_widths))]
+        self.vars += [pulp.LpVariable(f"z_{n}", cat=pulp.LpBinary)
+                      for n in range(len(a.pair_keys))]
+        self.x = dict(zip(a.keys, self.vars[:a.n], strict=True))
+        for lo, hi in itertools.pairwise(a.start.tolist()):
+            self._add(np.arange(lo, hi), np.ones(hi - lo, dtype=np.int64), pulp.LpConstraintEQ, 1)
+        by_group: dict[str, list[int]] = {}
+        for n, (g, _) in enumerate(a.group_widths):
+            by_group.setdefault(g, []).append(a.n + n)
+        for ys in by_group.values():
+            self._add(np.array(ys), np.ones(len(ys), dtype=np.int64), pulp.LpConstraintEQ, 1)
+        for gw, index in a.coupling:  # the same (group, width) links as the CP-SAT model
+            self._add(np.append(index, a.n + gw), np.append(np.ones(len(index), dtype=np.int64),
+                                                            -1), pulp.LpConstraintEQ, 0)
+        for n, (ia, ib) in enumerate(a.pair_x):  # z >= x[a, A] + x[b, B] - 1
+            both = np.concatenate((ia, ib))
+            self._add(np.append(both, a.z0 + n), np.append(-np.ones(len(both), dtype=np.int64),
+                                                           1), pulp.LpConstraintGE, -1)
         for metric, limit in limits.items():
             room = self.rounding.room(problem, metric, limit)
-            if metric == "ram_bytes":
-                for k, step in enumerate(self.steps):
-                    self.m += step <= room, f"ram_{k}"
-            else:
-                self.m += self.expr[metric] <= room, f"limit_{metric}"
+            rows = self.data.ram_rows if metric == "ram_bytes" else [self.cost_row(metric)]
+            for k, (index, coef) in enumerate(rows):
+                name = f"ram_{k}" if metric == "ram_bytes" else f"limit_{metric}"
+                self._add(index, coef, pulp.LpConstraintLE, room, name)
+        self._phase: list[str] = []  # the current phase's own constraints
 
-    def _coupling(self) -> dict[tuple[str, int], pulp.LpVariable]:
-        """The same (group, width) variables and links as the CP-SAT model."""
-        groups = self.p.groups
-        y = {(g, w): pulp.LpVariable(f"y_{n}_{w}", cat=pulp.LpBinary)
-             for n, g in enumerate(groups) for w in groups[g]}
-        for g, widths in groups.items():
-            self.m += pulp.lpSum(y[g, w] for w in widths) == 1
-        for (g, w), (layer, idx) in coupling_links(self.p):
-            self.m += pulp.lpSum(self.x[layer, i] for i in idx) == y[g, w]
-        return y
+    def expr(self, index: np.ndarray, coef: np.ndarray) -> pulp.LpAffineExpression:
+        return pulp.LpAffineExpression(zip([self.vars[k] for k in index.tolist()],
+                                           coef.tolist(), strict=True))
 
-    def _additive(self, metric: str) -> pulp.LpAffineExpression:
-        def value(c: Choice) -> int:
-            return self.rounding.cost(c.acc_loss if metric == "acc_loss" else c.metric(metric),
-                                      metric)
+    def _add(self, index: np.ndarray, coef: np.ndarray, sense: int, rhs: float,
+             name: str | None = None) -> None:
+        self.m += pulp.LpConstraint(self.expr(index, coef), sense, name, rhs)
 
-        return pulp.lpSum(value(c) * self.x[layer, i]
-                          for layer in self.p.layers
-                          for i, c in enumerate(self.p.choices[layer]))
+    def cost_row(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        costs = self.data.costs[metric]
+        keep = np.flatnonzero(costs)
+        return keep, costs[keep]
 
-    def _pairs(self) -> dict[PairKey, pulp.LpVariable]:
-        """The same pair booleans as the CP-SAT model: z >= x[a, A] + x[b, B] - 1."""
-        z = {}
-        for n, key in enumerate(pair_keys(self.p)):
-            a, ia, b, ib = key
-            z[key] = pulp.LpVariable(f"z_{n}", cat=pulp.LpBinary)
-            self.m += z[key] >= pulp.lpSum(self.x[a, i] for i in ia) + pulp.lpSum(
-                self.x[b, j] for j in ib) - 1
-        return z
-
-    def _ram_steps(self) -> list[pulp.LpAffineExpression]:
-        weights = self.expr["flash_bytes"] if self.p.weights_in_ram else 0
-        steps = []
-        for t, step in enumerate(self.p.ram_steps or ((),)):
-            coef = self.rounding.step_coefficients(self.p, t, step)  # CP-SAT's integers
-            live = pulp.lpSum(k * self.x[key] for key, k in coef.items() if k)
-            pairs = pulp.lpSum(k * self.z[key]
-                               for key, k in self.rounding.pair_coefficients(self.p, t))
-            steps.append(live + pairs + weights)
-        return steps
+    def phase(self, objective: tuple[np.ndarray, np.ndarray],
+              rows: tuple[tuple[np.ndarray, np.ndarray, float], ...] = ()) -> None:
+        """A new phase: the previous phase's constraints dropped, these rows (index, coef,
+        at most) added, this objective set."""
+        for name in self._phase:
+            del self.m.constraints[name]
+        self._phase = []
+        for n, (index, coef, most) in enumerate(rows):
+            self._phase.append(f"phase_{n}")
+            self._add(index, coef, pulp.LpConstraintLE, most, self._phase[-1])
+        self.m.setObjective(self.expr(*objective))
 
     def warm_start(self, picks: dict[str, int] | None) -> bool:
         """CBC's MIP start from a plan (x, the groups' widths, the pair terms); False: none."""
         if not picks or len(picks) != len(self.p.layers):
             return False
-        for (layer, i), var in self.x.items():
-            var.setInitialValue(int(picks[layer] == i))
-        members = self.p.members()
-        for (g, w), var in self.y.items():
-            first = members[g][0]
-            var.setInitialValue(int(self.p.choices[first][picks[first]].width(g) == w))
-        for (a, ia, b, ib), var in self.z.items():
-            var.setInitialValue(int(picks[a] in ia and picks[b] in ib))
+        a = self.a
+        chosen = np.zeros(len(self.vars), dtype=np.int64)
+        chosen[a.flat(picks)] = 1
+        for n, (g, w) in enumerate(a.group_widths):
+            first = a.members[g][0]
+            chosen[a.n + n] = self.p.choices[first][picks[first]].width(g) == w
+        for n, (ka, ia, kb, ib) in enumerate(a.pair_keys):
+            chosen[a.z0 + n] = picks[ka] in ia and picks[kb] in ib
+        for var, value in zip(self.vars, chosen.tolist(), strict=True):
+            var.setInitialValue(value)
         return True
 
     def solve(self, options: SolverOptions, start: dict[str, int] | None = None) -> str:
@@ -146,19 +149,28 @@ class _Model:
         return "UNKNOWN"
 
     def picks(self) -> dict[str, int]:
-        return {layer: max(range(len(self.p.choices[layer])),
-                           key=lambda i: self.x[layer, i].value() or 0.0)
-                for layer in self.p.layers}
+        return self.a.picks(np.array([v.varValue or 0.0 for v in self.vars[:self.a.n]]))
+
+
+def _model(problem: Problem, rounding: Rounding) -> _Model:
+    """The problem's model in this rounding, built on first use and kept (with its Arrays)
+    for the other phases of the solve."""
+    memo = arrays(problem).memo
+    key, limits = f"cbc {rounding.name}", tuple(sorted(problem.limits.items()))
+    if key not in memo or memo[key][0] != limits:  # one model per rounding: the last limits
+        memo[key] = (limits, _Model(problem, problem.limits, "edgefit", rounding))
+    model: _Model = memo[key][1]
+    return model
 
 
 def _attempt(problem: Problem, run: Run, rounding: Rounding, hint: dict[str, int] | None,
              cuts: tuple[dict[str, int], ...] = ()) -> Attempt:
     """The accuracy phase on `rounding`'s integers without the plans `cuts`; its bound is the
     optimum when proven."""
-    model = _Model(problem, problem.limits, "acc", rounding)
-    for cut in cuts:
-        model.m += pulp.lpSum(model.x[key] for key in cut.items()) <= len(cut) - 1
-    model.m += model.expr["acc_loss"]
+    model = _model(problem, rounding)
+    model.phase(model.cost_row("acc_loss"), tuple(
+        (index := model.a.flat(cut), np.ones(len(index), dtype=np.int64), len(cut) - 1)
+        for cut in cuts))
     status = model.solve(run.search_options(), hint)
     if status not in ("OPTIMAL", "FEASIBLE"):
         return Attempt(status)
@@ -200,9 +212,9 @@ def _tie_break_phase(problem: Problem, run: Run, pool: Pool) -> str:
     """CP-SAT's tie-break costs among plans as accurate as the best held, warm-started from it,
     in the tie-break's slice; a note when not proven."""
     assert pool.best is not None
-    second = _Model(problem, problem.limits, "cost")
-    second.m += second.expr["acc_loss"] <= (pool.loss or 0) + _INTEGER_SLACK
-    second.m += pulp.lpSum(cost * second.x[key] for key, cost in tie_break_costs(problem).items())
+    second = _model(problem, LOOSE)
+    second.phase((np.arange(second.a.n), tie_break_array(problem)),
+                 ((*second.cost_row("acc_loss"), (pool.loss or 0) + _INTEGER_SLACK),))
     status = second.solve(run.tie_break_options(), pool.best)
     if status in ("OPTIMAL", "FEASIBLE"):
         found = second.picks()
