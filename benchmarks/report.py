@@ -44,6 +44,10 @@ PLANNING = "docs/bench-accuracy-planning.md"
 ACCURACY = "docs/cost-model-accuracy.md"
 FIT = "docs/cost-model-fit.md"
 PEERS = "docs/bench-peers.md"
+DEEP = "docs/bench-deep-compression.md"
+INT8 = "docs/bench-int8-qlinear.md"
+INPUTS = (*TECHNIQUE_FILES, DEEP, ESTIMATORS, QAT, MINILM, SKELETON, INT8, PLANNING, ACCURACY,
+          FIT, PEERS)  # every markdown input, in the order the Inputs table lists them
 SCENARIOS = "examples/scenarios/output"
 SCENARIO_RUN = "examples/scenarios/run.sh"
 COMPARE = "benchmarks/compare_techniques.py"  # its ORDERS list names the order pairs
@@ -110,7 +114,10 @@ def commands_in(text: str) -> list[str] | None:
     for k, part in enumerate(text[m.end():].split("`")):
         if k % 2:
             spans.append(part)
-        elif TERMINATOR.search(part):
+            continue
+        if spans and (flags := re.match(r"\s*\((--[^)]*)\)", part)):
+            spans[-1] += " " + flags.group(1)  # "`script.py` (--rounds 4 ...)": its flags
+        if TERMINATOR.search(part):
             break
     return spans
 
@@ -569,6 +576,39 @@ def devices(src: Source | None) -> Section:
           "machine); the host latency of the same plan is predicted and measured here.", "")
     s.add(*quote_columns(t, ["model", "target", "limits", "options", "target latency",
                              "accuracy fp32", "host latency pred"]), "", provenance(t))
+    return s
+
+
+def deep_compression(src: Source | None) -> Section:
+    s = Section("Deep Compression, reproduced")
+    if src is None:
+        missing(s, DEEP)
+        return s
+    t = src.table("model", "stage")
+    s.add("Prune -> share (k-means) -> Huffman, Han et al.'s recipe, run with edgefit's "
+          "executors with its own fine-tuning budget per stage (named in the stage column and "
+          "the source); every ratio is the packed file's, read back and checked. The paper "
+          "reports 40x (LeNet-300-100) and 39x (LeNet-5) with no accuracy loss, as the source "
+          "quotes it; the source explains the gap (per-layer overheads it counts, and a "
+          "smaller LeNet-5 than the paper's).", "")
+    s.add(*quote_columns(t, ["model", "stage", "flash image (file)", "ratio (file)",
+                             "ratio (payload)", "test accuracy", "vs fp32"]), "", provenance(t))
+    return s
+
+
+def runtime(src: Source | None) -> Section:
+    s = Section("The runtime: int8 on onnxruntime")
+    if src is None:
+        missing(s, INT8)
+        return s
+    t = src.table("model", "variant")
+    s.add("Why an int8 plan can be slower than fp32 on this host: the same model as fp32, as "
+          "onnxruntime's own quantiser writes it (ort-own), as edgefit's QDQ graph left to "
+          "onnxruntime's fusion (ort-qdq) and as edgefit writes it (edgefit), timed in one "
+          "round-robin run. A latency is this CPU's; an MCU runtime has other kernels (the "
+          "cost models, not these ratios, carry a plan there).", "")
+    s.add(*quote_columns(t, ["model", "variant", "latency (us)", "vs fp32",
+                             "float ops on dequantised", "float islands"]), "", provenance(t))
     return s
 
 
@@ -1057,10 +1097,8 @@ class Report:
 
 def build(root: Path = ROOT) -> Report:
     """The report's markdown and its figures from the inputs under ``root``."""
-    names = (*TECHNIQUE_FILES, ESTIMATORS, QAT, MINILM, SKELETON, PLANNING, ACCURACY, FIT,
-             PEERS)
     read = {rel: (read_techniques if rel in TECHNIQUE_FILES else read_source)(root, rel)
-            for rel in names}
+            for rel in INPUTS}
     absent = [rel for rel, src in read.items() if src is None]
     sources = [src for src in read.values() if src is not None]
     technique_sources = [read[f] for f in TECHNIQUE_FILES if read[f] is not None]
@@ -1074,8 +1112,9 @@ def build(root: Path = ROOT) -> Report:
         winners(rows, technique_sources),  # type: ignore[arg-type]
         combinations(rows, pairs, technique_sources),  # type: ignore[arg-type]
         order_study(rows, pairs, technique_sources),  # type: ignore[arg-type]
+        deep_compression(read[DEEP]),
         class_count(read[ESTIMATORS]), qat(read[QAT]), transformer(read[MINILM]),
-        devices(read[SKELETON]), planning(read[PLANNING]),
+        devices(read[SKELETON]), runtime(read[INT8]), planning(read[PLANNING]),
         predicted_vs_measured(read[ACCURACY], read[FIT]), peers(read[PEERS]),
         scenarios(runs),
         not_shown(runs, [src for rel in (FIT, ACCURACY, SKELETON)
