@@ -1035,18 +1035,16 @@ def _panel_mcu(ax, src: Source) -> None:  # noqa: ANN001
 
 def _panel_boards(ax, src: Source) -> None:  # noqa: ANN001
     t = src.table("device / profile", "measured ms")
-    for device in dict.fromkeys(t.get(r, "device / profile").split(" / ")[0] for r in t.rows):
+    devices = dict.fromkeys(t.get(r, "device / profile").split(" / ")[0] for r in t.rows)
+    for k, device in enumerate(devices):
+        color = f"C{k % 10}"  # one colour per board, whichever of its series exist
         mine = [r for r in t.rows if t.get(r, "device / profile").startswith(device + " /")]
-        x, y = _pairs(t, "measured ms", "leave-one-out",
-                      [r for r in mine if t.get(r, "use") == "fit"])
-        aside = _pairs(t, "measured ms", "fitted ms",
-                       [r for r in mine if t.get(r, "use") == "aside"])
-        if not x and not aside[0]:
-            continue  # no held-out prediction for this board (fewer than three points)
-        color = ax.plot(x, y, ls="", marker="o", ms=5,
-                        label=f"{device} (leave-one-out)")[0].get_color()
-        if aside[0]:
-            ax.plot(*aside, ls="", marker="x", ms=6, color=color, label=f"{device} (kept aside)")
+        for use, col, marker, what in (("fit", "leave-one-out", "o", "leave-one-out"),
+                                       ("aside", "fitted ms", "x", "kept aside")):
+            x, y = _pairs(t, "measured ms", col, [r for r in mine if t.get(r, "use") == use])
+            if x:  # a board with fewer than three points has no held-out prediction
+                ax.plot(x, y, ls="", marker=marker, ms=5, color=color,
+                        label=f"{device} ({what})")
     ax.set_title("(c) SBCs, GPUs, Edge TPU: published vs predicted")
     ax.set_xlabel("published (ms)")
     ax.set_ylabel("predicted (ms)")
