@@ -964,7 +964,9 @@ def _technique_panel(ax, rows: list[Row], model: str) -> None:  # noqa: ANN001 (
                   if p[1] <= small}.values())[::-1]
     for k, (size, loss, label) in enumerate(front):
         ax.annotate(_short(label), (size, loss), fontsize=6.5, textcoords="offset points",
-                    xytext=(-4, 6 + 9 * (k % 2)), ha="right" if size > 8 else "left")
+                    xytext=(-6 if size > 8 else 6, 8 + 10 * (k % 2)),
+                    ha="right" if size > 8 else "left",
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.4"})
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(ticker.FixedLocator([1.5, 2, 3, 4, 6, 8, 10, 15, 20]))
     ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
