@@ -22,6 +22,7 @@ from edgefit_common.progress import task, track
 from techniques.fakequant import quantized_copy
 
 SENSITIVITY = "sensitivity (layer x option)"
+PRUNE_SENSITIVITY = "channel pruning sensitivity (group x width)"
 OnValue = Callable[[Any, Any], None]  # (the pair measured, its value)
 
 
@@ -127,7 +128,7 @@ def channel_pruning_kl(model: nn.Module, groups: Sequence[ChannelGroupSpec],
     reference = _log_probs(model, x)
     out: dict[tuple[str, int], float | None] = {}
     cuts = [(g, width) for g in groups for width in g.widths[:-1]]
-    for g, width in track(cuts, "channel pruning sensitivity (group x width)"):
+    for g, width in track(cuts, PRUNE_SENSITIVITY):
         pruned = copy.deepcopy(model)
         value: float | None
         try:

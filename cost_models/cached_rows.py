@@ -236,11 +236,34 @@ def cached_channel_pruning_kl(module: Any, groups: Sequence[Any], example_input:
 
     def measure(missing: list[tuple[str, int]], emit: Emit
                 ) -> dict[tuple[str, int], float | None]:
-        names = list(dict.fromkeys(name for name, _ in missing))
-        todo = [_with_widths(by_name[n], {w for g, w in missing if g == n}) for n in names]
-        return accuracy.channel_pruning_kl(module, todo, example_input, x, on_value=emit)
+        # through the seam like the sensitivity pass: items (group, width), one KL record each
+        from edgefit_common.execution import current
+
+        executor, got = current(), {}
+
+        def record(cut_value: tuple[tuple[str, int], float | None]) -> None:
+            got[cut_value[0]] = cut_value[1]
+            emit(*cut_value)
+
+        items = [(by_name[name], width) for name, width in missing]
+        executor.map_tasks(prune_kl_task, executor.chunks(items), record,
+                           shared=(module, example_input, x), title=accuracy.PRUNE_SENSITIVITY,
+                           label=lambda item: f"(group {item[0].name}, width {item[1]})")
+        return got
 
     return cached("prune-kl", keys, measure, cache_)
+
+
+def prune_kl_task(module: Any, example_input: Any, x: np.ndarray,
+                  chunk: Sequence[tuple[Any, int]], emit: Callable[[Any], None]) -> None:
+    """One task of the channel-pruning pass: the KL of each (group, width) of ``chunk``, each
+    group pruned alone, emitted as ``((group name, width), value or None)``."""
+    from cost_models import accuracy
+
+    groups = list({g.name: g for g, _ in chunk}.values())
+    todo = [_with_widths(g, {w for h, w in chunk if h.name == g.name}) for g in groups]
+    accuracy.channel_pruning_kl(module, todo, example_input, x,
+                                on_value=lambda cut, value: emit((cut, value)))
 
 
 def _group_doc(g: Any) -> dict[str, Any]:
@@ -275,4 +298,5 @@ def stored_bytes_key(weights: str, layer: str, cut: Any, configs: Sequence[Any],
 
 
 __all__ = ["Emit", "cached", "cached_channel_pruning_kl", "cached_output_kl", "code_version",
-           "config_docs", "model_code", "module_hash", "output_kl_task", "stored_bytes_key"]
+           "config_docs", "model_code", "module_hash", "output_kl_task", "prune_kl_task",
+           "stored_bytes_key"]

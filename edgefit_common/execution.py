@@ -56,7 +56,7 @@ class Executor:
         CPUs``)."""
         return self.name
 
-    def chunks(self, items: Sequence[T], size: int = CHUNK_ITEMS) -> list[list[T]]:
+    def chunks(self, items: Sequence[T], size: int | None = None) -> list[list[T]]:
         """``items`` as the chunks to submit. In-process: one chunk of everything (nothing
         to balance; the task's own progress bar and per-item records stay as they were)."""
         return [list(items)] if items else []

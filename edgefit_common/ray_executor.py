@@ -99,10 +99,11 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, *, workers: int | None = None, address: str | None = None,
-                 retries: int = RETRIES) -> None:
+                 retries: int = RETRIES, chunk_items: int = CHUNK_ITEMS) -> None:
         if (workers is None) == (address is None):
             raise ValueError("RayExecutor: give workers (local) or address (a cluster)")
         self.workers, self.address, self.retries = workers, address, retries
+        self.chunk_items = chunk_items
         self._ray: Any = None
         self._remote: Any = None
 
@@ -186,9 +187,10 @@ class RayExecutor(Executor):
 
     # ------------------------------------------------------------------ tasks
 
-    def chunks(self, items: Sequence[T], size: int = CHUNK_ITEMS) -> list[list[T]]:
-        """Chunks of ``size`` items, in order."""
-        return [list(items[i:i + size]) for i in range(0, len(items), size)]
+    def chunks(self, items: Sequence[T], size: int | None = None) -> list[list[T]]:
+        """Chunks of ``size`` items (default: ``chunk_items``), in order."""
+        step = size or self.chunk_items
+        return [list(items[i:i + step]) for i in range(0, len(items), step)]
 
     def map_tasks(self, fn: TaskFn, chunks: Sequence[Sequence[Any]],
                   on_record: Emit, *, shared: Sequence[Any] = (),

@@ -1,7 +1,8 @@
 """The Ray side of edgefit_common.execution on a two-node cluster bound to 127.0.0.1 (the
 ``ray_cluster`` fixture of tests/conftest.py): records come back to the driver, a failing task
-is retried and then reported with the item it failed on, LeNet-5's sensitivity pass gives the
-serial run's numbers exactly, and every socket of the cluster is on loopback."""
+is retried and then reported with the item it failed on, LeNet-5's sensitivity pass and its
+channel-pruning KL give the serial run's numbers exactly, and every socket of the cluster is on
+loopback."""
 
 from __future__ import annotations
 
@@ -86,6 +87,32 @@ def test_lenet5_sensitivity_on_two_workers_equals_the_serial_run(executor: RayEx
         assert len(rows) == 16  # the driver wrote every measured pair (fp32 is not measured)
     assert fanned == serial
     assert min(v for (_, o), v in serial.loss.items() if o != "fp32") > 0.0
+
+
+def test_lenet5_channel_pruning_kl_on_two_workers_equals_the_serial_run(
+        executor: RayExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cost_models.cached_rows import cached_channel_pruning_kl
+    from cost_models.channels import channel_group_specs
+    from cost_models.row_cache import RowCache
+    from edgefit.planning import calibration_split
+    from techniques.prune import coupling
+    from workloads.models import load_model_ref
+
+    loaded = load_model_ref("lenet5-mnist")
+    module = loaded.torch_module()
+    split = calibration_split("mnist")
+    assert split is not None
+    x = split[0][:128]
+    groups = channel_group_specs(coupling(module, loaded.input_shape), 2)
+    cuts = sum(len(g.widths) - 1 for g in groups)
+    assert cuts == 8  # conv1, conv2, fc1, fc2 at 1/3 and 2/3 of their channels
+    with RowCache(tmp_path / "serial.sqlite") as rows:
+        serial = cached_channel_pruning_kl(module, groups, loaded.input_shape, x, rows)
+    monkeypatch.setattr(executor, "chunk_items", 3)  # 3 tasks, two of them spanning groups
+    with RowCache(tmp_path / "ray.sqlite") as rows, using(executor, close=False):
+        fanned = cached_channel_pruning_kl(module, groups, loaded.input_shape, x, rows)
+        assert len(rows) == cuts
+    assert fanned == serial and len(serial) == cuts
 
 
 def test_every_socket_of_the_cluster_is_on_loopback(executor: RayExecutor) -> None:
