@@ -116,9 +116,9 @@ def _limits_table(plan: Plan) -> Table:
                 given = {**given, field: limit_value}
         if field in given:
             limit = given[field]
-            status = ("binds (+10 % would buy accuracy)" if metric in plan.binding else
-                      "binding unknown (its check timed out)" if metric in plan.binding_unknown
-                      else "ok")
+            status = ("ok (the fp32 plan's latency below is the tighter limit)"
+                      if metric == "latency_ms" and _cap(plan) is not None else
+                      _binding(plan, metric))
             if metric == "latency_ms" and plan.latency_backed is False:
                 status += "; no published measurement of this board backs the model"
             table.add_row(field, fmt(value), fmt(limit), f"{100 * (1 - value / limit):.1f} %",
@@ -133,7 +133,35 @@ def _limits_table(plan: Plan) -> Table:
         table.add_row("accuracy drop", "measured by apply", f"{given['accuracy_drop']:g}pp",
                       "-", "checked after apply")
     _update_row(plan, table)
+    _fp32_row(plan, table)
     return table
+
+
+def _binding(plan: Plan, metric: str) -> str:
+    return ("binds (+10 % would buy accuracy)" if metric in plan.binding else
+            "binding unknown (its check timed out)" if metric in plan.binding_unknown else "ok")
+
+
+def _cap(plan: Plan) -> float | None:
+    """The fp32 plan's latency where it is tighter than the asked latency limit
+    (planner.resolve.latency_cap: compressing never makes the model slower)."""
+    from planner.resolve import latency_cap, solver_limits
+
+    return latency_cap(plan, solver_limits(plan.limits, plan.margin))
+
+
+def _fp32_row(plan: Plan, table: Table) -> None:
+    """With a latency limit looser than the fp32 plan, that plan's latency is the limit the
+    solver holds: say so where the limits are."""
+    assert plan.totals is not None
+    cap = _cap(plan)
+    if cap is None:
+        return
+    value = plan.totals.latency_ms
+    table.add_row("latency <= fp32", fmt_ms(value), fmt_ms(cap),
+                  f"{100 * (1 - value / cap):.1f} %",
+                  f"{_binding(plan, 'latency_ms')}; the fp32 plan's predicted latency: "
+                  "compressing never makes it slower")
 
 
 def _update_row(plan: Plan, table: Table) -> None:
@@ -204,6 +232,13 @@ def _delivery_relaxation(plan: Plan, metric: str, asked: float,
     return text + f"; limit {fmt_bytes(plan.limits.flash or 0)}"
 
 
+def _cap_note(plan: Plan, metric: str) -> str:
+    if metric != "latency_ms" or _cap(plan) is None or plan.limits.latency is None:
+        return ""
+    return (f"; that is the fp32 plan's latency, below your {fmt_ms(plan.limits.latency)}: "
+            "a compressed plan is never slower than fp32")
+
+
 def _print_infeasible(plan: Plan, con: Console) -> None:
     if plan.solver.note:
         con.print(f"solver: {plan.solver.note}", soft_wrap=True)
@@ -224,11 +259,14 @@ def _print_infeasible(plan: Plan, con: Console) -> None:
             con.print(f"  {name}: relaxing only this limit does not help (asked {fmt(r.asked)})")
         else:
             con.print(f"  {name}: needs {fmt(r.best_reachable)} instead of {fmt(r.asked)} "
-                      "(with the other limits kept)")
+                      "(with the other limits kept)" + _cap_note(plan, r.limit))
     joint = {m: v for m, v in plan.explanation.joint_relaxation.items()
              if v > 0 and m in _FIELD and not _slotted(plan, m)}
     if joint:
-        parts = [f"{fmts[m](plan.limits.given()[_FIELD[m]] + v)} {_FIELD[m]} (+{fmts[m](v)})"
+        asked = {m: plan.limits.given()[_FIELD[m]] for m in joint}
+        if "latency_ms" in asked and (cap := _cap(plan)) is not None:
+            asked["latency_ms"] = cap
+        parts = [f"{fmts[m](asked[m] + v)} {_FIELD[m]} (+{fmts[m](v)})"
                  for m, v in joint.items()]
         con.print("  smallest joint relaxation: " + " and ".join(parts))
     for metric, value in plan.explanation.minimum.items():
@@ -477,6 +515,8 @@ def plan_summary(plan: Plan, written: list[Path], target_origin: str | None,
                    "origin": target_origin},
         "limits": {_LIMIT_KEYS[k]: v for k, v in plan.limits.given().items()},
         "margin": plan.margin,
+        # the fp32 plan's latency where it is tighter than the asked limit (the solver's)
+        "latency_cap_ms": _cap(plan),
         "totals": plan.totals.model_dump() if plan.totals is not None else None,
         "accuracy_unit": plan.accuracy_unit,
         "binding": list(plan.binding),

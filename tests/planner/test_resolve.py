@@ -96,3 +96,59 @@ def test_resolve_cli_does_not_import_torch(plan: Plan, tmp_path: Path) -> None:
     new = json.loads((tmp_path / "new.json").read_text())
     assert new["layers"]["conv1"]["option"] == "fp32" and new["layers"]["conv1"]["pinned"]
     assert new["limits"]["latency"] == "2000ms"
+
+
+# --------------------------------------------------------------------------------------------
+# with a latency limit, a compressed plan is never slower than fp32 (issue #22)
+
+
+def _slow_compression(plan: Plan) -> Plan:
+    """The plan with every compressed alternative made 3x slower than the layer's fp32, so
+    only fp32 layers can meet the fp32 plan's latency."""
+    from planner.resolve import fp32_latency_ms
+
+    assert fp32_latency_ms(plan) is not None
+    layers = {}
+    for name, lp in plan.layers.items():
+        fp32 = min(a.latency_ms for a in lp.alternatives if not a.techniques)
+        alts = [a if not a.techniques else a.model_copy(update={"latency_ms": 3 * fp32})
+                for a in lp.alternatives]
+        layers[name] = lp.model_copy(update={"alternatives": alts})
+    return plan.model_copy(update={"layers": layers})
+
+
+def test_the_fp32_plan_s_latency_caps_a_looser_limit(plan: Plan) -> None:
+    from planner.resolve import fp32_latency_ms, latency_cap
+
+    fp32_ms = fp32_latency_ms(plan)
+    assert fp32_ms is not None and fp32_ms > plan.fixed["latency_ms"]
+    assert latency_cap(plan, {"latency_ms": 2 * fp32_ms}) == fp32_ms
+    assert latency_cap(plan, {"latency_ms": fp32_ms / 2}) is None  # the asked is tighter
+    assert latency_cap(plan, {"flash_bytes": 1e9}) is None  # no latency limit: no cap
+    loose = Limits(latency=f"{2 * fp32_ms}ms", flash="1GB")
+    assert problem_from_plan(plan.model_copy(update={"limits": loose})).limits[
+        "latency_ms"] == pytest.approx(fp32_ms)
+    slow = _slow_compression(plan)
+    free = resolve(slow, limits=Limits(flash="1GB"))  # no latency limit: slower is allowed
+    capped = resolve(slow, limits=loose)
+    assert capped.feasible and capped.totals is not None
+    assert capped.totals.latency_ms <= fp32_ms * (1 + 1e-9)
+    assert set(capped.options().values()) == {"fp32"}
+    assert free.totals is not None and free.totals.acc_loss <= capped.totals.acc_loss
+    # a flash limit that needs compression is then infeasible, explained on the cap
+    fp32_flash = capped.totals.flash_bytes
+    tight = resolve(slow, limits=Limits(latency=f"{2 * fp32_ms}ms", flash=f"{fp32_flash / 2}B"))
+    assert tight.status == "INFEASIBLE" and tight.explanation is not None
+    latency = next(r for r in tight.explanation.relaxations if r.limit == "latency_ms")
+    assert latency.asked == pytest.approx(fp32_ms)
+
+
+def test_no_cap_without_a_plain_fp32_alternative(plan: Plan) -> None:
+    from planner.resolve import fp32_latency_ms
+
+    name = next(iter(plan.layers))
+    lp = plan.layers[name]
+    int8_only = lp.model_copy(update={"alternatives": [a for a in lp.alternatives
+                                                       if a.techniques]})
+    assert fp32_latency_ms(plan.model_copy(update={
+        "layers": {**plan.layers, name: int8_only}})) is None
