@@ -1,11 +1,12 @@
 """The Ray side of edgefit_common.execution on a two-node cluster bound to 127.0.0.1 (the
 ``ray_cluster`` fixture of tests/conftest.py): records come back to the driver, a failing task
-is retried and then reported with the item it failed on, LeNet-5's sensitivity pass and its
-channel-pruning KL give the serial run's numbers exactly, and every socket of the cluster is on
-loopback."""
+is retried and then reported with the item it failed on, a task whose worker dies runs again,
+LeNet-5's sensitivity pass and its channel-pruning KL give the serial run's numbers exactly,
+and every socket of the cluster is on loopback."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,16 @@ def flaky(folder: str, chunk: list[str], emit: Callable[[Any], None]) -> None:
         emit(item)
 
 
+def dies_once(folder: str, chunk: list[int], emit: Callable[[Any], None]) -> None:
+    """The first attempt of the chunk holding 0 kills its worker process."""
+    marker = Path(folder) / "died"
+    if 0 in chunk and not marker.exists():
+        marker.write_text("once")
+        os._exit(1)
+    for item in chunk:
+        emit(item)
+
+
 def test_records_of_every_chunk_reach_the_driver(executor: RayExecutor) -> None:
     assert "2 nodes, 2 CPUs" in executor.describe()
     chunks = executor.chunks(list(range(23)), size=10)
@@ -60,6 +71,13 @@ def test_a_failing_task_is_retried_then_reported_with_its_item(executor: RayExec
                            shared=(str(tmp_path),), label=lambda item: f"<{item}>",
                            title="pairs")
     assert (tmp_path / "attempts").read_text().count("attempt") == 3  # 1 + 2 retries
+
+
+def test_a_task_whose_worker_dies_is_run_again(executor: RayExecutor, tmp_path: Path) -> None:
+    got: list[int] = []
+    executor.map_tasks(dies_once, [[0, 1], [2, 3]], got.append, shared=(str(tmp_path),))
+    assert (tmp_path / "died").exists()
+    assert sorted(got) == [0, 1, 2, 3]
 
 
 def test_lenet5_sensitivity_on_two_workers_equals_the_serial_run(executor: RayExecutor,
