@@ -122,7 +122,9 @@ class RayExecutor(Executor):
     def start(self) -> Any:
         """The ray module, connected (started on first use)."""
         if self._ray is None:
-            with task(f"start {self.describe()}"):
+            step = (f"start a local Ray instance of {self.workers} workers on {LOOPBACK}"
+                    if self.address is None else f"connect to the Ray cluster at {self.address}")
+            with task(step):
                 self._ray = self._connect()
                 try:
                     self._check_nodes()
