@@ -10,7 +10,7 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +48,8 @@ from techniques.share import WeightSharingConfig, check_onnx_shared, share_confi
 from workloads.data import Dataset, load_dataset
 from workloads.models import LoadedModel
 from workloads.train import evaluate
+
+C = TypeVar("C")
 
 FLASH_TOLERANCE_FRACTION = 0.02
 FLASH_TOLERANCE_BYTES = 1024  # the issue's criterion; the prediction is meant to be exact
@@ -278,14 +280,19 @@ def check_channels_in_onnx(plan: Plan, in_onnx: dict[str, Any]
     return rows, problems
 
 
+def layers_with(plan: Plan, kind: type[C]) -> dict[str, C]:
+    """{layer: its config of this type} of the plan's unfactorised layers that have one."""
+    out: dict[str, C] = {}
+    for name, lp in plan.layers.items():
+        found: list[C] = [t for t in lp.techniques if isinstance(t, kind)]
+        if found and not lowrank_config(lp.techniques):
+            out[name] = found[0]
+    return out
+
+
 def shared_layers(plan: Plan) -> dict[str, WeightSharingConfig]:
     """{layer: its WeightSharingConfig} of the plan's weight-shared (unfactorised) layers."""
-    out = {}
-    for name, lp in plan.layers.items():
-        cfg = share_config(lp.techniques)
-        if cfg is not None and not lowrank_config(lp.techniques):
-            out[name] = cfg
-    return out
+    return layers_with(plan, WeightSharingConfig)
 
 
 def _verify_onnx_shared(name: str, cfg: WeightSharingConfig, in_onnx: dict[str, Any],
@@ -296,17 +303,6 @@ def _verify_onnx_shared(name: str, cfg: WeightSharingConfig, in_onnx: dict[str, 
         return [f"{name}: ONNX weight holds {in_onnx['distinct_nonzero']} distinct nonzero "
                 f"values, more than 2**{cfg.bits} = {2 ** cfg.bits}"]
     return []
-
-
-def pruned_layers(plan: Plan) -> dict[str, UnstructuredPruneConfig]:
-    """{layer: its UnstructuredPruneConfig} of the plan's magnitude-pruned (unfactorised)
-    layers."""
-    out = {}
-    for name, lp in plan.layers.items():
-        cfg = next((t for t in lp.techniques if isinstance(t, UnstructuredPruneConfig)), None)
-        if cfg is not None and not lowrank_config(lp.techniques):
-            out[name] = cfg
-    return out
 
 
 def _verify_onnx_zeros(name: str, cfg: UnstructuredPruneConfig, in_onnx: dict[str, Any],
@@ -354,7 +350,7 @@ def verify_artifacts(plan: Plan, runnable: Path, image: Path,
     factored = lowrank_layers(plan)
     shared = shared_layers(plan)
     onnx_shared = check_onnx_shared(runnable, shared) if shared else {}
-    pruned = pruned_layers(plan)
+    pruned = layers_with(plan, UnstructuredPruneConfig)
     onnx_zeros = check_onnx_zeros(runnable, pruned) if pruned else {}
     for name, lp in plan.layers.items():
         if name in factored:
