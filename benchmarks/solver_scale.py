@@ -679,6 +679,28 @@ def _count_solver_time() -> None:
         setattr(owner, name, _counted(getattr(owner, name)))
 
 
+def lp_fractional(problem: Problem) -> str:
+    """How many layers (and coupled groups) the LP relaxation leaves fractional: no option (no
+    width) at 1 - 1e-6 or more (planner.lp's rule for a decided layer)."""
+    from planner import lp
+
+    relaxation = lp.relax(problem)
+    if relaxation.status != "OPTIMAL":
+        return f"LP {relaxation.status}"
+    x = relaxation.x
+    split = [ly for ly in problem.layers
+             if max(x[ly, i] for i in range(len(problem.choices[ly]))) < 1 - 1e-6]
+    groups = 0
+    for g, members in problem.members().items():
+        mass: dict[int, float] = {}
+        for i, c in enumerate(problem.choices[members[0]]):
+            w = c.width(g) or 0
+            mass[w] = mass.get(w, 0.0) + x[members[0], i]
+        groups += max(mass.values()) < 1 - 1e-6
+    return (f"LP relaxation: {len(split)} of {len(problem.layers)} layers fractional, {groups}"
+            f" of {len(problem.members())} coupled groups")
+
+
 def build_time(names: list[str], fractions: list[float], options: SolverOptions,
                backends: list[str]) -> list[str]:
     """Per instance, budget and backend: the CPU-s of presolve and of one solve call outside
@@ -687,6 +709,10 @@ def build_time(names: list[str], fractions: list[float], options: SolverOptions,
     from planner import cbc, cpsat
 
     _count_solver_time()
+    warm_up = with_budget(_transformer(1, 64, 128, 8, False, (0.5, 1.0), 0), 0.5)
+    for backend in backends:  # imports (scipy, pulp) and first calls outside the timing
+        (cpsat if backend == "cpsat" else cbc).solve(
+            warm_up, SolverOptions(time_limit_s=1), explain_infeasible=False)
     lines = [f"planner from {Path(planner.__file__).parent}"]
     print(lines[0], flush=True)
     for name in names:
@@ -708,6 +734,8 @@ def build_time(names: list[str], fractions: list[float], options: SolverOptions,
                     f", in CP-SAT/GLOP {_IN_SOLVERS[0]:.2f}; wall {time.perf_counter() - wall:.2f}"
                     f" s; {r.status}, accuracy cost {r.totals.get('acc_loss')}")
                 print(lines[-1], flush=True)
+            lines.append(f"{name} {fraction:g}: {lp_fractional(reduced)}")
+            print(lines[-1], flush=True)
     return lines
 
 

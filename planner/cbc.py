@@ -137,7 +137,14 @@ class _Model:
         solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(options.time_limit_s, 0.01),
                                    gapRel=options.relative_gap or None, warmStart=warm,
                                    options=extra or [])
-        self.m.solve(solver)
+        try:
+            self.m.solve(solver)
+        except pulp.PulpSolverError:
+            if extra:  # the confirmation of an infeasible verdict: solve() reads the crash
+                raise
+            # CBC ended without a solution file (its time ran out before it wrote one): as a
+            # time-out, nothing is known
+            return "UNKNOWN"
         # LpStatus says "Optimal" even after a time-out; sol_status tells them apart
         if self.m.sol_status == pulp.LpSolutionOptimal:
             # within gapRel, when one is asked: not a proof
