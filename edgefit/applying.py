@@ -372,5 +372,16 @@ def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runn
                 f"({mem['run_bytes'] if mem else '-'} B of it during the run), which includes "
                 "onnxruntime's own code and arena: an upper bound, not like for like"},
     ]
-    return {"device": "host", "profile": spec.default_profile, "cpu": spec.cpu,
-            "provenance": table.provenance, "rows": rows}
+    out = {"device": "host", "profile": spec.default_profile, "cpu": spec.cpu,
+           "provenance": table.provenance, "rows": rows}
+    if plan.target.device == "host":  # the plan's own per-layer predictions are this host's
+        out["layers"] = _layer_rows(plan, measure.layer_latency_ms(runnable))
+    return out
+
+
+def _layer_rows(plan: Plan, measured_ms: dict[str, float]) -> list[dict[str, Any]]:
+    """Per layer: its option, the plan's predicted latency and the measured one (ms)."""
+    return [{"layer": name, "option": lp.option,
+             "predicted_ms": lp.predicted.latency_ms if lp.predicted is not None else None,
+             "measured_ms": measured_ms[name]}
+            for name, lp in plan.layers.items() if name in measured_ms]

@@ -39,7 +39,11 @@ from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
 from workloads.refs import ModelSource
 
 OBJECTIVES = tuple(LIMIT_METRIC)  # latency, flash, ram, energy
-LOOP_REPORT_VERSION = 1
+LOOP_REPORT_VERSION = 2  # 2: rounds say which options were dropped, and why
+# a layer whose measured latency exceeds its prediction by both is dropped from later rounds
+# (the profiles are per-layer medians; 1.5x and 2 us are well above their run-to-run noise)
+MISS_RATIO = 1.5
+MISS_ABS_MS = 0.002
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class Measurement:
     costs: dict[str, float] = field(default_factory=dict)
     checks_ok: bool = True
     report: str | None = None
+    # each layer's measured latency in the applied model (ms; the host target only)
+    layer_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Round:
     measured: Measurement | None = None
     verdict: str = ""  # pass / fail: what failed
     learned: str = ""
+    dropped: list[str] = field(default_factory=list)  # "layer:option" measured over prediction
 
 
 @dataclass
@@ -136,7 +143,7 @@ def closed_loop(plan: Plan, evaluate: Evaluate, settings: LoopSettings | None = 
     metric = LIMIT_METRIC[settings.objective]
     problem = problem_from_plan(plan)
     front = _front(plan, problem, metric, settings)
-    state = _State(problem, limit_pp, settings)
+    state = _State(problem, limit_pp, settings, _plain_fp32(plan))
     for number in range(1, settings.rounds + 1):
         pick = _first(front, plan) if number == 1 else state.next(front, metric)
         if pick is None:
@@ -147,7 +154,17 @@ def closed_loop(plan: Plan, evaluate: Evaluate, settings: LoopSettings | None = 
         rnd.measured = evaluate(candidate_plan, number)
         state.record(cand, rnd)
         state.plans[number] = candidate_plan
+        if rnd.dropped:  # the front again, without the options whose measurements missed
+            front = [c for c in _front(plan, state.remaining(), metric, settings)
+                     if not state.uses_dropped(c)]
     return state.result(settings.objective, len(front))
+
+
+def _plain_fp32(plan: Plan) -> set[tuple[str, str]]:
+    """(layer, option) of each layer's uncompressed option: the baseline is never dropped."""
+    full = {g.name: g.channels for g in plan.channel_groups}
+    return {(name, a.option) for name, lp in plan.layers.items() for a in lp.alternatives
+            if not a.techniques and all(full.get(g) == w for g, w in a.widths.items())}
 
 
 def _front(plan: Plan, problem: Problem, metric: str, settings: LoopSettings
@@ -179,8 +196,11 @@ def _first(front: list[_Candidate], plan: Plan) -> tuple[_Candidate, str]:
 class _State:
     """Measured rounds and what was learned from them."""
 
-    def __init__(self, problem: Problem, limit_pp: float, settings: LoopSettings) -> None:
+    def __init__(self, problem: Problem, limit_pp: float, settings: LoopSettings,
+                 baseline: set[tuple[str, str]] | None = None) -> None:
         self.problem = problem
+        self.baseline = baseline or set()
+        self.dropped: set[tuple[str, str]] = set()
         self.limit_pp = limit_pp
         self.settings = settings
         self.rounds: list[Round] = []
@@ -195,10 +215,12 @@ class _State:
         failures = []
         if m.drop_pp > self.limit_pp + 1e-9:
             failures.append(f"accuracy drop {m.drop_pp:.2f} pp > {self.limit_pp:g} pp")
-        learned = []
+        learned = self._drop_missed(cand, rnd)
         for metric, value in m.costs.items():
             predicted = cand.totals.get(metric, 0.0)
-            if predicted > 0 and value > predicted * 1.001:
+            if metric == "latency_ms" and rnd.dropped:
+                pass  # the miss is the dropped options': the others keep their predictions
+            elif predicted > 0 and value > predicted * 1.001:
                 ratio = value / predicted
                 if ratio > self.cost_scale.get(metric, 1.0):
                     self.cost_scale[metric] = ratio
@@ -218,6 +240,37 @@ class _State:
         rnd.learned = "; ".join(learned)
         self.rounds.append(rnd)
         self.measured.append((cand, rnd))
+
+    def _drop_missed(self, cand: _Candidate, rnd: Round) -> list[str]:
+        """Options whose measured layer latency missed its prediction (by MISS_RATIO and
+        MISS_ABS_MS) leave the problem: later rounds choose among options whose predictions
+        held. The uncompressed option stays (it is the baseline, not a choice to learn)."""
+        assert rnd.measured is not None
+        learned = []
+        for layer, measured_ms in rnd.measured.layer_ms.items():
+            option = cand.picks.get(layer)
+            if option is None or (layer, option) in self.baseline:
+                continue
+            predicted_ms = next(c.latency_ms for c in self.problem.choices[layer]
+                                if c.option == option)
+            if (measured_ms > MISS_RATIO * predicted_ms
+                    and measured_ms - predicted_ms > MISS_ABS_MS):
+                self.dropped.add((layer, option))
+                rnd.dropped.append(f"{layer}:{option}")
+                learned.append(f"{layer} at {option} measured {measured_ms:.4g} ms, predicted "
+                               f"{predicted_ms:.4g} ms: dropped from later rounds")
+        return learned
+
+    def remaining(self) -> Problem:
+        """The problem without the dropped options (a layer keeps at least its baseline)."""
+        import dataclasses
+
+        return dataclasses.replace(self.problem, choices={
+            layer: tuple(c for c in row if (layer, c.option) not in self.dropped)
+            for layer, row in self.problem.choices.items()})
+
+    def uses_dropped(self, cand: _Candidate) -> bool:
+        return any((layer, o) in self.dropped for layer, o in cand.picks.items())
 
     def _passes(self, rnd: Round) -> bool:
         return rnd.verdict == "pass"
@@ -369,11 +422,14 @@ def measurement_from_report(plan: Plan, report: dict[str, Any]) -> Measurement:
     elif tflite.get("written"):  # the plan counts model.tflite: measured when apply wrote it
         costs["flash_bytes"] = (plan.fixed.get("flash_bytes", 0.0)
                                 - plan.fixed["tflite_frame_bytes"] + float(tflite["bytes"]))
+    layer_ms: dict[str, float] = {}
     if plan.target.device == "host":
         row = report["host_check"]["rows"][0]
         if row.get("measured") is not None:
             costs["latency_ms"] = float(row["measured"])
+        layer_ms = {r["layer"]: float(r["measured_ms"])
+                    for r in report["host_check"].get("layers", [])}
     return Measurement(drop_pp=float(acc["drop_pp"]), accuracy=float(acc["compressed"]),
                        fp32_accuracy=float(acc["fp32"]), costs=costs,
                        checks_ok=bool(report["verification"]["ok"]),
-                       report=report.get("report_path"))
+                       report=report.get("report_path"), layer_ms=layer_ms)

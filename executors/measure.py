@@ -74,6 +74,17 @@ def latency_ms(path: Path, x: np.ndarray, warmup: int = 20, runs: int = 200) -> 
             "rounds": rounds}
 
 
+def layer_latency_ms(path: Path, runs: int = 100, profile_runs: int = 60) -> dict[str, float]:
+    """Each planned layer's time in one run of ``path`` (ms): onnxruntime's node profile
+    attributed to the file's ``edgefit.layers`` by edgefit_measure's rules, its profiling
+    offset calibrated out (what the host profiles are made of, so a layer's measured time is
+    comparable with its prediction)."""
+    import edgefit_measure as em
+
+    m = em.measure(path, runs=runs, warmup=10, profile_runs=profile_runs)
+    return {name: float(entry["calibrated_ms"]) for name, entry in m["layers"].items()}
+
+
 def peak_memory(path: Path, input_shape: tuple[int, ...]) -> dict[str, int] | None:
     """Peak RSS growth of a fresh process: session creation, and session creation + one run.
 

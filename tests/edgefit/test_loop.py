@@ -142,3 +142,55 @@ def test_the_summary_quotes_measured_costs_as_measured() -> None:
     assert slow.status == "not met"
     assert "meets the accuracy limit" in slow.summary and "latency_ms measured" in slow.summary
     assert "over the" not in slow.summary
+
+
+def _fake_layers(pp_per_unit: float, slow: tuple[str, str], factor: float,
+                 calls: list[Plan] | None = None):
+    """Per-layer latencies measured as predicted, except `slow` (layer, option): x factor."""
+
+    def evaluate(plan: Plan, number: int) -> Measurement:
+        if calls is not None:
+            calls.append(plan)
+        assert plan.totals is not None
+        layer_ms = {name: lp.cost.latency_ms * (factor if (name, lp.option) == slow else 1.0)
+                    for name, lp in plan.layers.items()}
+        extra = sum(layer_ms.values()) - sum(lp.cost.latency_ms for lp in plan.layers.values())
+        costs = {"flash_bytes": plan.totals.flash_bytes,
+                 "latency_ms": plan.totals.latency_ms + extra}
+        return Measurement(drop_pp=pp_per_unit * plan.totals.acc_loss, accuracy=0.98,
+                           fp32_accuracy=0.99, costs=costs, layer_ms=layer_ms)
+
+    return evaluate
+
+
+def test_an_option_measured_over_its_prediction_is_dropped_and_the_loop_goes_on() -> None:
+    """Issue #22: the loop drops the options whose measurements miss and goes on (it used to
+    scale every plan's latency by the miss and stop when none fitted)."""
+    plan = _plan()
+    first = plan.options()
+    layer = next(n for n, o in first.items() if o != "fp32")
+    slow = (layer, first[layer])
+    calls: list[Plan] = []
+    result = closed_loop(plan, _fake_layers(40.0, slow, 5.0, calls), LoopSettings(rounds=4))
+    assert result.rounds[0].dropped == [f"{layer}:{first[layer]}"]
+    assert "dropped from later rounds" in result.rounds[0].learned
+    assert len(calls) >= 2, "the loop went on after the miss"
+    for p in calls[1:]:
+        assert p.options()[layer] != first[layer]
+    assert "latency_ms measured" not in result.rounds[0].learned  # not scaled: attributed
+    data = result.to_json()
+    assert data["rounds"][0]["dropped"] == [f"{layer}:{first[layer]}"]
+
+
+def test_within_noise_or_the_baseline_nothing_is_dropped() -> None:
+    plan = _plan()
+    first = plan.options()
+    layer = next(n for n, o in first.items() if o != "fp32")
+    near = closed_loop(plan, _fake_layers(40.0, (layer, first[layer]), 1.2),
+                       LoopSettings(rounds=2))
+    assert near.rounds[0].dropped == []
+    fp32_layer = next((n for n, o in first.items() if o == "fp32"), None)
+    if fp32_layer is not None:
+        base = closed_loop(plan, _fake_layers(40.0, (fp32_layer, "fp32"), 10.0),
+                           LoopSettings(rounds=1))
+        assert base.rounds[0].dropped == []
