@@ -36,3 +36,36 @@ def test_bad_cluster_settings_exit_2_with_one_line(case: str, tmp_path: Path,
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert not (tmp_path / "plan.json").exists()
     assert had_ray or "ray" not in sys.modules
+
+
+@pytest.mark.parametrize(("argv", "env", "expected"), [
+    ([], {}, "in-process"),
+    (["--workers", "2"], {}, "ray (local, 2 workers; not started)"),
+    (["--cluster", "ray://head.example:10001"], {"EDGEFIT_CLUSTER": "local:4"},
+     "ray (ray://head.example:10001; not started)"),
+    ([], {"EDGEFIT_CLUSTER": "10.0.0.5:6379"}, "ray (10.0.0.5:6379; not started)"),
+])
+def test_the_plan_is_made_under_the_executor_the_settings_chose(
+        argv: list[str], env: dict[str, str], expected: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """What make_plan sees as the current executor (make_plan itself replaced: nothing is
+    measured or started), and that the command put the default back afterwards."""
+    from edgefit import cli
+    from edgefit_common import execution
+    from edgefit_common.errors import PlanError
+
+    seen: list[str] = []
+
+    def make_plan(*args: object, **kwargs: object) -> None:
+        seen.append(execution.current().describe())
+        raise PlanError("stopped by the test")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGEFIT_CLUSTER", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(cli, "_make_plan", make_plan)
+    code = _run(_plan_app, [*BASE, "-q", *argv])
+    assert code == 2 and "stopped by the test" in capsys.readouterr().err
+    assert seen == [expected]
+    assert execution.current() is execution.IN_PROCESS
