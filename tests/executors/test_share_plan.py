@@ -125,7 +125,8 @@ def test_sharing_options_on_float_kernels_with_exact_flash() -> None:
         assert got.latency_ms == dense.latency_ms  # decoded to the fp32 kernel at load time
     assert dense.flash_bytes > 6 * table.cost("fc1", "fp32+k4").flash_bytes
     assert table.cost("fc1", "fp32+k4").flash_bytes > table.cost("fc1", "fp32+k4+s75").flash_bytes
-    # without the weights (ONNX-only models) the sizes are unknown: not offered
+    # without the weights the sizes are unknown: not offered (an ONNX-only model has them:
+    # its initializers, tests/executors/test_apply_onnx_techniques.py)
     assert not any("+k" in c.option for c in build_cost_table(graph, spec).options["fc1"])
     # an fp16 kernel decodes a float16 codebook, then the fp16 weights are exact
     _, _, jetson = _options(model, "jetson-nano")
