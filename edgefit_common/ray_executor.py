@@ -134,6 +134,8 @@ class RayExecutor(Executor):
         return self._ray
 
     def _connect(self) -> Any:
+        if self.address is not None:
+            _check_reachable(self.address)  # ray.init retries an absent head for minutes
         if self.address is None or _loopback(self.address):
             os.environ.update(LOOPBACK_ENV)  # read when ray is imported: before that
         import ray
@@ -238,18 +240,41 @@ class RayExecutor(Executor):
                                   f"({type(exc).__name__}: {_first_line(exc)})") from exc
 
 
+def _resolved(address: str) -> str | None:
+    """The address itself, or for ``auto`` the one Ray would use: RAY_ADDRESS, else its
+    record of the last ``ray start`` on this machine (None: neither)."""
+    if address != "auto":
+        return address
+    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"  # as Ray looks
+    try:
+        recorded = (Path(tmp) / "ray" / "ray_current_cluster").read_text().strip()
+    except OSError:
+        recorded = ""
+    return os.environ.get("RAY_ADDRESS") or recorded or None
+
+
 def _loopback(address: str) -> bool:
-    """Whether a cluster address (``auto``: Ray's own record of the last ``ray start`` on
-    this machine, or RAY_ADDRESS) is on the loopback range."""
-    if address == "auto":
-        tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"  # as Ray's
-        recorded = Path(tmp) / "ray" / "ray_current_cluster"
-        try:
-            address = os.environ.get("RAY_ADDRESS") or recorded.read_text().strip()
-        except OSError:
-            return False
-    host = address.removeprefix("ray://").rpartition(":")[0]
+    """Whether a cluster address (``auto``: as :func:`_resolved`) is on the loopback range."""
+    resolved = _resolved(address)
+    host = (resolved or "").removeprefix("ray://").rpartition(":")[0]
     return host == "localhost" or host.startswith("127.")
+
+
+def _check_reachable(address: str) -> None:
+    """One clear error at once for a cluster that is not there (a TCP connection to its
+    address, 5 s at most)."""
+    import socket
+
+    resolved = _resolved(address)
+    if resolved is None:
+        raise ClusterError("--cluster auto: no Ray cluster is recorded on this machine "
+                           "(RAY_ADDRESS, or a head started here with `ray start --head`)")
+    host, _, port = resolved.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5.0).close()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ClusterError(f"cannot reach the Ray cluster at {resolved}: {reason}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -129,3 +129,19 @@ def test_loopback_addresses_are_recognised(tmp_path, monkeypatch: pytest.MonkeyP
     assert _loopback("auto")
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
     assert not _loopback("auto")
+
+
+def test_a_cluster_that_is_not_there_is_one_error_at_once(tmp_path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before ray is imported (ray.init alone retries an absent head for minutes)."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        RayExecutor(address=f"127.0.0.1:{port}").start()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    with pytest.raises(ClusterError, match="no Ray cluster is recorded"):
+        RayExecutor(address="auto").start()
