@@ -34,7 +34,7 @@ from edgefit_common.fsutil import atomic_write_text
 from planner.pareto import FrontPoint, sweep
 from planner.plan import Plan
 from planner.problem import Problem
-from planner.resolve import LIMIT_METRIC, problem_from_plan, with_result
+from planner.resolve import LIMIT_METRIC, fp32_latency_ms, problem_from_plan, with_result
 from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
 from workloads.refs import ModelSource
 
@@ -73,8 +73,10 @@ class Measurement:
     costs: dict[str, float] = field(default_factory=dict)
     checks_ok: bool = True
     report: str | None = None
-    # each layer's measured latency in the applied model (ms; the host target only)
+    # each layer's measured latency in the applied model (ms; the host target only), and the
+    # uncompressed model's, measured in the same run (how loaded the machine was)
     layer_ms: dict[str, float] = field(default_factory=dict)
+    fp32_latency_ms: float | None = None
 
 
 @dataclass
@@ -143,7 +145,7 @@ def closed_loop(plan: Plan, evaluate: Evaluate, settings: LoopSettings | None = 
     metric = LIMIT_METRIC[settings.objective]
     problem = problem_from_plan(plan)
     front = _front(plan, problem, metric, settings)
-    state = _State(problem, limit_pp, settings, _plain_fp32(plan))
+    state = _State(problem, limit_pp, settings, _plain_fp32(plan), fp32_latency_ms(plan))
     for number in range(1, settings.rounds + 1):
         pick = _first(front, plan) if number == 1 else state.next(front, metric)
         if pick is None:
@@ -197,9 +199,11 @@ class _State:
     """Measured rounds and what was learned from them."""
 
     def __init__(self, problem: Problem, limit_pp: float, settings: LoopSettings,
-                 baseline: set[tuple[str, str]] | None = None) -> None:
+                 baseline: set[tuple[str, str]] | None = None,
+                 fp32_predicted_ms: float | None = None) -> None:
         self.problem = problem
         self.baseline = baseline or set()
+        self.fp32_predicted_ms = fp32_predicted_ms
         self.dropped: set[tuple[str, str]] = set()
         self.limit_pp = limit_pp
         self.settings = settings
@@ -247,19 +251,30 @@ class _State:
         held. The uncompressed option stays (it is the baseline, not a choice to learn)."""
         assert rnd.measured is not None
         learned = []
+        load = self._load(rnd.measured)
         for layer, measured_ms in rnd.measured.layer_ms.items():
             option = cand.picks.get(layer)
             if option is None or (layer, option) in self.baseline:
                 continue
-            predicted_ms = next(c.latency_ms for c in self.problem.choices[layer]
-                                if c.option == option)
+            predicted_ms = load * next(c.latency_ms for c in self.problem.choices[layer]
+                                       if c.option == option)
             if (measured_ms > MISS_RATIO * predicted_ms
-                    and measured_ms - predicted_ms > MISS_ABS_MS):
+                    and measured_ms - predicted_ms > load * MISS_ABS_MS):
                 self.dropped.add((layer, option))
                 rnd.dropped.append(f"{layer}:{option}")
                 learned.append(f"{layer} at {option} measured {measured_ms:.4g} ms, predicted "
-                               f"{predicted_ms:.4g} ms: dropped from later rounds")
+                               f"{predicted_ms:.4g} ms" + (f" (x{load:.2f}, the fp32 model's "
+                                                          "measured / predicted)" if load > 1
+                                                          else "")
+                               + ": dropped from later rounds")
         return learned
+
+    def _load(self, m: Measurement) -> float:
+        """How much slower than its profile the machine ran the fp32 model in the same apply
+        (>= 1): a loaded machine slows every layer, which is no option's fault."""
+        if m.fp32_latency_ms is None or not self.fp32_predicted_ms:
+            return 1.0
+        return max(1.0, m.fp32_latency_ms / self.fp32_predicted_ms)
 
     def remaining(self) -> Problem:
         """The problem without the dropped options (a layer keeps at least its baseline)."""
@@ -423,13 +438,17 @@ def measurement_from_report(plan: Plan, report: dict[str, Any]) -> Measurement:
         costs["flash_bytes"] = (plan.fixed.get("flash_bytes", 0.0)
                                 - plan.fixed["tflite_frame_bytes"] + float(tflite["bytes"]))
     layer_ms: dict[str, float] = {}
+    fp32_ms = None
     if plan.target.device == "host":
         row = report["host_check"]["rows"][0]
         if row.get("measured") is not None:
             costs["latency_ms"] = float(row["measured"])
         layer_ms = {r["layer"]: float(r["measured_ms"])
                     for r in report["host_check"].get("layers", [])}
+        base = report["host_check"]["rows"][1]
+        fp32_ms = float(base["measured"]) if base.get("measured") is not None else None
     return Measurement(drop_pp=float(acc["drop_pp"]), accuracy=float(acc["compressed"]),
                        fp32_accuracy=float(acc["fp32"]), costs=costs,
                        checks_ok=bool(report["verification"]["ok"]),
-                       report=report.get("report_path"), layer_ms=layer_ms)
+                       report=report.get("report_path"), layer_ms=layer_ms,
+                       fp32_latency_ms=fp32_ms)

@@ -145,20 +145,25 @@ def test_the_summary_quotes_measured_costs_as_measured() -> None:
 
 
 def _fake_layers(pp_per_unit: float, slow: tuple[str, str], factor: float,
-                 calls: list[Plan] | None = None):
-    """Per-layer latencies measured as predicted, except `slow` (layer, option): x factor."""
+                 calls: list[Plan] | None = None, load: float = 1.0):
+    """Per-layer latencies measured as predicted, except `slow` (layer, option): x factor;
+    everything (the fp32 model too) x load, as on a busy machine."""
+    from planner.resolve import fp32_latency_ms
 
     def evaluate(plan: Plan, number: int) -> Measurement:
         if calls is not None:
             calls.append(plan)
         assert plan.totals is not None
-        layer_ms = {name: lp.cost.latency_ms * (factor if (name, lp.option) == slow else 1.0)
+        layer_ms = {name: load * lp.cost.latency_ms * (factor if (name, lp.option) == slow
+                                                       else 1.0)
                     for name, lp in plan.layers.items()}
         extra = sum(layer_ms.values()) - sum(lp.cost.latency_ms for lp in plan.layers.values())
         costs = {"flash_bytes": plan.totals.flash_bytes,
                  "latency_ms": plan.totals.latency_ms + extra}
+        fp32_ms = fp32_latency_ms(plan)
         return Measurement(drop_pp=pp_per_unit * plan.totals.acc_loss, accuracy=0.98,
-                           fp32_accuracy=0.99, costs=costs, layer_ms=layer_ms)
+                           fp32_accuracy=0.99, costs=costs, layer_ms=layer_ms,
+                           fp32_latency_ms=None if fp32_ms is None else load * fp32_ms)
 
     return evaluate
 
@@ -189,6 +194,13 @@ def test_within_noise_or_the_baseline_nothing_is_dropped() -> None:
     near = closed_loop(plan, _fake_layers(40.0, (layer, first[layer]), 1.2),
                        LoopSettings(rounds=2))
     assert near.rounds[0].dropped == []
+    # a busy machine (the fp32 model measured 3x its profile too) is no option's fault
+    busy = closed_loop(plan, _fake_layers(40.0, (layer, first[layer]), 1.2, load=3.0),
+                       LoopSettings(rounds=1))
+    assert busy.rounds[0].dropped == []
+    slow_and_busy = closed_loop(plan, _fake_layers(40.0, (layer, first[layer]), 5.0, load=3.0),
+                                LoopSettings(rounds=1))
+    assert slow_and_busy.rounds[0].dropped == [f"{layer}:{first[layer]}"]
     fp32_layer = next((n for n, o in first.items() if o == "fp32"), None)
     if fp32_layer is not None:
         base = closed_loop(plan, _fake_layers(40.0, (fp32_layer, "fp32"), 10.0),
