@@ -56,3 +56,19 @@ def test_a_device_target_is_not_failed_on_the_host_measurement() -> None:
     checks = _checks(_report(5.0, 2.0), plan.model_copy(update={"limits": limits}))
     assert plan.target.device != "host"
     assert not any(c["check"].startswith("host latency") for c in checks)
+
+
+def test_on_the_host_target_the_plan_s_own_latencies_are_judged() -> None:
+    """Issue #22: the host check compared measurements with the analytical host model even
+    when the plan's latencies were this host's measured profiles (fp32 off by ~2x)."""
+    from edgefit.applying import host_predictions
+    from planner.resolve import fp32_latency_ms
+
+    analytical = {"latency_ms": 9.0, "flash_bytes": 1.0}
+    device = _host_plan(None).model_copy(update={"target": Plan.load(REVIEW_PLAN).target})
+    assert host_predictions(device, analytical, analytical)[0] == analytical
+    host = _host_plan(None)
+    assert host.totals is not None
+    got, got_fp32, source = host_predictions(host, analytical, analytical)
+    assert got == {"latency_ms": host.totals.latency_ms, "flash_bytes": 1.0}
+    assert got_fp32["latency_ms"] == fp32_latency_ms(host) and "measured" in source
