@@ -116,7 +116,7 @@ def _limits_table(plan: Plan) -> Table:
                 given = {**given, field: limit_value}
         if field in given:
             limit = given[field]
-            status = ("ok (the fp32 plan's latency below is the tighter limit)"
+            status = ("ok"  # the cap row below carries the binding
                       if metric == "latency_ms" and _cap(plan) is not None else
                       _binding(plan, metric))
             if metric == "latency_ms" and plan.latency_backed is False:
