@@ -112,8 +112,22 @@ def ray_cluster():
     finally:
         import ray
 
+        # listed while the cluster runs: a worker orphaned by its raylet is no child of ours
+        started = [p for p in psutil.Process().children(recursive=True)
+                   if p.pid not in before and _is_ray(p)]
         ray.shutdown()
         cluster.shutdown()
-        _, alive = psutil.wait_procs([p for p in psutil.Process().children(recursive=True)
-                                     if p.pid not in before], timeout=30)
+        _, alive = psutil.wait_procs(started, timeout=30)
         assert not alive, f"Ray processes left running: {[p.name() for p in alive]}"
+
+
+def _is_ray(process) -> bool:
+    """A process of Ray's (its daemons, workers and agents), not another test's child."""
+    import psutil
+
+    try:
+        name, command = process.name(), " ".join(process.cmdline())
+        return (name in ("raylet", "gcs_server") or name.startswith("ray::")
+                or "/ray/" in command or "ray::" in command)
+    except psutil.Error:  # already gone
+        return False
