@@ -14,9 +14,10 @@ when a command chose Ray (``--workers``, ``--cluster``, ``EDGEFIT_CLUSTER``).
   fingerprint of edgefit's source and the pinned libraries' versions with the driver's.
 
 A submission puts the shared values (the model, the calibration data) into the object store
-once and runs every chunk as one task returning its records (a list). A task that raises or
-whose worker dies is retried ``retries`` times by Ray; then :class:`TaskFailedError` names the
-item it failed on (the first its chunk had not finished) or, if the worker died, the chunk.
+once and runs every chunk as one task returning its records (a list). A task that raises is
+run again ``retries`` times in its worker, one whose worker or node dies is resubmitted as many
+times by Ray; then :class:`TaskFailedError` names the item it failed on (the first its chunk
+had not finished) or, if the worker died, the chunk.
 """
 
 from __future__ import annotations
@@ -55,15 +56,21 @@ class ChunkError(Exception):
         return self.message
 
 
-def run_chunk(fn: TaskFn, chunk: Sequence[Any], *shared: Any) -> list[Any]:
-    """What a Ray task runs: ``fn(*shared, chunk, emit)``, its records as one list."""
-    records: list[Any] = []
-    try:
-        fn(*shared, chunk, records.append)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ChunkError(len(records), f"{type(exc).__name__}: {first}".rstrip(": ")) from exc
-    return records
+def run_chunk(fn: TaskFn, chunk: Sequence[Any], retries: int, *shared: Any) -> list[Any]:
+    """What a Ray task runs: ``fn(*shared, chunk, emit)``, its records as one list; an
+    exception is retried here, ``retries`` more times (Ray's own exception retries would print
+    each failure's traceback on the driver's stdout, where ``plan --json`` writes)."""
+    for attempt in range(retries + 1):
+        records: list[Any] = []
+        try:
+            fn(*shared, chunk, records.append)
+            return records
+        except Exception as exc:
+            if attempt == retries:
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise ChunkError(len(records),
+                                 f"{type(exc).__name__}: {first}".rstrip(": ")) from exc
+    raise AssertionError("unreachable")
 
 
 def fingerprint() -> str:
@@ -204,11 +211,11 @@ class RayExecutor(Executor):
         if not chunks:
             return
         ray = self.start()
-        if self._remote is None:
-            self._remote = ray.remote(num_cpus=1, max_retries=self.retries,
-                                      retry_exceptions=True)(run_chunk)
+        if self._remote is None:  # Ray retries a task whose worker or node died
+            self._remote = ray.remote(num_cpus=1, max_retries=self.retries)(run_chunk)
         refs = [ray.put(value) for value in shared]  # shipped once, read by every task
-        pending = {self._remote.remote(fn, list(chunk), *refs): chunk for chunk in chunks}
+        pending = {self._remote.remote(fn, list(chunk), self.retries, *refs): chunk
+                   for chunk in chunks}
         try:
             with task(f"{title}: {len(chunks)} tasks on {self.describe()}",
                       len(chunks)) as bar:

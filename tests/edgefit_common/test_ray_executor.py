@@ -133,6 +133,46 @@ def test_lenet5_channel_pruning_kl_on_two_workers_equals_the_serial_run(
     assert fanned == serial and len(serial) == cuts
 
 
+def test_a_failed_pass_keeps_the_rows_it_got_and_the_next_run_resumes(
+        executor: RayExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pair that raises on every attempt ends the pass with its (layer, option) named; the
+    rows of the tasks that finished are in the driver's cache, right, and a second run submits
+    only the pairs still missing."""
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from cost_models.cached_rows import cached_output_kl
+    from cost_models.row_cache import RowCache
+    from techniques.prune import UnstructuredPruneConfig
+    from techniques.quantize import QuantizeConfig
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    x = np.random.default_rng(0).normal(size=(32, 1, 4, 4)).astype(np.float32)
+    good = {layer: {f"int{bits}": [QuantizeConfig(weights=f"int{bits}", activations="fp32")]
+                    for bits in (8, 6, 4, 3, 2)} for layer in ("1", "3")}
+    bad = {**good, "2": {"s50": [UnstructuredPruneConfig(sparsity=0.5)]}}  # ReLU: no weight
+    serial = cached_output_kl(model, good, x, RowCache(tmp_path / "serial.sqlite")).loss
+    monkeypatch.setattr(executor, "chunk_items", 2)  # 6 tasks, the failing one last
+    submitted: list[int] = []
+    real = executor.map_tasks
+
+    def counted(fn: Any, chunks: Any, *args: Any, **kwargs: Any) -> None:
+        submitted.append(sum(len(c) for c in chunks))
+        real(fn, chunks, *args, **kwargs)
+
+    monkeypatch.setattr(executor, "map_tasks", counted)
+    with RowCache(tmp_path / "ray.sqlite") as rows, using(executor, close=False):
+        with pytest.raises(TaskFailedError, match=r"\(2, s50\) failed after 3 attempts "
+                                                  r"\(PlanError: ReLU has no weight"):
+            cached_output_kl(model, bad, x, rows)
+        kept = len(rows)
+        resumed = cached_output_kl(model, good, x, rows).loss
+    assert 0 < kept < 11 and submitted == [11] + ([10 - kept] if kept < 10 else [])
+    assert resumed == serial
+
+
 def test_every_socket_of_the_cluster_is_on_loopback(executor: RayExecutor) -> None:
     import psutil
 
