@@ -174,6 +174,10 @@ class Budget(Strict):
         "(2: an A/B update keeps the running model while the new one arrives); the flash limit "
         "then holds the runtime plus ab_slots x the model image")
 
+    allow_unmeasured: bool = Field(
+        default=False, description="without data, offer compressed options anyway, their "
+        "accuracy cost unmeasured (counted as 0, flagged in the plan); by default a plan "
+        "without data offers each layer only its uncompressed option")
     sparsity_levels: list[float] | None = Field(
         default=None, description="unstructured sparsity levels offered per layer, percent of "
         "the weights pruned (default 50, 75); e.g. [50, 75, 90, 95] for Deep Compression "

@@ -49,7 +49,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                    scenario: str | None = None, mean: str | None = None,
                    std: str | None = None, link: str | None = None,
                    ab_slots: int | None = None,
-                   sparsity_levels: str | None = None) -> ResolvedBudget:
+                   sparsity_levels: str | None = None,
+                   allow_unmeasured: bool = False) -> ResolvedBudget:
     if scenario is not None and budget_file is not None:
         raise SpecError("--scenario and --budget: choose one (flags override either)")
     scn = load_scenario(scenario) if scenario is not None else None
@@ -81,6 +82,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
     _delivery_flags(fields, link, ab_slots)
     if sparsity_levels is not None:
         fields["sparsity_levels"] = _parse_levels(sparsity_levels)
+    if allow_unmeasured:
+        fields["allow_unmeasured"] = True
     if margin is not None:
         fields["margin"] = _parse_margin(margin)
     if input_shape is not None:

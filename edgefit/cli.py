@@ -109,6 +109,10 @@ def plan_cmd(
                                            "input's symbolic sizes")] = None,
     data: Annotated[str | None, Opt(help="data set: mnist, fashion-mnist, an .npz file or a "
                                     "folder of <class>/*.png")] = None,
+    allow_unmeasured: Annotated[bool, Flag("--allow-unmeasured", help="without data, offer "
+                                           "compressed options anyway (their accuracy cost "
+                                           "unmeasured, counted as 0, flagged); default: "
+                                           "only uncompressed layers")] = False,
     mean: Annotated[str | None, Opt(help="the model's input normalisation, with --std: "
                                     "(x - mean) / std on the data's [0, 1] inputs; one value "
                                     "or one per channel, e.g. 0.485,0.456,0.406")] = None,
@@ -175,7 +179,7 @@ def plan_cmd(
                 "energy": max_energy, "accuracy_drop": max_accuracy_drop,
                 "update_time": max_update_time},
         scenario=scenario, mean=mean, std=std, link=link, ab_slots=ab_slots,
-        sparsity_levels=sparsity_levels,
+        sparsity_levels=sparsity_levels, allow_unmeasured=allow_unmeasured,
     )
     from planner.resolve import parse_pins
     from planner.result import SolverOptions

@@ -92,6 +92,31 @@ def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
     return {layer: {o.name: o for o in row} for layer, row in options.items()}
 
 
+NO_DATA_UNCOMPRESSED = (
+    "no data: accuracy costs cannot be measured, so each layer is offered only its "
+    "uncompressed option (--data to measure them; --allow-unmeasured to offer compressed "
+    "options at an unmeasured cost)")
+NO_DATA_ALLOWED = (
+    "NOT MEASURED: no data, so every option's accuracy cost is counted as 0 (--allow-unmeasured):"
+    " the solver treats every compression as free; give --data to measure them")
+
+
+def uncompressed_only(offered: Mapping[str, Mapping[str, Option]], device: str
+                      ) -> dict[str, dict[str, Option]]:
+    """Each layer's uncompressed options (no technique, full width): without data nothing
+    destructive is offered unless the user asks (issue #21). A device without an fp32 kernel
+    has none: that is an error naming the way out."""
+    out = {layer: {name: o for name, o in row.items() if not o.techniques and not o.narrowed}
+           for layer, row in offered.items()}
+    bare = [layer for layer, row in out.items() if not row]
+    if bare:
+        raise PlanError(f"no data to measure accuracy costs, and {device} has no uncompressed "
+                        f"option for {', '.join(bare[:3])}{' ...' if len(bare) > 3 else ''}: "
+                        "give --data (a data set the model was not trained on, with labels), "
+                        "or --allow-unmeasured to plan with unmeasured accuracy costs")
+    return out
+
+
 def _rank_resolver(module: Any) -> RankResolver:
     from techniques.lowrank import module_rank_for_fraction
 
@@ -519,6 +544,8 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                             weights=loaded.module is not None or loaded.onnx_path is not None,
                             tflite=spec.profile(profile).tflite,
                             sparsity_levels=budget.sparsity_levels)
+    if calib is None and not budget.allow_unmeasured:
+        offered = uncompressed_only(offered, spec.name)
     configs, shapes = configs_of(offered), pruned_shapes(graph, offered)
     if calib is not None:
         estimate = _estimate_accuracy(loaded, graph, kernels, configs_of(offered, True), calib[0])
@@ -529,7 +556,8 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                          "(Torch-Pruning, L1 group importance), KL measured on the same "
                          "images, charged once per group (on its first layer)")
     else:
-        acc, unit, acc_prov = {}, "none", "no data: accuracy cost not estimated (all zero)"
+        acc, unit, acc_prov = {}, "none", (
+            NO_DATA_ALLOWED if budget.allow_unmeasured else NO_DATA_UNCOMPRESSED)
     sparse: dict[tuple[str, str], int] = {}
     if loaded.module is not None:
         # shared + channel-pruned options on the weights apply stores; the rest by shape

@@ -67,6 +67,7 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None,
         return
     sv = plan.solver
     gap = "" if sv.gap is None else f", gap {100 * sv.gap:.2g} %"
+    unmeasured = plan.accuracy_unit == "none"
     table = Table(title=f"plan ({sv.backend} {sv.status}{gap}, {sv.wall_time_s:.2f} s, "
                   f"{sv.options_considered} options, {sv.dominated_removed} dominated "
                   "removed)", title_justify="left")
@@ -77,11 +78,16 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None,
         p = lp.cost
         table.add_row(name, lp.op_type, _int(lp.params), _int(lp.macs), lp.option,
                       fmt_ms(p.latency_ms), fmt_bytes(p.flash_bytes),
-                      fmt_bytes(p.ram_bytes or 0), f"{p.acc_loss:.2e}")
+                      fmt_bytes(p.ram_bytes or 0),
+                      "not measured" if unmeasured else f"{p.acc_loss:.2e}")
     con.print(table)
     if sv.note:
         con.print(f"solver: {sv.note}", soft_wrap=True)
     con.print(f"acc cost: {plan.accuracy_unit}; latency/flash/peak RAM: predicted for the target")
+    if unmeasured and any(lp.techniques for lp in plan.layers.values()):
+        con.print("[WARN] no data: the accuracy cost of every option was NOT measured (counted "
+                  "as 0, --allow-unmeasured): this plan may lose any amount of accuracy; give "
+                  "--data to measure it", style="bold yellow", soft_wrap=True)
     con.print(_limits_table(plan))
     con.print("how these costs were obtained:")
     for line in delivery_lines(plan):
