@@ -55,6 +55,18 @@ from planner.sigint import solve_cpsat
 _tie_break_costs = tie_break_costs  # the tests' name for it
 
 
+# CP-SAT's presolve, lightened: one pass, no probing, no inclusion detection (ProcessSetPPC),
+# no big linear-overlap search. On the multiple-choice models edgefit builds (an exactly-one per
+# layer, a few long limit rows) the default presolve could use the whole time limit before the
+# search started (BERT-24 tight: FEASIBLE from the LP-and-fix hint after 5 s); with these
+# settings that solve proved the optimum in 3.1 s, ResNet-50 medium in 1.1 s instead of FEASIBLE
+# after 5 s (docs/bench-solver-scale.md, 2026-12-07). Presolve settings never change an answer's
+# correctness, only how fast it comes.
+LIGHT_PRESOLVE: dict[str, Any] = {"max_presolve_iterations": 1, "cp_model_probing_level": 0,
+                                  "presolve_inclusion_work_limit": 0,
+                                  "find_big_linear_overlap": False}
+
+
 class _Model:
     """One CP-SAT model over a Problem: a copy of its structure (planner.formulation.Arrays:
     x per option, y per group width, z per pair term, built once per problem) with this
@@ -166,6 +178,8 @@ class _Model:
         solver.parameters.max_time_in_seconds = max(options.time_limit_s, 1e-3)
         solver.parameters.num_workers = max(1, options.workers)
         solver.parameters.relative_gap_limit = options.relative_gap
+        for name, value in LIGHT_PRESOLVE.items():
+            setattr(solver.parameters, name, value)
         return solve_cpsat(solver, self.m), solver  # Ctrl-C stops it and raises
 
     def values(self, solver: cp_model.CpSolver) -> np.ndarray:
