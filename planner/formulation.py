@@ -1,6 +1,10 @@
 """The integer formulation every exact backend shares (CP-SAT, CBC, the LP): costs scaled to
 integers at a fixed resolution, the coupling links of channel groups, the RAM steps'
-coefficients and the pair terms' keys. Backend-neutral: no solver is imported here."""
+coefficients and the pair terms' keys. Backend-neutral: no solver is imported here.
+
+The functions below state it option by option (the reference the tests and the benchmark's
+plain models use); `Arrays` holds the same data as flat numpy arrays, built once per problem,
+from which every backend writes its model (issue #18: no per-option Python on the hot path)."""
 
 from __future__ import annotations
 
@@ -222,7 +226,7 @@ class Arrays:
         return dict(zip(self.layers, (chosen - self.start[:-1]).tolist(), strict=True))
 
     def flat(self, picks: dict[str, int]) -> np.ndarray:
-        """The flat indices of a plan's options (its layers in execution order)."""
+        """The flat indices of a plan's options, in the plan's order."""
         return np.array([self.start[self.position[ly]] + i for ly, i in picks.items()],
                         dtype=np.int64)
 
