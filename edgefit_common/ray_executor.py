@@ -217,8 +217,8 @@ class RayExecutor(Executor):
         pending = {self._remote.remote(fn, list(chunk), self.retries, *refs): chunk
                    for chunk in chunks}
         try:
-            with task(f"{title}: {len(chunks)} tasks on {self.describe()}",
-                      len(chunks)) as bar:
+            tasks = f"{len(chunks)} task{'s' * (len(chunks) != 1)}"
+            with task(f"{title}: {tasks} on {self.describe()}", len(chunks)) as bar:
                 while pending:
                     ready, _ = ray.wait(list(pending), num_returns=1)
                     for ref in ready:
