@@ -14,7 +14,9 @@ start-up timed apart); CPU seconds of this process (``time.process_time``) and o
 processes (user + system of every descendant process, read with psutil after the pass: the
 workers, raylet and GCS); the largest difference from the serial numbers. The machine has 2
 cores shared with other jobs (the 1-minute load average is printed before and after): wall
-times vary from run to run, counts and numbers do not.
+times vary from run to run, counts and numbers do not. Last, a projection of the wall time on
+N one-worker nodes from the 1-worker run's per-task CPU seconds (measured in each task on its
+worker) and its serial part (see ``projection``).
 """
 
 from __future__ import annotations
@@ -87,8 +89,35 @@ def run(name: str, executor: Any, module: Any, options: Any, x: Any) -> dict[str
         est = cached_output_kl(module, options, x, rows)
         wall = time.perf_counter() - wall0
         cpu, others = time.process_time() - cpu0, descendants_cpu_s() - others0
+    task_cpu = [s.cpu_s for s in getattr(executor, "stats", [])]  # Ray: each task's own CPU s
     return {"name": name, "tasks": tasks, "pairs": pairs, "start_s": start_s, "wall_s": wall,
-            "driver_cpu_s": cpu, "ray_cpu_s": others, "loss": est.loss}
+            "driver_cpu_s": cpu, "ray_cpu_s": others, "task_cpu_s": task_cpu,
+            "loss": est.loss}
+
+
+def longest_first(costs: list[float], nodes: int) -> float:
+    """The makespan of these task costs greedily placed, largest first, on ``nodes`` workers."""
+    loads = [0.0] * nodes
+    for cost in sorted(costs, reverse=True):
+        loads[loads.index(min(loads))] += cost
+    return max(loads)
+
+
+def projection(one: dict[str, Any]) -> None:
+    """Wall time on N one-worker nodes from the 1-worker run's measured per-task CPU seconds:
+    the serial part (Ray's start + the rest of the pass: shipping the model, each worker's
+    first imports, the driver's bookkeeping, and waiting on a loaded machine) stays, the
+    tasks spread (Amdahl with whole tasks)."""
+    costs = one["task_cpu_s"]
+    serial_s = one["start_s"] + max(0.0, one["wall_s"] - sum(costs))
+    print(f"per-task CPU s (1 worker): {len(costs)} tasks, total {sum(costs):.1f}, "
+          f"mean {sum(costs) / len(costs):.2f}, max {max(costs):.2f}; serial part "
+          f"{serial_s:.1f} s (Ray start {one['start_s']:.1f} + the pass's wall time beyond "
+          f"its tasks' CPU {max(0.0, one['wall_s'] - sum(costs)):.1f})")
+    print("| one-worker nodes | projected wall s |")
+    print("|---|---|")
+    for n in (1, 2, 4, 8, 16):
+        print(f"| {n} | {serial_s + longest_first(costs, n):.1f} |")
 
 
 def main() -> None:
@@ -115,6 +144,7 @@ def main() -> None:
         print(f"| {r['name']} | {r['tasks']} | {r['start_s']:.1f} | {r['wall_s']:.1f} | "
               f"{r['driver_cpu_s']:.1f} | {r['ray_cpu_s']:.1f} | "
               f"{serial['wall_s'] / r['wall_s']:.2f}x | {diff:g} |")
+    projection(results[1])
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

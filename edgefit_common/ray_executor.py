@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,15 +58,31 @@ class ChunkError(Exception):
         return self.message
 
 
-def run_chunk(fn: TaskFn, chunk: Sequence[Any], retries: int, *shared: Any) -> list[Any]:
-    """What a Ray task runs: ``fn(*shared, chunk, emit)``, its records as one list; an
-    exception is retried here, ``retries`` more times (Ray's own exception retries would print
-    each failure's traceback on the driver's stdout, where ``plan --json`` writes)."""
+@dataclass(frozen=True)
+class TaskStat:
+    """One finished task: what it did, its CPU seconds on the worker (``time.process_time``
+    around the work, every attempt), the node it ran on."""
+
+    title: str
+    items: int
+    cpu_s: float
+    node: str
+
+
+def run_chunk(fn: TaskFn, chunk: Sequence[Any], retries: int, *shared: Any
+              ) -> tuple[list[Any], float, str]:
+    """What a Ray task runs: ``fn(*shared, chunk, emit)``; its records as one list, its CPU
+    seconds and its node. An exception is retried here, ``retries`` more times (Ray's own
+    exception retries would print each failure's traceback on the driver's stdout, where
+    ``plan --json`` writes)."""
+    import ray
+
+    start = time.process_time()
     for attempt in range(retries + 1):
         records: list[Any] = []
         try:
             fn(*shared, chunk, records.append)
-            return records
+            return records, time.process_time() - start, ray.util.get_node_ip_address()
         except Exception as exc:
             if attempt == retries:
                 first = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -111,6 +129,7 @@ class RayExecutor(Executor):
             raise ValueError("RayExecutor: give workers (local) or address (a cluster)")
         self.workers, self.address, self.retries = workers, address, retries
         self.chunk_items = chunk_items
+        self.stats: list[TaskStat] = []  # every finished task, in the order they finished
         self._ray: Any = None
         self._remote: Any = None
 
@@ -223,7 +242,9 @@ class RayExecutor(Executor):
                     ready, _ = ray.wait(list(pending), num_returns=1)
                     for ref in ready:
                         chunk = pending.pop(ref)
-                        for record in self._records(ref, chunk, label, title):
+                        records, cpu_s, node = self._records(ref, chunk, label, title)
+                        self.stats.append(TaskStat(title, len(chunk), cpu_s, node))
+                        for record in records:
                             on_record(record)
                         bar.advance()
         finally:
@@ -231,11 +252,11 @@ class RayExecutor(Executor):
                 ray.cancel(ref)
 
     def _records(self, ref: Any, chunk: Sequence[Any], label: Callable[[Any], str],
-                 title: str) -> list[Any]:
+                 title: str) -> tuple[list[Any], float, str]:
         ray = self._ray
         try:
-            records: list[Any] = ray.get(ref)
-            return records
+            done: tuple[list[Any], float, str] = ray.get(ref)
+            return done
         except ray.exceptions.RayError as exc:
             cause = getattr(exc, "cause", None)
             attempts = f"{1 + self.retries} attempt{'s' * (self.retries > 0)}"
@@ -288,4 +309,4 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-__all__ = ["LOOPBACK", "ChunkError", "RayExecutor", "fingerprint", "run_chunk"]
+__all__ = ["LOOPBACK", "ChunkError", "RayExecutor", "TaskStat", "fingerprint", "run_chunk"]

@@ -58,8 +58,12 @@ def test_records_of_every_chunk_reach_the_driver(executor: RayExecutor) -> None:
     chunks = executor.chunks(list(range(23)), size=10)
     assert [len(c) for c in chunks] == [10, 10, 3]
     got: list[tuple[int, int]] = []
-    executor.map_tasks(squares, chunks, got.append, shared=(5,))
+    executor.stats.clear()
+    executor.map_tasks(squares, chunks, got.append, shared=(5,), title="squares")
     assert sorted(got) == [(i, i * i + 5) for i in range(23)]
+    assert sorted(s.items for s in executor.stats) == [3, 10, 10]  # one stat a task
+    assert {(s.title, s.node) for s in executor.stats} == {("squares", "127.0.0.1")}
+    assert all(s.cpu_s >= 0.0 for s in executor.stats)
 
 
 def test_a_failing_task_is_retried_then_reported_with_its_item(executor: RayExecutor,
