@@ -107,7 +107,7 @@ def ray_cluster():
         "num_cpus": 1, "node_ip_address": LOOPBACK, "include_dashboard": False})
     try:
         cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)
-        cluster.wait_for_nodes()
+        cluster.wait_for_nodes(timeout=120)  # CI shares 2 cores: give a slow start time
         yield cluster.address
     finally:
         import ray
