@@ -51,32 +51,38 @@ def delivery_limits(plan: Plan, limits: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def fp32_latency_ms(plan: Plan) -> float | None:
-    """The all-fp32 plan's predicted latency, the runtime's per-inference overhead included;
-    None where a layer has no plain fp32 alternative (an int8-only device has no such plan)."""
+def fp32_latency_ms(plan: Plan, pins: Mapping[str, str] | None = None) -> float | None:
+    """The all-fp32 plan's predicted latency, the runtime's per-inference overhead included,
+    with each pinned layer (the plan's own pins and ``pins``) at its pinned option; None where
+    a free layer has no plain fp32 alternative (an int8-only device has no such plan)."""
+    pins = {**{n: lp.option for n, lp in plan.layers.items() if lp.pinned and lp.option},
+            **dict(pins or {})}
     full = {g.name: g.channels for g in plan.channel_groups}
     total = float(plan.fixed.get("latency_ms", 0.0))
-    for lp in plan.layers.values():
-        plain = [a.latency_ms for a in lp.alternatives if not a.techniques
-                 and all(full.get(g) == w for g, w in a.widths.items())]
+    for name, lp in plan.layers.items():
+        plain = [a.latency_ms for a in lp.alternatives
+                 if (a.option == pins[name] if name in pins else
+                     not a.techniques and all(full.get(g) == w for g, w in a.widths.items()))]
         if not plain:
             return None
         total += min(plain)
     return total
 
 
-def latency_cap(plan: Plan, limits: Mapping[str, float]) -> float | None:
-    """The latency a compressed plan may not exceed when it beats the asked limit: the fp32
-    plan's own (issue #22: with a latency limit, compressing never makes the model slower).
-    None: no latency limit, no fp32 plan on this device, or the asked limit is the tighter."""
+def latency_cap(plan: Plan, limits: Mapping[str, float],
+                pins: Mapping[str, str] | None = None) -> float | None:
+    """The latency a plan may not exceed when it beats the asked limit: the fp32 plan's own,
+    pinned layers at their pins (issue #22: with a latency limit, the layers edgefit chooses
+    never make the model slower than fp32; a user's pin is the user's choice). None: no
+    latency limit, no fp32 plan on this device, or the asked limit is the tighter."""
     if "latency_ms" not in limits:
         return None
-    fp32_ms = fp32_latency_ms(plan)
+    fp32_ms = fp32_latency_ms(plan, pins)
     return fp32_ms if fp32_ms is not None and fp32_ms < limits["latency_ms"] else None
 
 
-def _capped(plan: Plan, limits: dict[str, float]) -> dict[str, float]:
-    cap = latency_cap(plan, limits)
+def _capped(plan: Plan, limits: dict[str, float], pins: Mapping[str, str]) -> dict[str, float]:
+    cap = latency_cap(plan, limits, pins)
     return limits if cap is None else {**limits, "latency_ms": cap}
 
 
@@ -110,7 +116,8 @@ def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
     return Problem(
         layers=tuple(plan.layers),
         choices=choices,
-        limits=_capped(plan, delivery_limits(plan, solver_limits(plan.limits, plan.margin))),
+        limits=_capped(plan, delivery_limits(plan, solver_limits(plan.limits, plan.margin)),
+                       pins),
         fixed={**plan.fixed},
         ram_steps=tuple(tuple((o, n) for o, n in step.live) for step in plan.ram_steps),
         weights_in_ram=plan.weights_in_ram,

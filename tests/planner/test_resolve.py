@@ -135,6 +135,12 @@ def test_the_fp32_plan_s_latency_caps_a_looser_limit(plan: Plan) -> None:
     assert capped.totals.latency_ms <= fp32_ms * (1 + 1e-9)
     assert set(capped.options().values()) == {"fp32"}
     assert free.totals is not None and free.totals.acc_loss <= capped.totals.acc_loss
+    # a user's pin is the user's choice: its extra latency is allowed, the free layers stay fp32
+    layer = next(iter(slow.layers))
+    slow_option = next(a.option for a in slow.layers[layer].alternatives if a.techniques)
+    pinned = resolve(slow, pins={layer: slow_option}, limits=loose)
+    assert pinned.feasible and pinned.options()[layer] == slow_option
+    assert {o for n, o in pinned.options().items() if n != layer} == {"fp32"}
     # a flash limit that needs compression is then infeasible, explained on the cap
     fp32_flash = capped.totals.flash_bytes
     tight = resolve(slow, limits=Limits(latency=f"{2 * fp32_ms}ms", flash=f"{fp32_flash / 2}B"))
