@@ -66,6 +66,7 @@ bench: data
 	$(PY) benchmarks/qat.py
 	$(PY) benchmarks/int4_matmulnbits.py --threads 1 --rounds 30 --iters 200
 	$(PY) benchmarks/int8_qlinear.py
+	$(PY) benchmarks/micro_latency.py
 	$(PY) benchmarks/peers.py
 	$(PY) benchmarks/deep_compression.py
 	$(PY) benchmarks/accuracy_planning.py
