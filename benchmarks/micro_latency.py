@@ -78,6 +78,7 @@ def _factorised_model(module: Any, layer: str, option: Any) -> Any:
     parent_name, _, child = layer.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     config = lowrank_config(option.techniques)
+    assert config is not None
     setattr(parent, child, factorize(getattr(parent, child), config, layer))
     return model
 
