@@ -332,9 +332,10 @@ def _load_factory(ref: str, weights: str | None,
             "input_shape: [1, 28, 28] in the budget file)")
     module_name, _, factory_name = ref.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
+        factory = getattr(_import_from_cwd(module_name), factory_name)
     except (ImportError, AttributeError) as exc:
-        raise ModelLoadError(f"{ref}: cannot import the factory: {exc}") from None
+        raise ModelLoadError(f"{ref}: cannot import the factory: {exc} (looked in the current "
+                             f"directory {Path.cwd()} and the installed packages)") from None
     model = factory()
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"{ref}: the factory returned {type(model).__name__}, not a Module")
@@ -348,6 +349,22 @@ def _load_factory(ref: str, weights: str | None,
     planned = planning_form(model)
     one_output(planned, tuple(input_shape), ref)
     return LoadedModel(factory_name, "factory", planned, tuple(input_shape), None, ref)
+
+
+def _import_from_cwd(module_name: str) -> Any:
+    """Import the user's module as `python -m` would find it: the current directory first
+    (a console script's sys.path starts at its own bin folder, not where the user stands)."""
+    import sys
+
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        if added:
+            sys.path.remove(cwd)
 
 
 def planning_form(model: nn.Module) -> nn.Module:
