@@ -31,3 +31,22 @@ def test_pt2_user_net_layers_are_captured(user_net_pt2) -> None:
     loaded = load_model_ref(str(path))
     graph = capture(loaded.torch_module(), loaded.input_shape, loaded.name)
     assert graph.layer_names == ["conv0", "conv1", "fc"]
+
+
+def test_a_pt2_op_with_parameters_edgefit_cannot_rebuild_names_the_way_out(tmp_path) -> None:
+    """LayerNorm (any op but conv, linear, BatchNorm, PReLU) keeps its parameters outside
+    modules in a .pt2: refused naming the op and the routes that work (factory, ONNX)."""
+    import pytest
+    from torch import nn
+
+    from cost_models.capture import capture
+    from edgefit_common.errors import ModelLoadError
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.LayerNorm(32), nn.Linear(32, 10))
+    path = tmp_path / "ln.pt2"
+    torch.export.save(torch.export.export(net.eval(), (torch.zeros(2, 1, 28, 28),)), str(path))
+    with pytest.raises(ModelLoadError) as info:
+        loaded = load_model_ref(str(path))
+        capture(loaded.torch_module(), loaded.input_shape, loaded.name)
+    text = str(info.value)
+    assert "layer_norm" in text and "module:factory" in text and "ONNX" in text
