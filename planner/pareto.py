@@ -6,6 +6,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgefit_common.fsutil import atomic_path
 from edgefit_common.progress import track
@@ -105,9 +106,21 @@ _SHOWN = {"latency_ms": ("latency (ms)", 1.0), "flash_bytes": ("flash (KB)", 1e3
 def plot(points: list[FrontPoint], metrics: list[str], chosen: dict[str, float] | None,
          path: Path, title: str, accuracy_unit: str = "",
          limits: dict[str, float] | None = None) -> None:
-    """A PNG: the accuracy cost against the first metric (colour = the second, if any), in
-    readable units; the given limits as dashed lines; a log scale (linear near 0) when the
-    accuracy costs span more than two decades; the chosen plan starred."""
+    """A PNG of :func:`figure` at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(points, metrics, chosen, title, accuracy_unit, limits)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def figure(points: list[FrontPoint], metrics: list[str], chosen: dict[str, float] | None,
+           title: str, accuracy_unit: str = "", limits: dict[str, float] | None = None
+           ) -> Any:
+    """The accuracy cost against the first metric (colour = the second, if any), in readable
+    units; the given limits as dashed lines; a log scale (linear near 0) when the accuracy
+    costs span more than two decades; the chosen plan starred. A matplotlib Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,11 +146,10 @@ def plot(points: list[FrontPoint], metrics: list[str], chosen: dict[str, float] 
     ax.set_ylabel(f"estimated accuracy cost: {accuracy_unit}" if accuracy_unit
                   else "estimated accuracy cost")
     ax.set_title(title, fontsize=9)
-    ax.legend(loc="best", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    return fig
 
 
 def _accuracy_scale(ax: object, y: list[float]) -> None:

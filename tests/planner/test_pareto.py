@@ -66,3 +66,34 @@ def test_the_plan_at_its_own_limits_is_on_its_front(tmp_path: Path) -> None:
     png = tmp_path / "front.png"
     plot(points, ["latency_ms"], own.totals, png, "test", "nats", limits=problem.limits)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_figure_is_readable() -> None:
+    """Issue #21 item 5: readable units, the limit as a line, a log axis when the costs span
+    decades, the chosen plan on it, the estimate labelled as such."""
+    import matplotlib.pyplot as plt
+
+    from planner.pareto import FrontPoint, figure
+
+    points = [FrontPoint({"latency_ms": 10.0}, {"latency_ms": lat, "flash_bytes": fl,
+                                                 "acc_loss": loss}, {})
+              for lat, fl, loss in ((2.0, 9e4, 0.5), (4.0, 2e5, 0.01), (8.0, 4e5, 1e-4))]
+    fig = figure(points, ["latency_ms"], points[1].totals, "t", "nats",
+                 limits={"latency_ms": 5.0})
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "symlog" and ax.get_ylim()[0] == 0  # 1e-4 .. 0.5
+    assert ax.get_xlabel() == "latency (ms)"
+    assert ax.get_ylabel() == "estimated accuracy cost: nats"
+    assert any(list(line.get_xdata()) == [5.0, 5.0] for line in ax.get_lines())  # the limit
+    labels = ax.get_legend_handles_labels()[1]
+    assert "chosen plan" in labels and "latency (ms) limit" in labels
+    plt.close(fig)
+    two = figure(points, ["flash_bytes", "latency_ms"], None, "t", "nats")
+    assert two.axes[0].get_xlabel() == "flash (KB)"
+    assert [p.get_offsets()[:, 0].tolist() for p in two.axes[0].collections][0] == [90, 200, 400]
+    assert two.axes[1].get_ylabel() == "latency (ms)"  # the colour bar, in ms
+    assert two.axes[0].get_yscale() == "symlog"
+    plt.close(two)
+    flat = figure(points[:2], ["latency_ms"], None, "t")
+    assert flat.axes[0].get_yscale() == "linear"  # 0.01 .. 0.5: under two decades
+    plt.close(flat)
