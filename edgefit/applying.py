@@ -54,7 +54,8 @@ def plan_source(plan: Plan, model: str | None = None, weights: str | None = None
     from workloads.refs import source_for_apply
 
     m = plan.model
-    return source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights)
+    return source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights,
+                            m.weights_path)
 
 
 Metric = Callable[[np.ndarray, np.ndarray], float]

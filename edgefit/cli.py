@@ -460,7 +460,9 @@ def apply_cmd(
     model: Annotated[str | None, Opt(help="the model to apply the plan to; needed for a "
                                      "module:factory model, which a plan file never imports "
                                      "(the plan's weights hash is checked)")] = None,
-    weights: Annotated[str | None, Opt(help="state_dict for --model module:factory")] = None,
+    weights: Annotated[str | None, Opt(help="state_dict for --model module:factory (default: "
+                                       "the file the plan was made with, its hash "
+                                       "checked)")] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: Annotated[bool, Flag("--json", help="a JSON summary on stdout (checks, accuracy, "
@@ -473,7 +475,8 @@ def apply_cmd(
     _check_quiet(quiet, verbose)
     plan = Plan.load(plan_file)  # checked before torch is imported
     m = plan.model
-    source = source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights)
+    source = source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights,
+                              m.weights_path)
     with _feedback(quiet, verbose):
         report, code = _apply_plan(plan, out_dir, source, json_out)
     if json_out:

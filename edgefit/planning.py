@@ -92,6 +92,11 @@ def layer_options(graph: LayerGraph, kernels: Mapping[str, Kernel], module: Any,
     return {layer: {o.name: o for o in row} for layer, row in options.items()}
 
 
+def _weights_path(weights: str | None) -> str | None:
+    """--weights as an absolute path (apply may run in another directory)."""
+    return None if weights is None else str(Path(weights).resolve())
+
+
 NO_DATA_UNCOMPRESSED = (
     "no data: accuracy costs cannot be measured, so each layer is offered only its "
     "uncompressed option (--data to measure them; --allow-unmeasured to offer compressed "
@@ -758,7 +763,8 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
         model=plan_schema.ModelRef(name=ctx.model.name, kind=ctx.model.kind,  # type: ignore[arg-type]
                                    path=ctx.model.path, input_shape=list(ctx.model.input_shape),
                                    origin=ctx.model_origin,
-                                   weights_sha256=weights_sha256(ctx.model)),
+                                   weights_sha256=weights_sha256(ctx.model),
+                                   weights_path=_weights_path(ctx.budget.weights)),
         data=ctx.budget.data or ctx.model.dataset,
         preprocess=ctx.budget.preprocess,
         calibration_sha256=ctx.calibration_sha256,

@@ -194,6 +194,10 @@ class ModelRef(_Strict):
         pattern=r"^[0-9a-f]{64}$", description="the weights the plan was costed on: sha256 of "
         "the torch state_dict (names, dtypes, shapes, bytes; BatchNorm folded) or of the ONNX "
         "file; apply refuses other weights")
+    weights_path: str | None = Field(
+        default=None, description="the state_dict file of a module:factory as given to plan "
+        "(--weights): `apply --model FACTORY` reads it when no --weights is given (weights only, "
+        "never code; weights_sha256 is checked); null: none was given")
 
 
 class TargetRef(_Strict):

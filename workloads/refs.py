@@ -117,12 +117,17 @@ class ModelSource:
 
 
 def source_for_apply(kind: str, name: str, path: str | None, input_shape: list[int],
-                     model: str | None = None, weights: str | None = None) -> ModelSource:
+                     model: str | None = None, weights: str | None = None,
+                     recorded_weights: str | None = None) -> ModelSource:
     """The model to apply a plan to, checked before anything is imported: the plan's own model
-    (a built-in name, a .pt2 or an .onnx file), or `model` / `weights` from the command line.
-    A plan whose model is a factory is refused with the command that applies it."""
+    (a built-in name, a .pt2 or an .onnx file), or `model` / `weights` from the command line
+    (`recorded_weights`, the plan's own state_dict file, when `model` is the plan's factory and
+    no weights are given: data, loaded weights-only, its hash checked). A plan whose model is
+    a factory is refused with the command that applies it."""
     shape = tuple(input_shape)
     if model is not None:
+        if weights is None and kind == "factory" and model == path:
+            weights = recorded_weights
         return ModelSource(model, weights, shape, trusted_factory=is_factory_ref(model))
     if weights is not None:
         raise PlanError("--weights needs --model (the module:factory the weights are for)")

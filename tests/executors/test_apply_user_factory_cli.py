@@ -68,10 +68,16 @@ def test_a_factory_in_the_current_directory_plans_and_applies(tmp_path: Path) ->
     assert plan["model"]["input_shape"] == [1, 28, 28] and plan["data"] == "mnist"
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["verification"]["ok"] and (tmp_path / "out" / "model.onnx").is_file()
-    # again from the plan file: the factory is named on the command line, the hash is checked
-    again = _run("edgefit", ["apply", "plan.json", *model, "--out", "out2"], tmp_path)
+    assert plan["model"]["weights_path"] == str((tmp_path / "w.pt").resolve())
+    # again from the plan file, elsewhere: the factory is named on the command line, the
+    # weights come from the file the plan recorded (its hash checked)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "mynets.py").write_text(NET)
+    again = _run("edgefit", ["apply", "../plan.json", "--model", "mynets:make_net", "--out",
+                             "out2"], tmp_path / "elsewhere")
     assert again.returncode == 0, again.stderr + again.stdout[-2000:]
-    assert json.loads((tmp_path / "out2" / "report.json").read_text())["verification"]["ok"]
+    assert json.loads((tmp_path / "elsewhere" / "out2" / "report.json").read_text())[
+        "verification"]["ok"]
 
 
 def test_a_missing_module_names_where_it_was_looked_for(tmp_path: Path) -> None:
