@@ -65,9 +65,14 @@ def evaluate(plan: Plan) -> Plan:
     # the plan's own problem with every layer pinned to its choice: coupled widths, RAM
     # workspace and limits exactly as the solver sees them (a width edit that breaks a
     # channel group is then OVER_BUDGET, not silently accepted)
+    import dataclasses
+
     from planner.resolve import problem_from_plan
 
     problem = problem_from_plan(plan, pins={n: lp.option or "" for n, lp in plan.layers.items()})
+    # the limits of the plan's own problem: pinning every layer here only fixes the choice, it
+    # must not lift the fp32 latency cap (planner.resolve.latency_cap) to this plan's latency
+    problem = dataclasses.replace(problem, limits=problem_from_plan(plan).limits)
     chosen = {name: problem.choices[name][0] for name in plan.layers}
     totals = problem.totals(dict.fromkeys(plan.layers, 0))
     ram = dict.fromkeys(plan.layers, 0.0)
