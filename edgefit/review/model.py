@@ -239,6 +239,12 @@ class LimitUsage:
         return "ok"
 
 
+def _latency_cap(plan: Plan) -> float | None:
+    from planner.resolve import latency_cap, solver_limits
+
+    return latency_cap(plan, solver_limits(plan.limits, plan.margin))
+
+
 def limit_usage(plan: Plan) -> list[LimitUsage]:
     """One row per metric of the totals, with its limit when the budget has one."""
     if plan.totals is None:
@@ -254,9 +260,13 @@ def limit_usage(plan: Plan) -> list[LimitUsage]:
             # as `plan` prints it: the runtime once plus every model slot
             used, label = delivery.flash_with_slots(used), f"flash x{delivery.ab_slots}"
         limit = given.get(name)
+        cap = _latency_cap(plan) if name == "latency" else None
         rows.append(LimitUsage(name, label, float(used), limit,
                                None if limit is None else limit * (1.0 - plan.margin),
-                               metric in plan.binding, fmt))
+                               metric in plan.binding and cap is None, fmt))
+        if cap is not None:  # as `plan` prints it: the fp32 plan's latency is the limit held
+            rows.append(LimitUsage("latency_cap", "fp32 cap", float(used), cap, cap,
+                                   metric in plan.binding, fmt))
     transfer = plan.totals.transfer_bytes
     if delivery is not None and transfer is not None and (
             update_ms := delivery.update_time_ms(transfer)) is not None:

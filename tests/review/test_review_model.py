@@ -203,3 +203,16 @@ def test_the_solvers_choice_is_never_tagged_and_widths_are_compared_apart(
     full = _alt("int8", 1, 10, 0.1)
     narrow = _alt("int8+w4", 2, 20, 0.2).model_copy(update={"widths": {"conv1": 4}})
     assert m.dominated([full.model_copy(update={"widths": {"conv1": 6}}), narrow]) == set()
+
+
+def test_a_looser_limit_than_fp32_shows_the_cap_it_holds(plan: Plan) -> None:
+    """Issue #22: the limits panel says what `plan` prints, the fp32 plan's latency as the
+    limit the solver holds when the asked one is looser."""
+    from planner.resolve import fp32_latency_ms
+
+    loose = plan.model_copy(update={"limits": plan.limits.model_copy(update={"latency": 1e4})})
+    rows = {u.name: u for u in m.limit_usage(loose)}
+    cap = rows["latency_cap"]
+    assert cap.limit == pytest.approx(fp32_latency_ms(loose)) and cap.label == "fp32 cap"
+    assert cap.used == rows["latency"].used and not rows["latency"].binding
+    assert "latency_cap" not in {u.name for u in m.limit_usage(plan)}  # 60 ms: under fp32's
