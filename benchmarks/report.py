@@ -540,76 +540,70 @@ def class_count(src: Source | None) -> Section:
     return s
 
 
-def qat(src: Source | None) -> Section:
-    s = Section("Fine-tuning through the quantisation (QAT) against post-training quantisation")
+def quoted_section(title: str, src: Source | None, rel: str, keys: tuple[str, str],
+                   columns: Sequence[str], text: str = "") -> Section:
+    """A section that quotes one table's columns (the table whose header starts with
+    ``keys``), after an optional paragraph, with the table's provenance; missing input said."""
+    s = Section(title)
     if src is None:
-        missing(s, QAT)
+        missing(s, rel)
         return s
-    t = src.table("model", "recipe")
-    s.add(*quote_columns(t, ["model", "recipe", "method", "accuracy %", "vs PTQ", "vs fp32",
-                             "epochs run"]), "", provenance(t))
+    t = src.table(*keys)
+    if text:
+        s.add(text, "")
+    s.add(*quote_columns(t, columns), "", provenance(t))
     return s
+
+
+def qat(src: Source | None) -> Section:
+    return quoted_section(
+        "Fine-tuning through the quantisation (QAT) against post-training quantisation", src,
+        QAT, ("model", "recipe"),
+        ["model", "recipe", "method", "accuracy %", "vs PTQ", "vs fp32", "epochs run"])
 
 
 def transformer(src: Source | None) -> Section:
-    s = Section("The transformer's embedding tables")
-    if src is None:
-        missing(s, MINILM)
-        return s
-    t = src.table("tables", "Linear")
-    s.add("minilm-l6 (all-MiniLM-L6-v2) with its embedding tables planned like any layer; "
-          "quality = mean cosine of the embeddings to the fp32 model's on held-out "
-          "sentences (a similarity-ranking task metric is not measured yet).", "")
-    s.add(*quote_columns(t, ["tables", "Linear", "flash image B", "cosine (torch",
-                             "cosine (ONNX)"]), "", provenance(t))
-    return s
+    return quoted_section(
+        "The transformer's embedding tables", src, MINILM, ("tables", "Linear"),
+        ["tables", "Linear", "flash image B", "cosine (torch", "cosine (ONNX)"],
+        "minilm-l6 (all-MiniLM-L6-v2) with its embedding tables planned like any layer; "
+        "quality = mean cosine of the embeddings to the fp32 model's on held-out "
+        "sentences (a similarity-ranking task metric is not measured yet).")
 
 
 def devices(src: Source | None) -> Section:
-    s = Section("Plans across devices")
-    if src is None:
-        missing(s, SKELETON)
-        return s
-    t = src.table("model", "target")
-    s.add("Plans for a few (model, target board) pairs of the catalog, applied. The "
-          "target's latency, flash and RAM are **predicted** (no board is attached to this "
-          "machine); the host latency of the same plan is predicted and measured here.", "")
-    s.add(*quote_columns(t, ["model", "target", "limits", "options", "target latency",
-                             "accuracy fp32", "host latency pred"]), "", provenance(t))
-    return s
+    return quoted_section(
+        "Plans across devices", src, SKELETON, ("model", "target"),
+        ["model", "target", "limits", "options", "target latency", "accuracy fp32",
+         "host latency pred"],
+        "Plans for a few (model, target board) pairs of the catalog, applied. The "
+        "target's latency, flash and RAM are **predicted** (no board is attached to this "
+        "machine); the host latency of the same plan is predicted and measured here.")
 
 
 def deep_compression(src: Source | None) -> Section:
-    s = Section("Deep Compression, reproduced")
-    if src is None:
-        missing(s, DEEP)
-        return s
-    t = src.table("model", "stage")
-    s.add("Prune -> share (k-means) -> Huffman, Han et al.'s recipe, run with edgefit's "
-          "executors with its own fine-tuning budget per stage (named in the stage column and "
-          "the source); every ratio is the packed file's, read back and checked. The paper "
-          "reports 40x (LeNet-300-100) and 39x (LeNet-5) with no accuracy loss, as the source "
-          "quotes it; the source explains the gap (per-layer overheads it counts, and a "
-          "smaller LeNet-5 than the paper's).", "")
-    s.add(*quote_columns(t, ["model", "stage", "flash image (file)", "ratio (file)",
-                             "ratio (payload)", "test accuracy", "vs fp32"]), "", provenance(t))
-    return s
+    return quoted_section(
+        "Deep Compression, reproduced", src, DEEP, ("model", "stage"),
+        ["model", "stage", "flash image (file)", "ratio (file)", "ratio (payload)",
+         "test accuracy", "vs fp32"],
+        "Prune -> share (k-means) -> Huffman, Han et al.'s recipe, run with edgefit's "
+        "executors with its own fine-tuning budget per stage (named in the stage column and "
+        "the source); every ratio is the packed file's, read back and checked. The paper "
+        "reports 40x (LeNet-300-100) and 39x (LeNet-5) with no accuracy loss, as the source "
+        "quotes it; the source explains the gap (per-layer overheads it counts, and a "
+        "smaller LeNet-5 than the paper's).")
 
 
 def runtime(src: Source | None) -> Section:
-    s = Section("The runtime: int8 on onnxruntime")
-    if src is None:
-        missing(s, INT8)
-        return s
-    t = src.table("model", "variant")
-    s.add("Why an int8 plan can be slower than fp32 on this host: the same model as fp32, as "
-          "onnxruntime's own quantiser writes it (ort-own), as edgefit's QDQ graph left to "
-          "onnxruntime's fusion (ort-qdq) and as edgefit writes it (edgefit), timed in one "
-          "round-robin run. A latency is this CPU's; an MCU runtime has other kernels (the "
-          "cost models, not these ratios, carry a plan there).", "")
-    s.add(*quote_columns(t, ["model", "variant", "latency (us)", "vs fp32",
-                             "float ops on dequantised", "float islands"]), "", provenance(t))
-    return s
+    return quoted_section(
+        "The runtime: int8 on onnxruntime", src, INT8, ("model", "variant"),
+        ["model", "variant", "latency (us)", "vs fp32", "float ops on dequantised",
+         "float islands"],
+        "Why an int8 plan can be slower than fp32 on this host: the same model as fp32, as "
+        "onnxruntime's own quantiser writes it (ort-own), as edgefit's QDQ graph left to "
+        "onnxruntime's fusion (ort-qdq) and as edgefit writes it (edgefit), timed in one "
+        "round-robin run. A latency is this CPU's; an MCU runtime has other kernels (the "
+        "cost models, not these ratios, carry a plan there).")
 
 
 def planning(src: Source | None) -> Section:
