@@ -422,8 +422,10 @@ MAX_NPZ_ARRAY_BYTES = 4 << 30
 says before reading it, so a few bytes could otherwise ask for terabytes."""
 
 
-def _check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
-    """Each member's declared size (its .npy header, read without its data) within the cap."""
+def _npz_headers(path: Path, keys: Sequence[str]) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """{key: (shape, dtype)} of each named member that exists, from its .npy header alone
+    (its data is not read)."""
+    out: dict[str, tuple[tuple[int, ...], Any]] = {}
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -436,17 +438,43 @@ def _check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
                         raise ValueError(f"unknown .npy version {version}")
                     read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
                     shape, _, dtype = read_header(member)
-                size = int(np.dtype(dtype).itemsize)
-                for n in shape:
-                    size *= int(n)
-                if size > MAX_NPZ_ARRAY_BYTES:
-                    raise DataError(f"{path}: member {key!r} declares {shape} x {dtype}, over "
-                                    f"the {MAX_NPZ_ARRAY_BYTES >> 30} GiB edgefit reads")
-    except DataError:
-        raise
+                out[key] = (tuple(int(n) for n in shape), dtype)
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile, ValueError, TypeError) as exc:
         raise DataError(f"{path}: corrupt .npz archive ({type(exc).__name__}: "
                         f"{str(exc)[:120]})") from None
+    return out
+
+
+def _check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
+    """Each member's declared size (its .npy header, read without its data) within the cap."""
+    for key, (shape, dtype) in _npz_headers(path, keys).items():
+        size = int(np.dtype(dtype).itemsize)
+        for n in shape:
+            size *= n
+        if size > MAX_NPZ_ARRAY_BYTES:
+            raise DataError(f"{path}: member {key!r} declares {shape} x {dtype}, over "
+                            f"the {MAX_NPZ_ARRAY_BYTES >> 30} GiB edgefit reads")
+
+
+def check_npz_members(path: Path, x_key: str = "x", y_key: str = "y") -> None:
+    """What an .npz holds, from its headers (no data read, no torch): images and labels
+    present, labels 1-D integers, one label per image. DataError naming the problem."""
+    if _read_head(path)[:2] != b"PK":
+        raise DataError(f"{path}: not an .npz (zip) archive; save one with numpy.savez")
+    headers = _npz_headers(path, (x_key, y_key))
+    missing = [k for k in (x_key, y_key) if k not in headers]
+    if missing:
+        with zipfile.ZipFile(path) as archive:
+            held = [n.removesuffix(".npy") for n in archive.namelist()]
+        raise DataError(f"{path}: no array named {', '.join(map(repr, missing))}; archive "
+                        f"holds {', '.join(map(repr, held)) or 'nothing'}")
+    (x_shape, _), (y_shape, y_dtype) = headers[x_key], headers[y_key]
+    if len(y_shape) != 1 or np.dtype(y_dtype).kind not in "iu":
+        raise DataError(f"{path}: labels {y_key!r} must be a 1-D integer array, got "
+                        f"{y_shape} {np.dtype(y_dtype)}")
+    if not x_shape or x_shape[0] != y_shape[0]:
+        raise DataError(f"{path}: {x_shape[0] if x_shape else 0} images but {y_shape[0]} "
+                        "labels")
 
 
 def _read_head(path: Path, n: int = 8) -> bytes:
@@ -868,9 +896,10 @@ def load_dataset(name_or_path: str | os.PathLike[str]) -> tuple[Dataset, Dataset
 
 
 def check_dataset_ref(name_or_path: str) -> None:
-    """DataError for a --data that cannot load, found without reading it: an unknown name
-    (with the closest one), a missing or irregular .npz, a missing image folder. What the
-    files hold is checked when they load (:func:`load_dataset`)."""
+    """DataError for a --data that cannot load, found without reading its data: an unknown
+    name (with the closest one), a missing or irregular .npz or one whose headers show no
+    images, no labels or a count mismatch, a missing image folder. The values are checked
+    when they load (:func:`load_dataset`)."""
     from edgefit_common.errors import did_you_mean
     from edgefit_common.fsutil import file_problem, shown
 
@@ -879,6 +908,8 @@ def check_dataset_ref(name_or_path: str) -> None:
         return
     if Path(name_or_path).suffix.lower() == ".npz":
         problem = file_problem(name_or_path, "data file")
+        if problem is None:
+            check_npz_members(Path(name_or_path))
     elif os.path.isdir(name_or_path):
         problem = None
     else:

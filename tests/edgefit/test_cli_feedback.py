@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edgefit.cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, _plan_app, _run, app
@@ -194,3 +195,29 @@ def test_resolve_writes_beside_its_input_unless_told(cwd: Path,
     assert _run(app, ["resolve", "plan.json", "--in-place", "--max-latency", "1s"]) == 0
     assert (cwd / "plan.json").read_text() != original
     assert _run(app, ["resolve", "plan.json", "--in-place", "--out", "x.json"]) == EXIT_BAD_INPUT
+
+
+NPZ = {
+    "no labels": ({"x": np.zeros((40, 1, 28, 28), np.float32)},
+                  "no array named 'y'; archive holds 'x'"),
+    "count": ({"x": np.zeros((40, 1, 28, 28), np.float32), "y": np.zeros(39, np.int64)},
+              "40 images but 39 labels"),
+    "float labels": ({"x": np.zeros((40, 1, 28, 28), np.float32),
+                      "y": np.zeros(40, np.float32)}, "must be a 1-D integer array"),
+}
+
+
+@pytest.mark.parametrize("case", list(NPZ))
+def test_a_data_file_s_contents_are_checked_before_torch(case: str, tmp_path: Path) -> None:
+    """Issue #21 item 3: files parse before torch is imported (an .npz from its headers)."""
+    arrays, needle = NPZ[case]
+    np.savez(tmp_path / "d.npz", **arrays)
+    argv = ["--target", "esp32-s3", "--max-latency", "30ms", "--data", "d.npz"]
+    code = ("import sys\nfrom edgefit.cli import _plan_app, _run\n"
+            f"code = _run(_plan_app, {argv!r})\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(code)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == EXIT_BAD_INPUT, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
