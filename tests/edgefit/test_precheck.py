@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from device_specs.budget import Budget
@@ -78,7 +79,11 @@ def test_exclusions_are_techniques_precisions_or_options_of_one() -> None:
 def test_what_exists_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.onnx").write_bytes(b"checked when it loads")
-    (tmp_path / "d.npz").write_bytes(b"likewise")
+    # an .npz is read from its headers only (no data): a real one passes, bytes are refused
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 2, 2), np.float32), y=np.zeros(4, np.int64))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not an .npz"):
+        check_plan_inputs(budget(data="bad.npz"))
     (tmp_path / "images").mkdir()
     for fields in ({"model": "m.onnx", "data": "d.npz"}, {"model": "lenet5-mnist"},
                    {"model": "pkg.mod:make", "data": "images"}, {"data": "fashion-mnist"}):
