@@ -93,15 +93,21 @@ TYPOS = {
 }
 
 
-@pytest.mark.parametrize("case", list(TYPOS))
-def test_a_typo_is_refused_before_torch_is_imported(case: str, tmp_path: Path) -> None:
-    argv, needle = TYPOS[case]
+def _refused_before_torch(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`plan ARGV` in a fresh interpreter: exit 2 without torch ever imported."""
     code = ("import sys\nfrom edgefit.cli import _plan_app, _run\n"
             f"code = _run(_plan_app, {argv!r})\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(code)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == EXIT_BAD_INPUT, out.stderr
+    return out
+
+
+@pytest.mark.parametrize("case", list(TYPOS))
+def test_a_typo_is_refused_before_torch_is_imported(case: str, tmp_path: Path) -> None:
+    argv, needle = TYPOS[case]
+    out = _refused_before_torch(argv, tmp_path)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], out.stderr
     assert out.stdout == "" and not (tmp_path / "plan.json").exists()
@@ -213,11 +219,6 @@ def test_a_data_file_s_contents_are_checked_before_torch(case: str, tmp_path: Pa
     arrays, needle = NPZ[case]
     np.savez(tmp_path / "d.npz", **arrays)
     argv = ["--target", "esp32-s3", "--max-latency", "30ms", "--data", "d.npz"]
-    code = ("import sys\nfrom edgefit.cli import _plan_app, _run\n"
-            f"code = _run(_plan_app, {argv!r})\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\nsys.exit(code)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == EXIT_BAD_INPUT, out.stderr
+    out = _refused_before_torch(argv, tmp_path)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], out.stderr
