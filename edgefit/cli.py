@@ -74,6 +74,11 @@ Verbose = Annotated[bool, Flag("--verbose", "-v", help="progress (on stderr) wit
                                "every step and its time")]
 Version = Annotated[bool, Opt("--version", callback=_show_version, is_eager=True, metavar="",
                               help="print edgefit's version and exit")]
+Workers = Annotated[int | None, Opt(help="measure on a local Ray instance of N workers (bound "
+                                    "to 127.0.0.1; docs/scale-out.md)")]
+Cluster = Annotated[str | None, Opt(help="measure on a running Ray cluster: auto, "
+                                    "ray://HOST:PORT or HOST:PORT (default: $EDGEFIT_CLUSTER, "
+                                    "else in this process)")]
 
 
 @app.callback()
@@ -156,11 +161,8 @@ def plan_cmd(
                                   "limit: latency, flash, ram or energy")] = "latency",
     report_dir: Annotated[Path, Opt(help="the FOLDER --apply and --loop write artifacts to "
                                     "(replaced as a whole)")] = Path("out"),
-    workers: Annotated[int | None, Opt(help="measure on a local Ray instance of N workers "
-                                       "(bound to 127.0.0.1; docs/scale-out.md)")] = None,
-    cluster: Annotated[str | None, Opt(help="measure on a running Ray cluster: auto, "
-                                       "ray://HOST:PORT or HOST:PORT (default: "
-                                       "$EDGEFIT_CLUSTER, else in this process)")] = None,
+    workers: Workers = None,
+    cluster: Cluster = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: Annotated[bool, Flag("--json", help="a JSON summary on stdout (status, totals, "
@@ -430,6 +432,42 @@ def _resolved_path(plan_file: Path, out: Path | None, in_place: bool) -> Path:
     if in_place:
         return plan_file
     return out or plan_file.with_name(f"{plan_file.stem}.resolved{plan_file.suffix or '.json'}")
+
+
+@app.command("sweep", cls=_Command)
+def sweep_cmd(
+    sweep_file: Annotated[Path, typer.Argument(help="the sweep YAML: models, targets, budgets "
+                                               "(docs/scale-out.md, examples/sweep.yaml)")],
+    out: Annotated[Path | None, Opt(help="the output FOLDER (replaced as a whole; default: "
+                                        "the file's `out`, else ./sweep-out)")] = None,
+    allow_factory: Annotated[list[str] | None, Opt(help="a module:factory model the file "
+                                                   "names that edgefit may import and run "
+                                                   "(repeatable)")] = None,
+    workers: Workers = None,
+    cluster: Cluster = None,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Plan every model on every target under every budget: one table (CSV + JSON) and a plot.
+
+    One full plan per (model, target); each further budget re-solves it. Every file, target and
+    limit is checked before any model is loaded."""
+    from edgefit.sweep import check_out
+    from edgefit.sweep_file import load_sweep
+    from edgefit_common.execution import from_settings
+
+    _check_quiet(quiet, verbose)
+    sweep = load_sweep(sweep_file, allow_factory or ())
+    target = out or (sweep_file.parent / sweep.spec.out if sweep.spec.out else Path("sweep-out"))
+    check_out(target)
+    executor = from_settings(cluster, workers)  # checked here; Ray starts on first use
+    with _feedback(quiet, verbose):
+        from edgefit.sweep import run_sweep
+        from edgefit.sweep_table import summary_lines
+
+        result = run_sweep(sweep, target, executor)
+    for line in summary_lines(result):
+        typer.echo(line)
 
 
 @app.command("review", cls=_Command)
