@@ -269,11 +269,14 @@ def _signature(sig: LayerSignature) -> LayerSignature:
 
 def measure_variants(variants: Mapping[str, Sequence[Variant]],
                      signatures: Mapping[str, LayerSignature], fp: DeviceFingerprint,
-                     cache: ProfileCache, threads: int = 1, opt_level: str = "all"
+                     cache: ProfileCache, threads: int = 1, opt_level: str = "all",
+                     who: dict[str, list[str]] | None = None
                      ) -> dict[tuple[str, str], float]:
     """{(layer, variant key): net µs}: every variant's one-layer time less the empty model's,
     cached per (host, layer signature, variant key); the dense variants of each layer are
-    among ``variants`` (the caller adds them)."""
+    among ``variants`` (the caller adds them). On a cluster the layers go to the nodes with
+    this host's fingerprint, one layer a task and one task at a time per node (as the host
+    profile's options, cost_models.profiler); ``who`` collects {who measured: [layers]}."""
     from edgefit_common.progress import track
 
     out: dict[tuple[str, str], float] = {}
@@ -289,33 +292,98 @@ def measure_variants(variants: Mapping[str, Sequence[Variant]],
     by_layer: dict[str, list[Variant]] = {}
     for layer, v in todo:
         by_layer.setdefault(layer, []).append(v)
+    by = _on_nodes(by_layer, signatures, fp, cache, threads, opt_level, out, who)
     for layer in track(list(by_layer), "profile: low-rank and narrowed layers"):
         out.update(_measure_layer(layer, by_layer[layer], _signature(signatures[layer]), fp,
-                                  cache, threads, opt_level))
+                                  cache, threads, opt_level, by))
+        if who is not None and by:
+            who.setdefault(by, []).append(layer)
     return out
 
 
-def _measure_layer(layer: str, row: Sequence[Variant], sig: LayerSignature,
-                   fp: DeviceFingerprint, cache: ProfileCache, threads: int, opt_level: str
-                   ) -> dict[tuple[str, str], float]:
-    """One layer's variants timed together (with one empty model per input shape)."""
+def _on_nodes(by_layer: dict[str, list[Variant]], signatures: Mapping[str, LayerSignature],
+              fp: DeviceFingerprint, cache: ProfileCache, threads: int, opt_level: str,
+              out: dict[tuple[str, str], float], who: dict[str, list[str]] | None) -> str:
+    """On a cluster: the layers of ``by_layer`` measured on the nodes with this host's
+    fingerprint (their rows written here, into ``out``, and removed from ``by_layer``); what
+    the driver should call itself for the rest ("" in-process)."""
+    from cost_models.profiler import host_key
+    from edgefit_common.execution import DRIVER, IN_PROCESS, current
+
+    executor = current()
+    if executor is IN_PROCESS or not by_layer:
+        return ""
+    nodes = executor.matching_nodes(host_key, (threads, opt_level), fp.key())
+    if not nodes:
+        return (f"{DRIVER} (no node of {executor.describe()} has this host's fingerprint: "
+                f"{fp.cpu_model}, {fp.cores} cores, onnxruntime {fp.ort_version})")
+    method_here = next(iter(signatures.values())).method
+
+    def record(node: Any, rec: tuple[str, list[float], dict[str, Any], str]) -> None:
+        layer, times, fp_doc, method_there = rec
+        there = DeviceFingerprint(**fp_doc)
+        if there.key() != fp.key() or method_there != method_here:  # its own key, never ours
+            own = _signature(dataclasses.replace(signatures[layer], method=method_there))
+            _store_layer(layer, by_layer[layer], times, own, there, cache, node.label)
+            return
+        out.update(_store_layer(layer, by_layer.pop(layer), times,
+                                _signature(signatures[layer]), fp, cache, node.label))
+        if who is not None:
+            who.setdefault(node.label, []).append(layer)
+
+    chunks = [[(layer, row)] for layer, row in by_layer.items()]
+    executor.map_on_nodes(micro_layer_task, chunks, record, nodes, shared=(threads, opt_level),
+                          label=lambda item: f"(one-layer models of {item[0]})",
+                          title="host profile (one-layer models)")
+    return f"{DRIVER} (the matching nodes reported another measuring method)"
+
+
+def micro_layer_task(threads: int, opt_level: str, chunk: Sequence[tuple[str, list[Variant]]],
+                     emit: Any) -> None:
+    """One task on a node: each layer's variants timed (:func:`_time_layer`), emitted as
+    ``(layer, times µs, this node's fingerprint as a dict, its measuring method)``. Writes no
+    cache: the driver stores what it gets."""
+    from cost_models.profiler import host_fingerprint, method
+
+    here = dataclasses.asdict(host_fingerprint(threads, opt_level))
+    for layer, row in chunk:
+        emit((layer, _time_layer(row, threads, opt_level), here, method()))
+
+
+def _time_layer(row: Sequence[Variant], threads: int, opt_level: str) -> list[float]:
+    """The variants' run times in µs, then one empty model's per input shape (sorted)."""
     import onnx
 
     with tempfile.TemporaryDirectory(prefix="edgefit-micro-") as tmp:
         paths = [write_variant(v, Path(tmp) / f"v{i}.onnx") for i, v in enumerate(row)]
-        shapes = sorted({v.input_shape for v in row})
         empties = []
-        for j, shape in enumerate(shapes):
+        for j, shape in enumerate(sorted({v.input_shape for v in row})):
             empties.append(Path(tmp) / f"empty{j}.onnx")
             onnx.save(_empty_model(shape), str(empties[-1]))
-        times = interleaved_us([*paths, *empties], threads, opt_level)
-    empty_us = dict(zip(shapes, times[len(paths):], strict=True))
+        return interleaved_us([*paths, *empties], threads, opt_level)
+
+
+def _measure_layer(layer: str, row: Sequence[Variant], sig: LayerSignature,
+                   fp: DeviceFingerprint, cache: ProfileCache, threads: int, opt_level: str,
+                   measured_by: str = "") -> dict[tuple[str, str], float]:
+    """One layer's variants timed together (with one empty model per input shape)."""
+    return _store_layer(layer, row, _time_layer(row, threads, opt_level), sig, fp, cache,
+                        measured_by)
+
+
+def _store_layer(layer: str, row: Sequence[Variant], times: Sequence[float],
+                 sig: LayerSignature, fp: DeviceFingerprint, cache: ProfileCache,
+                 measured_by: str = "") -> dict[tuple[str, str], float]:
+    """The net µs of each variant (its time less its input shape's empty model), stored."""
+    shapes = sorted({v.input_shape for v in row})
+    empty_us = dict(zip(shapes, times[len(row):], strict=True))
     out, rows = {}, []
     for v, t in zip(row, times[:len(row)], strict=True):
         net_us = max(NET_FLOOR_US, t - empty_us[v.input_shape])
         out[(layer, v.key)] = net_us
-        rows.append((fp, sig, v.key, net_us / 1e3, ROUNDS * RUNS_PER_ROUND, 1,
-                     {"run_us": t, "empty_us": empty_us[v.input_shape], "layer": layer}, None))
+        extra = {"run_us": t, "empty_us": empty_us[v.input_shape], "layer": layer,
+                 **({"measured_by": measured_by} if measured_by else {})}
+        rows.append((fp, sig, v.key, net_us / 1e3, ROUNDS * RUNS_PER_ROUND, 1, extra, None))
     cache.put_many(rows)
     return out
 
@@ -432,10 +500,20 @@ def measure_host_variants(module: nn.Module, input_shape: tuple[int, ...], graph
     variants, pairs = variants_of(module, graph, offered, sigs)
     if not pairs:
         return table
+    who: dict[str, list[str]] = {}
     net = measure_variants(variants, sigs, host_fingerprint(threads, opt_level), cache,
-                           threads, opt_level)
+                           threads, opt_level, who)
     kernel_of = {(layer, name): offered[layer][name].kernel for layer, name in pairs}
-    return with_measured_ratios(table, measured_ratios(net, pairs), kernel_of)
+    table = with_measured_ratios(table, measured_ratios(net, pairs), kernel_of)
+    if not who:
+        return table
+    from cost_models.profiler import MEASURED_BY
+
+    text = "one-layer models: " + "; ".join(f"{by}: {', '.join(layers)}"
+                                           for by, layers in who.items())
+    before = table.provenance.get(MEASURED_BY)
+    provenance = {**table.provenance, MEASURED_BY: f"{before}; {text}" if before else text}
+    return dataclasses.replace(table, provenance=provenance)
 
 
 __all__ = [
@@ -443,6 +521,7 @@ __all__ = [
     "Variant",
     "interleaved_us",
     "measure_host_variants",
+    "micro_layer_task",
     "scaled_pruned_latency",
     "measured_ratios",
     "micro_model",

@@ -19,6 +19,14 @@ unprofiled end-to-end time (``Measured.closure`` says how well).
 Results are stored in a :class:`~cost_models.profile_cache.ProfileCache` keyed by the device
 fingerprint and a layer signature; a (layer, option) already there is not measured again, and
 when every layer of an option is cached the model is neither exported nor quantised.
+
+On a cluster (edgefit_common.execution) the options still to measure go to the nodes whose
+fingerprint (:func:`host_key`, run on the node) equals this host's, one uniform model at a time
+per node; the driver exports the fp32 model once, ships its bytes, and writes the rows the
+nodes return. A record from a node of another CPU is stored under that node's own fingerprint
+and never used for this host's; what no matching node measured is measured on the driver.
+Each row says who measured it (``Measured.measured_by``) and the plan's provenance lists it
+(``MEASURED_BY``).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -126,6 +134,7 @@ class Measured:
     closure: float | None = None
     format_version: int = 0
     closure_scale: float | None = None
+    measured_by: str = ""  # on a cluster: "node ADDRESS/ID" or "the driver"; "" in-process
 
     @property
     def closed_ms(self) -> float:
@@ -147,6 +156,12 @@ def host_fingerprint(threads: int = 1, opt_level: str = "all") -> DeviceFingerpr
     return DeviceFingerprint(cpu_model=em.cpu_model(), cores=os.cpu_count() or 1,
                              ort_version=ort.__version__, threads=int(threads),
                              opt_level=opt_level)
+
+
+def host_key(threads: int = 1, opt_level: str = "all") -> str:
+    """This machine's fingerprint key: run on each node of a cluster to find the nodes whose
+    measurements are this host's (edgefit_common.execution.Executor.matching_nodes)."""
+    return host_fingerprint(threads, opt_level).key()
 
 
 def layer_signatures(model: nn.Module, input_shape: tuple[int, ...],
@@ -288,7 +303,7 @@ def _from_cache(layer: str, hit: CachedProfile) -> Measured:
         raw_ms=x.get("raw_ms"), nodes=tuple(x.get("nodes", ())), model=x.get("model"),
         model_latency_ms=x.get("model_latency_ms"), run_overhead_ms=x.get("run_overhead_ms"),
         closure=x.get("closure"), format_version=hit.format_version,
-        closure_scale=x.get("closure_scale"),
+        closure_scale=x.get("closure_scale"), measured_by=str(x.get("measured_by", "")),
     )
 
 
@@ -353,7 +368,24 @@ def profile_host(
     from contextlib import nullcontext
 
     from cost_models.export import export_fp32
+    from edgefit_common.execution import DRIVER, IN_PROCESS, current
     from edgefit_common.progress import Task, task
+
+    executor = current()
+    by = ""  # in-process: rows say nothing of who measured them, as before
+    if executor is not IN_PROCESS:
+        settings = {"runs": runs, "profile_runs": profile_runs, "warmup": warmup,
+                    "threads": threads, "opt_level": opt_level}
+        nodes = executor.matching_nodes(host_key, (threads, opt_level), fp.key())
+        if nodes:
+            result.update(_profile_on_nodes(executor, nodes, model, input_shape, graph, todo,
+                                            calibration, settings, fp, sigs, cache))
+            todo = [o for o in todo if (layers[0], o) not in result]
+            if not todo:
+                return result
+        by = (f"{DRIVER} (no node of {executor.describe()} has this host's fingerprint: "
+              f"{fp.cpu_model}, {fp.cores} cores, onnxruntime {fp.ort_version})" if not nodes
+              else f"{DRIVER} (the matching nodes reported another measuring method)")
 
     steps = task("profile: export fp32", 1 + 2 * len(todo)) if progress else nullcontext(Task())
     with tempfile.TemporaryDirectory(prefix="edgefit-profile-") as tmp, steps as bar:
@@ -380,8 +412,82 @@ def profile_host(
                 raise PlanError(f"profiling {graph.model} at {option}: {exc}") from None
             profiled_models += 1
             bar.advance()
-            result.update(_store(m, option, graph, fp, sigs, cache))
+            result.update(_store(m, option, graph, fp, sigs, cache, by))
     return result
+
+
+def _export_bytes(model: nn.Module | Path, input_shape: tuple[int, ...], graph: LayerGraph
+                  ) -> bytes:
+    """The fp32 ONNX model every option is written from, as bytes to ship to the nodes."""
+    from cost_models.export import export_fp32
+
+    if isinstance(model, Path):
+        data = model.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="edgefit-profile-") as tmp:
+        fp32 = Path(tmp) / "model.fp32.onnx"
+        if isinstance(model, Path):
+            fp32.write_bytes(data)
+        else:
+            export_fp32(model, input_shape, fp32)
+        _check_layer_names(fp32, graph)
+        return fp32.read_bytes()
+
+
+def _profile_on_nodes(executor: Any, nodes: Sequence[Any], model: nn.Module | Path,
+                      input_shape: tuple[int, ...], graph: LayerGraph, todo: Sequence[str],
+                      calibration: np.ndarray, settings: Mapping[str, Any],
+                      fp: DeviceFingerprint, sigs: Mapping[str, LayerSignature],
+                      cache: ProfileCache) -> dict[tuple[str, str], Measured]:
+    """Every option of ``todo`` measured on ``nodes`` (one option a task, one task at a time
+    per node), the rows written here. A record whose node reports another fingerprint (or
+    measuring method) than this host's is stored under its own and left out of the result."""
+    result: dict[tuple[str, str], Measured] = {}
+    method_here = next(iter(sigs.values())).method
+
+    def record(node: Any, rec: tuple[str, dict[str, Any], dict[str, Any], str]) -> None:
+        global profiled_models
+        option, m, fp_doc, method_there = rec
+        there = DeviceFingerprint(**fp_doc)
+        profiled_models += 1
+        if there.key() != fp.key() or method_there != method_here:
+            own = {name: dataclasses.replace(sig, method=method_there)
+                   for name, sig in sigs.items()}
+            _store(m, option, graph, there, own, cache, node.label)  # its own key only
+            return
+        result.update(_store(m, option, graph, fp, sigs, cache, node.label))
+
+    executor.map_on_nodes(profile_option_task, [[option] for option in todo], record, nodes,
+                          shared=(_export_bytes(model, input_shape, graph), graph,
+                                  calibration, dict(settings)),
+                          label=lambda option: f"({graph.model} at {option})",
+                          title="host profile (option)")
+    return result
+
+
+def profile_option_task(fp32_bytes: bytes, graph: LayerGraph, calibration: np.ndarray,
+                        settings: Mapping[str, Any], chunk: Sequence[str],
+                        emit: Callable[[Any], None]) -> None:
+    """One task of the host profile on a node: each option of ``chunk`` built from the fp32
+    model and measured as :func:`profile_host` does on the driver, emitted as ``(option, the
+    measurement, this node's fingerprint as a dict, this node's measuring method)``. Writes
+    no cache: the driver stores what it gets."""
+    threads, opt_level = int(settings["threads"]), str(settings["opt_level"])
+    here = host_fingerprint(threads, opt_level)
+    with tempfile.TemporaryDirectory(prefix="edgefit-profile-") as tmp:
+        fp32 = Path(tmp) / "model.fp32.onnx"
+        fp32.write_bytes(fp32_bytes)
+        overhead = em.calibrate(threads, opt_level)
+        for option in chunk:
+            path = _build(option, fp32, Path(tmp), graph.layer_names, calibration)
+            overrides = step_owner_overrides(em.read_graph(path), graph)
+            try:
+                m = em.measure(path, int(settings["runs"]), int(settings["warmup"]), threads,
+                               opt_level, profile_runs=int(settings["profile_runs"]),
+                               profile_warmup=int(settings["warmup"]), owners=overrides,
+                               calibration=overhead)
+            except em.MeasureError as exc:
+                raise PlanError(f"profiling {graph.model} at {option}: {exc}") from None
+            emit((option, m, dataclasses.asdict(here), method()))
 
 
 def _check_layer_names(path: Path, graph: LayerGraph) -> None:
@@ -396,7 +502,7 @@ def _check_layer_names(path: Path, graph: LayerGraph) -> None:
 
 
 def _store(m: Mapping[str, Any], option: str, graph: LayerGraph, fp: DeviceFingerprint,
-           sigs: Mapping[str, LayerSignature], cache: ProfileCache
+           sigs: Mapping[str, LayerSignature], cache: ProfileCache, measured_by: str = ""
            ) -> dict[tuple[str, str], Measured]:
     empty = [name for name in graph.layer_names if not m["layers"].get(name, {}).get("nodes")]
     if empty:
@@ -415,7 +521,7 @@ def _store(m: Mapping[str, Any], option: str, graph: LayerGraph, fp: DeviceFinge
         extra = {"model": graph.model, "raw_ms": entry["median_us"] / 1e3,
                  "nodes": list(entry["nodes"]), "model_latency_ms": model_ms,
                  "run_overhead_ms": run_overhead_ms, "closure": closure,
-                 "closure_scale": scale}
+                 "closure_scale": scale, **({"measured_by": measured_by} if measured_by else {})}
         latency = float(entry["calibrated_ms"])
         rows.append((fp, sigs[name], option, latency, runs, em.FORMAT_VERSION, extra, stamp))
         out[(name, option)] = Measured(
@@ -423,6 +529,7 @@ def _store(m: Mapping[str, Any], option: str, graph: LayerGraph, fp: DeviceFinge
             measured_at=stamp, raw_ms=extra["raw_ms"], nodes=tuple(entry["nodes"]),
             model=graph.model, model_latency_ms=model_ms, run_overhead_ms=run_overhead_ms,
             closure=closure, format_version=em.FORMAT_VERSION, closure_scale=scale,
+            measured_by=measured_by,
         )
     cache.put_many(rows)
     return out
@@ -460,6 +567,9 @@ def with_measured_latency(table: CostTable, measured: Mapping[tuple[str, str], M
             "profiling offset calibrated out, scaled so each model's layers add up to its "
             "unprofiled run); other options: " + table.provenance.get(
                 "latency", "analytical"))
+    by = measured_by_text(measured)
+    if by:
+        provenance[MEASURED_BY] = f"whole models at each option: {by}"
     overhead = table.run_overhead_ms
     if run_overhead:
         values = [m.run_overhead_ms for m in measured.values() if m.run_overhead_ms is not None]
@@ -467,6 +577,25 @@ def with_measured_latency(table: CostTable, measured: Mapping[tuple[str, str], M
             overhead = float(np.median(values))
     return dataclasses.replace(table, options=options, provenance=provenance,
                                run_overhead_ms=overhead)
+
+
+MEASURED_BY = "latency measured by"
+"""The provenance entry that says which node measured which rows (only on a cluster)."""
+
+
+def measured_by_text(measured: Mapping[tuple[str, str], Measured]) -> str:
+    """``node 127.0.0.1/5f3a9c1e: fp32, int8 (3 layers each); the driver (...): int4`` for
+    the rows measured on a cluster (cached ones said as such); "" when every row was measured
+    in-process."""
+    done: dict[str, dict[str, int]] = {}
+    for (_, option), m in measured.items():
+        if m.measured_by:
+            who = m.measured_by + (" (earlier, cached)" if m.cached else "")
+            done.setdefault(who, {}).setdefault(option, 0)
+            done[who][option] += 1
+    return "; ".join(
+        f"{who}: " + ", ".join(f"{o} ({n} layer{'s' * (n != 1)})" for o, n in opts.items())
+        for who, opts in done.items())
 
 
 def summarize(measured: Mapping[tuple[str, str], Measured],
@@ -488,9 +617,13 @@ def summarize(measured: Mapping[tuple[str, str], Measured],
 
 
 __all__ = [
+    "MEASURED_BY",
     "METHOD",
     "Measured",
     "host_fingerprint",
+    "host_key",
+    "measured_by_text",
+    "profile_option_task",
     "latency_overrides",
     "layer_signatures",
     "profile_host",

@@ -20,6 +20,12 @@ do with it (the driver writes the caches: a worker never does).
 
 The command line installs one with :func:`using` (which also closes it: a local Ray instance
 is stopped); library calls without one run in-process.
+
+Timing work (host latency profiles) is not spread like that: its numbers belong to the CPU they
+were measured on. :meth:`Executor.matching_nodes` names the nodes whose hardware fingerprint
+(``probe(*args)`` run on each) equals the target's, and :meth:`Executor.map_on_nodes` runs
+chunks only there, one task at a time per node holding all of the node's CPUs. In-process there
+are no nodes: the caller measures on the driver, as it always did.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from edgefit_common.errors import ClusterError
@@ -44,6 +51,26 @@ CLUSTER_ENV = "EDGEFIT_CLUSTER"
 CHUNK_ITEMS = 10
 """Items per task: big enough that a task's start (the model deserialised on the worker) is
 small beside its work, small enough that no one task straggles at the end of a pass."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine of a cluster that timing work may run on: its Ray node id, address and CPU
+    count (a probe task reserves them all, so nothing else runs beside it)."""
+
+    node_id: str
+    address: str
+    cpus: float
+
+    @property
+    def label(self) -> str:
+        """How reports name it: ``node 127.0.0.1/5f3a9c1e`` (two nodes may share an address on
+        one machine; the id's first 8 hex tell them apart)."""
+        return f"node {self.address}/{self.node_id[:8]}"
+
+
+DRIVER = "the driver"
+"""Who measured a record made in this process."""
 
 
 class Executor:
@@ -71,6 +98,22 @@ class Executor:
         to retry)."""
         for chunk in chunks:
             fn(*shared, chunk, on_record)
+
+    def matching_nodes(self, probe: Callable[..., str], args: Sequence[Any], want: str
+                       ) -> list[Node]:
+        """The nodes where ``probe(*args)`` returns ``want`` (a hardware fingerprint's key).
+        In-process: none, so timing work stays on the driver."""
+        return []
+
+    def map_on_nodes(self, fn: TaskFn, chunks: Sequence[Sequence[Any]],
+                     on_record: Callable[[Node, Any], None], nodes: Sequence[Node], *,
+                     shared: Sequence[Any] = (), label: Callable[[Any], str] = str,
+                     title: str = "probes") -> None:
+        """Run each chunk as ``fn(*shared, chunk, emit)`` on one of ``nodes`` (never
+        elsewhere), one task at a time per node; ``on_record(node, record)`` for every record.
+        In-process there are no nodes to run on."""
+        if chunks:
+            raise ValueError("in-process: no node to run on (matching_nodes is empty)")
 
     def close(self) -> None:
         """Release what the executor started (nothing, in-process)."""
@@ -143,5 +186,5 @@ def _parse(value: str, where: str) -> Executor:
     return RayExecutor(address=text)
 
 
-__all__ = ["CHUNK_ITEMS", "CLUSTER_ENV", "IN_PROCESS", "Emit", "Executor", "TaskFn", "current",
-           "from_settings", "using"]
+__all__ = ["CHUNK_ITEMS", "CLUSTER_ENV", "DRIVER", "IN_PROCESS", "Emit", "Executor", "Node",
+           "TaskFn", "current", "from_settings", "using"]

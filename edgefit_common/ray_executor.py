@@ -18,6 +18,12 @@ once and runs every chunk as one task returning its records (a list). A task tha
 run again ``retries`` times in its worker, one whose worker or node dies is resubmitted as many
 times by Ray; then :class:`TaskFailedError` names the item it failed on (the first its chunk
 had not finished) or, if the worker died, the chunk.
+
+Timing work goes only to the nodes whose hardware fingerprint equals the target's
+(:meth:`RayExecutor.matching_nodes`: a probe task pinned to each node) and runs there one task
+at a time per node, each task pinned to its node (``NodeAffinitySchedulingStrategy``, not soft)
+and holding all of the node's CPUs, so no other task of this or any job shares the node while
+it times (:meth:`RayExecutor.map_on_nodes`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgefit_common.errors import ClusterError, TaskFailedError
-from edgefit_common.execution import CHUNK_ITEMS, Emit, Executor, TaskFn
+from edgefit_common.execution import CHUNK_ITEMS, Emit, Executor, Node, TaskFn
 from edgefit_common.progress import task
 
 T = TypeVar("T")
@@ -249,6 +255,72 @@ class RayExecutor(Executor):
                         bar.advance()
         finally:
             for ref in pending:  # an error or Ctrl-C: the rest is not wanted
+                ray.cancel(ref)
+
+    # ------------------------------------------------------------------ timing work
+
+    def matching_nodes(self, probe: Callable[..., str], args: Sequence[Any], want: str
+                       ) -> list[Node]:
+        """The live nodes (with a CPU) where ``probe(*args)``, run on the node itself, returns
+        ``want``."""
+        ray = self.start()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in ray.nodes()
+                 if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) >= 1]
+        remote = ray.remote(probe)
+        refs = [remote.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(*args) for n in nodes]
+        try:
+            keys = ray.get(refs, timeout=CONNECT_TIMEOUT_S)
+        except ray.exceptions.RayError as exc:
+            raise ClusterError(f"a node could not report its hardware fingerprint "
+                               f"({_first_line(exc)})") from exc
+        return [Node(n["NodeID"], n["NodeManagerAddress"], float(n["Resources"]["CPU"]))
+                for n, key in zip(nodes, keys, strict=True) if key == want]
+
+    def map_on_nodes(self, fn: TaskFn, chunks: Sequence[Sequence[Any]],
+                     on_record: Callable[[Node, Any], None], nodes: Sequence[Node], *,
+                     shared: Sequence[Any] = (), label: Callable[[Any], str] = str,
+                     title: str = "probes") -> None:
+        """Each chunk as one task on the next free node of ``nodes``: a node runs one task at
+        a time (the driver submits the next when it is free, and the task reserves every CPU
+        of the node); ``on_record(node, record)`` as each task finishes."""
+        if not chunks:
+            return
+        if not nodes:
+            raise ValueError("map_on_nodes: no node to run on")
+        ray = self.start()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        remote = ray.remote(run_chunk)
+        refs = [ray.put(value) for value in shared]
+        queue, free = [list(c) for c in chunks], list(nodes)
+        pending: dict[Any, tuple[Node, list[Any]]] = {}
+        try:
+            where = ", ".join(n.label for n in nodes)
+            with task(f"{title}: {len(chunks)} task{'s' * (len(chunks) != 1)}, one at a time "
+                      f"on each of {where}", len(chunks)) as bar:
+                while queue or pending:
+                    while queue and free:
+                        node, chunk = free.pop(0), queue.pop(0)
+                        ref = remote.options(
+                            num_cpus=node.cpus, max_retries=self.retries,
+                            scheduling_strategy=NodeAffinitySchedulingStrategy(
+                                node.node_id, soft=False),
+                        ).remote(fn, chunk, self.retries, *refs)
+                        pending[ref] = (node, chunk)
+                    ready, _ = ray.wait(list(pending), num_returns=1)
+                    for ref in ready:
+                        node, chunk = pending.pop(ref)
+                        records, cpu_s, _ = self._records(ref, chunk, label, title)
+                        self.stats.append(TaskStat(title, len(chunk), cpu_s, node.label))
+                        for record in records:
+                            on_record(node, record)
+                        free.append(node)
+                        bar.advance()
+        finally:
+            for ref in pending:
                 ray.cancel(ref)
 
     def _records(self, ref: Any, chunk: Sequence[Any], label: Callable[[Any], str],

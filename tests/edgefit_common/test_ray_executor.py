@@ -197,3 +197,51 @@ def _tcp(p: Any) -> list[Any]:
         return list(p.net_connections(kind="tcp"))
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return []
+
+
+def stamped(folder: str, chunk: list[int], emit: Callable[[Any], None]) -> None:
+    """Appends 'start NODE' and 'end NODE' around its work (one line a write: O_APPEND), so the
+    order of the lines says whether two tasks ever ran at once on one node."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    log = Path(folder) / "log"
+    with open(log, "a") as f:
+        f.write(f"start {node}\n")
+    for item in chunk:
+        sum(range(20000))
+        emit(item)
+    with open(log, "a") as f:
+        f.write(f"end {node}\n")
+
+
+def node_name(suffix: str) -> str:
+    """A probe: this node's id, plus ``suffix`` (a fingerprint only the head's id matches)."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() + suffix
+
+
+def test_timing_tasks_run_on_matching_nodes_one_at_a_time(executor: RayExecutor,
+                                                          tmp_path: Path) -> None:
+    import ray
+
+    ids = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    assert len(ids) == 2
+    only = executor.matching_nodes(node_name, ("",), ids[0])  # a key one node reports
+    assert [n.node_id for n in only] == [ids[0]] and only[0].address == "127.0.0.1"
+    assert only[0].label == f"node 127.0.0.1/{ids[0][:8]}" and only[0].cpus == 1
+    assert executor.matching_nodes(node_name, ("-other",), ids[0]) == []
+    both = [*only, *executor.matching_nodes(node_name, ("",), ids[1])]
+    got: list[tuple[str, int]] = []
+    executor.map_on_nodes(stamped, [[i, i + 10] for i in range(6)],
+                          lambda node, rec: got.append((node.node_id, rec)), both,
+                          shared=(str(tmp_path),), title="stamped")
+    assert sorted(r for _, r in got) == sorted([*range(6), *range(10, 16)])
+    lines = (tmp_path / "log").read_text().split()
+    events = list(zip(lines[::2], lines[1::2], strict=True))
+    assert {node for _, node in events} <= set(ids)
+    for node in ids:  # per node: start, end, start, end ... never two starts in a row
+        mine = [what for what, n in events if n == node]
+        assert mine == ["start", "end"] * (len(mine) // 2)
+    assert {n for n, _ in got} == {n for _, n in events}  # records name the node that ran them
