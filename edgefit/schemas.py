@@ -11,6 +11,7 @@ from cost_models.timing_file import TimingFile
 from device_specs.budget import Budget
 from device_specs.scenario import Scenario
 from device_specs.schema import DeviceSpec
+from edgefit.sweep_file import SweepFile
 from planner.plan import Plan, atomic_write_text
 
 SCHEMAS: dict[str, type[BaseModel]] = {
@@ -19,6 +20,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "device-spec.schema.json": DeviceSpec,
     "timing.schema.json": TimingFile,
     "scenario.schema.json": Scenario,
+    "sweep.schema.json": SweepFile,
 }
 
 

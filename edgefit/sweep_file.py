@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from device_specs.budget import LIMIT_FAMILIES, Budget, Limits, Preprocess, input_shape_problem
 from device_specs.catalog import target_relative_to
@@ -142,8 +142,17 @@ def _entry(value: Any, key: str) -> Any:
     return {key: value} if isinstance(value, str) else value
 
 
+def _bare_strings(schema: dict[str, Any]) -> None:
+    """The JSON Schema says what the file accepts: a model or a target may be a bare string."""
+    for key in ("models", "targets"):
+        prop = schema["properties"][key]
+        prop["items"] = {"anyOf": [{"type": "string"}, prop["items"]]}
+
+
 class SweepFile(Strict):
     """`edgefit sweep SWEEP.yaml`: every model on every target under every budget."""
+
+    model_config = ConfigDict(json_schema_extra=_bare_strings)
 
     schema_version: Literal[1] = 1  # SWEEP_SCHEMA_VERSION
     models: list[SweepModel] = Field(min_length=1, description="a model reference, or a "

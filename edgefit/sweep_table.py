@@ -155,15 +155,13 @@ def write_figure(path: Path, sweep: Sweep, results: Sequence[CellResult]) -> Pat
     import matplotlib.pyplot as plt
 
     targets = [t.label for t in sweep.spec.targets]
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.6 * len(targets), 4.2), dpi=110,
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.6 * len(targets), 4.6), dpi=110,
                              squeeze=False)
     colours = plt.get_cmap("tab10")
     for t, ax in enumerate(axes[0]):
         _panel(ax, sweep, [r for r in results if r.cell.target == t], colours)
         ax.set_title(targets[t], fontsize=9)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper right", fontsize=8)
+    axes[0][0].legend(loc="best", fontsize=7)
     fig.suptitle("edgefit sweep: predicted by each plan's cost model (not measured)",
                  fontsize=9)
     fig.tight_layout()
@@ -174,32 +172,32 @@ def write_figure(path: Path, sweep: Sweep, results: Sequence[CellResult]) -> Pat
 
 
 def _panel(ax: Any, sweep: Sweep, results: Sequence[CellResult], colours: Any) -> None:
+    solved = [r.plan.totals.flash_bytes for r in results if r.plan.totals is not None]
+    unit, div = ("MB", 1e6) if max(solved, default=0.0) > 1e7 else ("KB", 1e3)
     infeasible = []
     for m, model in enumerate(sweep.spec.models):
         mine = [r for r in results if r.cell.model == m]
-        ok = [r for r in mine if r.plan.totals is not None]
-        ax.scatter([r.plan.totals.latency_ms for r in ok if r.plan.totals],
-                   [r.plan.totals.flash_bytes / 1e3 for r in ok if r.plan.totals],
+        points = [(r, r.plan.totals) for r in mine if r.plan.totals is not None]
+        ax.scatter([t.latency_ms for _, t in points], [t.flash_bytes / div for _, t in points],
                    color=colours(m % 10), label=model.label, zorder=3)
-        for r in ok:
-            assert r.plan.totals is not None
-            ax.annotate(sweep.spec.budgets[r.cell.budget].name,
-                        (r.plan.totals.latency_ms, r.plan.totals.flash_bytes / 1e3),
+        for r, t in points:
+            ax.annotate(sweep.spec.budgets[r.cell.budget].name, (t.latency_ms, t.flash_bytes / div),
                         fontsize=7, xytext=(4, 3), textcoords="offset points")
         for r in mine:
-            if r.plan.totals is None:
-                infeasible.append(f"{model.label} / {sweep.spec.budgets[r.cell.budget].name}")
-                limits = r.plan.limits
-                if limits.latency is not None and limits.flash is not None:
-                    ax.scatter([limits.latency], [limits.flash / 1e3], marker="x", s=70,
-                               color="red", zorder=4)
+            if r.plan.totals is not None:
+                continue
+            infeasible.append(f"{model.label} / {sweep.spec.budgets[r.cell.budget].name}")
+            limits = r.plan.limits
+            if limits.latency is not None and limits.flash is not None:
+                ax.scatter([limits.latency], [limits.flash / div], marker="x", s=70,
+                           color="red", zorder=4)
     ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("predicted flash (KB, runtime included)")
+    ax.set_ylabel(f"predicted flash ({unit}, runtime included)")
     ax.grid(True, alpha=0.3)
-    if infeasible:
-        ax.text(0.02, 0.98, "infeasible (red x: at its limits):\n" + "\n".join(infeasible),
-                transform=ax.transAxes, va="top", fontsize=7, color="red")
-
+    if infeasible:  # under the panel, where it hides no point
+        ax.text(0.0, -0.18, "infeasible (a red x at its limits where it gives latency and flash): "
+                + ", ".join(infeasible), transform=ax.transAxes, va="top", fontsize=7,
+                color="red", wrap=True)
 
 def summary_lines(result: Any) -> list[str]:
     """What `edgefit sweep` prints: a line per cell, the work done, the files written."""
