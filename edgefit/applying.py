@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,49 @@ def apply_plan(plan: Plan, out_dir: Path, source: ModelSource | None = None,
     artifacts. `data`: (the calibration sample, the held-out Dataset) when the caller has
     them in memory; else the plan's data set. `metric(labels, outputs) -> score in [0, 1]`
     replaces top-1 accuracy (both models run as ONNX files)."""
+    done = _apply(plan, out_dir, source, loaded, data, metric, defer_timing=False)
+    assert isinstance(done, dict)
+    return done
+
+
+@dataclass(frozen=True)
+class TimingJob:
+    """The host check's onnxruntime timing of one applied model, still to run: the files
+    (in their final folder), one input sample, the input shape, whether per-layer times are
+    wanted (the host target)."""
+
+    runnable: Path
+    fp32_onnx: Path
+    x1: np.ndarray
+    input_shape: tuple[int, ...]
+    per_layer: bool
+
+
+@dataclass(frozen=True)
+class PendingApply:
+    """An applied plan whose host check waits for its timing (:func:`apply_pending`):
+    ``finish(timing, measured_by)`` completes the report (host rows, checks, warnings),
+    rewrites report.json and returns it."""
+
+    job: TimingJob
+    finish: Callable[[Mapping[str, Any], str], dict[str, Any]]
+
+
+def apply_pending(plan: Plan, out_dir: Path, source: ModelSource | None = None
+                  ) -> PendingApply:
+    """:func:`apply_plan` without the host check's timing: everything else (pruning,
+    fine-tuning, export, accuracy, verification) runs here, on the driver; the timing is
+    measured later, for several applied plans at once, where :func:`host_timings` finds a
+    node with this host's CPU (edgefit.loop's candidates)."""
+    pending = _apply(plan, out_dir, source, None, None, None, defer_timing=True)
+    assert isinstance(pending, PendingApply)
+    return pending
+
+
+def _apply(plan: Plan, out_dir: Path, source: ModelSource | None,
+           loaded: LoadedModel | None,
+           data: tuple[tuple[np.ndarray, np.ndarray], Any] | None,
+           metric: Metric | None, defer_timing: bool) -> dict[str, Any] | PendingApply:
     if not plan.feasible:
         raise PlanError(f"the plan's status is {plan.status}: there is nothing to apply")
     check_replaceable(out_dir, ARTIFACT_NAMES)
@@ -100,12 +144,32 @@ def apply_plan(plan: Plan, out_dir: Path, source: ModelSource | None = None,
         test = normalized(test, plan.preprocess)
     check_calibration(plan, data_hash(*calib))
     with fresh_dir(out_dir) as work:
-        report = _apply_into(plan, loaded, data_name, calib[0], test, work, metric)
+        # the deferral by keyword, only when asked: _apply_into's 7-argument call is a seam
+        # tests replace
+        made = _apply_into(plan, loaded, data_name, calib[0], test, work, metric,
+                           **({"defer_timing": True} if defer_timing else {}))
+        report = made if isinstance(made, dict) else made[0]
         report = _moved(report, work, out_dir)
         report["report_path"] = str(out_dir / "report.json")
         atomic_write_text(work / "report.json", json.dumps(report, indent=2) + "\n")
         plan.save(work / "plan.json")
-    return report
+    if isinstance(made, dict):
+        return report
+    _, check, extra = made  # the host check, once its timing is measured
+    job = TimingJob(out_dir / "model.onnx", out_dir / "model.fp32.onnx", test.x[:1],
+                    tuple(loaded.input_shape), plan.target.device == "host")
+
+    def finish(timing: Mapping[str, Any], measured_by: str) -> dict[str, Any]:
+        host = check(job.runnable, job.fp32_onnx, timing)
+        if measured_by:
+            host["measured_by"] = measured_by
+        report["host_check"] = host
+        report["checks"] = _checks(report, plan) + extra
+        report["warnings"] = speed_warnings(report)
+        atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+        return report
+
+    return PendingApply(job, finish)
 
 
 def _moved(value: Any, work: Path, out_dir: Path) -> Any:
@@ -120,9 +184,16 @@ def _moved(value: Any, work: Path, out_dir: Path) -> Any:
     return value
 
 
+HostCheck = Callable[[Path, Path, Mapping[str, Any]], dict[str, Any]]
+
+
 def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.ndarray,
-                test: Any, out_dir: Path, metric: Metric | None = None) -> dict[str, Any]:
-    """Build, verify and measure into `out_dir` (the fresh folder): the report, unsaved."""
+                test: Any, out_dir: Path, metric: Metric | None = None,
+                defer_timing: bool = False
+                ) -> dict[str, Any] | tuple[dict[str, Any], HostCheck, list[dict[str, Any]]]:
+    """Build, verify and measure into `out_dir` (the fresh folder): the report, unsaved.
+    ``defer_timing``: no host check yet; (the report without it, the host check to run on
+    (runnable, fp32 file, timing), the checks that do not depend on it)."""
     onnx_opts = {name: onnx_option(lp.techniques) for name, lp in plan.layers.items()}
     build = build_onnx if loaded.kind == "onnx" else build_torch
     with task("apply: compress, export and evaluate the model"):
@@ -138,9 +209,16 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
         verification = verify_artifacts(plan, runnable, image, onnx_opts)
     with task("apply: model.tflite (convert, quantise per layer, read back, run)"):
         tflite = tflite_artifact(plan, built, calib_x, test, out_dir)
-    with task("apply: host check (onnxruntime timing)"):
-        host = host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
-                          built.narrow, built.base_graph)
+    def check(runnable: Path, fp32_onnx: Path, timing: Mapping[str, Any] | None = None
+              ) -> dict[str, Any]:
+        return host_check(plan, built.graph, loaded.input_shape, runnable, fp32_onnx, test.x,
+                          built.narrow, built.base_graph, timing)
+
+    host: dict[str, Any] = {"rows": [], "pending": "timed after the other candidates' "
+                                                   "applies (edgefit.loop)"}
+    if not defer_timing:
+        with task("apply: host check (onnxruntime timing)"):
+            host = check(runnable, fp32_onnx)
     with task("apply: every output against the fp32 model"):
         outputs = output_check(fp32_onnx, runnable, test.x)
     limit_pp = plan.limits.accuracy_drop
@@ -183,8 +261,11 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
     delivery = measured_delivery(plan, image, tflite)
     if delivery is not None:  # the update over the plan's link, on the file written
         report["delivery"] = delivery
-    report["checks"] = _checks(report, plan) + tflite_check(tflite) + delivery_check(delivery)
+    extra = tflite_check(tflite) + delivery_check(delivery)
+    report["checks"] = _checks(report, plan) + extra
     report["warnings"] = speed_warnings(report)
+    if defer_timing:
+        return report, check, extra
     return report
 
 
@@ -346,13 +427,77 @@ def host_predictions(plan: Plan, predicted: dict[str, float], predicted_fp32: di
             "the plan's own (this host's measured per-layer profiles)")
 
 
+def host_timing(runnable: Path, fp32_onnx: Path, x: np.ndarray, input_shape: tuple[int, ...],
+                per_layer: bool) -> dict[str, Any]:
+    """The host check's onnxruntime measurements of one applied model: its latency, the fp32
+    baseline's in the same run, its peak memory and (``per_layer``) each layer's time. What a
+    node with this host's CPU runs for the loop's candidates (:func:`host_timings`)."""
+    return {"latency": measure.latency_ms(runnable, x),
+            "latency_fp32": measure.latency_ms(fp32_onnx, x),
+            "memory": measure.peak_memory(runnable, input_shape),
+            "layer_ms": measure.layer_latency_ms(runnable) if per_layer else None}
+
+
+def host_timings(jobs: Sequence[TimingJob]) -> list[tuple[dict[str, Any], str]]:
+    """Each job's :func:`host_timing` and who measured it. In-process: here, one after the
+    other ("" for who). On a cluster: on the nodes whose hardware fingerprint is this host's
+    (the profile cache's key, cost_models.profiler.host_key), one job at a time per node, the
+    files shipped as bytes; what no such node measured (none matches, or one answered with
+    another key) is measured here on the driver, and said so."""
+    from cost_models.profiler import host_fingerprint, host_key
+    from edgefit_common.execution import DRIVER, IN_PROCESS, current
+
+    executor = current()
+    if executor is IN_PROCESS:
+        return [(_timing_of(job), "") for job in jobs]
+    key = host_fingerprint().key()
+    nodes = executor.matching_nodes(host_key, (1, "all"), key)
+    done: dict[int, tuple[dict[str, Any], str]] = {}
+
+    def record(node: Any, rec: tuple[int, dict[str, Any], str]) -> None:
+        index, timing, there = rec
+        if there == key:  # another CPU's numbers are never this host's
+            done[index] = (timing, node.label)
+
+    items = [(i, job.runnable.read_bytes(), job.fp32_onnx.read_bytes(), job.x1,
+              job.input_shape, job.per_layer) for i, job in enumerate(jobs)] if nodes else []
+    executor.map_on_nodes(host_timing_task, [[item] for item in items], record, nodes,
+                          label=lambda item: f"(candidate {item[0] + 1})",
+                          title="host check (candidate)")
+    why = ("no node of " + executor.describe() + " has this host's CPU" if not nodes
+           else "its node reported another CPU")
+    return [done.get(i) or (_timing_of(job), f"{DRIVER} ({why})") for i, job in enumerate(jobs)]
+
+
+def _timing_of(job: TimingJob) -> dict[str, Any]:
+    return host_timing(job.runnable, job.fp32_onnx, job.x1, job.input_shape, job.per_layer)
+
+
+def host_timing_task(chunk: Sequence[tuple[int, bytes, bytes, np.ndarray, tuple[int, ...], bool]],
+                     emit: Callable[[Any], None]) -> None:
+    """One task on a node: each applied model's files written to a scratch folder and timed
+    (:func:`host_timing`), emitted as ``(index, timing, this node's fingerprint key)``."""
+    import tempfile
+
+    from cost_models.profiler import host_key
+
+    for index, runnable, fp32, x1, input_shape, per_layer in chunk:
+        with tempfile.TemporaryDirectory(prefix="edgefit-host-check-") as tmp:
+            paths = Path(tmp) / "model.onnx", Path(tmp) / "model.fp32.onnx"
+            paths[0].write_bytes(runnable)
+            paths[1].write_bytes(fp32)
+            emit((index, host_timing(*paths, x1, input_shape, per_layer), host_key(1, "all")))
+
+
 def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runnable: Path,
                fp32_onnx: Path, x: np.ndarray, narrow: Any = None,
-               base_graph: LayerGraph | None = None) -> dict[str, Any]:
+               base_graph: LayerGraph | None = None,
+               timing: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Host cost model for the same per-layer choices next to onnxruntime measurements.
     ``narrow``: the torch model after the plan's channel pruning (factorised layers are costed
     as their factors on it). ``fp32_onnx`` is the uncompressed model; ``base_graph`` its
-    geometry when the plan's channel pruning changed ``graph``."""
+    geometry when the plan's channel pruning changed ``graph``. ``timing``: the measurements
+    (:func:`host_timing`) when they were made elsewhere; else they are made here."""
     spec = host_spec()
     options, factored = _host_options(plan, graph, narrow)
     table = build_cost_table(graph, spec, factored=factored, layer_options=options)
@@ -364,9 +509,9 @@ def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runn
                   for name in plan.layers}
     predicted, predicted_fp32 = problem.totals(picks), base.totals(fp32_picks)
     predicted, predicted_fp32, source = host_predictions(plan, predicted, predicted_fp32)
-    lat = measure.latency_ms(runnable, x)
-    lat_fp32 = measure.latency_ms(fp32_onnx, x)
-    mem = measure.peak_memory(runnable, input_shape)
+    if timing is None:
+        timing = host_timing(runnable, fp32_onnx, x, input_shape, plan.target.device == "host")
+    lat, lat_fp32, mem = timing["latency"], timing["latency_fp32"], timing["memory"]
     how_lat = (f"onnxruntime CPU, 1 thread, ORT_ENABLE_ALL, batch 1, {lat['runs']} runs after "
                f"{lat['warmup']} warm-up: the lowest median of {lat['rounds']} equal rounds "
                f"(median of all {lat['median_ms']:.4g} ms, p90 {lat['p90_ms']:.4g} ms)")
@@ -391,7 +536,7 @@ def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runn
     out = {"device": "host", "profile": spec.default_profile, "cpu": spec.cpu,
            "provenance": table.provenance, "rows": rows}
     if plan.target.device == "host":  # the plan's own per-layer predictions are this host's
-        out["layers"] = _layer_rows(plan, measure.layer_latency_ms(runnable))
+        out["layers"] = _layer_rows(plan, timing["layer_ms"])
     return out
 
 

@@ -16,6 +16,12 @@ If even the most accurate plan within the limits misses the accuracy limit, the 
 best plan found, what it misses by, and - when a round is left - the cheapest plan beyond the
 limits that does meet it (what the limit would have to become).
 
+With ``LoopSettings.candidates`` = k > 1 a step applies k plans at once (rounds numbered on,
+each a ``Round`` with its ``batch``): the first step the ordinary solve and the cheapest plan
+within the limits (both ends of the front), later steps the k cheapest plans the rule above
+would take one after the other. `evaluate_many` applies a step's plans together: training stays
+on the driver, the host timings go through the execution seam (:func:`apply_batch_evaluator`).
+
 The logic is torch-free: `evaluate(plan, round)` does the applying, so tests can drive it.
 """
 
@@ -39,7 +45,7 @@ from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
 from workloads.refs import ModelSource
 
 OBJECTIVES = tuple(LIMIT_METRIC)  # latency, flash, ram, energy
-LOOP_REPORT_VERSION = 2  # 2: rounds say which options were dropped, and why
+LOOP_REPORT_VERSION = 3  # 2: rounds say which options were dropped, and why; 3: their batch
 # a layer whose measured latency exceeds its prediction by both is dropped from later rounds
 # (the profiles are per-layer medians; 1.5x and 2 us are well above their run-to-run noise)
 MISS_RATIO = 1.5
@@ -53,10 +59,13 @@ class LoopSettings:
     front_points: int = 16  # limit values swept to build the front (distinct plans are fewer)
     safety: float = 0.1  # aim the predicted drop this fraction below the limit
     time_limit_s: float = 5.0  # per solve of the sweep
+    candidates: int = 1  # plans applied together in one step (their host timing fanned out)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise PlanError(f"--loop {self.rounds}: the number of rounds must be at least 1")
+        if self.candidates < 1:
+            raise PlanError(f"{self.candidates} candidates per step: at least 1")
         if self.objective not in OBJECTIVES:
             raise PlanError(f"--objective {self.objective!r}: choose one of "
                             f"{', '.join(OBJECTIVES)}")
@@ -90,6 +99,7 @@ class Round:
     verdict: str = ""  # pass / fail: what failed
     learned: str = ""
     dropped: list[str] = field(default_factory=list)  # "layer:option" measured over prediction
+    batch: int | None = None  # the step it was applied in, when a step applies several plans
 
 
 @dataclass
@@ -123,6 +133,8 @@ class LoopResult:
 
 
 Evaluate = Callable[[Plan, int], Measurement]
+EvaluateMany = Callable[[list[tuple[Plan, int]]], list[Measurement]]
+"""Apply several (plan, round number) at once; their measurements in the same order."""
 
 
 @dataclass(frozen=True)
@@ -132,9 +144,11 @@ class _Candidate:
     within_limits: bool
 
 
-def closed_loop(plan: Plan, evaluate: Evaluate, settings: LoopSettings | None = None
-                ) -> LoopResult:
-    """Run the loop from a solved plan (it carries every alternative and the limits)."""
+def closed_loop(plan: Plan, evaluate: Evaluate, settings: LoopSettings | None = None,
+                evaluate_many: EvaluateMany | None = None) -> LoopResult:
+    """Run the loop from a solved plan (it carries every alternative and the limits).
+    ``evaluate_many`` applies a step's plans together (``settings.candidates`` > 1); without
+    it they are applied one by one with ``evaluate``: the same rounds either way."""
     settings = settings or LoopSettings()
     limit_pp = plan.limits.accuracy_drop
     if limit_pp is None:
@@ -146,20 +160,62 @@ def closed_loop(plan: Plan, evaluate: Evaluate, settings: LoopSettings | None = 
     problem = problem_from_plan(plan)
     front = _front(plan, problem, metric, settings)
     state = _State(problem, limit_pp, settings, _plain_fp32(plan), fp32_latency_ms(plan))
-    for number in range(1, settings.rounds + 1):
-        pick = _first(front, plan) if number == 1 else state.next(front, metric)
-        if pick is None:
+    number, batch = 0, 0
+    while number < settings.rounds:
+        k = min(settings.candidates, settings.rounds - number)
+        picks = _picks(front, plan, state, metric, k, first=number == 0)
+        if not picks:
             break
-        cand, why = pick
-        candidate_plan = _plan_for(plan, problem, cand)
-        rnd = Round(number, why, dict(cand.picks), dict(cand.totals), cand.within_limits)
-        rnd.measured = evaluate(candidate_plan, number)
-        state.record(cand, rnd)
-        state.plans[number] = candidate_plan
-        if rnd.dropped:  # the front again, without the options whose measurements missed
+        batch += 1
+        plans = [_plan_for(plan, problem, cand) for cand, _ in picks]
+        numbers = list(range(number + 1, number + len(picks) + 1))
+        if evaluate_many is not None and len(picks) > 1:
+            measured = evaluate_many(list(zip(plans, numbers, strict=True)))
+        else:
+            measured = [evaluate(p, n) for p, n in zip(plans, numbers, strict=True)]
+        dropped = False
+        for (cand, why), candidate_plan, n, m in zip(picks, plans, numbers, measured,
+                                                     strict=True):
+            rnd = Round(n, why, dict(cand.picks), dict(cand.totals), cand.within_limits,
+                        batch=batch if settings.candidates > 1 else None)
+            rnd.measured = m
+            state.record(cand, rnd)
+            state.plans[n] = candidate_plan
+            dropped = dropped or bool(rnd.dropped)
+        number += len(picks)
+        if dropped:  # the front again, without the options whose measurements missed
             front = [c for c in _front(plan, state.remaining(), metric, settings)
                      if not state.uses_dropped(c)]
     return state.result(settings.objective, len(front))
+
+
+def _picks(front: list[_Candidate], plan: Plan, state: _State, metric: str, k: int,
+           first: bool) -> list[tuple[_Candidate, str]]:
+    """The plans of one step: the first step the ordinary solve (and, for k > 1, the cheapest
+    plan within the limits, then plans spread between them); later steps what the rule would
+    pick k times in a row, each pick counted as taken."""
+    picks: list[tuple[_Candidate, str]] = []
+    if first:
+        picks.append(_first(front, plan))
+        within = [c for c in front if c.within_limits and c.picks != plan.options()]
+        for i in _spread(len(within), k - 1):
+            picks.append((within[i], "the cheapest plan within the limits" if i == 0 else
+                          "a plan between the cheapest and the most accurate within the "
+                          "limits (several applied at once)"))
+        return picks
+    while len(picks) < k:
+        pick = state.next(front, metric, taken=[c.picks for c, _ in picks])
+        if pick is None:
+            break
+        picks.append(pick)
+    return picks
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """k distinct indices of 0..n-1 from the first, evenly spread (fewer when n < k)."""
+    if n <= 0 or k <= 0:
+        return []
+    return sorted({round(i * (n - 1) / max(1, k)) for i in range(min(k, n))})
 
 
 def _plain_fp32(plan: Plan) -> set[tuple[str, str]]:
@@ -311,13 +367,17 @@ class _State:
                    for m, s in self.cost_scale.items() if m in self.problem.limits)
 
     # --- choosing the next round
-    def next(self, front: list[_Candidate], metric: str) -> tuple[_Candidate, str] | None:
-        done = [c.picks for c, _ in self.measured]
+    def next(self, front: list[_Candidate], metric: str,
+             taken: list[dict[str, str]] | None = None) -> tuple[_Candidate, str] | None:
+        """The next plan to apply; ``taken``: plans already picked for this step (applied
+        with it, not measured yet)."""
+        taken = taken or []
+        done = [c.picks for c, _ in self.measured] + taken
         passing = [c for c, r in self.measured if self._passes(r)]
         acc_fail = [c for c, r in self.measured
                     if r.measured is not None and r.measured.drop_pp > self.limit_pp]
         if not passing:
-            return self._beyond(front, metric, done)
+            return None if taken else self._beyond(front, metric, done)
         ceiling = min(c.totals[metric] for c in passing)
         floor = max((c.totals[metric] for c in acc_fail if c.totals[metric] < ceiling),
                     default=float("-inf"))
@@ -418,6 +478,26 @@ def apply_evaluator(out_dir: Path, source: ModelSource | None = None) -> Evaluat
 
         report = apply_plan(plan, out_dir / f"round-{number}", source)
         return measurement_from_report(plan, report)
+
+    return run
+
+
+def apply_batch_evaluator(out_dir: Path, source: ModelSource | None = None) -> EvaluateMany:
+    """A step's plans applied together, each into out_dir/round-N as :func:`apply_evaluator`
+    does: every apply (pruning, fine-tuning, export, accuracy on the held-out split) runs
+    here on the driver, one after the other; then the host checks' onnxruntime timings of all
+    of them go through the execution seam (edgefit.applying.host_timings: on a cluster, the
+    nodes with this host's CPU, one at a time per node; in-process, here), and each report is
+    completed with its timing and who measured it."""
+
+    def run(batch: list[tuple[Plan, int]]) -> list[Measurement]:
+        from edgefit.applying import apply_pending, host_timings
+
+        pending = [apply_pending(plan, out_dir / f"round-{number}", source)
+                   for plan, number in batch]
+        timings = host_timings([p.job for p in pending])
+        return [measurement_from_report(plan, p.finish(timing, who))
+                for (plan, _), p, (timing, who) in zip(batch, pending, timings, strict=True)]
 
     return run
 

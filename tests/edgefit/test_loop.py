@@ -206,3 +206,33 @@ def test_within_noise_or_the_baseline_nothing_is_dropped() -> None:
         base = closed_loop(plan, _fake_layers(40.0, (fp32_layer, "fp32"), 10.0),
                            LoopSettings(rounds=1))
         assert base.rounds[0].dropped == []
+
+
+def test_two_candidates_a_step_apply_both_ends_first_and_agree_with_one_by_one() -> None:
+    """candidates=2: step 1 applies the ordinary solve and the cheapest plan within the
+    limits; later steps the two next picks; evaluate_many sees each step's plans together and
+    gives the same rounds as applying them one by one."""
+    plan = _plan()
+    settings = LoopSettings(rounds=6, candidates=2)
+    one_by_one = closed_loop(plan, _fake(40.0), settings)
+    steps: list[list[int]] = []
+
+    def many(batch: list[tuple[Plan, int]]) -> list[Measurement]:
+        steps.append([n for _, n in batch])
+        return [_fake(40.0)(p, n) for p, n in batch]
+
+    together = closed_loop(plan, _fake(40.0), settings, many)
+    assert together.to_json() == one_by_one.to_json()
+    assert steps[0] == [1, 2] and all(len(s) <= 2 for s in steps)
+    assert sum(steps, []) == [r.number for r in together.rounds]
+    first, second = together.rounds[:2]
+    assert first.options == plan.options() and (first.batch, second.batch) == (1, 1)
+    front = _front(plan, problem_from_plan(plan), "latency_ms", settings)
+    cheapest = min(c.totals["latency_ms"] for c in front if c.within_limits)
+    assert second.predicted["latency_ms"] == pytest.approx(cheapest)
+    assert together.status == "met" and together.best_plan is not None
+    best = together.best_plan.totals
+    assert best is not None and best.latency_ms == pytest.approx(_true_best(plan, 40.0, 1.0))
+    assert closed_loop(plan, _fake(40.0), LoopSettings(rounds=3)).rounds[0].batch is None
+    with pytest.raises(PlanError, match="at least 1"):
+        LoopSettings(candidates=0)
