@@ -159,6 +159,9 @@ def plan_cmd(
                              "needs --max-accuracy-drop (0: off)")] = 0,
     objective: Annotated[str, Opt(help="--loop: the cost to minimise under the accuracy "
                                   "limit: latency, flash, ram or energy")] = "latency",
+    loop_candidates: Annotated[int, Opt(help="--loop: plans applied together per step (their "
+                                        "host timings on --workers / --cluster nodes with "
+                                        "this CPU; training stays here)")] = 1,
     report_dir: Annotated[Path, Opt(help="the FOLDER --apply and --loop write artifacts to "
                                     "(replaced as a whole)")] = Path("out"),
     workers: Workers = None,
@@ -187,7 +190,8 @@ def plan_cmd(
     from planner.result import SolverOptions
 
     metrics = _pareto_metrics(pareto) if pareto else None
-    loop_settings = _loop_settings(loop, objective, resolved.budget.limits.accuracy_drop)
+    loop_settings = _loop_settings(loop, objective, resolved.budget.limits.accuracy_drop,
+                                   loop_candidates)
     options = _solver_options(SolverOptions, time_limit, gap)
     pins, backend = parse_pins(pin or []), _backend(solver)
     search_args = _search(search, trials, study)
@@ -209,8 +213,9 @@ def plan_cmd(
         summary, code = _after_plan(plan, ctx, resolved, out, metrics, json_out, quiet)
         _scenario_after_plan(plan, resolved, summary, json_out)
         if plan.feasible and loop_settings is not None:
-            summary["loop"], code = _loop(plan, out, report_dir, loop_settings,
-                                          _plan_model(plan, resolved), json_out)
+            with using(executor):  # started again, for the candidates' host timings only
+                summary["loop"], code = _loop(plan, out, report_dir, loop_settings,
+                                              _plan_model(plan, resolved), json_out)
         elif plan.feasible and apply:  # the plan just solved, never --out re-read
             from edgefit.report import apply_summary
 
@@ -328,13 +333,14 @@ def _plan_model(plan: Any, resolved: Any) -> Any:
     return source_for_apply(m.kind, m.name, m.path, m.input_shape)
 
 
-def _loop_settings(rounds: int, objective: str, accuracy_drop: float | None) -> Any:
+def _loop_settings(rounds: int, objective: str, accuracy_drop: float | None,
+                   candidates: int = 1) -> Any:
     """Checked before any model is loaded: a bad --loop fails in a second, not a minute."""
     if not rounds:
         return None
     from edgefit.loop import LoopSettings
 
-    settings = LoopSettings(rounds=rounds, objective=objective)
+    settings = LoopSettings(rounds=rounds, objective=objective, candidates=candidates)
     if accuracy_drop is None:
         from edgefit_common.errors import PlanError
 
@@ -346,11 +352,12 @@ def _loop(plan: Any, out: Path, report_dir: Path, settings: Any, source: Any,
           json_out: bool = False) -> tuple[dict[str, Any], int]:
     """The closed loop writes its best plan over --out and every round under report_dir; its
     summary for --json and the exit code."""
-    from edgefit.loop import apply_evaluator, closed_loop
+    from edgefit.loop import apply_batch_evaluator, apply_evaluator, closed_loop
     from edgefit.report import loop_summary, print_loop
     from edgefit_common.progress import task
 
     evaluate = apply_evaluator(report_dir, source)
+    evaluate_many = apply_batch_evaluator(report_dir, source)
     with task("closed loop rounds", settings.rounds) as rounds:
         def counted(candidate: Any, number: int) -> Any:
             try:
@@ -358,7 +365,13 @@ def _loop(plan: Any, out: Path, report_dir: Path, settings: Any, source: Any,
             finally:
                 rounds.advance()
 
-        result = closed_loop(plan, counted, settings)
+        def counted_many(batch: Any) -> Any:
+            try:
+                return evaluate_many(batch)
+            finally:
+                rounds.advance(len(batch))
+
+        result = closed_loop(plan, counted, settings, counted_many)
     path = report_dir / "loop.json"
     result.save(path)
     if result.best_plan is not None:

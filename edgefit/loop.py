@@ -65,7 +65,8 @@ class LoopSettings:
         if self.rounds < 1:
             raise PlanError(f"--loop {self.rounds}: the number of rounds must be at least 1")
         if self.candidates < 1:
-            raise PlanError(f"{self.candidates} candidates per step: at least 1")
+            raise PlanError(f"--loop-candidates {self.candidates}: the plans applied per step "
+                            "are at least 1")
         if self.objective not in OBJECTIVES:
             raise PlanError(f"--objective {self.objective!r}: choose one of "
                             f"{', '.join(OBJECTIVES)}")
