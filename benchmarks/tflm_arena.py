@@ -42,6 +42,7 @@ from cost_models.analytical import build_cost_table
 from cost_models.capture import capture
 from cost_models.host_probe import target_spec
 from cost_models.tflite_size import TfliteSize, name_bytes, predict_tflite_bytes
+from cost_models.tflm_structs import HOST_BUILD, TflmBuild
 from edgefit.planning import build_problem
 from edgefit_common.fsutil import atomic_write_text
 from executors.tflite import convert, inspect, tool_python
@@ -49,6 +50,7 @@ from workloads.fuse import fuse_bn
 from workloads.train import pretrained
 
 TARGET, PROFILE = "arduino-nano-33-ble", "tflm-cmsis-nn"
+BOARD_BUILD = TflmBuild(pointer_bytes=4, compression=False, kernels="cmsis-nn", simd="dsp")
 PUBLISHED_ARENA_KB = {"kws": 21.4, "ic": 54.0, "vww": 156.4}  # mcu-published.md, S-MLTK
 PUBLISHED_TFLITE_KB = {"kws": 53.7, "ic": 99.3, "vww": 334.2}
 
@@ -162,12 +164,16 @@ class Row:
     tensors: int
     ops: int
     names: int  # the tensors' names as apply writes them (computed)
+    board_planner: float  # the planner's RAM in the board's build (what `plan` holds)
+    board: tflm_arena.ArenaPrediction  # the arena model in the board's build
 
 
-def _problem_peak(graph: Any, table: Any, tflm: bool, bits: dict[str, int]
-                  ) -> tuple[float, float]:
-    """(peak RAM beyond the profile's runtime_ram, the EDGEFIT1 image bytes) of the plan."""
-    table = replace(table, memory=replace(table.memory, tflm_arena=tflm))
+def _problem_peak(graph: Any, table: Any, tflm: bool, bits: dict[str, int],
+                  build: TflmBuild | None = HOST_BUILD) -> tuple[float, float]:
+    """(peak RAM beyond the profile's runtime_ram, the EDGEFIT1 image bytes) of the plan, its
+    TFLM terms in ``build`` (default: the build measured here; None: the board's)."""
+    table = replace(table, memory=replace(table.memory, tflm_arena=tflm,
+                                          tflm_build=build or table.memory.tflm_build))
     problem = build_problem(graph, table, {})
     chosen = {ly: next(c for c in problem.choices[ly]
                        if c.option == ("int8" if bits[ly] == 8 else "fp32"))
@@ -201,7 +207,10 @@ def measure(bench: Bench, tmp: Path, facts_dir: Path | None = None, reuse: bool 
     bits = bench.bits(graph.layer_names)
     before, image = _problem_peak(graph, table, False, bits)
     planner, _ = _problem_peak(graph, table, True, bits)
+    board_planner, _ = _problem_peak(graph, table, True, bits, None)
     prediction = tflm_arena.predict_arena(graph, {n: b / 8 for n, b in bits.items()})
+    board = tflm_arena.predict_arena(graph, {n: b / 8 for n, b in bits.items()},
+                                     build=table.memory.tflm_build or BOARD_BUILD)
     size = predict_tflite_bytes(graph, {n: None if b == 32 else 8 for n, b in bits.items()},
                                 {n: b for n, b in bits.items()})
     saved = None if facts_dir is None else facts_dir / f"{bench.key}.json"
@@ -219,7 +228,7 @@ def measure(bench: Bench, tmp: Path, facts_dir: Path | None = None, reuse: bool 
     return Row(bench, tflm["arena_bytes"], alloc["head"], alloc["tail"], alloc["kinds"],
                before, planner, prediction, tflm_arena.arena_head_bytes(buffers),
                tflm_arena.liveness_peak_bytes(buffers), known["bytes"], size, image,
-               conv.tensor_count, len(conv.ops), name_bytes(conv))
+               conv.tensor_count, len(conv.ops), name_bytes(conv), board_planner, board)
 
 
 def _pct(a: float, b: float) -> str:
@@ -246,6 +255,39 @@ def arena_table(rows: list[Row]) -> list[str]:
             f"({_pct(r.file_head, r.file_liveness)}) | "
             f"{'' if pub is None else f'{pub:g} (measured {_pct(r.measured / 1024, pub)})'} |")
     return out
+
+
+def board_table(rows: list[Row]) -> list[str]:
+    """The same models in the board's build: what `plan` holds against the limit."""
+    build = BOARD_BUILD.describe()
+    out = [f"| model | measured here B | arena model, this machine's build B | arena model, "
+           f"the board's build ({build}) B (head + tail) | planner, board's build B | "
+           "published arena KB (S-MLTK) |", "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        b = r.board
+        pub = PUBLISHED_ARENA_KB.get(r.bench.published or "")
+        out.append(
+            f"| {_label(r)} | {r.measured:,} | {r.predicted.total_bytes:,} | {b.total_bytes:,} "
+            f"({b.head_bytes:,} + {b.tail_bytes:,}; {_pct(b.total_bytes, r.predicted.total_bytes)}"
+            f") | {r.board_planner:,.0f} | "
+            f"{'' if pub is None else f'{pub:g} (board model {_pct(b.total_bytes / 1024, pub)})'}"
+            " |")
+    return out
+
+
+def board_summary(rows: list[Row]) -> str:
+    pub = [r for r in rows if r.bench.published in PUBLISHED_ARENA_KB]
+    kb = {r.bench.key: PUBLISHED_ARENA_KB[r.bench.published or ""] for r in pub}
+    gaps = ", ".join(f"{r.bench.published} {_pct(r.measured / 1024, kb[r.bench.key])} -> "
+                     f"{_pct(r.board.total_bytes / 1024, kb[r.bench.key])}" for r in pub)
+    scratch = [r for r in rows if r.board.head_bytes > r.predicted.head_bytes]
+    return (
+        "Against S-MLTK's published arenas (a 32-bit build; CMSIS-NN with Silicon Labs' MVP "
+        "kernels on a Cortex-M33; TensorFlow's converter), measured here -> the board-build "
+        f"model: {gaps or '-'}. CMSIS-NN's scratch raises the head on "
+        + (", ".join(f"{r.bench.key} (+{r.board.head_bytes - r.predicted.head_bytes:,} B)"
+                     for r in scratch) or "no model")
+        + f"; elsewhere it fits in gaps of the greedy plan. {len(rows)} models.")
 
 
 def size_table(rows: list[Row]) -> list[str]:
@@ -329,13 +371,15 @@ def caveats(rows: list[Row]) -> list[str]:
                        or "no model") + "). No post-solve exact check is added: `apply` "
         "prints the arena model (greedy plan included) next to the measured arena. A plan "
         "near its RAM limit on a model with residual branches should keep that margin.",
-        "* **Kernels.** tflite-micro's Python package runs the reference kernels, which ask for "
-        "no scratch buffers here (every measured head equals the greedy plan of the file's "
-        "tensors). CMSIS-NN kernels on a board request im2col / depthwise scratch in the arena: "
-        "not modelled, not measurable on this machine.",
-        "* **32-bit MCUs.** The tail's constants are an x86-64 build's (64-bit pointers: "
-        "TfLiteEvalTensor 24 B, NodeAndRegistration 64 B); a Cortex-M build's structs are "
-        "smaller. The measured arenas exceed S-MLTK's published ones by " + (gap or "-") +
+        "* **Kernels and 32-bit builds: derived, not measured.** tflite-micro's Python package "
+        "runs the reference kernels in a 64-bit build (every measured head equals the greedy "
+        "plan of the file's tensors: no scratch). A board runs a 32-bit build, usually with "
+        "CMSIS-NN, whose kernels request im2col / depthwise scratch in the arena. The board's "
+        "figures (below) come from the C sources (`cost_models/tflm_structs.py`: the structs' "
+        "layouts, which reproduce every measured 64-bit per-item constant at 8-byte pointers, "
+        "and CMSIS-NN's get_buffer_size functions per core feature); the allocator's own "
+        "objects are kept at their 64-bit size (an upper bound). No board here measures them. "
+        "The measured arenas exceed S-MLTK's published ones by " + (gap or "-") +
         " (also another converter: S-MLTK's .tflite files are TensorFlow's).",
         "* **Mixed precision.** Two mixed LeNet-5 plans only. The arena model adds the "
         "quantiser's DEQUANTIZE / QUANTIZE copies at precision boundaries; the solver adds a "
@@ -380,6 +424,18 @@ def report(rows: list[Row], versions: str) -> str:
         *summary(rows)[:2],
         "",
         *caveats(rows),
+        "",
+        "### The board's build: what the planner holds",
+        "",
+        "The planner's RAM for a TFLM profile is the arena in the board's build "
+        "(`cost_models.runtime_memory.tflm_build`: the core's pointer width from "
+        "`device_specs/cores.yaml`, the profile's `micro_kernels`, CMSIS-NN's variant from the "
+        "core's DSP / Helium flags). Here: the Arduino Nano 33 BLE's `tflm-cmsis-nn` profile "
+        "(Cortex-M4). `apply` prints it next to the measured arena.",
+        "",
+        *board_table(rows),
+        "",
+        board_summary(rows),
         "",
         "### model.tflite size (bytes): predicted vs written",
         "",

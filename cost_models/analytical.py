@@ -287,7 +287,7 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
     idle_w = spec.power_idle.value
     layer_power_w = power_w - idle_w if period_ms else power_w
     options: dict[str, list[OptionCost]] = {}
-    memory = RuntimeMemory.of_profile(profile)
+    memory = RuntimeMemory.of_profile(profile, spec.core)
     if layer_options is None:
         layer_options = graph_options(graph, profile.kernels,
                                       OfferContext(nm=profile.nm_sparsity), coupling,

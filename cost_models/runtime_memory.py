@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cost_models.graph import Layer
-from device_specs.schema import Kernel, Profile
+from cost_models.tflm_structs import Simd, TflmBuild
+from device_specs.cores import core_spec
+from device_specs.schema import Core, Kernel, Profile
 
 
 @dataclass(frozen=True)
@@ -31,9 +33,12 @@ class RuntimeMemory:
     matmul_scratch: tuple[int, int, int, int] | None = None
     # Profile.tflite.micro: activations live in TFLM's arena (cost_models.tflm_ram)
     tflm_arena: bool = False
+    # the firmware build the arena is laid out by (pointer width, kernels, SIMD): None when
+    # the profile is not TFLM
+    tflm_build: TflmBuild | None = None
 
     @classmethod
-    def of_profile(cls, profile: Profile) -> RuntimeMemory:
+    def of_profile(cls, profile: Profile, core: Core | None = None) -> RuntimeMemory:
         def flag(f: Any) -> bool:
             return bool(f is not None and f.value)
 
@@ -49,7 +54,8 @@ class RuntimeMemory:
             if profile.conv_workspace_bytes else 0,
             int8_conv_paths=_int8_paths(profile),
             matmul_scratch=_matmul_scratch(profile),
-            tflm_arena=bool(profile.tflite is not None and profile.tflite.micro))
+            tflm_arena=bool(profile.tflite is not None and profile.tflite.micro),
+            tflm_build=tflm_build(profile, core))
 
     def rounded(self, nbytes: float) -> float:
         """Bytes the runtime's allocator really takes for a buffer of nbytes."""
@@ -61,6 +67,22 @@ class RuntimeMemory:
         if b <= 1 or layer.op_class not in ("conv", "pointwise") or c % b == 0 or c == 0:
             return 0
         return -(-c // b) * b * (layer.output_numel // c)
+
+
+def tflm_build(profile: Profile, core: Core | None) -> TflmBuild | None:
+    """The TFLM firmware a micro profile runs: the core's pointer width (a 32-bit build when
+    the spec names no core: TFLM's targets are), the profile's kernel library, CMSIS-NN's
+    variant from the core's features (Helium: MVE, else the DSP extension, else plain C).
+    USE_TFLM_COMPRESSION off (assumed: TFLM's build leaves it off unless asked)."""
+    if profile.tflite is None or not profile.tflite.micro:
+        return None
+    kernels = profile.tflite.micro_kernels or "reference"
+    if core is None:
+        return TflmBuild(pointer_bytes=4, compression=False, kernels=kernels)
+    spec = core_spec(core)
+    simd: Simd = "mve" if spec.helium.value else "dsp" if spec.dsp.value else "none"
+    return TflmBuild(pointer_bytes=int(spec.pointer_bytes.value), compression=False,
+                     kernels=kernels, simd=simd)
 
 
 def _int8_paths(profile: Profile) -> tuple[int, int, int, int, int] | None:

@@ -31,6 +31,17 @@ from dataclasses import dataclass, field
 from math import ceil
 from typing import Any
 
+from cost_models.tflm_structs import (
+    HOST_BUILD,
+    OpGeometry,
+    TflmBuild,
+    cmsis_nn_scratch_bytes,
+    fully_connected_persistent_bytes,
+    int_array_bytes,
+    op_data_struct,
+    sizeof,
+)
+
 ALIGN_BYTES = 16  # MicroArenaBufferAlignment(): every planned buffer and tail block
 
 
@@ -207,6 +218,7 @@ class TfliteOp:
     layer: str | None = None  # the planned layer whose weights it holds
     channels: int = 0  # output channels (per-channel quantisation arrays)
     integer: bool = True  # its layer runs integer kernels (else float)
+    geometry: OpGeometry | None = None  # shapes, where a kernel's scratch depends on them
 
 
 @dataclass
@@ -257,9 +269,9 @@ class _Converter:
 
     def op(self, code: str, src: tuple[int, ...], dst: int, step: int,
            const: tuple[object, ...] | None = None, layer: str | None = None,
-           channels: int = 0) -> None:
+           channels: int = 0, geometry: OpGeometry | None = None) -> None:
         self.out.ops.append(TfliteOp(code, src, (dst,), step, layer, channels,
-                                     layer is None or layer in self.integer))
+                                     layer is None or layer in self.integer, geometry))
         if const is not None:
             self.out.constants.setdefault(const, layer or self.out.tensors[dst].owner)
 
@@ -299,7 +311,8 @@ class _Converter:
             out = self.tensor(t.numel, t.owner, nhwc, shape)
             code = _OPS.get(st.op, st.op.upper())
             # MEAN reads its axes from a constant (the same for every such pool)
-            self.op(code, tuple(ins), out, i, ("axes", 1, 2) if code == "MEAN" else None)
+            self.op(code, tuple(ins), out, i, ("axes", 1, 2) if code == "MEAN" else None,
+                    geometry=self.geometry(ins[0], shape) if ins else None)
             self.where[st.output] = out
 
     def flatten(self, i: int, src: int, numel: int, owner: str | None,
@@ -337,12 +350,28 @@ class _Converter:
             code = "DEPTHWISE_CONV_2D" if cin == 1 or layer.op_class == "depthwise" \
                 else "CONV_2D"
             out = self.tensor(t.numel, t.owner, True, shape)
+            geometry = self.geometry(src, shape, tuple(layer.weight_shape[2:]))
         else:
             code = "FULLY_CONNECTED" if layer.op_class == "linear" else st.op.upper()
             out = self.tensor(t.numel, t.owner, False, shape)
-        self.op(code, (src,), out, i, ("weights", layer.name), layer.name, layer.out_channels)
+            geometry = None
+        self.op(code, (src,), out, i, ("weights", layer.name), layer.name, layer.out_channels,
+                geometry)
         self.out.constants.setdefault(("bias", layer.name), layer.name)
         self.where[st.output] = out
+
+    def geometry(self, src: int, out_shape: tuple[int, ...],
+                 kernel: tuple[int, ...] | None = None) -> OpGeometry | None:
+        """A 2-D operator's shapes (CMSIS-NN's dims): input and output (C, H, W), the kernel
+        (a pool's from the sizes), stride and padding as _padding derives them."""
+        before = self.shape[src]
+        if len(before) != 3 or len(out_shape) != 3:
+            return None
+        (c, h, w), (oc, oh, ow) = before, out_shape
+        kh, kw = kernel or (max(1, round(h / max(1, oh))), max(1, round(w / max(1, ow))))
+        (ph, _), (pw, _) = _padding(h, oh, kh), _padding(w, ow, kw)
+        return OpGeometry(c, h, w, oc, oh, ow, kh, kw, max(1, round(h / max(1, oh))),
+                          max(1, round(w / max(1, ow))), ph, pw)
 
     def to_nhwc(self, i: int, src: int) -> int:
         if self.nhwc[src]:
@@ -388,8 +417,18 @@ def tensor_bytes(conv: ConvertedGraph, element_bytes: Mapping[str, float]) -> li
             for t in conv.tensors]
 
 
-def converted_buffers(conv: ConvertedGraph, element_bytes: Mapping[str, float]) -> list[Buffer]:
-    ops = [Op(o.inputs, o.outputs) for o in conv.ops]
+def op_scratch_bytes(op: TfliteOp, build: TflmBuild = HOST_BUILD) -> int:
+    """The scratch buffer the build's kernel asks for in Prepare (tflm_structs): CMSIS-NN's
+    integer kernels; the reference kernels ask for none here (every head measured equals the
+    greedy plan of the file's tensors); ESP-NN's are not modelled."""
+    if build.kernels != "cmsis-nn" or not op.integer or op.geometry is None:
+        return 0
+    return cmsis_nn_scratch_bytes(op.code, op.geometry, build.simd)
+
+
+def converted_buffers(conv: ConvertedGraph, element_bytes: Mapping[str, float],
+                      build: TflmBuild = HOST_BUILD) -> list[Buffer]:
+    ops = [Op(o.inputs, o.outputs, (op_scratch_bytes(o, build),)) for o in conv.ops]
     return lifetimes(tensor_bytes(conv, element_bytes), range(len(conv.tensors)), ops,
                      conv.inputs, conv.outputs)
 
@@ -404,39 +443,58 @@ def per_channel_bytes(channels: int) -> int:
     return PER_CHANNEL_ARRAYS * aligned(4 * channels)
 
 
-def tail_bytes(conv: ConvertedGraph, channels: Mapping[str, int] | None = None) -> int:
+def op_data_bytes(code: str, build: TflmBuild = HOST_BUILD) -> int:
+    """A kernel's op data: its struct's layout in the build where tflm_structs knows it
+    (equal to the measured constant at HOST_BUILD), else the measured constant."""
+    struct = op_data_struct(code, build)
+    if struct is None:
+        return OP_DATA_BYTES.get(code, OTHER_OP_DATA_BYTES)
+    return sizeof(struct, build)
+
+
+def tail_bytes(conv: ConvertedGraph, channels: Mapping[str, int] | None = None,
+               build: TflmBuild = HOST_BUILD) -> int:
     """The persistent tail for the converted graph (``channels``: kept output channels per
-    layer, default every layer's own)."""
+    layer, default every layer's own) in ``build``: the structs at its pointer width
+    (tflm_structs), the rest (the allocator's unitemised objects, op data whose layout is
+    not modelled) as measured on the 64-bit build -- an upper bound on a 32-bit board."""
     kept = channels or {}
-    op_data = sum(aligned(OP_DATA_BYTES.get(o.code, OTHER_OP_DATA_BYTES)) for o in conv.ops)
+    op_data = sum(aligned(op_data_bytes(o.code, build)) for o in conv.ops)
     arrays = sum(per_channel_bytes(kept.get(o.layer, o.channels)) for o in conv.ops
                  if o.layer is not None and has_arrays(o.code, o.integer))
+    sums = sum(aligned(fully_connected_persistent_bytes(kept.get(o.layer, o.channels),
+                                                        build.simd))
+               for o in conv.ops if build.kernels == "cmsis-nn" and o.integer
+               and o.code == "FULLY_CONNECTED" and o.layer is not None)
     outs = {t for o in conv.ops for t in o.outputs if o.integer and o.code != "DEQUANTIZE"}
     n_t, n_ops = conv.tensor_count, len(conv.ops)
     other = (UNITEMISED_BYTES + UNITEMISED_PER_TENSOR_BYTES * n_t
              + UNITEMISED_PER_OP_BYTES * n_ops)
-    return aligned(round(EVAL_TENSOR_BYTES * n_t + NODE_BYTES * n_ops
-                         + IO_TENSOR_BYTES * (len(conv.inputs) + len(conv.outputs))
-                         + IO_QUANT_BYTES * sum(t in outs for t in conv.outputs)
-                         + op_data + arrays + other))
+    io_quant = sizeof("TfLiteAffineQuantization", build) + int_array_bytes(1)
+    return aligned(round(sizeof("TfLiteEvalTensor", build) * n_t
+                         + sizeof("NodeAndRegistration", build) * n_ops
+                         + sizeof("TfLiteTensor", build) * (len(conv.inputs) + len(conv.outputs))
+                         + io_quant * sum(t in outs for t in conv.outputs)
+                         + op_data + arrays + sums + other))
 
 
-def per_tensor_quant_temp() -> int:
-    return TEMP_QUANT_BYTES + 2 * (4 + 4)
+def per_tensor_quant_temp(build: TflmBuild = HOST_BUILD) -> int:
+    return sizeof("TfLiteAffineQuantization", build) + 2 * int_array_bytes(1)
 
 
-def prepare_temp_bytes(op: TfliteOp, channels: int | None = None) -> int:
+def prepare_temp_bytes(op: TfliteOp, channels: int | None = None,
+                       build: TflmBuild = HOST_BUILD) -> int:
     """The head an operator's Prepare holds in temporary tensors (see TEMP_TENSOR_BYTES): a
     weighted op opens its input, weights (per-channel quantisation), bias and output; any
     other op its inputs and outputs (per-tensor quantisation)."""
+    tensor, quant = sizeof("TfLiteTensor", build), sizeof("TfLiteAffineQuantization", build)
     if not op.integer:  # float tensors carry no quantisation
-        return TEMP_TENSOR_BYTES * (4 if op.code in WEIGHTED_OPS
-                                    else len(op.inputs) + len(op.outputs))
+        return tensor * (4 if op.code in WEIGHTED_OPS else len(op.inputs) + len(op.outputs))
     if op.code in WEIGHTED_OPS:
         c = op.channels if channels is None else channels
-        return (4 * TEMP_TENSOR_BYTES + 2 * per_tensor_quant_temp()
-                + TEMP_QUANT_BYTES + 2 * (4 + 4 * c))
-    return (TEMP_TENSOR_BYTES + per_tensor_quant_temp()) * (len(op.inputs) + len(op.outputs))
+        return (4 * tensor + 2 * per_tensor_quant_temp(build) + quant
+                + 2 * int_array_bytes(c))
+    return (tensor + per_tensor_quant_temp(build)) * (len(op.inputs) + len(op.outputs))
 
 
 @dataclass(frozen=True)
@@ -456,13 +514,16 @@ class ArenaPrediction:
 
 
 def predict_arena(graph: Any, element_bytes: Mapping[str, float],
-                  channels: Mapping[str, int] | None = None) -> ArenaPrediction:
+                  channels: Mapping[str, int] | None = None,
+                  build: TflmBuild = HOST_BUILD) -> ArenaPrediction:
     """TFLM's arena for a layer graph whose layers store activations at ``element_bytes``
-    bytes per element (1: int8), from the layer graph alone."""
+    bytes per element (1: int8), from the layer graph alone, in ``build`` (default: the
+    tflite-micro build measured on this machine)."""
     conv = converted_graph(graph, [n for n in graph.layer_names
                                    if element_bytes.get(n, 1.0) < 4.0])
-    buffers = converted_buffers(conv, element_bytes)
+    buffers = converted_buffers(conv, element_bytes, build)
     kept = channels or {}
-    prepare = max((prepare_temp_bytes(o, kept.get(o.layer or "")) for o in conv.ops), default=0)
-    return ArenaPrediction(arena_head_bytes(buffers), prepare, tail_bytes(conv, channels),
+    prepare = max((prepare_temp_bytes(o, kept.get(o.layer or ""), build) for o in conv.ops),
+                  default=0)
+    return ArenaPrediction(arena_head_bytes(buffers), prepare, tail_bytes(conv, channels, build),
                            liveness_peak_bytes(buffers))

@@ -29,10 +29,12 @@ from cost_models.tflm_arena import (
     aligned,
     converted_graph,
     has_arrays,
+    op_scratch_bytes,
     per_channel_bytes,
     prepare_temp_bytes,
     tail_bytes,
 )
+from cost_models.tflm_structs import HOST_BUILD, TflmBuild, fully_connected_persistent_bytes
 
 Entry = tuple[str, int]
 PairCopy = tuple[str, tuple[str, ...], str, tuple[str, ...], float]
@@ -105,6 +107,7 @@ def _kept_channels(layer_channels: int, cost: OptionCost) -> int:
 def tflm_terms(graph: LayerGraph, table: CostTable, input_suffix: str) -> TflmTerms:
     """The RAM terms of a TFLM profile; ``input_suffix`` marks an entry charged at the first
     layer's model-input bytes (planner.problem.INPUT_SUFFIX)."""
+    build = table.memory.tflm_build or HOST_BUILD
     conv = converted_graph(graph)
     scopes = _scopes(conv)
     at = _step_scopes(graph, conv, scopes)
@@ -112,7 +115,7 @@ def tflm_terms(graph: LayerGraph, table: CostTable, input_suffix: str) -> TflmTe
     first_layer = graph.layer_names[0]
     ram_steps: list[tuple[Entry, ...]] = []
     extra: list[dict[tuple[str, str], float]] = []
-    arrays = _array_terms(graph, table, conv)
+    arrays = _array_terms(graph, table, conv, build)
     for scope in at:
         entries: list[Entry] = []
         step: dict[tuple[str, str], float] = dict(arrays)
@@ -128,15 +131,39 @@ def tflm_terms(graph: LayerGraph, table: CostTable, input_suffix: str) -> TflmTe
             entries.append((owner, aligned(tensor.numel)))
         ram_steps.append(tuple(entries))
         extra.append(step)
-    _prepare_terms(graph, table, conv, scopes, extra)
+    _prepare_terms(graph, table, conv, scopes, extra, build)
+    _scratch_terms(table, conv, extra, build)
     pairs = boundary_terms(graph, table, conv, at)
-    return TflmTerms(float(tail_bytes(conv, _no_arrays(conv))), tuple(ram_steps), tuple(extra),
+    fixed = tail_bytes(conv, _no_arrays(conv), build) + _unowned_scratch(conv, build)
+    return TflmTerms(float(fixed), tuple(ram_steps), tuple(extra),
                      tuple(tuple(p) for p in pairs))
 
 
+def _scratch_terms(table: CostTable, conv: ConvertedGraph,
+                   extra: list[dict[tuple[str, str], float]], build: TflmBuild) -> None:
+    """A layer's kernel scratch (CMSIS-NN: tflm_structs) exists while its operator runs,
+    for its integer options: charged at its step on top of the tensors alive there (at full
+    input channels: pruning the layer before only shrinks it)."""
+    for op in conv.ops:
+        scratch = op_scratch_bytes(op, build)
+        if op.layer is None or scratch <= 0 or op.step >= len(extra):
+            continue
+        for c in table.options.get(op.layer, []):
+            if _integer(c):
+                key = (op.layer, c.option)
+                extra[op.step][key] = extra[op.step].get(key, 0.0) + aligned(scratch)
+
+
+def _unowned_scratch(conv: ConvertedGraph, build: TflmBuild) -> int:
+    """The largest scratch of an operator no planned layer owns (a pooling's accumulators):
+    held as a constant, as if always alive (a few bytes per channel)."""
+    return max((aligned(op_scratch_bytes(op, build)) for op in conv.ops if op.layer is None),
+               default=0)
+
+
 def _prepare_terms(graph: LayerGraph, table: CostTable, conv: ConvertedGraph,
-                   scopes: list[tuple[int, int]], extra: list[dict[tuple[str, str], float]]
-                   ) -> None:
+                   scopes: list[tuple[int, int]], extra: list[dict[tuple[str, str], float]],
+                   build: TflmBuild) -> None:
     """An integer layer's Prepare holds temporary tensors at the head before the plan exists
     (tflm_arena.prepare_temp_bytes): where they exceed what its own step holds (at int8), the
     excess is charged at that step for its integer options, so the step's RAM covers the
@@ -149,7 +176,7 @@ def _prepare_terms(graph: LayerGraph, table: CostTable, conv: ConvertedGraph,
             if not _integer(c):
                 continue
             kept = _kept_channels(graph.layer(op.layer).out_channels, c)
-            excess = prepare_temp_bytes(op, kept) - live
+            excess = prepare_temp_bytes(op, kept, build) - live
             if excess > 0:
                 key = (op.layer, c.option)
                 extra[op.step][key] = extra[op.step].get(key, 0.0) + excess
@@ -159,11 +186,12 @@ def _no_arrays(conv: ConvertedGraph) -> Mapping[str, int]:
     return {op.layer: 0 for op in conv.ops if op.layer is not None}
 
 
-def _array_terms(graph: LayerGraph, table: CostTable, conv: ConvertedGraph
+def _array_terms(graph: LayerGraph, table: CostTable, conv: ConvertedGraph, build: TflmBuild
                  ) -> dict[tuple[str, str], float]:
-    """(layer, option) -> its per-channel multiplier and shift arrays (every step: the tail
-    lives as long as the interpreter). tail_bytes counts a zero-channel layer's arrays as
-    2 x 0 B, so the fixed part plus these is the tail of the chosen plan."""
+    """(layer, option) -> its per-channel multiplier and shift arrays, and with Helium a
+    fully connected layer's kernel sums (every step: the tail lives as long as the
+    interpreter). tail_bytes counts a zero-channel layer's arrays as 2 x 0 B, so the fixed
+    part plus these is the tail of the chosen plan."""
     codes = {op.layer: op.code for op in conv.ops if op.layer is not None}
     out: dict[tuple[str, str], float] = {}
     for name in graph.layer_names:
@@ -171,8 +199,12 @@ def _array_terms(graph: LayerGraph, table: CostTable, conv: ConvertedGraph
             continue
         channels = graph.layer(name).out_channels
         for c in table.options[name]:
-            if has_arrays(codes[name], _integer(c)):
-                out[name, c.option] = float(per_channel_bytes(_kept_channels(channels, c)))
+            kept = _kept_channels(channels, c)
+            total = per_channel_bytes(kept) if has_arrays(codes[name], _integer(c)) else 0
+            if build.kernels == "cmsis-nn" and codes[name] == "FULLY_CONNECTED" and _integer(c):
+                total += aligned(fully_connected_persistent_bytes(kept, build.simd))
+            if total:
+                out[name, c.option] = float(total)
     return out
 
 

@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal, get_args
 
-from device_specs.quantities import Strict
+from device_specs.quantities import Count, Strict
 from device_specs.schema import Core, Flag
 from edgefit_common.errors import SpecError
 from edgefit_common.yamlio import load_model
@@ -22,6 +22,7 @@ class CoreSpec(Strict):
     helium: Flag
     fpu: Flag
     dual_issue: Flag
+    pointer_bytes: Count  # sizeof(void *) in firmware built for it: TFLM's structs scale with it
 
 
 class CoresFile(Strict):

@@ -140,6 +140,19 @@ class TfliteFormat(Strict):
         default=None, description="TFLite builtin operators (CONV_2D, FULLY_CONNECTED, ...) the "
         "runtime runs with int4 weights; unset: none (a plan with an int4 layer on another "
         "operator is refused for the .tflite, with the reason)")
+    micro_kernels: Literal["reference", "cmsis-nn", "esp-nn"] | None = Field(
+        default=None, description="TFLite Micro only: the kernel library the firmware links "
+        "(TFLM's reference kernels, CMSIS-NN, ESP-NN). It decides the kernels' op data and the "
+        "scratch buffers they request in the arena (cost_models/tflm_structs.py; CMSIS-NN's "
+        "sized by the core's DSP / Helium features; ESP-NN's not modelled)")
+
+    @model_validator(mode="after")
+    def _micro_kernels(self) -> TfliteFormat:
+        if self.micro and self.micro_kernels is None:
+            raise ValueError("micro: true needs micro_kernels (reference, cmsis-nn or esp-nn)")
+        if not self.micro and self.micro_kernels is not None:
+            raise ValueError("micro_kernels is for TFLite Micro (micro: true) only")
+        return self
 
 
 class Profile(Strict):

@@ -363,8 +363,10 @@ TFLM_RAM_UNCERTAINTY = (
     "TFLite Micro's arena (cost_models.tflm_ram): within 3.5 % of tflite-micro's measured "
     "arena on 10 models (docs/cost-model-accuracy.md), below it by TFLM's greedy "
     "fragmentation where residual branches fragment it (-3.5 % on ResNet-8; apply prints the "
-    "exact arena model); CMSIS-NN scratch and 32-bit struct sizes not modelled; the "
-    "runtime's RAM outside the arena as the spec says")
+    "exact arena model); on the board, the structs at its pointer width and CMSIS-NN's "
+    "scratch buffers (cost_models.tflm_structs, from the C sources: derived, not measured; "
+    "the allocator's own objects kept at their 64-bit size, an upper bound); the runtime's "
+    "RAM outside the arena as the spec says")
 
 
 def _tflite_fixed(table: CostTable) -> dict[str, float]:

@@ -67,10 +67,22 @@ def tool_python() -> Path | None:
 
 
 def target_profile(plan: Plan) -> Profile:
+    return _target_spec(plan).profile(plan.target.profile)
+
+
+def _target_spec(plan: Plan) -> Any:
     from cost_models.host_probe import target_spec
 
     # a plan made for a device file names it: its profile, not a catalog board's
-    return target_spec(plan.target.spec_path or plan.target.device).profile(plan.target.profile)
+    return target_spec(plan.target.spec_path or plan.target.device)
+
+
+def board_build(plan: Plan) -> Any:
+    """The TFLM build the plan's board runs (cost_models.runtime_memory.tflm_build)."""
+    from cost_models.runtime_memory import tflm_build
+
+    spec = _target_spec(plan)
+    return tflm_build(spec.profile(plan.target.profile), spec.core)
 
 
 def layer_request(plan: Plan) -> dict[str, dict[str, int | None]]:
@@ -269,17 +281,27 @@ def element_bytes(layers: dict[str, dict[str, int | None]]) -> dict[str, float]:
     return {n: (w["activations"] or 32) / 8 for n, w in layers.items()}
 
 
-def predicted_arena(graph: Any, layers: dict[str, dict[str, int | None]]) -> dict[str, int]:
+def predicted_arena(graph: Any, layers: dict[str, dict[str, int | None]],
+                    board: Any = None) -> dict[str, Any]:
     """TFLM's arena for the plan, from the layer graph alone (cost_models.tflm_arena: the
-    greedy planner replayed on the converted graph + the persistent tail)."""
+    greedy planner replayed on the converted graph + the persistent tail): in the build
+    measured here (to compare with tflite-micro) and in the board's (``board``, a TflmBuild:
+    its pointer width and kernels' scratch, derived from the sources, not measured)."""
     from cost_models.tflm_arena import predict_arena
 
     pred = predict_arena(graph, element_bytes(layers))
-    return {"head_bytes": pred.head_bytes, "tail_bytes": pred.tail_bytes,
-            "total_bytes": pred.total_bytes, "liveness_bytes": pred.liveness_bytes}
+    out: dict[str, Any] = {"head_bytes": pred.head_bytes, "tail_bytes": pred.tail_bytes,
+                           "total_bytes": pred.total_bytes,
+                           "liveness_bytes": pred.liveness_bytes}
+    if board is not None:
+        on_board = predict_arena(graph, element_bytes(layers), build=board)
+        out["board"] = {"build": board.describe(), "head_bytes": on_board.head_bytes,
+                        "tail_bytes": on_board.tail_bytes,
+                        "total_bytes": on_board.total_bytes}
+    return out
 
 
-def _tflm(plan: Plan, facts: dict[str, Any], predicted: dict[str, int] | None
+def _tflm(plan: Plan, facts: dict[str, Any], predicted: dict[str, Any] | None
           ) -> dict[str, Any] | None:
     """TFLM's arena (the smallest it allocates and runs the model in) next to the plan's RAM
     and the arena model's figure."""
@@ -349,7 +371,7 @@ def _build(plan: Plan, built: Built, calib_x: np.ndarray, test: Dataset, out_dir
     if counts_tflite and abs(size - planned) > max(TFLITE_TOLERANCE_FRACTION * planned,
                                                    TFLITE_TOLERANCE_BYTES):
         problems.append(f"model.tflite is {size:,} B, the plan predicted {planned:,.0f} B")
-    predicted_size, arena = _predictions(built.graph, layers, micro)
+    predicted_size, arena = _predictions(built.graph, layers, micro, board_build(plan))
     floats = [n for n, w in layers.items() if w["weights"] is None]
     return {
         "written": True, "path": str(path), "bytes": size,
@@ -376,15 +398,15 @@ def _build(plan: Plan, built: Built, calib_x: np.ndarray, test: Dataset, out_dir
     }
 
 
-def _predictions(graph: Any, layers: dict[str, dict[str, int | None]], micro: bool
-                 ) -> tuple[int, dict[str, int] | None]:
+def _predictions(graph: Any, layers: dict[str, dict[str, int | None]], micro: bool,
+                 board: Any = None) -> tuple[int, dict[str, Any] | None]:
     """The .tflite's bytes and (TFLM) the arena, predicted from the layer graph."""
     from cost_models.tflite_size import predict_tflite_bytes
 
     bits = {n: w["weights"] for n, w in layers.items()}
     acts = {n: w["activations"] or 32 for n, w in layers.items()}
     size = predict_tflite_bytes(graph, bits, acts).total_bytes
-    return size, predicted_arena(graph, layers) if micro else None
+    return size, predicted_arena(graph, layers, board) if micro else None
 
 
 def tflite_check(section: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -434,6 +456,9 @@ def summary_lines(section: dict[str, Any] | None) -> list[str]:
             + (f"; arena model {pred['total_bytes']:,} B ({pred['head_bytes']:,} + "
                f"{pred['tail_bytes']:,}; "
                f"{100 * (pred['total_bytes'] / tflm['arena_bytes'] - 1):+.1f} %)" if pred else "")
+            + (f"; on the board ({pred['board']['build']}: structs and kernel scratch "
+               f"from the sources, not measured) {pred['board']['total_bytes']:,} B"
+               if pred and pred.get("board") else "")
             + f"; TFLM vs LiteRT top-1 agreement "
             f"{100 * tflm['vs_litert']['top1_agreement']:.2f} % on "
             f"{tflm['vs_litert']['samples']} samples")

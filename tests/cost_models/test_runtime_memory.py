@@ -14,7 +14,7 @@ import yaml
 from cost_models.analytical import build_cost_table
 from cost_models.graph import Layer, LayerGraph, Step, Tensor
 from cost_models.ram_terms import blocked_entries, boundary_copies, option_workspace
-from cost_models.runtime_memory import RuntimeMemory, int8_scratch_bytes
+from cost_models.runtime_memory import RuntimeMemory, int8_scratch_bytes, tflm_build
 from device_specs.catalog import CATALOG_DIR, catalog_files, load_spec
 from device_specs.schema import DeviceSpec
 from edgefit.planning import build_problem
@@ -169,7 +169,10 @@ def test_catalog_devices_predict_exactly_what_they_did_before(path: Path) -> Non
         table = build_cost_table(g, spec, name)
         fmt = spec.profile(name).tflite
         if fmt is not None and fmt.micro:
-            assert table.memory == RuntimeMemory(tflm_arena=True)
+            assert table.memory == RuntimeMemory(tflm_arena=True,
+                                                 tflm_build=tflm_build(spec.profile(name),
+                                                                       spec.core))
+            assert table.memory.tflm_build is not None
             continue
         assert table.memory == RuntimeMemory()
         problem = build_problem(g, table, {})
