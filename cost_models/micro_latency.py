@@ -293,6 +293,8 @@ def measure_variants(variants: Mapping[str, Sequence[Variant]],
     for layer, v in todo:
         by_layer.setdefault(layer, []).append(v)
     by = _on_nodes(by_layer, signatures, fp, cache, threads, opt_level, out, who)
+    if by and not by_layer:  # the nodes measured every layer: no empty step on the driver
+        return out
     for layer in track(list(by_layer), "profile: low-rank and narrowed layers"):
         out.update(_measure_layer(layer, by_layer[layer], _signature(signatures[layer]), fp,
                                   cache, threads, opt_level, by))
