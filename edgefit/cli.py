@@ -465,13 +465,16 @@ def sweep_cmd(
 
     One full plan per (model, target); each further budget re-solves it. Every file, target and
     limit is checked before any model is loaded."""
+    import os
+
     from edgefit.sweep import check_out
     from edgefit.sweep_file import load_sweep
     from edgefit_common.execution import from_settings
 
     _check_quiet(quiet, verbose)
     sweep = load_sweep(sweep_file, allow_factory or ())
-    target = out or (sweep_file.parent / sweep.spec.out if sweep.spec.out else Path("sweep-out"))
+    target = out or (Path(os.path.normpath(sweep_file.parent / sweep.spec.out))
+                     if sweep.spec.out else Path("sweep-out"))
     check_out(target)
     executor = from_settings(cluster, workers)  # checked here; Ray starts on first use
     with _feedback(quiet, verbose):
