@@ -69,10 +69,10 @@ def run_sweep(sweep: Sweep, out: Path, executor: Executor) -> SweepResult:
 
     check_out(out)
     options = SolverOptions(time_limit_s=sweep.spec.time_limit)
-    where = executor.describe()
     with fresh_dir(out) as work:
         with using(executor):  # a local Ray instance stops once every plan is made
             results = _plan_all(sweep, options)
+            where = executor.describe()  # what ran: "not started" when every row was cached
         for result in results:
             _write_cell(sweep, result, work)
         table = rows(sweep, results)
