@@ -143,14 +143,13 @@ def _loaded(model: Any, input_shape: Iterable[int] | None, data: Any) -> LoadedM
         return _load_ref(str(model), input_shape)
     from torch import nn
 
-    from workloads.models import LoadedModel, one_output, planning_form
+    from workloads.models import as_loaded, planning_form
 
     if not isinstance(model, nn.Module):
         raise SpecError(f"model: an nn.Module or a model reference, not {type(model).__name__}")
     shape = tuple(input_shape) if input_shape is not None else _shape_from(data)
     planned = planning_form(model)
-    one_output(planned, shape, type(model).__name__)
-    return LoadedModel(type(model).__name__, "module", planned, shape, None)
+    return as_loaded(planned, shape, type(model).__name__, type(model).__name__, "module")
 
 
 def _load_ref(ref: str, input_shape: Iterable[int] | None) -> LoadedModel:

@@ -23,7 +23,7 @@ from cost_models.table import CostTable
 from device_specs.budget import Budget
 from device_specs.schema import DeviceSpec, Kernel, NMSparsity, TfliteFormat
 from edgefit_common import __version__
-from edgefit_common.errors import PlanError, SpecError
+from edgefit_common.errors import DataError, PlanError, SpecError
 from edgefit_common.progress import task, track
 from planner import plan as plan_schema
 from planner.problem import INPUT_SUFFIX, Choice, PairTerm, Problem
@@ -299,13 +299,16 @@ def calibration_split(dataset: str | None, seed: int = 0) -> tuple[np.ndarray, n
     return calibration_sample(train.x, train.y, seed)
 
 
-def calibration_sample(x: np.ndarray, y: np.ndarray, seed: int = 0
+def calibration_sample(x: np.ndarray, y: np.ndarray | None, seed: int = 0
                        ) -> tuple[np.ndarray, np.ndarray]:
     """CALIBRATION_SIZE samples drawn without replacement (seeded: the same arrays give the
     same sample, hence the same calibration hash), or all of them when there are fewer; fewer
-    than MIN_CALIBRATION is a DataError."""
+    than MIN_CALIBRATION is a DataError. ``y`` None: inputs only (labels all 0, as a
+    label-free Dataset holds them)."""
     from edgefit_common.errors import DataError
 
+    if y is None:
+        y = np.zeros(len(x), np.int64)
     if len(x) != len(y):
         raise DataError(f"{len(x)} calibration inputs but {len(y)} labels")
     if len(x) < MIN_CALIBRATION:
@@ -506,12 +509,15 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
               backend: str = "cpsat", search: SearchSettings | None = None,
               finetune_epochs: int = 0, quantization_aware: bool = False,
               loaded: LoadedModel | None = None,
-              calibration: tuple[np.ndarray, np.ndarray] | None = None
+              calibration: tuple[np.ndarray, np.ndarray] | None = None,
+              labelled: bool | None = None, metric: tuple[str, Any] | None = None
               ) -> tuple[plan_schema.Plan, PlanContext]:
     """pins: layer -> option fixed before solving; exclude: options no layer may take;
     quantization_aware: the fine-tuning (needs finetune_epochs) trains through the
     quantisation. loaded / calibration: the model and calibration sample when the caller has
-    them in memory (the Python API) instead of naming them in the budget."""
+    them in memory (the Python API) instead of naming them in the budget; labelled: whether
+    that sample has labels (default: whether the budget's data holds them). metric: (its
+    module:function, the callable) apply scores with; tried here on the fp32 model."""
     from workloads.models import load_model_ref
 
     if quantization_aware and not finetune_epochs:
@@ -539,6 +545,14 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         from workloads.data import normalize
 
         calib = (normalize(calib[0], budget.preprocess.mean, budget.preprocess.std), calib[1])
+    if labelled is None:
+        from workloads.data import has_labels
+
+        labelled = calib is None or has_labels(budget.data or loaded.dataset)
+    if calib is not None:
+        with task("check the data against the limits and the metric"):
+            check_judging(loaded, calib, labelled, budget.limits.accuracy_drop,
+                          None if metric is None else metric[1])
     groups: list[ChannelGroupSpec] = []
     prune_kl: dict[tuple[str, str], float] = {}
     # channel pruning only with data: its accuracy cost is measured, never assumed zero
@@ -603,6 +617,10 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         base = base.model_copy(update={"finetune": DistillConfig(
             epochs=finetune_epochs, quantization_aware=quantization_aware)})
     base = base.model_copy(update={"excluded": sorted(set(exclude))})  # kept by re-solves
+    if not labelled or metric is not None:  # how apply judges the model (issue #21)
+        base = base.model_copy(update={
+            "labels": labelled, "metric": None if metric is None else metric[0],
+            "provenance": {**base.provenance, "judged": judged_note(labelled, metric)}})
     if budget.link is not None or budget.ab_slots > 1:  # A/B slots, the update's link
         from edgefit.delivery import with_delivery
 
@@ -613,6 +631,68 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         ctx.result = (_bayes(problem, search, options) if search is not None
                       else solve(problem, options, backend=backend))
     return with_result(base, problem, ctx.result, pins), ctx
+
+
+NO_LABELS_DROP = (
+    "--max-accuracy-drop without labels is checked as the top-1 disagreement with the fp32 "
+    "model (it bounds the accuracy drop under any labelling), which needs class outputs; "
+    "{outputs}: give data with labels ('y' in the .npz), or no accuracy-drop limit")
+
+
+def check_judging(loaded: LoadedModel, calib: tuple[np.ndarray, np.ndarray], labelled: bool,
+                  accuracy_drop: float | None, metric: Any) -> None:
+    """What apply will judge the model by is possible with this data, found before the costs
+    are measured: a metric needs labels (and must score the fp32 model: it is tried here on
+    the calibration sample); without labels an accuracy-drop limit is the top-1 disagreement
+    with the fp32 model, defined for class outputs only."""
+    from cost_models.output_fidelity import output_kinds
+    from edgefit.metric import NO_LABELS, score
+
+    if metric is not None and not labelled:
+        raise DataError(NO_LABELS)
+    if metric is None and (labelled or accuracy_drop is None):
+        return
+    outputs = fp32_outputs(loaded, calib[0][:256])
+    if metric is not None:
+        score(metric, calib[1][:256], outputs)
+        return
+    kinds = output_kinds(outputs)
+    if "values" in kinds:
+        names = ", ".join(f"output {i}" for i, k in enumerate(kinds) if k == "values")
+        raise DataError(NO_LABELS_DROP.format(outputs=f"{names} of {loaded.name} "
+                                              "is not a class output"))
+
+
+def judged_note(labelled: bool, metric: tuple[str, Any] | None) -> str:
+    """The plan's provenance line on how apply judges the model."""
+    if metric is not None:
+        return (f"apply scores the fp32 and the compressed model with the metric {metric[0]}"
+                "(labels, outputs), higher is better (drop: 100 x the difference, in points)")
+    if not labelled:
+        return ("no labels (inputs only): apply reports fidelity to the fp32 model's outputs "
+                "(top-1 agreement for class outputs, 1 - relative squared error for others; "
+                "the worst output) instead of accuracy, and an accuracy-drop limit is checked "
+                "as the top-1 disagreement, which bounds the accuracy drop under any labels")
+    return "top-1 accuracy against the data's labels"
+
+
+def fp32_outputs(loaded: LoadedModel, x: np.ndarray) -> list[np.ndarray]:
+    """Every output of the uncompressed model on ``x`` (torch, or onnxruntime for an ONNX
+    model), batch first."""
+    if loaded.kind == "onnx" and loaded.onnx_path is not None:
+        from cost_models.accuracy_onnx import onnx_predict_all
+
+        return onnx_predict_all(Path(loaded.onnx_path), x)
+    import torch
+
+    module = loaded.torch_module().eval()
+    chunks: list[list[np.ndarray]] = []
+    with torch.no_grad():
+        for i in range(0, len(x), 128):
+            out = module(torch.from_numpy(np.ascontiguousarray(x[i:i + 128])))
+            outs = list(out) if isinstance(out, tuple | list) else [out]
+            chunks.append([o.detach().numpy() for o in outs])
+    return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
 @dataclass(frozen=True)
@@ -762,7 +842,7 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
     band = latency_band(ctx.spec, ctx.profile, table.provenance.get("latency", ""))
     return plan_schema.Plan(
         edgefit_version=__version__,
-        model=plan_schema.ModelRef(name=ctx.model.name, kind=ctx.model.kind,  # type: ignore[arg-type]
+        model=plan_schema.ModelRef(name=ctx.model.name, kind=ctx.model.given_kind,  # type: ignore[arg-type]
                                    path=ctx.model.path, input_shape=list(ctx.model.input_shape),
                                    origin=ctx.model_origin,
                                    weights_sha256=weights_sha256(ctx.model),

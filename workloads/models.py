@@ -38,6 +38,16 @@ class LoadedModel:
     path: str | None = None
     trained_accuracy: float | None = None
     onnx_path: Path | None = None  # ONNX-only: the prepared copy (layer names fixed)
+    # a torch model with several outputs is planned through its ONNX export (every output
+    # judged there): the kind it was given as (factory, pt2, module, zoo; plan.json records
+    # it, so apply loads and exports it the same way) and its torch weights' hash
+    exported_from: str | None = None
+    exported_sha256: str | None = None
+
+    @property
+    def given_kind(self) -> str:
+        """The kind plan.json records: what the user gave, not the route it took."""
+        return self.exported_from or self.kind
 
     def torch_module(self) -> nn.Module:
         if self.module is None:
@@ -116,25 +126,76 @@ def _load_pt2(path: Path) -> LoadedModel:
         raise ModelLoadError(f"{path}: the archive has no example input to read its shape from")
     shape = _checked_shape(path, tuple(example[0].shape[1:]))
     module = planning_form(remodularize(program.module(check_guards=False)))  # guards: batch 1
-    one_output(module, shape, shown(path))
-    return LoadedModel(path.stem, "pt2", module, shape, None, str(path))
+    return as_loaded(module, shape, shown(path), path.stem, "pt2", path=str(path))
 
 
-def one_output(module: nn.Module, shape: tuple[int, ...], where: str) -> None:
-    """A torch model is planned and judged on one output tensor; a model with several would
-    be judged on none of them correctly (ModelLoadError with the way out: ONNX judges every
-    output, issue #21 item 0)."""
+def output_count(module: nn.Module, shape: tuple[int, ...], where: str) -> int:
+    """How many output tensors the model returns (a tensor: 1; a tuple or list of tensors:
+    their number); anything else is refused in one line."""
     with torch.no_grad():
         out = module(torch.zeros(1, *shape))
     while isinstance(out, tuple | list) and len(out) == 1:
         out = out[0]
-    if not isinstance(out, torch.Tensor):
-        n = len(out) if isinstance(out, tuple | list | dict) else 0
-        what = f"{n} outputs" if n else f"a {type(out).__name__}"
-        raise ModelLoadError(
-            f"{where}: the model returns {what}; a torch model is planned on one output tensor. "
-            "Export it to ONNX (torch.onnx.export) and plan the .onnx, where every output is "
-            "judged, or wrap it to return one tensor")
+    if isinstance(out, torch.Tensor):
+        return 1
+    if isinstance(out, tuple | list) and out and all(isinstance(o, torch.Tensor) for o in out):
+        return len(out)
+    what = (f"a {type(out).__name__} of {len(out)} entries" if isinstance(out, dict | tuple | list)
+            else f"a {type(out).__name__}")
+    raise ModelLoadError(f"{where}: the model returns {what}; edgefit plans a model that returns "
+                         "a tensor or a tuple of tensors (wrap it to return one)")
+
+
+def as_loaded(module: nn.Module, shape: tuple[int, ...], where: str, name: str, kind: str,
+              dataset: str | None = None, path: str | None = None,
+              trained_accuracy: float | None = None) -> LoadedModel:
+    """A torch model ready to plan: as it is when it returns one tensor; with several outputs,
+    its ONNX export (prepared like a user's .onnx), where every output is judged
+    (cost_models.output_fidelity; issue #21 item 0). The export is cached by the weights'
+    hash, so plan and apply take the same graph."""
+    outputs = output_count(module, shape, where)
+    if outputs == 1:
+        return LoadedModel(name, kind, module, shape, dataset, path, trained_accuracy)
+    digest = weights_hash(module)
+    prepared = _export_outputs(module, shape, where, name, outputs, digest)
+    return LoadedModel(name, "onnx", None, shape, dataset, path, trained_accuracy,
+                       onnx_path=prepared, exported_from=kind, exported_sha256=digest)
+
+
+EXPORT_VERSION = 1  # in the cache key of several-output exports: bump when the export changes
+
+
+def _export_outputs(module: nn.Module, shape: tuple[int, ...], where: str, name: str,
+                    outputs: int, digest: str) -> Path:
+    """The model exported to ONNX (torch's dynamo exporter, outputs named output_0, ...) and
+    prepared (workloads.onnx_model.prepare_onnx), in the cache."""
+    import tempfile
+
+    from edgefit_common.paths import cache_dir
+    from workloads.onnx_model import PREPARE_VERSION, prepare_onnx
+
+    tag = "x".join(map(str, shape))
+    prepared = (cache_dir() / "onnx" / f"{name}-torch-{digest[:16]}-{tag}-e{EXPORT_VERSION}"
+                f"p{PREPARE_VERSION}.onnx")
+    if prepared.exists():
+        return prepared
+    with tempfile.TemporaryDirectory(prefix="edgefit-export-") as tmp, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        raw = Path(tmp) / f"{name}.onnx"
+        try:
+            torch.onnx.export(module.eval(), (torch.zeros(1, *shape),), str(raw), dynamo=True,
+                              external_data=False, input_names=["input"],
+                              output_names=[f"output_{i}" for i in range(outputs)],
+                              verbose=False)
+        except Exception as exc:  # the exporter raises many kinds on a model it cannot trace
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelLoadError(f"{where}: returns {outputs} outputs, which edgefit plans "
+                                 f"through ONNX, but torch.onnx.export failed: {first}") from None
+        prepared.parent.mkdir(parents=True, exist_ok=True)
+        prepare_onnx(raw, prepared, shape)
+    return prepared
 
 
 def _checked_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -347,8 +408,7 @@ def _load_factory(ref: str, weights: str | None,
             raise ModelLoadError(f"{shown(weights or '')}: does not fit {ref}: {first[:200]}"
                                  ) from None
     planned = planning_form(model)
-    one_output(planned, tuple(input_shape), ref)
-    return LoadedModel(factory_name, "factory", planned, tuple(input_shape), None, ref)
+    return as_loaded(planned, tuple(input_shape), ref, factory_name, "factory", path=ref)
 
 
 def _import_from_cwd(module_name: str) -> Any:
@@ -407,6 +467,8 @@ def weights_sha256(loaded: LoadedModel) -> str:
     as loaded), the sha256 of the file of an ONNX-only one."""
     if loaded.module is not None:
         return weights_hash(loaded.module)
+    if loaded.exported_sha256 is not None:
+        return loaded.exported_sha256
     assert loaded.path is not None
     return hashlib.sha256(Path(loaded.path).read_bytes()).hexdigest()
 

@@ -137,3 +137,45 @@ def test_apply_fails_when_either_output_degrades(head: str, trained_lenet5: torc
     assert rows[1 - bad]["ok"], rows
     check = next(c for c in report["checks"] if c["check"].startswith("every output"))
     assert not check["ok"]
+
+
+@pytest.mark.parametrize("head", ["logits", "face"])
+def test_a_two_output_torch_model_fails_when_either_output_degrades(
+        head: str, trained_lenet5: torch.nn.Module, tmp_path: Path) -> None:
+    """The same done-when for a torch model (a .pt2 of it): planned through its ONNX export,
+    applied from plan.json's reference; the degraded output's check fails, the other's holds."""
+    torch.manual_seed(0)
+    model = _WithFaceHead(trained_lenet5).eval()
+    with torch.no_grad():
+        model.face.weight.mul_(20.0)
+    path = tmp_path / "two_heads.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 1, 28, 28),)), str(path))
+    budget = Budget(target="host", limits={"latency": "1s"}, model=str(path), data="mnist")
+    plan, _ = make_plan(budget, "test")
+    assert plan.model.kind == "pt2" and plan.model.path == str(path)
+    assert "every output counts" in plan.provenance["accuracy"]
+    face = next(name for name, lp in plan.layers.items() if lp.macs == 784 * 2)
+    degrade = [face] if head == "face" else [n for n in plan.layers if n != face]
+    pins = {n: ("int2" if n in degrade else "fp32") for n in plan.layers}
+    plan, _ = make_plan(budget, "test", pins=pins)
+    report = apply_plan(plan, tmp_path / "out")
+    rows = report["accuracy"]["outputs"]
+    bad = 0 if head == "logits" else 1
+    assert not rows[bad]["ok"], rows
+    assert rows[1 - bad]["ok"], rows
+    assert not next(c for c in report["checks"] if c["check"].startswith("every output"))["ok"]
+
+
+def test_a_two_output_module_through_the_python_api(trained_lenet5: torch.nn.Module,
+                                                    tmp_path: Path) -> None:
+    """edgefit.plan / edgefit.apply with the module object: every output judged."""
+    import edgefit
+
+    torch.manual_seed(0)
+    model = _WithFaceHead(trained_lenet5).eval()
+    plan = edgefit.plan(model, "host", limits={"latency": "1s"}, data="mnist",
+                        input_shape=(1, 28, 28))
+    assert plan.feasible and plan.model.kind == "module"
+    result = edgefit.apply(plan, model, data="mnist", out=tmp_path / "out")
+    rows = result.report["accuracy"]["outputs"]
+    assert [r["kind"] for r in rows] == ["values", "class"]

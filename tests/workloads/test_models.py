@@ -75,13 +75,43 @@ class _TwoHeads(torch.nn.Module):
         return self.fc(x), torch.softmax(self.face(x), dim=1)
 
 
-def test_a_multi_output_torch_model_is_refused_with_the_onnx_way_out(tmp_path: Path) -> None:
-    """It used to crash in the sensitivity pass (a tuple has no log_softmax): issue #21 item 0."""
+def test_a_multi_output_torch_model_takes_the_onnx_route(tmp_path: Path) -> None:
+    """Issue #21 item 0: it used to crash in the sensitivity pass (a tuple has no
+    log_softmax), then was refused; now it is planned through its ONNX export, where every
+    output is judged, and plan.json records the kind it was given as (apply loads it so)."""
+    from workloads.models import weights_hash
+
     path = tmp_path / "heads.pt2"
     torch.export.save(torch.export.export(_TwoHeads().eval(), (torch.zeros(1, 16),)), str(path))
-    with pytest.raises(ModelLoadError, match="returns 2 outputs.*ONNX"):
-        load_model_ref(str(path))
+    loaded = load_model_ref(str(path))
+    assert loaded.kind == "onnx" and loaded.module is None
+    assert loaded.given_kind == "pt2" and loaded.onnx_path is not None
+    assert loaded.onnx_path.is_file()
+    import onnx
+
+    outputs = [o.name for o in onnx.load(str(loaded.onnx_path)).graph.output]
+    assert outputs == ["output_0", "output_1"]
+    again = load_model_ref(str(path))  # the same export (cached by the weights' hash)
+    assert again.onnx_path == loaded.onnx_path
     from edgefit.api import _loaded
 
-    with pytest.raises(ModelLoadError, match="returns 2 outputs"):
-        _loaded(_TwoHeads(), (16,), None)
+    module = _TwoHeads().eval()
+    via_api = _loaded(module, (16,), None)
+    assert via_api is not None and via_api.given_kind == "module"
+    assert via_api.exported_sha256 == weights_hash(module)
+
+
+class _DictOut(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.fc(x)}
+
+
+def test_a_dict_output_is_refused_in_one_line() -> None:
+    from edgefit.api import _loaded
+
+    with pytest.raises(ModelLoadError, match="returns a dict of 1 entries.*tuple of tensors"):
+        _loaded(_DictOut(), (16,), None)
