@@ -64,7 +64,7 @@ def profile_runs(workers: int, tmp: Path) -> list[str]:
     lines = [f"host profile: LeNet-5, {len(graph.layer_names)} layers x {len(options)} options "
              f"({', '.join(options)})", "",
              "| run | wall s | driver CPU s | rows | who measured |", "|---|---|---|---|---|"]
-    keys = {}
+    keys: dict[str, set[tuple[str, str, str]]] = {}
     for tag, executor in (("in-process", IN_PROCESS), (f"Ray, {workers} workers",
                                                        RayExecutor(workers=workers))):
         path = tmp / f"profiles-{len(keys)}.sqlite"
