@@ -108,8 +108,14 @@ class SweepBudget(Strict):
     @field_validator("margin")
     @classmethod
     def _margin(cls, value: str | None) -> str | None:
-        if value is not None and _parse(value, units.ACCURACY, "margin") >= 100.0:
-            raise ValueError(f"{value!r} must be below 100%")
+        if value is None:
+            return None
+        try:
+            ok = units.parse(value, units.ACCURACY, field="margin") < 100.0
+        except UnitError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{value[:40]!r}: a percentage from 0 to below 100%, e.g. 10%")
         return value
 
     @model_validator(mode="after")

@@ -74,6 +74,8 @@ BAD = {
                            ["budgets.0.name"]),
     "factory not allowed": ("models: ['mynets:make']\ntargets: [jetson-nano]\n" + GOOD_BUDGET,
                             ["models[0]", "--allow-factory mynets:make"]),
+    "margin of 150%": (GOOD + "budgets:\n  - name: b\n    max_flash: 1MB\n    margin: 150%\n",
+                       ["budgets.0.margin", "below 100%"]),
     "update time without link": (GOOD + "budgets:\n  - name: b\n    max_update_time: 3s\n",
                                  ["budgets.0.max_update_time: unknown field"]),
 }
