@@ -283,10 +283,16 @@ def _memory_provenance(profile: Profile) -> str:
                     f"{mm.align_bytes.value:g} B) + {mm.extra_bytes.value:g} B "
                     f"({mm.k_block.provenance})")
     if profile.tflite is not None and profile.tflite.micro:
+        kernels = profile.tflite.micro_kernels or "reference"
         used.append("TFLite Micro's arena (cost_models.tflm_ram): the tensors of the converted "
                     ".tflite graph per step in 16-byte units, the persistent tail (per tensor, "
                     "operator and op data: measured with tflite-micro 0.dev20261023182759 on "
-                    "x86-64), each integer option's per-channel arrays; TFLM's greedy "
-                    "fragmentation is not in the solver (apply prints the arena model with it); "
-                    "CMSIS-NN scratch not modelled")
+                    "x86-64, laid out for the board's pointer width from TFLM's structs: "
+                    "derived), each integer option's per-channel arrays, "
+                    + ("each integer layer's CMSIS-NN scratch (its get_buffer_size functions "
+                       "for the core's DSP / Helium: derived, not measured)"
+                       if kernels == "cmsis-nn" else f"no kernel scratch ({kernels} kernels"
+                       + (": ESP-NN's not modelled)" if kernels == "esp-nn" else ")"))
+                    + "; TFLM's greedy fragmentation is not in the solver (apply prints the "
+                    "arena model with it)")
     return "; runtime layout: " + "; ".join(used) if used else ""
