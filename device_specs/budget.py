@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, WithJsonSchema, field_serializer, field_validator, model_validator
 
 from device_specs.catalog import target_relative_to
+from device_specs.fleet import Fleet
 from device_specs.quantities import Strict
 from edgefit_common import units
 from edgefit_common.errors import UnitError
@@ -173,6 +174,10 @@ class Budget(Strict):
         default=1, ge=1, le=MAX_AB_SLOTS, description="model images the flash holds at once "
         "(2: an A/B update keeps the running model while the new one arrives); the flash limit "
         "then holds the runtime plus ab_slots x the model image")
+    fleet: Fleet | None = Field(
+        default=None, description="the fleet updates go to and the data's price per MB (the "
+        "user's contract): the plan reports each update's bytes and the cost per device and "
+        "per fleet a month; `max_cost` limits it (docs/delivery.md, Fleet cost)")
 
     allow_unmeasured: bool = Field(
         default=False, description="without data, offer compressed options anyway, their "
@@ -210,6 +215,9 @@ class Budget(Strict):
         if self.limits.update_time is not None and self.link is None:
             raise ValueError("an update-time limit needs a link to time it on: pass --link NAME "
                              "(or `link:` in the budget file); see device_specs/links.yaml")
+        if self.fleet is not None and self.link is None:
+            raise ValueError("a fleet's update cost needs the link its bytes travel over: pass "
+                             "--link NAME (or `link:`); see device_specs/links.yaml")
         return self
 
     @field_serializer("period")

@@ -50,7 +50,8 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
                    std: str | None = None, link: str | None = None,
                    ab_slots: int | None = None,
                    sparsity_levels: str | None = None,
-                   allow_unmeasured: bool = False) -> ResolvedBudget:
+                   allow_unmeasured: bool = False,
+                   fleet: dict[str, Any] | None = None) -> ResolvedBudget:
     if scenario is not None and budget_file is not None:
         raise SpecError("--scenario and --budget: choose one (flags override either)")
     scn = load_scenario(scenario) if scenario is not None else None
@@ -80,6 +81,7 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
         if value is not None:
             fields[key] = value
     _delivery_flags(fields, link, ab_slots)
+    _fleet_flags(fields, fleet or {})
     if sparsity_levels is not None:
         fields["sparsity_levels"] = _parse_levels(sparsity_levels)
     if allow_unmeasured:
@@ -100,9 +102,10 @@ def resolve_budget(cwd: Path, *, budget_file: Path | None, target: str | None,
     if not fields.get("target"):
         raise SpecError("no target: pass --target (see `edgefit devices`) or set `target:` in a "
                         "budget file / edgefit.yaml")
-    if not fields["limits"]:
+    if not fields["limits"] and not (fields.get("fleet") or {}).get("max_cost"):
         raise SpecError("no limits: pass at least one of --max-latency, --max-flash, --max-ram, "
-                        "--max-energy, --max-accuracy-drop, --max-update-time")
+                        "--max-energy, --max-accuracy-drop, --max-update-time, "
+                        "--max-update-cost")
     if scn is not None and model is None:
         raise SpecError(f"scenario {scn.name}: pass --model (its example run: --model "
                         f"{scn.example_model}{_shape_flag(scn)}; see `edgefit scenarios`)")
@@ -149,6 +152,37 @@ def _delivery_flags(fields: dict[str, Any], link: str | None, ab_slots: int | No
     if fields["limits"].get("update_time") is not None and not fields.get("link"):
         raise SpecError("--max-update-time needs --link NAME, the link the update travels over "
                         "(see device_specs/links.yaml)")
+
+
+_FLEET_FLAGS = {"size": "--fleet-size", "updates_per_month": "--updates-per-month",
+                "data_price": "--data-price", "max_cost": "--max-update-cost"}
+
+
+def _fleet_flags(fields: dict[str, Any], flags: dict[str, Any]) -> None:
+    """--fleet-size, --updates-per-month, --data-price, --max-update-cost into `fields` (over
+    the file's `fleet:`), checked here so a refusal names the flag (docs/delivery.md)."""
+    from pydantic import ValidationError
+
+    from device_specs.fleet import Fleet
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return
+    merged = {**(fields.get("fleet") or {}), **given}
+    try:
+        Fleet.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        msg = err["msg"].removeprefix("Value error, ")
+        where = _FLEET_FLAGS.get(str(err["loc"][0])) if err["loc"] else None
+        for key, flag in _FLEET_FLAGS.items():
+            msg = msg.replace(f"{key}:", f"{flag}:")
+        raise SpecError(f"{where}: {msg}" if where else msg) from None
+    if not fields.get("link"):
+        flag = next(_FLEET_FLAGS[k] for k in _FLEET_FLAGS if k in given)
+        raise SpecError(f"{flag} needs --link NAME, the link the update's bytes travel over "
+                        "(its overhead counts in the bytes billed; see device_specs/links.yaml)")
+    fields["fleet"] = merged
 
 
 def _origins(budget: Budget, flags: dict[str, str], period_flag: bool,

@@ -102,6 +102,14 @@ def plan_cmd(
                                     "lora-eu868-sf7, lte-m, ...: device_specs/links.yaml)")] = None,
     ab_slots: Annotated[int | None, Opt(help="model images the flash holds (2: A/B "
                                         "updates); the flash limit counts each")] = None,
+    fleet_size: Annotated[int | None, Opt(help="devices each update goes to (fleet cost, "
+                                          "needs --link)")] = None,
+    updates_per_month: Annotated[str | None, Opt(help="model updates per device a month "
+                                                 "(default 1)")] = None,
+    data_price: Annotated[str | None, Opt(help="your data contract's price, e.g. 0.05USD/MB "
+                                          "(per MB or GB; the currency is yours)")] = None,
+    max_update_cost: Annotated[str | None, Opt(help="update data's cost per device a month, "
+                                               "e.g. 0.10 (needs --data-price)")] = None,
     sparsity_levels: Annotated[str | None, Opt(help="unstructured sparsity levels offered "
                                                "per layer, percent (default 50,75), e.g. "
                                                "50,75,90,95")] = None,
@@ -185,6 +193,8 @@ def plan_cmd(
                 "update_time": max_update_time},
         scenario=scenario, mean=mean, std=std, link=link, ab_slots=ab_slots,
         sparsity_levels=sparsity_levels, allow_unmeasured=allow_unmeasured,
+        fleet={"size": fleet_size, "updates_per_month": updates_per_month,
+               "data_price": data_price, "max_cost": max_update_cost},
     )
     from planner.resolve import parse_pins
     from planner.result import SolverOptions

@@ -81,7 +81,8 @@ def with_delivery(plan: Plan, budget: Budget, runtime_flash_bytes: float,
     model_fixed = plan.fixed.get("flash_bytes", 0.0) - runtime_flash_bytes
     delivery = delivery.model_copy(update={
         "link": budget.link, "link_bytes_per_s": link.effective_bytes_per_s,
-        "link_provenance": link.provenance(), "transfer": how})
+        "link_provenance": link.provenance(), "transfer": how,
+        "link_overhead": link.overhead.value, "fleet": budget.fleet})
     return plan.model_copy(update={"layers": layers, "delivery": delivery,
                                    "fixed": {**plan.fixed, "transfer_bytes": model_fixed}})
 

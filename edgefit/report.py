@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from edgefit.fleet_report import cost_relaxation, cost_row, fleet_lines, fleet_record, time_binds
 from edgefit_common.units import fmt_bytes, fmt_mj, fmt_ms, fmt_rate
 from planner.plan import Plan
 from planner.problem import Problem
@@ -179,10 +180,12 @@ def _update_row(plan: Plan, table: Table) -> None:
     assert used is not None
     limit = plan.limits.update_time
     status = ("no limit" if limit is None else
-              "binds (+10 % would buy accuracy)" if "transfer_bytes" in plan.binding else "ok")
+              "binds (+10 % would buy accuracy)" if time_binds(plan) else "ok")
     table.add_row(f"update over {d.link}", f"{fmt_ms(used)} ({fmt_bytes(totals.transfer_bytes)})",
                   "-" if limit is None else fmt_ms(limit),
                   "-" if limit is None else f"{100 * (1 - used / limit):.1f} %", status)
+    if (row := cost_row(plan)) is not None:  # docs/delivery.md, Fleet cost
+        table.add_row(*row)
 
 
 def delivery_lines(plan: Plan) -> list[str]:
@@ -198,7 +201,7 @@ def delivery_lines(plan: Plan) -> list[str]:
         lines.append(f"  update over {d.link}: {d.link_provenance}; "
                      f"{d.link_bytes_per_s:,.2f} B/s of artifact (device_specs/links.yaml)")
         lines.append(f"  transfer bytes: {d.transfer}")
-    return lines
+    return lines + fleet_lines(plan)
 
 
 def _slotted(plan: Plan, metric: str) -> bool:
@@ -226,7 +229,8 @@ def _delivery_relaxation(plan: Plan, metric: str, asked: float,
         if minimum is not None:
             text += (f"; the smallest model needs {fmt_ms(minimum / d.link_bytes_per_s * 1e3)} "
                      f"({fmt_bytes(minimum)} at {rate})")
-        return text + f"; limit {fmt_ms(limit) if limit is not None else '-'}"
+        return (text + (f"; limit {fmt_ms(limit)}" if limit is not None else "")
+                + cost_relaxation(plan, best, minimum))
     slots = f"flash ({d.ab_slots} model slots)" if d.ab_slots > 1 else "flash"
     text = f"  {slots}: "
     if best is None:
@@ -548,6 +552,7 @@ def _delivery_summary(plan: Plan) -> dict[str, Any] | None:
         if plan.totals.transfer_bytes is not None:
             out["transfer_bytes"] = plan.totals.transfer_bytes
             out["update_time_ms"] = d.update_time_ms(plan.totals.transfer_bytes)
+    out["fleet_cost"] = fleet_record(plan)
     return out
 
 

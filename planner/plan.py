@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from device_specs.budget import Limits, Margin, Preprocess, input_shape_problem
+from device_specs.fleet import Fleet
 from edgefit_common import units
 from edgefit_common.errors import PlanError, SpecError
 from edgefit_common.fsutil import atomic_write_text, shown
@@ -235,6 +236,17 @@ class Delivery(_Strict):
         "throughput x duty cycle / (1 + overhead)")
     link_provenance: str = Field(default="", description="the link's numbers and sources")
     transfer: str = Field(default="", description="how transfer_bytes were obtained")
+    link_overhead: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="the update protocol's extra bytes per artifact byte (the "
+        "link's overhead): billed bytes = transfer bytes x (1 + overhead)")
+    fleet: Fleet | None = Field(default=None, description="fleet size, updates a month, the "
+                                "data price and the cost limit (null: no fleet cost)")
+
+    def cost_per_device_month(self, transfer_bytes: float) -> float | None:
+        """The update data's cost per device per month (None: no price or no link)."""
+        if self.fleet is None or self.link_overhead is None:
+            return None
+        return self.fleet.cost_per_device_month(transfer_bytes, self.link_overhead)
 
     def update_time_ms(self, transfer_bytes: float) -> float | None:
         if self.link_bytes_per_s is None:

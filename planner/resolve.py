@@ -45,10 +45,22 @@ def delivery_limits(plan: Plan, limits: dict[str, float]) -> dict[str, float]:
     update_ms = plan.limits.update_time
     if update_ms is not None and d.link_bytes_per_s is not None:
         out["transfer_bytes"] = update_ms / 1e3 * d.link_bytes_per_s * (1.0 - plan.margin)
+    if (cost_bytes := cost_limit_bytes(plan)) is not None:  # a cost limit is a byte limit too
+        out["transfer_bytes"] = min(out.get("transfer_bytes", cost_bytes), cost_bytes)
     if d.ab_slots > 1 and "flash_bytes" in out:
         r = d.runtime_flash_bytes
         out["flash_bytes"] = r + (out["flash_bytes"] - r) / d.ab_slots
     return out
+
+
+def cost_limit_bytes(plan: Plan) -> float | None:
+    """The artifact bytes the fleet's cost limit allows (margin applied), or None: the cost
+    per device per month is linear in them (device_specs.fleet)."""
+    d = plan.delivery
+    if d is None or d.fleet is None or d.link_overhead is None:
+        return None
+    cap = d.fleet.max_transfer_bytes(d.link_overhead)
+    return None if cap is None else cap * (1.0 - plan.margin)
 
 
 def fp32_latency_ms(plan: Plan, pins: Mapping[str, str] | None = None) -> float | None:
