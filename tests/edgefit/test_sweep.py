@@ -32,7 +32,15 @@ budgets:
   - name: fast                # re-solved from it: compressed on the Arduino
     max_latency: 20ms
     max_accuracy_drop: 2pp
-    apply: true
+"""
+APPLIED = """\
+models: [lenet5-mnist]
+targets: [jetson-nano]
+budgets:
+  - {name: fast, max_latency: 20ms, max_accuracy_drop: 2pp}
+  - {name: tiny, max_flash: 4KB}
+  - {name: own, max_latency: 1s, apply: false}
+apply: true
 """
 LIMITS = {"tiny": {"flash": "4KB"}, "fast": {"latency": "20ms", "accuracy_drop": "2pp"}}
 
@@ -188,7 +196,7 @@ def test_one_full_plan_per_target_and_a_re_solve_per_further_budget(swept: dict[
     assert swept["code"] == 0
     assert swept["calls"] == list(TARGETS)  # make_plan (sensitivity, profiles, costs) twice
     doc = swept["doc"]
-    assert (doc["full_plans"], doc["re_solves"], doc["applied"]) == (2, 2, 2)
+    assert (doc["full_plans"], doc["re_solves"], doc["applied"]) == (2, 2, 0)
     assert doc["executor"] == "in-process"
     assert [(r["target"], r["budget"], r["how"]) for r in doc["rows"]] == [
         (TARGETS[0], "tiny", "plan"), (TARGETS[0], "fast", "re-solve"),
@@ -222,7 +230,7 @@ def test_rows_say_what_each_plan_is(swept: dict[str, Any]) -> None:
         assert tiny["status"] == "infeasible" and tiny["predicted_flash_bytes"] is None
         assert tiny["explanation"].startswith("flash: needs ") and "instead of 4KB" in \
             tiny["explanation"]
-        assert tiny["limit_flash_bytes"] == 4000.0 and tiny.get("applied") is None
+        assert tiny["limit_flash_bytes"] == 4000.0 and "applied" not in tiny
         plan = Plan.load(swept["out"] / fast["plan_json"])
         assert fast["status"] == "feasible" and plan.totals is not None
         assert fast["predicted_latency_ms"] == plan.totals.latency_ms <= 20.0
@@ -232,18 +240,35 @@ def test_rows_say_what_each_plan_is(swept: dict[str, Any]) -> None:
         assert fast["binding"] == ";".join(plan.binding)
 
 
-def test_applied_cells_carry_apply_s_measurements(swept: dict[str, Any]) -> None:
-    for row in swept["doc"]["rows"]:
-        if row["budget"] != "fast":
-            continue
-        report = json.loads((swept["out"] / row["report_json"]).read_text())
-        assert row["applied"] is True
-        assert row["checks_ok"] == all(c["ok"] for c in report["checks"])
-        assert row["measured_accuracy_drop_pp"] == report["accuracy"]["drop_pp"]
-        assert row["accuracy_limit_met"] == (report["accuracy"]["drop_pp"] <= 2.0)
-        assert row["measured_flash_image_bytes"] == (
-            swept["out"] / Path(row["plan_json"]).parent / "model.flash.bin").stat().st_size
-        assert (swept["out"] / Path(row["plan_json"]).parent / "model.onnx").is_file()
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`apply: true` for the sweep, `apply: false` for one budget: the one feasible plan the
+    sweep applies, and the other two rows."""
+    folder = tmp_path_factory.mktemp("applied")
+    path = write(folder / "sweep.yaml", APPLIED)
+    code = _run(app, ["sweep", str(path), "--out", str(folder / "out"), "-q"])
+    doc = json.loads((folder / "out" / "sweep.json").read_text())
+    return {"code": code, "out": folder / "out", "doc": doc,
+            "rows": {r["budget"]: r for r in doc["rows"]}}
+
+
+def test_applied_cells_carry_apply_s_measurements(applied: dict[str, Any]) -> None:
+    assert applied["code"] == 0 and applied["doc"]["applied"] == 1
+    row, out = applied["rows"]["fast"], applied["out"]
+    folder = out / Path(row["plan_json"]).parent
+    report = json.loads((out / row["report_json"]).read_text())
+    assert row["applied"] is True and row["checks_ok"] == all(c["ok"] for c in
+                                                               report["checks"])
+    assert row["measured_accuracy"] == report["accuracy"]["compressed"]
+    assert row["measured_accuracy_drop_pp"] == report["accuracy"]["drop_pp"]
+    assert row["accuracy_limit_met"] == (report["accuracy"]["drop_pp"] <= 2.0)
+    assert row["measured_flash_image_bytes"] == (folder / "model.flash.bin").stat().st_size
+    assert (folder / "model.onnx").is_file() and (folder / "plan.json").is_file()
+    for budget in ("tiny", "own"):  # infeasible, and a budget that says apply: false
+        other = applied["rows"][budget]
+        assert other["applied"] is None and other["report_json"] is None
+        assert not (out / Path(other["plan_json"]).parent / "model.onnx").exists()
+    assert applied["rows"]["own"]["status"] == "feasible"
 
 
 def test_csv_and_json_hold_the_same_table(swept: dict[str, Any]) -> None:
