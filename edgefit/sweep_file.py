@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from device_specs.budget import LIMIT_FAMILIES, Budget, Limits, Preprocess, input_shape_problem
 from device_specs.catalog import target_relative_to
@@ -24,7 +24,7 @@ from device_specs.quantities import Strict
 from edgefit_common import units
 from edgefit_common.errors import EdgefitError, SpecError, UnitError
 from edgefit_common.fsutil import shown
-from edgefit_common.yamlio import _line_of, read_yaml, validate
+from edgefit_common.yamlio import _line_of, describe, read_yaml, validate
 
 SWEEP_SCHEMA_VERSION = 1
 
@@ -227,7 +227,7 @@ def load_sweep(path: Path, allowed_factories: Sequence[str] = ()) -> Sweep:
     if not isinstance(data, dict):
         raise SpecError(f"{shown(path)}: expected a mapping with models, targets and budgets "
                         "at the top level")
-    spec = validate(data, SweepFile, path=path, root=root)
+    spec = _validated(data, path, root)
     spec = _relative_to(spec, path.parent)
     where = _Where(path, root, spec)
     factories = _check_models(spec, where, set(allowed_factories))
@@ -237,6 +237,26 @@ def load_sweep(path: Path, allowed_factories: Sequence[str] = ()) -> Sweep:
              for m, model in enumerate(spec.models) for t, target in enumerate(spec.targets)
              for b, budget in enumerate(spec.budgets)]
     return Sweep(path, spec, cells, frozenset(factories))
+
+
+def _validated(data: dict[str, Any], path: Path, root: Any) -> SweepFile:
+    """SweepFile, or yamlio's one line with the entry also named: `budgets[1] (tight).max_ram`
+    rather than `budgets.1.max_ram`."""
+    try:
+        return SweepFile.model_validate(data)
+    except ValidationError as exc:
+        line = describe(exc, path, root, SweepFile)
+        loc = exc.errors()[0]["loc"]
+        if len(loc) > 1 and loc[0] in ("models", "targets", "budgets") and isinstance(loc[1], int):
+            entries = data.get(str(loc[0]))
+            entry = entries[loc[1]] if isinstance(entries, list) else None
+            name = entry if isinstance(entry, str) else (
+                entry.get("name") or entry.get("model") or entry.get("target")
+                if isinstance(entry, dict) else None)
+            if isinstance(name, str):
+                line = line.replace(f": {loc[0]}.{loc[1]}", f": {loc[0]}[{loc[1]}] "
+                                    f"({shown(name, 60)})", 1)
+        raise SpecError(line) from None
 
 
 @dataclass(frozen=True)

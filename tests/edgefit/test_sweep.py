@@ -58,11 +58,11 @@ BAD = {
     "malformed yaml": ("models: [lenet5-mnist\ntargets: [jetson-nano]\n" + GOOD_BUDGET,
                        ["malformed YAML"]),
     "unknown key": (GOOD + "budgets:\n  - name: b\n    max_latncy: 30ms\n",
-                    [":5: budgets.0.max_latncy: unknown field", "max_latency"]),
+                    [":5: budgets[0] (b).max_latncy: unknown field", "max_latency"]),
     "bad unit": (GOOD + "budgets:\n  - name: b\n    max_latency: 30parsecs\n",
-                 ["budgets.0.max_latency", "parsecs"]),
+                 ["budgets[0] (b).max_latency", "parsecs"]),
     "number without unit": (GOOD + "budgets:\n  - name: b\n    max_flash: 1000000\n",
-                            ["budgets.0.max_flash", "with its unit", "'1MB'"]),
+                            ["budgets[0] (b).max_flash", "with its unit", "'1MB'"]),
     "unknown target": ("models: [lenet5-mnist]\ntargets:\n  - jetson-nano\n  - jetson-nan\n"
                        + GOOD_BUDGET, [":4: targets[1] (jetson-nan)", "jetson-nano"]),
     "unknown profile": ("models: [lenet5-mnist]\ntargets:\n  - {target: jetson-nano, profile: "
@@ -75,17 +75,17 @@ BAD = {
     "missing data file": ("models:\n  - {model: lenet5-mnist, data: nope.npz}\n"
                           "targets: [jetson-nano]\n" + GOOD_BUDGET, ["models[0]", "nope.npz"]),
     "budget without limits": (GOOD + "budgets:\n  - name: b\n    apply: true\n",
-                              ["budgets.0", "has no limit"]),
+                              ["budgets[0] (b)", "has no limit"]),
     "duplicate budget": (GOOD + GOOD_BUDGET + "  - name: b\n    max_flash: 1MB\n",
                          ["budgets: 'b' appears twice"]),
     "folder-unsafe name": (GOOD + "budgets:\n  - name: ../up\n    max_flash: 1MB\n",
-                           ["budgets.0.name"]),
+                           ["budgets[0] (../up).name"]),
     "factory not allowed": ("models: ['mynets:make']\ntargets: [jetson-nano]\n" + GOOD_BUDGET,
                             ["models[0]", "--allow-factory mynets:make"]),
     "margin of 150%": (GOOD + "budgets:\n  - name: b\n    max_flash: 1MB\n    margin: 150%\n",
-                       ["budgets.0.margin", "below 100%"]),
+                       ["budgets[0] (b).margin", "below 100%"]),
     "update time without link": (GOOD + "budgets:\n  - name: b\n    max_update_time: 3s\n",
-                                 ["budgets.0.max_update_time: unknown field"]),
+                                 ["budgets[0] (b).max_update_time: unknown field"]),
 }
 
 
@@ -129,7 +129,7 @@ print(json.dumps({"codes": codes, "torch": "torch" in sys.modules, "ray": "ray" 
     assert result == {"codes": [2, 2, 2], "torch": False, "ray": False}, out.stderr
     lines = out.stderr.strip().splitlines()
     assert "a.yaml:2: targets[0] (no-such-board)" in lines[0]
-    assert "b.yaml:5: budgets.0.max_ram" in lines[1]
+    assert "b.yaml:5: budgets[0] (b).max_ram" in lines[1]
     assert "mine: holds files edgefit did not write" in lines[2]
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "mine"
 
