@@ -468,7 +468,7 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def document(command: str, st: Setup, target_bytes: int, all_orders: list[Order],
-             results: list[dict[str, Any]], wall_s: float, note: str) -> str:
+             results: list[dict[str, Any]], wall_s: float | None, note: str) -> str:
     ran = [r for r in results if "refused" not in r]
     same = sum(r["flash_bytes_finetuned"] == r["flash_bytes"] for r in ran)
     refused_here = [r for r in results if "refused" in r]
@@ -518,7 +518,8 @@ def document(command: str, st: Setup, target_bytes: int, all_orders: list[Order]
         lines += ["Refused on the model itself:", "",
                   *md_table(["order", "why not"], [[r["order"], r["refused"]]
                                                    for r in refused_here]), ""]
-    lines += [f"Wall time {wall_s:.0f} s.", ""]
+    if wall_s is not None:
+        lines += [f"Wall time {wall_s:.0f} s.", ""]
     return "\n".join(lines)
 
 
@@ -528,6 +529,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to write")
     parser.add_argument("--lengths", default=",".join(map(str, LENGTHS)),
                         help="combination lengths to run (default 1,2,3)")
+    parser.add_argument("--reverse", action="store_true", help="measure the defined orders "
+                        "last first (a second process then meets the first half way)")
+    parser.add_argument("--combine", type=Path, nargs="+", default=[], metavar="JSON",
+                        help="measure nothing: the rows of these runs' sidecars (the first "
+                        "file's row of an order wins), written as one document")
     parser.add_argument("--note", default="", help="a sentence about this run for the doc")
     args = parser.parse_args(argv)
     lengths = tuple(int(x) for x in args.lengths.split(","))
@@ -536,14 +542,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     all_orders = orders(knobs(), lengths)
     st = setup()
     target = round(st.fp32_bytes / TARGET_RATIO)
+    if args.combine:
+        return combine(args, command, st, target, all_orders)
     results: list[dict[str, Any]] = []
-    for i, order in enumerate(o for o in all_orders if not o.refused):
+    todo = [o for o in all_orders if not o.refused]
+    for i, order in enumerate(todo[::-1] if args.reverse else todo):
         results.append(measure(order, st, target))
         print(f"[{i + 1}] {json.dumps(results[-1])}", flush=True)
         # written after every row, so a long run's finished rows are never lost
         text = document(command, st, target, all_orders, results,
                         time.perf_counter() - start, args.note)
         write(args.out, text, sidecar(command, st, target, all_orders, results))
+    print(text)
+    return 0
+
+
+def combined_rows(parts: Sequence[dict[str, Any]], all_orders: Sequence[Order]
+                  ) -> list[dict[str, Any]]:
+    """One row per defined order measured by some part (the first part's), in the
+    enumeration's order."""
+    found: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for row in part["rows"]:
+            found.setdefault(row["order"], row)
+    return [found[o.label] for o in all_orders if not o.refused and o.label in found]
+
+
+def combine(args: argparse.Namespace, command: str, st: Setup, target: int,
+            all_orders: list[Order]) -> int:
+    parts = [json.loads(p.read_text(encoding="utf-8")) for p in args.combine]
+    for p, part in zip(args.combine, parts, strict=True):
+        if (part["fp32_bytes"], part["target_bytes"]) != (st.fp32_bytes, target):
+            print(f"{p}: another model or target ({part['fp32_bytes']} B, "
+                  f"{part['target_bytes']} B)", file=sys.stderr)
+            return 2
+    results = combined_rows(parts, all_orders)
+    made = " and ".join(f"`{part['command']}`" for part in parts)
+    note = (f"The rows were measured by {made} (two processes, one from each end of the "
+            "list of orders), their sidecars committed beside this file; this file joins "
+            "them." + (f" {args.note}" if args.note else ""))
+    text = document(command, st, target, all_orders, results, None, note)
+    write(args.out, text, {**sidecar(command, st, target, all_orders, results),
+                           "parts": [str(p) for p in args.combine]})
     print(text)
     return 0
 

@@ -154,3 +154,32 @@ def test_the_report_section_quotes_only_its_file(study: ModuleType, rep: ModuleT
     assert "| int8 -> prune | int8 before prune: kernel |" in section
     missing = "\n".join(rep.order_study(None).lines)
     assert f"missing input: `{rep.ORDER_STUDY}`" in missing and "%" not in missing
+
+
+def test_a_partial_run_is_said_to_be_partial(study: ModuleType, rep: ModuleType) -> None:
+    from types import SimpleNamespace
+
+    k = {knob.label: knob for knob in study.knobs()}
+    st = SimpleNamespace(fp32_accuracy=0.983, fp32_bytes=10_000, test=SimpleNamespace(y=[0] * 7),
+                         train=SimpleNamespace(y=[0] * 9))
+    all_orders = [study.Order((k["prune"], k["share"])), study.Order((k["share"], k["prune"])),
+                  study.Order((k["int8"],))]
+
+    def section(results: list[dict[str, Any]]) -> str:
+        text = study.document("python x", st, 1000, all_orders, results, 1.0, "")
+        return "\n".join(rep.order_study(rep.parse_markdown(rep.ORDER_STUDY, text)).lines)
+
+    assert "stopped before every defined order" not in section(_results())
+    assert "stopped before every defined order" in section(_results()[:2])
+
+
+def test_two_runs_from_each_end_combine_into_one_row_per_order(study: ModuleType) -> None:
+    k = {knob.label: knob for knob in study.knobs()}
+    all_orders = [study.Order((k["prune"], k["share"])), study.Order((k["int8"], k["prune"]),
+                                                                     "refused"),
+                  study.Order((k["share"], k["prune"])), study.Order((k["int8"],))]
+    first = {"rows": [{"order": "prune -> share", "run": 1}, {"order": "share -> prune", "run": 1}]}
+    second = {"rows": [{"order": "int8", "run": 2}, {"order": "share -> prune", "run": 2}]}
+    rows = study.combined_rows([first, second], all_orders)
+    assert [(r["order"], r["run"]) for r in rows] == [
+        ("prune -> share", 1), ("share -> prune", 1), ("int8", 2)]
