@@ -470,6 +470,9 @@ def sweep_cmd(
     cluster: Cluster = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
+    json_out: Annotated[bool, Flag("--json", help="a JSON summary on stdout (the counts, "
+                                   "the files written and every row) instead of the lines")
+                        ] = False,
 ) -> None:
     """Plan every model on every target under every budget: one table (CSV + JSON) and a plot.
 
@@ -492,6 +495,9 @@ def sweep_cmd(
         from edgefit.sweep_table import summary_lines
 
         result = run_sweep(sweep, target, executor)
+    if json_out:
+        _print_json(result.summary())
+        return
     for line in summary_lines(result):
         typer.echo(line)
 

@@ -55,6 +55,14 @@ class SweepResult:
     applied: int
     executor: str
     written: list[Path]
+    table: list[dict[str, Any]]  # the rows of sweep.csv / sweep.json
+
+    def summary(self) -> dict[str, Any]:
+        """What `edgefit sweep --json` prints: the counts, the files written and the rows."""
+        return {"command": "sweep", "out": str(self.out), "full_plans": self.full_plans,
+                "re_solves": self.re_solves, "applied": self.applied,
+                "executor": self.executor, "written": [str(p) for p in self.written],
+                "rows": self.table}
 
 
 def check_out(out: Path) -> None:
@@ -83,7 +91,7 @@ def run_sweep(sweep: Sweep, out: Path, executor: Executor) -> SweepResult:
                                              "out": str(out), "executor": where})
         written.append(write_figure(work / "sweep.png", sweep, results))
     return SweepResult(out, results, executor=where, written=[out / p.name for p in written],
-                       **counts)
+                       table=table, **counts)
 
 
 def _plan_all(sweep: Sweep, options: SolverOptions) -> list[CellResult]:

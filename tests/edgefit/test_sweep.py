@@ -5,7 +5,9 @@ leaves nothing half-written."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import subprocess
 import sys
@@ -246,9 +248,11 @@ def applied(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     sweep applies, and the other two rows."""
     folder = tmp_path_factory.mktemp("applied")
     path = write(folder / "sweep.yaml", APPLIED)
-    code = _run(app, ["sweep", str(path), "--out", str(folder / "out"), "-q"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = _run(app, ["sweep", str(path), "--out", str(folder / "out"), "-q", "--json"])
     doc = json.loads((folder / "out" / "sweep.json").read_text())
-    return {"code": code, "out": folder / "out", "doc": doc,
+    return {"code": code, "out": folder / "out", "doc": doc, "printed": printed.getvalue(),
             "rows": {r["budget"]: r for r in doc["rows"]}}
 
 
@@ -269,6 +273,14 @@ def test_applied_cells_carry_apply_s_measurements(applied: dict[str, Any]) -> No
         assert other["applied"] is None and other["report_json"] is None
         assert not (out / Path(other["plan_json"]).parent / "model.onnx").exists()
     assert applied["rows"]["own"]["status"] == "feasible"
+
+
+def test_json_prints_the_counts_the_files_and_the_rows(applied: dict[str, Any]) -> None:
+    summary, doc = json.loads(applied["printed"]), applied["doc"]
+    assert summary["command"] == "sweep" and summary["rows"] == doc["rows"]
+    assert (summary["full_plans"], summary["re_solves"], summary["applied"]) == (1, 2, 1)
+    assert [Path(p).name for p in summary["written"]] == ["sweep.csv", "sweep.json",
+                                                          "sweep.png"]
 
 
 def test_csv_and_json_hold_the_same_table(swept: dict[str, Any]) -> None:
