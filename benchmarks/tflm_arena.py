@@ -455,8 +455,10 @@ def report(rows: list[Row], versions: str) -> str:
         "For a TFLite profile and a torch model the planner counts this prediction as the "
         "model's flash (each layer's constants and quantisation parameters per option, the "
         "all-integer graph's framing as a constant; sparse and shared options are stored "
-        "dense in a .tflite, so they save no flash there); `apply` checks model.tflite against "
-        "it (2 %) and model.flash.bin against each option's image bytes (exact).",
+        "dense in a .tflite, so they save no flash there); `plan` then builds the chosen "
+        "plan's model.tflite and re-solves with its exact size (`edgefit.exact_flash`), which "
+        "`apply` checks to the byte (2 % where the plan has no such size: `resolve`, Pareto "
+        "points), and model.flash.bin against each option's image bytes (exact).",
         SECTION_END])
 
 

@@ -630,7 +630,15 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
     with task(f"solve ({'optuna' if search is not None else backend})"):
         ctx.result = (_bayes(problem, search, options) if search is not None
                       else solve(problem, options, backend=backend))
-    return with_result(base, problem, ctx.result, pins), ctx
+    plan = with_result(base, problem, ctx.result, pins)
+    if search is None:  # a TFLite plan's file built, its size exact (edgefit.exact_flash)
+        from edgefit.exact_flash import with_exact_tflite
+
+        exact = with_exact_tflite(plan, loaded, None if calib is None else calib[0], options,
+                                  backend)
+        if exact is not plan:
+            plan, ctx.solved = exact, problem_from_plan(exact, pins)
+    return plan, ctx
 
 
 NO_LABELS_DROP = (

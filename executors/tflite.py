@@ -368,8 +368,14 @@ def _build(plan: Plan, built: Built, calib_x: np.ndarray, test: Dataset, out_dir
                + plan.fixed.get("tflite_frame_bytes" if counts_tflite else
                                 "image_overhead_bytes", 0.0))
     size = path.stat().st_size
-    if counts_tflite and abs(size - planned) > max(TFLITE_TOLERANCE_FRACTION * planned,
-                                                   TFLITE_TOLERANCE_BYTES):
+    from executors.tflite_exact import exact_bytes
+
+    exact = exact_bytes(plan)  # the plan's own file, built before apply: to the byte
+    if exact is not None and size != exact:
+        problems.append(f"model.tflite is {size:,} B, the plan's file built before apply was "
+                        f"{exact:,} B")
+    elif exact is None and counts_tflite and abs(size - planned) > max(
+            TFLITE_TOLERANCE_FRACTION * planned, TFLITE_TOLERANCE_BYTES):
         problems.append(f"model.tflite is {size:,} B, the plan predicted {planned:,.0f} B")
     predicted_size, arena = _predictions(built.graph, layers, micro, board_build(plan))
     floats = [n for n, w in layers.items() if w["weights"] is None]
@@ -384,6 +390,7 @@ def _build(plan: Plan, built: Built, calib_x: np.ndarray, test: Dataset, out_dir
                     + (f"float: {', '.join(floats)}" if floats else "none float") + ")"
                     if not problems else "; ".join(problems)),
         "flash": {"tflite_bytes": size, "planned_model_flash_bytes": planned,
+                  "exact_before_apply_bytes": exact,
                   "planned_counts": "model.tflite" if counts_tflite else "model.flash.bin",
                   "ratio": size / planned if planned else None,
                   "predicted_tflite_bytes": predicted_size,
@@ -437,9 +444,14 @@ def summary_lines(section: dict[str, Any] | None) -> list[str]:
         "cost_models.tflite_size); the plan's model flash "
         + ("(this .tflite) " if flash.get("planned_counts") == "model.tflite" else
            "(its packed image) ")
-        + f"{flash['planned_model_flash_bytes']:,.0f} B: x{flash['ratio']:.2f}",
+        + f"{flash['planned_model_flash_bytes']:,.0f} B: x{flash['ratio']:.2f}"
+        + (f" (built before apply: {flash['exact_before_apply_bytes']:,} B, "
+           + ("equal)" if flash["exact_before_apply_bytes"] == flash["tflite_bytes"]
+              else "differs)") if flash.get("exact_before_apply_bytes") is not None else ""),
         f"  {out['runtime']} on {out['samples']} held-out samples: accuracy "
-        f"{100 * out['accuracy']:.2f} %; vs the torch model (fake-quant) top-1 agreement "
+        + (f"{100 * out['accuracy']:.2f} %" if out["accuracy"] is not None else
+           "- (no labels)")
+        + "; vs the torch model (fake-quant) top-1 agreement "
         f"{100 * out['vs_torch']['top1_agreement']:.2f} %, max |error| "
         f"{out['vs_torch']['max_abs_error']:.3g}; vs model.onnx "
         f"{100 * out['vs_onnx']['top1_agreement']:.2f} %, {out['vs_onnx']['max_abs_error']:.3g}"]
