@@ -174,6 +174,32 @@ def battery_energy(battery: Battery, period_ms: float) -> BatteryEnergy:
     )
 
 
+class ScenarioLink(Strict):
+    """The link a scenario's model updates travel over (device_specs/links.yaml) and why that
+    link: `source:` (a key of the file's `sources`, then the reason) or `unverified:` (the
+    reason, where no source says it)."""
+
+    name: str = Field(description="a link of device_specs/links.yaml, e.g. ble-1m")
+    source: str | None = Field(default=None, description="a key of `sources`, then why")
+    unverified: str | None = Field(default=None, description="why, without a source")
+
+    @model_validator(mode="after")
+    def _known_and_argued(self) -> ScenarioLink:
+        from device_specs.links import link_names
+
+        if self.name not in link_names():
+            raise ValueError(f"unknown link {self.name!r}; known: {', '.join(link_names())}")
+        if (self.source is None) == (self.unverified is None):
+            raise ValueError("give the link exactly one reason: source: (a key of sources, "
+                             "then why) or unverified: (why, with no source)")
+        return self
+
+    @property
+    def provenance(self) -> str:
+        return f"source: {self.source}" if self.source is not None else \
+            f"unverified: {self.unverified}"
+
+
 class Scenario(Strict):
     """An application scenario: what such a product asks of a model on its device."""
 
@@ -190,8 +216,9 @@ class Scenario(Strict):
     limits: ScenarioLimits = Field(default_factory=ScenarioLimits)
     accuracy: AccuracyRule | None = None
     battery: Battery | None = None
-    link: str | None = Field(default=None, description="the link model updates travel over "
-                             "(device_specs/links.yaml); needed by limits.update_time")
+    link: ScenarioLink | None = Field(
+        default=None, description="the link model updates travel over (device_specs/links.yaml) "
+        "with its reason; needed by limits.update_time")
     ab_slots: int = Field(default=1, ge=1, le=8, description="model images the flash holds "
                           "(2: A/B updates)")
     example_model: str = Field(description="the --model of the example run (built-in name or "
@@ -214,11 +241,6 @@ class Scenario(Strict):
                 raise ValueError("battery: derives the energy limit; remove limits.energy")
         if self.limits.update_time is not None and self.link is None:
             raise ValueError("limits.update_time needs link: (device_specs/links.yaml)")
-        if self.link is not None:
-            from device_specs.links import link_names
-
-            if self.link not in link_names():
-                raise ValueError(f"unknown link {self.link!r}; known: {', '.join(link_names())}")
         if not self.limits.given() and self.accuracy is None and self.battery is None:
             raise ValueError("a scenario needs at least one limit, an accuracy rule or a battery")
         self._check_sources()
@@ -227,10 +249,13 @@ class Scenario(Strict):
     def _check_sources(self) -> None:
         """Every `source:` starts with a key of `sources` (as the device catalog's cite
         shared/reference keys), so a cited source can always be looked up."""
-        for where, quantity in self.quantities():
-            if quantity.source is None:
+        cited = [(where, q.source) for where, q in self.quantities()]
+        if self.link is not None:
+            cited.append(("link", self.link.source))
+        for where, source in cited:
+            if source is None:
                 continue
-            key = re.split(r"[\s(,;:]", quantity.source.strip(), maxsplit=1)[0]
+            key = re.split(r"[\s(,;:]", source.strip(), maxsplit=1)[0]
             if key not in self.sources:
                 raise ValueError(f"{where}: source {key!r} is not a key of sources: "
                                  f"({', '.join(sorted(self.sources)) or 'none'})")
@@ -299,7 +324,7 @@ class Scenario(Strict):
         if self.period is not None:
             fields["period"] = f"{self.period.value!r}ms"
         if self.link is not None:
-            fields["link"] = self.link
+            fields["link"] = self.link.name
         if self.ab_slots != 1:
             fields["ab_slots"] = self.ab_slots
         return fields

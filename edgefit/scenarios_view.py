@@ -40,7 +40,9 @@ def scenario_record(scn: Scenario) -> dict[str, Any]:
         "limits": {keys[k]: {"value": v, "provenance": provenance[k]} for k, v in limits.items()},
         "accuracy_metric": scn.accuracy.metric if scn.accuracy else None,
         "example": example_command(scn), "sources": scn.sources,
-        "link": scn.link, "ab_slots": scn.ab_slots,
+        "link": None if scn.link is None else {"name": scn.link.name,
+                                                "provenance": scn.link.provenance},
+        "ab_slots": scn.ab_slots,
     }
     if (energy := scn.battery_energy()) is not None and scn.battery is not None:
         record["battery"] = {"description": scn.battery.description,
@@ -75,6 +77,9 @@ def print_scenarios(console: Any = None) -> None:
         if scn.period is not None:
             rows.insert(0, f"period {units.format_quantity(scn.period.value, units.TIME, 's')} "
                            f"({scn.period.provenance.split(':', 1)[0]})")
+        if scn.link is not None:  # the link its updates travel over (docs/delivery.md)
+            rows.append(f"updates over {scn.link.name} "
+                        f"({scn.link.provenance.split(':', 1)[0]})")
         table.add_row(name, scn.target, "\n".join(rows))
     con.print(table)
     con.print("example runs (a built-in model or an MLPerf Tiny reference network):")
@@ -104,6 +109,10 @@ def header_lines(resolved: Any) -> list[str]:
     if budget.period is not None:
         lines.append(f"  period: {units.format_quantity(budget.period, units.TIME, 'ms')}  "
                      f"[{origins.get('period', '?')}]")
+    if budget.link is not None:
+        why = (f"scenario {scn.name}; {scn.link.provenance}"
+               if scn.link is not None and scn.link.name == budget.link else "--link flag")
+        lines.append(f"  link: {budget.link}  [{' '.join(why.split())}]")
     if scn.battery is not None and budget.period is not None:
         energy = battery_energy(scn.battery, budget.period)
         b = scn.battery

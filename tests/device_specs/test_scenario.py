@@ -135,3 +135,37 @@ def test_scenario_files_validate_against_the_published_json_schema(path: Path) -
     validator = jsonschema.validators.validator_for(schema)(schema)
     validator.validate(yaml.safe_load(path.read_text()))
     assert not validator.is_valid({**yaml.safe_load(path.read_text()), "colour": "red"})
+
+
+# the device each product scenario is delivered to: its link, and why (issue #20 item 2)
+PRODUCT_SCENARIOS = REQUIRED
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCT_SCENARIOS))
+def test_every_product_scenario_names_a_catalog_link_with_its_reason(name: str) -> None:
+    from device_specs.links import link_names
+
+    scn = load_scenario(name)
+    assert scn.link is not None, f"{name} names no link its updates travel over"
+    assert scn.link.name in link_names()
+    assert scn.link.provenance.split(":")[0] in ("source", "unverified")
+    assert scn.budget_fields()["link"] == scn.link.name
+    # no scenario sets an update-time limit without a source for it
+    assert scn.limits.update_time is None or scn.limits.update_time.source is not None
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: d.update(link={"name": "ble-1m"}), "exactly one reason"),
+    (lambda d: d.update(link={"name": "ble-1m", "source": "S-L91 x", "unverified": "y"}),
+     "exactly one reason"),
+    (lambda d: d.update(link={"name": "carrier-pigeon", "unverified": "x"}), "unknown link"),
+    (lambda d: d.update(link={"name": "ble-1m", "source": "S-NOWHERE (x)"}), "S-NOWHERE"),
+    (lambda d: d.update(link="ble-1m"), "link"),
+    (lambda d: d.update(link={"name": "ble-1m", "unverified": "x", "speed": 3}), "speed"),
+])
+def test_a_bad_scenario_link_is_one_line(tmp_path: Path, edit, words: str) -> None:
+    data = _raw()
+    edit(data)
+    with pytest.raises(SpecError) as err:
+        load_scenario_file(_write(tmp_path, data))
+    assert words in str(err.value) and "\n" not in str(err.value)

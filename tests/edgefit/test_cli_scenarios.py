@@ -138,3 +138,26 @@ def test_plan_help_names_scenario_and_imports_no_torch() -> None:
                          env={"COLUMNS": "200", "PATH": ""})
     assert out.returncode == 0, out.stderr
     assert "--scenario" in out.stdout and out.stdout.strip().endswith("ok")
+
+
+def test_the_scenarios_show_their_link_and_a_link_flag_overrides_it(cwd: Path) -> None:
+    from edgefit.scenarios_view import header_lines
+
+    table = CliRunner().invoke(app, ["scenarios"], env={"COLUMNS": "200"})
+    assert "updates over ble-1m (source)" in table.output
+    assert "updates over wifi-n" in table.output
+    listed = CliRunner().invoke(app, ["scenarios", "--json"])
+    records = {r["name"]: r for r in json.loads(listed.output)["scenarios"]}
+    link = records["battery-sensor"]["link"]
+    assert link["name"] == "ble-1m" and link["provenance"].startswith("source: S-NRF52840")
+    common = dict(budget_file=None, target=None, profile=None, model="lenet5-mnist",
+                  weights=None, data=None, margin=None, limits=NO_LIMITS,
+                  scenario="battery-sensor")
+    resolved = resolve_budget(cwd, **common)  # type: ignore[arg-type]
+    assert resolved.budget.link == "ble-1m"
+    line = next(ln for ln in header_lines(resolved) if ln.startswith("  link:"))
+    assert line.startswith("  link: ble-1m  [scenario battery-sensor; source: S-NRF52840")
+    flagged = resolve_budget(cwd, **common, link="lte-m",  # type: ignore[arg-type]
+                             fleet={"data_price": "0.05USD/MB"})
+    assert flagged.budget.link == "lte-m" and flagged.budget.fleet is not None
+    assert "  link: lte-m  [--link flag]" in header_lines(flagged)
