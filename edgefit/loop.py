@@ -148,8 +148,10 @@ class _Candidate:
 def closed_loop(plan: Plan, evaluate: Evaluate, settings: LoopSettings | None = None,
                 evaluate_many: EvaluateMany | None = None) -> LoopResult:
     """Run the loop from a solved plan (it carries every alternative and the limits).
-    ``evaluate_many`` applies a step's plans together (``settings.candidates`` > 1); without
-    it they are applied one by one with ``evaluate``: the same rounds either way."""
+    ``evaluate_many`` applies each step's plans together when ``settings.candidates`` > 1
+    (a step may hold fewer plans, when the rule finds fewer); without it, or with one
+    candidate a step, they are applied one by one with ``evaluate``: the same rounds either
+    way."""
     settings = settings or LoopSettings()
     limit_pp = plan.limits.accuracy_drop
     if limit_pp is None:
@@ -170,7 +172,7 @@ def closed_loop(plan: Plan, evaluate: Evaluate, settings: LoopSettings | None = 
         batch += 1
         plans = [_plan_for(plan, problem, cand) for cand, _ in picks]
         numbers = list(range(number + 1, number + len(picks) + 1))
-        if evaluate_many is not None and len(picks) > 1:
+        if evaluate_many is not None and settings.candidates > 1:  # even a step of one left
             measured = evaluate_many(list(zip(plans, numbers, strict=True)))
         else:
             measured = [evaluate(p, n) for p, n in zip(plans, numbers, strict=True)]
