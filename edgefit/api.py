@@ -12,7 +12,11 @@
 does), or anything ``--model`` takes (a built-in name, a .pt2 or .onnx file, module:factory:
 calling it from your own code is your decision). Data is ``(x, y)`` arrays (x float32 N x C x
 H x W in the value range the model expects, y int class labels), a torch ``Dataset`` of
-``(x, y)`` pairs, or a ``DataLoader``; or a built-in data set name. Calibration takes 512
+``(x, y)`` pairs, or a ``DataLoader``; or a built-in data set name. Without labels (a bare
+array or tensor of inputs, a Dataset or DataLoader yielding inputs only) the model is judged by
+its fidelity to the fp32 model's outputs (top-1 agreement for class outputs, 1 - relative
+squared error for others), which needs no labels; an accuracy-drop limit is then the top-1
+disagreement with the fp32 model (class outputs only). Calibration takes 512
 samples (seeded) of ``data``; ``apply`` needs the same ``data`` again (the plan pins its hash)
 and ``test_data`` held out for the accuracy it reports. Errors are edgefit's typed exceptions
 (``edgefit_common.errors``), with the same one-line messages the CLI prints.
@@ -65,7 +69,8 @@ def plan(model: nn.Module | str | Path, target: str, *,
          pins: Mapping[str, str] | None = None, exclude: Iterable[str] = (),
          finetune_epochs: int = 0,
          preprocess: tuple[Iterable[float], Iterable[float]] | None = None,
-         link: str | None = None, ab_slots: int = 1) -> Plan:
+         link: str | None = None, ab_slots: int = 1,
+         metric: Callable[[np.ndarray, Any], float] | None = None) -> Plan:
     """A plan for `model` on `target` (a catalog name, "host" or a device YAML) under `limits`
     ({"latency": "30ms", "flash": "1MB", "ram": "256KB", "energy": "5mJ",
     "accuracy_drop": "1pp"}). Without `data` no accuracy cost is measured (every option looks
@@ -73,7 +78,10 @@ def plan(model: nn.Module | str | Path, target: str, *,
     the normalisation the model was trained with, applied to `data` ([0, 1] inputs) before
     every measurement; the plan records it and `apply` applies it too. `link`: the link
     updates travel over (device_specs/links.yaml; an "update_time" limit needs it), `ab_slots`:
-    model images the flash holds (docs/delivery.md)."""
+    model images the flash holds (docs/delivery.md). `metric(labels, outputs) -> float`,
+    higher is better: what apply reports instead of top-1 accuracy (tried here on the fp32
+    model: a metric that fails is a DataError now, not after the costs are measured; `apply`
+    uses it unless given another; plan.json records its module:name)."""
     from edgefit.planning import calibration_sample, make_plan
 
     _check_delivery(link, ab_slots, _limits(limits))
@@ -84,13 +92,18 @@ def plan(model: nn.Module | str | Path, target: str, *,
                         std=[float(v) for v in preprocess[1]]),
                     model=str(model) if isinstance(model, str | Path) else None,
                     link=link, ab_slots=ab_slots)
+    from edgefit.metric import metric_ref
+
     loaded = _loaded(model, input_shape, data)
-    calibration = None
+    calibration, labelled = None, None
     if data is not None and not isinstance(data, str):
-        calibration = calibration_sample(*_arrays(data, "data"))
+        x, y = _arrays(data, "data")
+        calibration, labelled = calibration_sample(x, y), y is not None
     result, _ = make_plan(budget, "python", pins=dict(pins or {}), exclude=tuple(exclude),
                           finetune_epochs=finetune_epochs, loaded=loaded,
-                          calibration=calibration)
+                          calibration=calibration, labelled=labelled,
+                          metric=None if metric is None else (metric_ref(metric), metric))
+    result._metric_fn = metric  # apply's, unless it is given another
     return result
 
 
@@ -100,8 +113,9 @@ def apply(plan: Plan, model: nn.Module | str | Path | None = None, *, data: Any 
     """Apply `plan` to `model` (the one it was planned for: its weights hash is checked) into
     the folder `out` (replaced as a whole): the runnable ONNX, the packed flash image, every
     check read back from them, accuracy on `test_data` and the host measurements.
-    `metric(labels, outputs) -> score in [0, 1]` replaces top-1 accuracy (the fp32 and the
-    runnable ONNX both scored by it); the plan's normalisation is applied to the data."""
+    `metric(labels, outputs) -> float`, higher is better, replaces top-1 accuracy (the fp32
+    and the runnable ONNX both scored by it; default: the one `plan` was given); the plan's
+    normalisation is applied to the data. Data without labels: fidelity to the fp32 model."""
     from edgefit.applying import apply_plan
     from edgefit.planning import calibration_sample
 
@@ -169,29 +183,50 @@ def _shape_from(data: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in x.shape[1:])
 
 
-def _arrays(data: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(x float32, y int64) from arrays, a torch Dataset of (x, y) pairs or a DataLoader."""
+def _arrays(data: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(x float32, y int64 or None) from arrays, a torch Dataset of (x, y) pairs or a
+    DataLoader; y None: inputs only (a bare array or tensor, or items that are inputs)."""
     if isinstance(data, tuple) and len(data) == 2:
         x, y = (np.asarray(_numpy(a)) for a in data)
+    elif hasattr(data, "shape") and hasattr(data, "__array__") or hasattr(data, "detach"):
+        x, y = np.asarray(_numpy(data)), None  # a bare array or tensor of inputs
     else:
-        xs, ys = [], []
-        try:
-            batches = iter(data)
-        except TypeError:
-            raise DataError(f"{what}: (x, y) arrays, a Dataset of (x, y) or a DataLoader, not "
-                            f"{type(data).__name__}") from None
-        for item in batches:
-            if not (isinstance(item, tuple | list) and len(item) == 2):
-                raise DataError(f"{what}: every item must be an (x, y) pair")
+        x, y = _from_items(data, what)
+    if x.ndim < 2 or (y is not None and len(x) != len(y)):
+        raise DataError(f"{what}: {len(x)} inputs of shape {tuple(x.shape[1:])} and "
+                        f"{'no' if y is None else len(y)} labels; want N samples (and N "
+                        "labels, or none)")
+    return (np.ascontiguousarray(x, dtype=np.float32),
+            None if y is None else np.asarray(y, dtype=np.int64).reshape(-1))
+
+
+def _from_items(data: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A Dataset's or DataLoader's items: all (x, y) pairs, or all inputs (an array, a tensor
+    or a 1-tuple); a DataLoader's items are batches."""
+    xs, ys = [], []
+    try:
+        items = iter(data)
+    except TypeError:
+        raise DataError(f"{what}: (x, y) arrays, inputs alone, a Dataset or a DataLoader, not "
+                        f"{type(data).__name__}") from None
+    for item in items:
+        if isinstance(item, tuple | list) and len(item) == 2:
             xs.append(np.asarray(_numpy(item[0])))
             ys.append(np.asarray(_numpy(item[1])))
-        batched = bool(xs) and xs[0].ndim > 0 and ys[0].ndim == 1
-        x = np.concatenate(xs) if batched else np.stack(xs)
-        y = np.concatenate(ys) if batched else np.asarray(ys)
-    if x.ndim < 2 or len(x) != len(y):
-        raise DataError(f"{what}: {len(x)} inputs of shape {tuple(x.shape[1:])} and {len(y)} "
-                        "labels; want N samples and N labels")
-    return np.ascontiguousarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64).reshape(-1)
+        elif isinstance(item, tuple | list) and len(item) == 1 or hasattr(item, "shape"):
+            xs.append(np.asarray(_numpy(item[0] if isinstance(item, tuple | list) else item)))
+        else:
+            raise DataError(f"{what}: every item must be an (x, y) pair or an input alone")
+    if not xs:
+        raise DataError(f"{what}: no samples")
+    if ys and len(ys) != len(xs):
+        raise DataError(f"{what}: some items are (x, y) pairs and some inputs alone")
+    if ys:
+        batched = xs[0].ndim > 0 and ys[0].ndim == 1
+        return ((np.concatenate(xs), np.concatenate(ys)) if batched else
+                (np.stack(xs), np.asarray(ys)))
+    batched = getattr(data, "batch_size", None) is not None  # a DataLoader yields batches
+    return np.concatenate(xs) if batched else np.stack(xs), None
 
 
 def _numpy(a: Any) -> Any:
@@ -202,4 +237,7 @@ def _dataset(data: Any) -> Any:
     from workloads.data import Dataset
 
     x, y = _arrays(data, "test_data")
+    if y is None:  # inputs only: judged by fidelity to the fp32 model
+        return Dataset("test_data", x, np.zeros(len(x), np.int64), 1,
+                       "given to edgefit.apply (inputs only, no labels)", labelled=False)
     return Dataset("test_data", x, y, int(y.max()) + 1 if len(y) else 0, "given to edgefit.apply")

@@ -62,6 +62,11 @@ INTERRUPTED = "interrupted (temporary files removed; nothing half-written)"
 
 Opt = typer.Option
 
+METRIC_HELP = ("your accuracy metric, module:function (imported from the current directory "
+               "first): metric(labels, outputs) -> float, HIGHER IS BETTER (outputs: the "
+               "output array, or a list of arrays for several outputs); it replaces top-1 "
+               "accuracy where accuracy is reported")
+
 
 def Flag(*names: str, help: str) -> Any:
     """An on/off flag: `--apply`, not `--apply <bool>` in the help."""
@@ -122,6 +127,7 @@ def plan_cmd(
                                            "input's symbolic sizes")] = None,
     data: Annotated[str | None, Opt(help="data set: mnist, fashion-mnist, an .npz file or a "
                                     "folder of <class>/*.png")] = None,
+    metric: Annotated[str | None, Opt(help=METRIC_HELP + "; recorded in plan.json")] = None,
     allow_unmeasured: Annotated[bool, Flag("--allow-unmeasured", help="without data, offer "
                                            "compressed options anyway (their accuracy cost "
                                            "unmeasured, counted as 0, flagged); default: "
@@ -199,6 +205,7 @@ def plan_cmd(
     from planner.resolve import parse_pins
     from planner.result import SolverOptions
 
+    user_metric = _user_metric(metric)
     metrics = _pareto_metrics(pareto) if pareto else None
     loop_settings = _loop_settings(loop, objective, resolved.budget.limits.accuracy_drop,
                                    loop_candidates)
@@ -218,18 +225,23 @@ def plan_cmd(
                           to_stderr=json_out)
         with using(executor):  # a local Ray instance stops when the plan is made
             plan, ctx = _make_plan(resolved, options, pins, tuple(exclude or ()), backend,
-                                   search_args, epochs, quantization_aware)
+                                   search_args, epochs, quantization_aware, user_metric)
         plan.save(out)
         summary, code = _after_plan(plan, ctx, resolved, out, metrics, json_out, quiet)
         _scenario_after_plan(plan, resolved, summary, json_out)
+        from edgefit.metric import metric_allowed
+
+        allowed = metric_allowed(*user_metric) if user_metric else metric_allowed(None, None)
         if plan.feasible and loop_settings is not None:
-            with using(executor):  # started again, for the candidates' host timings only
+            with using(executor), allowed:  # started again, for the candidates' host timings only
                 summary["loop"], code = _loop(plan, out, report_dir, loop_settings,
                                               _plan_model(plan, resolved), json_out)
         elif plan.feasible and apply:  # the plan just solved, never --out re-read
             from edgefit.report import apply_summary
 
-            report, code = _apply_plan(plan, report_dir, _plan_model(plan, resolved), json_out)
+            with allowed:  # the metric this command line named scores the plan it made
+                report, code = _apply_plan(plan, report_dir, _plan_model(plan, resolved),
+                                           json_out)
             summary["apply"] = apply_summary(report) if json_out else None
     if json_out:
         _print_json(summary)
@@ -270,7 +282,7 @@ def _scenario_after_plan(plan: Any, resolved: Any, summary: dict[str, Any],
 
 def _make_plan(resolved: Any, options: Any, pins: dict[str, str], exclude: tuple[str, ...],
                backend: str, search_args: tuple[int, Path | None] | None, epochs: int,
-               quantization_aware: bool) -> Any:
+               quantization_aware: bool, metric: tuple[str, Any] | None = None) -> Any:
     """make_plan with the factory the user named allowed to run (torch is imported here)."""
     from edgefit_common.progress import task
     from workloads.refs import factory_allowed
@@ -281,7 +293,17 @@ def _make_plan(resolved: Any, options: Any, pins: dict[str, str], exclude: tuple
     with factory_allowed(resolved.factory):  # only a factory the user named (--model)
         return make_plan(resolved.budget, resolved.model_origin, options, pins=pins,
                          exclude=exclude, backend=backend, search=search,
-                         finetune_epochs=epochs, quantization_aware=quantization_aware)
+                         finetune_epochs=epochs, quantization_aware=quantization_aware,
+                         metric=metric)
+
+
+def _user_metric(ref: str | None) -> tuple[str, Any] | None:
+    """--metric's function, imported now: a bad one is one line before any model loads."""
+    if ref is None:
+        return None
+    from edgefit.metric import load_metric
+
+    return ref, load_metric(ref)
 
 
 def _check_quiet(quiet: bool, verbose: bool) -> None:
@@ -404,6 +426,8 @@ def resolve_cmd(
     max_energy: Annotated[str | None, Opt(help="new energy limit")] = None,
     max_update_time: Annotated[str | None, Opt(help="new update-time limit (over the link "
                                                "the plan was made with)")] = None,
+    data_price: Annotated[str | None, Opt(help="new data price, e.g. 0.05USD/MB")] = None,
+    max_update_cost: Annotated[str | None, Opt(help="new cost limit per device a month")] = None,
     out: Annotated[Path | None, Opt(help="the plan FILE to write (default: PLAN_FILE's name "
                                         "with .resolved before .json, beside it)")] = None,
     in_place: Annotated[bool, Flag("--in-place", help="overwrite PLAN_FILE instead")] = False,
@@ -417,7 +441,7 @@ def resolve_cmd(
     """Solve a plan again from plan.json alone (no model needed): pins, exclusions, limits.
 
     Writes PLAN.resolved.json beside PLAN_FILE (--out FILE elsewhere, --in-place over it)."""
-    from edgefit.budgeting import merge_limits
+    from edgefit.budgeting import merge_limits, refleet
     from edgefit.report import plan_summary, print_plan
     from planner.plan import Plan
     from planner.resolve import parse_pins, resolve
@@ -430,6 +454,7 @@ def resolve_cmd(
 
         raise SpecError(f"--max-update-time: {plan_file} was planned without a link; re-plan "
                         "with --link NAME (its transfer bytes are costed then)")
+    plan = refleet(plan, plan_file, data_price, max_update_cost)  # docs/delivery.md
     limits = merge_limits(plan.limits, {"latency": max_latency, "flash": max_flash,
                                         "ram": max_ram, "energy": max_energy,
                                         "update_time": max_update_time})
@@ -533,6 +558,8 @@ def apply_cmd(
     weights: Annotated[str | None, Opt(help="state_dict for --model module:factory (default: "
                                        "the file the plan was made with, its hash "
                                        "checked)")] = None,
+    metric: Annotated[str | None, Opt(help=METRIC_HELP + "; needed again when the plan "
+                                      "records one (a plan file never imports code)")] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: Annotated[bool, Flag("--json", help="a JSON summary on stdout (checks, accuracy, "
@@ -547,8 +574,10 @@ def apply_cmd(
     m = plan.model
     source = source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights,
                               m.weights_path)
+    user_metric = _user_metric(metric)
     with _feedback(quiet, verbose):
-        report, code = _apply_plan(plan, out_dir, source, json_out)
+        report, code = _apply_plan(plan, out_dir, source, json_out,
+                                   None if user_metric is None else user_metric[1])
     if json_out:
         from edgefit.report import apply_summary
 
@@ -557,8 +586,8 @@ def apply_cmd(
         raise typer.Exit(code)
 
 
-def _apply_plan(plan: Any, out_dir: Path, source: Any, json_out: bool = False
-                ) -> tuple[dict[str, Any], int]:
+def _apply_plan(plan: Any, out_dir: Path, source: Any, json_out: bool = False,
+                metric: Any = None) -> tuple[dict[str, Any], int]:
     """Apply and print the report (unless --json); the report and the exit code."""
     from edgefit_common.atomic_dir import APPLY_NAMES, check_replaceable
 
@@ -569,7 +598,8 @@ def _apply_plan(plan: Any, out_dir: Path, source: Any, json_out: bool = False
         from edgefit.applying import apply_plan
     from edgefit.report import print_report
 
-    report = apply_plan(plan, out_dir, source)
+    # the metric by keyword only when given: the 3-argument call is a seam tests replace
+    report = apply_plan(plan, out_dir, source, **({} if metric is None else {"metric": metric}))
     if not json_out:
         print_report(report)
     ok = all(check["ok"] for check in report["checks"])

@@ -69,11 +69,12 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None,
     sv = plan.solver
     gap = "" if sv.gap is None else f", gap {100 * sv.gap:.2g} %"
     unmeasured = plan.accuracy_unit == "none"
+    acc_col = "acc cost" if plan.labels else "fidelity cost"  # no labels: the KL is all there is
     table = Table(title=f"plan ({sv.backend} {sv.status}{gap}, {sv.wall_time_s:.2f} s, "
                   f"{sv.options_considered} options, {sv.dominated_removed} dominated "
                   "removed)", title_justify="left")
     for col in ("layer", "type", "params", "MACs", "option", "latency", "flash", "peak RAM",
-                "acc cost"):
+                acc_col):
         table.add_column(col, justify="left" if col in ("layer", "type", "option") else "right")
     for name, lp in plan.layers.items():
         p = lp.cost
@@ -84,7 +85,14 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None,
     con.print(table)
     if sv.note:
         con.print(f"solver: {sv.note}", soft_wrap=True)
-    con.print(f"acc cost: {plan.accuracy_unit}; latency/flash/peak RAM: predicted for the target")
+    con.print(f"{acc_col}: {plan.accuracy_unit}; latency/flash/peak RAM: predicted for the target")
+    if not plan.labels:
+        con.print("no labels (inputs only): the model is judged by its fidelity to the fp32 "
+                  "model's outputs, here and in apply (top-1 agreement for class outputs, "
+                  "1 - relative squared error for others)", soft_wrap=True)
+    if plan.metric is not None:
+        con.print(f"metric: apply scores accuracy with {plan.metric}(labels, outputs), higher "
+                  "is better", soft_wrap=True)
     if unmeasured and any(lp.techniques for lp in plan.layers.values()):
         con.print("[WARN] no data: the accuracy cost of every option was NOT measured (counted "
                   "as 0, --allow-unmeasured): this plan may lose any amount of accuracy; give "
@@ -137,7 +145,8 @@ def _limits_table(plan: Plan) -> Table:
         table.add_row(f"{label} +10 %", f"acc cost {loss:.3g}",
                       f"now {plan.totals.acc_loss:.3g}", "-", "value of more")
     if "accuracy_drop" in given:
-        table.add_row("accuracy drop", "measured by apply", f"{given['accuracy_drop']:g}pp",
+        table.add_row("accuracy drop" if plan.labels else "top-1 disagreement with fp32 "
+                      "(no labels)", "measured by apply", f"{given['accuracy_drop']:g}pp",
                       "-", "checked after apply")
     _update_row(plan, table)
     _fp32_row(plan, table)
@@ -295,8 +304,13 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
               f"flash {fmt_bytes(target['flash_bytes'])}, peak RAM "
               f"{fmt_bytes(target['ram_bytes'])}, energy {fmt_mj(target['energy_mj'])}")
     acc = report["accuracy"]
-    line = (f"2. accuracy on the held-out split ({acc['test_size']} images of {acc['data']}): "
-            f"fp32 {100 * acc['fp32']:.2f} % -> compressed {100 * acc['compressed']:.2f} % "
+    measure = {"fidelity to fp32": "fidelity to the fp32 model (no labels)",
+               "metric": "the metric"}.get(acc.get("measure", ""), "accuracy")
+    values = ((f"{acc['fp32']:.4g}", f"{acc['compressed']:.4g}")  # the user's own scale
+              if acc.get("measure") == "metric" else
+              (f"{100 * acc['fp32']:.2f} %", f"{100 * acc['compressed']:.2f} %"))
+    line = (f"2. {measure} on the held-out split ({acc['test_size']} images of {acc['data']}): "
+            f"fp32 {values[0]} -> compressed {values[1]} "
             f"(drop {acc['drop_pp']:.2f} pp; {acc['how']})")
     if acc.get("limit_pp") is not None:
         line += f"; limit {acc['limit_pp']:g} pp: {'met' if acc['limit_met'] else 'NOT met'}"

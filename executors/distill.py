@@ -1,7 +1,10 @@
 """Technique: knowledge distillation — fine-tune the compressed student against the
 uncompressed teacher after a destructive stage (pruning), keeping what earlier stages fixed.
 
-Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(labels),
+Loss = alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE(labels);
+label-free data (inputs only) trains on the teacher's outputs alone (alpha = 1: distillation
+from the fp32 model, no label term) and reports top-1 agreement with the teacher as its
+validation "accuracy",
 early stopping on the validation split's distillation loss (KL to the teacher: continuous, so
 it sees progress that accuracy on a small split would not). Zeros that pruning made stay zero
 (re-applied after every optimiser step), so fine-tuning never silently undoes the pruning;
@@ -70,6 +73,8 @@ def distill(student: nn.Module, teacher: nn.Module, data: Dataset, config: Disti
     torch.manual_seed(seed)
     torch.set_flush_denormal(True)  # pruned weights make denormals; they slow training a lot
     train, val = split(data, config.validation_fraction, seed)
+    if not getattr(data, "labelled", True):  # inputs only: the teacher's outputs are the target
+        config = config.model_copy(update={"alpha": 1.0})
     teacher = teacher.eval()
     qat = bool(config.quantization_aware and quantized)
     calib = train.x[:512] if calibration is None else calibration
@@ -93,7 +98,13 @@ def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
     from executors.qat import QATView
     from techniques.prune import keep_zeros
     from techniques.share import keep_shared
-    from workloads.train import evaluate
+    from workloads.train import evaluate as top1
+
+    def evaluate(model: nn.Module, ds: Dataset) -> float:
+        """Top-1 accuracy; without labels, top-1 agreement with the teacher."""
+        if ds.labelled:
+            return top1(model, ds)
+        return agreement(model, teacher, ds.x)
 
     mask = keep_zeros(student)
     opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
@@ -150,6 +161,18 @@ def _fit(student: nn.Module, teacher: nn.Module, train: Dataset, val: Dataset,
                                   None if codebooks is None else
                                   _on_codebooks(student, codebooks.layers, codebooks),
                                   net is not student)
+
+
+def agreement(model: nn.Module, teacher: nn.Module, x: np.ndarray) -> float:
+    """Share of inputs on which `model`'s top class is `teacher`'s."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        same = sum(int((model(torch.from_numpy(x[i:i + 256])).argmax(1)
+                        == teacher(torch.from_numpy(x[i:i + 256])).argmax(1)).sum())
+                   for i in range(0, len(x), 256))
+    return same / max(1, len(x))
 
 
 def output_kl(model: nn.Module, teacher: nn.Module, x: np.ndarray) -> float:

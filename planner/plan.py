@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from device_specs.budget import Limits, Margin, Preprocess, input_shape_problem
 from device_specs.fleet import Fleet
@@ -325,6 +325,15 @@ class Plan(_Strict):
         "(plan --exclude, resolve --exclude, the review TUI); every re-solve keeps them")
     delivery: Delivery | None = Field(
         default=None, description="A/B slots and the update link (null: one slot, no link)")
+    labels: bool = Field(
+        default=True, description="the data holds labels (false: inputs only; apply reports "
+        "fidelity to the fp32 model's outputs instead of accuracy, issue #21)")
+    metric: str | None = Field(
+        default=None, description="the user metric apply scores with, metric(labels, outputs) "
+        "-> float, higher is better: module:function (imported only when a command line or "
+        "the Python API names it again; null: top-1 accuracy)")
+    # the metric's callable when the Python API made the plan (never serialised)
+    _metric_fn: Any = PrivateAttr(default=None)
 
     @property
     def feasible(self) -> bool:

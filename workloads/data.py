@@ -68,7 +68,9 @@ class Dataset:
     """Images and labels in the one layout every executor consumes.
 
     ``x`` is float32 (N, C, H, W) in [0, 1]; ``y`` is int64 (N,) in [0, classes); ``source`` says
-    where the data came from so that reports can cite it.
+    where the data came from so that reports can cite it. ``labelled`` False: the data holds
+    inputs only (``y`` is then zeros and ``classes`` 1, so splits and hashes work unchanged);
+    the model is judged by its fidelity to the fp32 model's outputs, never by ``y``.
     """
 
     name: str
@@ -76,6 +78,7 @@ class Dataset:
     y: np.ndarray
     classes: int
     source: str
+    labelled: bool = True
 
     def __post_init__(self) -> None:
         """Reject a malformed data set at construction, so no consumer has to re-check it."""
@@ -207,9 +210,16 @@ def _to_nchw(x: np.ndarray, where: Path | str) -> np.ndarray:
 
 
 def _make(
-    name: str, x: np.ndarray, y: np.ndarray, where: Path | str, classes: int | None, source: str
+    name: str, x: np.ndarray, y: np.ndarray | None, where: Path | str, classes: int | None,
+    source: str
 ) -> Dataset:
-    """Shared tail of every loader: check counts, convert NCHW ``x``, build the Dataset."""
+    """Shared tail of every loader: check counts, convert NCHW ``x``, build the Dataset.
+    ``y`` None: inputs only (a label-free Dataset)."""
+    if y is None:
+        if len(x) == 0:
+            raise DataError(f"{where}: no samples")
+        return Dataset(name=name, x=_to_unit_float(x, where), y=np.zeros(len(x), np.int64),
+                       classes=1, source=f"{source} (inputs only, no labels)", labelled=False)
     if len(x) != len(y):
         raise DataError(f"{where}: {len(x)} images but {len(y)} labels; counts must match")
     if len(y) == 0:
@@ -382,25 +392,19 @@ def load_npz(
 
     Loaded with ``allow_pickle=False``: an archive whose images or labels are object arrays is
     refused, never unpickled. Images may be (N, H, W), (N, H, W, C) or (N, C, H, W), uint8 or
-    float in [0, 1]; labels a 1-D integer array.
+    float in [0, 1]; labels a 1-D integer array. An archive without labels (only ``x``, or a
+    single array of any name) is label-free data (:attr:`Dataset.labelled` False).
     """
     path = Path(path)
     raw_head = _read_head(path)
     if raw_head[:2] != b"PK":
         raise DataError(f"{path}: not an .npz (zip) archive; save one with numpy.savez")
-    _check_npz_sizes(path, (x_key, y_key))
+    x_name, y_name = npz_layout(path, x_key, y_key)
+    _check_npz_sizes(path, tuple(k for k in (x_name, y_name) if k is not None))
     try:
         with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.files)
-            missing = [k for k in (x_key, y_key) if k not in keys]
-            if missing:
-                raise DataError(
-                    f"{path}: no array named {', '.join(map(repr, missing))}; "
-                    f"archive holds {', '.join(map(repr, keys)) or 'nothing'}"
-                )
-            x, y = archive[x_key], archive[y_key]
-    except DataError:
-        raise
+            x = archive[x_name]
+            y = None if y_name is None else archive[y_name]
     except ValueError as exc:
         if "pickle" in str(exc):
             raise DataError(
@@ -410,11 +414,37 @@ def load_npz(
         raise DataError(f"{path}: malformed .npz member ({exc})") from exc
     except (OSError, EOFError, zlib.error, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: corrupt .npz archive ({type(exc).__name__}: {exc})") from exc
-    for key, arr in ((x_key, x), (y_key, y)):
-        if not isinstance(arr, np.ndarray):
+    for key, arr in ((x_name, x), (y_name, y)):
+        if key is not None and not isinstance(arr, np.ndarray):
             raise DataError(f"{path}: member {key!r} is not a .npy array")
     x = _to_nchw(x, path)
     return _make(name or path.stem, x, y, path, classes, source=str(path))
+
+
+def npz_layout(path: Path, x_key: str = "x", y_key: str = "y") -> tuple[str, str | None]:
+    """(inputs member, labels member or None) of an .npz, from its member names: ``x`` and
+    ``y``; ``x`` alone, or one array of any name (``numpy.savez(f, inputs)``), is label-free.
+    DataError naming what the archive holds otherwise."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            held = [n.removesuffix(".npy") for n in archive.namelist()]
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: corrupt .npz archive ({type(exc).__name__}: "
+                        f"{str(exc)[:120]})") from None
+    if x_key in held:
+        return x_key, y_key if y_key in held else None
+    if len(held) == 1:
+        return held[0], None
+    raise DataError(f"{path}: no array named {x_key!r} (the inputs; {y_key!r}: the labels, "
+                    f"optional); archive holds {', '.join(map(repr, held)) or 'nothing'}")
+
+
+def has_labels(name_or_path: str | None) -> bool:
+    """Whether a --data reference holds labels, found without reading its data: the built-in
+    sets and image folders do; an .npz does when it holds ``y``."""
+    if name_or_path is None or Path(name_or_path).suffix.lower() != ".npz":
+        return True
+    return npz_layout(Path(name_or_path))[1] is not None
 
 
 MAX_NPZ_ARRAY_BYTES = 4 << 30
@@ -457,24 +487,25 @@ def _check_npz_sizes(path: Path, keys: Sequence[str]) -> None:
 
 
 def check_npz_members(path: Path, x_key: str = "x", y_key: str = "y") -> None:
-    """What an .npz holds, from its headers (no data read, no torch): images and labels
-    present, labels 1-D integers, one label per image. DataError naming the problem."""
+    """What an .npz holds, from its headers (no data read, no torch): images present; labels,
+    when present, 1-D integers, one per image (an archive of inputs only is label-free data).
+    DataError naming the problem."""
     if _read_head(path)[:2] != b"PK":
         raise DataError(f"{path}: not an .npz (zip) archive; save one with numpy.savez")
-    headers = _npz_headers(path, (x_key, y_key))
-    missing = [k for k in (x_key, y_key) if k not in headers]
-    if missing:
-        with zipfile.ZipFile(path) as archive:
-            held = [n.removesuffix(".npy") for n in archive.namelist()]
-        raise DataError(f"{path}: no array named {', '.join(map(repr, missing))}; archive "
-                        f"holds {', '.join(map(repr, held)) or 'nothing'}")
-    (x_shape, _), (y_shape, y_dtype) = headers[x_key], headers[y_key]
+    x_name, y_name = npz_layout(path, x_key, y_key)
+    headers = _npz_headers(path, tuple(k for k in (x_name, y_name) if k is not None))
+    x_shape, _ = headers[x_name]
+    if len(x_shape) not in (3, 4):
+        raise DataError(f"{path}: inputs {x_name!r} must be images (N, H, W), (N, H, W, C) or "
+                        f"(N, C, H, W), got {x_shape}")
+    if y_name is None:
+        return
+    y_shape, y_dtype = headers[y_name]
     if len(y_shape) != 1 or np.dtype(y_dtype).kind not in "iu":
         raise DataError(f"{path}: labels {y_key!r} must be a 1-D integer array, got "
                         f"{y_shape} {np.dtype(y_dtype)}")
-    if not x_shape or x_shape[0] != y_shape[0]:
-        raise DataError(f"{path}: {x_shape[0] if x_shape else 0} images but {y_shape[0]} "
-                        "labels")
+    if x_shape[0] != y_shape[0]:
+        raise DataError(f"{path}: {x_shape[0]} images but {y_shape[0]} labels")
 
 
 def _read_head(path: Path, n: int = 8) -> bytes:
@@ -853,8 +884,10 @@ def split(ds: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Datase
         )
     note = f"{ds.source} [split test_fraction={test_fraction} seed={seed}]"
     return (
-        Dataset(f"{ds.name}-train", ds.x[train_idx], ds.y[train_idx], ds.classes, note),
-        Dataset(f"{ds.name}-test", ds.x[test_idx], ds.y[test_idx], ds.classes, note),
+        Dataset(f"{ds.name}-train", ds.x[train_idx], ds.y[train_idx], ds.classes, note,
+                ds.labelled),
+        Dataset(f"{ds.name}-test", ds.x[test_idx], ds.y[test_idx], ds.classes, note,
+                ds.labelled),
     )
 
 

@@ -204,8 +204,8 @@ def test_resolve_writes_beside_its_input_unless_told(cwd: Path,
 
 
 NPZ = {
-    "no labels": ({"x": np.zeros((40, 1, 28, 28), np.float32)},
-                  "no array named 'y'; archive holds 'x'"),
+    "no inputs": ({"a": np.zeros((40, 1, 28, 28), np.float32), "b": np.zeros(40, np.int64)},
+                  "no array named 'x' (the inputs; 'y': the labels, optional); archive holds"),
     "count": ({"x": np.zeros((40, 1, 28, 28), np.float32), "y": np.zeros(39, np.int64)},
               "40 images but 39 labels"),
     "float labels": ({"x": np.zeros((40, 1, 28, 28), np.float32),

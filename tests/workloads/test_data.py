@@ -313,7 +313,7 @@ def test_raw_pickle_named_npz_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("arrays", "needle"),
     [
-        ({"x": np.zeros((2, 3, 3), np.uint8)}, "no array named 'y'"),
+        ({"a": np.zeros((2, 3, 3), np.uint8), "b": np.zeros(2, np.int64)}, "no array named 'x'"),
         ({"x": np.zeros((2, 3, 3), np.uint8), "y": np.zeros(3, np.int64)}, "2 images but 3"),
         ({"x": np.full((1, 3, 3), 2.0), "y": np.zeros(1, np.int64)}, r"\[0, 1\]"),
         ({"x": np.zeros((1, 3, 3), np.int16), "y": np.zeros(1, np.int64)}, "allowed: uint8"),
@@ -613,3 +613,21 @@ def test_real_fashion_mnist() -> None:
     assert train.classes == test.classes == 10
     np.testing.assert_array_equal(np.bincount(test.y), [1000] * 10)
     np.testing.assert_array_equal(np.bincount(train.y), [6000] * 10)
+
+
+@pytest.mark.parametrize("arrays", [{"x": np.full((5, 3, 3), 7, np.uint8)},
+                                    {"inputs": np.full((5, 3, 3), 7, np.uint8)}])
+def test_npz_of_inputs_only_is_label_free(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Issue #21 item 0: an .npz with no labels (only `x`, or one array of any name) loads as
+    label-free data, checked from its headers first; with labels it is labelled."""
+    from workloads.data import check_npz_members, has_labels
+
+    f = tmp_path / "inputs.npz"
+    np.savez(f, **arrays)
+    check_npz_members(f)
+    ds = load_npz(f)
+    assert not ds.labelled and ds.classes == 1 and not ds.y.any() and len(ds) == 5
+    assert ds.x.shape == (5, 1, 3, 3) and np.allclose(ds.x, 7 / 255)
+    assert "no labels" in ds.source and not has_labels(str(f))
+    np.savez(f, x=arrays[next(iter(arrays))], y=np.arange(5))
+    assert load_npz(f).labelled and has_labels(str(f))
