@@ -514,6 +514,13 @@ def document(command: str, st: Setup, target_bytes: int, all_orders: list[Order]
         "flash image writer refused it with on a toy network).", "",
         *md_table(["order", "why not"], [[o.label, o.refused] for o in undefined]), "",
     ]
+    measured = {r["order"] for r in results}
+    unmeasured = [o.label for o in all_orders if not o.refused and o.label not in measured]
+    if unmeasured:
+        lines += ["## Defined but not measured", "",
+                  f"The run stopped before these {len(unmeasured)} defined orders were "
+                  "measured (its time was up; nothing about them is known here): "
+                  + ", ".join(unmeasured) + ".", ""]
     if refused_here:
         lines += ["Refused on the model itself:", "",
                   *md_table(["order", "why not"], [[r["order"], r["refused"]]
