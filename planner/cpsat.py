@@ -521,12 +521,13 @@ def minimize_metric(problem: Problem, metric: str, options: SolverOptions | None
     return found.value, found.picks
 
 
-def joint_relaxation(problem: Problem, options: SolverOptions | None = None
-                     ) -> tuple[dict[str, float], str]:
+def joint_relaxation(problem: Problem, options: SolverOptions | None = None,
+                     hint: dict[str, int] | None = None) -> tuple[dict[str, float], str]:
     """Elastic model: the smallest total *relative* loosening of the limits that admits a plan,
     as the amount each limit must grow (0 for limits that can stay), and its status (OPTIMAL:
     the smallest; FEASIBLE: enough, maybe not the smallest; else none found: empty). SAFE
-    rounding: the amounts are enough for the measured costs."""
+    rounding: the amounts are enough for the measured costs. hint: a plan to start from (any
+    plan is one of the elastic model's, its slacks left to CP-SAT)."""
     options = options or SolverOptions()
     model = _Model(problem, problem.limits, elastic=True)
     # weight each slack by 1 / its limit, so 1 % of latency costs as much as 1 % of flash
@@ -534,7 +535,7 @@ def joint_relaxation(problem: Problem, options: SolverOptions | None = None
     weights = {m: max(1, round(1e6 / max(v / res[m], 1))) for m, v in problem.limits.items()}
     model.minimize((np.array(list(model.slack.values()), dtype=np.int64),
                     np.array([weights[m] for m in model.slack], dtype=np.int64)))
-    status, solver = model.solve(options)
+    status, solver = model.solve(options, hint)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return {}, _STATUS[status]
     values = model.values(solver)
@@ -573,8 +574,8 @@ def binding_limits(problem: Problem, picks: dict[str, int],
 def explain(problem: Problem, status: str, options: SolverOptions, start: float,
             considered: int, backend: str = "cp-sat", hint: dict[str, int] | None = None,
             note: str = "") -> SolveResult:
-    """No plan meets every limit: what each limit alone would need, and each one's minimum
-    (each solve warm-started from `hint`, a time-out said as such)."""
+    """No plan meets every limit: what each limit alone would need, each one's minimum and
+    the joint relaxation (each solve warm-started from `hint`, a time-out said as such)."""
     relaxations = []
     for limit, asked in problem.limits.items():
         found = reach(problem.without_limit(limit), limit, options, hint)
@@ -585,7 +586,7 @@ def explain(problem: Problem, status: str, options: SolverOptions, start: float,
         value = reach(unconstrained, limit, options, hint).value
         if value is not None:
             minimum[limit] = value
-    joint, joint_status = joint_relaxation(problem, options)
+    joint, joint_status = joint_relaxation(problem, options, hint)
     return SolveResult(
         status=status,
         joint_relaxation=joint,

@@ -360,6 +360,28 @@ def test_a_timed_out_relaxation_is_unknown_not_infeasible(
                for r in timed_out.relaxations)
 
 
+def test_every_explaining_solve_is_warm_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an infeasible budget, each per-limit relaxation, each minimum and the joint
+    (elastic) relaxation start from the caller's plan; the amounts still admit a plan."""
+    c = (Choice("fp32", 4.0, 4000, 1.0, 4, 0.0), Choice("int8", 1.0, 1000, 0.25, 1, 0.5))
+    problem = Problem(("a", "b"), {"a": c, "b": c}, {"latency_ms": 1.0, "flash_bytes": 10_000})
+    hints: list[tuple[bool, dict[str, int] | None]] = []
+    real = cpsat._Model.solve
+
+    def spy(self, options, hint=None):  # type: ignore[no-untyped-def]
+        hints.append((bool(self.slack), hint))
+        return real(self, options, hint)
+
+    monkeypatch.setattr(cpsat._Model, "solve", spy)
+    plan = {"a": 1, "b": 1}
+    r = cpsat.explain(problem, "INFEASIBLE", SolverOptions(), 0.0, 4, hint=plan)
+    assert hints and all(h == plan for _, h in hints)
+    assert [elastic for elastic, _ in hints].count(True) == 1
+    looser = {m: v + r.joint_relaxation.get(m, 0.0) for m, v in problem.limits.items()}
+    assert r.joint_relaxation_status == "OPTIMAL" and brute_force(
+        problem.with_limits(looser)) is not None
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_an_unfinished_tie_break_keeps_a_proven_optimum(backend: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
