@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from edgefit_common.errors import ModelLoadError, PlanError, did_you_mean
 from edgefit_common.fsutil import file_problem, shown
@@ -53,8 +53,9 @@ def is_well_formed_factory(ref: str) -> bool:
 def check_model_ref(ref: str, weights: str | None = None) -> None:
     """ModelLoadError for a model reference that cannot load, found without torch: an unknown
     built-in name (with the closest one), a pickled checkpoint, a .pt2 / .onnx file or a
-    factory's weights file that is missing or not a regular file. What the files hold is
-    checked when they load (workloads.models)."""
+    factory's weights file that is missing or not a regular file, or whose contents do not
+    parse as what they should be (workloads.file_checks); all is checked again when they
+    load (workloads.models)."""
     if ref in BUILT_IN_MODELS:
         return
     path = PurePath(ref)
@@ -66,10 +67,17 @@ def check_model_ref(ref: str, weights: str | None = None) -> None:
     if path.suffix in (".pt2", ".onnx"):
         if (problem := file_problem(ref, "model file")) is not None:
             raise ModelLoadError(problem)
+        from workloads.file_checks import check_onnx_file, check_pt2_file
+
+        (check_onnx_file if path.suffix == ".onnx" else check_pt2_file)(Path(ref))
         return
     if is_factory_ref(ref):
         if weights is not None and (problem := file_problem(weights, "weights file")):
             raise ModelLoadError(problem)
+        if weights is not None:
+            from workloads.file_checks import check_state_dict_file
+
+            check_state_dict_file(Path(weights))
         return
     raise ModelLoadError(f"{shown(ref, 80)}{did_you_mean(ref, BUILT_IN_MODELS)}: not a built-in "
                          f"model ({', '.join(BUILT_IN_MODELS)}), an existing .pt2 or .onnx file, "

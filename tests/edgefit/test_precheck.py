@@ -78,7 +78,7 @@ def test_exclusions_are_techniques_precisions_or_options_of_one() -> None:
 
 def test_what_exists_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "m.onnx").write_bytes(b"checked when it loads")
+    _tiny_onnx(tmp_path / "m.onnx")
     # an .npz is read from its headers only (no data): a real one passes, bytes are refused
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 2, 2), np.float32), y=np.zeros(4, np.int64))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
@@ -90,3 +90,60 @@ def test_what_exists_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         check_plan_inputs(budget(**fields))
     check_model_ref("minilm-l6")
     check_dataset_ref("sentences")
+
+
+def _tiny_onnx(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph), str(path))
+
+
+class _Evil:  # pickling an instance records a class reference: code
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("ran",))
+
+
+def test_files_are_parsed_before_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #21 item 3: a model or weights file that is not what it claims is refused from
+    its bytes (an .onnx that does not parse, a .pt2 that is no torch.export archive, weights
+    whose pickle names code), in a process that never imports torch."""
+    import pickle
+    import subprocess
+    import sys
+    import zipfile
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.onnx").write_bytes(b"half a model")
+    (tmp_path / "bad.pt2").write_bytes(b"not a zip")
+    with zipfile.ZipFile(tmp_path / "other.pt2", "w") as z:
+        z.writestr("m/readme.txt", "a zip, not an archive")
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(_Evil()))
+    cases = {"bad.onnx": "not an ONNX model", "bad.pt2": "not a zip archive",
+             "other.pt2": "no archive_format entry"}
+    for name, needle in cases.items():
+        with pytest.raises(ModelLoadError, match=needle):
+            check_model_ref(name)
+    with pytest.raises(ModelLoadError, match=r"needs code to load \(builtins.print\): refused"):
+        check_model_ref("pkg.mod:make", "evil.pt")
+    code = ("import sys; from workloads.refs import check_model_ref\n"
+            "for ref, w in (('bad.onnx', None), ('pkg.mod:make', 'evil.pt')):\n"
+            "    try: check_model_ref(ref, w)\n"
+            "    except Exception as e: print(type(e).__name__)\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout.split()
+    assert out == ["ModelLoadError", "ModelLoadError", "False"], out
+
+
+def test_a_state_dict_passes(tmp_path: Path) -> None:
+    import torch
+
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "w.pt")
+    check_model_ref("pkg.mod:make", str(tmp_path / "w.pt"))
+    torch.save(torch.nn.Linear(3, 2), tmp_path / "module.pt")  # a whole module: code
+    with pytest.raises(ModelLoadError, match="torch.nn.modules.linear.Linear"):
+        check_model_ref("pkg.mod:make", str(tmp_path / "module.pt"))
