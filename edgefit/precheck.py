@@ -1,8 +1,9 @@
 """What `plan` checks before torch is imported, so a typo is answered in a second, not after
 the 10-20 s torch and the model take to load: the target (a catalog name, with the closest
 one when it is not, or a spec file that parses), its profile, the exclusions (precisions of
-that profile, options of one, techniques), and that the model, weights and data files exist.
-What the files hold is checked when they load. Imports no torch."""
+that profile, options of one, techniques), and that the model, weights and data files exist
+and parse (workloads.file_checks: an .onnx's protobuf, a .pt2's archive, a state_dict's pickle
+opcodes; an .npz's headers). Everything is checked again when it loads. Imports no torch."""
 
 from __future__ import annotations
 
