@@ -281,3 +281,25 @@ def _check_flags(flags: dict[str, str | None]) -> dict[str, str]:
     for key, text in given.items():
         units.parse(text, LIMIT_FAMILIES[key], field=f"--max-{key.replace('_', '-')}")
     return given
+
+
+def refleet(plan: Any, plan_file: Path, data_price: str | None,
+            max_update_cost: str | None) -> Any:
+    """`resolve --data-price / --max-update-cost`: the plan with its fleet's price or cost
+    limit replaced (over the link it was planned with), each checked in one line."""
+    if data_price is None and max_update_cost is None:
+        return plan
+    d = plan.delivery
+    if d is None or d.link is None:
+        raise SpecError(f"--data-price / --max-update-cost: {shown(str(plan_file))} was planned "
+                        "without a link; re-plan with --link NAME (its transfer bytes are "
+                        "costed then)")
+    fields: dict[str, Any] = {} if d.fleet is None else d.fleet.model_dump(mode="json")
+    if data_price is not None:
+        fields.pop("currency", None)  # the new price says its own
+    probe: dict[str, Any] = {"link": d.link, "fleet": fields}
+    _fleet_flags(probe, {"data_price": data_price, "max_cost": max_update_cost})
+    from device_specs.fleet import Fleet
+
+    fleet = Fleet.model_validate(probe["fleet"])
+    return plan.model_copy(update={"delivery": d.model_copy(update={"fleet": fleet})})

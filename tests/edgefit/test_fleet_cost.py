@@ -106,3 +106,26 @@ def test_cpsat_and_cbc_agree_under_a_cost_limit(lte_plan: Plan) -> None:
         for p in (a, b):
             assert p.delivery is not None
             assert p.delivery.cost_per_device_month(_free_bytes(p)) <= share * free * 1.000001
+
+
+def test_resolve_takes_a_new_price_and_cost_limit_from_the_plan_file(
+        lte_plan: Plan, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from edgefit.cli import _run, app
+
+    path = tmp_path / "plan.json"
+    lte_plan.save(path)
+    code = _run(app, ["resolve", str(path), "--max-update-cost", "0.01", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["feasible"]
+    assert out["delivery"]["fleet_cost"]["cost_per_device_month"] <= 0.01 * (1 + 1e-9)
+    assert out["delivery"]["fleet_cost"]["currency"] == "USD"  # kept from the plan
+    code = _run(app, ["resolve", str(path), "--data-price", "5EUR/MB", "--max-update-cost",
+                      "0.01", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and not out["feasible"]
+    assert out["delivery"]["fleet_cost"]["currency"] == "EUR"
+    code = _run(app, ["resolve", str(path), "--max-update-cost", "0.01EUR"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "one currency" in err[0]
