@@ -561,15 +561,15 @@ estimates, the device's options incl. channel widths, low rank, sharing, N:M whe
 
 
 def builtin_problems(only: set[str] | None = None) -> list[tuple[str, Problem]]:
-    from device_specs.budget import Budget
+    from device_specs.budget import Budget, Limits
     from edgefit.planning import make_plan
 
     out = []
     for model, target in BUILTIN:
         if only is not None and model not in only:
             continue
-        _, ctx = make_plan(Budget(target=target, limits={"latency": "1000s"}, model=model),
-                           "bench")
+        limits = Limits.model_validate({"latency": "1000s"})
+        _, ctx = make_plan(Budget(target=target, limits=limits, model=model), "bench")
         out.append((f"{model} on {target}/{ctx.profile}", ctx.problem))
     return out
 
@@ -701,6 +701,57 @@ def lp_fractional(problem: Problem) -> str:
             f" of {len(problem.members())} coupled groups")
 
 
+def lp_gap(names: list[str], fractions: list[float], options: SolverOptions) -> list[str]:
+    """Item 4's measurement: per instance and budget (presolved), the LP relaxation's bound on
+    the accuracy cost next to the best plan edgefit finds (CP-SAT and CBC each run; a proven
+    optimum first, else the more accurate plan), the relative gap between them, how many layers
+    and coupled groups the LP leaves fractional; and the LP bound again with every coupled
+    group held at the best plan's width (what perfect width information, the most a
+    group-level formulation can add, gives the LP). When that bound hardly moves, the gap is
+    not where widths are coupled."""
+    import dataclasses
+
+    from planner import cbc, cpsat, lp
+    from planner.formulation import RESOLUTION
+
+    lines = []
+    for name in names:
+        problem = SYNTHETIC[name]()
+        for fraction in fractions:
+            reduced, _ = remove_dominated(with_budget(problem, fraction))
+            relaxation = lp.relax(reduced)
+            # the better of the two backends' plans (a proven optimum when either proves one)
+            r = min((module.solve(reduced, options, explain_infeasible=False)
+                     for module in (cpsat, cbc)),
+                    key=lambda x: (x.status != "OPTIMAL", x.totals.get("acc_loss", math.inf)))
+            best = r.totals.get("acc_loss")
+            if relaxation.value is None or best is None:
+                lines.append(f"{name} {fraction:g}: LP {relaxation.status}, {r.backend} "
+                             f"{r.status}")
+            else:
+                bound = relaxation.value * RESOLUTION["acc_loss"]
+                gap = (best - bound) / best if best > 0 else 0.0
+                widths: dict[str, int | None] = {}
+                for g, members in reduced.members().items():
+                    chosen = next(c for c in reduced.choices[members[0]]
+                                  if c.option == r.picks[members[0]])
+                    widths[g] = chosen.width(g)
+                held = dataclasses.replace(reduced, choices={
+                    ly: tuple(c for c in cs if all(c.width(g) == w for g, w in widths.items()
+                                                   if c.width(g) is not None))
+                    for ly, cs in reduced.choices.items()})
+                fixed = lp.relax(held).value
+                fixed_text = ("LP infeasible" if fixed is None else
+                              f"{fixed * RESOLUTION['acc_loss']:.6g} (gap "
+                              f"{100 * (best - fixed * RESOLUTION['acc_loss']) / best:.3f} %)")
+                lines.append(f"{name} {fraction:g}: LP bound {bound:.6g}, {r.backend} {r.status} "
+                             f"{best:.6g} ({r.wall_time_s:.1f} s): LP gap {100 * gap:.3f} %; "
+                             f"LP bound with the plan's group widths held {fixed_text}; "
+                             f"{lp_fractional(reduced)}")
+            print(lines[-1], flush=True)
+    return lines
+
+
 def build_time(names: list[str], fractions: list[float], options: SolverOptions,
                backends: list[str]) -> list[str]:
     """Per instance, budget and backend: the CPU-s of presolve and of one solve call outside
@@ -755,7 +806,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", default="",
                     help="with --build-time: first run the same timing with the planner "
                     "package of this directory (e.g. an older checkout), in a subprocess")
+    ap.add_argument("--lp-gap", default="",
+                    help="only item 4's measurement: a comma list of fractions of the budget "
+                    "range on --instances (synthetic names): LP bound vs edgefit's best plan and "
+                    "the LP's fractional layers; prints, writes nothing")
     args = ap.parse_args(argv)
+    if args.lp_gap:
+        names = list(SYNTHETIC) if args.instances == "synthetic" else args.instances.split(",")
+        lp_gap(names, [float(f) for f in args.lp_gap.split(",")],
+               SolverOptions(time_limit_s=args.time_limit))
+        return 0
     if args.build_time:
         return _build_time_main(args)
     load_start = os.getloadavg()[0]
