@@ -97,12 +97,10 @@ def capture(model: nn.Module, input_shape: tuple[int, ...], name: str = "model")
         if "tensor_meta" not in node.meta and node.op != "get_attr":
             continue  # no tensor at all: x.shape, x.shape[0], x.size(1) (sizes, not buffers)
         if node.op == "get_attr":
-            users = ", ".join(sorted({str(u.target) for u in node.users}))[:120]
-            raise ModelLoadError(
-                f"{name}: parameters used outside modules ({node.target}, read by {users}) "
-                "are not supported: edgefit turns conv, linear, BatchNorm and PReLU calls of a "
-                ".pt2 back into modules, not this op; plan it as --model package.module:factory "
-                "--weights state_dict.pt, or export it to ONNX (--model model.onnx)")
+            # a parameter read by an op, not a module (a .pt2's LayerNorm / GroupNorm weights,
+            # a layer scale, an embedding table): a weight, not an activation -- stored as it
+            # is (in the unplanned weight bytes), never planned
+            continue
         inputs = tuple(a.name for a in _flat_nodes(node.args) if a.name in tensors)
         in_owner = owner_of.get(inputs[0]) if inputs else None
         kind, op, owner = _classify(node, modules, in_owner)
