@@ -18,7 +18,7 @@ from planner.problem import Choice, Problem
 from planner.result import SolverOptions
 from planner.solve import solve
 from tests.planner.test_coupling import random_coupled_problem
-from tests.planner.test_exact_solver import FINE
+from tests.planner.test_exact_solver import FINE, _binding_instance
 from tests.planner.test_pairs import instance as pairs_instance
 
 
@@ -130,3 +130,22 @@ def test_a_run_without_a_solution_file_is_unknown(monkeypatch: pytest.MonkeyPatc
     model = cbc._Model(problem, problem.limits, "t")
     model.phase(model.cost_row("acc_loss"))
     assert model.solve(SolverOptions(time_limit_s=1)) == "UNKNOWN"
+
+
+def test_cbc_reads_the_mip_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The files the backend writes, given to the CBC binary as the backend gives them: CBC
+    reads a value for every variable and takes the start as its first solution."""
+    import subprocess
+
+    problem = _binding_instance()
+    model = cbc._Model(problem, problem.limits, "t", LOOSE)
+    model.phase(model.cost_row("acc_loss"))
+    assert model.warm_start({"a": 1, "b": 1, "c": 1}) and model._start is not None
+    (tmp_path / "m.mps").write_text(model.mps())
+    (tmp_path / "m.mst").write_text(cbc._solution_text(model._start))
+    log = subprocess.run([cbc.cbc_path(), str(tmp_path / "m.mps"), "-mips",
+                          str(tmp_path / "m.mst"), "-solve"], capture_output=True, text=True,
+                         check=True).stdout
+    assert f"MIPStart values read for {model.n_vars} variables" in log
+    # three int8 layers: 3 x 0.5 accuracy cost, in 1e-9 units
+    assert "MIPStart provided solution with cost 1.5e+09" in log
