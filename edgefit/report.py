@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from edgefit.fleet_report import cost_relaxation, cost_row, fleet_lines, fleet_record, time_binds
+from edgefit.fleet_report import (
+    cost_binds,
+    cost_relaxation,
+    cost_row,
+    fleet_lines,
+    fleet_record,
+    time_binds,
+)
 from edgefit_common.units import fmt_bytes, fmt_mj, fmt_ms, fmt_rate
 from planner.plan import Plan
 from planner.problem import Problem
@@ -141,7 +148,8 @@ def _limits_table(plan: Plan) -> Table:
         else:
             table.add_row(field, fmt(value), "-", "-", "no limit")
     for metric, loss in plan.sensitivity.items():
-        label = _FIELD.get(metric, "update time" if metric == "transfer_bytes" else metric)
+        label = _FIELD.get(metric, metric if metric != "transfer_bytes" else
+                           "update cost" if cost_binds(plan) else "update time")
         table.add_row(f"{label} +10 %", f"acc cost {loss:.3g}",
                       f"now {plan.totals.acc_loss:.3g}", "-", "value of more")
     if "accuracy_drop" in given:

@@ -129,3 +129,27 @@ def test_resolve_takes_a_new_price_and_cost_limit_from_the_plan_file(
     code = _run(app, ["resolve", str(path), "--max-update-cost", "0.01EUR"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "one currency" in err[0]
+
+
+def test_a_binding_cost_limit_is_said_to_bind_and_an_update_time_one_is_not(
+        lte_plan: Plan) -> None:
+    from device_specs.budget import Limits
+
+    free = _free_bytes(lte_plan) * 1.1 * 0.05e-6  # one update a month at 0.05/MB
+    plan = resolve(_with_fleet(lte_plan, data_price="0.05USD/MB", max_cost=0.3 * free))
+    assert "transfer_bytes" in plan.binding  # at 30 % of the free plan's cost (LeNet-5)
+    rows = [ln for ln in _text(plan).splitlines() if "update" in ln]
+    cost_row = next(ln for ln in rows if "update cost / device / month" in ln)
+    assert "binds" in cost_row
+    assert "binds" not in next(ln for ln in rows if "update over lte-m" in ln)
+    assert any("update cost +10 %" in ln for ln in rows)
+    # a far looser cost limit beside a binding update-time limit: the time binds
+    d = plan.delivery
+    assert d is not None and d.link_bytes_per_s is not None
+    limit_ms = 0.3 * _free_bytes(lte_plan) / d.link_bytes_per_s * 1e3
+    timed = resolve(_with_fleet(lte_plan, data_price="0.05USD/MB", max_cost=10 * free),
+                    limits=Limits(flash="1MB", update_time=f"{limit_ms}ms"))
+    rows = [ln for ln in _text(timed).splitlines() if "update" in ln]
+    assert "transfer_bytes" in timed.binding
+    assert "binds" in next(ln for ln in rows if "update over lte-m" in ln)
+    assert "binds" not in next(ln for ln in rows if "update cost / device / month" in ln)
