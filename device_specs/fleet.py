@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_serializer, model_validator
+from pydantic import Field, WithJsonSchema, field_serializer, model_validator
 
 from device_specs.quantities import Strict
 
@@ -39,6 +39,18 @@ _PER = {"KB": 1e-3, "kB": 1e-3, "MB": 1.0, "GB": 1e3}  # MB per unit of the pric
 _NUMBER = r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _PRICE = re.compile(rf"\s*({_NUMBER})\s*([A-Za-z]{{3}})?\s*/\s*([kKMG]B)\s*", re.ASCII)
 _AMOUNT = re.compile(rf"\s*({_NUMBER})\s*([A-Za-z]{{3}})?\s*", re.ASCII)
+
+
+_PRICE_PATTERN = r"^\s*[0-9.eE+-]+\s*([A-Za-z]{3})?\s*/\s*[kKMG]B\s*$"
+PriceText = Annotated[float | None, WithJsonSchema(
+    {"anyOf": [{"type": "string", "pattern": _PRICE_PATTERN}, {"type": "null"}]},
+    mode="validation")]
+"""A price as a file writes it: '0.05USD/MB' (validated by parse_price)."""
+AmountText = Annotated[float | None, WithJsonSchema(
+    {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+               {"type": "string", "pattern": r"^\s*[0-9.eE+-]+\s*([A-Za-z]{3})?\s*$"},
+               {"type": "null"}]}, mode="validation")]
+"""An amount as a file writes it: 0.10 or '0.10USD' (validated by parse_amount)."""
 
 
 def parse_price(text: object, field: str = "data_price") -> tuple[float, str | None]:
@@ -87,12 +99,12 @@ class Fleet(Strict):
     updates_per_month: float | None = Field(
         default=None, gt=0, le=MAX_UPDATES_PER_MONTH, allow_inf_nan=False,
         description="model updates each device receives a month (null: 1)")
-    data_price: float | None = Field(
+    data_price: PriceText = Field(
         default=None, description="the data contract's price per MB (10^6 B), written "
         "'0.05USD/MB', '0.05/MB' or '10EUR/GB': the user's figure, never catalog data")
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$", description="the "
                                  "price's currency code as written (echoed, not converted)")
-    max_cost: float | None = Field(
+    max_cost: AmountText = Field(
         default=None, description="limit: the update data's cost per device per month, in "
         "the price's currency, e.g. 0.10 or '0.10USD'; needs data_price")
 

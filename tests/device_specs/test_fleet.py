@@ -69,3 +69,24 @@ def test_a_fleet_round_trips_through_json_and_needs_a_link_in_a_budget() -> None
     budget = Budget(target="arduino-nano-33-ble", limits={"flash": "1MB"}, link="lte-m",
                     fleet={"data_price": "0.05/MB", "max_cost": "0.1"})
     assert budget.fleet is not None and budget.fleet.max_cost == 0.1
+
+
+def test_the_example_fleet_budget_loads_and_matches_the_published_schema() -> None:
+    import json
+    from pathlib import Path
+
+    import jsonschema
+    import yaml
+
+    from device_specs.budget import load_budget
+
+    root = Path(__file__).parents[2]
+    path = root / "examples" / "budgets" / "nano33-lte-fleet.yaml"
+    budget = load_budget(path)
+    assert budget.fleet is not None and budget.fleet.max_cost == 0.02
+    assert budget.fleet.data_price == 0.05 and budget.fleet.currency == "USD"
+    schema = json.loads((root / "docs" / "schemas" / "budget.schema.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    raw = yaml.safe_load(path.read_text())
+    validator.validate(raw)
+    assert not validator.is_valid({**raw, "fleet": {**raw["fleet"], "data_price": "0.05"}})
