@@ -28,7 +28,7 @@ def _agreement(a: Path, b: Path, x: np.ndarray) -> float:
 
 def _cli(cmd: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(BIN / cmd), *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "160", "EDGEFIT_CACHE": str(cwd / "c")},
+                          env={**os.environ, "COLUMNS": "160"},
                           timeout=900)
 
 
