@@ -107,16 +107,41 @@ def measured_delivery(plan: Plan, image: Path, tflite: Mapping[str, Any] | None
     update_ms = compressed / d.link_bytes_per_s * 1e3
     limit_ms = plan.limits.update_time
     planned = plan.totals.transfer_bytes if plan.totals else None
+    cost = d.cost_per_device_month(compressed)  # at the user's price (docs/delivery.md)
+    max_cost = None if d.fleet is None else d.fleet.max_cost
     return {"link": d.link, "file": str(sent), "file_bytes": len(raw),
             "zstd_bytes": compressed, "planned_transfer_bytes": planned,
             "update_time_ms": update_ms, "limit_ms": limit_ms,
             "limit_met": None if limit_ms is None else update_ms <= limit_ms,
+            "cost_per_device_month": cost,
+            "currency": None if d.fleet is None else d.fleet.currency,
+            "max_cost_per_device_month": max_cost,
+            "cost_limit_met": None if max_cost is None or cost is None else cost <= max_cost,
             "how": "measured: zstd level 19 of the file apply wrote"}
 
 
 def delivery_check(delivery: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """apply's pass/fail line for the update-time limit (none without a limit)."""
-    if delivery is None or delivery["limit_ms"] is None:
+    """apply's pass/fail lines for the update-time and cost limits (none without a limit)."""
+    if delivery is None:
+        return []
+    return _time_check(delivery) + _cost_check(delivery)
+
+
+def _cost_check(delivery: Mapping[str, Any]) -> list[dict[str, Any]]:
+    from device_specs.fleet import fmt_money
+
+    limit, cost = delivery.get("max_cost_per_device_month"), delivery.get("cost_per_device_month")
+    if limit is None or cost is None:
+        return []
+    cur = delivery.get("currency")
+    return [{"check": f"update cost within {fmt_money(limit, cur)} per device per month "
+             "(zstd of the file written, your data price)", "ok": bool(cost <= limit),
+             "detail": f"{delivery['zstd_bytes']:,} B compressed -> {fmt_money(cost, cur)} per "
+                       "device per month"}]
+
+
+def _time_check(delivery: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if delivery["limit_ms"] is None:
         return []
     return [{"check": f"update over {delivery['link']} within {delivery['limit_ms'] / 1e3:g} s "
              "(zstd of the file written)", "ok": bool(delivery["limit_met"]),

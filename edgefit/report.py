@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from device_specs.fleet import fmt_money
 from edgefit.fleet_report import (
     cost_binds,
     cost_relaxation,
@@ -359,7 +360,10 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     if (d := report.get("delivery")) is not None:
         con.print(f"update over {d['link']}: {Path(d['file']).name} {d['file_bytes']:,} B, zstd "
                   f"{d['zstd_bytes']:,} B -> {fmt_ms(d['update_time_ms'])} ({d['how']}; the "
-                  f"plan estimated {(d['planned_transfer_bytes'] or 0):,.0f} B)", soft_wrap=True)
+                  f"plan estimated {(d['planned_transfer_bytes'] or 0):,.0f} B)"
+                  + ("" if d.get("cost_per_device_month") is None else
+                     f"; {fmt_money(d['cost_per_device_month'], d.get('currency'))} per "
+                     "device per month at your data price"), soft_wrap=True)
     for check in report["checks"]:
         mark = "ok  " if check["ok"] else "FAIL"
         con.print(f"  [{mark}] {check['check']}: {check['detail']}")

@@ -153,3 +153,21 @@ def test_a_binding_cost_limit_is_said_to_bind_and_an_update_time_one_is_not(
     assert "transfer_bytes" in timed.binding
     assert "binds" in next(ln for ln in rows if "update over lte-m" in ln)
     assert "binds" not in next(ln for ln in rows if "update cost / device / month" in ln)
+
+
+def test_apply_restates_the_cost_from_the_measured_file(lte_plan: Plan, tmp_path: Path) -> None:
+    from edgefit.delivery import delivery_check, measured_delivery
+
+    image = tmp_path / "model.flash.bin"
+    image.write_bytes(bytes(range(256)) * 400)  # 102,400 B that zstd shrinks a lot
+    plan = _with_fleet(lte_plan, updates_per_month=4, data_price="0.05USD/MB", max_cost=0.02)
+    record = measured_delivery(plan, image, None)
+    assert record is not None and 0 < record["zstd_bytes"] < 2_000
+    assert record["cost_per_device_month"] == pytest.approx(
+        record["zstd_bytes"] * 1.1 * 4 * 0.05e-6)
+    assert record["cost_limit_met"] is True and record["currency"] == "USD"
+    (check,) = delivery_check(record)  # no update-time limit: only the cost line
+    assert check["ok"] and "0.02 USD per device per month" in check["check"]
+    tight = _with_fleet(lte_plan, data_price="0.05USD/MB", max_cost=1e-9)
+    (failed,) = delivery_check(measured_delivery(tight, image, None))
+    assert not failed["ok"]
