@@ -121,7 +121,8 @@ def test_a_scenario_may_plan_its_delivery(tmp_path: Path) -> None:
     from device_specs.scenario import load_scenario_file
     from edgefit_common.yamlio import validate
 
-    path = _scenario_with(tmp_path, link="ble-2m", ab_slots=2, limits={
+    path = _scenario_with(tmp_path, link={"name": "ble-2m", "unverified": "a product choice"},
+                          ab_slots=2, limits={
         "update_time": {"value": "30s", "unverified": "a product choice"}})
     scn = load_scenario_file(path)
     budget = validate(scn.budget_fields(), Budget, path=str(path))
@@ -133,7 +134,7 @@ def test_a_scenario_may_plan_its_delivery(tmp_path: Path) -> None:
 def test_a_scenario_update_time_without_a_link_is_refused(tmp_path: Path) -> None:
     from device_specs.scenario import load_scenario_file
 
-    path = _scenario_with(tmp_path, limits={
+    path = _scenario_with(tmp_path, link=None, limits={  # kws-cortex-m4 names ble-1m
         "update_time": {"value": "30s", "unverified": "a product choice"}})
     with pytest.raises(SpecError, match="needs link"):
         load_scenario_file(path)
