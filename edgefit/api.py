@@ -127,7 +127,12 @@ def apply(plan: Plan, model: nn.Module | str | Path | None = None, *, data: Any 
                             "reported on held-out samples, never on the calibration data")
         calib = calibration_sample(*_arrays(data, "data"))
         arrays = (calib, _dataset(test_data))
-    report = apply_plan(plan, Path(out), loaded=loaded, data=arrays, metric=metric)
+    from workloads.data import training_data
+
+    # fine-tuning (the plan's finetune) trains on the caller's data, not on a named data set
+    train = None if data is None or isinstance(data, str) else _dataset(data, "data")
+    with training_data(train):
+        report = apply_plan(plan, Path(out), loaded=loaded, data=arrays, metric=metric)
     return ApplyResult(report, Path(out))
 
 
@@ -233,11 +238,11 @@ def _numpy(a: Any) -> Any:
     return a.detach().cpu().numpy() if hasattr(a, "detach") else a
 
 
-def _dataset(data: Any) -> Any:
+def _dataset(data: Any, what: str = "test_data") -> Any:
     from workloads.data import Dataset
 
-    x, y = _arrays(data, "test_data")
+    x, y = _arrays(data, what)
     if y is None:  # inputs only: judged by fidelity to the fp32 model
-        return Dataset("test_data", x, np.zeros(len(x), np.int64), 1,
+        return Dataset(what, x, np.zeros(len(x), np.int64), 1,
                        "given to edgefit.apply (inputs only, no labels)", labelled=False)
-    return Dataset("test_data", x, y, int(y.max()) + 1 if len(y) else 0, "given to edgefit.apply")
+    return Dataset(what, x, y, int(y.max()) + 1 if len(y) else 0, "given to edgefit.apply")

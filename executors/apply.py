@@ -45,7 +45,7 @@ from techniques.prune import (
 from techniques.quantize import weight_precision
 from techniques.registry import technique
 from techniques.share import WeightSharingConfig, check_onnx_shared, share_config
-from workloads.data import Dataset, load_dataset
+from workloads.data import Dataset
 from workloads.models import LoadedModel
 from workloads.train import evaluate
 
@@ -115,10 +115,9 @@ def build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
     if plan.finetune is not None and (narrow is not module or shared or factorised or quantized
                                       or any(_sparsity(t) for t in techniques.values())):
         from executors.distill import distill
+        from workloads.data import normalized, training_set
 
-        assert loaded.dataset is not None or plan.data is not None
-        train, _ = load_dataset(plan.data or loaded.dataset or "")
-        from workloads.data import normalized
+        train = training_set(plan.data or loaded.dataset)
 
         train = normalized(train, plan.preprocess)
         pruned, rep = distill(pruned, module, train, plan.finetune, shared=list(shared),

