@@ -174,15 +174,16 @@ def stage_rule(combo: Sequence[Knob]) -> str:
 
 
 def toy_probe(combo: Sequence[Knob]) -> str:
-    """The executor's refusal of this order on a toy network (Linear 64 -> 32 -> 16), or ''.
-    The per-layer steps go through pruned_copy and the flash image writer, as in apply."""
+    """The executor's refusal of this order on a toy network (Linear 256 -> 128 -> 64, large
+    enough that every technique takes every layer, factors included), or ''. The per-layer
+    steps go through pruned_copy and the flash image writer, as in apply."""
     import torch
     from torch import nn
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16))
+    net = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 64))
     try:
-        flash_bytes(compose(net, (64,), combo, 0.5, {}))
+        flash_bytes(compose(net, (256,), combo, 0.5, {}))
     except PlanError as exc:
         return str(exc)
     return ""

@@ -46,8 +46,10 @@ FIT = "docs/cost-model-fit.md"
 PEERS = "docs/bench-peers.md"
 DEEP = "docs/bench-deep-compression.md"
 INT8 = "docs/bench-int8-qlinear.md"
-INPUTS = (*TECHNIQUE_FILES, DEEP, ESTIMATORS, QAT, MINILM, SKELETON, INT8, PLANNING, ACCURACY,
-          FIT, PEERS)  # every markdown input, in the order the Inputs table lists them
+ORDER_STUDY = "docs/bench-order-study.md"
+INPUTS = (*TECHNIQUE_FILES, DEEP, ORDER_STUDY, ESTIMATORS, QAT, MINILM, SKELETON, INT8,
+          PLANNING, ACCURACY, FIT, PEERS)  # every markdown input, in the order the Inputs
+# table lists them
 SCENARIOS = "examples/scenarios/output"
 SCENARIO_RUN = "examples/scenarios/run.sh"
 COMPARE = "benchmarks/compare_techniques.py"  # its ORDERS list names the order pairs
@@ -356,6 +358,7 @@ FIGURES = {  # file name (beside report.md) -> what it shows
     "techniques": "report-techniques.png",
     "predicted": "report-predicted-vs-measured.png",
     "classes": "report-classes.png",
+    "orders": "report-order-study.png",
 }
 
 
@@ -480,17 +483,60 @@ def combinations(rows: list[Row], pairs: list[tuple[str, str]], sources: Sequenc
     return s
 
 
-def order_study(rows: list[Row], pairs: list[tuple[str, str]], sources: Sequence[Source]
-                ) -> Section:
+def order_study(src: Source | None) -> Section:
+    """Every defined ordered pair and triple at a matched flash size (the study's file)."""
     s = Section("The combination-and-order study")
+    if src is None:
+        missing(s, ORDER_STUDY)
+        return s
+    counts = src.table("techniques in a row", "defined")
+    results = src.table("order", "settings")
+    orders = src.table("techniques", "one order")
+    undefined = src.table("order", "why not")
+    s.add("Every technique of the registry (quantisation as int8 weights and activations, "
+          "and as int4 weights), alone, in pairs and in triples, in every order the executor "
+          "defines, each searched to one flash size (the packed image, matched within the "
+          "tolerance the source states; 'matched' says whether a row got there) and measured "
+          "on the held-out split with no fine-tuning and after the source's distillation "
+          "budget. One strength drives every continuous knob of a row; a row with only "
+          "discrete knobs (quantisation, N:M, sharing's codebook bits) is searched over its "
+          "levels and may stay off the target. The source's first paragraph states the "
+          "model, the target, the data and the budget. How many orders exist and how many "
+          "the executor defines:", "")
+    s.add(*quote_columns(counts, list(counts.header)), "")
+    defined = sum(int(leading_number(counts.get(r, "defined")) or 0) for r in counts.rows)
+    if len(results.rows) < defined:  # the benchmark writes its file after every row
+        stopped = paragraph(src.text, "The run stopped before")
+        s.add("**The run that wrote the source stopped before every defined order was "
+              "measured**: its results table has fewer rows than the defined count above."
+              + (f" The source says: {stopped}" if stopped else ""), "")
+    s.add(*quote_columns(results, list(results.header)), "", provenance(results), "")
+    s.add("The same techniques in different orders, side by side:", "")
+    s.add(*quote_columns(orders, list(orders.header)), "", provenance(orders), "")
+    s.add("Why the other orders are not defined: the quantisation is the kernel's (last), "
+          "channel pruning is model-level (first), and the executor refuses the rest with "
+          "the messages below (the pairs; the source lists the triples too).", "")
+    s.add(*quote_columns(undefined, list(undefined.header),
+                         keep=lambda r: r[0].count("->") == 1), "")
+    s.add(f"![accuracy at matched size, by order]({FIGURES['orders']})", "",
+          "*Figure:* the accuracy column pairs of the results table, every defined "
+          "combination of two or three techniques, grouped by its set of techniques (each "
+          "order a bar; hollow: no fine-tuning, filled: after distillation; hatched: the "
+          "row missed the matched size).", "")
+    s.add(provenance(undefined))
+    return s
+
+
+def technique_orders(rows: list[Row], pairs: list[tuple[str, str]], sources: Sequence[Source]
+                     ) -> Section:
+    s = Section("Orders in the techniques benchmark")
     models = list(dict.fromkeys(r.model for r in rows))
     by_key = {(r.model, r.label): r for r in reversed(rows)}
-    s.add(f"What exists today: {len(pairs)} pairs of techniques, each applied in both orders "
-          f"to the same plan and measured (the pairs of `{COMPARE}`'s `ORDERS`). It is not "
-          "the study the programme asks for (every pair and triple in both orders where it "
-          "is defined, at matched size): no triples, and sizes are not matched (the two "
-          "orders store different bytes; both are shown). Fine-tuning: none, except the "
-          "rows that say 'distill 2 ep'.", "")
+    s.add(f"{len(pairs)} pairs of techniques from the techniques benchmark, each applied in "
+          f"both orders to the same plan and measured on every workload (the pairs of "
+          f"`{COMPARE}`'s `ORDERS`); sizes are not matched (the two orders store different "
+          "bytes; both are shown; the matched-size study is the section above). "
+          "Fine-tuning: none, except the rows that say 'distill 2 ep'.", "")
     for first, second in pairs:
         s.add(f"**{first}** against **{second}**", "")
         s.add(*md_table(["model", f"{first}", f"{second}"],
@@ -844,9 +890,8 @@ def not_shown(runs: list[ScenarioRun], cited: Sequence[Source], absent: list[str
                                              if phone else "") + ".",
           f"- **A shared machine.** Host latencies carry run-to-run noise; the cost-model "
           f"benchmark states its own noise floor (`{ACCURACY}`).", "")
-    s.add("Not measured yet (the fourth item of issue #20): the combination-and-order "
-          "study over every defined pair and triple at matched size (only the pairs shown "
-          "above exist); distillation into a smaller student network; the Bayesian search "
+    s.add("Not measured yet (the fourth item of issue #20): "
+          "distillation into a smaller student network; the Bayesian search "
           "run against measured accuracy; a task metric for the text model (only embedding "
           "cosine); the class-count comparison on a second real data set (only relabelled "
           "MNIST).", "")
@@ -1079,6 +1124,45 @@ def plot_classes(src: Source | None, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_orders(src: Source | None, path: Path) -> None:
+    """Accuracy at matched size of every combination of two or three techniques, grouped by
+    its set of techniques, each order a bar pair (no fine-tuning hollow, fine-tuned filled)."""
+    if src is None:
+        return
+    t = src.table("order", "settings")
+    groups: dict[frozenset[str], list[tuple[str, ...]]] = {}
+    for r in t.rows:
+        steps = t.get(r, "order").split(" -> ")
+        if len(steps) > 1:
+            groups.setdefault(frozenset(steps), []).append(r)
+    ordered = sorted(groups.values(), key=lambda g: (g[0][0].count("->"), g[0][0]))
+    bars = [r for g in ordered for r in g]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, max(4.0, 0.19 * len(bars) + 1.5)))
+    ys = list(range(len(bars)))[::-1]
+    edge = len(bars)
+    for g in ordered[:-1]:  # a line between two sets of techniques
+        edge -= len(g)
+        ax.axhline(edge - 0.5, color="0.5", lw=0.6)
+    for y, r in zip(ys, bars, strict=True):
+        hatch = "" if t.get(r, "matched") == "yes" else "//"
+        before = leading_number(t.get(r, "accuracy, no"))
+        after = leading_number(t.get(r, "accuracy, distill"))
+        if after is not None:
+            ax.barh(y, after, height=0.8, color="tab:blue", hatch=hatch, alpha=0.8)
+        if before is not None:
+            ax.barh(y, before, height=0.8, fill=False, edgecolor="black", hatch=hatch, lw=0.8)
+    ax.set_yticks(ys, [t.get(r, "order") for r in bars], fontsize=6.5)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("top-1 accuracy on the held-out split (%)")
+    ax.set_title("Every defined pair and triple at matched flash size: filled = after "
+                 "distillation, outline = no fine-tuning, hatched = size not matched")
+    ax.grid(True, axis="x", alpha=0.25)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------- build
 
 
@@ -1105,7 +1189,8 @@ def build(root: Path = ROOT) -> Report:
         taxonomy(rows, technique_sources),  # type: ignore[arg-type]
         winners(rows, technique_sources),  # type: ignore[arg-type]
         combinations(rows, pairs, technique_sources),  # type: ignore[arg-type]
-        order_study(rows, pairs, technique_sources),  # type: ignore[arg-type]
+        order_study(read[ORDER_STUDY]),
+        technique_orders(rows, pairs, technique_sources),  # type: ignore[arg-type]
         deep_compression(read[DEEP]),
         class_count(read[ESTIMATORS]), qat(read[QAT]), transformer(read[MINILM]),
         devices(read[SKELETON]), runtime(read[INT8]), planning(read[PLANNING]),
@@ -1120,6 +1205,8 @@ def build(root: Path = ROOT) -> Report:
     }
     if read[ESTIMATORS] is not None:
         figures[FIGURES["classes"]] = lambda p: plot_classes(read[ESTIMATORS], p)
+    if read[ORDER_STUDY] is not None:
+        figures[FIGURES["orders"]] = lambda p: plot_orders(read[ORDER_STUDY], p)
     return Report(render(sections), figures, absent)
 
 

@@ -79,6 +79,8 @@ def test_the_executor_decides_which_orders_are_defined(study: ModuleType) -> Non
     k = {knob.label: knob for knob in study.knobs()}
     assert "before lowrank would be undone" in study.toy_probe((k["prune"], k["low-rank"]))
     assert "shared layer takes option fp32 or fp16" in study.toy_probe((k["share"], k["int8"]))
+    # the toy is large enough that sharing takes the factors too: refused as on a real model
+    assert "shared layer" in study.toy_probe((k["low-rank"], k["share"], k["int8"]))
     for defined in (("low-rank", "prune"), ("prune", "share"), ("share", "prune"),
                     ("prune", "int4")):
         assert study.toy_probe(tuple(k[x] for x in defined)) == "", defined
