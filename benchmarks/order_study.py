@@ -542,6 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--combine", type=Path, nargs="+", default=[], metavar="JSON",
                         help="measure nothing: the rows of these runs' sidecars (the first "
                         "file's row of an order wins), written as one document")
+    parser.add_argument("--skip", type=Path, nargs="+", default=[], metavar="JSON",
+                        help="leave out the orders these runs' sidecars already measured")
     parser.add_argument("--note", default="", help="a sentence about this run for the doc")
     args = parser.parse_args(argv)
     lengths = tuple(int(x) for x in args.lengths.split(","))
@@ -553,7 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.combine:
         return combine(args, command, st, target, all_orders)
     results: list[dict[str, Any]] = []
-    todo = [o for o in all_orders if not o.refused]
+    done = {r["order"] for p in args.skip
+            for r in json.loads(p.read_text(encoding="utf-8"))["rows"]}
+    todo = [o for o in all_orders if not o.refused and o.label not in done]
     for i, order in enumerate(todo[::-1] if args.reverse else todo):
         results.append(measure(order, st, target))
         print(f"[{i + 1}] {json.dumps(results[-1])}", flush=True)
@@ -585,10 +589,10 @@ def combine(args: argparse.Namespace, command: str, st: Setup, target: int,
                   f"{part['target_bytes']} B)", file=sys.stderr)
             return 2
     results = combined_rows(parts, all_orders)
-    made = " and ".join(f"`{part['command']}`" for part in parts)
-    note = (f"The rows were measured by {made} (two processes, one from each end of the "
-            "list of orders), their sidecars committed beside this file; this file joins "
-            "them." + (f" {args.note}" if args.note else ""))
+    made = ", ".join(f"`{part['command']}`" for part in parts)
+    note = (f"The rows were measured by {made} (processes run side by side, each from one "
+            "end of the orders still to measure), their sidecars committed beside this "
+            "file; this file joins them." + (f" {args.note}" if args.note else ""))
     text = document(command, st, target, all_orders, results, None, note)
     write(args.out, text, {**sidecar(command, st, target, all_orders, results),
                            "parts": [str(p) for p in args.combine]})
