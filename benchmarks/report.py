@@ -518,6 +518,10 @@ def order_study(src: Source | None) -> Section:
           "the messages below (the pairs; the source lists the triples too).", "")
     s.add(*quote_columns(undefined, list(undefined.header),
                          keep=lambda r: r[0].count("->") == 1), "")
+    on_model = [t for t in src.tables if t.header == undefined.header][1:]
+    for t in on_model:  # defined on the toy network, refused by apply's checks on the model
+        s.add("Defined on the toy network but refused by the executor on the model itself:",
+              "", *quote_columns(t, list(t.header)), "")
     s.add(f"![accuracy at matched size, by order]({FIGURES['orders']})", "",
           "*Figure:* the accuracy column pairs of the results table, every defined "
           "combination of two or three techniques, grouped by its set of techniques (each "
