@@ -352,41 +352,21 @@ def profile_host(
     fp = host_fingerprint(threads, opt_level)
     sigs = (onnx_layer_signatures(model, graph) if isinstance(model, Path)
             else layer_signatures(model, input_shape, graph))
-    result: dict[tuple[str, str], Measured] = {}
-    todo: list[str] = []
-    for option in dict.fromkeys(options):
-        hits = {name: cache.get(fp, sigs[name], option) for name in layers}
-        if all(h is not None and h.format_version == em.FORMAT_VERSION for h in hits.values()):
-            for name, hit in hits.items():
-                assert hit is not None
-                result[(name, option)] = _from_cache(name, hit)
-        else:
-            todo.append(option)
+    result, todo = _cached_rows(options, layers, fp, sigs, cache)
     if not todo:
         return result
 
     from contextlib import nullcontext
 
     from cost_models.export import export_fp32
-    from edgefit_common.execution import DRIVER, IN_PROCESS, current
     from edgefit_common.progress import Task, task
 
-    executor = current()
-    by = ""  # in-process: rows say nothing of who measured them, as before
-    if executor is not IN_PROCESS:
-        settings = {"runs": runs, "profile_runs": profile_runs, "warmup": warmup,
-                    "threads": threads, "opt_level": opt_level}
-        nodes = executor.matching_nodes(host_key, (threads, opt_level), fp.key())
-        if nodes:
-            result.update(_profile_on_nodes(executor, nodes, model, input_shape, graph, todo,
-                                            calibration, settings, fp, sigs, cache))
-            todo = [o for o in todo if (layers[0], o) not in result]
-            if not todo:
-                return result
-        by = (f"{DRIVER} (no node of {executor.describe()} has this host's fingerprint: "
-              f"{fp.cpu_model}, {fp.cores} cores, onnxruntime {fp.ort_version})" if not nodes
-              else f"{DRIVER} (the matching nodes reported another measuring method)")
-
+    settings = {"runs": runs, "profile_runs": profile_runs, "warmup": warmup,
+                "threads": threads, "opt_level": opt_level}
+    todo, by = _on_cluster(model, input_shape, graph, todo, calibration, settings, fp, sigs,
+                           cache, result)
+    if not todo:
+        return result
     steps = task("profile: export fp32", 1 + 2 * len(todo)) if progress else nullcontext(Task())
     with tempfile.TemporaryDirectory(prefix="edgefit-profile-") as tmp, steps as bar:
         fp32 = Path(tmp) / "model.fp32.onnx"
@@ -414,6 +394,47 @@ def profile_host(
             bar.advance()
             result.update(_store(m, option, graph, fp, sigs, cache, by))
     return result
+
+
+def _cached_rows(options: list[str], layers: list[str], fp: Any, sigs: dict[str, Any],
+                 cache: ProfileCache) -> tuple[dict[tuple[str, str], Measured], list[str]]:
+    """The rows of options whose every layer is cached at this format version, and the
+    options still to measure."""
+    result: dict[tuple[str, str], Measured] = {}
+    todo: list[str] = []
+    for option in dict.fromkeys(options):
+        hits = {name: cache.get(fp, sigs[name], option) for name in layers}
+        if all(h is not None and h.format_version == em.FORMAT_VERSION for h in hits.values()):
+            for name, hit in hits.items():
+                assert hit is not None
+                result[(name, option)] = _from_cache(name, hit)
+        else:
+            todo.append(option)
+    return result, todo
+
+
+def _on_cluster(model: nn.Module | Path, input_shape: tuple[int, ...], graph: LayerGraph,
+                todo: list[str], calibration: np.ndarray, settings: dict[str, Any], fp: Any,
+                sigs: dict[str, Any], cache: ProfileCache,
+                result: dict[tuple[str, str], Measured]) -> tuple[list[str], str]:
+    """On a cluster, the options measured by nodes with this host's fingerprint (their rows
+    added to ``result``); (the options left for the driver, what its rows say of who measured
+    them). In-process: nothing runs, rows say nothing of who measured them, as before."""
+    from edgefit_common.execution import DRIVER, IN_PROCESS, current
+
+    executor = current()
+    if executor is IN_PROCESS:
+        return todo, ""
+    nodes = executor.matching_nodes(host_key, (settings["threads"], settings["opt_level"]),
+                                    fp.key())
+    if nodes:
+        result.update(_profile_on_nodes(executor, nodes, model, input_shape, graph, todo,
+                                        calibration, settings, fp, sigs, cache))
+        todo = [o for o in todo if (graph.layer_names[0], o) not in result]
+    by = (f"{DRIVER} (no node of {executor.describe()} has this host's fingerprint: "
+          f"{fp.cpu_model}, {fp.cores} cores, onnxruntime {fp.ort_version})" if not nodes
+          else f"{DRIVER} (the matching nodes reported another measuring method)")
+    return todo, by
 
 
 def _export_bytes(model: nn.Module | Path, input_shape: tuple[int, ...], graph: LayerGraph

@@ -45,7 +45,7 @@ from techniques.prune import (
 from techniques.quantize import weight_precision
 from techniques.registry import technique
 from techniques.share import WeightSharingConfig, check_onnx_shared, share_config
-from workloads.data import Dataset
+from workloads.data import Dataset, load_dataset
 from workloads.models import LoadedModel
 from workloads.train import evaluate
 
@@ -117,7 +117,8 @@ def build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
         from executors.distill import distill
         from workloads.data import normalized, training_set
 
-        train = training_set(plan.data or loaded.dataset)
+        # load_dataset looked up here, in this module (tests substitute it)
+        train = training_set(plan.data or loaded.dataset, load_dataset)
 
         train = normalized(train, plan.preprocess)
         pruned, rep = distill(pruned, module, train, plan.finetune, shared=list(shared),

@@ -79,16 +79,18 @@ def training_data(train: Dataset | None) -> Iterator[None]:
         _TRAINING.reset(token)
 
 
-def training_set(name: str | None) -> Dataset:
+def training_set(name: str | None,
+                 loader: Callable[[str], tuple[Dataset, Dataset]] | None = None) -> Dataset:
     """What fine-tuning trains on: the caller's in-memory data (training_data), else the
-    named data set's training split; DataError when there is neither."""
+    named data set's training split (read by ``loader``, default load_dataset); DataError
+    when there is neither."""
     given = _TRAINING.get()
     if given is not None:
         return given
     if not name:
         raise DataError("fine-tuning needs training data: plan with --data (or give data= to "
                         "edgefit.apply)")
-    return load_dataset(name)[0]
+    return (loader or load_dataset)(name)[0]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: element-wise array equality has no single truth
