@@ -185,3 +185,27 @@ def test_two_runs_from_each_end_combine_into_one_row_per_order(study: ModuleType
     rows = study.combined_rows([first, second], all_orders)
     assert [(r["order"], r["run"]) for r in rows] == [
         ("prune -> share", 1), ("share -> prune", 1), ("int8", 2)]
+
+
+def test_a_finished_run_with_orders_refused_on_the_model_is_not_partial(
+        study: ModuleType, rep: ModuleType) -> None:
+    """An order the toy network allows but the model refuses counts as tried: a run that
+    tried every defined order is complete, one that did not is still said to be partial."""
+    from types import SimpleNamespace
+
+    k = {knob.label: knob for knob in study.knobs()}
+    st = SimpleNamespace(fp32_accuracy=0.983, fp32_bytes=10_000, test=SimpleNamespace(y=[0] * 7),
+                         train=SimpleNamespace(y=[0] * 9))
+    all_orders = [study.Order((k["prune"], k["share"])), study.Order((k["share"], k["prune"])),
+                  study.Order((k["int8"],)),
+                  study.Order((k["int8"], k["prune"]), "int8 before prune: kernel")]
+    refused = {"order": "share -> prune", "refused": "layer 'x': 24 distinct nonzero weights"}
+
+    def section(results: list[dict[str, Any]]) -> str:
+        text = study.document("python x", st, 1000, all_orders, results, 1.0, "")
+        return "\n".join(rep.order_study(rep.parse_markdown(rep.ORDER_STUDY, text)).lines)
+
+    done = section([_results()[0], refused, _results()[2]])
+    assert "refused by the executor on the model itself" in done
+    assert "stopped before every defined order" not in done
+    assert "stopped before every defined order" in section([_results()[0], refused])
