@@ -13,10 +13,15 @@ absolute error where the units match.
 
 Workloads: lenet5-mnist, fashion-cnn, and lenet5-mnist-parity (the same LeNet-5 with 2 outputs,
 trained with lenet5-mnist's recipe on the same MNIST digits relabelled even -> 0, odd -> 1;
-cached like the zoo models). Plans and single-layer drops are evaluated on a fixed seeded subset
-of at most 2000 test images (all of MNIST's test split; 2000 of Fashion-MNIST's 10 000).
+cached like the zoo models). The class-count comparison on a second real data set (issue #20,
+--dataset fashion): fashion-cnn against two 2-class tasks with the same network (2 outputs) and
+fashion-cnn's recipe: fashion-cnn-apparel (every Fashion-MNIST image, clothing -> 0, footwear and
+bags -> 1) and fashion-cnn-shirts (the hard pair: only the T-shirt/top and shirt images).
+Plans and single-layer drops are evaluated on a fixed seeded subset of at most 2000 test images
+(all of MNIST's test split; 2000 of Fashion-MNIST's 10 000; all 2000 of the shirts pair's).
 Run: .venv/bin/python benchmarks/accuracy_estimators.py --json out/accuracy-estimators
-(one JSON per workload there; --report-only prints the tables from them again)
+(one JSON per workload there; --report-only prints the tables from them again;
+--dataset mnist|fashion picks one data set's workloads instead of --workloads)
 """
 
 from __future__ import annotations
@@ -47,12 +52,18 @@ from techniques.fakequant import pruned_copy, quantized_copy
 from techniques.prune import UnstructuredPruneConfig
 from workloads.data import Dataset, load_dataset
 from workloads.train import _atomic_save, _recipe_hash, evaluate, fresh_model, pretrained, train
-from workloads.zoo import ZOO, LeNet5, ZooEntry
+from workloads.zoo import ZOO, FashionCNN, LeNet5, ZooEntry
 
 _BASE = ZOO["lenet5-mnist"]
 TWO_CLASS = ZooEntry("lenet5-mnist-parity", functools.partial(LeNet5, classes=2), "mnist-parity",
                      _BASE.input_shape, 0.95, epochs=_BASE.epochs, lr=_BASE.lr,
                      shift_px=_BASE.shift_px, batch_size=_BASE.batch_size)
+_FASHION = ZOO["fashion-cnn"]
+# Fashion-MNIST's label ids (the data set's documented order)
+FASHION_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                  "Sneaker", "Bag", "Ankle boot")
+FOOTWEAR_AND_BAGS = (5, 7, 8, 9)  # label 1 of fashion-cnn-apparel; the six garments are 0
+SHIRT_PAIR = (0, 6)  # T-shirt/top -> 0, shirt -> 1: the pair the 10-class model confuses most
 DISTILL_IMAGES = 4000
 DISTILL_EPOCHS = 1
 TEST_IMAGES = 2000
@@ -79,18 +90,50 @@ def parity(ds: Dataset) -> Dataset:
                    f"{ds.source} [labels: digit parity]")
 
 
-def two_class_workload() -> Workload:
-    train_ds, test_ds = (parity(d) for d in load_dataset("mnist"))
-    ckpt = cache_dir() / "models" / f"{TWO_CLASS.name}-{_recipe_hash(TWO_CLASS)}.pt"
-    model = fresh_model(TWO_CLASS)
+def apparel(ds: Dataset) -> Dataset:
+    """Every Fashion-MNIST image, relabelled clothing -> 0, footwear and bags -> 1 (the split
+    a shop's sorter would make; 6 of the 10 classes against 4, so 60 / 40)."""
+    y = np.isin(ds.y, FOOTWEAR_AND_BAGS).astype(np.int64)
+    return Dataset(f"{ds.name}-apparel", ds.x, y, 2,
+                   f"{ds.source} [labels: clothing 0, footwear and bags 1]")
+
+
+def shirt_pair(ds: Dataset) -> Dataset:
+    """Only the T-shirt/top (-> 0) and shirt (-> 1) images: the hardest pair of Fashion-MNIST,
+    so the 2-class task is not much easier than the 10-class one (balanced, 50 / 50)."""
+    zero, one = SHIRT_PAIR
+    keep = np.isin(ds.y, SHIRT_PAIR)
+    return Dataset(f"{ds.name}-shirts", ds.x[keep], (ds.y[keep] == one).astype(np.int64), 2,
+                   f"{ds.source} [only {FASHION_LABELS[zero]} 0 and {FASHION_LABELS[one]} 1]")
+
+
+def fashion_two_class(name: str, dataset: str) -> ZooEntry:
+    """fashion-cnn's network with 2 outputs and fashion-cnn's recipe; ``dataset`` names the
+    relabelled data, so each task's checkpoint has its own recipe hash."""
+    return ZooEntry(name, functools.partial(FashionCNN, classes=2), dataset,
+                    _FASHION.input_shape, 0.0, epochs=_FASHION.epochs, lr=_FASHION.lr,
+                    shift_px=_FASHION.shift_px, batch_size=_FASHION.batch_size)
+
+
+FASHION_APPAREL = fashion_two_class("fashion-cnn-apparel", "fashion-mnist-apparel")
+FASHION_SHIRTS = fashion_two_class("fashion-cnn-shirts", "fashion-mnist-shirts")
+
+
+def two_class_workload(entry: ZooEntry = TWO_CLASS, base_dataset: str = "mnist",
+                       relabel: Callable[[Dataset], Dataset] = parity) -> Workload:
+    """``entry`` trained on ``base_dataset`` relabelled (training split only), cached under
+    the models cache like the zoo models (recipe hash in the name), never downloaded."""
+    train_ds, test_ds = (relabel(d) for d in load_dataset(base_dataset))
+    ckpt = cache_dir() / "models" / f"{entry.name}-{_recipe_hash(entry)}.pt"
+    model = fresh_model(entry)
     if ckpt.exists():
         model.load_state_dict(torch.load(ckpt, weights_only=True))
     else:
-        train(model, train_ds, epochs=TWO_CLASS.epochs, lr=TWO_CLASS.lr,
-              batch_size=TWO_CLASS.batch_size, shift_px=TWO_CLASS.shift_px,
-              label=f"training {TWO_CLASS.name}")
+        train(model, train_ds, epochs=entry.epochs, lr=entry.lr,
+              batch_size=entry.batch_size, shift_px=entry.shift_px,
+              label=f"training {entry.name}")
         _atomic_save(model.state_dict(), ckpt)
-    return Workload(TWO_CLASS.name, model.eval(), train_ds, test_ds)
+    return Workload(entry.name, model.eval(), train_ds, test_ds)
 
 
 def zoo_workload(name: str) -> Workload:
@@ -112,6 +155,15 @@ WORKLOADS: dict[str, Callable[[], Workload]] = {
     "lenet5-mnist": functools.partial(zoo_workload, "lenet5-mnist"),
     TWO_CLASS.name: two_class_workload,
     "fashion-cnn": functools.partial(zoo_workload, "fashion-cnn"),
+    FASHION_APPAREL.name: functools.partial(two_class_workload, FASHION_APPAREL,
+                                            "fashion-mnist", apparel),
+    FASHION_SHIRTS.name: functools.partial(two_class_workload, FASHION_SHIRTS, "fashion-mnist",
+                                           shirt_pair),
+}
+DEFAULT_WORKLOADS = ("lenet5-mnist", TWO_CLASS.name, "fashion-cnn")  # the committed first run
+DATASETS = {  # --dataset: one data set's 10-class workload and its 2-class tasks
+    "mnist": ("lenet5-mnist", TWO_CLASS.name),
+    "fashion": ("fashion-cnn", FASHION_APPAREL.name, FASHION_SHIRTS.name),
 }
 
 
@@ -352,22 +404,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plans", type=int, default=24)
     parser.add_argument("--finetuned", type=int, default=3)
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    picked = parser.add_mutually_exclusive_group()
+    picked.add_argument("--workloads", default=",".join(DEFAULT_WORKLOADS),
+                        help=f"comma-separated, of: {', '.join(WORKLOADS)}")
+    picked.add_argument("--dataset", choices=sorted(DATASETS),
+                        help="that data set's workloads: " + "; ".join(
+                            f"{k}: {', '.join(v)}" for k, v in DATASETS.items()))
     parser.add_argument("--json", type=Path, help="folder: one raw-results JSON per workload")
     parser.add_argument("--report-only", action="store_true",
                         help="print the tables from the JSON folder, compute nothing")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    spec = host_spec()
-    kernels = spec.profile(spec.default_profile).kernels
-    results = []
-    for name in args.workloads.split(","):
+    names = DATASETS[args.dataset] if args.dataset else tuple(args.workloads.split(","))
+    for name in names:
         if name not in WORKLOADS:
             parser.error(f"--workloads: unknown {name!r}; allowed: {', '.join(WORKLOADS)}")
+    if args.report_only and args.json is None:
+        parser.error("--report-only reads the --json folder; give --json")
+    start = time.perf_counter()
+    kernels = None  # probed on the first workload computed (--report-only computes none)
+    results = []
+    for name in names:
         saved = args.json / f"{name}.json" if args.json else None
         if args.report_only and saved is not None:
+            if not saved.exists():
+                parser.error(f"--report-only: {saved} does not exist; run without it first")
             results.append(json.loads(saved.read_text()))
             continue
+        if kernels is None:
+            spec = host_spec()
+            kernels = spec.profile(spec.default_profile).kernels
         results.append(run_workload(WORKLOADS[name](), kernels, args.plans, args.finetuned))
         if saved is not None:
             atomic_write_text(saved, json.dumps(results[-1], indent=1, default=str))
