@@ -70,7 +70,8 @@ def plan(model: nn.Module | str | Path, target: str, *,
          finetune_epochs: int = 0,
          preprocess: tuple[Iterable[float], Iterable[float]] | None = None,
          link: str | None = None, ab_slots: int = 1,
-         metric: Callable[[np.ndarray, Any], float] | None = None) -> Plan:
+         metric: Callable[[np.ndarray, Any], float] | None = None,
+         student: str | None = None) -> Plan:
     """A plan for `model` on `target` (a catalog name, "host" or a device YAML) under `limits`
     ({"latency": "30ms", "flash": "1MB", "ram": "256KB", "energy": "5mJ",
     "accuracy_drop": "1pp"}). Without `data` no accuracy cost is measured (every option looks
@@ -81,8 +82,12 @@ def plan(model: nn.Module | str | Path, target: str, *,
     model images the flash holds (docs/delivery.md). `metric(labels, outputs) -> float`,
     higher is better: what apply reports instead of top-1 accuracy (tried here on the fp32
     model: a metric that fails is a DataError now, not after the costs are measured; `apply`
-    uses it unless given another; plan.json records its module:name)."""
+    uses it unless given another; plan.json records its module:name). `student`: plan a
+    smaller student distilled from `model` ("width=0.5", as `plan --student`; trained on
+    `data`, `finetune_epochs` epochs, default 3)."""
     from edgefit.planning import calibration_sample, make_plan
+    from techniques.student import parse_student
+    from workloads.data import training_data
 
     _check_delivery(link, ab_slots, _limits(limits))
     budget = Budget(target=target, limits=_limits(limits), profile=profile, margin=margin,
@@ -99,10 +104,13 @@ def plan(model: nn.Module | str | Path, target: str, *,
     if data is not None and not isinstance(data, str):
         x, y = _arrays(data, "data")
         calibration, labelled = calibration_sample(x, y), y is not None
-    result, _ = make_plan(budget, "python", pins=dict(pins or {}), exclude=tuple(exclude),
-                          finetune_epochs=finetune_epochs, loaded=loaded,
-                          calibration=calibration, labelled=labelled,
-                          metric=None if metric is None else (metric_ref(metric), metric))
+    train = None if data is None or isinstance(data, str) else _dataset(data, "data")
+    with training_data(train):  # a student is distilled on the caller's data
+        result, _ = make_plan(budget, "python", pins=dict(pins or {}), exclude=tuple(exclude),
+                              finetune_epochs=finetune_epochs, loaded=loaded,
+                              calibration=calibration, labelled=labelled,
+                              metric=None if metric is None else (metric_ref(metric), metric),
+                              student=None if student is None else parse_student(student))
     result._metric_fn = metric  # apply's, unless it is given another
     return result
 

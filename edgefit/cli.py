@@ -167,6 +167,10 @@ def plan_cmd(
     qat: Annotated[bool, Flag("--qat", help="with --finetune: quantisation-aware fine-tuning "
                               "(trains through the planned quantisation; runs on "
                               "quantisation-only plans too)")] = False,
+    student: Annotated[str | None, Opt(help="plan a smaller student distilled from the model "
+                                       "(--finetune N epochs, default 3): width=0.5 (every "
+                                       "channel group halved; ,init=fresh for fresh weights) "
+                                       "or package.module:factory")] = None,
     apply: Annotated[bool, Flag("--apply", help="apply the plan right away (artifacts in "
                                 "--report-dir)")] = False,
     loop: Annotated[int, Opt(help="closed loop: up to N rounds of solve -> apply -> measure, "
@@ -213,10 +217,11 @@ def plan_cmd(
     pins, backend = parse_pins(pin or []), _backend(solver)
     search_args = _search(search, trials, study)
     epochs, quantization_aware = _epochs(finetune), _qat(qat, finetune)
+    student_spec = _student_spec(student)
     from edgefit_common.execution import from_settings, using
 
     executor = from_settings(cluster, workers)  # checked here; Ray starts on first use
-    with _feedback(quiet, verbose):
+    with _feedback(quiet, verbose), _student_allowed(student_spec):
         from edgefit.precheck import check_plan_inputs
 
         checked = check_plan_inputs(resolved.budget, exclude or ())  # before torch
@@ -225,7 +230,8 @@ def plan_cmd(
                           to_stderr=json_out)
         with using(executor):  # a local Ray instance stops when the plan is made
             plan, ctx = _make_plan(resolved, options, pins, tuple(exclude or ()), backend,
-                                   search_args, epochs, quantization_aware, user_metric)
+                                   search_args, epochs, quantization_aware, user_metric,
+                                   student_spec)
         plan.save(out)
         summary, code = _after_plan(plan, ctx, resolved, out, metrics, json_out, quiet)
         _scenario_after_plan(plan, resolved, summary, json_out)
@@ -282,7 +288,8 @@ def _scenario_after_plan(plan: Any, resolved: Any, summary: dict[str, Any],
 
 def _make_plan(resolved: Any, options: Any, pins: dict[str, str], exclude: tuple[str, ...],
                backend: str, search_args: tuple[int, Path | None] | None, epochs: int,
-               quantization_aware: bool, metric: tuple[str, Any] | None = None) -> Any:
+               quantization_aware: bool, metric: tuple[str, Any] | None = None,
+               student: Any = None) -> Any:
     """make_plan with the factory the user named allowed to run (torch is imported here)."""
     from edgefit_common.progress import task
     from workloads.refs import factory_allowed
@@ -294,7 +301,7 @@ def _make_plan(resolved: Any, options: Any, pins: dict[str, str], exclude: tuple
         return make_plan(resolved.budget, resolved.model_origin, options, pins=pins,
                          exclude=exclude, backend=backend, search=search,
                          finetune_epochs=epochs, quantization_aware=quantization_aware,
-                         metric=metric)
+                         metric=metric, student=student)
 
 
 def _user_metric(ref: str | None) -> tuple[str, Any] | None:
@@ -560,6 +567,8 @@ def apply_cmd(
                                        "checked)")] = None,
     metric: Annotated[str | None, Opt(help=METRIC_HELP + "; needed again when the plan "
                                       "records one (a plan file never imports code)")] = None,
+    student: Annotated[str | None, Opt(help="the plan's student package.module:factory, "
+                                       "needed again (a plan file never imports code)")] = None,
     quiet: Quiet = False,
     verbose: Verbose = False,
     json_out: Annotated[bool, Flag("--json", help="a JSON summary on stdout (checks, accuracy, "
@@ -575,7 +584,7 @@ def apply_cmd(
     source = source_for_apply(m.kind, m.name, m.path, m.input_shape, model, weights,
                               m.weights_path)
     user_metric = _user_metric(metric)
-    with _feedback(quiet, verbose):
+    with _feedback(quiet, verbose), _student_allowed(_apply_student(plan, student)):
         report, code = _apply_plan(plan, out_dir, source, json_out,
                                    None if user_metric is None else user_metric[1])
     if json_out:
@@ -788,6 +797,36 @@ def _qat(qat: bool, epochs: int) -> bool:
         raise SpecError("--qat needs --finetune E (the epochs of quantisation-aware "
                         "fine-tuning), e.g. --finetune 2 --qat")
     return qat
+
+
+def _student_spec(text: str | None) -> Any:
+    """--student as a techniques.student.StudentSpec (None: no student)."""
+    from techniques.student import parse_student
+
+    return None if text is None else parse_student(text)
+
+
+def _apply_student(plan: Any, text: str | None) -> Any:
+    """apply's --student: the plan's factory named again (a plan never imports code)."""
+    from edgefit_common.errors import SpecError
+
+    spec = plan.student.spec if plan.student is not None else None
+    wanted = spec.factory if spec is not None else None
+    if text is not None and text != wanted:
+        raise SpecError(f"--student {text[:60]!r}: the plan's student is "
+                        + (repr(wanted) if wanted else "derived (nothing to name)" if spec
+                           else "none (it plans the model itself)"))
+    if wanted is not None and text is None:
+        raise SpecError(f"the plan's student is the factory {wanted!r}: give --student "
+                        f"{wanted} (edgefit imports a factory only when a command line names it)")
+    return spec
+
+
+def _student_allowed(spec: Any) -> Any:
+    """Within the block the student's factory, which this command line named, may run."""
+    from workloads.refs import factory_allowed
+
+    return factory_allowed(spec.factory if spec is not None else None)
 
 
 def _backend(name: str) -> str:

@@ -510,14 +510,15 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
               finetune_epochs: int = 0, quantization_aware: bool = False,
               loaded: LoadedModel | None = None,
               calibration: tuple[np.ndarray, np.ndarray] | None = None,
-              labelled: bool | None = None, metric: tuple[str, Any] | None = None
-              ) -> tuple[plan_schema.Plan, PlanContext]:
+              labelled: bool | None = None, metric: tuple[str, Any] | None = None,
+              student: Any = None) -> tuple[plan_schema.Plan, PlanContext]:
     """pins: layer -> option fixed before solving; exclude: options no layer may take;
     quantization_aware: the fine-tuning (needs finetune_epochs) trains through the
     quantisation. loaded / calibration: the model and calibration sample when the caller has
     them in memory (the Python API) instead of naming them in the budget; labelled: whether
     that sample has labels (default: whether the budget's data holds them). metric: (its
-    module:function, the callable) apply scores with; tried here on the fp32 model."""
+    module:function, the callable) apply scores with; tried here on the fp32 model. student:
+    a techniques.student.StudentSpec: the distilled student is planned (edgefit.student_plan)."""
     from workloads.models import load_model_ref
 
     if quantization_aware and not finetune_epochs:
@@ -535,6 +536,12 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
         with task(f"load model {budget.model}"):
             loaded = load_model_ref(budget.model, budget.weights,
                                     tuple(budget.input_shape) if budget.input_shape else None)
+    teacher = None
+    if student is not None:  # the distilled student stands in for the model from here on
+        from edgefit.student_plan import planned_student
+
+        teacher, (loaded, student_record) = loaded, planned_student(loaded, student, budget,
+                                                                    finetune_epochs)
     with task(f"capture {loaded.name}"):
         graph = _capture(loaded)
     calib = calibration
@@ -611,6 +618,10 @@ def make_plan(budget: Budget, model_origin: str, options: SolverOptions | None =
                       model_origin,
                       groups, None if calib is None else data_hash(*calib))
     base = base_plan(ctx, acc_prov, offered)
+    if teacher is not None:  # plan.json's model is the teacher apply loads
+        from edgefit.student_plan import with_student
+
+        base = with_student(base, teacher, student_record)
     if finetune_epochs:
         from techniques.distill import DistillConfig
 

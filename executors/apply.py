@@ -90,7 +90,10 @@ def build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
                  calib_x: np.ndarray, test: Dataset, out_dir: Path) -> Built:
     """Torch model: pruning applied for real, quantisation simulated for accuracy; the pruned
     model exported (dynamo) and quantised with onnxruntime."""
-    module = loaded.torch_module()
+    module = teacher = loaded.torch_module()
+    student = None
+    if plan.student is not None:  # the plan's layers are a student's, distilled from the model
+        module, student = _student(plan, teacher, loaded)
     graph = capture(module, loaded.input_shape, loaded.name)
     if list(plan.layers) != graph.layer_names:
         raise PlanError("the plan's layers do not match the model's; re-run `plan`")
@@ -121,7 +124,7 @@ def build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
         train = training_set(plan.data or loaded.dataset, load_dataset)
 
         train = normalized(train, plan.preprocess)
-        pruned, rep = distill(pruned, module, train, plan.finetune, shared=list(shared),
+        pruned, rep = distill(pruned, teacher, train, plan.finetune, shared=list(shared),
                               quantized=quantized, calibration=calib_x)
         # tuned centroids of a float16 codebook: rounded back to float16 (sharing is idempotent)
         pruned = pruned_copy(pruned, {name: [cfg] for name, cfg in shared.items()})
@@ -146,18 +149,42 @@ def build_torch(plan: Plan, loaded: LoadedModel, onnx_opts: dict[str, str],
     else:
         export_fp32(pruned, loaded.input_shape, float_onnx)
     quantize_onnx(float_onnx, runnable, node_options(plan, onnx_opts), calib_x[:128])
-    simulated = _quality(compressed, module, test)
+    simulated = _quality(compressed, teacher, test)
+    if student is not None:  # its distillation beside the fine-tuning's
+        finetune_report = {**(finetune_report or {}), "student": student}
     return Built(
-        graph, fp32_onnx, runnable, _flash_layers(pruned, plan), _quality(module, module, test),
-        _shipped_quality(runnable, module, test),
-        _metric_note(module)
+        graph, fp32_onnx, runnable, _flash_layers(pruned, plan),
+        _quality(teacher, teacher, test), _shipped_quality(runnable, teacher, test),
+        _metric_note(teacher) + _student_note(student)
         + "the shipped model.onnx run by onnxruntime on the held-out split (the torch model "
         "with the plan's pruning, factorisation and weight sharing applied and its "
         f"quantisation simulated: {_fmt_quality(simulated, module)}, fake-quant with "
         f"activation scales from {len(calib_x)} training images)"
         + (tuned or "; no fine-tuning"),
-        _onnx_fidelity(runnable, compressed, test.x[:256], module), finetune_report,
+        _onnx_fidelity(runnable, compressed, test.x[:256], teacher), finetune_report,
         base_graph, narrow, pruned, compressed, simulated_accuracy=simulated)
+
+
+def _student(plan: Plan, teacher: nn.Module, loaded: LoadedModel
+             ) -> tuple[nn.Module, dict[str, Any]]:
+    """The plan's student, distilled from ``teacher`` on the training split
+    (executors.student; the weights plan measured, from the cache, when they are there)."""
+    from executors.student import student_for_plan
+    from workloads.data import normalized, training_set
+
+    train = normalized(training_set(plan.data or loaded.dataset, load_dataset), plan.preprocess)
+    return student_for_plan(plan, teacher, loaded.input_shape, train)
+
+
+def _student_note(student: dict[str, Any] | None) -> str:
+    if student is None:
+        return ""
+    return (f"the student {student['spec']} ({student['params']:,} parameters, the teacher "
+            f"{student['teacher_params']:,}) distilled from the fp32 model "
+            f"{'(cached weights) ' if student['from_cache'] else ''}"
+            f"{student['epochs_run']} epoch(s), validation accuracy "
+            f"{100 * student['val_accuracy_after']:.2f} %, then compressed as planned; "
+            "fp32 and drop are the teacher's; ")
 
 
 def pruned_like(module: nn.Module, other: nn.Module) -> bool:

@@ -19,6 +19,7 @@ from edgefit_common.jsonio import read_json
 from edgefit_common.yamlio import describe
 from techniques.distill import DistillConfig
 from techniques.registry import TechniqueConfig
+from techniques.student import StudentRecord
 
 # Every technique's frozen config, told apart by its `technique` field.
 PLAN_SCHEMA_VERSION = 3
@@ -308,6 +309,11 @@ class Plan(_Strict):
     explanation: Explanation | None = None
     finetune: DistillConfig | None = Field(
         default=None, description="distillation after pruning, before quantisation (apply)")
+    student: StudentRecord | None = Field(
+        default=None, description="the layers are a smaller student's, distilled from the fp32 "
+        "model (`model`, the teacher) before its per-layer options are applied (plan "
+        "--student); null: the model itself is planned. Optional, so version 3 still reads: an "
+        "older edgefit refuses a plan with a student (an unknown field) rather than ignore it")
     latency_band: Finite | None = Field(
         default=None, description="typical relative error of the latency model (null: unknown)")
     latency_backed: bool | None = Field(
