@@ -174,6 +174,7 @@ class RayExecutor(Executor):
 
         if ray.is_initialized():
             raise ClusterError("a Ray connection is already open in this process")
+        ray_messages_to_stderr()
         quiet = logging.ERROR  # Ray's start-up lines are not edgefit's output
         try:
             if self.address is None:
@@ -340,6 +341,27 @@ class RayExecutor(Executor):
                                   f"({type(exc).__name__}: {_first_line(exc)})") from exc
 
 
+def ray_messages_to_stderr() -> None:
+    """Ray's driver prints the errors the cluster reports to it ("A worker died or was killed
+    while executing a task ...") on **stdout**: its error listener thread calls
+    ``ray._private.worker.print_to_stdstream`` with ``is_err`` False, whatever ``log_to_driver``
+    says, and Ray has no setting for it. edgefit's stdout is the result alone (``plan --json``
+    writes its summary there), so they go to stderr, with the progress: the listener looks the
+    function up in its module on every message, and this replaces it there (once; Ray is
+    pinned, and tests/edgefit_common/test_ray_output.py kills a worker under ``plan --json``)."""
+    from ray._private import worker
+
+    printer = worker.print_to_stdstream
+    if getattr(printer, "edgefit_to_stderr", False):
+        return
+
+    def to_stderr(data: dict[str, Any], ignore_prefix: bool) -> None:
+        printer({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr.edgefit_to_stderr = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_stderr
+
+
 def _resolved(address: str) -> str | None:
     """The address itself, or for ``auto`` the one Ray would use: RAY_ADDRESS, else its
     record of the last ``ray start`` on this machine (None: neither)."""
@@ -381,4 +403,5 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-__all__ = ["LOOPBACK", "ChunkError", "RayExecutor", "TaskStat", "fingerprint", "run_chunk"]
+__all__ = ["LOOPBACK", "ChunkError", "RayExecutor", "TaskStat", "fingerprint",
+           "ray_messages_to_stderr", "run_chunk"]
