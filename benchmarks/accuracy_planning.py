@@ -113,6 +113,9 @@ def one_budget(model: str, fraction: float, fp32_weight_bytes: float, runtime_by
     plan_wall = time.perf_counter() - start
     rows: list[dict[str, Any]] = []
     tag = f"{model}-{fraction}"
+    # (options, no fine-tuning) -> its measurement: apply is deterministic for a plan without
+    # fine-tuning, so rows that chose the same plan share one apply
+    applied: dict[tuple[tuple[tuple[str, str], ...], bool], dict[str, Any]] = {}
 
     def row(method: str, p: Plan | None, wall: float, note: str = "",
             measured: dict[str, Any] | None = None, applies: int = 0) -> None:
@@ -122,7 +125,10 @@ def one_budget(model: str, fraction: float, fp32_weight_bytes: float, runtime_by
             rows.append({"method": method, "fits": False, "wall_s": wall, "note": note,
                          "applies": applies})
             return
-        m = measured or _applied(p, tmp / f"{tag}-{len(rows)}")
+        key = (tuple(sorted(p.options().items())), p.finetune is None)
+        if measured is None and key not in applied:  # a plan another row chose: applied once
+            applied[key] = _applied(p, tmp / f"{tag}-{len(rows)}")
+        m = measured or applied[key]
         rows.append({"method": method, "fits": True, "wall_s": wall, "note": note,
                      "applies": applies, "options": p.options(), **m})
 

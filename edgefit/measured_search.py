@@ -113,10 +113,9 @@ def search_measured(plan: Plan, out_dir: Path, settings: MeasuredSettings | None
     found = measured_search(problem, settings.applies, measure, seed=settings.seed,
                             hint=plan.options())
     best = with_result(plan, problem, found.result) if found.result.feasible else plan
-    outcome = MeasuredOutcome(best, found, f"{len(val)} images of {val.source}'s training "
-                              "split (stratified, seed "
-                              f"{VALIDATION_SEED}, without the calibration sample); the "
-                              "held-out split is not used")
+    outcome = MeasuredOutcome(best, found, f"{len(val)} images of {plan.data}'s training "
+                              f"split (stratified, seed {VALIDATION_SEED}, without the "
+                              "calibration sample); the held-out split is not used")
     outcome.save(out_dir / "search.json")
     return outcome
 
