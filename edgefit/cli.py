@@ -151,9 +151,12 @@ def plan_cmd(
     gap: Annotated[float, Opt(help="stop at this relative optimality gap (0 = prove "
                               "optimal)")] = 0.0,
     solver: Annotated[str, Opt(help="cpsat or cbc")] = "cpsat",
-    search: Annotated[str, Opt(help="solver (exact, default) or bayes (Optuna TPE baseline, "
-                               "same decision space)")] = "solver",
-    trials: Annotated[int, Opt(help="--search bayes: number of trials")] = 200,
+    search: Annotated[str, Opt(help="solver (exact, default), bayes (Optuna TPE baseline, "
+                               "same decision space) or bayes-measured (TPE on the accuracy "
+                               "each trial's plan measures when applied, on a validation "
+                               "split; artifacts in --report-dir)")] = "solver",
+    trials: Annotated[int, Opt(help="--search bayes: number of trials; bayes-measured: "
+                               "number of applies (default 8 there)")] = 200,
     study: Annotated[Path | None, Opt(help="--search bayes: SQLite file to resume or "
                                       "inspect the study")] = None,
     pin: Annotated[list[str] | None, Opt(help="LAYER=OPTION, fixed before solving "
@@ -215,7 +218,8 @@ def plan_cmd(
                                    loop_candidates)
     options = _solver_options(SolverOptions, time_limit, gap)
     pins, backend = parse_pins(pin or []), _backend(solver)
-    search_args = _search(search, trials, study)
+    measured = _measured(search, trials, study, loop, apply)
+    search_args = _search(search, trials, study) if measured is None else None
     epochs, quantization_aware = _epochs(finetune), _qat(qat, finetune)
     student_spec = _student_spec(student)
     from edgefit_common.execution import from_settings, using
@@ -226,8 +230,8 @@ def plan_cmd(
 
         checked = check_plan_inputs(resolved.budget, exclude or ())  # before torch
         if not quiet:
-            _print_header(resolved, checked, epochs, quantization_aware, apply or bool(loop),
-                          to_stderr=json_out)
+            _print_header(resolved, checked, epochs, quantization_aware,
+                          apply or bool(loop) or measured is not None, to_stderr=json_out)
         with using(executor):  # a local Ray instance stops when the plan is made
             plan, ctx = _make_plan(resolved, options, pins, tuple(exclude or ()), backend,
                                    search_args, epochs, quantization_aware, user_metric,
@@ -238,7 +242,11 @@ def plan_cmd(
         from edgefit.metric import metric_allowed
 
         allowed = metric_allowed(*user_metric) if user_metric else metric_allowed(None, None)
-        if plan.feasible and loop_settings is not None:
+        if plan.feasible and measured is not None:
+            with allowed:
+                summary["search"], code = _measured_search(
+                    plan, out, report_dir, measured, _plan_model(plan, resolved), json_out)
+        elif plan.feasible and loop_settings is not None:
             with using(executor), allowed:  # started again, for the candidates' host timings only
                 summary["loop"], code = _loop(plan, out, report_dir, loop_settings,
                                               _plan_model(plan, resolved), json_out)
@@ -762,10 +770,48 @@ def _search(name: str, trials: int, study: Path | None) -> tuple[int, Path | Non
     if name == "solver":
         return None
     if name != "bayes":
-        raise SpecError(f"--search {name!r}: choose solver or bayes")
+        raise SpecError(f"--search {name!r}: choose solver or bayes (scored by the "
+                        "predicted accuracy) or bayes-measured (by the measured one)")
     if not 1 <= trials <= 100_000:
         raise SpecError(f"--trials {trials}: between 1 and 100000")
     return trials, study
+
+
+def _measured(name: str, trials: int, study: Path | None, loop: int, apply: bool) -> Any:
+    """--search bayes-measured's settings (the applies it may make), checked before torch;
+    None for the other searches."""
+    from edgefit_common.errors import SpecError
+
+    if name != "bayes-measured":
+        return None
+    from edgefit.measured_search import MeasuredSettings
+
+    applies = 8 if trials == 200 else trials  # 200: --trials not given (bayes's default)
+    if not 1 <= applies <= 1000:
+        raise SpecError(f"--trials {trials}: bayes-measured applies each trial; between 1 "
+                        "and 1000")
+    for given, flag in ((study, "--study"), (loop, "--loop"), (apply, "--apply")):
+        if given:
+            raise SpecError(f"--search bayes-measured with {flag}: the measured search applies "
+                            "every trial itself (into --report-dir) and keeps no study; drop "
+                            f"{flag}")
+    return MeasuredSettings(applies=applies)
+
+
+def _measured_search(plan: Any, out: Path, report_dir: Path, settings: Any, source: Any,
+                     json_out: bool) -> tuple[dict[str, Any], int]:
+    """The measured search writes its best plan over --out and every apply under report_dir."""
+    from edgefit.measured_search import print_outcome, search_measured
+
+    outcome = search_measured(plan, report_dir, settings, source)
+    outcome.plan.save(out)
+    if not json_out:
+        print_outcome(outcome, report_dir / "search.json", out)
+    found = outcome.search
+    return ({"status": found.result.status, "applies": found.applies,
+             "best_apply": found.best_apply, "best_validation_drop_pp": found.best_value,
+             "report": str(report_dir / "search.json"), "best_plan": str(out)},
+            EXIT_OK if found.result.feasible else EXIT_INFEASIBLE)
 
 
 def _solver_options(options: Any, time_limit: float, gap: float) -> Any:
