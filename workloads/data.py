@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -810,9 +811,18 @@ _MIN_WORDS = 4  # shorter fragments ("Too short.", "4:00pm AEDT.") are not worth
 class SentenceDataset(Dataset):
     """Tokenised real sentences for a text encoder: ``x`` is float32 (N, L) token ids, padded
     with id 0 (the encoder's input); ``y`` is int64 zeros (the fidelity metric needs no labels);
-    ``texts`` the sentences themselves."""
+    ``texts`` the sentences themselves.
+
+    ``task_labels``: each sentence's class in its source corpus (an index into
+    ``task_classes``, e.g. ("neg", "pos") for the Pang & Lee reviews), kept apart from ``y`` so
+    that the cosine metric and every hash of (x, y) stay as they were; empty when the corpus
+    has no labels. ``lines``: the source line each sentence came from (a review split into two
+    sentences gives both the same line), so a probe split keeps a review on one side."""
 
     texts: tuple[str, ...] = ()
+    task_labels: tuple[int, ...] = ()
+    task_classes: tuple[str, ...] = ()
+    lines: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         where = self.source or self.name
@@ -826,10 +836,20 @@ class SentenceDataset(Dataset):
             raise DataError(f"{where}: labels must be int64 ({len(self.x)},), got {self.y.shape}")
         if self.texts and len(self.texts) != len(self.x):
             raise DataError(f"{where}: {len(self.texts)} texts but {len(self.x)} token rows")
+        for what, values in (("task labels", self.task_labels), ("lines", self.lines)):
+            if values and len(values) != len(self.x):
+                raise DataError(f"{where}: {len(values)} {what} but {len(self.x)} token rows")
+        if self.task_labels and not all(0 <= c < len(self.task_classes)
+                                        for c in self.task_labels):
+            raise DataError(f"{where}: task labels must index task_classes "
+                            f"{list(self.task_classes)}")
 
 
 def sentence_dir(root: Path | None = None) -> Path:
     return (data_root() if root is None else Path(root)) / "gensim-text"
+
+
+_LABEL_TAG = re.compile(r"^__label__(\w+)\s+")
 
 
 def read_sentences(path: Path) -> list[str]:
@@ -839,19 +859,41 @@ def read_sentences(path: Path) -> list[str]:
     ``pang_lee_polarity.cor`` one review sentence per line after a ``__label__pos|neg`` tag.
     Both are read as UTF-8, falling back to latin-1 (the polarity file has latin-1 bytes).
     """
+    return [text for text, _, _ in read_tagged_sentences(path)]
+
+
+def read_tagged_sentences(path: Path) -> list[tuple[str, str, int]]:
+    """(sentence, its line's ``__label__`` tag or "", its 0-based line) for every sentence of
+    ``path`` (split and filtered as :func:`read_sentences`)."""
     raw = _read_bytes(path, hint=f"PyPI {GENSIM_SPEC} ships it; {_FETCH_HINT}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
     out = []
-    for line in text.splitlines():
-        line = re.sub(r"^__label__\w+\s+", "", line.strip())
-        out += [s.strip() for s in _SENTENCE_SPLIT.split(line)
-                if len(s.split()) >= _MIN_WORDS]
+    for number, line in enumerate(text.splitlines()):
+        line = line.strip()
+        tag = _LABEL_TAG.match(line)
+        body = line[tag.end():] if tag else line
+        out += [(s.strip(), tag.group(1) if tag else "", number)
+                for s in _SENTENCE_SPLIT.split(body) if len(s.split()) >= _MIN_WORDS]
     if not out:
         raise DataError(f"{path}: no sentences of {_MIN_WORDS}+ words")
     return out
+
+
+def labelled_sentences(path: Path, name: str, source: str) -> SentenceDataset:
+    """A tagged file tokenised with its labels kept (``task_labels``, classes sorted by tag
+    name); a file without tags (or with some lines untagged) gets none."""
+    rows = read_tagged_sentences(path)
+    texts = [text for text, _, _ in rows]
+    ds = tokenized(texts, name, source)
+    tags = [tag for _, tag, _ in rows]
+    if not all(tags):
+        return ds
+    classes = tuple(sorted(set(tags)))
+    return dataclasses.replace(ds, task_labels=tuple(classes.index(t) for t in tags),
+                               task_classes=classes, lines=tuple(n for _, _, n in rows))
 
 
 def tokenized(texts: list[str], name: str, source: str) -> SentenceDataset:
@@ -867,15 +909,53 @@ def load_sentences(root: Path | None = None) -> tuple[Dataset, Dataset]:
     """(calibration, held-out) real English sentences, tokenised for MiniLM.
 
     Calibration: the sentences of the 299 Lee news documents; held-out: the 200 Pang & Lee
-    movie-review sentences, a different corpus, so a plan is judged on text it never saw.
+    movie-review sentences, a different corpus, so a plan is judged on text it never saw. The
+    held-out set keeps each review's polarity (``task_labels``, neg/pos): the task metric's
+    labels (workloads/text_tasks.py); ``y`` stays zeros.
     """
     folder = sentence_dir(root)
     parts = []
     for fname, tag in zip(SENTENCE_FILES, ("train", "test"), strict=True):
         path = folder / fname
-        parts.append(tokenized(read_sentences(path), f"sentences-{tag}",
-                               f"PyPI {GENSIM_SPEC} gensim/test/test_data/{fname} ({path})"))
+        source = f"PyPI {GENSIM_SPEC} gensim/test/test_data/{fname} ({path})"
+        parts.append(labelled_sentences(path, f"sentences-{tag}", source) if tag == "test"
+                     else tokenized(read_sentences(path), f"sentences-{tag}", source))
     return parts[0], parts[1]
+
+
+WORD_PAIR_FILES = {"wordsim353": "wordsim353.tsv", "simlex999": "simlex999.txt"}
+"""Word pairs with mean human similarity ratings, shipped in the same gensim wheel: WordSim-353
+(relatedness, 0..10) and SimLex-999 (similarity, 0..10)."""
+
+
+def read_word_pairs(path: Path) -> list[tuple[str, str, float]]:
+    """(word 1, word 2, mean human rating) per line of a tab-separated pair file; ``#`` lines
+    are comments. DataError naming the file and line for anything else."""
+    raw = _read_bytes(path, hint=f"PyPI {GENSIM_SPEC} ships it; {_FETCH_HINT}")
+    pairs = []
+    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.rstrip("\n").split("\t")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            rating = float(parts[2])
+        except ValueError:
+            raise DataError(f"{path}:{number}: expected 'word<TAB>word<TAB>rating', got "
+                            f"{line[:60]!r}") from None
+        pairs.append((parts[0].strip(), parts[1].strip(), rating))
+    if len(pairs) < 3:
+        raise DataError(f"{path}: {len(pairs)} rated word pairs; a rank correlation needs 3+")
+    return pairs
+
+
+def load_word_pairs(name: str, root: Path | None = None) -> list[tuple[str, str, float]]:
+    """A rated word-pair set of :data:`WORD_PAIR_FILES` from the data root (``make data``)."""
+    if name not in WORD_PAIR_FILES:
+        raise DataError(f"unknown word-pair set {name!r}: known are "
+                        f"{', '.join(WORD_PAIR_FILES)}")
+    return read_word_pairs(sentence_dir(root) / WORD_PAIR_FILES[name])
 
 
 # --------------------------------------------------------------------------- splits & registry

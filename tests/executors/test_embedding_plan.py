@@ -250,7 +250,8 @@ def minilm_applied(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     full, datasets = minilm.load_minilm, data.load_dataset
     train, test = datasets("sentences")
-    few = dataclasses.replace(test, x=test.x[:48], y=test.y[:48], texts=test.texts[:48])
+    few = dataclasses.replace(test, x=test.x[:48], y=test.y[:48], texts=test.texts[:48],
+                              task_labels=test.task_labels[:48], lines=test.lines[:48])
     mp.setattr(minilm, "load_minilm", lambda folder=None, layers=None: full(folder, layers or 1))
     mp.setattr(data, "load_dataset", lambda name: (train, few))  # 48 held-out sentences
     mp.setattr(planning, "_estimate_accuracy", lambda loaded, graph, kernels, options, x:
