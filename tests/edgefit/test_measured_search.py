@@ -117,3 +117,33 @@ def test_unknown_search_names_the_measured_one(capsys: pytest.CaptureFixture[str
                             "bayes-measure"])
     err = capsys.readouterr().err
     assert code == 2 and "bayes-measured" in err
+
+
+def test_cli_writes_the_best_plan_and_the_search_report(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    """The command's path with the plan and the applies stubbed: the measured best over
+    --out, search.json in --report-dir, its lines printed, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    plan = _plan()
+    monkeypatch.setattr("edgefit.cli._make_plan", lambda *a, **k: (plan, None))
+    val = _dataset(40, "toy-validation")
+    monkeypatch.setattr(ms, "_data", lambda p, s: ((val.x[:8], val.y[:8]), val))
+
+    def fake_apply(p: Plan, out: Path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {"accuracy": {"drop_pp": 0.5 if p.options()["fc1"] == "int4" else 2.0}}
+
+    monkeypatch.setattr("edgefit.applying.apply_plan", fake_apply)
+    code = _run(_plan_app, ["--target", "jetson-nano", "--max-latency", "60ms", "-q",
+                            "--search", "bayes-measured", "--trials", "6",
+                            "--report-dir", "runs", "--out", "best.json"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    record = json.loads((tmp_path / "runs" / "search.json").read_text())
+    assert record["applies"] == len([t for t in record["trials"] if t["outcome"] == "applied"])
+    best = Plan.load(tmp_path / "best.json")
+    tried = [t["picks"]["fc1"] for t in record["trials"] if t["outcome"] == "applied"]
+    assert "int4" in tried and tried[0] != "int4"  # the solver's plan first, then TPE found it
+    assert best.options()["fc1"] == "int4" and record["best_validation_drop_pp"] == 0.5
+    assert "measured search:" in out and "search report:" in out
