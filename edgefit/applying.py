@@ -209,6 +209,7 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
         built = _with_metric(built, metric, test)
     elif not labelled:  # inputs only: judged by how closely it follows the fp32 model
         built = _with_fidelity(built, test)
+    task_metric = encoder_task(loaded, built, test)
     image = out_dir / "model.flash.bin"
     with task("apply: write the flash image"):
         write_flash_image(image, built.flash_layers)
@@ -252,6 +253,7 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
                         "top-1 accuracy" if labelled else "fidelity to fp32"),
             "labels": labelled,
             "onnx_vs_torch": built.fidelity,
+            "task": task_metric,  # an encoder's task metric beside its cosine (issue #20)
             "finetune": built.finetune,
             "outputs": outputs,
         },
@@ -281,6 +283,26 @@ def _apply_into(plan: Plan, loaded: LoadedModel, data_name: str, calib_x: np.nda
     if defer_timing:
         return report, check, extra
     return report
+
+
+def encoder_task(loaded: LoadedModel, built: Any, test: Any) -> dict[str, Any] | None:
+    """A sentence encoder's task metric on held-out sentences with task labels (the linear
+    probe of workloads.text_tasks: fitted on the fp32 encoder's embeddings, scored with the
+    shipped model.onnx's and the fake-quant torch model's); None for any other model or data.
+    The cosine alone says how far embeddings moved, not what a classifier built on them loses.
+    """
+    if not getattr(test, "task_labels", ()) or built.compressed is None or loaded.module is None:
+        return None
+    if getattr(loaded.module, "output_kind", "logits") != "embedding":
+        return None
+    from executors.apply import onnx_outputs
+    from workloads.minilm import embed
+    from workloads.text_tasks import probe_report
+
+    with task("apply: the encoder's task metric (a linear probe on held-out labels)"):
+        return probe_report(test, embed(loaded.module, test.x),
+                            onnx_outputs(built.runnable, test.x),
+                            embed(built.compressed, test.x))
 
 
 def check_pinned(plan: Plan, loaded: LoadedModel, calibration_sha256: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,11 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None,
                       fmt_bytes(p.ram_bytes or 0),
                       "not measured" if unmeasured else f"{p.acc_loss:.2e}")
     con.print(table)
+    crossed = plan.boundary_ms_by_reader()
+    if crossed:
+        con.print("precision boundaries (a Q/DQ node where an int8 layer and a float one meet; "
+                  "in the totals, not in the rows): " + ", ".join(
+                      f"into {ly} {fmt_ms(ms)}" for ly, ms in crossed.items()), soft_wrap=True)
     if sv.note:
         con.print(f"solver: {sv.note}", soft_wrap=True)
     con.print(f"{acc_col}: {plan.accuracy_unit}; latency/flash/peak RAM: predicted for the target")
@@ -304,6 +310,14 @@ def _print_infeasible(plan: Plan, con: Console) -> None:
                   f"{plan.target.device}: {fmts[metric](value)} (runtime included)")
 
 
+def task_line(t: Mapping[str, Any]) -> str:
+    """apply's line for an encoder's task metric (edgefit.applying.encoder_task)."""
+    return (f"   task metric: {t['metric']} on the {t['task']}: fp32 {100 * t['fp32']:.2f} % "
+            f"-> compressed {100 * t['compressed']:.2f} % (drop {t['drop_pp']:.2f} pp; the "
+            f"probe's predictions from the two agree on {100 * t['agreement']:.2f} % of the "
+            f"sentences; {t['how']})")
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
     con = console or _console()
     con.print(f"apply report — {report['plan']}", style="bold")
@@ -324,6 +338,8 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
     if acc.get("limit_pp") is not None:
         line += f"; limit {acc['limit_pp']:g} pp: {'met' if acc['limit_met'] else 'NOT met'}"
     con.print(line)
+    if acc.get("task"):  # an encoder's task metric, beside its cosine
+        con.print(task_line(acc["task"]), soft_wrap=True)
     if acc.get("outputs"):
         con.print(f"   the accuracy reads the first of {len(acc['outputs'])} outputs; each output "
                   "against the fp32 model's: " + "; ".join(
