@@ -59,6 +59,10 @@ class CostTable:
     tflite_frame_bytes: float = 0.0
     accuracy: str = "none"  # which estimator produced acc_loss, and its unit
     memory: RuntimeMemory = field(default_factory=RuntimeMemory)
+    # a precision boundary (QuantizeLinear / DequantizeLinear between an int8 layer and a float
+    # one): a fixed cost per boundary node, and per byte it reads and writes (ms); 0: not costed
+    boundary_overhead_ms: float = 0.0
+    boundary_ms_per_byte: float = 0.0
 
     def cost(self, layer: str, option: str) -> OptionCost:
         for c in self.options[layer]:

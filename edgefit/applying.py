@@ -606,8 +606,13 @@ def host_check(plan: Plan, graph: LayerGraph, input_shape: tuple[int, ...], runn
 
 
 def _layer_rows(plan: Plan, measured_ms: dict[str, float]) -> list[dict[str, Any]]:
-    """Per layer: its option, the plan's predicted latency and the measured one (ms)."""
+    """Per layer: its option, the plan's predicted latency and the measured one (ms). A
+    layer's prediction includes the precision boundaries it reads through (the measurement
+    charges the Q/DQ node feeding a layer's input to that layer: edgefit_measure)."""
+    crossing = plan.boundary_ms_by_reader()
     return [{"layer": name, "option": lp.option,
-             "predicted_ms": lp.predicted.latency_ms if lp.predicted is not None else None,
+             "predicted_ms": lp.predicted.latency_ms + crossing.get(name, 0.0)
+             if lp.predicted is not None else None,
              "measured_ms": measured_ms[name]}
             for name, lp in plan.layers.items() if name in measured_ms]
+

@@ -311,12 +311,13 @@ class _State:
         assert rnd.measured is not None
         learned = []
         load = self._load(rnd.measured)
+        crossed = self._boundaries_into(cand.picks)
         for layer, measured_ms in rnd.measured.layer_ms.items():
             option = cand.picks.get(layer)
             if option is None or (layer, option) in self.baseline:
                 continue
-            predicted_ms = load * next(c.latency_ms for c in self.problem.choices[layer]
-                                       if c.option == option)
+            predicted_ms = load * (next(c.latency_ms for c in self.problem.choices[layer]
+                                        if c.option == option) + crossed.get(layer, 0.0))
             if (measured_ms > MISS_RATIO * predicted_ms
                     and measured_ms - predicted_ms > load * MISS_ABS_MS):
                 self.dropped.add((layer, option))
@@ -327,6 +328,15 @@ class _State:
                                                           else "")
                                + ": dropped from later rounds")
         return learned
+
+    def _boundaries_into(self, picks: dict[str, str]) -> dict[str, float]:
+        """Reader layer -> the precision boundaries' latency it runs (the measurement charges
+        the Q/DQ node feeding a layer to that layer)."""
+        out: dict[str, float] = {}
+        for t in self.problem.latency_pairs:
+            if picks.get(t.a) in t.a_options and picks.get(t.b) in t.b_options:
+                out[t.b] = out.get(t.b, 0.0) + t.latency_ms
+        return out
 
     def _load(self, m: Measurement) -> float:
         """How much slower than its profile the machine ran the fp32 model in the same apply

@@ -26,7 +26,7 @@ from edgefit_common import __version__
 from edgefit_common.errors import DataError, PlanError, SpecError
 from edgefit_common.progress import task, track
 from planner import plan as plan_schema
-from planner.problem import INPUT_SUFFIX, Choice, PairTerm, Problem
+from planner.problem import INPUT_SUFFIX, Choice, LatencyPair, PairTerm, Problem
 from planner.resolve import problem_from_plan, with_result
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
@@ -328,6 +328,15 @@ class ProblemTerms:
     weights_in_ram: bool
     step_extra: tuple[dict[tuple[str, str], float], ...]
     step_pairs: tuple[tuple[PairTerm, ...], ...]
+    latency_pairs: tuple[LatencyPair, ...] = ()
+
+
+def latency_pairs(graph: LayerGraph, table: CostTable) -> tuple[LatencyPair, ...]:
+    """The precision boundaries' latency and energy (cost_models.boundary_latency)."""
+    from cost_models.boundary_latency import boundary_latency_terms
+
+    return tuple(LatencyPair(a, ao, b, bo, ms, ms * table.power_w)
+                 for a, ao, b, bo, ms in boundary_latency_terms(graph, table))
 
 
 def problem_terms(graph: LayerGraph, table: CostTable) -> ProblemTerms:
@@ -359,6 +368,7 @@ def problem_terms(graph: LayerGraph, table: CostTable) -> ProblemTerms:
         weights_in_ram=table.weights_in_ram,
         step_extra=_step_workspace(graph, table),
         step_pairs=_step_pairs(graph, table),
+        latency_pairs=latency_pairs(graph, table),
     )
 
 
@@ -396,7 +406,8 @@ def _tflm_problem_terms(graph: LayerGraph, table: CostTable, unplanned: float, i
         ram_steps=terms.ram_steps, weights_in_ram=table.weights_in_ram,
         step_extra=terms.step_extra,
         step_pairs=tuple(tuple(PairTerm(*p) for p in step) for step in terms.step_pairs)
-        if any(terms.step_pairs) else ())
+        if any(terms.step_pairs) else (),
+        latency_pairs=latency_pairs(graph, table))
 
 
 def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float]) -> Problem:
@@ -411,7 +422,7 @@ def build_problem(graph: LayerGraph, table: CostTable, limits: dict[str, float])
     return Problem(layers=tuple(graph.layer_names), choices=choices, limits=limits,
                    fixed=terms.fixed, ram_steps=terms.ram_steps,
                    weights_in_ram=terms.weights_in_ram, step_extra=terms.step_extra,
-                   step_pairs=terms.step_pairs)
+                   step_pairs=terms.step_pairs, latency_pairs=terms.latency_pairs)
 
 
 def held_tensors(graph: LayerGraph, mem: RuntimeMemory) -> list[list[str]]:
@@ -825,6 +836,12 @@ def _estimate_accuracy(loaded: LoadedModel, graph: LayerGraph, kernels: dict[str
                             est.provenance + (PROVENANCE if techniques else ""))
 
 
+def _boundary_provenance(terms: ProblemTerms) -> dict[str, str]:
+    from cost_models.boundary_latency import PROVENANCE
+
+    return {"boundary_latency": PROVENANCE} if terms.latency_pairs else {}
+
+
 def base_plan(ctx: PlanContext, accuracy_provenance: str,
               options: Mapping[str, Mapping[str, Option]]) -> plan_schema.Plan:
     """The unsolved plan: every layer with all its alternatives and the execution steps, so
@@ -879,7 +896,8 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
         totals=None,
         solver=plan_schema.SolverInfo(backend="none", status="UNSOLVED", wall_time_s=0.0,
                                       options_considered=0, resolution={}),
-        provenance={**table.provenance, "accuracy": accuracy_provenance},
+        provenance={**table.provenance, "accuracy": accuracy_provenance,
+                    **_boundary_provenance(terms)},
         accuracy_unit=table.accuracy,
         latency_band=band.fraction,
         latency_backed=band.backed,
@@ -896,6 +914,8 @@ def base_plan(ctx: PlanContext, accuracy_provenance: str,
                              "says (see its provenance)")},
         ram_steps=ram_steps,
         weights_in_ram=terms.weights_in_ram,
+        boundaries=[(t.a, list(t.a_options), t.b, list(t.b_options), t.latency_ms, t.energy_mj)
+                    for t in terms.latency_pairs],
         channel_groups=[plan_schema.ChannelGroup(
             name=g.name, channels=g.channels, multiple=g.multiple, widths=list(g.widths),
             layers=list(g.layers), consumers=list(g.consumers))

@@ -92,6 +92,11 @@ def print_plan(plan: Plan, path: Path, console: Console | None = None,
                       fmt_bytes(p.ram_bytes or 0),
                       "not measured" if unmeasured else f"{p.acc_loss:.2e}")
     con.print(table)
+    crossed = plan.boundary_ms_by_reader()
+    if crossed:
+        con.print("precision boundaries (a Q/DQ node where an int8 layer and a float one meet; "
+                  "in the totals, not in the rows): " + ", ".join(
+                      f"into {ly} {fmt_ms(ms)}" for ly, ms in crossed.items()), soft_wrap=True)
     if sv.note:
         con.print(f"solver: {sv.note}", soft_wrap=True)
     con.print(f"{acc_col}: {plan.accuracy_unit}; latency/flash/peak RAM: predicted for the target")

@@ -60,6 +60,9 @@ def fingerprint(problem: Problem) -> str:
     if problem.step_pairs:  # likewise
         data["step_pairs"] = [[[t.a, list(t.a_options), t.b, list(t.b_options), t.nbytes]
                                for t in terms] for terms in problem.step_pairs]
+    if problem.latency_pairs:  # likewise
+        data["latency_pairs"] = [[t.a, list(t.a_options), t.b, list(t.b_options), t.latency_ms,
+                                  t.energy_mj] for t in problem.latency_pairs]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

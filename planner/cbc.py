@@ -99,9 +99,7 @@ class _Model:
         self.values = np.zeros(self.n_vars)  # the last solve's plan
 
     def cost_row(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
-        costs = self.data.costs[metric]
-        keep = np.flatnonzero(costs)
-        return keep, costs[keep]
+        return self.a.metric_row(self.data, metric)
 
     def phase(self, objective: tuple[np.ndarray, np.ndarray],
               rows: tuple[tuple[np.ndarray, np.ndarray, float], ...] = ()) -> None:

@@ -102,10 +102,9 @@ class _Model:
         ct.linear.domain.extend((lo, hi))
 
     def cost_row(self, metric: str) -> Row:
-        """The metric's total over the x variables (zero costs left out)."""
-        costs = self.data.costs[metric]
-        keep = np.flatnonzero(costs)
-        return keep, costs[keep]
+        """The metric's total over the x variables (zero costs left out) and the pair terms'
+        z (a precision boundary's latency)."""
+        return self.a.metric_row(self.data, metric)
 
     def rows(self, metric: str) -> list[Row]:
         """The rows a limit on `metric` bounds: its total, or each RAM step's bytes."""
@@ -122,7 +121,8 @@ class _Model:
             live = max((_step_upper(self.p, t) for t in range(len(self.data.steps))),
                        default=0)
             return weights + live + 1
-        return worst(metric) + 1
+        pairs = self.data.pair_costs.get(metric)
+        return worst(metric) + (int(pairs[1].sum()) if pairs is not None else 0) + 1
 
     def peak_ram_var(self) -> int:
         peak = self.new_var(self._upper_bound("ram_bytes"))

@@ -112,7 +112,8 @@ class Rounding:
             return min(room, _MAX_ROOM)
         q = (limit - fixed) / r
         # every LOOSE cost can sit _UNIT_TOL above its exact value; float noise on top
-        terms = 3 * len(problem.layers) + sum(len(s) for s in problem.step_pairs) + 2
+        terms = 3 * len(problem.layers) + sum(len(s) for s in problem.step_pairs) \
+            + len(problem.latency_pairs) + 2
         return min(_MAX_ROOM, math.floor(q + EXACT_TOL / r + _UNIT_TOL * terms
                                          + 1e-12 * max(1.0, abs(q))))
 
@@ -137,7 +138,8 @@ LOOSE = Rounding(loose=True, name="costs rounded down, limits up")
 def exact_totals(problem: Problem, picks: dict[str, int]) -> dict[str, float]:
     """Problem.totals with each total summed exactly (math.fsum) from the unrounded costs."""
     chosen = {ly: problem.choices[ly][picks[ly]] for ly in problem.layers}
-    out = {m: math.fsum([problem.fixed.get(m, 0.0), *(c.metric(m) for c in chosen.values())])
+    out = {m: math.fsum([problem.fixed.get(m, 0.0), *(c.metric(m) for c in chosen.values()),
+                         *(p.metric(m) for p in problem.latency_pairs if p.applies(chosen))])
            for m in ADDITIVE}
     out["ram_bytes"] = max(step_bytes(problem, chosen))
     out["acc_loss"] = math.fsum(c.acc_loss for c in chosen.values())

@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from planner.problem import ADDITIVE, INPUT_SUFFIX, Choice, PairKey, Problem, owner_layer
+from planner.problem import (
+    ADDITIVE,
+    INPUT_SUFFIX,
+    PAIR_METRICS,
+    Choice,
+    PairKey,
+    Problem,
+    owner_layer,
+)
 
 RESOLUTION = {"latency_ms": 1e-4, "flash_bytes": 1.0, "ram_bytes": 1.0, "energy_mj": 1e-6,
               "acc_loss": 1e-9, "transfer_bytes": 1.0}
@@ -74,10 +82,14 @@ def pair_coefficients(problem: Problem, t: int) -> list[tuple[PairKey, int]]:
 
 
 def pair_keys(problem: Problem) -> list[PairKey]:
-    """Every pair term's key once: one boolean each, shared by the steps that charge it."""
+    """Every pair term's key once: one boolean each, shared by the steps that charge it and
+    the precision boundaries' latency (Problem.latency_pairs)."""
     keys: dict[PairKey, None] = {}
     for t in range(len(problem.step_pairs)):
         for key, _ in problem.pair_terms(t):
+            keys.setdefault(key)
+    for m in PAIR_METRICS:
+        for key, _ in problem.latency_pair_terms(m):
             keys.setdefault(key)
     return list(keys)
 
@@ -109,6 +121,8 @@ class Integers:
     costs: dict[str, np.ndarray]
     steps: list[tuple[Row, Row]]
     ram_rows: list[Row]
+    # per additive metric, what the pair terms add to its total: (pair index, units)
+    pair_costs: dict[str, Row]
 
 
 class Arrays:
@@ -139,18 +153,33 @@ class Arrays:
         self.pair_keys = pair_keys(problem)
         self.pair_x = [(self._flat(a, ia), self._flat(b, ib)) for a, ia, b, ib in self.pair_keys]
         self.steps = self._steps(problem, flat)
+        self.pair_values = self._pair_values(problem)
         self.worst = {m: self._worst(problem, m) for m in ADDITIVE}
         self._integers: dict[tuple[object, ...], Integers] = {}
         self.memo: dict[str, Any] = {}  # what the backends derive once per problem
 
     def _worst(self, problem: Problem, metric: str) -> float:
         """The largest |total| any plan reaches (planner.exact.resolution_for): the layers'
-        largest |cost| summed in Problem.choices' order, as one Python sum always did."""
+        largest |cost| summed in Problem.choices' order, as one Python sum always did, plus
+        every pair term's |cost|."""
+        pairs = sum(abs(v) for _, v in problem.latency_pair_terms(metric)) \
+            if metric in PAIR_METRICS else 0.0
         if list(problem.choices) != list(self.layers):
             return abs(problem.fixed.get(metric, 0.0)) + sum(
-                max(abs(c.metric(metric)) for c in cs) for cs in problem.choices.values())
+                max(abs(c.metric(metric)) for c in cs) for cs in problem.choices.values()) \
+                + pairs
         largest = np.maximum.reduceat(np.abs(self.values[metric]), self.start[:-1])
-        return abs(problem.fixed.get(metric, 0.0)) + sum(largest.tolist())
+        return abs(problem.fixed.get(metric, 0.0)) + sum(largest.tolist()) + pairs
+
+    def _pair_values(self, problem: Problem) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per pair metric, (pair index, unrounded cost) of the pair terms adding to it."""
+        pair_of = {key: n for n, key in enumerate(self.pair_keys)}
+        out = {}
+        for m in PAIR_METRICS:
+            terms = problem.latency_pair_terms(m)
+            out[m] = (np.array([pair_of[key] for key, _ in terms], dtype=np.int64),
+                      np.array([v for _, v in terms], dtype=float))
+        return out
 
     def _flat(self, layer: str, idx: tuple[int, ...] | list[int]) -> np.ndarray:
         return self.start[self.position[layer]] + np.asarray(idx, dtype=np.int64)
@@ -205,9 +234,22 @@ class Arrays:
             costs = {m: cost(v, m) for m, v in self.values.items()}
             steps = [(_merged(s.x_index, nbytes(s.x_bytes)),
                       _merged(s.pair_index, nbytes(s.pair_bytes))) for s in self.steps]
+            pair_costs = {m: _merged(index, cost(v, m))
+                          for m, (index, v) in self.pair_values.items()}
             self._integers[key] = Integers(costs, steps, [self._ram_row(x, pairs, costs)
-                                                          for x, pairs in steps])
+                                                          for x, pairs in steps], pair_costs)
         return self._integers[key]
+
+    def metric_row(self, data: Integers, metric: str) -> Row:
+        """An additive metric's total over every variable in `data`'s integers: each option's
+        cost on its x (zero costs left out), then what pair terms add on their z."""
+        costs = data.costs[metric]
+        keep = np.flatnonzero(costs)
+        pairs = data.pair_costs.get(metric)
+        if pairs is None or not len(pairs[0]):
+            return keep, costs[keep]
+        return (np.concatenate((keep, self.z0 + pairs[0])),
+                np.concatenate((costs[keep], pairs[1])))
 
     def _ram_row(self, x: Row, pairs: Row, costs: dict[str, np.ndarray]) -> Row:
         """A step's row over all variables; with weights_in_ram, every option's flash bytes
@@ -255,7 +297,8 @@ _CACHED = 4
 def arrays(problem: Problem) -> Arrays:
     """The problem's Arrays, built on first use."""
     key = (problem.layers, problem.choices, problem.fixed, problem.ram_steps,
-           problem.weights_in_ram, problem.step_extra, problem.step_pairs)
+           problem.weights_in_ram, problem.step_extra, problem.step_pairs,
+           problem.latency_pairs)
     for k, found in _CACHE:
         if all(a is b for a, b in zip(k, key, strict=True)):
             return found

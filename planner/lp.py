@@ -74,8 +74,7 @@ class _Lp:
                       np.inf)
         for k, (m, limit) in enumerate(problem.limits.items()):
             room = rounding.room(problem, m, limit)
-            rows = (data.ram_rows if m == "ram_bytes"
-                    else [(np.arange(a.n), data.costs[m])])
+            rows = data.ram_rows if m == "ram_bytes" else [a.metric_row(data, m)]
             for index, coef in rows:
                 if elastic:
                     index, coef = np.append(index, s0 + k), np.append(coef, -max(abs(room), 1))
@@ -120,11 +119,11 @@ def relax(problem: Problem, metric: str = "acc_loss", rounding: Rounding = LOOSE
     """The LP minimum of an additive metric (or acc_loss) under every limit. On LOOSE data
     (the default) its value is a lower bound for the costs as measured (planner.exact)."""
     lp = _Lp(problem, elastic=False, rounding=rounding)
-    costs = lp.data.costs[metric]
+    index, costs = lp.a.metric_row(lp.data, metric)
     # GLOP gives up (ABNORMAL) on objective coefficients of ~1e9 loss units: scale them to <= 1
     scale = float(np.abs(costs).max(initial=0)) or 1.0
     objective = np.zeros(lp.n_vars)
-    objective[:lp.n_x] = costs * (1.0 / scale)
+    objective[index] = costs * (1.0 / scale)
     status, value, values = lp.solve(objective)
     if status != "OPTIMAL":
         return Relaxation(status, None, {})
@@ -172,10 +171,10 @@ def _neighbours(problem: Problem, layers: set[str]) -> set[str]:
         owners = {owner_layer(o) for o, _ in step}
         if owners & layers:
             out |= owners
-    for terms in problem.step_pairs:
-        for term in terms:
-            if {term.a, term.b} & layers:
-                out |= {term.a, term.b}
+    pairs = [(t.a, t.b) for terms in problem.step_pairs for t in terms]
+    for a, b in [*pairs, *((t.a, t.b) for t in problem.latency_pairs)]:
+        if {a, b} & layers:
+            out |= {a, b}
     for members in problem.members().values():
         if layers.intersection(members):
             out.update(members)

@@ -324,6 +324,11 @@ class Plan(_Strict):
         default_factory=dict, description="per cost: how far the prediction is trusted, and why")
     ram_steps: list[RamStep] = Field(default_factory=list)
     weights_in_ram: bool = False
+    boundaries: list[tuple[str, list[str], str, list[str], Millis, MilliJoules]] = Field(
+        default_factory=list, description="precision boundaries: (producer layer, its options, "
+        "reader layer, its options, latency_ms, energy_mj) added to the totals when both layers "
+        "take one of their listed options at once (an int8 layer reading a float tensor runs "
+        "a QuantizeLinear first; a float layer reading int8 codes a DequantizeLinear)")
     channel_groups: list[ChannelGroup] = Field(
         default_factory=list, description="coupled channel groups (alternatives name them)")
     excluded: list[str] = Field(
@@ -348,6 +353,16 @@ class Plan(_Strict):
     def options(self) -> dict[str, str]:
         return {name: layer.option for name, layer in self.layers.items()
                 if layer.option is not None}
+
+    def boundary_ms_by_reader(self) -> dict[str, float]:
+        """Reader layer -> the latency of the precision boundaries its chosen option and its
+        producer's cross (in the totals, not in either layer's own latency)."""
+        options = self.options()
+        out: dict[str, float] = {}
+        for a, a_options, b, b_options, ms, _ in self.boundaries:
+            if options.get(a) in a_options and options.get(b) in b_options:
+                out[b] = out.get(b, 0.0) + ms
+        return out
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
@@ -384,6 +399,8 @@ class Plan(_Strict):
             named += [(f"ram_steps[{i}].workspace", ly) for ly, _, _ in step.workspace]
             named += [(f"ram_steps[{i}].pairs", ly) for a, _, b, _, _ in step.pairs
                       for ly in (a, b)]
+        named += [(f"boundaries[{i}]", ly) for i, (a, _, b, _, _, _) in
+                  enumerate(self.boundaries) for ly in (a, b)]
         for i, group in enumerate(self.channel_groups):
             named += [(f"channel_groups[{i}]", ly) for ly in (*group.layers, *group.consumers)]
         for where, layer in named:

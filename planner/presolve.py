@@ -4,7 +4,9 @@ An option is dominated when another one of the same layer, with the same channel
 (the same kept width of every group it names), is no worse in latency, flash, energy, accuracy
 loss, activation bytes (which drive peak RAM: of its outputs and of the model input), RAM
 workspace at every step (Problem.step_extra) and the bytes of every pair term it takes part in
-(Problem.step_pairs: it is in no term the other is not, so in every plan it adds no more),
+(Problem.step_pairs: it is in no term the other is not, so in every plan it adds no more)
+and the latency and energy of every precision boundary it takes part in (Problem.latency_pairs,
+the same way),
 and better in at least one. Removing it cannot
 change the optimum. Comparing only within one coupling signature matters: an option of another
 width may look better for this layer but force its group's other members into worse options.
@@ -103,6 +105,10 @@ def _workspace_vectors(problem: Problem) -> dict[tuple[str, str], tuple[float, .
         for term in terms:
             sides.setdefault(term.a, []).append((term.a_options, term.nbytes))
             sides.setdefault(term.b, []).append((term.b_options, term.nbytes))
+    for boundary in problem.latency_pairs:  # a precision boundary's latency, like its bytes
+        for layer, opts in ((boundary.a, boundary.a_options), (boundary.b, boundary.b_options)):
+            sides.setdefault(layer, []).append((opts, boundary.latency_ms))
+            sides.setdefault(layer, []).append((opts, boundary.energy_mj))
     return {(layer, c.option): (
         *(problem.step_extra[t].get((layer, c.option), 0.0) for t in steps.get(layer, ())),
         *(nbytes if c.option in opts else 0.0 for opts, nbytes in sides.get(layer, ())))

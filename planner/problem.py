@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 # The limits the planner knows, with the unit each is expressed in inside the solver's data.
@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 # a link, device_specs.links, turned into bytes by planner.resolve.delivery_limits)
 METRICS = ("latency_ms", "flash_bytes", "ram_bytes", "energy_mj", "transfer_bytes")
 ADDITIVE = ("latency_ms", "flash_bytes", "energy_mj", "transfer_bytes")
+# additive metrics a pair of choices can add to (Problem.latency_pairs: precision boundaries)
+PAIR_METRICS = ("latency_ms", "energy_mj")
 # A RAM-step owner "<layer>:input" is the model input, stored in that (first) layer's element
 # type but never shrunk by its channel pruning (Choice.in_act_bytes).
 INPUT_SUFFIX = ":input"
@@ -74,6 +76,29 @@ class PairTerm:
         return chosen[self.a].option in self.a_options and chosen[self.b].option in self.b_options
 
 
+@dataclass(frozen=True)
+class LatencyPair:
+    """Milliseconds a plan spends when layer ``a`` (the producer) takes one of ``a_options``
+    and layer ``b`` (its reader) one of ``b_options`` at once: a precision boundary between
+    them (an int8 layer reading a float tensor runs a QuantizeLinear first; a float layer
+    reading int8 codes a DequantizeLinear), which neither layer's own latency includes (each
+    is measured or modelled inside a model of its own precision); ``energy_mj`` what that time
+    draws."""
+
+    a: str
+    a_options: tuple[str, ...]
+    b: str
+    b_options: tuple[str, ...]
+    latency_ms: float
+    energy_mj: float = 0.0
+
+    def metric(self, name: str) -> float:
+        return float(getattr(self, name, 0.0))
+
+    def applies(self, chosen: Mapping[str, Choice]) -> bool:
+        return chosen[self.a].option in self.a_options and chosen[self.b].option in self.b_options
+
+
 PairKey = tuple[str, tuple[int, ...], str, tuple[int, ...]]
 
 
@@ -101,6 +126,8 @@ class Problem:
     weights_in_ram: bool = False
     step_extra: tuple[Mapping[tuple[str, str], float], ...] = ()
     step_pairs: tuple[tuple[PairTerm, ...], ...] = ()
+    # precision-boundary latencies: added to the latency total when both choices hold
+    latency_pairs: tuple[LatencyPair, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.limits) - set(METRICS)
@@ -130,26 +157,42 @@ class Problem:
             raise ValueError(f"step_pairs has {len(self.step_pairs)} steps; the RAM steps have "
                              f"{n_steps} (one tuple per step, or none)")
         layers = set(self.layers)
-        for t, terms in enumerate(self.step_pairs):
-            for term in terms:
-                if term.a not in layers or term.b not in layers or term.a == term.b:
-                    raise ValueError(f"step_pairs[{t}]: a term needs two different known "
-                                     f"layers, got {term.a!r} and {term.b!r}")
+        named: list[tuple[str, PairTerm | LatencyPair]] = [
+            (f"step_pairs[{t}]", term) for t, terms in enumerate(self.step_pairs)
+            for term in terms]
+        named += [("latency_pairs", term) for term in self.latency_pairs]
+        for where, term in named:
+            if term.a not in layers or term.b not in layers or term.a == term.b:
+                raise ValueError(f"{where}: a term needs two different known layers, got "
+                                 f"{term.a!r} and {term.b!r}")
 
     def pair_terms(self, t: int) -> list[tuple[PairKey, float]]:
         """((a, option indices, b, option indices), bytes) of step t's pair terms, for the
         options still offered (a term none of whose options is offered is dropped)."""
         if not self.step_pairs:
             return []
+        return self._keyed((term, term.nbytes) for term in self.step_pairs[t])
+
+    def latency_pair_terms(self, metric: str = "latency_ms") -> list[tuple[PairKey, float]]:
+        """((a, option indices, b, option indices), cost) of the precision boundaries' latency
+        (or energy), for the options still offered (see pair_terms)."""
+        return self._keyed((term, term.metric(metric)) for term in self.latency_pairs)
+
+    def _keyed(self, terms: Iterable[tuple[PairTerm | LatencyPair, float]]
+               ) -> list[tuple[PairKey, float]]:
         out = []
-        for term in self.step_pairs[t]:
+        for term, value in terms:
             ia = tuple(i for i, c in enumerate(self.choices[term.a])
                        if c.option in term.a_options)
             ib = tuple(i for i, c in enumerate(self.choices[term.b])
                        if c.option in term.b_options)
-            if ia and ib and term.nbytes:
-                out.append(((term.a, ia, term.b, ib), term.nbytes))
+            if ia and ib and value:
+                out.append(((term.a, ia, term.b, ib), value))
         return out
+
+    def boundary_cost(self, chosen: Mapping[str, Choice], metric: str = "latency_ms") -> float:
+        """The precision boundaries' latency (or energy) a full plan spends."""
+        return sum(term.metric(metric) for term in self.latency_pairs if term.applies(chosen))
 
     def extra_terms(self, t: int) -> list[tuple[str, int, float]]:
         """(layer, choice index, bytes) of step t's workspace, for the options still offered."""
@@ -202,6 +245,8 @@ class Problem:
         chosen = {layer: self.choices[layer][pick[layer]] for layer in self.layers}
         out = {m: self.fixed.get(m, 0.0) + sum(c.metric(m) for c in chosen.values())
                for m in ADDITIVE}
+        for m in PAIR_METRICS:
+            out[m] += self.boundary_cost(chosen, m)
         out["ram_bytes"] = self.peak_ram(chosen)
         out["acc_loss"] = sum(c.acc_loss for c in chosen.values())
         out["coupling_violations"] = float(self.coupling_violations(chosen))

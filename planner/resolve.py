@@ -19,7 +19,7 @@ from planner.plan import (
     Relaxation,
     SolverInfo,
 )
-from planner.problem import Choice, PairTerm, Problem
+from planner.problem import Choice, LatencyPair, PairTerm, Problem
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
 
@@ -71,14 +71,18 @@ def fp32_latency_ms(plan: Plan, pins: Mapping[str, str] | None = None) -> float 
             **dict(pins or {})}
     full = {g.name: g.channels for g in plan.channel_groups}
     total = float(plan.fixed.get("latency_ms", 0.0))
+    chosen = {}
     for name, lp in plan.layers.items():
-        plain = [a.latency_ms for a in lp.alternatives
+        plain = [(a.latency_ms, a.option) for a in lp.alternatives
                  if (a.option == pins[name] if name in pins else
                      not a.techniques and all(full.get(g) == w for g, w in a.widths.items()))]
         if not plain:
             return None
-        total += min(plain)
-    return total
+        ms, chosen[name] = min(plain)
+        total += ms
+    # a pinned int8 layer among fp32 ones crosses precision boundaries
+    return total + sum(ms for a, ao, b, bo, ms, _ in plan.boundaries
+                       if chosen[a] in ao and chosen[b] in bo)
 
 
 def latency_cap(plan: Plan, limits: Mapping[str, float],
@@ -135,6 +139,8 @@ def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
         weights_in_ram=plan.weights_in_ram,
         step_extra=_step_extra(plan),
         step_pairs=_step_pairs(plan),
+        latency_pairs=tuple(LatencyPair(a, tuple(ao), b, tuple(bo), ms, mj)
+                            for a, ao, b, bo, ms, mj in plan.boundaries),
     )
 
 
