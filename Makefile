@@ -67,6 +67,7 @@ bench: data
 	$(PY) benchmarks/int4_matmulnbits.py --threads 1 --rounds 30 --iters 200
 	$(PY) benchmarks/int8_qlinear.py
 	$(PY) benchmarks/micro_latency.py
+	$(PY) benchmarks/boundary_latency.py
 	$(PY) benchmarks/peers.py
 	$(PY) benchmarks/deep_compression.py
 	$(PY) benchmarks/accuracy_planning.py
