@@ -51,7 +51,7 @@ def budget(model: str) -> Budget:
 def half_channels(probe: Any, kernel: str) -> dict[str, str]:
     """Pins: every coupled group at its offered width nearest 50 % of its channels, every layer
     at ``kernel`` (as benchmarks/compare_techniques.py's channel rows)."""
-    width = {g.name: min(g.widths, key=lambda w, g=g: (abs(w - g.channels * 0.5), w))
+    width = {g.name: min(g.widths, key=lambda w, c=g.channels: (abs(w - c * 0.5), w))  # type: ignore[misc]
              for g in probe.channel_groups}
     pins = {}
     for name, lp in probe.layers.items():
@@ -117,12 +117,38 @@ def rows_for(model: str, epochs: int, kernels: Sequence[str], tmp: Path) -> list
     return out
 
 
+def channels(record: dict[str, Any]) -> str:
+    """Output channels of every layer but the last, of the network the row deploys: the
+    student (built again: deterministic) or the teacher pruned as the row's options say."""
+    from executors.student import build_student
+    from workloads.models import load_model_ref
+
+    teacher = load_model_ref(record["model"])
+    module = teacher.torch_module()
+    if record["student"]:
+        net = build_student(module, parse_student(record["student"]), teacher.input_shape)
+    else:
+        kept = {layer: int(part[1:]) for layer, option in record["options"].items()
+                for part in option.split("+") if part.startswith("w") and part[1:].isdigit()}
+        net = module
+        modules = dict(net.named_modules())
+        counts = [kept.get(n, _out(modules[n])) for n in record["options"]]
+        return "/".join(str(c) for c in counts[:-1])
+    modules = dict(net.named_modules())
+    return "/".join(str(_out(modules[n])) for n in list(record["options"])[:-1])
+
+
+def _out(module: Any) -> int:
+    return int(getattr(module, "out_channels", getattr(module, "out_features", 0)))
+
+
 def table(records: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["| model | row | parameters | flash image | predicted latency | accuracy (teacher "
-             "fp32 -> this) | checks |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | row | channels | parameters | flash image | predicted latency | accuracy "
+             "(teacher fp32 -> this) | checks |", "|---|---|---|---|---|---|---|---|"]
     for r in records:
         lines.append(
-            f"| {r['model']} | {r['row']} | {r['params']:,} | {r['flash_image_bytes']:,} B | "
+            f"| {r['model']} | {r['row']} | {channels(r)} | {r['params']:,} | "
+            f"{r['flash_image_bytes']:,} B | "
             f"{r['latency_ms']:.3f} ms | {100 * r['fp32_accuracy']:.2f} -> "
             f"{100 * r['accuracy']:.2f} % | {'ok' if r['checks_ok'] else 'FAILED'} |")
     return lines
@@ -147,7 +173,11 @@ def document(argv: Sequence[str], args: argparse.Namespace,
         f"{args.epochs} epoch(s) from the fp32 teacher before planning (`plan --student`), then "
         "applies the pinned kernel (an int8 student is not fine-tuned again). Distillation: "
         "KL to the teacher at T=4 with 0.3 cross-entropy, AdamW lr 5e-4, early stopping on "
-        "the validation split's KL.", "",
+        "the validation split's KL. *Channels*: output channels of every layer but the "
+        "classifier. The channel row takes the widths the plan offers (multiples of the "
+        "profile's preferred channel multiple, or the full count) nearest half; a student "
+        "keeps exactly half of every group (rounded, at least one), so the two networks "
+        "differ slightly.", "",
         *table(records), "",
         "What the student rows' distillation reported (validation split of the training data; "
         "the teacher's figure there is in-sample: it was trained on those images):", "",
@@ -168,7 +198,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--kernels", default="fp32,int8")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--render", action="store_true", help="write the document again from "
+                        "docs/bench-student.json (the run the other options describe), "
+                        "measuring nothing")
     args = parser.parse_args(argv)
+    if args.render:
+        measured = json.loads(DOC.with_suffix(".json").read_text())
+        done = {r["model"] for r in measured}
+        left = [m for m in args.models.split(",") if m not in done]
+        doc = document([a for a in argv if a != "--render"], args, measured)
+        atomic_write_text(DOC, doc + (f"\nPartial: {', '.join(left)} not run yet when this "
+                                      "was written.\n" if left else ""))
+        return 0
     records: list[dict[str, Any]] = []
     models = args.models.split(",")
     with tempfile.TemporaryDirectory() as tmp:
