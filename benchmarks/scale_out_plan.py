@@ -5,6 +5,7 @@ process, on a local Ray instance (`--workers 2`) and on a Ray head started here 
     nice .venv/bin/python benchmarks/scale_out_plan.py [--model minilm-l6]
         [--target raspberry-pi-4] [--limit --max-flash=40MB --limit --max-latency=200ms]
         [--only serial,workers,cluster] [--commit HEAD]
+    .venv/bin/python benchmarks/scale_out_plan.py --count-options default   # or 50
 
 - **Code.** Every run executes the committed tree at ``--commit`` (``git archive`` into a
   temporary folder, first on PYTHONPATH, which Ray's workers inherit): other sessions editing
@@ -191,6 +192,27 @@ def compare(serial: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
             "max_rel_cost_diff": worst, "fields_differ": fields}
 
 
+def count_options(model: str, target: str, levels: list[float] | None) -> None:
+    """Print the options ``plan`` offers per layer for ``model`` on ``target``'s default
+    profile (what its sensitivity pass measures: all but fp32), without measuring anything."""
+    from collections import Counter
+
+    from edgefit.planning import _capture, layer_options, target_spec
+    from workloads.models import load_model_ref
+
+    loaded = load_model_ref(model)
+    graph = _capture(loaded)
+    spec = target_spec(target)
+    profile = spec.profile(spec.default_profile)
+    offered = layer_options(graph, profile.kernels, loaded.module, {}, profile.nm_sparsity,
+                            weights=True, tflite=profile.tflite, sparsity_levels=levels)
+    names = Counter(name for row in offered.values() for name in row)
+    total = sum(names.values())
+    print(f"{model} on {target}/{spec.default_profile}, sparsity levels {levels or 'default'}: "
+          f"{len(offered)} layers, {total} options, {total - names['fp32']} measured; "
+          + ", ".join(f"{name} x {n}" for name, n in names.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm-l6")
@@ -201,7 +223,15 @@ def main() -> None:
     parser.add_argument("--only", default="serial,workers,cluster")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--commit", default="HEAD")
+    parser.add_argument("--count-options", default=None, metavar="LEVELS",
+                        help="only print the options offered per layer (LEVELS: default, or "
+                             "sparsity levels as --sparsity-levels takes them) and stop")
     args = parser.parse_args()
+    if args.count_options is not None:
+        levels = (None if args.count_options == "default"
+                  else [float(v) for v in args.count_options.split(",")])
+        count_options(args.model, args.target, levels)
+        return
     limits = args.limit or ["--max-flash=40MB", "--max-latency=200ms"]
     plan_args = ["--model", args.model, "--target", args.target, *limits]
     runs = args.only.split(",")
