@@ -172,8 +172,9 @@ def plan_cmd(
                               "quantisation-only plans too)")] = False,
     student: Annotated[str | None, Opt(help="plan a smaller student distilled from the model "
                                        "(--finetune N epochs, default 3): width=0.5 (every "
-                                       "channel group halved; ,init=fresh for fresh weights) "
-                                       "or package.module:factory")] = None,
+                                       "channel group halved; ,init=fresh for fresh weights), "
+                                       "depth=N (the last N residual blocks dropped) or "
+                                       "package.module:factory")] = None,
     apply: Annotated[bool, Flag("--apply", help="apply the plan right away (artifacts in "
                                 "--report-dir)")] = False,
     loop: Annotated[int, Opt(help="closed loop: up to N rounds of solve -> apply -> measure, "

@@ -48,7 +48,7 @@ def build_student(teacher: nn.Module, spec: StudentSpec, input_shape: tuple[int,
     (workloads.refs.factory_allowed) and called under its seed."""
     import torch
 
-    if spec.kind == "width":
+    if spec.kind != "factory":  # derived: narrower, shallower or both
         student = derive_student(teacher, spec, input_shape)
     else:
         from workloads.models import load_model_ref

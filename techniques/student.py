@@ -12,6 +12,9 @@ A student is one of
   flatten stay consistent. ``init=teacher`` (the default) keeps the teacher's channels of
   largest group L1 norm with their weights; ``init=fresh`` re-initialises every layer of that
   shape (seeded: the same student every time);
+* ``depth=N`` (derived, shallower; with or without a width): the last ``N`` residual blocks
+  whose branch keeps its input's shape (``y = x + f(x)``) become identities (``y = x``), found
+  and removed in the model's torch.fx graph; the rest keeps the teacher's weights;
 * ``package.module:factory`` (user-given): the user's own network, built by calling the factory
   (the same rules as ``--model module:factory``: imported only when a command line names it,
   no pickle), its output shape the teacher's.
@@ -23,7 +26,7 @@ costed on, :class:`StudentRecord`). Nothing here imports torch at import time.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,7 +43,8 @@ _FACTORY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Z
                       re.ASCII)
 
 SPEC_HELP = ("width=F (every channel group keeps F of its channels, 0.1 <= F < 1; add ,init=fresh "
-             "to start from fresh weights instead of the teacher's kept ones) or "
+             "to start from fresh weights instead of the teacher's kept ones), depth=N (the last "
+             "N identity-shaped residual blocks dropped; also with a width) or "
              "package.module:factory (your own network)")
 
 
@@ -49,12 +53,14 @@ class StudentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["width", "factory"]
+    kind: Literal["width", "depth", "factory"]
     width: float | None = Field(default=None, ge=MIN_WIDTH, lt=1.0, description="width: the "
                                 "fraction of every coupled channel group's channels kept")
     init: Literal["teacher", "fresh"] = Field(
         default="teacher", description="width: start from the teacher's kept channels' weights, "
         "or from a fresh (seeded) initialisation; factory: always the factory's own weights")
+    depth: int | None = Field(default=None, ge=1, le=1000, description="residual blocks "
+                              "(identity-shaped, the last ones) made identities")
     factory: str | None = Field(default=None, description="factory: package.module:factory "
                                 "(imported only when a command line names it again)")
     seed: int = Field(default=0, ge=0, description="seed of a fresh initialisation or factory")
@@ -63,8 +69,13 @@ class StudentSpec(BaseModel):
     def _consistent(self) -> StudentSpec:
         if self.kind == "width" and (self.width is None or self.factory is not None):
             raise ValueError("a width student needs width and no factory")
-        if self.kind == "factory" and (self.factory is None or self.width is not None):
-            raise ValueError("a factory student needs factory and no width")
+        if self.kind == "depth" and (self.depth is None or self.width is not None
+                                     or self.factory is not None):
+            raise ValueError("a depth student needs depth and no width or factory (a narrower "
+                             "and shallower one is kind width with a depth)")
+        if self.kind == "factory" and (self.factory is None or self.width is not None
+                                       or self.depth is not None):
+            raise ValueError("a factory student needs factory and no width or depth")
         if self.factory is not None and not _FACTORY.fullmatch(self.factory):
             raise ValueError("factory must be package.module:function (ASCII identifiers)")
         return self
@@ -74,8 +85,10 @@ class StudentSpec(BaseModel):
         """As the user writes it (the inverse of :func:`parse_student`)."""
         if self.kind == "factory":
             return str(self.factory)
-        return (f"width={self.width:g}" + (",init=fresh" if self.init == "fresh" else "")
-                + (f",seed={self.seed}" if self.seed else ""))
+        parts = ([f"width={self.width:g}"] if self.width is not None else []) + (
+            [f"depth={self.depth}"] if self.depth is not None else [])
+        return ",".join(parts) + (",init=fresh" if self.init == "fresh" else "") + (
+            f",seed={self.seed}" if self.seed else "")
 
 
 class StudentRecord(BaseModel):
@@ -106,30 +119,41 @@ def parse_student(text: str) -> StudentSpec:
     text = text.strip()
     if _FACTORY.fullmatch(text):
         return StudentSpec(kind="factory", factory=text)
-    if not text.startswith("width="):
+    if not text.startswith(("width=", "depth=")):
         raise SpecError(f"--student {text[:60]!r}: not a student spec; give {SPEC_HELP}")
     fields: dict[str, str] = {}
     for part in text.split(","):
         key, sep, value = part.partition("=")
-        if not sep or key.strip() not in ("width", "init", "seed") or key.strip() in fields:
+        if not sep or key.strip() not in ("width", "depth", "init", "seed") \
+                or key.strip() in fields:
             raise SpecError(f"--student {text[:60]!r}: {part.strip()[:30]!r} is not width=F, "
-                            "init=teacher|fresh or seed=N")
+                            "depth=N, init=teacher|fresh or seed=N")
         fields[key.strip()] = value.strip()
-    try:
-        width = float(fields["width"])
-    except ValueError:
-        raise SpecError(f"--student width={fields['width'][:20]!r}: not a number") from None
-    if not MIN_WIDTH <= width < 1.0:  # also rejects nan
-        raise SpecError(f"--student width={fields['width'][:20]}: out of range; the kept "
-                        f"fraction of channels is {MIN_WIDTH} <= F < 1")
+    width = _width(fields["width"]) if "width" in fields else None
+    depth = fields.get("depth")
+    if depth is not None and not (depth.isdigit() and 1 <= int(depth) <= 1000):
+        raise SpecError(f"--student depth={depth[:20]}: the number of residual blocks to drop, "
+                        "a whole number from 1")
     init = fields.get("init", "teacher")
     if init not in ("teacher", "fresh"):
         raise SpecError(f"--student init={init[:20]!r}: teacher or fresh")
     seed = fields.get("seed", "0")
     if not seed.isdigit():
         raise SpecError(f"--student seed={seed[:20]!r}: a whole number >= 0")
-    return StudentSpec(kind="width", width=width, init=init,  # type: ignore[arg-type]
-                       seed=int(seed))
+    return StudentSpec(kind="width" if width is not None else "depth", width=width,
+                       depth=None if depth is None else int(depth),
+                       init=init, seed=int(seed))  # type: ignore[arg-type]
+
+
+def _width(text: str) -> float:
+    try:
+        width = float(text)
+    except ValueError:
+        raise SpecError(f"--student width={text[:20]!r}: not a number") from None
+    if not MIN_WIDTH <= width < 1.0:  # also rejects nan
+        raise SpecError(f"--student width={text[:20]}: out of range; the kept fraction of "
+                        f"channels is {MIN_WIDTH} <= F < 1")
+    return width
 
 
 def derive_student(teacher: nn.Module, spec: StudentSpec,
@@ -144,16 +168,19 @@ def derive_student(teacher: nn.Module, spec: StudentSpec,
 
     from techniques.prune import ChannelPruneConfig, coupling, prune_channels
 
-    if spec.kind != "width" or spec.width is None:
-        raise SpecError(f"student {spec.label}: not a derived (width=) student")
+    if spec.kind == "factory":
+        raise SpecError(f"student {spec.label}: not a derived (width= or depth=) student")
     student = copy.deepcopy(teacher)
-    ratio = round(1.0 - spec.width, 6)
-    configs = {layer: ChannelPruneConfig(ratio=ratio) for group in coupling(student, input_shape)
-               for layer in group.layers}
-    if not configs:
-        raise SpecError(f"student {spec.label}: the model has no channel group to narrow "
-                        "(Torch-Pruning found none)")
-    prune_channels(student, configs, input_shape)
+    if spec.depth is not None:
+        student = drop_residual_blocks(student, spec.depth, input_shape, spec.label)
+    if spec.width is not None:
+        ratio = round(1.0 - spec.width, 6)
+        configs = {layer: ChannelPruneConfig(ratio=ratio)
+                   for group in coupling(student, input_shape) for layer in group.layers}
+        if not configs:
+            raise SpecError(f"student {spec.label}: the model has no channel group to narrow "
+                            "(Torch-Pruning found none)")
+        prune_channels(student, configs, input_shape)
     if spec.init == "fresh":
         with torch.random.fork_rng(devices=[]):  # seeded, without moving the caller's RNG
             torch.manual_seed(spec.seed)
@@ -164,5 +191,77 @@ def derive_student(teacher: nn.Module, spec: StudentSpec,
     return student.eval()
 
 
+def drop_residual_blocks(model: nn.Module, count: int, input_shape: tuple[int, ...],
+                         label: str = "") -> nn.Module:
+    """``model`` as a torch.fx GraphModule with its last ``count`` identity-shaped residual
+    adds (``x + f(x)``, ``f(x)`` of ``x``'s shape and computed from ``x``) replaced by ``x``;
+    the branch's now unused layers are removed. SpecError when it has fewer such blocks."""
+    import torch
+    from torch import fx
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types; the user needs one line
+        raise SpecError(f"student {label}: torch.fx cannot trace the model to find its "
+                        f"residual blocks: {type(exc).__name__}") from None
+    ShapeProp(gm).propagate(torch.zeros((1, *input_shape)))
+    blocks = [(node, skip) for node in gm.graph.nodes
+              if (skip := _residual_skip(node)) is not None]
+    if len(blocks) < count:
+        raise SpecError(f"student {label}: depth={count} drops {count} residual block(s), the "
+                        f"model has {len(blocks)} whose branch keeps its input's shape")
+    for node, skip in blocks[len(blocks) - count:]:
+        node.replace_all_uses_with(skip)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+def _residual_skip(node: Any) -> Any:
+    """The skip input of an identity-shaped residual add (``x`` of ``x + f(x)``), or None."""
+    import operator
+
+    import torch
+    from torch import fx
+
+    is_add = (node.op == "call_function" and node.target in (operator.add, torch.add)) or (
+        node.op == "call_method" and node.target == "add")
+    if not is_add or len(node.args) < 2:
+        return None
+    a, b = node.args[:2]
+    if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
+        return None
+    for skip, branch in ((a, b), (b, a)):
+        if _shape(skip) is not None and _shape(skip) == _shape(branch) == _shape(node) \
+                and _through_a_layer(branch, skip):
+            return skip
+    return None
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+
+
+def _through_a_layer(node: Any, ancestor: Any) -> bool:
+    """Whether ``node`` is computed from ``ancestor`` through at least one module call (a
+    layer: the branch of a residual block, not the skip itself)."""
+    stack = [(node, node.op == "call_module")]
+    seen = set()
+    while stack:
+        current, via = stack.pop()
+        for parent in current.all_input_nodes:
+            if parent is ancestor:
+                if via:
+                    return True
+                continue
+            if (parent, via) not in seen:
+                seen.add((parent, via))
+                stack.append((parent, via or parent.op == "call_module"))
+    return False
+
+
 __all__ = ["MIN_WIDTH", "SPEC_HELP", "StudentRecord", "StudentSpec", "derive_student",
-           "parse_student"]
+           "drop_residual_blocks", "parse_student"]

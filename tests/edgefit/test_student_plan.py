@@ -67,3 +67,18 @@ def _top1(model, test_data) -> float:
     x, y = test_data
     with torch.no_grad():
         return float((model(torch.from_numpy(x)).argmax(1).numpy() == y).mean())
+
+
+def test_a_shallower_student_of_a_residual_network(user_net, small_mnist, tmp_path: Path
+                                                    ) -> None:
+    """depth=1 on a network with one residual block (BatchNorm folded, PReLU): the block's
+    branch is gone from the plan's layers, and apply distils, compresses and verifies it."""
+    data, test_data = small_mnist
+    plan = edgefit.plan(user_net, "jetson-nano", limits={"latency": "30ms"}, data=data,
+                        input_shape=(1, 28, 28), student="depth=1", finetune_epochs=1)
+    assert plan.student is not None and plan.student.spec.depth == 1
+    assert "conv1" not in plan.layers and {"conv0", "fc"} <= set(plan.layers)
+    result = edgefit.apply(plan, user_net, data=data, test_data=test_data,
+                           out=tmp_path / "out")
+    assert all(check["ok"] for check in result.report["checks"]), result.report["checks"]
+    assert result.report["accuracy"]["finetune"]["student"]["as_planned"]

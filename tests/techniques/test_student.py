@@ -13,6 +13,8 @@ from techniques.student import StudentSpec, derive_student, parse_student
     ("width=0.25,init=fresh", StudentSpec(kind="width", width=0.25, init="fresh")),
     ("width=0.1, init=teacher, seed=3", StudentSpec(kind="width", width=0.1, seed=3)),
     ("mypkg.nets:small", StudentSpec(kind="factory", factory="mypkg.nets:small")),
+    ("depth=2", StudentSpec(kind="depth", depth=2)),
+    ("depth=1,init=fresh", StudentSpec(kind="depth", depth=1, init="fresh")),
 ])
 def test_a_spec_parses_and_prints_back(text: str, want: StudentSpec) -> None:
     spec = parse_student(text)
@@ -22,7 +24,9 @@ def test_a_spec_parses_and_prints_back(text: str, want: StudentSpec) -> None:
 
 @pytest.mark.parametrize(("text", "needle"), [
     ("half", "not a student spec"),
-    ("depth=2", "not a student spec"),
+    ("deep=2", "not a student spec"),
+    ("depth=0", "a whole number from 1"),
+    ("depth=two", "a whole number from 1"),
     ("width=1", "out of range"),
     ("width=0.05", "out of range"),
     ("width=nan", "out of range"),
@@ -30,7 +34,7 @@ def test_a_spec_parses_and_prints_back(text: str, want: StudentSpec) -> None:
     ("width=wide", "not a number"),
     ("width=0.5,init=random", "teacher or fresh"),
     ("width=0.5,width=0.4", "is not width=F"),
-    ("width=0.5,depth=2", "is not width=F"),
+    ("width=0.5,stride=2", "is not width=F"),
     ("width=0.5,seed=-1", "whole number"),
     ("pkg.mod:fn:extra", "not a student spec"),
 ])
@@ -112,3 +116,41 @@ def test_init_teacher_keeps_teacher_weights_and_fresh_is_seeded() -> None:
 def test_a_factory_spec_is_not_derived() -> None:
     with pytest.raises(SpecError, match="not a derived"):
         derive_student(_residual_net(), parse_student("m.n:f"), (1, 14, 14))
+
+
+def test_a_depth_student_drops_the_residual_branch() -> None:
+    import torch
+
+    from cost_models.capture import capture
+
+    teacher = _residual_net()
+    student = derive_student(teacher, parse_student("depth=1"), (1, 14, 14))
+    names = {n for n, _ in student.named_modules()}
+    assert "conv1" not in names and "bn1" not in names  # the branch is gone
+    assert {"conv0", "fc1", "fc2"} <= names
+    x = torch.rand(3, 1, 14, 14)
+    with torch.no_grad():  # y = x + f(x) became y = x: what the teacher computes without f
+        y = torch.relu(teacher.bn0(teacher.conv0(x)))
+        want = teacher.fc2(torch.relu(teacher.fc1(torch.nn.functional.max_pool2d(y, 2)
+                                                  .flatten(1))))
+        assert torch.allclose(student(x), want, atol=1e-6)
+    graph = capture(student, (1, 14, 14), "student")  # the planner can read it
+    assert "conv1" not in graph.layer_names and "conv0" in graph.layer_names
+
+
+def test_a_narrower_and_shallower_student() -> None:
+    import torch
+
+    spec = parse_student("width=0.5,depth=1")
+    assert spec.kind == "width" and spec.depth == 1 and spec.label == "width=0.5,depth=1"
+    student = derive_student(_residual_net(), spec, (1, 14, 14))
+    modules = dict(student.named_modules())
+    assert modules["conv0"].out_channels == 4 and modules["fc1"].out_features == 10
+    assert student(torch.rand(2, 1, 14, 14)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("spec", ["depth=2", "width=0.5,depth=3"])
+def test_more_blocks_than_the_model_has_is_one_line(spec: str) -> None:
+    with pytest.raises(SpecError, match="the model has 1 whose branch keeps") as info:
+        derive_student(_residual_net(), parse_student(spec), (1, 14, 14))
+    assert "\n" not in str(info.value)
