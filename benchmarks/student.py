@@ -154,13 +154,24 @@ def table(records: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def command_of(argv: Sequence[str]) -> str:
+    return ".venv/bin/python benchmarks/student.py" + "".join(
+        f" {a}" for a in argv if a not in ("--render", "--append"))
+
+
 def document(argv: Sequence[str], args: argparse.Namespace,
              records: Sequence[dict[str, Any]]) -> str:
-    command = ".venv/bin/python benchmarks/student.py" + "".join(f" {a}" for a in argv)
+    commands = list(dict.fromkeys(r.get("command", command_of(argv)) for r in records))
+    made = " and ".join(
+        f"`{c}` ({', '.join(sorted({r['model'] for r in records if r.get('command', c) == c}))})"
+        for c in commands)
     students = [r for r in records if r["student"]]
+    epochs = sorted({r["epochs"] for r in records if r["epochs"]})
     return "\n".join([
         "# Distillation into a smaller student, measured", "",
-        f"Made by `{command}`; every number is from that run (one seed). Target "
+        f"Made by {made}; every number is from the run named beside its model (one seed; a "
+        "run writes this file after every model, so a run stopped early keeps the models it "
+        "finished). Target "
         f"`{TARGET}` / `{PROFILE}` (edgefit's packed image, no .tflite). Every planned layer is "
         "pinned to one kernel, so rows differ in the network only. *Accuracy*: apply's held-out "
         "split, the shipped model.onnx run by onnxruntime, against the fp32 teacher's. *Flash "
@@ -168,9 +179,9 @@ def document(argv: Sequence[str], args: argparse.Namespace,
         "*Predicted latency*: the plan's analytical MCU model (unverified rates, see the plan's "
         "provenance), not a measurement. The channel row prunes every coupled group of the "
         "teacher to its offered width nearest 50 % and then distils the pruned model "
-        f"{args.epochs} epoch(s) (apply's fine-tuning); a student row builds the width=0.5 "
-        "network (the same Torch-Pruning dependency graph), distils it "
-        f"{args.epochs} epoch(s) from the fp32 teacher before planning (`plan --student`), then "
+        f"(apply's fine-tuning, the epochs its row says: {'/'.join(map(str, epochs))}); a "
+        "student row builds the width=0.5 network (the same Torch-Pruning dependency graph), "
+        "distils it as many epochs from the fp32 teacher before planning (`plan --student`), then "
         "applies the pinned kernel (an int8 student is not fine-tuned again). Distillation: "
         "KL to the teacher at T=4 with 0.3 cross-entropy, AdamW lr 5e-4, early stopping on "
         "the validation split's KL. *Channels*: output channels of every layer but the "
@@ -198,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--kernels", default="fp32,int8")
     parser.add_argument("--no-doc", action="store_true")
+    parser.add_argument("--append", action="store_true", help="keep the other models' rows "
+                        "of docs/bench-student.json (each row names the command that made it)")
     parser.add_argument("--render", action="store_true", help="write the document again from "
                         "docs/bench-student.json (the run the other options describe), "
                         "measuring nothing")
@@ -210,18 +223,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_text(DOC, doc + (f"\nPartial: {', '.join(left)} not run yet when this "
                                       "was written.\n" if left else ""))
         return 0
-    records: list[dict[str, Any]] = []
     models = args.models.split(",")
+    kept: list[dict[str, Any]] = []
+    if args.append and DOC.with_suffix(".json").exists():
+        kept = [r for r in json.loads(DOC.with_suffix(".json").read_text())
+                if r["model"] not in models]
+    records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, model in enumerate(models):
-            records += rows_for(model, args.epochs, args.kernels.split(","), Path(tmp))
+            records += [{**r, "command": command_of(argv)} for r in rows_for(
+                model, args.epochs, args.kernels.split(","), Path(tmp))]
             if not args.no_doc:  # after every model: a stopped run keeps what it measured
                 left = models[i + 1:]
-                doc = document(argv, args, records)
+                doc = document(argv, args, kept + records)
                 if left:
                     doc += f"\nPartial: {', '.join(left)} not run yet when this was written.\n"
                 atomic_write_text(DOC, doc)
-                atomic_write_text(DOC.with_suffix(".json"), json.dumps(records, indent=1) + "\n")
+                atomic_write_text(DOC.with_suffix(".json"),
+                                  json.dumps(kept + records, indent=1) + "\n")
     print("\n".join(table(records)))
     return 0
 
