@@ -15,12 +15,14 @@ process, on a local Ray instance (`--workers 2`) and on a Ray head started here 
 - **Runs.** ``edgefit plan ... --json -v`` as a child process under ``nice -n 10``; its JSON
   summary (stdout) must parse. The head for the cluster run is ``ray start --head
   --node-ip-address 127.0.0.1 --port PORT --num-cpus 2 --include-dashboard false`` with
-  ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (docs/scale-out.md: every address on loopback),
+  ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (docs/scale-out.md: every address on loopback) and
+  ``RAY_AUTH_MODE=token`` (for the head and that run's plan: the driver must send the token),
   started before the run and stopped after it by the ids of its own processes (never ``ray
   stop``: other jobs may run Ray on this machine).
 - **Printed.** Per run: wall seconds, CPU seconds of the plan process and the processes it
   started and reaped (a local Ray instance's daemons and workers included), for the cluster
-  run the head's processes' CPU seconds during the run, the tasks the progress lines report;
+  run the head's processes' CPU seconds during the run (a lower bound: live processes and
+  what they reaped), the tasks the progress lines report;
   then, against the serial plan, the layers whose option differs, the largest relative
   difference of any predicted per-layer cost and total, and the plan.json fields that differ
   at all (the model's cache path and the solver's wall time are expected to).
@@ -46,6 +48,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+TOKEN_ENV = {"RAY_AUTH_MODE": "token"}
+"""`ray start` turns Ray's token authentication on; a driver sends the token (Ray's
+~/.ray/auth_token) only with this set, else the GCS refuses it ("InvalidAuthToken")."""
 EXPECTED_DIFFERENT = ("model.path", "solver.wall_time_s")
 
 
@@ -102,7 +107,7 @@ class Head:
     """A one-node Ray head on 127.0.0.1 started with `ray start`, stopped by its process ids."""
 
     def __init__(self, port: int, cpus: int, env: dict[str, str]) -> None:
-        self.port, self.cpus, self.env = port, cpus, {**env, **LOOPBACK_ENV}
+        self.port, self.cpus, self.env = port, cpus, {**env, **LOOPBACK_ENV, **TOKEN_ENV}
         self.pids: set[int] = set()
 
     def start(self) -> None:
@@ -130,7 +135,8 @@ class Head:
         return list(found.values())
 
     def cpu_s(self) -> float:
-        """CPU seconds of the head's live processes, with the children they reaped."""
+        """CPU seconds of the head's live processes, with the children they reaped (a lower
+        bound: a worker that exited without being reaped by one of them is not counted)."""
         import psutil
 
         total = 0.0
@@ -253,7 +259,7 @@ def main() -> None:
             extra = ["--cluster", f"127.0.0.1:{head.port}"]
         try:
             head_cpu0 = head.cpu_s() if head else 0.0
-            result = run_plan(name, plan_args, extra, env, tmp / name)
+            result = run_plan(name, plan_args, extra, head.env if head else env, tmp / name)
             result["head_cpu_s"] = head.cpu_s() - head_cpu0 if head else None
         finally:
             if head is not None:
@@ -272,7 +278,7 @@ def report(results: list[dict[str, Any]], command: str) -> None:
     base = results[0]
     print(f"\n{command}; {len(base['plan']['layers'])} layers, "
           f"status {base['plan']['status']}\n")
-    print("| run | wall s | CPU s (plan process + reaped children) | head CPU s | "
+    print("| run | wall s | CPU s (plan process + reaped children) | head CPU s (at least) | "
           "options differing from the first run | max rel. cost diff | other fields differing |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
