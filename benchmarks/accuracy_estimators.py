@@ -256,33 +256,33 @@ ESTIMATORS = ("kl", "delta_loss", "delta_acc", "hessian")
 MATCHING_REAL = {"kl": "kl", "delta_loss": "loss", "delta_acc": "acc_pp", "hessian": "loss"}
 
 
-def run_workload(w: Workload, kernels: Any, n_plans: int, n_finetuned: int) -> dict[str, Any]:
+def run_workload(w: Workload, kernels: Any, n_plans: int, n_finetuned: int,
+                 kl_only: bool = False) -> dict[str, Any]:
+    """``kl_only``: the planner's KL estimate alone (no measured or Hessian estimates, no
+    fine-tuned plans), all the class-count comparison quotes, in a fraction of the CPU time."""
     w.test = test_subset(w.test)
     idx = np.random.default_rng(0).choice(len(w.train), CALIBRATION_SIZE, replace=False)
     cx, cy = w.train.x[idx], w.train.y[idx]
     graph = capture(w.model, tuple(w.train.x.shape[1:]), w.name)
     options = configs_of(layer_options(graph, kernels, None, weights=True))
     t0 = time.perf_counter()
-    kl = measured_output_kl(w.model, options, cx).loss
-    t1 = time.perf_counter()
-    sens = measured_sensitivity(w.model, options, cx, cy)
-    t2 = time.perf_counter()
-    hess = hessian_sensitivity_cached(w.model, options, cx[:HESSIAN_IMAGES],
-                                      cy[:HESSIAN_IMAGES], max_samples=HESSIAN_SAMPLES)
-    t3 = time.perf_counter()
-    per_layer = {"kl": kl, "delta_loss": sens.delta_loss, "delta_acc": sens.delta_accuracy_pp,
-                 "hessian": hess.omega.loss}
+    per_layer: dict[str, Any] = {"kl": measured_output_kl(w.model, options, cx).loss}
+    seconds = {"kl": time.perf_counter() - t0}
+    hessian: dict[str, Any] = {"mean_trace": {}, "hessian_samples": {}}
+    if not kl_only:
+        per_layer, seconds, hessian = other_estimators(w, options, cx, cy, per_layer, seconds)
     reference = outputs(w.model, w.test)
     plans = random_plans(options, n_plans, seed=0)
     real: list[dict[str, float]] = []
-    predicted: dict[str, list[float]] = {e: [] for e in ESTIMATORS}
+    predicted: dict[str, list[float]] = {e: [] for e in per_layer}
     for plan in plans:
         q = quantized_copy(w.model, techniques_of(plan, options), cx)
         real.append(drop(reference, outputs(q, w.test), w.test.y))
-        for e in ESTIMATORS:
+        for e in per_layer:
             predicted[e].append(sum(per_layer[e][layer, opt] for layer, opt in plan.items()))
     finetuned = []
-    for plan in [p for p in plans if has_pruning(techniques_of(p, options))][:n_finetuned]:
+    for plan in [p for p in plans if has_pruning(techniques_of(p, options))
+                 ][:0 if kl_only else n_finetuned]:
         i = plans.index(plan)
         finetuned.append({"plan": plan, "predicted_acc_pp": predicted["delta_acc"][i],
                           "real_acc_pp": real[i]["acc_pp"],
@@ -291,13 +291,28 @@ def run_workload(w: Workload, kernels: Any, n_plans: int, n_finetuned: int) -> d
     return {"name": w.name, "classes": w.test.classes,
             "fp32_test_accuracy": evaluate(w.model, w.test), "test_size": len(w.test),
             "options": sum(len(o) for o in options.values()), "plans": plans, "real": real,
-            "predicted": predicted, "finetuned": finetuned, "mean_trace": hess.mean_trace,
-            "hessian_samples": hess.samples,
-            "estimate_seconds": {"kl": t1 - t0, "measured (cache miss or hit)": t2 - t1,
-                                 "hessian (cache miss or hit)": t3 - t2},
+            "predicted": predicted, "finetuned": finetuned, **hessian,
+            "estimate_seconds": seconds,
             "per_layer": {e: {f"{k[0]}|{k[1]}": v for k, v in d.items()}
                           for e, d in per_layer.items()},
             "compare": compare_layers(w, options)}
+
+
+def other_estimators(w: Workload, options: dict[str, dict[str, list[Any]]], cx: np.ndarray,
+                     cy: np.ndarray, per_layer: dict[str, Any], seconds: dict[str, float]
+                     ) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
+    """Measured delta loss / accuracy and the Hessian estimate, with their times."""
+    t1 = time.perf_counter()
+    sens = measured_sensitivity(w.model, options, cx, cy)
+    t2 = time.perf_counter()
+    hess = hessian_sensitivity_cached(w.model, options, cx[:HESSIAN_IMAGES],
+                                      cy[:HESSIAN_IMAGES], max_samples=HESSIAN_SAMPLES)
+    t3 = time.perf_counter()
+    return ({**per_layer, "delta_loss": sens.delta_loss, "delta_acc": sens.delta_accuracy_pp,
+             "hessian": hess.omega.loss},
+            {**seconds, "measured (cache miss or hit)": t2 - t1,
+             "hessian (cache miss or hit)": t3 - t2},
+            {"mean_trace": hess.mean_trace, "hessian_samples": hess.samples})
 
 
 def compare_layers(w: Workload, options: dict[str, dict[str, list[Any]]]
@@ -321,7 +336,7 @@ def compare_layers(w: Workload, options: dict[str, dict[str, list[Any]]]
 def summary_rows(r: dict[str, Any]) -> list[str]:
     real = {k: np.array([d[k] for d in r["real"]]) for k in ("acc_pp", "loss", "kl")}
     rows = []
-    for e in ESTIMATORS:
+    for e in (e for e in ESTIMATORS if e in r["predicted"]):  # --kl-only runs have only kl
         pred = np.array(r["predicted"][e])
         rho = spearman(pred, real["acc_pp"])
         lo, hi = bootstrap_ci(pred, real["acc_pp"])
@@ -351,8 +366,9 @@ def layer_rows(results: Sequence[dict[str, Any]]) -> list[str]:
     rows += ["", "| layer | " + " | ".join(f"{r['name']} Tr(H)/n" for r in results) + " |",
              "|---|" + "---|" * len(results)]
     for layer in layers:
-        rows.append(f"| {layer} | " + " | ".join(f"{r['mean_trace'][layer]:.3g}"
-                                                  for r in results) + " |")
+        rows.append(f"| {layer} | " + " | ".join(
+            f"{r['mean_trace'][layer]:.3g}" if layer in r["mean_trace"] else "-"
+            for r in results) + " |")
     return rows
 
 
@@ -410,6 +426,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     picked.add_argument("--dataset", choices=sorted(DATASETS),
                         help="that data set's workloads: " + "; ".join(
                             f"{k}: {', '.join(v)}" for k, v in DATASETS.items()))
+    parser.add_argument("--kl-only", action="store_true",
+                        help="only the planner's KL estimate: no measured or Hessian "
+                        "estimates, no fine-tuned plans (the class-count comparison's columns)")
     parser.add_argument("--json", type=Path, help="folder: one raw-results JSON per workload")
     parser.add_argument("--report-only", action="store_true",
                         help="print the tables from the JSON folder, compute nothing")
@@ -433,7 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if kernels is None:
             spec = host_spec()
             kernels = spec.profile(spec.default_profile).kernels
-        results.append(run_workload(WORKLOADS[name](), kernels, args.plans, args.finetuned))
+        results.append(run_workload(WORKLOADS[name](), kernels, args.plans, args.finetuned,
+                                    args.kl_only))
         if saved is not None:
             atomic_write_text(saved, json.dumps(results[-1], indent=1, default=str))
         print(f"done {name} ({time.perf_counter() - start:.0f} s)", flush=True)

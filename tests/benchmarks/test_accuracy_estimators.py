@@ -151,3 +151,33 @@ def test_report_only_names_a_missing_result(est: ModuleType, tmp_path: Path,
         est.main(["--dataset", "fashion", "--report-only", "--json", str(tmp_path)])
     assert stop.value.code == 2
     assert "fashion-cnn.json does not exist" in capsys.readouterr().err
+
+
+def test_kl_only_computes_and_prints_the_kl_estimate_alone(
+        est: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from cost_models.host_probe import host_spec
+    from workloads.zoo import LeNet5
+
+    def refused(*_: Any) -> None:
+        raise AssertionError("--kl-only computed another estimator")
+
+    monkeypatch.setattr(est, "other_estimators", refused)
+    monkeypatch.setattr(est, "CALIBRATION_SIZE", 64)  # a tiny run: the flow, not the numbers
+    rng = np.random.default_rng(0)
+    x = rng.random((600, 1, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 2, 600)
+    ds = Dataset("tiny", x, y, 2, "random")
+    torch.manual_seed(0)
+    w = est.Workload("tiny", LeNet5(classes=2).eval(), ds,
+                     Dataset("tiny-test", x[:50], y[:50], 2, "random"))
+    spec = host_spec()
+    result = est.run_workload(w, spec.profile(spec.default_profile).kernels, 2, 2, kl_only=True)
+    assert list(result["predicted"]) == ["kl"] and len(result["real"]) == 2
+    assert result["finetuned"] == [] and result["mean_trace"] == {}
+    (tmp_path / "fashion-cnn-shirts.json").write_text(json.dumps(result, default=str))
+    assert est.main(["--workloads", "fashion-cnn-shirts", "--report-only",
+                     "--json", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| tiny | kl |" in out and "| tiny | hessian |" not in out
+    assert "| conv1 | - |" in out  # no Hessian trace: a dash, not a number
