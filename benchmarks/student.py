@@ -29,7 +29,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,10 @@ def row(model: str, label: str, pins: dict[str, str], epochs: int, student: str 
     return record
 
 
-def rows_for(model: str, epochs: int, kernels: Sequence[str], tmp: Path) -> list[dict[str, Any]]:
+def rows_for(model: str, epochs: int, kernels: Sequence[str], tmp: Path,
+             done: Callable[[list[dict[str, Any]], int], None] = lambda rows, left: None
+             ) -> list[dict[str, Any]]:
+    """Every row of ``model``; ``done(rows so far, rows left)`` after each one."""
     probe, _ = make_plan(budget(model), "bench")
     out: list[dict[str, Any]] = []
     for kernel in kernels:
@@ -114,6 +117,7 @@ def rows_for(model: str, epochs: int, kernels: Sequence[str], tmp: Path) -> list
         ]
         for i, (label, pins, ep, student) in enumerate(recipes):
             out.append(row(model, label, pins, ep, student, tmp / f"{model}-{kernel}-{i}"))
+            done(out, 4 * len(kernels) - len(out))
     return out
 
 
@@ -170,7 +174,7 @@ def document(argv: Sequence[str], args: argparse.Namespace,
     return "\n".join([
         "# Distillation into a smaller student, measured", "",
         f"Made by {made}; every number is from the run named beside its model (one seed; a "
-        "run writes this file after every model, so a run stopped early keeps the models it "
+        "run writes this file after every row, so a run stopped early keeps the rows it "
         "finished). Target "
         f"`{TARGET}` / `{PROFILE}` (edgefit's packed image, no .tflite). Every planned layer is "
         "pinned to one kernel, so rows differ in the network only. *Accuracy*: apply's held-out "
@@ -231,16 +235,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, model in enumerate(models):
-            records += [{**r, "command": command_of(argv)} for r in rows_for(
-                model, args.epochs, args.kernels.split(","), Path(tmp))]
-            if not args.no_doc:  # after every model: a stopped run keeps what it measured
-                left = models[i + 1:]
-                doc = document(argv, args, kept + records)
+
+            def write(rows: list[dict[str, Any]], rows_left: int, i: int = i,
+                      before: tuple[dict[str, Any], ...] = tuple(records)) -> None:
+                """After every row: a stopped run keeps what it measured, and says so."""
+                if args.no_doc:
+                    return
+                done = [*kept, *before, *({**r, "command": command_of(argv)} for r in rows)]
+                left = ([f"{rows_left} more row(s) of {models[i]}"] if rows_left else []) + [
+                    f"{m} (all its rows)" for m in models[i + 1:]]
+                doc = document(argv, args, done)
                 if left:
-                    doc += f"\nPartial: {', '.join(left)} not run yet when this was written.\n"
+                    doc += f"\nPartial: {', '.join(left)} not run when this was written.\n"
                 atomic_write_text(DOC, doc)
-                atomic_write_text(DOC.with_suffix(".json"),
-                                  json.dumps(kept + records, indent=1) + "\n")
+                atomic_write_text(DOC.with_suffix(".json"), json.dumps(done, indent=1) + "\n")
+
+            records += [{**r, "command": command_of(argv)} for r in rows_for(
+                model, args.epochs, args.kernels.split(","), Path(tmp), write)]
     print("\n".join(table(records)))
     return 0
 
