@@ -898,10 +898,9 @@ def not_shown(runs: list[ScenarioRun], cited: Sequence[Source], absent: list[str
           f"- **A shared machine.** Host latencies carry run-to-run noise; the cost-model "
           f"benchmark states its own noise floor (`{ACCURACY}`).", "")
     s.add("Not measured yet (the fourth item of issue #20): "
-          "distillation into a smaller student network; the Bayesian search "
-          "run against measured accuracy; a task metric for the text model (only embedding "
-          "cosine); the class-count comparison on a second real data set (only relabelled "
-          "MNIST).", "")
+          "distillation into a smaller student network; a task metric for the text model "
+          "(only embedding cosine); the class-count comparison on a second real data set "
+          "(only relabelled MNIST).", "")
     if absent:
         s.add("Inputs this build could not read:", "",
               *(f"- **{MISSING} `{rel}`**" for rel in absent), "")
