@@ -250,8 +250,13 @@ def minilm_applied(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     full, datasets = minilm.load_minilm, data.load_dataset
     train, test = datasets("sentences")
-    few = dataclasses.replace(test, x=test.x[:48], y=test.y[:48], texts=test.texts[:48],
-                              task_labels=test.task_labels[:48], lines=test.lines[:48])
+    # 24 sentences from each end: the file lists its negative reviews first, and the task
+    # metric needs both classes
+    keep = [*range(24), *range(len(test) - 24, len(test))]
+    few = dataclasses.replace(test, x=test.x[keep], y=test.y[keep],
+                              texts=tuple(test.texts[i] for i in keep),
+                              task_labels=tuple(test.task_labels[i] for i in keep),
+                              lines=tuple(test.lines[i] for i in keep))
     mp.setattr(minilm, "load_minilm", lambda folder=None, layers=None: full(folder, layers or 1))
     mp.setattr(data, "load_dataset", lambda name: (train, few))  # 48 held-out sentences
     mp.setattr(planning, "_estimate_accuracy", lambda loaded, graph, kernels, options, x:
@@ -294,6 +299,9 @@ def test_minilm_word_table_planned_int4_and_applied(minilm_applied) -> None:
     acc = report["accuracy"]  # cosine to the fp32 embeddings: moved, a little
     assert 0.95 < acc["compressed"] < 1.0 - 1e-5
     assert acc["onnx_vs_torch"]["cosine_to_fake_quant"] > 0.9999
+    task = acc["task"]  # the task metric beside the cosine: the probe on the polarity labels
+    assert task["sentences"] == 48 and task["metric"] == "linear-probe accuracy"
+    assert 0.0 <= task["compressed"] <= 1.0 and 0.5 <= task["agreement"] <= 1.0
     rows = {r["layer"]: r for r in report["verification"]["layers"]}
     assert (rows["embeddings.word"]["onnx_option"], rows["embeddings.word"]["image_dtype"]) == (
         "int4", "int4")
