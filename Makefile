@@ -72,6 +72,7 @@ bench: data
 	$(PY) benchmarks/deep_compression.py
 	$(PY) benchmarks/accuracy_planning.py
 	$(PY) benchmarks/accuracy_estimators.py --plans 24 --finetuned 3
+	$(PY) benchmarks/accuracy_estimators.py --dataset fashion --plans 24 --kl-only --json out/accuracy-estimators
 	$(PY) benchmarks/solver_scale.py --time-limit 10
 	$(PY) benchmarks/solver_scale.py --time-limit 10 --instances builtin --out docs/bench-solver-builtin.md
 	$(PY) benchmarks/report.py

@@ -363,6 +363,8 @@ def layer_rows(results: Sequence[dict[str, Any]]) -> list[str]:
                              else "-")
             if any(cell != "-" for cell in cells):
                 rows.append(f"| {layer} | {option} | " + " | ".join(cells) + " |")
+    if not any(r["mean_trace"] for r in results):
+        return rows  # --kl-only runs: no Hessian trace
     rows += ["", "| layer | " + " | ".join(f"{r['name']} Tr(H)/n" for r in results) + " |",
              "|---|" + "---|" * len(results)]
     for layer in layers:
@@ -378,6 +380,19 @@ def layer_tables(results: Sequence[dict[str, Any]]) -> list[str]:
     for r in results:
         groups.setdefault(tuple(r["compare"]), []).append(r)
     return [row for group in groups.values() for row in (*layer_rows(group), "")]
+
+
+def finetuned_rows(results: Sequence[dict[str, Any]]) -> list[str]:
+    lines = ["", f"## With fine-tuning (prune -> distill {DISTILL_EPOCHS} epoch(s) on "
+             f"{DISTILL_IMAGES} training images -> quantise)", "",
+             "| workload | plan | predicted (sum delta_acc) pp | real drop, no FT pp | "
+             "real drop, distilled pp |", "|---|---|---|---|---|"]
+    for r in results:
+        for f in r["finetuned"]:
+            plan = ", ".join(f"{k}={v}" for k, v in f["plan"].items())
+            lines.append(f"| {r['name']} | {plan} | {f['predicted_acc_pp']:.2f} | "
+                         f"{f['real_acc_pp']:.2f} | {f['finetuned_acc_pp']:.2f} |")
+    return lines
 
 
 def report(results: Sequence[dict[str, Any]], n_plans: int, seconds: float) -> str:
@@ -396,15 +411,8 @@ def report(results: Sequence[dict[str, Any]], n_plans: int, seconds: float) -> s
               "|---|---|---|---|---|---|---|"]
     for r in results:
         lines += summary_rows(r)
-    lines += ["", f"## With fine-tuning (prune -> distill {DISTILL_EPOCHS} epoch(s) on "
-              f"{DISTILL_IMAGES} training images -> quantise)", "",
-              "| workload | plan | predicted (sum delta_acc) pp | real drop, no FT pp | "
-              "real drop, distilled pp |", "|---|---|---|---|---|"]
-    for r in results:
-        for f in r["finetuned"]:
-            plan = ", ".join(f"{k}={v}" for k, v in f["plan"].items())
-            lines.append(f"| {r['name']} | {plan} | {f['predicted_acc_pp']:.2f} | "
-                         f"{f['real_acc_pp']:.2f} | {f['finetuned_acc_pp']:.2f} |")
+    if any(r["finetuned"] for r in results):  # none in --kl-only runs
+        lines += finetuned_rows(results)
     lines += ["", "## Single-layer sensitivity on the test split (drop pp, loss change in "
               "parentheses) and Hessian mean trace (calibration split)", "",
               *layer_tables(results), "## Time per estimator (s, this run)", ""]
