@@ -57,6 +57,19 @@ def pass_inputs(model: str, target: str) -> tuple[Any, dict[str, dict[str, list[
     return got[0], got[1], got[2]
 
 
+pass_inputs_cache: dict[str, Any] = {}
+
+
+def spread(options: dict[str, Any], k: int) -> dict[str, Any]:
+    """``k`` of the pass's layers, evenly spread in the model's order (first and last kept)."""
+    pass_inputs_cache.clear()
+    pass_inputs_cache.update(options)
+    names = list(options)
+    k = min(k, len(names))
+    picked = sorted({round(i * (len(names) - 1) / max(1, k - 1)) for i in range(k)})
+    return {names[i]: options[names[i]] for i in picked}
+
+
 def descendants_cpu_s() -> float:
     """User + system CPU seconds of every live descendant of this process."""
     import psutil
@@ -124,12 +137,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="lenet5-mnist")
     ap.add_argument("--target", default="arduino-nano-33-ble")
+    ap.add_argument("--layers", type=int, default=0,
+                    help="measure only this many of the pass's layers, evenly spread over the "
+                         "model (0: all); the projection then scales to the whole pass")
     args = ap.parse_args()
     from edgefit_common.execution import IN_PROCESS
     from edgefit_common.ray_executor import RayExecutor
 
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     module, options, x = pass_inputs(args.model, args.target)
+    every = len(options)
+    if args.layers:
+        options = spread(options, args.layers)
     results = [run("serial (in-process)", IN_PROCESS, module, options, x),
                run("ray, 1 worker", RayExecutor(workers=1), module, options, x),
                run("ray, 2 workers", RayExecutor(workers=2), module, options, x)]
@@ -145,6 +164,11 @@ def main() -> None:
               f"{r['driver_cpu_s']:.1f} | {r['ray_cpu_s']:.1f} | "
               f"{serial['wall_s'] / r['wall_s']:.2f}x | {diff:g} |")
     projection(results[1])
+    if len(options) < every:
+        whole_pairs = sum(1 for row in pass_inputs_cache.values() for c in row.values() if c)
+        print(f"sampled {len(options)} of {every} layers ({serial['pairs']} of {whole_pairs} "
+              f"pairs); the whole pass's serial wall, scaled by pairs: "
+              f"{serial['wall_s'] * whole_pairs / serial['pairs']:.0f} s")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
