@@ -221,3 +221,68 @@ def test_a_techniques_sidecar_is_read_instead_of_the_markdown(rep: ModuleType,
     assert "| fp16 | 9.9x · 1.00 · 97.35 % |" in text
     assert "*Source:* `docs/bench-techniques.json` (the benchmark's JSON sidecar" in text
     assert "made by `python bench --x`" in text
+
+
+CLASS_RUNS = """First run printed by
+
+```
+python est.py --plans 2
+```
+
+| workload | classes | fp32 test accuracy | test images | real drop pp |
+|---|---|---|---|---|
+| lenet5-mnist | 10 | 98.30 % | 2000 | 0.00 / 1.00 / 2.00 |
+| lenet5-mnist-parity | 2 | 98.85 % | 2000 | 0.00 / 0.30 / 0.50 |
+| fashion-cnn | 10 | 91.90 % | 2000 | 0.00 / 3.00 / 9.00 |
+
+| workload | estimator | Spearman vs real acc drop [95 % CI] |
+|---|---|---|
+| fashion-cnn | kl | 0.96 [0.86, 0.99] |
+| fashion-cnn | hessian | 0.50 [0.10, 0.90] |
+
+| layer | option | fashion-cnn drop pp (dloss) |
+|---|---|---|
+| fc1 | int8 | 0.00 (0.000) |
+| fc2 | fp32+s75 | 7.50 (0.158) |
+
+Second run printed by
+
+```
+python est.py --dataset fashion
+```
+
+| workload | classes | fp32 test accuracy | test images | real drop pp |
+|---|---|---|---|---|
+| fashion-cnn-shirts | 2 | 90.00 % | 2000 | 0.00 / 1.00 / 4.00 |
+
+| workload | estimator | Spearman vs real acc drop [95 % CI] |
+|---|---|---|
+| fashion-cnn-shirts | kl | 0.80 [0.60, 0.90] |
+
+| layer | option | fashion-cnn-shirts drop pp (dloss) |
+|---|---|---|
+| fc1 | int8 | 0.00 (0.000) |
+| fc1 | int4 | 0.40 (0.010) |
+"""
+
+
+def test_the_class_count_tables_join_each_task_from_its_own_run(rep: ModuleType) -> None:
+    src = rep.parse_markdown("docs/est.md", CLASS_RUNS)
+    assert rep.measured_tasks(src, rep.FASHION_TASKS) == ["fashion-cnn", "fashion-cnn-shirts"]
+    keys, cells, tables = rep._task_drops(src, ["fashion-cnn", "fashion-cnn-shirts"])
+    assert keys == [("fc1", "int8"), ("fc2", "fp32+s75"), ("fc1", "int4")]
+    assert cells == {"fashion-cnn": ["0.00 (0.000)", "7.50 (0.158)", "-"],  # no such option
+                     "fashion-cnn-shirts": ["0.00 (0.000)", "-", "0.40 (0.010)"]}
+    assert [t.command for t in tables] == [("python est.py --plans 2",),
+                                           ("python est.py --dataset fashion",)]
+    text = "\n".join(rep.class_count(src).lines)
+    fashion = text.split("**Fashion-MNIST**")[1]
+    assert "missing input" not in fashion  # the apparel task is known not to be run yet
+    without_shirts = rep.parse_markdown("docs/est.md", CLASS_RUNS.split("Second run")[0])
+    assert "missing input: `docs/est.md` has no class-count tables for fashion-cnn-shirts" \
+        in "\n".join(rep.class_count(without_shirts).lines)  # named, not filled in
+    assert "| fashion-cnn | kl | 0.96 [0.86, 0.99] |" in fashion and "hessian" not in fashion
+    assert "| fashion-cnn-shirts | 2 | 90.00 % | 2000 | 0.00 / 1.00 / 4.00 |" in fashion
+    assert "| fc1 | int8 |" not in fashion  # no task loses anything there
+    assert "| fc2 | fp32+s75 | 7.50 (0.158) | - |" in fashion
+    assert "`python est.py --plans 2` and `python est.py --dataset fashion`" in text
