@@ -652,7 +652,7 @@ def class_count(src: Source | None) -> Section:
         missing(s, ESTIMATORS)
         return s
     s.add("The same network trained on the same images with 10 outputs and with 2, the same "
-          "random-plan draw (no fine-tuning) and single-layer options applied to each; how "
+          "random-plan seed (no fine-tuning) and single-layer options applied to each; how "
           "much accuracy compression costs, and how well the planner's estimate (summed "
           "per-layer KL, `kl`) ranks plans by their real drop. Two data sets: LeNet-5 on MNIST "
           "(digits relabelled even / odd), an easier task than the 10 digits; and fashion-cnn on "
