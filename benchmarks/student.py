@@ -192,7 +192,10 @@ def document(argv: Sequence[str], args: argparse.Namespace,
         "classifier. The channel row takes the widths the plan offers (multiples of the "
         "profile's preferred channel multiple, or the full count) nearest half; a student "
         "keeps exactly half of every group (rounded, at least one), so the two networks "
-        "differ slightly.", "",
+        "may differ slightly. Where they do not, a student from the teacher's weights is the "
+        "same network as the channel row, distilled the same way (same seed, data and "
+        "config): channel pruning with distillation, done before planning instead of after; "
+        "the fresh-weights row is what the teacher's kept weights are worth.", "",
         *table(records), "",
         "What the student rows' distillation reported (validation split of the training data; "
         "the teacher's figure there is in-sample: it was trained on those images):", "",
