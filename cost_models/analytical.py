@@ -328,11 +328,15 @@ def build_cost_table(graph: LayerGraph, spec: DeviceSpec, profile_name: str | No
         memory=memory,
         flash_format=flash_format,
         tflite_frame_bytes=tflite_frame_bytes(graph) if flash_format == "tflite" else 0.0,
-        # a boundary node is an elementwise op: the profile's per-op overhead, bytes moved at
-        # its memory bandwidth (as the ops charged to a layer)
-        boundary_overhead_ms=profile.layer_overhead.value,
-        boundary_ms_per_byte=1e3 / profile.memory_bandwidth.value,
+        **_boundary_constants(profile),
     )
+
+
+def _boundary_constants(profile: Profile) -> dict[str, float]:
+    """A precision boundary's node is an elementwise op: the profile's per-op overhead, the
+    bytes it moves at its memory bandwidth (as the ops charged to a layer)."""
+    return {"boundary_overhead_ms": profile.layer_overhead.value,
+            "boundary_ms_per_byte": 1e3 / profile.memory_bandwidth.value}
 
 
 TFLITE_FLASH_PROVENANCE = (
