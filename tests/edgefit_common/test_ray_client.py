@@ -50,9 +50,24 @@ def client_port() -> Iterator[int]:
         assert not alive, f"processes left running: {[p.name() for p in alive]}"
 
 
+def _listeners(port: int, timeout_s: float = 120.0) -> set[str]:
+    """The addresses this process tree listens on at ``port``, once the client server is up
+    (the head's nodes are registered before its client server listens: poll, not sleep)."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = {c.laddr.ip for p in [psutil.Process(), *psutil.Process().children(True)]
+                 for c in _tcp(p) if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
 def test_ray_client_address_on_loopback(client_port: int, tmp_path: Any) -> None:
     import numpy as np
-    import psutil
     import torch
     from torch import nn
 
@@ -61,9 +76,7 @@ def test_ray_client_address_on_loopback(client_port: int, tmp_path: Any) -> None
     from cost_models.row_cache import RowCache
     from techniques.quantize import QuantizeConfig
 
-    listeners = {c.laddr.ip for p in [psutil.Process(), *psutil.Process().children(True)]
-                 for c in _tcp(p) if c.status == psutil.CONN_LISTEN
-                 and c.laddr.port == client_port}
+    listeners = _listeners(client_port)
     assert listeners and listeners <= {"127.0.0.1", "::ffff:127.0.0.1"}, listeners
     executor = from_settings(cluster=f"ray://127.0.0.1:{client_port}", environ={})
     assert isinstance(executor, RayExecutor)

@@ -111,7 +111,13 @@ def test_ctrl_c_while_optuna_records_a_trial_is_a_keyboard_interrupt(
         return told(*args, **kwargs)
 
     monkeypatch.setattr(optimize_module, "_tell_with_warning", tell_with_a_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
-        bayes.search(problem, trials=50, timeout_s=None)
+    # Python's own handler, as in a user's process: in the full suite an earlier test's library
+    # left SIGINT ignored (fresh-clone CI, 2026-12-08), and then no Ctrl-C arrives at all
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bayes.search(problem, trials=50, timeout_s=None)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(calls) == 3, "the study stopped after the interrupted trial"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
