@@ -40,6 +40,7 @@ from edgefit_common.fsutil import atomic_write_text
 from planner.pareto import FrontPoint, sweep
 from planner.plan import Plan
 from planner.problem import Problem
+from planner.problem import crossed as problem_crossed
 from planner.resolve import LIMIT_METRIC, fp32_latency_ms, problem_from_plan, with_result
 from planner.result import BINDING_FRACTION, SolveResult, SolverOptions
 from workloads.refs import ModelSource
@@ -311,7 +312,7 @@ class _State:
         assert rnd.measured is not None
         learned = []
         load = self._load(rnd.measured)
-        crossed = self._boundaries_into(cand.picks)
+        crossed = problem_crossed(self.problem.latency_pairs, cand.picks)
         for layer, measured_ms in rnd.measured.layer_ms.items():
             option = cand.picks.get(layer)
             if option is None or (layer, option) in self.baseline:
@@ -328,15 +329,6 @@ class _State:
                                                           else "")
                                + ": dropped from later rounds")
         return learned
-
-    def _boundaries_into(self, picks: dict[str, str]) -> dict[str, float]:
-        """Reader layer -> the precision boundaries' latency it runs (the measurement charges
-        the Q/DQ node feeding a layer to that layer)."""
-        out: dict[str, float] = {}
-        for t in self.problem.latency_pairs:
-            if picks.get(t.a) in t.a_options and picks.get(t.b) in t.b_options:
-                out[t.b] = out.get(t.b, 0.0) + t.latency_ms
-        return out
 
     def _load(self, m: Measurement) -> float:
         """How much slower than its profile the machine ran the fp32 model in the same apply

@@ -6,7 +6,7 @@ The planner writes it, the CLI prints it, the TUI edits it, executors consume it
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -20,6 +20,9 @@ from edgefit_common.yamlio import describe
 from techniques.distill import DistillConfig
 from techniques.registry import TechniqueConfig
 from techniques.student import StudentRecord
+
+if TYPE_CHECKING:
+    from planner.problem import LatencyPair
 
 # Every technique's frozen config, told apart by its `technique` field.
 PLAN_SCHEMA_VERSION = 3
@@ -354,15 +357,19 @@ class Plan(_Strict):
         return {name: layer.option for name, layer in self.layers.items()
                 if layer.option is not None}
 
+    def latency_pairs(self) -> tuple[LatencyPair, ...]:
+        """planner.Problem.latency_pairs from `boundaries`."""
+        from planner.problem import LatencyPair
+
+        return tuple(LatencyPair(a, tuple(ao), b, tuple(bo), ms, mj)
+                     for a, ao, b, bo, ms, mj in self.boundaries)
+
     def boundary_ms_by_reader(self) -> dict[str, float]:
         """Reader layer -> the latency of the precision boundaries its chosen option and its
         producer's cross (in the totals, not in either layer's own latency)."""
-        options = self.options()
-        out: dict[str, float] = {}
-        for a, a_options, b, b_options, ms, _ in self.boundaries:
-            if options.get(a) in a_options and options.get(b) in b_options:
-                out[b] = out.get(b, 0.0) + ms
-        return out
+        from planner.problem import crossed
+
+        return crossed(self.latency_pairs(), self.options())
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)

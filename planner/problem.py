@@ -99,6 +99,16 @@ class LatencyPair:
         return chosen[self.a].option in self.a_options and chosen[self.b].option in self.b_options
 
 
+def crossed(pairs: Iterable[LatencyPair], options: Mapping[str, str]) -> dict[str, float]:
+    """Reader layer -> the latency of the precision boundaries a plan's options (layer ->
+    option name) cross: the measurement charges a Q/DQ node to the layer it feeds."""
+    out: dict[str, float] = {}
+    for t in pairs:
+        if options.get(t.a) in t.a_options and options.get(t.b) in t.b_options:
+            out[t.b] = out.get(t.b, 0.0) + t.latency_ms
+    return out
+
+
 PairKey = tuple[str, tuple[int, ...], str, tuple[int, ...]]
 
 

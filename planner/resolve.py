@@ -19,7 +19,7 @@ from planner.plan import (
     Relaxation,
     SolverInfo,
 )
-from planner.problem import Choice, LatencyPair, PairTerm, Problem
+from planner.problem import Choice, PairTerm, Problem, crossed
 from planner.result import SolveResult, SolverOptions
 from planner.solve import solve
 
@@ -81,8 +81,7 @@ def fp32_latency_ms(plan: Plan, pins: Mapping[str, str] | None = None) -> float 
         ms, chosen[name] = min(plain)
         total += ms
     # a pinned int8 layer among fp32 ones crosses precision boundaries
-    return total + sum(ms for a, ao, b, bo, ms, _ in plan.boundaries
-                       if chosen[a] in ao and chosen[b] in bo)
+    return total + sum(crossed(plan.latency_pairs(), chosen).values())
 
 
 def latency_cap(plan: Plan, limits: Mapping[str, float],
@@ -139,8 +138,7 @@ def problem_from_plan(plan: Plan, pins: Mapping[str, str] | None = None,
         weights_in_ram=plan.weights_in_ram,
         step_extra=_step_extra(plan),
         step_pairs=_step_pairs(plan),
-        latency_pairs=tuple(LatencyPair(a, tuple(ao), b, tuple(bo), ms, mj)
-                            for a, ao, b, bo, ms, mj in plan.boundaries),
+        latency_pairs=plan.latency_pairs(),
     )
 
 
